@@ -1,0 +1,39 @@
+/* backend.h — what the engine asks of a backend (cpu, cuda): one forward over a packed batch,
+ * returning pooled, normalised embeddings. Internal to runtime/. */
+#ifndef QE_RUNTIME_BACKEND_H
+#define QE_RUNTIME_BACKEND_H
+#include <stddef.h>
+#include <stdint.h>
+#include "qembed.h"
+#include "../weights/model.h"
+
+/* A packed batch: every sequence's tokens back to back, no padding. */
+typedef struct qe_batch {
+    int n_seqs;
+    int n_tokens;
+    const int32_t *tokens;     /* [n_tokens] */
+    const int32_t *positions;  /* [n_tokens], restart at 0 per sequence */
+    const int32_t *cu_seqlens; /* [n_seqs + 1], cu_seqlens[0] = 0 */
+} qe_batch;
+
+typedef struct qe_backend_ops {
+    const char *name;
+    /* Builds backend state from the bound model (weights converted/copied as needed). */
+    qe_status (*create)(const qe_model *model, const qe_options *opt, void **state, char *err,
+                        size_t errlen);
+    /* out: [n_seqs, dims] L2-normalised embeddings of each sequence's last token. */
+    qe_status (*forward)(void *state, const qe_batch *batch, int dims, float *out, char *err,
+                         size_t errlen);
+    void (*destroy)(void *state);
+    /* Optional (NULL if absent), for tests: the residual stream [n_tokens, hidden] after the
+     * first n_layers layers. */
+    qe_status (*residual)(void *state, const qe_batch *batch, int n_layers, float *out, char *err,
+                          size_t errlen);
+} qe_backend_ops;
+
+extern const qe_backend_ops qe_cpu_backend;
+#ifdef QE_HAVE_CUDA
+extern const qe_backend_ops qe_cuda_backend;
+#endif
+
+#endif

@@ -1,0 +1,223 @@
+/* backend_cpu.c — the CPU reference backend: fp32 weights, the C reference kernels, pthreads
+ * over tiles of each matmul and over attention heads. Plain and readable: the oracle for the
+ * CUDA backend and the CI path. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "kernels/ref/ref.h"
+#include "parallel.h"
+
+typedef struct cpu_layer {
+    float *attn_norm, *q_norm, *k_norm, *mlp_norm; /* [hidden] / [head_dim] */
+    float *wqkv;    /* [(heads + 2*kv_heads)*head_dim, hidden]: q, k, v rows fused */
+    float *wo;      /* [hidden, heads*head_dim] */
+    float *wgate_up; /* [2*inter, hidden]: gate rows then up rows */
+    float *wdown;   /* [hidden, inter] */
+} cpu_layer;
+
+typedef struct cpu_state {
+    const qe_model *model;
+    qe_config cfg;
+    int q_dim, kv_dim, qkv_dim;
+    cpu_layer *layers;
+    float *final_norm;
+    float *weights; /* one allocation for every converted weight */
+    qe_pool *pool;
+    /* activations, grown to the largest step seen */
+    int cap_tokens;
+    float *x, *h, *qkv, *attn, *gate_up, *act;
+} cpu_state;
+
+static float *take(float **cursor, const st_tensor *t) {
+    float *p = *cursor;
+    st_to_f32(t, p);
+    *cursor += t->nbytes / st_dtype_size(t->dtype);
+    return p;
+}
+
+static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out, char *err,
+                            size_t errlen) {
+    cpu_state *s = calloc(1, sizeof *s);
+    if (!s) return QE_ERR_NOMEM;
+    const qe_config *c = &m->cfg;
+    s->model = m;
+    s->cfg = *c;
+    s->q_dim = c->num_heads * c->head_dim;
+    s->kv_dim = c->num_kv_heads * c->head_dim;
+    s->qkv_dim = s->q_dim + 2 * s->kv_dim;
+    /* Everything but the embedding table, which is gathered row by row from the mapping. */
+    size_t total = (size_t)c->hidden_size;
+    for (int l = 0; l < c->num_layers; l++) {
+        const qe_layer_tensors *L = &m->layers[l];
+        const st_tensor *all[] = {L->attn_norm, L->wq,  L->wk,     L->wv,   L->q_norm, L->k_norm,
+                                  L->wo,        L->mlp_norm, L->w_gate, L->w_up, L->w_down};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            total += all[i]->nbytes / st_dtype_size(all[i]->dtype);
+    }
+    s->weights = malloc(total * sizeof(float));
+    s->layers = calloc((size_t)c->num_layers, sizeof *s->layers);
+    int threads = opt->threads > 0 ? opt->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    s->pool = pool_create(threads);
+    if (!s->weights || !s->layers || !s->pool) {
+        snprintf(err, errlen, "out of host memory converting %zu weights to fp32", total);
+        free(s->weights);
+        free(s->layers);
+        pool_destroy(s->pool);
+        free(s);
+        return QE_ERR_NOMEM;
+    }
+    float *cur = s->weights;
+    for (int l = 0; l < c->num_layers; l++) {
+        const qe_layer_tensors *L = &m->layers[l];
+        cpu_layer *W = &s->layers[l];
+        W->attn_norm = take(&cur, L->attn_norm);
+        W->wqkv = take(&cur, L->wq); /* wq, wk, wv land back to back: the fused matrix */
+        take(&cur, L->wk);
+        take(&cur, L->wv);
+        W->q_norm = take(&cur, L->q_norm);
+        W->k_norm = take(&cur, L->k_norm);
+        W->wo = take(&cur, L->wo);
+        W->mlp_norm = take(&cur, L->mlp_norm);
+        W->wgate_up = take(&cur, L->w_gate);
+        take(&cur, L->w_up);
+        W->wdown = take(&cur, L->w_down);
+    }
+    s->final_norm = take(&cur, m->final_norm);
+    *out = s;
+    return QE_OK;
+}
+
+static void cpu_destroy(void *state) {
+    cpu_state *s = state;
+    if (!s) return;
+    pool_destroy(s->pool);
+    free(s->weights);
+    free(s->layers);
+    free(s->x);
+    free(s->h);
+    free(s->qkv);
+    free(s->attn);
+    free(s->gate_up);
+    free(s->act);
+    free(s);
+}
+
+static int reserve(cpu_state *s, int tokens) {
+    if (tokens <= s->cap_tokens) return 0;
+    const qe_config *c = &s->cfg;
+    size_t t = (size_t)tokens;
+    float **bufs[] = {&s->x, &s->h, &s->qkv, &s->attn, &s->gate_up, &s->act};
+    size_t widths[] = {(size_t)c->hidden_size, (size_t)c->hidden_size, (size_t)s->qkv_dim,
+                       (size_t)s->q_dim, 2 * (size_t)c->intermediate_size,
+                       (size_t)c->intermediate_size};
+    for (int i = 0; i < 6; i++) {
+        free(*bufs[i]);
+        *bufs[i] = malloc(t * widths[i] * sizeof(float));
+        if (!*bufs[i]) {
+            s->cap_tokens = 0;
+            return -1;
+        }
+    }
+    s->cap_tokens = tokens;
+    return 0;
+}
+
+/* --- parallel matmul: tiles of TILE_M rows x TILE_N output columns --- */
+enum { TILE_M = 64, TILE_N = 64 };
+
+typedef struct {
+    const float *x, *w;
+    float *y;
+    int m, k, n, ldy, accumulate, tiles_n;
+} matmul_job;
+
+static void matmul_tile(void *ctx, int task) {
+    const matmul_job *j = ctx;
+    int r0 = (task / j->tiles_n) * TILE_M, c0 = (task % j->tiles_n) * TILE_N;
+    int rows = j->m - r0 < TILE_M ? j->m - r0 : TILE_M;
+    int cols = j->n - c0 < TILE_N ? j->n - c0 : TILE_N;
+    ref_matmul(j->x + (size_t)r0 * j->k, rows, j->k, j->w + (size_t)c0 * j->k, cols,
+               j->y + (size_t)r0 * j->ldy + c0, j->ldy, j->accumulate);
+}
+
+static void matmul(cpu_state *s, const float *x, int m, int k, const float *w, int n, float *y,
+                   int accumulate) {
+    matmul_job j = {x, w, y, m, k, n, n, accumulate, (n + TILE_N - 1) / TILE_N};
+    pool_run(s->pool, ((m + TILE_M - 1) / TILE_M) * j.tiles_n, matmul_tile, &j);
+}
+
+typedef struct {
+    const cpu_state *s;
+    const qe_batch *b;
+} attn_job;
+
+static void attention_head(void *ctx, int h) {
+    const attn_job *j = ctx;
+    const qe_config *c = &j->s->cfg;
+    ref_attention(j->s->qkv, j->b->cu_seqlens, j->b->n_seqs, c->num_heads, c->num_kv_heads,
+                  c->head_dim, NULL, h, h + 1, j->s->attn);
+}
+
+static void gather_embeddings(const cpu_state *s, const qe_batch *b) {
+    const st_tensor *e = s->model->embed;
+    const int hidden = s->cfg.hidden_size;
+    size_t esize = st_dtype_size(e->dtype);
+    for (int t = 0; t < b->n_tokens; t++) {
+        st_tensor row = *e;
+        row.data = (const char *)e->data + (size_t)b->tokens[t] * hidden * esize;
+        row.nbytes = (size_t)hidden * esize;
+        st_to_f32(&row, s->x + (size_t)t * hidden);
+    }
+}
+
+/* Embeds the batch and runs the first n_layers layers; the residual stream ends in s->x. */
+static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char *err,
+                            size_t errlen) {
+    const qe_config *c = &s->cfg;
+    const int T = b->n_tokens, H = c->hidden_size, F = c->intermediate_size;
+    const float eps = (float)c->rms_norm_eps;
+    if (reserve(s, T)) {
+        snprintf(err, errlen, "out of host memory for activations of %d tokens", T);
+        return QE_ERR_NOMEM;
+    }
+    gather_embeddings(s, b);
+    for (int l = 0; l < n_layers; l++) {
+        const cpu_layer *W = &s->layers[l];
+        ref_rmsnorm(s->x, W->attn_norm, T, H, eps, s->h);
+        matmul(s, s->h, T, H, W->wqkv, s->qkv_dim, s->qkv, 0);
+        ref_qk_norm_rope(s->qkv, T, c->num_heads, c->num_kv_heads, c->head_dim, b->positions,
+                         W->q_norm, W->k_norm, eps, c->rope_theta);
+        attn_job aj = {s, b};
+        pool_run(s->pool, c->num_heads, attention_head, &aj);
+        matmul(s, s->attn, T, s->q_dim, W->wo, H, s->x, 1);
+        ref_rmsnorm(s->x, W->mlp_norm, T, H, eps, s->h);
+        matmul(s, s->h, T, H, W->wgate_up, 2 * F, s->gate_up, 0);
+        ref_swiglu(s->gate_up, T, F, s->act);
+        matmul(s, s->act, T, F, W->wdown, H, s->x, 1);
+    }
+    return QE_OK;
+}
+
+static qe_status cpu_forward(void *state, const qe_batch *b, int dims, float *out, char *err,
+                             size_t errlen) {
+    cpu_state *s = state;
+    qe_status st = run_layers(s, b, s->cfg.num_layers, err, errlen);
+    if (st == QE_OK)
+        ref_pool_last(s->x, s->cfg.hidden_size, b->cu_seqlens, b->n_seqs, s->final_norm,
+                      (float)s->cfg.rms_norm_eps, dims, out);
+    return st;
+}
+
+static qe_status cpu_residual(void *state, const qe_batch *b, int n_layers, float *out,
+                              char *err, size_t errlen) {
+    cpu_state *s = state;
+    qe_status st = run_layers(s, b, n_layers, err, errlen);
+    if (st == QE_OK)
+        memcpy(out, s->x, sizeof(float) * (size_t)b->n_tokens * s->cfg.hidden_size);
+    return st;
+}
+
+const qe_backend_ops qe_cpu_backend = {"cpu", cpu_create, cpu_forward, cpu_destroy, cpu_residual};

@@ -1,0 +1,87 @@
+/* test_cli.c — the qembed program as a user runs it: make-random, inspect, embed (ids and text),
+ * --help on every sub-command, and clear failures on bad input. */
+#include <cjson/cJSON.h>
+#include <sys/wait.h>
+
+#include "test_util.h"
+
+#define QEMBED QE_BINARY_DIR "/qembed"
+
+/* Runs a shell command; returns its exit status and (if out) its stdout. */
+static int run(const char *cmd, char **out) {
+    char path[1100], full[4096];
+    snprintf(path, sizeof path, "%s/test-scratch/cli-out-%d.txt", QE_BINARY_DIR, (int)getpid());
+    snprintf(full, sizeof full, "%s > '%s'", cmd, path);
+    int st = system(full);
+    if (out) *out = tu_read_file(path, NULL);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void make_demo(char *dir, size_t cap) {
+    tu_scratch_dir(dir, cap, "cli-demo");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, QEMBED " make-random --preset tiny --out '%s/m' --quiet", dir);
+    cr_assert_eq(run(cmd, NULL), 0);
+    strcat(dir, "/m");
+}
+
+Test(cli, help_on_every_command) {
+    const char *cmds[] = {"embed", "tokenize", "serve", "bench", "loadgen", "inspect", "make-random"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char cmd[256], *out;
+        snprintf(cmd, sizeof cmd, QEMBED " %s --help", cmds[i]);
+        cr_assert_eq(run(cmd, &out), 0, "%s --help", cmds[i]);
+        cr_assert(out && strstr(out, "usage: qembed"), "%s --help printed: %s", cmds[i], out);
+        free(out);
+    }
+    cr_assert_neq(run(QEMBED " no-such-command 2>/dev/null", NULL), 0);
+}
+
+Test(cli, demo_model_embeds_text_and_ids, .timeout = 120) {
+    char dir[1100], cmd[4096], *out;
+    make_demo(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s'", dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_assert(strstr(out, "layers         3"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"hello world\"}' '{\"ids\": [1, 2, 3]}' "
+             "'{\"text\": \"The quick brown fox\"}' | " QEMBED " embed --model '%s' --dims 32",
+             dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    int lines = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        cJSON *j = cJSON_Parse(line);
+        cr_assert(j, "not JSON: %s", line);
+        cr_assert_eq(cJSON_GetObjectItem(j, "index")->valueint, lines);
+        const cJSON *emb = cJSON_GetObjectItem(j, "embedding");
+        cr_assert_eq(cJSON_GetArraySize(emb), 32);
+        double norm = 0;
+        for (const cJSON *v = emb->child; v; v = v->next) norm += v->valuedouble * v->valuedouble;
+        cr_assert_float_eq(norm, 1.0, 1e-5);
+        if (lines == 1) cr_assert_eq(cJSON_GetObjectItem(j, "tokens")->valueint, 3);
+        cJSON_Delete(j);
+    }
+    cr_assert_eq(lines, 3);
+    free(out);
+}
+
+Test(cli, bad_input_fails_with_line_number, .timeout = 60) {
+    char dir[1100], cmd[4096], *out;
+    make_demo(dir, sizeof dir);
+    const char *bad[] = {"{\"ids\": [1, 999999999]}", "{\"ids\": []}", "{\"foo\": 1}", "not json",
+                         "{\"ids\": [1.5]}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "printf '%%s\\n' '{\"ids\": [5]}' '%s' | " QEMBED " embed --model '%s' 2>&1 >/dev/null",
+                 bad[i], dir);
+        int rc = run(cmd, &out);
+        cr_assert_neq(rc, 0, "accepted %s", bad[i]);
+        cr_assert(out && (strstr(out, "line 2") || strstr(out, "inputs 0..")), "%s: %s", bad[i], out);
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, QEMBED " embed --model /nonexistent 2>&1 </dev/null");
+    cr_assert_neq(run(cmd, &out), 0);
+    cr_assert(strstr(out, "/nonexistent"), "%s", out);
+    free(out);
+}

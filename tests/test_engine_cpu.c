@@ -1,0 +1,392 @@
+/* test_engine_cpu.c — the CPU reference engine against the Hugging Face goldens, against an
+ * independent double-precision forward written here on geometries the goldens do not cover, and
+ * for batching, threading and Matryoshka invariances. */
+#include <cjson/cJSON.h>
+
+#include "qembed.h"
+#include "qembed_debug.h"
+#include "random_model.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+#include "weights/model.h"
+
+static char err[512];
+
+static qe_engine *open_cpu(const char *dir, int threads, int batch_tokens) {
+    qe_options o = {.model_dir = dir, .backend = QE_BACKEND_CPU, .threads = threads,
+                    .max_batch_tokens = batch_tokens};
+    qe_engine *e = NULL;
+    cr_assert_eq(qe_open(&o, &e, err, sizeof err), QE_OK, "%s", err);
+    return e;
+}
+
+static cJSON *load_json(const char *path) {
+    char *text = tu_read_file(path, NULL);
+    cr_assert(text, "cannot read %s", path);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert(j);
+    return j;
+}
+
+static int32_t *ids_of(const cJSON *arr, int *len) {
+    *len = cJSON_GetArraySize(arr);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)*len);
+    int i = 0;
+    for (const cJSON *v = arr->child; v; v = v->next) ids[i++] = (int32_t)v->valuedouble;
+    return ids;
+}
+
+static double *doubles_of(const cJSON *arr, int *len) {
+    *len = cJSON_GetArraySize(arr);
+    double *d = malloc(sizeof(double) * (size_t)*len);
+    int i = 0;
+    for (const cJSON *v = arr->child; v; v = v->next) d[i++] = v->valuedouble;
+    return d;
+}
+
+Test(golden, every_case_matches_hugging_face, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/golden.json");
+    cJSON *g = load_json(TINY_MODEL "/golden.json");
+    qe_engine *e = open_cpu(TINY_MODEL, 0, 0);
+    const int D = qe_dim(e);
+    float *v = malloc(sizeof(float) * (size_t)D);
+    int n_cases = 0;
+    double worst = 1;
+    for (const cJSON *c = cJSON_GetObjectItem(g, "cases")->child; c; c = c->next) {
+        int len, dl;
+        int32_t *ids = ids_of(cJSON_GetObjectItem(c, "ids"), &len);
+        double *want = doubles_of(cJSON_GetObjectItem(c, "embedding"), &dl);
+        cr_assert_eq(dl, D);
+        const int32_t *p = ids;
+        cr_assert_eq(qe_embed_ids(e, &p, &len, 1, 0, v), QE_OK, "%s", qe_last_error(e));
+        double cos = tu_cosine(v, want, D);
+        if (cos < worst) worst = cos;
+        cr_assert_geq(cos, 0.99999, "length %d: cosine %.7f", len, cos);
+        n_cases++;
+        free(ids);
+        free(want);
+    }
+    cr_assert_eq(n_cases, 11);
+    cr_log_info("golden: %d cases, worst cosine %.8f", n_cases, worst);
+    free(v);
+    qe_close(e);
+    cJSON_Delete(g);
+}
+
+Test(golden, all_cases_packed_in_one_batch, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/golden.json");
+    cJSON *g = load_json(TINY_MODEL "/golden.json");
+    qe_engine *e = open_cpu(TINY_MODEL, 2, 0);
+    const int D = qe_dim(e);
+    const cJSON *cases = cJSON_GetObjectItem(g, "cases");
+    int n = cJSON_GetArraySize(cases), i = 0;
+    int32_t **ids = calloc((size_t)n, sizeof *ids);
+    int *lens = calloc((size_t)n, sizeof *lens);
+    for (const cJSON *c = cases->child; c; c = c->next, i++)
+        ids[i] = ids_of(cJSON_GetObjectItem(c, "ids"), &lens[i]);
+    float *v = malloc(sizeof(float) * (size_t)n * D);
+    cr_assert_eq(qe_embed_ids(e, (const int32_t *const *)ids, lens, n, 0, v), QE_OK);
+    i = 0;
+    for (const cJSON *c = cases->child; c; c = c->next, i++) {
+        int dl;
+        double *want = doubles_of(cJSON_GetObjectItem(c, "embedding"), &dl);
+        double cos = tu_cosine(v + (size_t)i * D, want, D);
+        cr_assert_geq(cos, 0.99999, "case %d (length %d) in a packed batch: %.7f", i, lens[i], cos);
+        free(want);
+        free(ids[i]);
+    }
+    free(ids);
+    free(lens);
+    free(v);
+    qe_close(e);
+    cJSON_Delete(g);
+}
+
+Test(golden, layer0_residual_matches) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/golden.json");
+    cJSON *g = load_json(TINY_MODEL "/golden.json");
+    const cJSON *dbg = cJSON_GetObjectItem(g, "debug");
+    int len;
+    int32_t *ids = ids_of(cJSON_GetObjectItem(dbg, "ids"), &len);
+    qe_engine *e = open_cpu(TINY_MODEL, 1, 0);
+    const int D = qe_dim(e);
+    float *x = malloc(sizeof(float) * (size_t)len * D);
+    cr_assert_eq(qe_debug_residual(e, ids, len, 1, x), QE_OK, "%s", qe_last_error(e));
+    int t = 0;
+    double worst = 0;
+    for (const cJSON *row = cJSON_GetObjectItem(dbg, "layer0_out")->child; row; row = row->next, t++) {
+        int dl;
+        double *want = doubles_of(row, &dl);
+        cr_assert_eq(dl, D);
+        for (int d = 0; d < D; d++) {
+            double diff = fabs(x[(size_t)t * D + d] - want[d]);
+            if (diff > worst) worst = diff;
+            cr_assert_leq(diff, 1e-4 * (1 + fabs(want[d])), "token %d dim %d: %g vs %g", t, d,
+                          x[(size_t)t * D + d], want[d]);
+        }
+        free(want);
+    }
+    cr_assert_eq(t, len);
+    cr_log_info("layer0: worst abs diff %.3g", worst);
+    free(x);
+    free(ids);
+    qe_close(e);
+    cJSON_Delete(g);
+}
+
+Test(golden, text_end_to_end, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/golden_text.json");
+    cJSON *g = load_json(TINY_MODEL "/golden_text.json");
+    qe_engine *e = open_cpu(TINY_MODEL, 0, 0);
+    const tok_tokenizer *tok = qe_tokenizer(e);
+    cr_assert(tok);
+    const int D = qe_dim(e);
+    float *v = malloc(sizeof(float) * (size_t)D);
+    int n = 0;
+    for (const cJSON *c = cJSON_GetObjectItem(g, "cases")->child; c; c = c->next, n++) {
+        const char *text = cJSON_GetObjectItem(c, "text")->valuestring;
+        int len, got_len, dl;
+        int32_t *want_ids = ids_of(cJSON_GetObjectItem(c, "ids"), &len), *got;
+        cr_assert_eq(tok_encode(tok, text, strlen(text), NULL, &got, &got_len, err, sizeof err),
+                     TOK_OK, "%s", err);
+        cr_assert_eq(got_len, len, "case %d: %d ids, want %d", n, got_len, len);
+        cr_assert(memcmp(got, want_ids, sizeof(int32_t) * (size_t)len) == 0, "case %d ids", n);
+        double *want = doubles_of(cJSON_GetObjectItem(c, "embedding"), &dl);
+        cr_assert_eq(qe_embed_texts(e, &text, 1, 0, v), QE_OK, "%s", qe_last_error(e));
+        double cos = tu_cosine(v, want, D);
+        cr_assert_geq(cos, 0.99999, "case %d: cosine %.7f", n, cos);
+        free(got);
+        free(want_ids);
+        free(want);
+    }
+    cr_assert_eq(n, 10);
+    free(v);
+    qe_close(e);
+    cJSON_Delete(g);
+}
+
+/* --- an independent forward, in double, straight from the tensors --- */
+
+static double *tensor_d(const st_tensor *t) {
+    size_t n = t->nbytes / st_dtype_size(t->dtype);
+    float *f = malloc(sizeof(float) * n);
+    double *d = malloc(sizeof(double) * n);
+    st_to_f32(t, f);
+    for (size_t i = 0; i < n; i++) d[i] = f[i];
+    free(f);
+    return d;
+}
+
+static void rms(double *x, const double *w, int n, double eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    double inv = 1 / sqrt(ss / n + eps);
+    for (int i = 0; i < n; i++) x[i] = x[i] * inv * w[i];
+}
+
+/* y[o] = sum_i W[o, i] x[i] */
+static void lin(const double *W, const double *x, int out, int in, double *y) {
+    for (int o = 0; o < out; o++) {
+        double s = 0;
+        for (int i = 0; i < in; i++) s += W[(size_t)o * in + i] * x[i];
+        y[o] = s;
+    }
+}
+
+static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *out) {
+    const qe_config *c = &m->cfg;
+    const int H = c->hidden_size, hd = c->head_dim, nh = c->num_heads, nk = c->num_kv_heads;
+    const int F = c->intermediate_size;
+    double *x = calloc((size_t)T * H, sizeof(double)), *h = malloc(sizeof(double) * H);
+    double *q = malloc(sizeof(double) * (size_t)T * nh * hd);
+    double *k = malloc(sizeof(double) * (size_t)T * nk * hd), *v = malloc(sizeof(double) * (size_t)T * nk * hd);
+    double *a = malloc(sizeof(double) * (size_t)nh * hd), *p = malloc(sizeof(double) * T);
+    double *g = malloc(sizeof(double) * F), *u = malloc(sizeof(double) * F), *y = malloc(sizeof(double) * H);
+    double *E = tensor_d(m->embed);
+    for (int t = 0; t < T; t++) memcpy(x + (size_t)t * H, E + (size_t)ids[t] * H, sizeof(double) * H);
+    free(E);
+    for (int l = 0; l < c->num_layers; l++) {
+        const qe_layer_tensors *L = &m->layers[l];
+        double *wn = tensor_d(L->attn_norm), *wq = tensor_d(L->wq), *wk = tensor_d(L->wk);
+        double *wv = tensor_d(L->wv), *qn = tensor_d(L->q_norm), *kn = tensor_d(L->k_norm);
+        double *wo = tensor_d(L->wo), *mn = tensor_d(L->mlp_norm), *wg = tensor_d(L->w_gate);
+        double *wu = tensor_d(L->w_up), *wd = tensor_d(L->w_down);
+        for (int t = 0; t < T; t++) {
+            memcpy(h, x + (size_t)t * H, sizeof(double) * H);
+            rms(h, wn, H, c->rms_norm_eps);
+            lin(wq, h, nh * hd, H, q + (size_t)t * nh * hd);
+            lin(wk, h, nk * hd, H, k + (size_t)t * nk * hd);
+            lin(wv, h, nk * hd, H, v + (size_t)t * nk * hd);
+            for (int j = 0; j < nh + nk; j++) {
+                double *vec = j < nh ? q + ((size_t)t * nh + j) * hd : k + ((size_t)t * nk + j - nh) * hd;
+                rms(vec, j < nh ? qn : kn, hd, c->rms_norm_eps);
+                for (int i = 0; i < hd / 2; i++) {
+                    double ang = t * pow(c->rope_theta, -2.0 * i / hd), x0 = vec[i], x1 = vec[i + hd / 2];
+                    vec[i] = x0 * cos(ang) - x1 * sin(ang);
+                    vec[i + hd / 2] = x1 * cos(ang) + x0 * sin(ang);
+                }
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            for (int hh = 0; hh < nh; hh++) {
+                int kh = hh / (nh / nk);
+                double mx = -1e300, sum = 0;
+                for (int j = 0; j <= t; j++) {
+                    double s = 0;
+                    for (int d = 0; d < hd; d++)
+                        s += q[((size_t)t * nh + hh) * hd + d] * k[((size_t)j * nk + kh) * hd + d];
+                    p[j] = s / sqrt(hd);
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (int j = 0; j <= t; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int d = 0; d < hd; d++) {
+                    double s = 0;
+                    for (int j = 0; j <= t; j++) s += p[j] * v[((size_t)j * nk + kh) * hd + d];
+                    a[hh * hd + d] = s / sum;
+                }
+            }
+            lin(wo, a, H, nh * hd, y);
+            for (int i = 0; i < H; i++) x[(size_t)t * H + i] += y[i];
+        }
+        for (int t = 0; t < T; t++) {
+            memcpy(h, x + (size_t)t * H, sizeof(double) * H);
+            rms(h, mn, H, c->rms_norm_eps);
+            lin(wg, h, F, H, g);
+            lin(wu, h, F, H, u);
+            for (int i = 0; i < F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            lin(wd, g, H, F, y);
+            for (int i = 0; i < H; i++) x[(size_t)t * H + i] += y[i];
+        }
+        double *all[] = {wn, wq, wk, wv, qn, kn, wo, mn, wg, wu, wd};
+        for (int i = 0; i < 11; i++) free(all[i]);
+    }
+    double *fn = tensor_d(m->final_norm);
+    memcpy(out, x + (size_t)(T - 1) * H, sizeof(double) * H);
+    rms(out, fn, H, c->rms_norm_eps);
+    free(fn);
+    double *bufs[] = {x, h, q, k, v, a, p, g, u, y};
+    for (int i = 0; i < 10; i++) free(bufs[i]);
+}
+
+static void geometry(const char *tag, int hidden, int inter, int layers, int heads, int kv,
+                     int head_dim, st_dtype dtype, int prefixed, size_t shard) {
+    char dir[1024];
+    tu_scratch_dir(dir, sizeof dir, tag);
+    random_model_opts o = {0};
+    random_model_preset("tiny", &o.cfg);
+    o.cfg.hidden_size = hidden;
+    o.cfg.intermediate_size = inter;
+    o.cfg.num_layers = layers;
+    o.cfg.num_heads = heads;
+    o.cfg.num_kv_heads = kv;
+    o.cfg.head_dim = head_dim;
+    o.out_dir = dir;
+    o.seed = 11;
+    o.dtype = dtype;
+    o.prefixed = prefixed;
+    o.shard_bytes = shard;
+    o.quiet = 1;
+    cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+    qe_model m;
+    cr_assert_eq(model_open(dir, &m, err, sizeof err), 0, "%s", err);
+    qe_engine *e = open_cpu(dir, 2, 0);
+    const int lens[3] = {1, 9, 40};
+    int32_t ids[40];
+    double *want = malloc(sizeof(double) * (size_t)hidden);
+    float *got = malloc(sizeof(float) * (size_t)hidden);
+    for (int i = 0; i < 40; i++) ids[i] = (i * 7919 + 13) % 151643;
+    for (int c = 0; c < 3; c++) {
+        naive_embed(&m, ids, lens[c], want);
+        const int32_t *p = ids;
+        cr_assert_eq(qe_embed_ids(e, &p, &lens[c], 1, 0, got), QE_OK, "%s", qe_last_error(e));
+        double cos = tu_cosine(got, want, hidden);
+        cr_assert_geq(cos, 0.99999, "%s length %d: cosine %.7f", tag, lens[c], cos);
+    }
+    free(want);
+    free(got);
+    qe_close(e);
+    model_close(&m);
+}
+
+Test(unseen, mha_f32, .timeout = 120) { geometry("mha", 40, 72, 2, 2, 2, 64, ST_F32, 0, 0); }
+Test(unseen, gqa4_bf16_prefixed, .timeout = 120) { geometry("gqa4", 96, 160, 2, 8, 2, 32, ST_BF16, 1, 0); }
+Test(unseen, gqa8_f16_sharded, .timeout = 120) { geometry("gqa8", 64, 100, 3, 8, 1, 128, ST_F16, 0, 10000000); }
+
+/* --- invariances --- */
+
+Test(invariance, batching_threads_and_step_size, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/model.safetensors");
+    enum { N = 6 };
+    const int lens[N] = {1, 33, 7, 129, 2, 64};
+    int32_t *ids[N];
+    for (int s = 0; s < N; s++) {
+        ids[s] = malloc(sizeof(int32_t) * (size_t)lens[s]);
+        for (int t = 0; t < lens[s]; t++) ids[s][t] = (s * 1009 + t * 7717) % 151669;
+    }
+    qe_engine *alone = open_cpu(TINY_MODEL, 1, 0), *packed = open_cpu(TINY_MODEL, 2, 70);
+    const int D = qe_dim(alone);
+    float *a = malloc(sizeof(float) * N * D), *b = malloc(sizeof(float) * N * D);
+    for (int s = 0; s < N; s++) {
+        const int32_t *p = ids[s];
+        cr_assert_eq(qe_embed_ids(alone, &p, &lens[s], 1, 0, a + s * D), QE_OK);
+    }
+    cr_assert_eq(qe_embed_ids(packed, (const int32_t *const *)ids, lens, N, 0, b), QE_OK);
+    for (int s = 0; s < N; s++) {
+        double cos = tu_cosine_ff(a + s * D, b + s * D, D);
+        cr_assert_geq(cos, 0.999999, "sequence %d: alone vs packed cosine %.8f", s, cos);
+    }
+    for (int s = 0; s < N; s++) free(ids[s]);
+    free(a);
+    free(b);
+    qe_close(alone);
+    qe_close(packed);
+}
+
+Test(invariance, matryoshka_dims) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/model.safetensors");
+    qe_engine *e = open_cpu(TINY_MODEL, 2, 0);
+    const int D = qe_dim(e);
+    int32_t ids[20];
+    for (int t = 0; t < 20; t++) ids[t] = 1000 + 37 * t;
+    const int32_t *p = ids;
+    int len = 20;
+    float *full = malloc(sizeof(float) * D), cut[32];
+    cr_assert_eq(qe_embed_ids(e, &p, &len, 1, D, full), QE_OK);
+    cr_assert_eq(qe_embed_ids(e, &p, &len, 1, 32, cut), QE_OK);
+    double nf = 0, nc = 0, ref = 0;
+    for (int i = 0; i < D; i++) nf += (double)full[i] * full[i];
+    for (int i = 0; i < 32; i++) {
+        nc += (double)cut[i] * cut[i];
+        ref += (double)full[i] * full[i];
+    }
+    cr_assert_float_eq(nf, 1.0, 1e-5);
+    cr_assert_float_eq(nc, 1.0, 1e-5);
+    for (int i = 0; i < 32; i++)
+        cr_assert_float_eq(cut[i], full[i] / sqrt(ref), 1e-6, "dim %d", i);
+    free(full);
+    qe_close(e);
+}
+
+Test(errors, bad_requests_are_refused_with_a_message) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/model.safetensors");
+    qe_engine *e = open_cpu(TINY_MODEL, 1, 0);
+    float v[64];
+    int32_t bad[2] = {5, 151669};
+    const int32_t *p = bad;
+    int len = 2;
+    cr_assert_eq(qe_embed_ids(e, &p, &len, 1, 0, v), QE_ERR_ARG);
+    cr_assert(strstr(qe_last_error(e), "outside the vocabulary"), "%s", qe_last_error(e));
+    len = 0;
+    cr_assert_eq(qe_embed_ids(e, &p, &len, 1, 0, v), QE_ERR_ARG);
+    len = 1;
+    cr_assert_eq(qe_embed_ids(e, &p, &len, 1, 65, v), QE_ERR_ARG);
+    cr_assert(strstr(qe_last_error(e), "dims"), "%s", qe_last_error(e));
+    len = 40961;
+    cr_assert_eq(qe_embed_ids(e, &p, &len, 1, 0, v), QE_ERR_TOO_LONG);
+    qe_close(e);
+    qe_options o = {.model_dir = "/nonexistent/model"};
+    qe_engine *x;
+    cr_assert_eq(qe_open(&o, &x, err, sizeof err), QE_ERR_IO);
+    cr_assert(strstr(err, "/nonexistent/model"), "%s", err);
+}

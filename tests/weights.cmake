@@ -1,0 +1,4 @@
+# Loader (config, safetensors, binding) and the CPU reference engine.
+qe_add_test(test_weights SOURCES test_weights.c LIBS qe_tools)
+qe_add_test(test_engine_cpu SOURCES test_engine_cpu.c LIBS qe_tools)
+qe_add_test(test_cli SOURCES test_cli.c LIBS qe_tools)

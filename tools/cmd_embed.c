@@ -1,0 +1,225 @@
+/* cmd_embed.c — `qembed embed`: JSONL in ({"ids": [...]} or {"text": "..."}), JSONL out
+ * ({"index", "tokens", "embedding"}), in input order, on either backend. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "qembed.h"
+#include "tokenizer/tokenizer.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: qembed embed --model DIR [--backend cpu|cuda] [--dims N] [--input FILE|-]\n"
+            "                    [--output FILE|-] [--instruction TEXT | --prompt-name NAME]\n"
+            "                    [--max-length N] [--threads N] [--max-batch-tokens N]\n\n"
+            "Reads JSONL, one object per line: {\"ids\": [..]} (used exactly as given, no token\n"
+            "appended) or {\"text\": \"..\"} (tokenized with the model's tokenizer.json, end token\n"
+            "appended). Writes one line per input, in order:\n"
+            "  {\"index\": i, \"tokens\": n, \"embedding\": [..]}\n"
+            "Vectors are L2-normalised; floats round-trip float32.\n\n"
+            "  --backend B          cpu (fp32 reference) or cuda (default cpu)\n"
+            "  --dims N             Matryoshka: keep the first N values, renormalise\n"
+            "  --instruction TEXT   format texts as queries: Instruct: TEXT\\nQuery:{text}\n"
+            "  --prompt-name NAME   prefix texts with a prompt of config_sentence_transformers.json\n"
+            "                       (query or document)\n"
+            "  --max-length N       truncate texts to N tokens, end token kept (default: the\n"
+            "                       model's max positions)\n"
+            "  --threads N          CPU backend threads (default: all cores)\n"
+            "  --max-batch-tokens N tokens per forward step (default 16384)\n");
+}
+
+typedef struct {
+    int32_t *ids;
+    int len;
+} seq;
+
+enum { LINES_PER_CALL = 256 };
+
+static int parse_line(const char *line, long lineno, const tok_tokenizer *tok,
+                      const char *prefix, const char *instruction, int max_len, seq *out) {
+    cJSON *j = cJSON_Parse(line);
+    int rc = -1;
+    out->ids = NULL;
+    out->len = 0;
+    char err[400];
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(j, "ids");
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
+    if (!cJSON_IsObject(j)) {
+        fprintf(stderr, "qembed embed: line %ld: not a JSON object\n", lineno);
+    } else if (cJSON_IsArray(ids)) {
+        int n = cJSON_GetArraySize(ids), i = 0;
+        out->ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+        out->len = n;
+        for (const cJSON *v = ids->child; v; v = v->next, i++) {
+            if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int32_t)v->valuedouble) {
+                fprintf(stderr, "qembed embed: line %ld: ids[%d] is not an integer\n", lineno, i);
+                goto out;
+            }
+            out->ids[i] = (int32_t)v->valuedouble;
+        }
+        if (n == 0) fprintf(stderr, "qembed embed: line %ld: \"ids\" is empty\n", lineno);
+        else rc = 0;
+    } else if (cJSON_IsString(text)) {
+        if (!tok) {
+            fprintf(stderr, "qembed embed: line %ld: {\"text\"} needs a tokenizer.json in the "
+                    "model folder\n", lineno);
+            goto out;
+        }
+        char *formatted = instruction ? tok_format_instruction(instruction, text->valuestring)
+                                      : NULL;
+        if (!formatted && prefix) {
+            size_t a = strlen(prefix), b = strlen(text->valuestring);
+            formatted = malloc(a + b + 1);
+            memcpy(formatted, prefix, a);
+            memcpy(formatted + a, text->valuestring, b + 1);
+        }
+        const char *s = formatted ? formatted : text->valuestring;
+        tok_encode_opts o = {1, max_len, 0, 0};
+        if (tok_encode(tok, s, strlen(s), &o, &out->ids, &out->len, err, sizeof err) != TOK_OK)
+            fprintf(stderr, "qembed embed: line %ld: %s\n", lineno, err);
+        else rc = 0;
+        free(formatted);
+    } else {
+        fprintf(stderr, "qembed embed: line %ld: expected {\"ids\": [...]} or {\"text\": \"...\"}\n",
+                lineno);
+    }
+out:
+    cJSON_Delete(j);
+    if (rc) {
+        free(out->ids);
+        out->ids = NULL;
+    }
+    return rc;
+}
+
+static int flush(qe_engine *e, seq *seqs, int n, long first_index, int dims, FILE *out) {
+    const int32_t **ids = calloc((size_t)n, sizeof *ids);
+    int *lens = calloc((size_t)n, sizeof *lens);
+    float *vec = malloc(sizeof(float) * (size_t)n * (size_t)dims);
+    for (int i = 0; i < n; i++) {
+        ids[i] = seqs[i].ids;
+        lens[i] = seqs[i].len;
+    }
+    qe_status s = qe_embed_ids(e, ids, lens, n, dims, vec);
+    if (s != QE_OK)
+        fprintf(stderr, "qembed embed: inputs %ld..%ld: %s\n", first_index, first_index + n - 1,
+                qe_last_error(e));
+    for (int i = 0; i < n && s == QE_OK; i++) {
+        fprintf(out, "{\"index\": %ld, \"tokens\": %d, \"embedding\": [", first_index + i, lens[i]);
+        for (int d = 0; d < dims; d++) fprintf(out, d ? ", %.9g" : "%.9g", vec[(size_t)i * dims + d]);
+        fputs("]}\n", out);
+    }
+    for (int i = 0; i < n; i++) free(seqs[i].ids);
+    free(ids);
+    free(lens);
+    free(vec);
+    return s == QE_OK ? 0 : -1;
+}
+
+int cmd_embed(int argc, char **argv) {
+    qe_options opt = {0};
+    const char *in_path = "-", *out_path = "-", *instruction = NULL, *prompt_name = NULL;
+    int dims = 0, max_len = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "qembed embed: %s needs a value (see --help)\n", a);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--model")) opt.model_dir = v;
+        else if (!strcmp(a, "--backend")) {
+            if (!strcmp(v, "cpu")) opt.backend = QE_BACKEND_CPU;
+            else if (!strcmp(v, "cuda")) opt.backend = QE_BACKEND_CUDA;
+            else {
+                fprintf(stderr, "qembed embed: --backend must be cpu or cuda\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--dims")) dims = atoi(v);
+        else if (!strcmp(a, "--input")) in_path = v;
+        else if (!strcmp(a, "--output")) out_path = v;
+        else if (!strcmp(a, "--instruction")) instruction = v;
+        else if (!strcmp(a, "--prompt-name")) prompt_name = v;
+        else if (!strcmp(a, "--max-length")) max_len = atoi(v);
+        else if (!strcmp(a, "--threads")) opt.threads = atoi(v);
+        else if (!strcmp(a, "--max-batch-tokens")) opt.max_batch_tokens = atoi(v);
+        else {
+            fprintf(stderr, "qembed embed: unknown option %s (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!opt.model_dir) {
+        fprintf(stderr, "qembed embed: --model DIR is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (instruction && prompt_name) {
+        fprintf(stderr, "qembed embed: give --instruction or --prompt-name, not both\n");
+        return 2;
+    }
+    char err[512];
+    qe_engine *e;
+    qe_status st = qe_open(&opt, &e, err, sizeof err);
+    if (st != QE_OK) {
+        fprintf(stderr, "qembed embed: %s\n", err);
+        return 1;
+    }
+    int rc = 1;
+    FILE *in = NULL, *out = NULL;
+    const tok_tokenizer *tok = qe_tokenizer(e);
+    const char *prefix = NULL;
+    if (dims == 0) dims = qe_dim(e);
+    if (dims < 1 || dims > qe_dim(e)) {
+        fprintf(stderr, "qembed embed: --dims %d out of range 1..%d\n", dims, qe_dim(e));
+        goto done;
+    }
+    if (max_len <= 0 || max_len > qe_max_positions(e)) max_len = qe_max_positions(e);
+    if (prompt_name) {
+        prefix = tok ? tok_prompt(tok, prompt_name) : NULL;
+        if (!prefix) {
+            fprintf(stderr, "qembed embed: no prompt named '%s' in config_sentence_transformers.json\n",
+                    prompt_name);
+            goto done;
+        }
+    }
+    in = strcmp(in_path, "-") ? fopen(in_path, "rb") : stdin;
+    out = strcmp(out_path, "-") ? fopen(out_path, "wb") : stdout;
+    if (!in || !out) {
+        fprintf(stderr, "qembed embed: cannot open %s\n", !in ? in_path : out_path);
+        goto done;
+    }
+    seq seqs[LINES_PER_CALL];
+    int n = 0, bad = 0;
+    long lineno = 0, index = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    for (ssize_t len; !bad && (len = getline(&line, &cap, in)) >= 0;) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue; /* blank line */
+        if (parse_line(line, lineno, tok, prefix, instruction, max_len, &seqs[n])) {
+            bad = 1;
+            break;
+        }
+        if (++n == LINES_PER_CALL) {
+            bad = flush(e, seqs, n, index, dims, out);
+            index += n;
+            n = 0;
+        }
+    }
+    free(line);
+    if (bad)
+        for (int i = 0; i < n; i++) free(seqs[i].ids);
+    else if (n) bad = flush(e, seqs, n, index, dims, out);
+    if (!bad && fflush(out) == 0) rc = 0;
+done:
+    if (in && in != stdin) fclose(in);
+    if (out && out != stdout) fclose(out);
+    qe_close(e);
+    return rc;
+}

@@ -1,0 +1,78 @@
+/* cmd_inspect.c — `qembed inspect`: what a model folder holds, checked the way the engine
+ * loads it (so a folder that inspects cleanly also opens). */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "weights/model.h"
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: qembed inspect --model DIR [--tensors]\n\n"
+               "Prints the model's geometry, dtype, parameter count and the tensors found, after\n"
+               "checking every tensor against config.json as the engine does.\n"
+               "  --tensors   list every tensor (default: a summary)\n");
+}
+
+static void print_tensor(const st_tensor *t) {
+    printf("  %-56s %-5s [", t->name, t->dtype_name);
+    for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    printf("]\n");
+}
+
+int cmd_inspect(int argc, char **argv) {
+    const char *dir = NULL;
+    int all = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) dir = argv[++i];
+        else if (!strcmp(argv[i], "--tensors")) all = 1;
+        else {
+            fprintf(stderr, "qembed inspect: unknown option %s\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!dir) {
+        usage(stderr);
+        return 2;
+    }
+    qe_model m;
+    char err[512];
+    if (model_open(dir, &m, err, sizeof err)) {
+        fprintf(stderr, "qembed inspect: %s\n", err);
+        return 1;
+    }
+    const qe_config *c = &m.cfg;
+    long long total = cfg_total_params(c), linear = cfg_linear_params(c);
+    printf("model          %s\n", dir);
+    printf("type           %s, key layout: %s\n", c->model_type,
+           m.prefix[0] ? "\"model.\" prefix (Qwen3ForCausalLM)" : "no prefix (embedding repo)");
+    printf("embedding      %d (hidden_size)\n", c->hidden_size);
+    printf("layers         %d\n", c->num_layers);
+    printf("heads          %d query / %d kv (GQA %d:1), head_dim %d\n", c->num_heads,
+           c->num_kv_heads, c->num_heads / c->num_kv_heads, c->head_dim);
+    printf("intermediate   %d\n", c->intermediate_size);
+    printf("vocab          %d\n", c->vocab_size);
+    printf("max positions  %d\n", c->max_position_embeddings);
+    printf("rope theta     %g, rms eps %g\n", c->rope_theta, c->rms_norm_eps);
+    printf("dtype          %s (config says %s)\n", st_dtype_name(m.dtype), c->torch_dtype);
+    printf("parameters     %.3f B (%.3f B in linear layers: %.2f GFLOP per token)\n", total / 1e9,
+           linear / 1e9, 2.0 * linear / 1e9);
+    printf("files          %d safetensors, %d tensors%s\n", st_file_count(m.archive),
+           st_count(m.archive), st_find(m.archive, "lm_head.weight") ? " (lm_head.weight ignored)" : "");
+    if (all) {
+        for (int i = 0; i < st_count(m.archive); i++) print_tensor(st_at(m.archive, i));
+    } else {
+        print_tensor(m.embed);
+        const qe_layer_tensors *L = &m.layers[0];
+        const st_tensor *first[] = {L->attn_norm, L->wq, L->wk, L->wv, L->q_norm, L->k_norm,
+                                    L->wo, L->mlp_norm, L->w_gate, L->w_up, L->w_down};
+        for (size_t i = 0; i < sizeof first / sizeof first[0]; i++) print_tensor(first[i]);
+        if (c->num_layers > 1) printf("  ... (%d more layers; --tensors lists all)\n", c->num_layers - 1);
+        print_tensor(m.final_norm);
+    }
+    model_close(&m);
+    return 0;
+}

@@ -1,0 +1,9 @@
+/* cmd_serve.c — placeholder while the sub-command is being written (replaced by its owner). */
+#include <stdio.h>
+#include "commands.h"
+int cmd_serve(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "qembed serve: not available in this build yet\n");
+    return 2;
+}
