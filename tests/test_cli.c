@@ -11,7 +11,7 @@
 static int run(const char *cmd, char **out) {
     char path[1100], full[4096];
     snprintf(path, sizeof path, "%s/test-scratch/cli-out-%d.txt", QE_BINARY_DIR, (int)getpid());
-    snprintf(full, sizeof full, "%s > '%s'", cmd, path);
+    snprintf(full, sizeof full, "{ %s; } > '%s'", cmd, path);
     int st = system(full);
     if (out) *out = tu_read_file(path, NULL);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;

@@ -1,0 +1,294 @@
+/* attention.cu — flash attention (FlashAttention-2 scheme) for packed varlen sequences: causal,
+ * GQA, head_dim 128, bf16 in/out, fp32 online softmax in the log2 domain, optional ALiBi, paged
+ * or contiguous K/V. Tensor cores through mma.sync.m16n8k16 (bf16 -> fp32) fed by ldmatrix.
+ *
+ * One block = 4 warps = 64 queries of one (sequence, head); each warp owns 16 query rows and the
+ * whole 128-wide output row in registers. K and V tiles of 64 keys go through shared memory with
+ * cp.async: V(j) loads while S = Q K(j)^T runs, K(j+1) loads while O += P V(j) runs. Shared rows
+ * are 256 bytes; the 16-byte chunk c of row r is stored at chunk c ^ (r & 7) so that the 8 row
+ * addresses of every ldmatrix phase hit distinct banks. */
+#include <math.h>
+
+#include "common.cuh"
+
+#define ATT_D 128
+#define ATT_BM 64
+#define ATT_BN 64
+#define ATT_THREADS 128
+
+static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* Element offset of (row, col) in a swizzled [rows][128] bf16 tile; col a multiple of 8. */
+static __device__ __forceinline__ int swz(int row, int col) {
+    return row * ATT_D + ((((col >> 3) ^ (row & 7))) << 3);
+}
+
+/* 16-byte async copy; src_bytes 0 zero-fills the destination (rows past the sequence end must be
+ * finite: P = 0 there, and 0 * NaN would poison the output). */
+static __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(src_bytes)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+static __device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+}
+
+static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+/* d += a (16x16 row) * b (16x8 col); fragments per the PTX ISA m16n8k16 layouts. */
+static __device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0,
+                                                uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    bf16x2 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo = the lower column */
+    return *(uint32_t *)&v;
+}
+
+/* Row (in units of kv_stride) of key j of sequence s. */
+static __device__ __forceinline__ long long kv_row(const qe_attn_params &p, int s, int k_start,
+                                                   int j) {
+    if (p.block_table == nullptr) return (long long)k_start + j;
+    const int page = p.block_table[(long long)s * p.block_table_stride + j / p.page_size];
+    return (long long)page * p.page_size + j % p.page_size;
+}
+
+/* Issues the cp.async copies of keys [n0, n0+64) of one kv head into a swizzled tile. */
+static __device__ __forceinline__ void load_kv_tile(bf16 *tile, const bf16 *base,
+                                                    const qe_attn_params &p, int s, int k_start,
+                                                    int Lk, int n0, int g) {
+#pragma unroll
+    for (int it = 0; it < ATT_BN * 16 / ATT_THREADS; it++) {
+        const int idx = threadIdx.x + it * ATT_THREADS;
+        const int r = idx >> 4, c = idx & 15;
+        const int j = n0 + r;
+        const bf16 *src = base;
+        int bytes = 0;
+        if (j < Lk) {
+            src = base + kv_row(p, s, k_start, j) * p.kv_stride + (long long)g * ATT_D + c * 8;
+            bytes = 16;
+        }
+        cp_async16(tile + swz(r, c * 8), src, bytes);
+    }
+}
+
+static __global__ void __launch_bounds__(ATT_THREADS)
+    flash_attn_fwd_kernel(const qe_attn_params p, float scale_log2) {
+    __shared__ __align__(128) bf16 sK[ATT_BN * ATT_D];
+    __shared__ __align__(128) bf16 sV[ATT_BN * ATT_D]; /* also stages the Q tile */
+
+    const int s = blockIdx.x;
+    const int m_block = gridDim.y - 1 - blockIdx.y; /* heavy (late) causal blocks first */
+    const int h = blockIdx.z;
+    const int q_start = p.cu_seqlens_q[s];
+    const int Lq = p.cu_seqlens_q[s + 1] - q_start;
+    const int m0 = m_block * ATT_BM;
+    if (m0 >= Lq) return;
+    const int k_start = p.cu_seqlens_k[s];
+    const int Lk = p.cu_seqlens_k[s + 1] - k_start;
+    const int off = Lk - Lq; /* query i sits at absolute position i + off */
+    const int g = h / (p.heads / p.kv_heads);
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int gid = lane >> 2, tig = lane & 3; /* mma group id (row), thread in group (column) */
+    const float slope_log2 = p.alibi_slopes ? p.alibi_slopes[h] * 1.4426950408889634f : 0.0f;
+
+    /* ---- Q tile -> registers (staged through sV) ---- */
+#pragma unroll
+    for (int it = 0; it < ATT_BM * 16 / ATT_THREADS; it++) {
+        const int idx = tid + it * ATT_THREADS;
+        const int r = idx >> 4, c = idx & 15;
+        const int i = m0 + r;
+        const bf16 *qb = (const bf16 *)p.q;
+        const bf16 *src = qb;
+        int bytes = 0;
+        if (i < Lq) {
+            src = qb + (long long)(q_start + i) * p.q_stride + (long long)h * ATT_D + c * 8;
+            bytes = 16;
+        }
+        cp_async16(sV + swz(r, c * 8), src, bytes);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+    uint32_t qf[ATT_D / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < ATT_D / 16; kk++) {
+        const int r = warp * 16 + (lane & 15);
+        const int c = kk * 16 + (lane >> 4) * 8;
+        ldmatrix_x4(qf[kk], sV + swz(r, c));
+    }
+    __syncthreads(); /* every warp has its Q before sV is overwritten by V */
+
+    float o[ATT_D / 8][4];
+#pragma unroll
+    for (int dt = 0; dt < ATT_D / 8; dt++)
+        o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+    float m_run[2] = {-INFINITY, -INFINITY};
+    float l_run[2] = {0.0f, 0.0f};
+
+    const int n_end = min(Lk, m0 + ATT_BM + off);
+    const int n_tiles = (n_end + ATT_BN - 1) / ATT_BN;
+    const int row_lo = m0 + warp * 16 + gid; /* query index of accumulator rows 0 and +8 */
+
+    load_kv_tile(sK, (const bf16 *)p.k, p, s, k_start, Lk, 0, g);
+    cp_async_commit();
+
+    for (int jt = 0; jt < n_tiles; jt++) {
+        const int n0 = jt * ATT_BN;
+        cp_async_wait_all();
+        __syncthreads(); /* K(jt) landed; every warp is done with V(jt-1) */
+        load_kv_tile(sV, (const bf16 *)p.v, p, s, k_start, Lk, n0, g);
+        cp_async_commit();
+
+        /* ---- S = Q K^T: 16 x 64 per warp ---- */
+        float sc[ATT_BN / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < ATT_BN / 8; nt++)
+            sc[nt][0] = sc[nt][1] = sc[nt][2] = sc[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < ATT_D / 16; kk++) {
+#pragma unroll
+            for (int np = 0; np < ATT_BN / 16; np++) {
+                const int mi = lane >> 3;
+                const int r = np * 16 + (mi >> 1) * 8 + (lane & 7);
+                const int c = kk * 16 + (mi & 1) * 8;
+                uint32_t b[4];
+                ldmatrix_x4(b, sK + swz(r, c));
+                mma_bf16(sc[2 * np], qf[kk], b[0], b[1]);
+                mma_bf16(sc[2 * np + 1], qf[kk], b[2], b[3]);
+            }
+        }
+
+        /* ---- scale, ALiBi, mask, online softmax (log2 domain) ---- */
+        const bool need_mask = (n0 + ATT_BN > m0 + off) || (n0 + ATT_BN > Lk);
+        float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < ATT_BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int i_abs = row_lo + (e >> 1) * 8 + off;
+                const int j = n0 + nt * 8 + 2 * tig + (e & 1);
+                float v = sc[nt][e] * scale_log2;
+                if (p.alibi_slopes) v += slope_log2 * (float)(j - i_abs);
+                if (need_mask && (j >= Lk || j > i_abs)) v = -INFINITY;
+                sc[nt][e] = v;
+                tile_max[e >> 1] = fmaxf(tile_max[e >> 1], v);
+            }
+        }
+        float alpha[2], m_use[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mx = tile_max[r];
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[r], mx);
+            m_use[r] = m_new == -INFINITY ? 0.0f : m_new;
+            alpha[r] = exp2f(m_run[r] - m_use[r]); /* m_run = -inf -> 0 */
+            m_run[r] = m_new;
+            l_run[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int nt = 0; nt < ATT_BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const float pe = exp2f(sc[nt][e] - m_use[e >> 1]);
+                sc[nt][e] = pe;
+                l_run[e >> 1] += pe;
+            }
+        }
+#pragma unroll
+        for (int dt = 0; dt < ATT_D / 8; dt++) {
+            o[dt][0] *= alpha[0];
+            o[dt][1] *= alpha[0];
+            o[dt][2] *= alpha[1];
+            o[dt][3] *= alpha[1];
+        }
+
+        cp_async_wait_all();
+        __syncthreads(); /* V(jt) landed; every warp is done reading K(jt) */
+        if (jt + 1 < n_tiles) {
+            load_kv_tile(sK, (const bf16 *)p.k, p, s, k_start, Lk, n0 + ATT_BN, g);
+            cp_async_commit();
+        }
+
+        /* ---- O += P V: P from the S accumulators (C layout of two n8 tiles = A layout) ---- */
+#pragma unroll
+        for (int kk = 0; kk < ATT_BN / 16; kk++) {
+            uint32_t pa[4];
+            pa[0] = pack_bf16x2(sc[2 * kk][0], sc[2 * kk][1]);
+            pa[1] = pack_bf16x2(sc[2 * kk][2], sc[2 * kk][3]);
+            pa[2] = pack_bf16x2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]);
+            pa[3] = pack_bf16x2(sc[2 * kk + 1][2], sc[2 * kk + 1][3]);
+#pragma unroll
+            for (int dp = 0; dp < ATT_D / 16; dp++) {
+                const int mi = lane >> 3;
+                const int r = kk * 16 + (mi & 1) * 8 + (lane & 7);
+                const int c = dp * 16 + (mi >> 1) * 8;
+                uint32_t b[4];
+                ldmatrix_x4_trans(b, sV + swz(r, c));
+                mma_bf16(o[2 * dp], pa, b[0], b[1]);
+                mma_bf16(o[2 * dp + 1], pa, b[2], b[3]);
+            }
+        }
+    }
+
+    /* ---- normalise and store (rows < Lq only) ---- */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float l = l_run[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        const int i = row_lo + r * 8;
+        if (i < Lq) {
+            bf16 *dst =
+                (bf16 *)p.out + (long long)(q_start + i) * p.out_stride + (long long)h * ATT_D;
+#pragma unroll
+            for (int dt = 0; dt < ATT_D / 8; dt++) {
+                *(bf16x2 *)(dst + dt * 8 + 2 * tig) =
+                    __floats2bfloat162_rn(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+            }
+        }
+    }
+}
+
+extern "C" int qe_attention(const qe_attn_params *p, qe_stream s) {
+    QE_K_REQUIRE(p != NULL);
+    QE_K_REQUIRE(p->head_dim == ATT_D);
+    QE_K_REQUIRE(p->heads > 0 && p->kv_heads > 0 && p->heads % p->kv_heads == 0);
+    QE_K_REQUIRE(p->n_seqs >= 0 && p->n_seqs < (1 << 30));
+    QE_K_REQUIRE(p->heads <= 65535 && p->max_seqlen_q >= 0);
+    QE_K_REQUIRE(p->q_stride % 8 == 0 && p->kv_stride % 8 == 0 && p->out_stride % 2 == 0);
+    QE_K_REQUIRE((uintptr_t)p->q % 16 == 0 && (uintptr_t)p->k % 16 == 0 &&
+                 (uintptr_t)p->v % 16 == 0 && (uintptr_t)p->out % 4 == 0);
+    QE_K_REQUIRE(p->block_table == NULL || (p->page_size > 0 && p->block_table_stride > 0));
+    QE_K_REQUIRE(p->cu_seqlens_q != NULL && p->cu_seqlens_k != NULL);
+    if (p->n_seqs == 0 || p->max_seqlen_q == 0) return QE_K_OK;
+    const unsigned m_blocks = qe_ceil_div(p->max_seqlen_q, ATT_BM);
+    QE_K_REQUIRE(m_blocks <= 65535);
+    dim3 grid((unsigned)p->n_seqs, m_blocks, (unsigned)p->heads);
+    const float scale_log2 = p->scale * 1.4426950408889634f;
+    flash_attn_fwd_kernel<<<grid, ATT_THREADS, 0, s>>>(*p, scale_log2);
+    CUDA_CHECK_LAUNCH();
+    return QE_K_OK;
+}

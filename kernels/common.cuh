@@ -1,0 +1,59 @@
+/* common.cuh — device helpers shared by the kernels: the check macros (made by the generator in
+ * kernels.h), bf16 conversions, warp and block reductions. Included by kernels/*.cu only. */
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "kernels.h"
+
+#define CUDA_CHECK(call) QE_K_CHECK_GEN("CUDA", cudaError_t, call, cudaSuccess, cudaGetErrorName)
+/* After every launch: configuration errors surface here, asynchronous faults at the next sync. */
+#define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+typedef __nv_bfloat16 bf16;
+typedef __nv_bfloat162 bf16x2;
+
+static __device__ __forceinline__ float bf16_to_f32(bf16 v) {
+    return __bfloat162float(v);
+}
+static __device__ __forceinline__ bf16 f32_to_bf16(float v) {
+    return __float2bfloat16_rn(v);
+}
+
+/* Sum over the 32 lanes; every lane gets the result. */
+static __device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+static __device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result.
+ * Uses 33 floats of shared memory passed in by the caller; safe to call repeatedly. */
+static __device__ __forceinline__ float block_sum(float v, float *shared33) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int n_warps = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads(); /* shared33 may still be read by a previous call */
+    if (lane == 0) shared33[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float t = lane < n_warps ? shared33[lane] : 0.0f;
+        t = warp_sum(t);
+        if (lane == 0) shared33[32] = t;
+    }
+    __syncthreads();
+    return shared33[32];
+}
+
+static inline unsigned qe_ceil_div(long long a, long long b) {
+    return (unsigned)((a + b - 1) / b);
+}

@@ -1,0 +1,123 @@
+/* kernels.h — the only header the rest of qembed sees of the CUDA kernels: one C launcher per op
+ * (raw device pointers, sizes, a stream), the cuBLASLt GEMM wrapper, and the one error-macro
+ * generator shared by the kernels and the CUDA runtime code. C types only.
+ *
+ * Every launcher returns QE_K_OK (0) or QE_K_ERR (-1); on error qe_k_last_error() holds a one-line
+ * message (the failing call as text, function, file:line, the error's name). Thread-local. */
+#ifndef QE_KERNELS_H
+#define QE_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct CUstream_st *qe_stream; /* the same type as cudaStream_t; NULL = default stream */
+typedef uint16_t qe_bf16;              /* raw bfloat16 bits */
+
+#define QE_K_OK 0
+#define QE_K_ERR (-1)
+
+/* Records "kind error what in call (func, file:line)" as the last error; returns QE_K_ERR. */
+int qe_k_fail(const char *kind, const char *call, const char *func, const char *file, int line,
+              const char *what);
+const char *qe_k_last_error(void);
+
+/* The one generator of the check macros (CUDA_CHECK, CUBLAS_CHECK, ...): evaluate call once,
+ * compare with its success value, record the error's name and return QE_K_ERR from the caller. */
+#define QE_K_CHECK_GEN(kind, type, call, ok, namefn)                                               \
+    do {                                                                                           \
+        type qe_k_s_ = (call);                                                                     \
+        if (qe_k_s_ != (ok))                                                                       \
+            return qe_k_fail(kind, #call, __func__, __FILE__, __LINE__, namefn(qe_k_s_));          \
+    } while (0)
+/* Argument checks in launchers: the condition as text is the message. */
+#define QE_K_REQUIRE(cond)                                                                         \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return qe_k_fail("argument", #cond, __func__, __FILE__, __LINE__, "violated");         \
+    } while (0)
+
+/* ---- element-wise and row kernels (one .cu file each) ---- */
+
+/* out[t, :] = float(table[tokens[t], :]); tokens must lie in [0, vocab) (clamped defensively). */
+int qe_embed_gather(const qe_bf16 *table, int vocab, int hidden, const int32_t *tokens,
+                    int n_tokens, float *out, qe_stream s);
+
+/* residual += delta (delta fp32 [rows, dim] or NULL); out = bf16(rmsnorm(residual) * w). */
+int qe_add_rmsnorm(float *residual, const float *delta, const float *w, int rows, int dim,
+                   float eps, qe_bf16 *out, qe_stream s);
+
+/* In place on the q and k heads of each qkv row ([q heads*hd | k kv*hd | v kv*hd], bf16):
+ * per-head RMSNorm (fp32) with the shared q_norm_w / k_norm_w [head_dim], then NeoX RoPE at
+ * positions[t] with inv_freq_i = theta^(-2i/head_dim). Angles are formed and reduced mod 2*pi in
+ * double, then sincosf on the reduced fp32 angle. head_dim must be even and <= 256. */
+int qe_qk_norm_rope(qe_bf16 *qkv, int n_tokens, int heads, int kv_heads, int head_dim,
+                    const int32_t *positions, const float *q_norm_w, const float *k_norm_w,
+                    float eps, double theta, qe_stream s);
+
+/* out[r, i] = bf16(silu(gate_up[r, i]) * gate_up[r, inter + i]) (fp32 math). */
+int qe_swiglu(const qe_bf16 *gate_up, int rows, int inter, qe_bf16 *out, qe_stream s);
+
+/* For each sequence s: row = x[cu_seqlens[s+1]-1] (or x[s] when cu_seqlens is NULL); final
+ * RMSNorm with final_norm_w, keep the first dims values, L2-normalise; out fp32 [n_seqs, dims]. */
+int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
+                 const float *final_norm_w, float eps, int dims, float *out, qe_stream s);
+
+/* dst row s = src row (cu_seqlens[s+1]-1); rows of row_bytes (a multiple of 4) bytes. */
+int qe_gather_last_rows(const void *src, size_t row_bytes, const int32_t *cu_seqlens, int n_seqs,
+                        void *dst, qe_stream s);
+
+/* ---- flash attention (kernels/attention.cu) ---- */
+
+/* Varlen causal GQA attention, bf16 in/out, fp32 online softmax, head_dim 128.
+ * Sequence s has Lq = cu_seqlens_q[s+1]-cu_seqlens_q[s] queries and Lk keys (Lk >= Lq); the
+ * queries are the LAST Lq positions of the sequence, so query i sees keys j <= i + (Lk - Lq)
+ * (bottom-right causal alignment; Lq == Lk is ordinary self-attention).
+ * Query token t (packed index), head h: q + t*q_stride + h*head_dim. Output likewise with
+ * out_stride. Key j of sequence s, kv head g:
+ *   contiguous (block_table NULL): k + (cu_seqlens_k[s] + j)*kv_stride + g*head_dim
+ *   paged: page = block_table[s*block_table_stride + j/page_size],
+ *          k + (page*page_size + j%page_size)*kv_stride + g*head_dim
+ * (v the same with its own pointer). Query head h reads kv head h / (heads/kv_heads).
+ * Logits are scale * q.k, plus alibi_slopes[h] * (j - i_abs) when alibi_slopes (fp32 [heads],
+ * device) is not NULL, i_abs = i + Lk - Lq. All pointers are device pointers. */
+typedef struct qe_attn_params {
+    const qe_bf16 *q;
+    const qe_bf16 *k;
+    const qe_bf16 *v;
+    qe_bf16 *out;
+    int q_stride, kv_stride, out_stride; /* row strides in elements */
+    const int32_t *cu_seqlens_q;         /* [n_seqs+1] */
+    const int32_t *cu_seqlens_k;         /* [n_seqs+1]; only differences used when paged */
+    int n_seqs;
+    int max_seqlen_q; /* >= every Lq: sizes the grid */
+    int heads, kv_heads, head_dim;
+    float scale;
+    const float *alibi_slopes;  /* [heads] or NULL */
+    const int32_t *block_table; /* [n_seqs, block_table_stride] or NULL */
+    int block_table_stride;
+    int page_size; /* keys per page when paged (any positive value) */
+} qe_attn_params;
+
+int qe_attention(const qe_attn_params *p, qe_stream s);
+
+/* ---- GEMM through cuBLASLt (kernels/gemm.cu) ---- */
+
+typedef struct qe_gemm qe_gemm; /* cuBLASLt handle, workspace, cached plans */
+
+/* workspace: device memory of workspace_bytes (owned by the caller; 32 MiB is plenty). */
+int qe_gemm_create(qe_gemm **out, void *workspace, size_t workspace_bytes);
+void qe_gemm_destroy(qe_gemm *g);
+
+/* y[m, n] (row stride ldy) = x[m, k] (bf16, row stride ldx) * w[n, k]^T (bf16, row stride k),
+ * fp32 accumulate. y is fp32 when y_f32, else bf16. accumulate (fp32 y only): y += x w^T
+ * (beta = 1, the residual-stream update). Pointers 16-byte aligned; ldx, ldy multiples of 8. */
+int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
+                 void *y, int ldy, int y_f32, int accumulate, qe_stream s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,15 @@
+# The CUDA kernels against their C references, the whole CUDA forward against the CPU backend and
+# the goldens (GPU suites: skip cleanly without a device), and the CPU-side bench FLOP counter.
+if(QE_CUDA)
+  qe_add_test(test_kernels GPU SOURCES test_kernels.c
+              LIBS qe_kernels qe_kernels_ref CUDA::cudart_static)
+  qe_add_test(test_cuda_engine GPU TIMEOUT 1200 SOURCES test_cuda_engine.c
+              LIBS qe_tools PkgConfig::CJSON CUDA::cudart_static)
+endif()
+qe_add_test(test_kernels_bench SOURCES test_kernels_bench.c LIBS qe_tools)
+# The CUDA backend's forward wiring on host stand-ins for the CUDA runtime and the kernels
+# (runs without a GPU; see the file's header comment).
+if(QE_CUDA)
+  qe_add_test(test_kernels_hostsim TIMEOUT 900 SOURCES test_kernels_hostsim.c
+              LIBS qembed PkgConfig::CJSON)
+endif()

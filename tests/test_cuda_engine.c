@@ -1,0 +1,351 @@
+/* test_cuda_engine.c — the whole CUDA forward: against the CPU backend (the fp32 oracle) on
+ * `qembed make-random` models of several geometries and dtypes, against the Hugging Face goldens
+ * of the tiny fixture (cosine >= 0.999 per sequence, the GPU bf16 tolerance of
+ * fixtures/README.md), the layer-0 residual, batching invariance, the last-layer shortcut against
+ * the full last layer, and the error paths. Skips cleanly without a GPU. */
+#include <cjson/cJSON.h>
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "runtime/qembed.h"
+#include "runtime/qembed_debug.h"
+#include "test_util.h"
+
+#define GPU_COS 0.999         /* GPU bf16 path vs fp32/f64 references (fixtures/README.md) */
+#define INVARIANCE_COS 0.9995 /* the same GPU path, differently batched */
+
+/* Overridable for runs from a packed copy on the GPU machine, where the build-time paths differ:
+ * QE_QEMBED = the qembed binary, QE_TINY_MODEL = the tiny fixture folder. */
+static const char *qembed_bin(void) {
+    const char *e = getenv("QE_QEMBED");
+    return e && *e ? e : QE_BINARY_DIR "/qembed";
+}
+static const char *tiny_model(void) {
+    const char *e = getenv("QE_TINY_MODEL");
+    return e && *e ? e : TINY_MODEL;
+}
+
+static void require_gpu(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        cr_skip_test("no CUDA device (%s): CUDA engine test skipped",
+                     e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+}
+
+#define SKIP_UNLESS_TINY(file)                                                                     \
+    do {                                                                                           \
+        char p_[2048];                                                                             \
+        snprintf(p_, sizeof p_, "%s/%s", tiny_model(), file);                                      \
+        if (!tu_exists(p_)) cr_skip_test("fixture %s absent (set QE_TINY_MODEL)", p_);             \
+    } while (0)
+
+static uint64_t rng_state;
+static uint32_t rng_u32(void) {
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 33);
+}
+
+static qe_engine *open_engine(const char *dir, qe_backend be, int max_tokens) {
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir;
+    o.backend = be;
+    o.max_batch_tokens = max_tokens;
+    qe_engine *e = NULL;
+    char err[512] = "";
+    qe_status s = qe_open(&o, &e, err, sizeof err);
+    cr_assert_eq(s, QE_OK, "qe_open(%s, %s): %s", dir, be == QE_BACKEND_CUDA ? "cuda" : "cpu", err);
+    return e;
+}
+
+/* Writes a config.json for a custom geometry and runs `qembed make-random --config`. */
+static void make_model(char *dir, size_t cap, const char *tag, int hidden, int inter, int layers,
+                       int heads, int kv, const char *dtype, const char *layout, int seed) {
+    tu_scratch_dir(dir, cap, tag);
+    char cfg_path[1200], cmd[4096];
+    snprintf(cfg_path, sizeof cfg_path, "%s/geometry.json", dir);
+    FILE *f = fopen(cfg_path, "w");
+    cr_assert(f != NULL, "cannot write %s", cfg_path);
+    fprintf(f,
+            "{\"architectures\": [\"Qwen3Model\"], \"model_type\": \"qwen3\", \"vocab_size\": 4096,"
+            " \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
+            " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": 128,"
+            " \"hidden_act\": \"silu\", \"max_position_embeddings\": 40960,"
+            " \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true,"
+            " \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
+            hidden, inter, layers, heads, kv);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "'%s' make-random --config '%s' --out '%s/model' --seed %d --dtype %s "
+             "--layout %s --quiet",
+             qembed_bin(), cfg_path, dir, seed, dtype, layout);
+    cr_assert_eq(system(cmd), 0, "failed: %s", cmd);
+    strncat(dir, "/model", cap - strlen(dir) - 1);
+}
+
+/* Random id sequences with the given lengths (ids < vocab). */
+static int32_t **random_ids(const int *lens, int n, int vocab, uint64_t seed) {
+    rng_state = seed;
+    int32_t **ids = malloc(sizeof *ids * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        ids[i] = malloc(sizeof(int32_t) * (size_t)lens[i]);
+        for (int t = 0; t < lens[i]; t++)
+            ids[i][t] = (int32_t)(rng_u32() % (uint32_t)vocab);
+    }
+    return ids;
+}
+static void free_ids(int32_t **ids, int n) {
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+static float *embed(qe_engine *e, int32_t **ids, const int *lens, int n, int dims) {
+    const int d = dims ? dims : qe_dim(e);
+    float *out = malloc(sizeof(float) * (size_t)n * d);
+    for (size_t i = 0; i < (size_t)n * d; i++)
+        out[i] = NAN; /* poison */
+    qe_status s = qe_embed_ids(e, (const int32_t *const *)ids, lens, n, dims, out);
+    cr_assert_eq(s, QE_OK, "qe_embed_ids (%s): %s", qe_backend_name(e), qe_last_error(e));
+    return out;
+}
+
+/* Worst per-row cosine between two [n, d] sets; NaN counts as -1. */
+static double worst_cosine(const float *a, const float *b, int n, int d, int *worst_row) {
+    double worst = 2;
+    for (int i = 0; i < n; i++) {
+        double c = tu_cosine_ff(a + (size_t)i * d, b + (size_t)i * d, d);
+        if (isnan(c)) c = -1;
+        if (c < worst) worst = c, *worst_row = i;
+    }
+    return worst;
+}
+
+static const int LENS[] = {1, 7, 113, 129, 300, 64, 2};
+#define N_LENS 7
+
+/* CUDA vs CPU on one random model, full width and a Matryoshka cut. */
+static void cuda_vs_cpu(const char *dir, const char *what) {
+    qe_engine *cpu = open_engine(dir, QE_BACKEND_CPU, 0);
+    qe_engine *gpu = open_engine(dir, QE_BACKEND_CUDA, 0);
+    int32_t **ids = random_ids(LENS, N_LENS, qe_vocab_size(cpu), 42);
+    const int dims_list[] = {0, 32};
+    for (int di = 0; di < 2; di++) {
+        const int d = dims_list[di] ? dims_list[di] : qe_dim(cpu);
+        float *a = embed(cpu, ids, LENS, N_LENS, dims_list[di]);
+        float *b = embed(gpu, ids, LENS, N_LENS, dims_list[di]);
+        int row = 0;
+        double w = worst_cosine(a, b, N_LENS, d, &row);
+        cr_log_info("%s dims %d: worst cosine cuda vs cpu %.6f (sequence length %d)", what, d, w,
+                    LENS[row]);
+        cr_expect(w >= GPU_COS, "%s dims %d: cosine %.6f < %.3f on the sequence of length %d", what,
+                  d, w, GPU_COS, LENS[row]);
+        for (int i = 0; i < N_LENS; i++) {
+            double nn = 0;
+            for (int j = 0; j < d; j++)
+                nn += (double)b[(size_t)i * d + j] * b[(size_t)i * d + j];
+            cr_expect(fabs(sqrt(nn) - 1.0) < 1e-4, "%s: row %d norm %.6f", what, i, sqrt(nn));
+        }
+        free(a), free(b);
+    }
+    free_ids(ids, N_LENS);
+    qe_close(gpu);
+    qe_close(cpu);
+}
+
+Test(cuda_engine, vs_cpu_gqa1_bf16, .timeout = 600) {
+    require_gpu();
+    char dir[1100];
+    make_model(dir, sizeof dir, "cuda-g1", 256, 512, 2, 4, 4, "bf16", "plain", 11);
+    cuda_vs_cpu(dir, "hidden 256, 4/4 heads, bf16");
+}
+
+Test(cuda_engine, vs_cpu_gqa2_f16, .timeout = 600) {
+    require_gpu();
+    char dir[1100];
+    make_model(dir, sizeof dir, "cuda-g2", 128, 384, 3, 4, 2, "f16", "prefixed", 12);
+    cuda_vs_cpu(dir, "hidden 128, 4/2 heads, f16, prefixed keys");
+}
+
+Test(cuda_engine, vs_cpu_gqa4_f32, .timeout = 600) {
+    require_gpu();
+    char dir[1100];
+    make_model(dir, sizeof dir, "cuda-g4", 512, 1024, 2, 8, 2, "f32", "plain", 13);
+    cuda_vs_cpu(dir, "hidden 512, 8/2 heads, f32");
+}
+
+Test(cuda_engine, vs_cpu_tiny_preset, .timeout = 600) {
+    require_gpu();
+    char dir[1100], cmd[2400];
+    tu_scratch_dir(dir, sizeof dir, "cuda-tiny");
+    snprintf(cmd, sizeof cmd, "'%s' make-random --preset tiny --out '%s' --seed 5 --quiet",
+             qembed_bin(), dir);
+    cr_assert_eq(system(cmd), 0, "failed: %s", cmd);
+    cuda_vs_cpu(dir, "tiny preset");
+}
+
+/* ------------------------------------------------------------------ goldens */
+
+static cJSON *load_golden(void) {
+    size_t len = 0;
+    char path[2048];
+    snprintf(path, sizeof path, "%s/golden.json", tiny_model());
+    char *text = tu_read_file(path, &len);
+    cr_assert(text != NULL);
+    cJSON *g = cJSON_ParseWithLength(text, len);
+    free(text);
+    cr_assert(g != NULL, "golden.json does not parse");
+    return g;
+}
+
+static int32_t *json_ids(const cJSON *arr, int *n) {
+    *n = cJSON_GetArraySize(arr);
+    int32_t *v = malloc(sizeof(int32_t) * (size_t)(*n ? *n : 1));
+    int i = 0;
+    for (const cJSON *x = arr->child; x; x = x->next)
+        v[i++] = (int32_t)x->valuedouble;
+    return v;
+}
+static double *json_doubles(const cJSON *arr, int *n) {
+    *n = cJSON_GetArraySize(arr);
+    double *v = malloc(sizeof(double) * (size_t)(*n ? *n : 1));
+    int i = 0;
+    for (const cJSON *x = arr->child; x; x = x->next)
+        v[i++] = x->valuedouble;
+    return v;
+}
+
+/* Every golden case, one at a time and all packed in one batch. */
+Test(cuda_engine, tiny_goldens, .timeout = 600) {
+    require_gpu();
+    SKIP_UNLESS_TINY("golden.json");
+    cJSON *g = load_golden();
+    qe_engine *e = open_engine(tiny_model(), QE_BACKEND_CUDA, 0);
+    const cJSON *cases = cJSON_GetObjectItem(g, "cases");
+    const int n = cJSON_GetArraySize(cases), D = qe_dim(e);
+    int32_t **ids = malloc(sizeof *ids * (size_t)n);
+    int *lens = malloc(sizeof(int) * (size_t)n);
+    double **want = malloc(sizeof *want * (size_t)n);
+    int i = 0;
+    for (const cJSON *c = cases->child; c; c = c->next, i++) {
+        int dl = 0;
+        ids[i] = json_ids(cJSON_GetObjectItem(c, "ids"), &lens[i]);
+        want[i] = json_doubles(cJSON_GetObjectItem(c, "embedding"), &dl);
+        cr_assert_eq(dl, D, "golden width %d vs model %d", dl, D);
+    }
+    double worst = 2;
+    for (i = 0; i < n; i++) {
+        float *one = embed(e, &ids[i], &lens[i], 1, 0);
+        double c = tu_cosine(one, want[i], D);
+        if (isnan(c)) c = -1;
+        if (c < worst) worst = c;
+        cr_expect(c >= GPU_COS, "golden case of length %d: cosine %.6f < %.3f", lens[i], c,
+                  GPU_COS);
+        free(one);
+    }
+    float *all = embed(e, ids, lens, n, 0);
+    for (i = 0; i < n; i++) {
+        double c = tu_cosine(all + (size_t)i * D, want[i], D);
+        cr_expect(c >= GPU_COS, "packed golden case %d (length %d): cosine %.6f", i, lens[i], c);
+    }
+    cr_log_info("cuda goldens: %d cases, worst cosine %.6f", n, worst);
+    free(all);
+    for (i = 0; i < n; i++)
+        free(ids[i]), free(want[i]);
+    free(ids), free(lens), free(want);
+    qe_close(e);
+    cJSON_Delete(g);
+}
+
+Test(cuda_engine, tiny_layer0_residual) {
+    require_gpu();
+    SKIP_UNLESS_TINY("golden.json");
+    cJSON *g = load_golden();
+    const cJSON *dbg = cJSON_GetObjectItem(g, "debug");
+    int len = 0;
+    int32_t *ids = json_ids(cJSON_GetObjectItem(dbg, "ids"), &len);
+    qe_engine *e = open_engine(tiny_model(), QE_BACKEND_CUDA, 0);
+    const int D = qe_dim(e);
+    float *res = malloc(sizeof(float) * (size_t)len * D);
+    qe_status s = qe_debug_residual(e, ids, len, 1, res);
+    cr_assert_eq(s, QE_OK, "qe_debug_residual: %s", qe_last_error(e));
+    int t = 0;
+    for (const cJSON *row = cJSON_GetObjectItem(dbg, "layer0_out")->child; row;
+         row = row->next, t++) {
+        int dl = 0;
+        double *want = json_doubles(row, &dl);
+        cr_assert_eq(dl, D);
+        double c = tu_cosine(res + (size_t)t * D, want, D);
+        cr_expect(c >= GPU_COS, "layer-0 residual row %d: cosine %.6f", t, c);
+        free(want);
+    }
+    cr_expect_eq(t, len);
+    free(res), free(ids);
+    qe_close(e);
+    cJSON_Delete(g);
+}
+
+/* ------------------------------------------------------------------ invariance */
+
+/* Alone, packed together, and split across many steps by a small token budget: the same vectors.
+ * Also the last-layer shortcut against the full last layer (QE_CUDA_FULL_LAST_LAYER=1). */
+Test(cuda_engine, batching_invariance_and_shortcut, .timeout = 600) {
+    require_gpu();
+    char dir[1100];
+    make_model(dir, sizeof dir, "cuda-inv", 256, 512, 2, 8, 2, "bf16", "plain", 21);
+    const int lens[] = {300, 1, 77, 129, 5, 250, 64};
+    const int n = 7;
+    qe_engine *big = open_engine(dir, QE_BACKEND_CUDA, 0);
+    qe_engine *small = open_engine(dir, QE_BACKEND_CUDA, 320); /* forces several steps */
+    const int D = qe_dim(big);
+    int32_t **ids = random_ids(lens, n, qe_vocab_size(big), 77);
+    float *packed = embed(big, ids, lens, n, 0);
+    float *stepped = embed(small, ids, lens, n, 0);
+    int row = 0;
+    double w = worst_cosine(packed, stepped, n, D, &row);
+    cr_expect(w >= INVARIANCE_COS, "packed vs stepped: cosine %.6f at sequence %d", w, row);
+    for (int i = 0; i < n; i++) {
+        float *one = embed(big, &ids[i], &lens[i], 1, 0);
+        double c = tu_cosine_ff(one, packed + (size_t)i * D, D);
+        cr_expect(c >= INVARIANCE_COS, "alone vs packed, sequence %d (len %d): cosine %.6f", i,
+                  lens[i], c);
+        free(one);
+    }
+    setenv("QE_CUDA_FULL_LAST_LAYER", "1", 1);
+    qe_engine *full = open_engine(dir, QE_BACKEND_CUDA, 0);
+    unsetenv("QE_CUDA_FULL_LAST_LAYER");
+    float *f = embed(full, ids, lens, n, 0);
+    w = worst_cosine(packed, f, n, D, &row);
+    cr_expect(w >= INVARIANCE_COS, "shortcut vs full last layer: cosine %.6f at sequence %d", w,
+              row);
+    qe_engine *cpu = open_engine(dir, QE_BACKEND_CPU, 0);
+    float *c = embed(cpu, ids, lens, n, 0);
+    w = worst_cosine(c, f, n, D, &row);
+    cr_expect(w >= GPU_COS, "full last layer vs cpu: cosine %.6f at sequence %d", w, row);
+    free(packed), free(stepped), free(f), free(c);
+    free_ids(ids, n);
+    qe_close(cpu), qe_close(full), qe_close(small), qe_close(big);
+}
+
+/* ------------------------------------------------------------------ errors */
+
+Test(cuda_engine, sequence_longer_than_budget_is_an_error) {
+    require_gpu();
+    SKIP_UNLESS_TINY("config.json");
+    qe_engine *e = open_engine(tiny_model(), QE_BACKEND_CUDA, 64);
+    const int lens[] = {100};
+    int32_t **ids = random_ids(lens, 1, 1000, 3);
+    float *out = malloc(sizeof(float) * (size_t)qe_dim(e));
+    qe_status s = qe_embed_ids(e, (const int32_t *const *)ids, lens, 1, 0, out);
+    cr_expect_eq(s, QE_ERR_TOO_LONG, "got %s: %s", qe_status_name(s), qe_last_error(e));
+    cr_expect(strlen(qe_last_error(e)) > 0);
+    /* the engine keeps working after the error */
+    const int ok_lens[] = {60};
+    int32_t **ok_ids = random_ids(ok_lens, 1, 1000, 4);
+    cr_expect_eq(qe_embed_ids(e, (const int32_t *const *)ok_ids, ok_lens, 1, 0, out), QE_OK, "%s",
+                 qe_last_error(e));
+    free(out);
+    free_ids(ids, 1), free_ids(ok_ids, 1);
+    qe_close(e);
+}

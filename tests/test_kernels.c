@@ -1,0 +1,609 @@
+/* test_kernels.c — every CUDA kernel against its fp32 C reference (kernels/ref/ref.h) on seeded
+ * random inputs, odd and tail sizes (1, 7, 113, 129, 2049 rows), several packed sequences, GQA
+ * ratios 1/2/4, outputs poisoned (0xFF = NaN) before each launch; tolerance by output dtype; the
+ * worst element is printed on failure. Skips cleanly without a GPU. */
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
+#include "test_util.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static void require_gpu(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n == 0)
+        cr_skip_test("no CUDA device (%s): GPU kernel test skipped",
+                     e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+}
+
+static uint64_t rng_state;
+static void rng_seed(uint64_t s) {
+    rng_state = s * 0x9E3779B97F4A7C15ull + 1;
+}
+static uint64_t rng_next(void) {
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+/* Uniform in [-a, a], never exactly zero-filled data. */
+static float frand(float a) {
+    return (float)((rng_next() >> 11) * (1.0 / 9007199254740992.0) * 2.0 - 1.0) * a;
+}
+static int irand(int n) {
+    return (int)(rng_next() % (uint64_t)n);
+}
+
+static uint16_t f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float bf2f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+/* Random bf16 values (and their exact fp32 copy). */
+static void rand_bf16(uint16_t *b, float *f, size_t n, float a) {
+    for (size_t i = 0; i < n; i++) {
+        b[i] = f2bf(frand(a));
+        if (f) f[i] = bf2f(b[i]);
+    }
+}
+
+static void *dalloc(size_t bytes) {
+    void *p = NULL;
+    cr_assert_eq(cudaMalloc(&p, bytes ? bytes : 16), cudaSuccess, "cudaMalloc %zu", bytes);
+    cr_assert_eq(cudaMemset(p, 0xFF, bytes ? bytes : 16), cudaSuccess); /* poison: NaN */
+    return p;
+}
+static void *dup_to_dev(const void *h, size_t bytes) {
+    void *d = dalloc(bytes);
+    cr_assert_eq(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    return d;
+}
+static void to_host(void *h, const void *d, size_t bytes) {
+    cr_assert_eq(cudaDeviceSynchronize(), cudaSuccess, "kernel fault: %s",
+                 cudaGetErrorString(cudaGetLastError()));
+    cr_assert_eq(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+}
+static void poison(void *d, size_t bytes) {
+    cr_assert_eq(cudaMemset(d, 0xFF, bytes), cudaSuccess);
+}
+#define KOK(call) cr_assert_eq((call), QE_K_OK, "%s failed: %s", #call, qe_k_last_error())
+
+/* |got - want| <= atol + rtol * |want| everywhere (NaN fails); prints the worst element. */
+static int check_close(const char *what, const float *got, const float *want, size_t n, double atol,
+                       double rtol) {
+    double worst = -1;
+    size_t wi = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        double r = isnan(got[i]) || isnan(want[i]) ? INFINITY : d / (atol + rtol * fabs(want[i]));
+        if (r > worst) worst = r, wi = i;
+    }
+    if (worst > 1.0) {
+        cr_log_error("%s: worst element %zu of %zu: got %.7g want %.7g (|diff| %.3g, tol %.3g)",
+                     what, wi, n, got[wi], want[wi], fabs((double)got[wi] - want[wi]),
+                     atol + rtol * fabs(want[wi]));
+        return 0;
+    }
+    return 1;
+}
+static void bf_to_f(const uint16_t *b, float *f, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        f[i] = bf2f(b[i]);
+}
+
+static const int ROWS[] = {1, 7, 113, 129, 2049};
+#define N_ROWS ((int)(sizeof ROWS / sizeof ROWS[0]))
+
+/* bf16 output tolerance: ~2 ulps of bf16 relative, plus a small absolute floor. */
+#define BF_RTOL 8e-3
+#define BF_ATOL 1e-3
+
+/* ------------------------------------------------------------------ embed */
+
+Test(kernels, embed_gather) {
+    require_gpu();
+    const int vocab = 1001, hiddens[] = {64, 1024, 7};
+    for (int hi = 0; hi < 3; hi++)
+        for (int ri = 0; ri < N_ROWS; ri++) {
+            const int H = hiddens[hi], T = ROWS[ri];
+            rng_seed(100 + hi * 10 + ri);
+            uint16_t *tb = malloc((size_t)vocab * H * 2);
+            float *tf = malloc((size_t)vocab * H * 4);
+            int32_t *tok = malloc((size_t)T * 4);
+            float *want = malloc((size_t)T * H * 4), *got = malloc((size_t)T * H * 4);
+            rand_bf16(tb, tf, (size_t)vocab * H, 2.0f);
+            for (int t = 0; t < T; t++)
+                tok[t] = irand(vocab);
+            tok[0] = vocab - 1;
+            ref_embed_gather(tf, H, tok, T, want);
+            void *d_tab = dup_to_dev(tb, (size_t)vocab * H * 2);
+            int32_t *d_tok = dup_to_dev(tok, (size_t)T * 4);
+            float *d_out = dalloc((size_t)T * H * 4);
+            KOK(qe_embed_gather(d_tab, vocab, H, d_tok, T, d_out, NULL));
+            to_host(got, d_out, (size_t)T * H * 4);
+            cr_expect(check_close("embed_gather", got, want, (size_t)T * H, 0, 0), "H %d T %d", H,
+                      T);
+            cudaFree(d_tab), cudaFree(d_tok), cudaFree(d_out);
+            free(tb), free(tf), free(tok), free(want), free(got);
+        }
+}
+
+/* ------------------------------------------------------------------ add_rmsnorm */
+
+Test(kernels, add_rmsnorm) {
+    require_gpu();
+    const int dims[] = {64, 1024, 2560, 7};
+    for (int di = 0; di < 4; di++)
+        for (int ri = 0; ri < N_ROWS; ri++)
+            for (int with_delta = 0; with_delta < 2; with_delta++) {
+                const int D = dims[di], R = ROWS[ri];
+                const size_t n = (size_t)R * D;
+                rng_seed(200 + di * 100 + ri * 10 + with_delta);
+                float *x = malloc(n * 4), *delta = malloc(n * 4), *w = malloc((size_t)D * 4);
+                float *want = malloc(n * 4), *got = malloc(n * 4), *xgot = malloc(n * 4);
+                uint16_t *ob = malloc(n * 2);
+                for (size_t i = 0; i < n; i++)
+                    x[i] = frand(3.0f), delta[i] = frand(1.0f);
+                for (int i = 0; i < D; i++)
+                    w[i] = 0.5f + frand(0.4f);
+                float *d_x = dup_to_dev(x, n * 4), *d_delta = dup_to_dev(delta, n * 4);
+                float *d_w = dup_to_dev(w, (size_t)D * 4);
+                uint16_t *d_out = dalloc(n * 2);
+                ref_add_rmsnorm(x, with_delta ? delta : NULL, w, R, D, 1e-6f, want);
+                KOK(qe_add_rmsnorm(d_x, with_delta ? d_delta : NULL, d_w, R, D, 1e-6f, d_out,
+                                   NULL));
+                to_host(ob, d_out, n * 2);
+                to_host(xgot, d_x, n * 4);
+                bf_to_f(ob, got, n);
+                cr_expect(check_close("add_rmsnorm residual", xgot, x, n, 1e-6, 1e-6), "D %d R %d",
+                          D, R);
+                cr_expect(check_close("add_rmsnorm out", got, want, n, BF_ATOL, BF_RTOL),
+                          "D %d R %d delta %d", D, R, with_delta);
+                cudaFree(d_x), cudaFree(d_delta), cudaFree(d_w), cudaFree(d_out);
+                free(x), free(delta), free(w), free(want), free(got), free(xgot), free(ob);
+            }
+}
+
+/* ------------------------------------------------------------------ qk_norm + rope */
+
+Test(kernels, qk_norm_rope) {
+    require_gpu();
+    const int hk[][2] = {{4, 4}, {4, 2}, {8, 2}, {16, 8}};
+    const int HD = 128;
+    for (int gi = 0; gi < 4; gi++)
+        for (int ri = 0; ri < N_ROWS; ri++) {
+            const int H = hk[gi][0], KV = hk[gi][1], T = ROWS[ri];
+            const int row = (H + 2 * KV) * HD;
+            const size_t n = (size_t)T * row;
+            rng_seed(300 + gi * 10 + ri);
+            uint16_t *qb = malloc(n * 2), *ob = malloc(n * 2);
+            float *qf = malloc(n * 4), *got = malloc(n * 4);
+            float qw[128], kw[128];
+            int32_t *pos = malloc((size_t)T * 4);
+            rand_bf16(qb, qf, n, 2.0f);
+            for (int i = 0; i < HD; i++)
+                qw[i] = 0.5f + frand(0.5f), kw[i] = 0.5f + frand(0.5f);
+            /* large and small positions: the angle must stay accurate up to 40959 */
+            for (int t = 0; t < T; t++)
+                pos[t] = (t & 1) ? irand(40960) : t;
+            pos[0] = 40959;
+            uint16_t *d_q = dup_to_dev(qb, n * 2);
+            int32_t *d_pos = dup_to_dev(pos, (size_t)T * 4);
+            float *d_qw = dup_to_dev(qw, sizeof qw), *d_kw = dup_to_dev(kw, sizeof kw);
+            ref_qk_norm_rope(qf, T, H, KV, HD, pos, qw, kw, 1e-6f, 1e6);
+            KOK(qe_qk_norm_rope(d_q, T, H, KV, HD, d_pos, d_qw, d_kw, 1e-6f, 1e6, NULL));
+            to_host(ob, d_q, n * 2);
+            bf_to_f(ob, got, n);
+            /* normed values are O(1): an absolute bf16 tolerance of ~4 ulps at 1.0 */
+            cr_expect(check_close("qk_norm_rope", got, qf, n, 1.6e-2, BF_RTOL), "H %d KV %d T %d",
+                      H, KV, T);
+            int v_same = 1;
+            for (int t = 0; t < T && v_same; t++)
+                for (int i = (H + KV) * HD; i < row; i++)
+                    if (ob[(size_t)t * row + i] != qb[(size_t)t * row + i]) v_same = 0;
+            cr_expect(v_same, "qk_norm_rope modified v (H %d KV %d T %d)", H, KV, T);
+            cudaFree(d_q), cudaFree(d_pos), cudaFree(d_qw), cudaFree(d_kw);
+            free(qb), free(ob), free(qf), free(got), free(pos);
+        }
+}
+
+/* ------------------------------------------------------------------ swiglu */
+
+Test(kernels, swiglu) {
+    require_gpu();
+    const int inters[] = {192, 3072, 13};
+    for (int ii = 0; ii < 3; ii++)
+        for (int ri = 0; ri < N_ROWS; ri++) {
+            const int I = inters[ii], R = ROWS[ri];
+            const size_t n_in = (size_t)R * 2 * I, n_out = (size_t)R * I;
+            rng_seed(400 + ii * 10 + ri);
+            uint16_t *gb = malloc(n_in * 2), *ob = malloc(n_out * 2);
+            float *gf = malloc(n_in * 4), *want = malloc(n_out * 4), *got = malloc(n_out * 4);
+            rand_bf16(gb, gf, n_in, 4.0f);
+            uint16_t *d_g = dup_to_dev(gb, n_in * 2), *d_o = dalloc(n_out * 2);
+            ref_swiglu(gf, R, I, want);
+            KOK(qe_swiglu(d_g, R, I, d_o, NULL));
+            to_host(ob, d_o, n_out * 2);
+            bf_to_f(ob, got, n_out);
+            cr_expect(check_close("swiglu", got, want, n_out, BF_ATOL, BF_RTOL), "I %d R %d", I, R);
+            cudaFree(d_g), cudaFree(d_o);
+            free(gb), free(ob), free(gf), free(want), free(got);
+        }
+}
+
+/* ------------------------------------------------------------------ pooling + gather */
+
+/* lens -> cu_seqlens; returns the token count. */
+static int make_cu(const int *lens, int n, int32_t *cu) {
+    cu[0] = 0;
+    for (int s = 0; s < n; s++)
+        cu[s + 1] = cu[s] + lens[s];
+    return cu[n];
+}
+
+Test(kernels, pool_last_and_gather) {
+    require_gpu();
+    const int lens[] = {1, 7, 113, 129, 2049, 3};
+    const int S = 6, hiddens[] = {64, 1024, 2560};
+    int32_t cu[7];
+    const int T = make_cu(lens, S, cu);
+    for (int hi = 0; hi < 3; hi++) {
+        const int H = hiddens[hi];
+        const int dims_list[] = {H, 32, H / 2 + 1};
+        rng_seed(500 + hi);
+        float *x = malloc((size_t)T * H * 4), *w = malloc((size_t)H * 4);
+        for (size_t i = 0; i < (size_t)T * H; i++)
+            x[i] = frand(3.0f);
+        for (int i = 0; i < H; i++)
+            w[i] = 0.5f + frand(0.4f);
+        float *d_x = dup_to_dev(x, (size_t)T * H * 4), *d_w = dup_to_dev(w, (size_t)H * 4);
+        int32_t *d_cu = dup_to_dev(cu, sizeof cu);
+        for (int di = 0; di < 3; di++) {
+            const int dims = dims_list[di];
+            float *want = malloc((size_t)S * dims * 4), *got = malloc((size_t)S * dims * 4);
+            float *d_out = dalloc((size_t)S * dims * 4);
+            ref_pool_last(x, H, cu, S, w, 1e-6f, dims, want);
+            KOK(qe_pool_last(d_x, H, d_cu, S, d_w, 1e-6f, dims, d_out, NULL));
+            to_host(got, d_out, (size_t)S * dims * 4);
+            cr_expect(check_close("pool_last", got, want, (size_t)S * dims, 1e-6, 1e-4),
+                      "H %d dims %d", H, dims);
+            /* compact form: gather the last rows, then pool with cu_seqlens NULL */
+            float *d_rows = dalloc((size_t)S * H * 4);
+            KOK(qe_gather_last_rows(d_x, (size_t)H * 4, d_cu, S, d_rows, NULL));
+            poison(d_out, (size_t)S * dims * 4);
+            KOK(qe_pool_last(d_rows, H, NULL, S, d_w, 1e-6f, dims, d_out, NULL));
+            to_host(got, d_out, (size_t)S * dims * 4);
+            cr_expect(check_close("pool_last compact", got, want, (size_t)S * dims, 1e-6, 1e-4),
+                      "H %d dims %d", H, dims);
+            float *rows = malloc((size_t)S * H * 4);
+            to_host(rows, d_rows, (size_t)S * H * 4);
+            for (int s = 0; s < S; s++)
+                cr_expect(memcmp(rows + (size_t)s * H, x + (size_t)(cu[s + 1] - 1) * H,
+                                 (size_t)H * 4) == 0,
+                          "gather_last_rows row %d differs", s);
+            cudaFree(d_out), cudaFree(d_rows);
+            free(want), free(got), free(rows);
+        }
+        cudaFree(d_x), cudaFree(d_w), cudaFree(d_cu);
+        free(x), free(w);
+    }
+}
+
+/* ------------------------------------------------------------------ GEMM */
+
+Test(kernels, gemm_bf16) {
+    require_gpu();
+    const int shapes[][2] = {{64, 512}, {1024, 384}, {256, 1536}}; /* k, n */
+    void *ws = dalloc(32u << 20);
+    qe_gemm *g = NULL;
+    KOK(qe_gemm_create(&g, ws, 32u << 20));
+    for (int si = 0; si < 3; si++)
+        for (int ri = 0; ri < N_ROWS; ri++)
+            for (int mode = 0; mode < 3; mode++) { /* bf16 out, fp32 out, fp32 accumulate */
+                const int K = shapes[si][0], N = shapes[si][1], M = ROWS[ri];
+                rng_seed(600 + si * 100 + ri * 10 + mode);
+                uint16_t *xb = malloc((size_t)M * K * 2), *wb = malloc((size_t)N * K * 2);
+                float *xf = malloc((size_t)M * K * 4), *wf = malloc((size_t)N * K * 4);
+                float *want = malloc((size_t)M * N * 4), *got = malloc((size_t)M * N * 4);
+                float *bound = malloc((size_t)M * N * 4);
+                uint16_t *yb = malloc((size_t)M * N * 2);
+                rand_bf16(xb, xf, (size_t)M * K, 1.0f);
+                rand_bf16(wb, wf, (size_t)N * K, 1.0f);
+                for (size_t i = 0; i < (size_t)M * N; i++)
+                    want[i] = frand(2.0f);
+                void *d_x = dup_to_dev(xb, (size_t)M * K * 2),
+                     *d_w = dup_to_dev(wb, (size_t)N * K * 2);
+                void *d_y = mode == 2 ? dup_to_dev(want, (size_t)M * N * 4)
+                                      : dalloc((size_t)M * N * (mode == 0 ? 2 : 4));
+                ref_matmul(xf, M, K, wf, N, want, N, mode == 2);
+                /* error bound per element: fp32 accumulation over sum |x w| */
+                for (int m = 0; m < M; m++)
+                    for (int nn = 0; nn < N; nn++) {
+                        double a = 0;
+                        for (int k = 0; k < K; k++)
+                            a += fabs((double)xf[(size_t)m * K + k] * wf[(size_t)nn * K + k]);
+                        bound[(size_t)m * N + nn] = (float)a;
+                    }
+                KOK(qe_gemm_bf16(g, d_x, K, M, K, d_w, N, d_y, N, mode != 0, mode == 2, NULL));
+                if (mode == 0) {
+                    to_host(yb, d_y, (size_t)M * N * 2);
+                    bf_to_f(yb, got, (size_t)M * N);
+                } else {
+                    to_host(got, d_y, (size_t)M * N * 4);
+                }
+                double worst = -1;
+                size_t wi = 0;
+                for (size_t i = 0; i < (size_t)M * N; i++) {
+                    /* the textbook bound of fp32 summation, K * 2^-24 * sum|xw| (doubled), plus
+                     * bf16 output rounding (2 half-ulps) */
+                    double tol = K * ldexp(1.0, -23) * bound[i] + 1e-6 +
+                                 (mode == 0 ? 8e-3 * fabs(want[i]) : 0);
+                    double r = isnan(got[i]) ? INFINITY : fabs(got[i] - want[i]) / tol;
+                    if (r > worst) worst = r, wi = i;
+                }
+                cr_expect(worst <= 1.0,
+                          "gemm M %d K %d N %d mode %d: worst element %zu got %.7g want %.7g "
+                          "(sum|xw| %.3g)",
+                          M, K, N, mode, wi, got[wi], want[wi], bound[wi]);
+                cudaFree(d_x), cudaFree(d_w), cudaFree(d_y);
+                free(xb), free(wb), free(xf), free(wf), free(want), free(got), free(bound),
+                    free(yb);
+            }
+    qe_gemm_destroy(g);
+    cudaFree(ws);
+}
+
+/* ------------------------------------------------------------------ attention */
+
+typedef struct attn_case {
+    const int *lens;
+    int n_seqs;
+    int heads, kv_heads;
+} attn_case;
+
+/* Builds a random bf16 qkv buffer for the packed sequences; q scaled up so softmax is peaked. */
+static void attn_inputs(int T, int H, int KV, uint16_t *qkv_b, float *qkv_f) {
+    const int HD = 128, row = (H + 2 * KV) * HD;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < row; i++) {
+            float a = i < H * HD ? 3.0f : 1.0f;
+            qkv_b[(size_t)t * row + i] = f2bf(frand(a));
+            qkv_f[(size_t)t * row + i] = bf2f(qkv_b[(size_t)t * row + i]);
+        }
+}
+
+/* Runs contiguous attention on device qkv; returns fp32 copy of the bf16 output. */
+static void run_attn(const uint16_t *d_qkv, int T, int H, int KV, const int32_t *d_cu, int S,
+                     int max_len, const float *d_slopes, uint16_t *d_out, float *got) {
+    const int HD = 128, row = (H + 2 * KV) * HD;
+    qe_attn_params p;
+    memset(&p, 0, sizeof p);
+    p.q = d_qkv, p.k = d_qkv + H * HD, p.v = d_qkv + (H + KV) * HD, p.out = d_out;
+    p.q_stride = row, p.kv_stride = row, p.out_stride = H * HD;
+    p.cu_seqlens_q = d_cu, p.cu_seqlens_k = d_cu, p.n_seqs = S, p.max_seqlen_q = max_len;
+    p.heads = H, p.kv_heads = KV, p.head_dim = HD, p.scale = 1.0f / sqrtf(128.0f);
+    p.alibi_slopes = d_slopes;
+    poison(d_out, (size_t)T * H * HD * 2);
+    KOK(qe_attention(&p, NULL));
+    uint16_t *ob = malloc((size_t)T * H * HD * 2);
+    to_host(ob, d_out, (size_t)T * H * HD * 2);
+    bf_to_f(ob, got, (size_t)T * H * HD);
+    free(ob);
+}
+
+/* Attention output tolerance: bf16 P and bf16 output rounding on values <= max |v|. */
+#define ATT_ATOL 1e-2
+#define ATT_RTOL 1e-2
+
+static void attn_check_case(const attn_case *c, int alibi, uint64_t seed) {
+    const int HD = 128, H = c->heads, KV = c->kv_heads, S = c->n_seqs;
+    const int row = (H + 2 * KV) * HD;
+    int32_t *cu = malloc((size_t)(S + 1) * 4);
+    const int T = make_cu(c->lens, S, cu);
+    int max_len = 0;
+    for (int s = 0; s < S; s++)
+        if (c->lens[s] > max_len) max_len = c->lens[s];
+    rng_seed(seed);
+    uint16_t *qb = malloc((size_t)T * row * 2);
+    float *qf = malloc((size_t)T * row * 4);
+    float *want = malloc((size_t)T * H * HD * 4), *got = malloc((size_t)T * H * HD * 4);
+    float slopes[64];
+    attn_inputs(T, H, KV, qb, qf);
+    for (int h = 0; h < H; h++)
+        slopes[h] = exp2f(-8.0f * (h + 1) / H); /* the ALiBi paper's set */
+    ref_attention(qf, cu, S, H, KV, HD, alibi ? slopes : NULL, 0, H, want);
+    uint16_t *d_qkv = dup_to_dev(qb, (size_t)T * row * 2);
+    int32_t *d_cu = dup_to_dev(cu, (size_t)(S + 1) * 4);
+    float *d_slopes = dup_to_dev(slopes, sizeof slopes);
+    uint16_t *d_out = dalloc((size_t)T * H * HD * 2);
+    run_attn(d_qkv, T, H, KV, d_cu, S, max_len, alibi ? d_slopes : NULL, d_out, got);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < (size_t)T * H * HD; i++) {
+        num += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+        den += (double)want[i] * want[i];
+    }
+    cr_expect(check_close("attention", got, want, (size_t)T * H * HD, ATT_ATOL, ATT_RTOL),
+              "S %d T %d H %d KV %d alibi %d", S, T, H, KV, alibi);
+    cr_expect(sqrt(num / (den + 1e-30)) < 5e-3,
+              "attention relative L2 error %.3g (S %d T %d H %d KV %d)", sqrt(num / (den + 1e-30)),
+              S, T, H, KV);
+    cudaFree(d_qkv), cudaFree(d_cu), cudaFree(d_slopes), cudaFree(d_out);
+    free(cu), free(qb), free(qf), free(want), free(got);
+}
+
+static const int L1[] = {1}, L7[] = {7}, L113_129[] = {113, 129}, L2049[] = {2049};
+static const int LMIX[] = {1, 7, 113, 129, 64, 65, 200};
+
+Test(kernels, attention_causal_gqa, .timeout = 300) {
+    require_gpu();
+    const int gqa[][2] = {{4, 4}, {4, 2}, {8, 2}};
+    const struct {
+        const int *l;
+        int n;
+    } seqs[] = {{L1, 1}, {L7, 1}, {L113_129, 2}, {L2049, 1}, {LMIX, 7}};
+    for (int gi = 0; gi < 3; gi++)
+        for (int si = 0; si < 5; si++) {
+            attn_case c = {seqs[si].l, seqs[si].n, gqa[gi][0], gqa[gi][1]};
+            attn_check_case(&c, 0, 700 + gi * 10 + si);
+        }
+}
+
+Test(kernels, attention_alibi) {
+    require_gpu();
+    attn_case c = {LMIX, 7, 4, 2};
+    attn_check_case(&c, 1, 801);
+    attn_case c2 = {L113_129, 2, 8, 2};
+    attn_check_case(&c2, 1, 802);
+}
+
+/* Paged K/V (random page order, several page sizes) must give exactly the contiguous result;
+ * a chunked query block (the last Lq queries of each sequence against all its keys, as the
+ * last-layer shortcut and chunked prefill use) must match the reference rows. */
+Test(kernels, attention_paged_and_chunked) {
+    require_gpu();
+    const int HD = 128, H = 8, KV = 2, S = 5;
+    const int lens[] = {129, 1, 300, 64, 77};
+    const int row = (H + 2 * KV) * HD, kv_dim = KV * HD;
+    int32_t cu[6];
+    const int T = make_cu(lens, S, cu);
+    const int max_len = 300;
+    rng_seed(900);
+    uint16_t *qb = malloc((size_t)T * row * 2);
+    float *qf = malloc((size_t)T * row * 4);
+    float *want = malloc((size_t)T * H * HD * 4), *full = malloc((size_t)T * H * HD * 4);
+    float *got = malloc((size_t)T * H * HD * 4);
+    attn_inputs(T, H, KV, qb, qf);
+    ref_attention(qf, cu, S, H, KV, HD, NULL, 0, H, want);
+    uint16_t *d_qkv = dup_to_dev(qb, (size_t)T * row * 2);
+    int32_t *d_cu = dup_to_dev(cu, sizeof cu);
+    uint16_t *d_out = dalloc((size_t)T * H * HD * 2);
+    run_attn(d_qkv, T, H, KV, d_cu, S, max_len, NULL, d_out, full);
+    cr_expect(
+        check_close("attention contiguous", full, want, (size_t)T * H * HD, ATT_ATOL, ATT_RTOL));
+
+    const int page_sizes[] = {16, 64, 7};
+    for (int pi = 0; pi < 3; pi++) {
+        const int ps = page_sizes[pi];
+        int max_pages = (max_len + ps - 1) / ps, total_pages = 0;
+        for (int s = 0; s < S; s++)
+            total_pages += (lens[s] + ps - 1) / ps;
+        total_pages += 3; /* unused pages stay poisoned */
+        int32_t *bt = malloc((size_t)S * max_pages * 4);
+        int *perm = malloc((size_t)total_pages * sizeof(int));
+        for (int i = 0; i < total_pages; i++)
+            perm[i] = i;
+        for (int i = total_pages - 1; i > 0; i--) {
+            int j = irand(i + 1), t = perm[i];
+            perm[i] = perm[j], perm[j] = t;
+        }
+        uint16_t *kc = malloc((size_t)total_pages * ps * kv_dim * 2);
+        uint16_t *vc = malloc((size_t)total_pages * ps * kv_dim * 2);
+        memset(kc, 0xFF, (size_t)total_pages * ps * kv_dim * 2);
+        memset(vc, 0xFF, (size_t)total_pages * ps * kv_dim * 2);
+        int next = 0;
+        for (int s = 0; s < S; s++) {
+            for (int pg = 0; pg < max_pages; pg++)
+                bt[s * max_pages + pg] = -1;
+            for (int j = 0; j < lens[s]; j++) {
+                if (j % ps == 0) bt[s * max_pages + j / ps] = perm[next++];
+                const size_t dst = ((size_t)bt[s * max_pages + j / ps] * ps + j % ps) * kv_dim;
+                const size_t src = (size_t)(cu[s] + j) * row;
+                memcpy(kc + dst, qb + src + H * HD, (size_t)kv_dim * 2);
+                memcpy(vc + dst, qb + src + (H + KV) * HD, (size_t)kv_dim * 2);
+            }
+        }
+        uint16_t *d_kc = dup_to_dev(kc, (size_t)total_pages * ps * kv_dim * 2);
+        uint16_t *d_vc = dup_to_dev(vc, (size_t)total_pages * ps * kv_dim * 2);
+        int32_t *d_bt = dup_to_dev(bt, (size_t)S * max_pages * 4);
+
+        /* full sequences, paged */
+        qe_attn_params p;
+        memset(&p, 0, sizeof p);
+        p.q = d_qkv, p.k = d_kc, p.v = d_vc, p.out = d_out;
+        p.q_stride = row, p.kv_stride = kv_dim, p.out_stride = H * HD;
+        p.cu_seqlens_q = d_cu, p.cu_seqlens_k = d_cu, p.n_seqs = S, p.max_seqlen_q = max_len;
+        p.heads = H, p.kv_heads = KV, p.head_dim = HD, p.scale = 1.0f / sqrtf(128.0f);
+        p.block_table = d_bt, p.block_table_stride = max_pages, p.page_size = ps;
+        poison(d_out, (size_t)T * H * HD * 2);
+        KOK(qe_attention(&p, NULL));
+        uint16_t *ob = malloc((size_t)T * H * HD * 2);
+        to_host(ob, d_out, (size_t)T * H * HD * 2);
+        bf_to_f(ob, got, (size_t)T * H * HD);
+        cr_expect(memcmp(got, full, (size_t)T * H * HD * 4) == 0 ||
+                      check_close("paged vs contiguous", got, full, (size_t)T * H * HD, 0, 0),
+                  "paged attention (page size %d) differs from contiguous", ps);
+
+        /* chunked: the last Lq queries of each sequence (Lq 1 is the last-layer shortcut) */
+        const int lq_list[] = {1, 5, 64};
+        for (int li = 0; li < 3; li++) {
+            int32_t cuq[6];
+            cuq[0] = 0;
+            for (int s = 0; s < S; s++)
+                cuq[s + 1] = cuq[s] + (lens[s] < lq_list[li] ? lens[s] : lq_list[li]);
+            const int TQ = cuq[S];
+            uint16_t *qrows = malloc((size_t)TQ * row * 2);
+            float *cw = malloc((size_t)TQ * H * HD * 4), *cg = malloc((size_t)TQ * H * HD * 4);
+            int max_q = 0;
+            for (int s = 0; s < S; s++) {
+                const int lq = cuq[s + 1] - cuq[s];
+                if (lq > max_q) max_q = lq;
+                for (int i = 0; i < lq; i++) {
+                    const int src_row = cu[s] + lens[s] - lq + i;
+                    memcpy(qrows + (size_t)(cuq[s] + i) * row, qb + (size_t)src_row * row,
+                           (size_t)row * 2);
+                    memcpy(cw + (size_t)(cuq[s] + i) * H * HD, want + (size_t)src_row * H * HD,
+                           (size_t)H * HD * 4);
+                }
+            }
+            uint16_t *d_qrows = dup_to_dev(qrows, (size_t)TQ * row * 2);
+            int32_t *d_cuq = dup_to_dev(cuq, sizeof cuq);
+            uint16_t *d_cout = dalloc((size_t)TQ * H * HD * 2);
+            for (int paged = 0; paged < 2; paged++) {
+                qe_attn_params pc = p;
+                pc.q = d_qrows, pc.out = d_cout, pc.cu_seqlens_q = d_cuq, pc.max_seqlen_q = max_q;
+                if (!paged) {
+                    pc.k = d_qkv + H * HD, pc.v = d_qkv + (H + KV) * HD, pc.kv_stride = row;
+                    pc.block_table = NULL;
+                }
+                poison(d_cout, (size_t)TQ * H * HD * 2);
+                KOK(qe_attention(&pc, NULL));
+                uint16_t *cb = malloc((size_t)TQ * H * HD * 2);
+                to_host(cb, d_cout, (size_t)TQ * H * HD * 2);
+                bf_to_f(cb, cg, (size_t)TQ * H * HD);
+                cr_expect(check_close("chunked attention", cg, cw, (size_t)TQ * H * HD, ATT_ATOL,
+                                      ATT_RTOL),
+                          "Lq %d paged %d page size %d", lq_list[li], paged, ps);
+                free(cb);
+            }
+            cudaFree(d_qrows), cudaFree(d_cuq), cudaFree(d_cout);
+            free(qrows), free(cw), free(cg);
+        }
+        cudaFree(d_kc), cudaFree(d_vc), cudaFree(d_bt);
+        free(bt), free(perm), free(kc), free(vc), free(ob);
+    }
+    cudaFree(d_qkv), cudaFree(d_cu), cudaFree(d_out);
+    free(qb), free(qf), free(want), free(full), free(got);
+}
+
+/* Argument errors come back as a status and a message, never a crash (no device needed: the
+ * checks run before any CUDA call). */
+Test(kernels, launcher_argument_errors) {
+    qe_attn_params p;
+    memset(&p, 0, sizeof p);
+    p.head_dim = 64, p.heads = 4, p.kv_heads = 2;
+    cr_expect_eq(qe_attention(&p, NULL), QE_K_ERR);
+    cr_expect(strstr(qe_k_last_error(), "head_dim") != NULL, "message: %s", qe_k_last_error());
+    cr_expect_eq(qe_qk_norm_rope(NULL, 1, 4, 2, 7, NULL, NULL, NULL, 1e-6f, 1e6, NULL), QE_K_ERR);
+    cr_expect_eq(qe_pool_last(NULL, 64, NULL, 1, NULL, 1e-6f, 65, NULL, NULL), QE_K_ERR);
+}

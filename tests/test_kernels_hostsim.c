@@ -1,0 +1,535 @@
+/* test_kernels_hostsim.c — runs the CUDA backend's orchestration (runtime/backend_cuda.c: weight
+ * fusion and upload, arena carving, strides, the per-layer sequence, the last-layer shortcut,
+ * step splitting, pooling, error paths) on a machine WITHOUT a GPU, by linking it against host
+ * stand-ins defined here for the few CUDA runtime calls it makes and for every launcher of
+ * kernels/kernels.h. The stand-ins compute each op from its C reference (kernels/ref) with the
+ * GPU's bf16 roundings, on "device" memory that is host memory poisoned with NaN at allocation.
+ * What this proves: the forward wiring is right (vs the CPU backend and the goldens); what it
+ * cannot prove: that the CUDA kernels themselves are right (tests/test_kernels.c does, on a GPU).
+ *
+ * The definitions below take precedence over libcudart_static / libqe_kernels at link time
+ * because they are defined in the test executable itself. A CUDA runtime call or launcher added to
+ * backend_cuda.c needs a stand-in here too (else the link pulls the real archive members and
+ * fails with duplicate symbols). */
+#include <cjson/cJSON.h>
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+#include "kernels/ref/ref.h"
+#include "runtime/qembed.h"
+#include "runtime/qembed_debug.h"
+#include "test_util.h"
+#include "weights/safetensors.h"
+
+/* ================================================================== host stand-in: CUDA runtime */
+
+static int fake_devices = 1;
+static size_t fake_free = (size_t)64 << 30;
+static long fake_live_allocs;
+
+cudaError_t cudaGetDeviceCount(int *count) {
+    *count = fake_devices;
+    return fake_devices ? cudaSuccess : cudaErrorNoDevice;
+}
+cudaError_t cudaSetDevice(int device) {
+    return device < fake_devices ? cudaSuccess : cudaErrorInvalidDevice;
+}
+cudaError_t cudaStreamCreate(cudaStream_t *s) {
+    static int token;
+    *s = (cudaStream_t)(void *)&token;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+    (void)s;
+    return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t *fr, size_t *total) {
+    *fr = fake_free;
+    *total = (size_t)80 << 30;
+    return cudaSuccess;
+}
+cudaError_t cudaMalloc(void **p, size_t n) {
+    size_t rounded = (n + 255) / 256 * 256;
+    *p = aligned_alloc(256, rounded ? rounded : 256);
+    if (!*p) return cudaErrorMemoryAllocation;
+    memset(*p, 0xFF, rounded); /* poison: unwritten fp32/bf16 reads become NaN */
+    fake_live_allocs++;
+    return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) {
+    if (p) fake_live_allocs--;
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void **p, size_t n) {
+    *p = malloc(n ? n : 1);
+    if (*p) fake_live_allocs++;
+    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFreeHost(void *p) {
+    if (p) fake_live_allocs--;
+    free(p);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind k) {
+    (void)k;
+    memcpy(dst, src, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind k,
+                            cudaStream_t s) {
+    (void)k, (void)s;
+    memcpy(dst, src, n);
+    return cudaSuccess;
+}
+cudaError_t cudaGetLastError(void) {
+    return cudaSuccess;
+}
+const char *cudaGetErrorString(cudaError_t e) {
+    return e == cudaSuccess ? "no error" : "host stand-in error";
+}
+const char *cudaGetErrorName(cudaError_t e) {
+    return e == cudaSuccess ? "cudaSuccess" : "cudaErrorHostStandIn";
+}
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    *e = (cudaEvent_t)calloc(1, 64);
+    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+    free(e);
+    return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
+    (void)e, (void)s;
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    (void)e;
+    return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    (void)a, (void)b;
+    *ms = 0.001f;
+    return cudaSuccess;
+}
+
+/* ================================================================== host stand-in: kernels.h */
+
+static char fake_msg[512];
+int qe_k_fail(const char *kind, const char *call, const char *func, const char *file, int line,
+              const char *what) {
+    snprintf(fake_msg, sizeof fake_msg, "%s error %s in `%s` (%s, %s:%d)", kind, what, call, func,
+             file, line);
+    return QE_K_ERR;
+}
+const char *qe_k_last_error(void) {
+    return fake_msg;
+}
+
+static float bf(qe_bf16 h) {
+    return st_bf16_to_f32(h);
+}
+static qe_bf16 tobf(float f) {
+    return st_f32_to_bf16(f);
+}
+
+int qe_embed_gather(const qe_bf16 *table, int vocab, int hidden, const int32_t *tokens,
+                    int n_tokens, float *out, qe_stream s) {
+    (void)s;
+    QE_K_REQUIRE(vocab > 0 && hidden > 0 && n_tokens >= 0);
+    for (int t = 0; t < n_tokens; t++) {
+        QE_K_REQUIRE(tokens[t] >= 0 && tokens[t] < vocab);
+        for (int i = 0; i < hidden; i++)
+            out[(size_t)t * hidden + i] = bf(table[(size_t)tokens[t] * hidden + i]);
+    }
+    return QE_K_OK;
+}
+
+int qe_add_rmsnorm(float *residual, const float *delta, const float *w, int rows, int dim,
+                   float eps, qe_bf16 *out, qe_stream s) {
+    (void)s;
+    float *tmp = malloc(sizeof(float) * (size_t)rows * dim);
+    ref_add_rmsnorm(residual, delta, w, rows, dim, eps, tmp);
+    for (size_t i = 0; i < (size_t)rows * dim; i++)
+        out[i] = tobf(tmp[i]);
+    free(tmp);
+    return QE_K_OK;
+}
+
+int qe_qk_norm_rope(qe_bf16 *qkv, int n_tokens, int heads, int kv_heads, int head_dim,
+                    const int32_t *positions, const float *q_norm_w, const float *k_norm_w,
+                    float eps, double theta, qe_stream s) {
+    (void)s;
+    const size_t row = (size_t)(heads + 2 * kv_heads) * head_dim;
+    float *f = malloc(sizeof(float) * row);
+    for (int t = 0; t < n_tokens; t++) {
+        for (size_t i = 0; i < row; i++)
+            f[i] = bf(qkv[t * row + i]);
+        ref_qk_norm_rope(f, 1, heads, kv_heads, head_dim, &positions[t], q_norm_w, k_norm_w, eps,
+                         theta);
+        for (size_t i = 0; i < (size_t)(heads + kv_heads) * head_dim; i++)
+            qkv[t * row + i] = tobf(f[i]);
+    }
+    free(f);
+    return QE_K_OK;
+}
+
+int qe_swiglu(const qe_bf16 *gate_up, int rows, int inter, qe_bf16 *out, qe_stream s) {
+    (void)s;
+    float *g = malloc(sizeof(float) * (size_t)rows * 2 * inter),
+          *o = malloc(sizeof(float) * (size_t)rows * inter);
+    for (size_t i = 0; i < (size_t)rows * 2 * inter; i++)
+        g[i] = bf(gate_up[i]);
+    ref_swiglu(g, rows, inter, o);
+    for (size_t i = 0; i < (size_t)rows * inter; i++)
+        out[i] = tobf(o[i]);
+    free(g), free(o);
+    return QE_K_OK;
+}
+
+int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
+                 const float *final_norm_w, float eps, int dims, float *out, qe_stream s) {
+    (void)s;
+    QE_K_REQUIRE(dims > 0 && dims <= hidden);
+    int32_t *cu = malloc(sizeof(int32_t) * (size_t)(n_seqs + 1));
+    for (int i = 0; i <= n_seqs; i++)
+        cu[i] = cu_seqlens ? cu_seqlens[i] : i;
+    ref_pool_last(x, hidden, cu, n_seqs, final_norm_w, eps, dims, out);
+    free(cu);
+    return QE_K_OK;
+}
+
+int qe_gather_last_rows(const void *src, size_t row_bytes, const int32_t *cu_seqlens, int n_seqs,
+                        void *dst, qe_stream s) {
+    (void)s;
+    QE_K_REQUIRE(row_bytes % 4 == 0);
+    for (int i = 0; i < n_seqs; i++)
+        memcpy((char *)dst + (size_t)i * row_bytes,
+               (const char *)src + (size_t)(cu_seqlens[i + 1] - 1) * row_bytes, row_bytes);
+    return QE_K_OK;
+}
+
+/* The documented semantics of qe_attn_params, computed directly in double. */
+int qe_attention(const qe_attn_params *p, qe_stream s) {
+    (void)s;
+    QE_K_REQUIRE(p->head_dim == 128 && p->heads % p->kv_heads == 0);
+    const int hd = p->head_dim, group = p->heads / p->kv_heads;
+    for (int sq = 0; sq < p->n_seqs; sq++) {
+        const int q0 = p->cu_seqlens_q[sq], Lq = p->cu_seqlens_q[sq + 1] - q0;
+        const int k0 = p->cu_seqlens_k[sq], Lk = p->cu_seqlens_k[sq + 1] - k0;
+        QE_K_REQUIRE(Lk >= Lq && Lq <= p->max_seqlen_q);
+        double *sc = malloc(sizeof(double) * (size_t)(Lk ? Lk : 1)), acc[128];
+        for (int h = 0; h < p->heads; h++) {
+            const int g = h / group;
+            for (int i = 0; i < Lq; i++) {
+                const int ia = i + Lk - Lq;
+                const qe_bf16 *q = p->q + (size_t)(q0 + i) * p->q_stride + (size_t)h * hd;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= ia; j++) {
+                    long long r =
+                        p->block_table
+                            ? (long long)p->block_table[(size_t)sq * p->block_table_stride +
+                                                        j / p->page_size] *
+                                      p->page_size +
+                                  j % p->page_size
+                            : (long long)k0 + j;
+                    const qe_bf16 *k = p->k + (size_t)r * p->kv_stride + (size_t)g * hd;
+                    double d = 0;
+                    for (int e = 0; e < hd; e++)
+                        d += (double)bf(q[e]) * bf(k[e]);
+                    sc[j] = d * p->scale +
+                            (p->alibi_slopes ? p->alibi_slopes[h] * (double)(j - ia) : 0);
+                    if (sc[j] > mx) mx = sc[j];
+                }
+                for (int e = 0; e < hd; e++)
+                    acc[e] = 0;
+                for (int j = 0; j <= ia; j++) {
+                    long long r =
+                        p->block_table
+                            ? (long long)p->block_table[(size_t)sq * p->block_table_stride +
+                                                        j / p->page_size] *
+                                      p->page_size +
+                                  j % p->page_size
+                            : (long long)k0 + j;
+                    const qe_bf16 *v = p->v + (size_t)r * p->kv_stride + (size_t)g * hd;
+                    const double pj = exp(sc[j] - mx);
+                    sum += pj;
+                    for (int e = 0; e < hd; e++)
+                        acc[e] += pj * bf(v[e]);
+                }
+                qe_bf16 *o = p->out + (size_t)(q0 + i) * p->out_stride + (size_t)h * hd;
+                for (int e = 0; e < hd; e++)
+                    o[e] = tobf((float)(acc[e] / sum));
+            }
+        }
+        free(sc);
+    }
+    return QE_K_OK;
+}
+
+struct qe_gemm {
+    int calls;
+};
+int qe_gemm_create(qe_gemm **out, void *workspace, size_t workspace_bytes) {
+    (void)workspace, (void)workspace_bytes;
+    *out = calloc(1, sizeof **out);
+    return *out ? QE_K_OK : QE_K_ERR;
+}
+void qe_gemm_destroy(qe_gemm *g) {
+    free(g);
+}
+int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
+                 void *y, int ldy, int y_f32, int accumulate, qe_stream s) {
+    (void)s;
+    QE_K_REQUIRE(ldx >= k && ldy >= n && (!accumulate || y_f32));
+    g->calls++;
+    float *wf = malloc(sizeof(float) * (size_t)n * k), *xf = malloc(sizeof(float) * (size_t)k);
+    for (size_t i = 0; i < (size_t)n * k; i++)
+        wf[i] = bf(w[i]);
+    for (int r = 0; r < m; r++) {
+        for (int c = 0; c < k; c++)
+            xf[c] = bf(x[(size_t)r * ldx + c]);
+        for (int c = 0; c < n; c++) {
+            float acc = 0;
+            const float *wr = wf + (size_t)c * k;
+            for (int e = 0; e < k; e++)
+                acc += xf[e] * wr[e];
+            if (y_f32) {
+                float *yy = (float *)y + (size_t)r * ldy + c;
+                *yy = accumulate ? *yy + acc : acc;
+            } else {
+                ((qe_bf16 *)y)[(size_t)r * ldy + c] = tobf(acc);
+            }
+        }
+    }
+    free(wf), free(xf);
+    return QE_K_OK;
+}
+
+/* ================================================================== tests */
+
+#define SIM_COS 0.999 /* the GPU bf16 tolerance: the stand-ins round like the GPU does */
+
+static qe_engine *open_cuda(const char *dir, int max_tokens, qe_status want, char *err, size_t n) {
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir;
+    o.backend = QE_BACKEND_CUDA;
+    o.max_batch_tokens = max_tokens;
+    qe_engine *e = NULL;
+    qe_status s = qe_open(&o, &e, err, n);
+    cr_assert_eq(s, want, "qe_open(%s, cuda) = %s: %s", dir, qe_status_name(s), err);
+    return e;
+}
+static qe_engine *open_cpu(const char *dir) {
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir;
+    o.backend = QE_BACKEND_CPU;
+    qe_engine *e = NULL;
+    char err[512] = "";
+    cr_assert_eq(qe_open(&o, &e, err, sizeof err), QE_OK, "qe_open cpu: %s", err);
+    return e;
+}
+
+static void make_model(char *dir, size_t cap, const char *tag, int hidden, int inter, int layers,
+                       int heads, int kv, const char *dtype) {
+    tu_scratch_dir(dir, cap, tag);
+    char cfg[1200], cmd[4096];
+    snprintf(cfg, sizeof cfg, "%s/geometry.json", dir);
+    FILE *f = fopen(cfg, "w");
+    cr_assert(f != NULL, "cannot write %s", cfg);
+    fprintf(f,
+            "{\"architectures\": [\"Qwen3Model\"], \"model_type\": \"qwen3\", \"vocab_size\": 2048,"
+            " \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
+            " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": 128,"
+            " \"hidden_act\": \"silu\", \"max_position_embeddings\": 40960,"
+            " \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true,"
+            " \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
+            hidden, inter, layers, heads, kv);
+    fclose(f);
+    snprintf(cmd, sizeof cmd,
+             "'%s/qembed' make-random --config '%s' --out '%s/model' --seed 3 --dtype %s --quiet",
+             QE_BINARY_DIR, cfg, dir, dtype);
+    cr_assert_eq(system(cmd), 0, "failed: %s", cmd);
+    strncat(dir, "/model", cap - strlen(dir) - 1);
+}
+
+static uint64_t rs;
+static int32_t **rand_ids(const int *lens, int n, int vocab) {
+    int32_t **ids = malloc(sizeof *ids * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        ids[i] = malloc(sizeof(int32_t) * (size_t)lens[i]);
+        for (int t = 0; t < lens[i]; t++) {
+            rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+            ids[i][t] = (int32_t)((rs >> 33) % (uint64_t)vocab);
+        }
+    }
+    return ids;
+}
+static float *run(qe_engine *e, int32_t **ids, const int *lens, int n, int dims) {
+    const int d = dims ? dims : qe_dim(e);
+    float *out = malloc(sizeof(float) * (size_t)n * d);
+    for (size_t i = 0; i < (size_t)n * d; i++)
+        out[i] = NAN;
+    qe_status s = qe_embed_ids(e, (const int32_t *const *)ids, lens, n, dims, out);
+    cr_assert_eq(s, QE_OK, "qe_embed_ids(%s): %s", qe_backend_name(e), qe_last_error(e));
+    return out;
+}
+static double worst_cos(const float *a, const float *b, int n, int d) {
+    double w = 2;
+    for (int i = 0; i < n; i++) {
+        double c = tu_cosine_ff(a + (size_t)i * d, b + (size_t)i * d, d);
+        if (isnan(c)) c = -1;
+        if (c < w) w = c;
+    }
+    return w;
+}
+
+static const int LENS[] = {1, 7, 113, 129, 40, 2};
+#define NL 6
+
+static void sim_vs_cpu(const char *dir, const char *what) {
+    char err[512] = "";
+    qe_engine *gpu = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *cpu = open_cpu(dir);
+    rs = 99;
+    int32_t **ids = rand_ids(LENS, NL, qe_vocab_size(cpu));
+    for (int di = 0; di < 2; di++) {
+        const int dims = di ? 32 : 0, d = dims ? dims : qe_dim(cpu);
+        float *a = run(cpu, ids, LENS, NL, dims), *b = run(gpu, ids, LENS, NL, dims);
+        double w = worst_cos(a, b, NL, d);
+        cr_log_info("hostsim %s dims %d: worst cosine vs cpu %.6f", what, d, w);
+        cr_expect(w >= SIM_COS, "%s dims %d: worst cosine %.6f", what, d, w);
+        free(a), free(b);
+    }
+    for (int i = 0; i < NL; i++)
+        free(ids[i]);
+    free(ids);
+    qe_close(gpu), qe_close(cpu);
+}
+
+Test(hostsim, forward_matches_cpu_gqa_1_2_4, .timeout = 600) {
+    char dir[1100];
+    make_model(dir, sizeof dir, "hs-g1", 128, 256, 2, 2, 2, "bf16");
+    sim_vs_cpu(dir, "2/2 heads bf16");
+    make_model(dir, sizeof dir, "hs-g2", 64, 192, 3, 4, 2, "f16");
+    sim_vs_cpu(dir, "4/2 heads f16 (q width 512 > hidden 64)");
+    make_model(dir, sizeof dir, "hs-g4", 256, 256, 2, 4, 1, "f32");
+    sim_vs_cpu(dir, "4/1 heads f32");
+    cr_expect_eq(fake_live_allocs, 0, "device/pinned allocations leaked: %ld", fake_live_allocs);
+}
+
+Test(hostsim, shortcut_splitting_and_residual_agree, .timeout = 600) {
+    char dir[1100], err[512] = "";
+    make_model(dir, sizeof dir, "hs-inv", 128, 256, 2, 4, 2, "bf16");
+    const int lens[] = {150, 1, 77, 129, 5, 60};
+    const int n = 6;
+    qe_engine *big = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *small = open_cuda(dir, 160, QE_OK, err, sizeof err); /* several steps */
+    setenv("QE_CUDA_FULL_LAST_LAYER", "1", 1);
+    qe_engine *full = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    unsetenv("QE_CUDA_FULL_LAST_LAYER");
+    rs = 5;
+    int32_t **ids = rand_ids(lens, n, qe_vocab_size(big));
+    const int D = qe_dim(big);
+    float *a = run(big, ids, lens, n, 0), *b = run(small, ids, lens, n, 0),
+          *c = run(full, ids, lens, n, 0);
+    /* the stand-ins are deterministic per row: splitting must give identical vectors */
+    cr_expect(memcmp(a, b, sizeof(float) * (size_t)n * D) == 0,
+              "packed vs stepped differ (cos %.7f)", worst_cos(a, b, n, D));
+    cr_expect(worst_cos(a, c, n, D) >= 0.99999, "shortcut vs full last layer: %.7f",
+              worst_cos(a, c, n, D));
+    for (int i = 0; i < n; i++) {
+        float *one = run(big, &ids[i], &lens[i], 1, 0);
+        cr_expect(memcmp(one, a + (size_t)i * D, sizeof(float) * D) == 0, "alone vs packed: seq %d",
+                  i);
+        free(one);
+    }
+    /* residual hook vs the CPU backend's, after 1 and 2 layers */
+    qe_engine *cpu = open_cpu(dir);
+    for (int nl = 0; nl <= 2; nl++) {
+        float *rg = malloc(sizeof(float) * (size_t)lens[0] * D),
+              *rc = malloc(sizeof(float) * (size_t)lens[0] * D);
+        cr_assert_eq(qe_debug_residual(big, ids[0], lens[0], nl, rg), QE_OK, "%s",
+                     qe_last_error(big));
+        cr_assert_eq(qe_debug_residual(cpu, ids[0], lens[0], nl, rc), QE_OK, "%s",
+                     qe_last_error(cpu));
+        double w = worst_cos(rg, rc, lens[0], D);
+        cr_expect(w >= SIM_COS, "residual after %d layers: worst row cosine %.6f", nl, w);
+        free(rg), free(rc);
+    }
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids), free(a), free(b), free(c);
+    qe_close(cpu), qe_close(full), qe_close(small), qe_close(big);
+}
+
+Test(hostsim, tiny_goldens, .timeout = 600) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/golden.json");
+    size_t len = 0;
+    char *text = tu_read_file(TINY_MODEL "/golden.json", &len), err[512] = "";
+    cJSON *g = cJSON_ParseWithLength(text, len);
+    free(text);
+    cr_assert(g != NULL, "golden.json does not parse");
+    qe_engine *e = open_cuda(TINY_MODEL, 0, QE_OK, err, sizeof err);
+    const int D = qe_dim(e);
+    int n = 0;
+    double worst = 2;
+    for (const cJSON *c = cJSON_GetObjectItem(g, "cases")->child; c; c = c->next, n++) {
+        const cJSON *ia = cJSON_GetObjectItem(c, "ids"), *ea = cJSON_GetObjectItem(c, "embedding");
+        int L = cJSON_GetArraySize(ia), i = 0;
+        if (L > 300) continue; /* the host attention is O(L^2 H) in double: keep it quick */
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)L);
+        double *want = malloc(sizeof(double) * (size_t)D);
+        for (const cJSON *x = ia->child; x; x = x->next)
+            ids[i++] = (int32_t)x->valuedouble;
+        i = 0;
+        for (const cJSON *x = ea->child; x && i < D; x = x->next)
+            want[i++] = x->valuedouble;
+        float *out = run(e, &ids, &L, 1, 0);
+        double cs = tu_cosine(out, want, D);
+        if (isnan(cs)) cs = -1;
+        if (cs < worst) worst = cs;
+        cr_expect(cs >= SIM_COS, "golden length %d: cosine %.6f", L, cs);
+        free(ids), free(want), free(out);
+    }
+    cr_log_info("hostsim goldens: worst cosine %.6f", worst);
+    cr_expect(n > 0, "no golden cases");
+    qe_close(e);
+    cJSON_Delete(g);
+}
+
+Test(hostsim, error_paths_return_status_and_message) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/config.json");
+    char err[512] = "";
+    fake_devices = 0;
+    open_cuda(TINY_MODEL, 0, QE_ERR_DEVICE, err, sizeof err);
+    cr_expect(strstr(err, "no CUDA device") != NULL, "message: %s", err);
+    fake_devices = 1;
+    fake_free = (size_t)1 << 20; /* 1 MiB free: the model cannot fit */
+    err[0] = 0;
+    open_cuda(TINY_MODEL, 0, QE_ERR_NOMEM, err, sizeof err);
+    cr_expect(strstr(err, "GiB") != NULL && strstr(err, "max-batch-tokens") != NULL, "message: %s",
+              err);
+    cr_expect_eq(fake_live_allocs, 0, "allocations leaked on the error path: %ld",
+                 fake_live_allocs);
+    fake_free = (size_t)64 << 30;
+    qe_engine *e = open_cuda(TINY_MODEL, 32, QE_OK, err, sizeof err);
+    const int lens[] = {40};
+    rs = 1;
+    int32_t **ids = rand_ids(lens, 1, 1000);
+    float out[64];
+    qe_status s = qe_embed_ids(e, (const int32_t *const *)ids, lens, 1, 0, out);
+    cr_expect_eq(s, QE_ERR_TOO_LONG, "got %s: %s", qe_status_name(s), qe_last_error(e));
+    cr_expect(strstr(qe_last_error(e), "max_batch_tokens") != NULL, "message: %s",
+              qe_last_error(e));
+    free(ids[0]), free(ids);
+    qe_close(e);
+    cr_expect_eq(fake_live_allocs, 0, "allocations leaked: %ld", fake_live_allocs);
+}
