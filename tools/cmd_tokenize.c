@@ -1,9 +1,353 @@
-/* cmd_tokenize.c — placeholder while the sub-command is being written (replaced by its owner). */
+/* cmd_tokenize.c — `qembed tokenize`: JSONL {"text": ...} in, JSONL {"ids": [...]} out in input
+ * order, tokenized on several threads; throughput goes to stderr. Bad JSON, a missing "text" or
+ * invalid UTF-8 stops with the line number and a non-zero exit. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "commands.h"
+#include "tokenizer.h"
+
+#define BATCH_LINES 8192
+
+typedef struct {
+    char *line; /* input, NUL-terminated */
+    size_t len;
+    long line_no;
+    char *out; /* formatted output line, or NULL (blank input line) */
+    char *error;
+    size_t text_bytes;
+    int n_ids;
+} job;
+
+typedef struct {
+    const tok_tokenizer *t;
+    tok_encode_opts opts;
+    job *jobs;
+    int n;
+    atomic_int next;
+} batch;
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: qembed tokenize --model DIR [options]\n"
+               "  reads JSONL lines {\"text\": ...} and writes {\"ids\": [...]} in the same order\n"
+               "  --model DIR        model folder with tokenizer.json (required)\n"
+               "  --no-special       do not append the end token (<|endoftext|>)\n"
+               "  --threads N        worker threads (default: all cores)\n"
+               "  --max-length N     truncate to N ids, end token kept (default: no limit)\n"
+               "  --input FILE|-     input JSONL (default: stdin)\n"
+               "  --output FILE|-    output JSONL (default: stdout)\n"
+               "  throughput (MB/s, tokens/s, docs) is printed to stderr\n");
+}
+
+static char *dup_printf(const char *fmt, const char *a, const char *b) {
+    size_t n = strlen(fmt) + strlen(a) + strlen(b) + 1;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, fmt, a, b);
+    return s;
+}
+
+static int hex4(const char *p, unsigned *v) {
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        unsigned d = (c >= '0' && c <= '9')   ? (unsigned)(c - '0')
+                     : (c >= 'a' && c <= 'f') ? (unsigned)(c - 'a' + 10)
+                     : (c >= 'A' && c <= 'F') ? (unsigned)(c - 'A' + 10)
+                                              : 16u;
+        if (d > 15) return -1;
+        *v = *v * 16 + d;
+    }
+    return 0;
+}
+
+/* Decodes the JSON string starting after its opening quote into out (>= strlen(p) bytes);
+ * returns its byte length. Used only on lines cJSON already accepted, for texts holding an
+ * escaped NUL, which cJSON's C strings cannot carry. */
+static size_t json_unescape(const char *p, char *out) {
+    char *o = out;
+    while (*p && *p != '"') {
+        if (*p != '\\') {
+            *o++ = *p++;
+            continue;
+        }
+        p++;
+        char c = *p++;
+        switch (c) {
+        case 'b':
+            *o++ = '\b';
+            break;
+        case 'f':
+            *o++ = '\f';
+            break;
+        case 'n':
+            *o++ = '\n';
+            break;
+        case 'r':
+            *o++ = '\r';
+            break;
+        case 't':
+            *o++ = '\t';
+            break;
+        case 'u': {
+            unsigned cp, lo;
+            if (hex4(p, &cp)) return (size_t)(o - out);
+            p += 4;
+            if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u' && !hex4(p + 2, &lo) &&
+                lo >= 0xDC00 && lo < 0xE000) {
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            }
+            if (cp < 0x80) {
+                *o++ = (char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (char)(0xC0 | (cp >> 6));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                *o++ = (char)(0xE0 | (cp >> 12));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            } else {
+                *o++ = (char)(0xF0 | (cp >> 18));
+                *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            }
+            break;
+        }
+        default:
+            *o++ = c;
+            break; /* \" \\ \/ */
+        }
+    }
+    return (size_t)(o - out);
+}
+
+/* Finds the top-level "text" value in a line cJSON accepted and decodes it exactly. */
+static char *exact_text(const char *line, size_t *len) {
+    int depth = 0;
+    for (const char *p = line; *p; p++) {
+        if (*p == '{' || *p == '[')
+            depth++;
+        else if (*p == '}' || *p == ']')
+            depth--;
+        else if (*p == '"') {
+            const char *start = p + 1;
+            for (p++; *p && *p != '"'; p++)
+                if (*p == '\\' && p[1]) p++;
+            if (!*p) return NULL;
+            const char *q = p + 1;
+            while (*q == ' ' || *q == '\t')
+                q++;
+            if (depth == 1 && *q == ':' && p - start == 4 && !memcmp(start, "text", 4)) {
+                q++;
+                while (*q == ' ' || *q == '\t')
+                    q++;
+                if (*q != '"') return NULL;
+                char *out = malloc(strlen(q) + 1);
+                if (out) *len = json_unescape(q + 1, out);
+                return out;
+            }
+        }
+    }
+    return NULL;
+}
+
+static void run_job(const batch *b, job *j) {
+    const char *s = j->line;
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+        s++;
+    if (!*s) return;       /* blank line: nothing to write */
+    const char *at = NULL; /* cJSON_GetErrorPtr is a global: not safe across threads */
+    cJSON *root = cJSON_ParseWithLengthOpts(j->line, j->len, &at, 0);
+    if (!root) {
+        char where[32] = "";
+        if (at && at >= j->line && at <= j->line + j->len)
+            snprintf(where, sizeof where, "%ld", (long)(at - j->line) + 1);
+        j->error = dup_printf("not valid JSON%s%s", where[0] ? " near column " : "", where);
+        return;
+    }
+    const cJSON *text = cJSON_GetObjectItemCaseSensitive(root, "text");
+    if (!cJSON_IsObject(root) || !cJSON_IsString(text)) {
+        j->error = dup_printf("%s%s", "no string field \"text\"", "");
+        cJSON_Delete(root);
+        return;
+    }
+    size_t len = strlen(text->valuestring);
+    char *exact = NULL;
+    if (strstr(j->line, "\\u0000")) exact = exact_text(j->line, &len);
+    int32_t *ids = NULL;
+    int n = 0;
+    char err[256] = "";
+    tok_status st = tok_encode(b->t, exact ? exact : text->valuestring, len, &b->opts, &ids, &n,
+                               err, sizeof err);
+    free(exact);
+    cJSON_Delete(root);
+    if (st != TOK_OK) {
+        j->error = dup_printf("%s%s", err, "");
+        return;
+    }
+    j->text_bytes = len;
+    j->n_ids = n;
+    char *out = malloc(16 + 12 * (size_t)n), *o = out;
+    if (!out) {
+        free(ids);
+        j->error = dup_printf("%s%s", "out of memory", "");
+        return;
+    }
+    o += sprintf(o, "{\"ids\": [");
+    for (int i = 0; i < n; i++)
+        o += sprintf(o, i ? ", %d" : "%d", ids[i]);
+    strcpy(o, "]}\n");
+    free(ids);
+    j->out = out;
+}
+
+static void *worker(void *arg) {
+    batch *b = arg;
+    for (int i; (i = atomic_fetch_add(&b->next, 1)) < b->n;)
+        run_job(b, &b->jobs[i]);
+    return NULL;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int parse_int(const char *s, const char *flag, int min, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < min || v > 1 << 30) {
+        fprintf(stderr, "qembed tokenize: %s needs an integer >= %d, got '%s'\n", flag, min, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
 int cmd_tokenize(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "qembed tokenize: not available in this build yet\n");
-    return 2;
+    const char *model = NULL, *in_path = "-", *out_path = "-";
+    int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    tok_encode_opts opts = {1, 0, 0, 0};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_value = i + 1 < argc;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--no-special")) {
+            opts.add_special = 0;
+        } else if (!strcmp(a, "--model") && has_value) {
+            model = argv[++i];
+        } else if (!strcmp(a, "--input") && has_value) {
+            in_path = argv[++i];
+        } else if (!strcmp(a, "--output") && has_value) {
+            out_path = argv[++i];
+        } else if (!strcmp(a, "--threads") && has_value) {
+            if (parse_int(argv[++i], a, 1, &threads)) return 2;
+        } else if (!strcmp(a, "--max-length") && has_value) {
+            if (parse_int(argv[++i], a, 1, &opts.max_length)) return 2;
+        } else {
+            fprintf(stderr, "qembed tokenize: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model) {
+        fprintf(stderr, "qembed tokenize: --model DIR is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (threads < 1) threads = 1;
+    if (threads > 256) threads = 256;
+    char err[512];
+    tok_tokenizer *t = NULL;
+    if (tok_load(model, &t, err, sizeof err) != TOK_OK) {
+        fprintf(stderr, "qembed tokenize: %s\n", err);
+        return 1;
+    }
+    FILE *in = strcmp(in_path, "-") ? fopen(in_path, "rb") : stdin;
+    FILE *out = strcmp(out_path, "-") ? fopen(out_path, "wb") : stdout;
+    if (!in || !out) {
+        fprintf(stderr, "qembed tokenize: cannot open %s: %s\n", !in ? in_path : out_path,
+                strerror(errno));
+        if (in && in != stdin) fclose(in);
+        tok_free(t);
+        return 1;
+    }
+    batch b = {.t = t, .opts = opts, .jobs = calloc(BATCH_LINES, sizeof(job))};
+    pthread_t th[256];
+    long line_no = 0, docs = 0, tokens = 0;
+    size_t text_bytes = 0;
+    int rc = b.jobs ? 0 : 1;
+    double t0 = now_s();
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t got = 0;
+    while (rc == 0 && got >= 0) {
+        b.n = 0;
+        while (b.n < BATCH_LINES && (got = getline(&line, &cap, in)) >= 0) {
+            job *j = &b.jobs[b.n++];
+            memset(j, 0, sizeof *j);
+            j->line = line; /* take the buffer; getline allocates a new one */
+            j->len = (size_t)got;
+            j->line_no = ++line_no;
+            line = NULL;
+            cap = 0;
+        }
+        atomic_store(&b.next, 0);
+        int nt = threads < b.n ? threads : b.n;
+        for (int k = 1; k < nt; k++)
+            pthread_create(&th[k], NULL, worker, &b);
+        if (nt > 0) worker(&b);
+        for (int k = 1; k < nt; k++)
+            pthread_join(th[k], NULL);
+        for (int i = 0; i < b.n; i++) {
+            job *j = &b.jobs[i];
+            if (rc == 0 && j->error) {
+                fprintf(stderr, "qembed tokenize: %s line %ld: %s\n",
+                        strcmp(in_path, "-") ? in_path : "<stdin>", j->line_no, j->error);
+                rc = 1;
+            }
+            if (rc == 0 && j->out) {
+                fputs(j->out, out);
+                docs++;
+                tokens += j->n_ids;
+                text_bytes += j->text_bytes;
+            }
+            free(j->line);
+            free(j->out);
+            free(j->error);
+        }
+    }
+    free(line);
+    if (rc == 0 && ferror(in)) {
+        fprintf(stderr, "qembed tokenize: read error on %s\n", in_path);
+        rc = 1;
+    }
+    double dt = now_s() - t0;
+    if (fflush(out) != 0 || ferror(out)) {
+        fprintf(stderr, "qembed tokenize: write error on %s\n", out_path);
+        rc = 1;
+    }
+    if (rc == 0)
+        fprintf(stderr,
+                "qembed tokenize: %ld docs, %ld tokens, %.2f MB of text in %.3f s: %.2f MB/s, "
+                "%.0f tokens/s (%d threads)\n",
+                docs, tokens, (double)text_bytes / 1e6, dt, (double)text_bytes / 1e6 / dt,
+                (double)tokens / dt, threads);
+    if (in != stdin) fclose(in);
+    if (out != stdout) fclose(out);
+    free(b.jobs);
+    tok_free(t);
+    return rc;
 }

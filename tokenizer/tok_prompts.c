@@ -1,0 +1,48 @@
+/* tok_prompts.c — named prompts ("query", "document") from a model folder's
+ * config_sentence_transformers.json. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+/* Prompts from config_sentence_transformers.json; a missing file just means no prompts. */
+tok_status tok_load_prompts(tok_tokenizer *t, const char *path, char *err, size_t errlen) {
+    size_t len = 0;
+    char *text = tok_read_file(path, &len);
+    if (!text) return TOK_OK;
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root) {
+        tok_set_err(err, errlen, "%s: not valid JSON", path);
+        return TOK_ERR_FORMAT;
+    }
+    const cJSON *prompts = cJSON_GetObjectItemCaseSensitive(root, "prompts");
+    int n = cJSON_IsObject(prompts) ? cJSON_GetArraySize(prompts) : 0;
+    tok_status st = TOK_OK;
+    if (n > 0) {
+        t->prompt_names = calloc((size_t)n, sizeof(char *));
+        t->prompt_texts = calloc((size_t)n, sizeof(char *));
+        if (!t->prompt_names || !t->prompt_texts) st = TOK_ERR_NOMEM;
+        for (const cJSON *p = prompts->child; p && st == TOK_OK; p = p->next) {
+            if (!cJSON_IsString(p)) continue;
+            char *name = strdup(p->string), *value = strdup(p->valuestring);
+            if (!name || !value) {
+                free(name);
+                free(value);
+                st = TOK_ERR_NOMEM;
+                break;
+            }
+            t->prompt_names[t->n_prompts] = name;
+            t->prompt_texts[t->n_prompts++] = value;
+        }
+    }
+    cJSON_Delete(root);
+    if (st == TOK_ERR_NOMEM) tok_set_err(err, errlen, "%s: out of memory", path);
+    return st;
+}
+const char *tok_prompt(const tok_tokenizer *t, const char *name) {
+    for (int i = 0; i < t->n_prompts; i++)
+        if (!strcmp(t->prompt_names[i], name)) return t->prompt_texts[i];
+    return NULL;
+}
