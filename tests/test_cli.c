@@ -85,3 +85,34 @@ Test(cli, bad_input_fails_with_line_number, .timeout = 60) {
     cr_assert(strstr(out, "/nonexistent"), "%s", out);
     free(out);
 }
+
+/* --instruction and --prompt-name must give exactly the vectors of the formatted text. */
+Test(cli, instruction_and_prompt_name_format_queries, .timeout = 60) {
+    char dir[1100], cmd[4096], *a, *b, *c;
+    make_demo(dir, sizeof dir);
+    const char *task = "Given a web search query, retrieve relevant passages that answer the query";
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"Instruct: %s\\nQuery:capital of France\"}' | " QEMBED
+             " embed --model '%s'", task, dir);
+    cr_assert_eq(run(cmd, &a), 0);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"capital of France\"}' | " QEMBED
+             " embed --model '%s' --instruction '%s'", dir, task);
+    cr_assert_eq(run(cmd, &b), 0);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"capital of France\"}' | " QEMBED
+             " embed --model '%s' --prompt-name query", dir);
+    cr_assert_eq(run(cmd, &c), 0);
+    cr_assert(a && b && c && strlen(a) > 100);
+    cr_assert_str_eq(a, b, "--instruction differs from the formatted text");
+    cr_assert_str_eq(a, c, "--prompt-name query differs from the formatted text");
+    free(a);
+    free(b);
+    free(c);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"x\"}' | " QEMBED " embed --model '%s' --prompt-name nope 2>&1",
+             dir);
+    cr_assert_neq(run(cmd, &a), 0);
+    cr_assert(strstr(a, "nope"), "%s", a);
+    free(a);
+}
