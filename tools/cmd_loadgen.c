@@ -1,9 +1,116 @@
-/* cmd_loadgen.c — placeholder while the sub-command is being written (replaced by its owner). */
+/* cmd_loadgen.c — `qembed loadgen`: flags for the load generator in loadgen/, then its report. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "commands.h"
+#include "loadgen/loadgen.h"
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: qembed loadgen [options]\n"
+        "Drives any OpenAI-compatible /v1/embeddings endpoint with texts from a JSONL corpus.\n\n"
+        "  --url URL                 default http://127.0.0.1:8080/v1/embeddings\n"
+        "  --corpus FILE             JSONL {\"text\": ...} (default ../shared/bench/corpus.jsonl)\n"
+        "  --concurrency N           requests in flight (default 8)\n"
+        "  --inputs-per-request N    texts per request (default 1)\n"
+        "  --duration SECONDS        run this long (default 10 when --requests is not given)\n"
+        "  --requests N              stop after N requests\n"
+        "  --max-seconds S           hard bound on the whole run (default duration + 60, or 600)\n"
+        "  --timeout S               per-request timeout (default 120)\n"
+        "  --dimensions N            send `dimensions`\n"
+        "  --encoding-format F       float | base64\n"
+        "  --model NAME              send `model`\n"
+        "  --api-key KEY             send Authorization: Bearer KEY\n"
+        "  --json                    print one JSON object instead of the table\n");
+}
+
+static int num(const char *flag, const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (!*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "qembed loadgen: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi,
+                v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 int cmd_loadgen(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "qembed loadgen: not available in this build yet\n");
-    return 2;
+    loadgen_config c;
+    loadgen_config_defaults(&c);
+    int json = 0, have_duration = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!strcmp(a, "--json")) {
+            json = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "qembed loadgen: %s needs a value (or unknown option)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        double x;
+        if (!strcmp(a, "--url"))
+            c.url = v;
+        else if (!strcmp(a, "--corpus"))
+            c.corpus = v;
+        else if (!strcmp(a, "--model"))
+            c.model = v;
+        else if (!strcmp(a, "--api-key"))
+            c.api_key = v;
+        else if (!strcmp(a, "--encoding-format")) {
+            if (strcmp(v, "float") && strcmp(v, "base64")) {
+                fprintf(stderr, "qembed loadgen: --encoding-format is float or base64\n");
+                return 2;
+            }
+            c.encoding_format = v;
+        } else if (!strcmp(a, "--concurrency")) {
+            if (num(a, v, 1, 4096, &x)) return 2;
+            c.concurrency = (int)x;
+        } else if (!strcmp(a, "--inputs-per-request")) {
+            if (num(a, v, 1, 1 << 20, &x)) return 2;
+            c.inputs_per_request = (int)x;
+        } else if (!strcmp(a, "--duration")) {
+            if (num(a, v, 0.001, 86400, &x)) return 2;
+            c.duration_s = x;
+            have_duration = 1;
+        } else if (!strcmp(a, "--requests")) {
+            if (num(a, v, 1, 1e12, &x)) return 2;
+            c.requests = (long)x;
+        } else if (!strcmp(a, "--max-seconds")) {
+            if (num(a, v, 0.001, 86400, &x)) return 2;
+            c.max_seconds = x;
+        } else if (!strcmp(a, "--timeout")) {
+            if (num(a, v, 0.001, 86400, &x)) return 2;
+            c.request_timeout_s = x;
+        } else if (!strcmp(a, "--dimensions")) {
+            if (num(a, v, 1, 1 << 20, &x)) return 2;
+            c.dimensions = (int)x;
+        } else {
+            fprintf(stderr, "qembed loadgen: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    /* --requests alone runs until the count; with --duration too, whichever comes first */
+    if (c.requests > 0 && have_duration && (c.max_seconds <= 0 || c.max_seconds > c.duration_s))
+        c.max_seconds = c.duration_s;
+    loadgen_result r;
+    char err[512];
+    if (loadgen_run(&c, &r, err, sizeof err) != 0) {
+        fprintf(stderr, "qembed loadgen: %s\n", err);
+        return 1;
+    }
+    loadgen_print(&c, &r, json, stdout);
+    return r.ok > 0 ? 0 : 1;
 }

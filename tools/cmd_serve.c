@@ -1,9 +1,176 @@
-/* cmd_serve.c — placeholder while the sub-command is being written (replaced by its owner). */
+/* cmd_serve.c — `qembed serve`: flags, signals, and the server's life from listen to drain. The
+ * server itself lives in serve/. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
 #include "commands.h"
+#include "serve/serve.h"
+
+static void usage(FILE *f) {
+    fprintf(
+        f,
+        "usage: qembed serve --model DIR [options]\n"
+        "OpenAI- and TEI-compatible embedding server (POST /v1/embeddings, /embed, /tokenize,\n"
+        "/decode; GET /v1/models, /info, /health, /metrics).\n\n"
+        "  --model DIR              model folder (required)\n"
+        "  --backend cpu|cuda       engine backend (default cpu; pass cuda on a GPU build)\n"
+        "  --host ADDR              address to bind (default 127.0.0.1)\n"
+        "  --port N                 port (default 8080; 0 picks a free one)\n"
+        "  --api-key KEY            require \"Authorization: Bearer KEY\" (401 otherwise;\n"
+        "                           /health and /metrics stay open)\n"
+        "  --max-batch-tokens N     tokens per engine call (default 16384)\n"
+        "  --max-client-batch N     inputs per request (default 2048; 413 past it)\n"
+        "  --max-input-tokens N     tokens per input (default the model's max positions)\n"
+        "  --max-queue-tokens N     tokens queued or computing before 429 (default 1048576)\n"
+        "  --max-body BYTES         request body limit (default 33554432; 413 past it)\n"
+        "  --served-model-name S    the name clients pass as `model` (default the folder's name)\n"
+        "  --threads N              tokenizer threads (default 2)\n"
+        "  --http-threads N         HTTP worker threads (default 4; they never block)\n"
+        "  --engine-threads N       CPU backend threads (default 0 = every core)\n"
+        "  --drain-timeout S        seconds SIGTERM waits for queued work (default 60)\n"
+        "  --quiet                  no per-request log lines\n"
+        "  --help                   this text\n\n"
+        "SIGTERM/SIGINT: /health turns 503, new work gets 503, queued work is finished and\n"
+        "answered, then the process exits 0.\n");
+}
+
+static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v ? v : "", &end, 10);
+    if (!v || !*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "qembed serve: %s wants an integer in [%ld, %ld], got '%s'\n", flag, lo, hi,
+                v ? v : "");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 int cmd_serve(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "qembed serve: not available in this build yet\n");
-    return 2;
+    serve_config c;
+    serve_config_defaults(&c);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long x = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--quiet")) {
+            c.quiet = 1;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "qembed serve: %s needs a value (or unknown option)\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+        if (!strcmp(a, "--model"))
+            c.model_dir = v;
+        else if (!strcmp(a, "--backend")) {
+            if (!strcmp(v, "cpu"))
+                c.backend = QE_BACKEND_CPU;
+            else if (!strcmp(v, "cuda"))
+                c.backend = QE_BACKEND_CUDA;
+            else {
+                fprintf(stderr, "qembed serve: --backend is cpu or cuda, got '%s'\n", v);
+                return 2;
+            }
+        } else if (!strcmp(a, "--host"))
+            c.host = v;
+        else if (!strcmp(a, "--port")) {
+            if (parse_long(a, v, 0, 65535, &x)) return 2;
+            c.port = (int)x;
+        } else if (!strcmp(a, "--api-key"))
+            c.api_key = v;
+        else if (!strcmp(a, "--max-batch-tokens")) {
+            if (parse_long(a, v, 1, 1 << 26, &x)) return 2;
+            c.max_batch_tokens = (int)x;
+        } else if (!strcmp(a, "--max-client-batch")) {
+            if (parse_long(a, v, 1, 1 << 20, &x)) return 2;
+            c.max_client_batch = (int)x;
+        } else if (!strcmp(a, "--max-input-tokens")) {
+            if (parse_long(a, v, 1, 1 << 26, &x)) return 2;
+            c.max_input_tokens = (int)x;
+        } else if (!strcmp(a, "--max-queue-tokens")) {
+            if (parse_long(a, v, 1, 1L << 40, &x)) return 2;
+            c.max_queue_tokens = x;
+        } else if (!strcmp(a, "--max-body")) {
+            if (parse_long(a, v, 1, 1L << 40, &x)) return 2;
+            c.max_body = (size_t)x;
+        } else if (!strcmp(a, "--served-model-name"))
+            c.served_model_name = v;
+        else if (!strcmp(a, "--threads")) {
+            if (parse_long(a, v, 1, 256, &x)) return 2;
+            c.tokenizer_threads = (int)x;
+        } else if (!strcmp(a, "--http-threads")) {
+            if (parse_long(a, v, 1, 4096, &x)) return 2;
+            c.http_threads = (int)x;
+        } else if (!strcmp(a, "--engine-threads")) {
+            if (parse_long(a, v, 0, 1024, &x)) return 2;
+            c.engine_threads = (int)x;
+        } else if (!strcmp(a, "--drain-timeout")) {
+            if (parse_long(a, v, 1, 86400, &x)) return 2;
+            c.drain_timeout_s = (double)x;
+        } else {
+            fprintf(stderr, "qembed serve: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!c.model_dir) {
+        fprintf(stderr, "qembed serve: --model DIR is required\n");
+        usage(stderr);
+        return 2;
+    }
+
+    /* Signals are taken synchronously by this thread only: block them before any thread starts. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char err[1024];
+    serve_server *s = NULL;
+    if (serve_start(&c, &s, err, sizeof err) != 0) {
+        fprintf(stderr, "qembed serve: %s\n", err);
+        return 1;
+    }
+    int v6 = strchr(c.host, ':') != NULL;
+    fprintf(stderr, "qembed serve: listening on http://%s%s%s:%d (loading %s)\n", v6 ? "[" : "",
+            c.host, v6 ? "]" : "", serve_port(s), c.model_dir);
+    int announced = 0;
+    for (;;) {
+        struct timespec ts = {0, 100 * 1000000L};
+        int sig = sigtimedwait(&sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            fprintf(stderr, "qembed serve: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            int rc = serve_drain(s);
+            if (rc != 0) fprintf(stderr, "qembed serve: drain timed out; stopping anyway\n");
+            serve_stop(s);
+            fprintf(stderr, "qembed serve: stopped\n");
+            return rc == 0 ? 0 : 1;
+        }
+        serve_state st = serve_get_state(s);
+        if (st == SERVE_FAILED) {
+            serve_wait_ready(s, err, sizeof err);
+            fprintf(stderr, "qembed serve: cannot load %s: %s\n", c.model_dir, err);
+            serve_stop(s);
+            return 1;
+        }
+        if (!announced && st == SERVE_READY) {
+            qe_engine *e = serve_engine(s);
+            fprintf(stderr, "qembed serve: ready: %s, width %d, max positions %d, backend %s\n",
+                    c.model_dir, qe_dim(e), qe_max_positions(e), qe_backend_name(e));
+            announced = 1;
+        }
+    }
 }

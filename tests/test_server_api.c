@@ -1,0 +1,594 @@
+/* test_server_api.c — every route's happy path against the in-process server, values compared with
+ * qe_embed_texts / qe_embed_ids on the very engine the server uses; the exact bodies the `openai`
+ * Python client and TEI clients send; the float formatter and base64 encoder. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "serve/serve_internal.h"
+#include "srv_harness.h"
+#include "test_util.h"
+#include "tokenizer.h"
+
+static const char *TEXTS[] = {"hello", "The quick brown fox jumps over the lazy dog.",
+                              "Qwen3 embeddings pool the last token.",
+                              "数据 and Zürich, naïve café"};
+
+static void openai_compare(srvt_server *t, const char *body, const char *const *texts, int n,
+                           int dims) {
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t->base, "/v1/embeddings", body, &r), 200, "status %ld: %s", r.status,
+                 r.body);
+    cJSON *j = srvt_json(&r);
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "object")->valuestring, "list");
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "model")->valuestring, "tiny-qwen3-embed");
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "data")), n);
+    float *want = srvt_engine_texts(t->e, texts, n, dims);
+    int d = dims ? dims : qe_dim(t->e);
+    long tokens = 0;
+    for (int i = 0; i < n; i++) {
+        int got_d = 0;
+        float *got = srvt_openai_embedding(j, i, &got_d);
+        cr_assert_eq(got_d, d, "width %d, want %d", got_d, d);
+        srvt_assert_close(got, want + (size_t)i * d, d, texts[i]);
+        free(got);
+        int32_t *ids = NULL;
+        int nid = 0;
+        char err[128];
+        cr_assert_eq(tok_encode(qe_tokenizer(t->e), texts[i], strlen(texts[i]), NULL, &ids, &nid,
+                                err, sizeof err),
+                     TOK_OK);
+        tokens += nid;
+        free(ids);
+    }
+    const cJSON *u = cJSON_GetObjectItem(j, "usage");
+    cr_assert_eq((long)cJSON_GetObjectItem(u, "prompt_tokens")->valuedouble, tokens,
+                 "prompt_tokens");
+    cr_assert_eq((long)cJSON_GetObjectItem(u, "total_tokens")->valuedouble, tokens, "total_tokens");
+    free(want);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+}
+
+Test(server_api, openai_float_strings) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    openai_compare(&t, "{\"input\":\"hello\"}", TEXTS, 1, 0);
+    openai_compare(&t,
+                   "{\"input\":[\"hello\",\"The quick brown fox jumps over the lazy dog.\","
+                   "\"Qwen3 embeddings pool the last token.\",\"数据 and Zürich, naïve café\"],"
+                   "\"model\":\"tiny-qwen3-embed\",\"encoding_format\":\"float\",\"user\":\"u1\"}",
+                   TEXTS, 4, 0);
+    /* full width is the engine's own vector: bitwise equal */
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":[\"hello\"]}", &r), 200);
+    cJSON *j = srvt_json(&r);
+    int d;
+    float *got = srvt_openai_embedding(j, 0, &d);
+    float *want = srvt_engine_texts(t.e, TEXTS, 1, 0);
+    for (int i = 0; i < d; i++)
+        cr_assert_eq(got[i], want[i], "element %d: %.9g vs %.9g", i, got[i], want[i]);
+    free(got);
+    free(want);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+Test(server_api, openai_python_client_base64_and_dimensions) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.served_model_name = "x";
+    srvt_server t;
+    srvt_start(&t, &c);
+    /* what `openai.embeddings.create(input=["hello"], model="x")` sends */
+    srvt_resp r;
+    cr_assert_eq(
+        srvt_post(t.base, "/v1/embeddings",
+                  "{\"input\": [\"hello\"], \"model\": \"x\", \"encoding_format\": \"base64\"}",
+                  &r),
+        200, "%s", r.body);
+    cJSON *j = srvt_json(&r);
+    cr_assert(cJSON_IsString(cJSON_GetObjectItem(
+                  cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0), "embedding")),
+              "base64 string");
+    int d;
+    float *got = srvt_openai_embedding(j, 0, &d);
+    float *want = srvt_engine_texts(t.e, TEXTS, 1, 0);
+    cr_assert_eq(d, qe_dim(t.e));
+    cr_assert_eq(memcmp(got, want, (size_t)d * 4), 0, "base64 carries the exact float32 bits");
+    free(got);
+    free(want);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* Matryoshka: dimensions 32 re-normalised, as the engine does it */
+    cr_assert_eq(
+        srvt_post(t.base, "/v1/embeddings",
+                  "{\"input\":[\"hello\",\"The quick brown fox jumps over the lazy dog.\"],"
+                  "\"model\":\"x\",\"encoding_format\":\"base64\",\"dimensions\":32}",
+                  &r),
+        200);
+    j = srvt_json(&r);
+    want = srvt_engine_texts(t.e, TEXTS, 2, 32);
+    for (int i = 0; i < 2; i++) {
+        got = srvt_openai_embedding(j, i, &d);
+        cr_assert_eq(d, 32);
+        double nrm = 0;
+        for (int k = 0; k < d; k++)
+            nrm += (double)got[k] * got[k];
+        cr_assert(fabs(nrm - 1) < 1e-5, "unit norm after the cut (%g)", nrm);
+        srvt_assert_close(got, want + i * 32, 32, "dimensions 32");
+        free(got);
+    }
+    free(want);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+Test(server_api, openai_token_ids) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    const int32_t a[] = {9707, 11, 1879, 0, 151643}, b[] = {785, 3974, 13876, 151643}, cc[] = {42};
+    const int32_t *ids[] = {a, b, cc};
+    const int lens[] = {5, 4, 1};
+    float *want = srvt_engine_ids(t.e, ids, lens, 3, 0);
+    int W = qe_dim(t.e);
+    srvt_resp r;
+    /* one sequence as a flat array */
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":[9707,11,1879,0,151643]}", &r),
+                 200, "%s", r.body);
+    cJSON *j = srvt_json(&r);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "data")), 1);
+    int d;
+    float *got = srvt_openai_embedding(j, 0, &d);
+    cr_assert_eq(memcmp(got, want, (size_t)W * 4), 0, "flat ids: bitwise equal to qe_embed_ids");
+    cr_assert_eq(
+        (long)cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens")->valuedouble,
+        5);
+    free(got);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* several sequences, ids used exactly as given (no end token appended) */
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings",
+                           "{\"input\":[[9707,11,1879,0,151643],[785,3974,13876,151643],[42]],"
+                           "\"encoding_format\":\"base64\"}",
+                           &r),
+                 200);
+    j = srvt_json(&r);
+    for (int i = 0; i < 3; i++) {
+        got = srvt_openai_embedding(j, i, &d);
+        cr_assert_eq(d, W);
+        srvt_assert_close(got, want + (size_t)i * W, W, "id sequence");
+        free(got);
+    }
+    cr_assert_eq(
+        (long)cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens")->valuedouble,
+        10);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    free(want);
+    srvt_stop(&t);
+}
+
+Test(server_api, tei_embed_unchanged_request) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    srvt_resp r;
+    cr_assert_eq(
+        srvt_post(
+            t.base, "/embed",
+            "{\"inputs\": \"The quick brown fox jumps over the lazy dog.\", \"normalize\": true}",
+            &r),
+        200, "%s", r.body);
+    cJSON *j = srvt_json(&r);
+    cr_assert(cJSON_IsArray(j) && cJSON_GetArraySize(j) == 1, "array of arrays");
+    int d;
+    float *got = srvt_float_array(cJSON_GetArrayItem(j, 0), &d);
+    float *want = srvt_engine_texts(t.e, TEXTS + 1, 1, 0);
+    cr_assert_eq(d, qe_dim(t.e));
+    srvt_assert_close(got, want, d, "TEI single");
+    free(got);
+    free(want);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    cr_assert_eq(
+        srvt_post(t.base, "/embed",
+                  "{\"inputs\":[\"hello\",\"The quick brown fox jumps over the lazy dog.\"],"
+                  "\"truncate\":true,\"truncation_direction\":\"Right\",\"dimensions\":48}",
+                  &r),
+        200, "%s", r.body);
+    j = srvt_json(&r);
+    cr_assert_eq(cJSON_GetArraySize(j), 2);
+    want = srvt_engine_texts(t.e, TEXTS, 2, 48);
+    for (int i = 0; i < 2; i++) {
+        got = srvt_float_array(cJSON_GetArrayItem(j, i), &d);
+        cr_assert_eq(d, 48);
+        srvt_assert_close(got, want + i * 48, 48, "TEI batch dims 48");
+        free(got);
+    }
+    free(want);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+Test(server_api, instruction_and_prompt_name) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    const tok_tokenizer *tk = qe_tokenizer(t.e);
+    /* instruction: Instruct: {task}\nQuery:{text} */
+    char *formatted = tok_format_instruction("Find the fruit", "banana bread");
+    const char *ft[] = {formatted};
+    float *want = srvt_engine_texts(t.e, ft, 1, 0);
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings",
+                           "{\"input\":\"banana bread\",\"instruction\":\"Find the fruit\"}", &r),
+                 200);
+    cJSON *j = srvt_json(&r);
+    int d;
+    float *got = srvt_openai_embedding(j, 0, &d);
+    srvt_assert_close(got, want, d, "instruction");
+    free(got);
+    free(want);
+    free(formatted);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* prompt_name query: the prefix of config_sentence_transformers.json */
+    const char *p = tok_prompt(tk, "query");
+    cr_assert_not_null(p);
+    char buf[512];
+    snprintf(buf, sizeof buf, "%sbanana bread", p);
+    const char *pt[] = {buf};
+    want = srvt_engine_texts(t.e, pt, 1, 0);
+    cr_assert_eq(
+        srvt_post(t.base, "/embed", "{\"inputs\":\"banana bread\",\"prompt_name\":\"query\"}", &r),
+        200);
+    j = srvt_json(&r);
+    got = srvt_float_array(cJSON_GetArrayItem(j, 0), &d);
+    srvt_assert_close(got, want, d, "prompt_name query");
+    free(got);
+    free(want);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+Test(server_api, truncation_right_and_left) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.max_input_tokens = 16;
+    srvt_server t;
+    srvt_start(&t, &c);
+    const tok_tokenizer *tk = qe_tokenizer(t.e);
+    char *text = srvt_long_text(60, 3);
+    char body[2048];
+    char err[128];
+    for (int left = 0; left <= 1; left++) {
+        tok_encode_opts o = {.add_special = 1, .max_length = 16, .truncate_left = left};
+        int32_t *ids = NULL;
+        int n = 0;
+        cr_assert_eq(tok_encode(tk, text, strlen(text), &o, &ids, &n, err, sizeof err), TOK_OK);
+        cr_assert_eq(n, 16);
+        const int32_t *ip[] = {ids};
+        float *want = srvt_engine_ids(t.e, ip, &n, 1, 0);
+        snprintf(body, sizeof body, "{\"input\":\"%s\",\"truncation_direction\":\"%s\"}", text,
+                 left ? "left" : "right");
+        srvt_resp r;
+        cr_assert_eq(srvt_post(t.base, "/v1/embeddings", body, &r), 200, "%s", r.body);
+        cJSON *j = srvt_json(&r);
+        int d;
+        float *got = srvt_openai_embedding(j, 0, &d);
+        srvt_assert_close(got, want, d, left ? "left truncation" : "right truncation");
+        cr_assert_eq((long)cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens")
+                         ->valuedouble,
+                     16);
+        free(got);
+        free(want);
+        free(ids);
+        cJSON_Delete(j);
+        srvt_resp_free(&r);
+    }
+    /* ids given by the client are truncated the same way */
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings",
+                           "{\"input\":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]],"
+                           "\"truncation_direction\":\"left\"}",
+                           &r),
+                 200);
+    int32_t tail[16];
+    for (int i = 0; i < 16; i++)
+        tail[i] = 5 + i;
+    const int32_t *tp[] = {tail};
+    int tl = 16;
+    float *want = srvt_engine_ids(t.e, tp, &tl, 1, 0);
+    cJSON *j = srvt_json(&r);
+    int d;
+    float *got = srvt_openai_embedding(j, 0, &d);
+    srvt_assert_close(got, want, d, "left-truncated ids");
+    free(got);
+    free(want);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    free(text);
+    srvt_stop(&t);
+}
+
+Test(server_api, tokenize_decode_models_info_health_metrics) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    const tok_tokenizer *tk = qe_tokenizer(t.e);
+    char err[128];
+    srvt_resp r;
+    /* /tokenize */
+    cr_assert_eq(srvt_post(t.base, "/tokenize", "{\"inputs\":[\"hello world\",\"数据\"]}", &r), 200,
+                 "%s", r.body);
+    cJSON *j = srvt_json(&r);
+    cr_assert_eq(cJSON_GetArraySize(j), 2);
+    const char *src[] = {"hello world", "数据"};
+    for (int i = 0; i < 2; i++) {
+        int32_t *ids = NULL;
+        int n = 0;
+        cr_assert_eq(tok_encode(tk, src[i], strlen(src[i]), NULL, &ids, &n, err, sizeof err),
+                     TOK_OK);
+        const cJSON *a = cJSON_GetArrayItem(j, i);
+        cr_assert_eq(cJSON_GetArraySize(a), n);
+        for (int k = 0; k < n; k++)
+            cr_assert_eq(cJSON_GetArrayItem(a, k)->valueint, ids[k]);
+        free(ids);
+    }
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_post(t.base, "/tokenize",
+                           "{\"inputs\":\"hello world\",\"add_special_tokens\":false}", &r),
+                 200);
+    j = srvt_json(&r);
+    const cJSON *a = cJSON_GetArrayItem(j, 0);
+    cr_assert_neq(cJSON_GetArrayItem(a, cJSON_GetArraySize(a) - 1)->valueint, tok_end_id(tk),
+                  "no end token without special tokens");
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* /decode */
+    int32_t *ids = NULL;
+    int n = 0;
+    cr_assert_eq(
+        tok_encode(tk, "Zürich café", strlen("Zürich café"), NULL, &ids, &n, err, sizeof err),
+        TOK_OK);
+    char body[1024];
+    int o = snprintf(body, sizeof body, "{\"ids\":[");
+    for (int k = 0; k < n; k++)
+        o += snprintf(body + o, sizeof body - (size_t)o, "%s%d", k ? "," : "", ids[k]);
+    snprintf(body + o, sizeof body - (size_t)o, "]}");
+    char *want_text = NULL;
+    size_t wl = 0;
+    cr_assert_eq(tok_decode(tk, ids, n, 1, &want_text, &wl, err, sizeof err), TOK_OK);
+    cr_assert_eq(srvt_post(t.base, "/decode", body, &r), 200, "%s", r.body);
+    j = srvt_json(&r);
+    cr_assert_str_eq(cJSON_GetArrayItem(j, 0)->valuestring, want_text);
+    cr_assert_str_eq(cJSON_GetArrayItem(j, 0)->valuestring, "Zürich café");
+    free(want_text);
+    free(ids);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* /v1/models */
+    cr_assert_eq(srvt_get(t.base, "/v1/models", &r), 200);
+    j = srvt_json(&r);
+    cr_assert_str_eq(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0), "id")
+            ->valuestring,
+        "tiny-qwen3-embed");
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* /info */
+    cr_assert_eq(srvt_get(t.base, "/info", &r), 200);
+    j = srvt_json(&r);
+    cr_assert_eq(cJSON_GetObjectItem(j, "dim")->valueint, qe_dim(t.e));
+    cr_assert_eq(cJSON_GetObjectItem(j, "max_input_length")->valueint, qe_max_positions(t.e));
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "backend")->valuestring, qe_backend_name(t.e));
+    cr_assert(cJSON_IsString(cJSON_GetObjectItem(j, "dtype")));
+    cr_assert(cJSON_IsString(cJSON_GetObjectItem(j, "version")));
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "model_id")->valuestring, "tiny-qwen3-embed");
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* /health */
+    cr_assert_eq(srvt_get(t.base, "/health", &r), 200);
+    srvt_resp_free(&r);
+    /* an embedding, then /metrics counts it */
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":[\"a\",\"b\",\"c\"]}", &r), 200);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":[]}", &r), 400);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_get(t.base, "/metrics", &r), 200);
+    char ct[128];
+    cr_assert(srvt_header(&r, "Content-Type", ct, sizeof ct) && !strncmp(ct, "text/plain", 10));
+    cr_assert_not_null(
+        strstr(r.body, "qembed_requests_total{route=\"/v1/embeddings\",status=\"200\"} 1\n"), "%s",
+        r.body);
+    cr_assert_not_null(
+        strstr(r.body, "qembed_requests_total{route=\"/v1/embeddings\",status=\"400\"} 1\n"));
+    cr_assert_not_null(
+        strstr(r.body, "qembed_request_failures_total{reason=\"invalid_request\"} 1\n"));
+    cr_assert_not_null(strstr(r.body, "qembed_sequences_processed_total 3\n"));
+    cr_assert_not_null(strstr(r.body, "qembed_inputs_total 3\n"));
+    cr_assert_not_null(strstr(r.body, "qembed_batch_size_count"));
+    cr_assert_not_null(strstr(r.body, "qembed_request_duration_seconds_count 1\n"));
+    cr_assert_not_null(strstr(r.body, "qembed_inference_duration_seconds_bucket{le=\"+Inf\"}"));
+    cr_assert_not_null(strstr(r.body, "qembed_queue_tokens 0\n"));
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+Test(server_units, float_formatter_round_trips) {
+    unsigned x = 12345;
+    char buf[32];
+    for (int i = 0; i < 200000; i++) {
+        x = x * 1664525u + 1013904223u;
+        float f;
+        if (i % 2) {
+            uint32_t u = x;
+            memcpy(&f, &u, 4);
+            if (!isfinite(f)) continue;
+        } else {
+            f = ((float)(x >> 8) / 16777216.0f - 0.5f) * (i % 7 ? 0.4f : 3e-4f);
+        }
+        int n = srv_format_float(f, buf);
+        cr_assert(n > 0 && n <= 16 && (int)strlen(buf) == n, "length %d for %.9g", n, f);
+        float back = strtof(buf, NULL);
+        cr_assert(back == f, "%.9g printed as %s reads back %.9g", f, buf, back);
+    }
+    cr_assert_eq(srv_format_float(0.0f, buf), 1);
+    cr_assert_eq(strtof(buf, NULL), 0.0f);
+}
+
+Test(server_units, base64_matches_rfc4648_vectors) {
+    /* RFC 4648 section 10 test vectors */
+    const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char *out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; i++) {
+        sbuf b = {0};
+        srv_base64(&b, (const unsigned char *)in[i], strlen(in[i]));
+        char *s = sb_take(&b, NULL);
+        cr_assert_str_eq(s, out[i]);
+        free(s);
+    }
+}
+
+/* ---- the batch former's packing policy, on a hand-built queue ---- */
+
+typedef struct fake_queue {
+    serve_server *s;
+    srv_job *jobs[16];
+    int n_jobs;
+} fake_queue;
+
+/* Queues one job per length (one sequence each), in order. */
+static void fq_init(fake_queue *f, long budget, const int *lens, int n) {
+    memset(f, 0, sizeof *f);
+    f->s = calloc(1, sizeof *f->s);
+    f->s->cfg.max_batch_tokens = (int)budget;
+    for (int i = 0; i < n; i++) {
+        srv_job *j = srv_job_new(1);
+        j->lens[0] = lens[i];
+        f->jobs[f->n_jobs++] = j;
+        srv_seq *q = &j->seqs[0];
+        if (f->s->q_tail)
+            f->s->q_tail->next = q;
+        else
+            f->s->q_head = q;
+        f->s->q_tail = q;
+        f->s->q_seqs++;
+        f->s->q_tokens += lens[i];
+        f->s->inflight_tokens += lens[i];
+    }
+}
+
+static void fq_free(fake_queue *f) {
+    for (int i = 0; i < f->n_jobs; i++)
+        srv_job_unref(f->jobs[i]);
+    free(f->s);
+}
+
+/* Forms one batch; returns the job numbers in it as a string like "0,2". */
+static void fq_batch(fake_queue *f, int lookahead, char *out, size_t cap, int *n_dropped) {
+    srv_batch b;
+    srv_seq **dropped = NULL;
+    int dcap = 0;
+    *n_dropped = srv_form_batch(f->s, &b, &dropped, &dcap, lookahead);
+    out[0] = 0;
+    size_t o = 0;
+    for (int i = 0; i < b.n; i++)
+        for (int k = 0; k < f->n_jobs; k++)
+            if (b.seqs[i]->job == f->jobs[k])
+                o += (size_t)snprintf(out + o, cap - o, "%s%d", i ? "," : "", k);
+    long tokens = 0;
+    for (int i = 0; i < b.n; i++)
+        tokens += b.seqs[i]->job->lens[0];
+    cr_assert_eq(tokens, b.tokens);
+    free(b.seqs);
+    free(dropped);
+}
+
+Test(server_units, packing_is_fcfs_under_the_budget) {
+    const int lens[] = {10, 10, 10, 10};
+    fake_queue f;
+    fq_init(&f, 25, lens, 4);
+    char got[64];
+    int nd;
+    fq_batch(&f, 100, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "0,1");
+    fq_batch(&f, 100, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "2,3");
+    cr_assert_null(f.s->q_head);
+    cr_assert_eq(f.s->q_tokens, 0);
+    cr_assert_eq(f.s->q_seqs, 0);
+    fq_free(&f);
+}
+
+Test(server_units, packing_never_starves_a_long_sequence) {
+    const int lens[] = {100, 5, 5};
+    fake_queue f;
+    fq_init(&f, 64, lens, 3);
+    char got[64];
+    int nd;
+    fq_batch(&f, 100, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "0", "the oldest sequence runs even past the budget, alone");
+    fq_batch(&f, 100, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "1,2");
+    fq_free(&f);
+}
+
+Test(server_units, packing_lets_short_sequences_pass_a_long_one) {
+    const int lens[] = {10, 60, 5, 8, 40};
+    fake_queue f;
+    fq_init(&f, 30, lens, 5);
+    char got[64];
+    int nd;
+    fq_batch(&f, 100, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "0,2,3", "shorts behind the long one fill the budget");
+    fq_batch(&f, 100, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "1", "then the long one, first in line now");
+    fq_batch(&f, 100, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "4");
+    fq_free(&f);
+    /* skip-ahead is bounded */
+    fq_init(&f, 30, lens, 5);
+    fq_batch(&f, 1, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "0", "look-ahead 1 stops at the first sequence that does not fit");
+    fq_free(&f);
+}
+
+Test(server_units, packing_drops_cancelled_jobs) {
+    const int lens[] = {10, 7, 10, 9};
+    fake_queue f;
+    fq_init(&f, 100, lens, 4);
+    atomic_store(&f.jobs[1]->cancelled, 1);
+    atomic_store(&f.jobs[3]->cancelled, 1);
+    char got[64];
+    int nd;
+    fq_batch(&f, 100, got, sizeof got, &nd);
+    cr_assert_str_eq(got, "0,2");
+    cr_assert_eq(nd, 2);
+    cr_assert_eq(f.s->inflight_tokens, 20, "dropped tokens leave the budget (%ld)",
+                 f.s->inflight_tokens);
+    cr_assert_null(f.s->q_head);
+    fq_free(&f);
+}

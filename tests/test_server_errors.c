@@ -1,0 +1,314 @@
+/* test_server_errors.c — every row of SERVING.md's error table: the status, the OpenAI error shape,
+ * Retry-After on 429, and that the server keeps serving correct answers after each error. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "srv_harness.h"
+#include "test_util.h"
+#include "tokenizer.h"
+
+/* POSTs body to path and checks status, error shape, and (if given) a substring of the message. */
+static void expect_error(srvt_server *t, const char *path, const char *body, long status,
+                         const char *in_message) {
+    srvt_resp r;
+    long got = srvt_post(t->base, path, body, &r);
+    cr_assert_eq(got, status, "%s %.200s: got %ld (%s), want %ld", path, body, got, r.body, status);
+    cJSON *j = srvt_json(&r);
+    const char *m = srvt_error_message(j);
+    if (in_message)
+        cr_assert_not_null(strstr(m, in_message), "message '%s' lacks '%s'", m, in_message);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+}
+
+static void expect_ok(srvt_server *t) {
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t->base, "/v1/embeddings", "{\"input\":\"still serving\"}", &r), 200,
+                 "%s", r.body);
+    srvt_resp_free(&r);
+}
+
+Test(server_errors, bad_requests_are_400) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    const char *E = "/v1/embeddings";
+    expect_error(&t, E, "{\"input\":", 400, "JSON");
+    expect_error(&t, E, "not json at all", 400, NULL);
+    expect_error(&t, E, "", 400, NULL);
+    expect_error(&t, E, "[\"hello\"]", 400, "object");
+    expect_error(&t, E, "{}", 400, "input");
+    expect_error(&t, E, "{\"input\":42.5}", 400, NULL);
+    expect_error(&t, E, "{\"input\":{\"a\":1}}", 400, NULL);
+    expect_error(&t, E, "{\"input\":[\"a\",3]}", 400, "mixes");
+    expect_error(&t, E, "{\"input\":[[1,2],\"a\"]}", 400, "mixes");
+    expect_error(&t, E, "{\"input\":[1.5,2]}", 400, "integer");
+    expect_error(&t, E, "{\"input\":[true]}", 400, NULL);
+    expect_error(&t, E, "{\"input\":[]}", 400, "empty");
+    expect_error(&t, E, "{\"input\":\"\"}", 400, "empty");
+    expect_error(&t, E, "{\"input\":[\"ok\",\"\"]}", 400, "empty");
+    expect_error(&t, E, "{\"input\":[[]]}", 400, "empty");
+    expect_error(&t, E, "{\"input\":\"a\",\"dimensions\":\"64\"}", 400, "integer");
+    expect_error(&t, E, "{\"input\":\"a\",\"dimensions\":31}", 400, "between");
+    expect_error(&t, E, "{\"input\":\"a\",\"dimensions\":65}", 400, "between");
+    expect_error(&t, E, "{\"input\":\"a\",\"dimensions\":0}", 400, NULL);
+    expect_error(&t, E, "{\"input\":\"a\",\"encoding_format\":\"int8\"}", 400, "encoding_format");
+    expect_error(&t, E, "{\"input\":\"a\",\"encoding_format\":1}", 400, NULL);
+    expect_error(&t, E, "{\"input\":\"a\",\"model\":\"gpt-4\"}", 400, "gpt-4");
+    expect_error(&t, E, "{\"input\":\"a\",\"model\":7}", 400, NULL);
+    expect_error(&t, E, "{\"input\":\"a\",\"truncate\":\"yes\"}", 400, "truncate");
+    expect_error(&t, E, "{\"input\":\"a\",\"truncation_direction\":\"middle\"}", 400, NULL);
+    expect_error(&t, E, "{\"input\":\"a\",\"normalize\":false}", 400, "normalize");
+    expect_error(&t, E, "{\"input\":\"a\",\"prompt_name\":\"nope\"}", 400, "prompt_name");
+    expect_error(&t, E, "{\"input\":\"a\",\"instruction\":\"x\",\"prompt_name\":\"query\"}", 400,
+                 NULL);
+    expect_error(&t, E, "{\"input\":[1,2],\"instruction\":\"x\"}", 400, NULL);
+    expect_error(&t, E, "{\"input\":\"a\",\"user\":[1]}", 400, "user");
+    /* token ids outside the vocabulary */
+    char body[128];
+    snprintf(body, sizeof body, "{\"input\":[1,2,%d]}", qe_vocab_size(t.e));
+    expect_error(&t, E, body, 400, "vocabulary");
+    expect_error(&t, E, "{\"input\":[[5],[-1]]}", 400, "vocabulary");
+    expect_error(&t, E, "{\"input\":[99999999999]}", 400, NULL);
+    /* invalid UTF-8: raw bytes inside the JSON string (an overlong and a lone continuation byte) */
+    expect_error(&t, E, "{\"input\":\"abc\xC0\xAF\"}", 400, "UTF-8");
+    expect_error(&t, E, "{\"input\":[\"ok\",\"\x80zz\"]}", 400, "UTF-8");
+    expect_error(&t, E, "{\"input\":\"\xED\xA0\x80\"}", 400, NULL); /* UTF-8 encoded surrogate */
+    /* TEI route and the token routes */
+    expect_error(&t, "/embed", "{\"input\":\"wrong field name\"}", 400, "inputs");
+    expect_error(&t, "/embed", "{\"inputs\":[]}", 400, NULL);
+    expect_error(&t, "/embed", "{\"inputs\":\"a\",\"normalize\":false}", 400, NULL);
+    expect_error(&t, "/tokenize", "{\"inputs\":5}", 400, NULL);
+    expect_error(&t, "/decode", "{\"ids\":[1,-4]}", 400, NULL);
+    expect_error(&t, "/decode", "{\"ids\":\"x\"}", 400, NULL);
+    expect_ok(&t);
+    /* unknown route and wrong method */
+    srvt_resp r;
+    cr_assert_eq(srvt_get(t.base, "/v2/nothing", &r), 404);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_get(t.base, "/v1/embeddings", &r), 405);
+    cJSON *j = srvt_json(&r);
+    srvt_error_message(j);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* unknown fields are ignored */
+    cr_assert_eq(srvt_post(t.base, E, "{\"input\":\"a\",\"some_future_field\":{\"x\":1}}", &r),
+                 200);
+    srvt_resp_free(&r);
+    expect_ok(&t);
+    srvt_stop(&t);
+}
+
+Test(server_errors, limits_are_413) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.max_client_batch = 4;
+    c.max_input_tokens = 8;
+    c.max_body = 4096;
+    srvt_server t;
+    srvt_start(&t, &c);
+    const char *E = "/v1/embeddings";
+    expect_error(&t, E, "{\"input\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 413, "limit of 4");
+    expect_error(&t, E, "{\"input\":[[1],[2],[3],[4],[5]]}", 413, NULL);
+    expect_error(&t, "/embed", "{\"inputs\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 413, NULL);
+    /* too long with truncate: false names the length and the limit */
+    char *text = srvt_long_text(40, 1);
+    char body[1024];
+    snprintf(body, sizeof body, "{\"input\":\"%s\",\"truncate\":false}", text);
+    int32_t *ids = NULL;
+    int n = 0;
+    char err[128], want[64];
+    cr_assert_eq(tok_encode(qe_tokenizer(t.e), text, strlen(text), NULL, &ids, &n, err, sizeof err),
+                 TOK_OK);
+    free(ids);
+    snprintf(want, sizeof want, "has %d tokens", n);
+    expect_error(&t, E, body, 413, want);
+    expect_error(&t, E, body, 413, "limit of 8");
+    snprintf(body, sizeof body, "{\"inputs\":\"%s\",\"truncate\":false}", text);
+    expect_error(&t, "/embed", body, 413, "limit of 8");
+    expect_error(&t, E, "{\"input\":[1,2,3,4,5,6,7,8,9],\"truncate\":false}", 413, "has 9 tokens");
+    /* ... and is truncated by default */
+    snprintf(body, sizeof body, "{\"input\":\"%s\"}", text);
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t.base, E, body, &r), 200, "%s", r.body);
+    cJSON *j = srvt_json(&r);
+    cr_assert_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "prompt_tokens")->valueint,
+                 8);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    free(text);
+    /* a body over --max-body: announced by Content-Length, and a valid JSON that is just too big */
+    size_t big = 64 * 1024;
+    char *bb = malloc(big + 64);
+    int o = snprintf(bb, big + 64, "{\"input\":\"");
+    memset(bb + o, 'x', big);
+    snprintf(bb + o + big, 64, "\"}");
+    cr_assert_eq(srvt_post(t.base, E, bb, &r), 413, "got %ld", r.status);
+    j = srvt_json(&r);
+    cr_assert_not_null(strstr(srvt_error_message(j), "4096"));
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* just under the limit is fine (a short text padded with spaces in JSON) */
+    o = snprintf(bb, 4096, "{\"input\":\"fits\"");
+    memset(bb + o, ' ', 4000 - (size_t)o);
+    snprintf(bb + 4000, 8, "}");
+    cr_assert_eq(srvt_post(t.base, E, bb, &r), 200, "%s", r.body);
+    srvt_resp_free(&r);
+    free(bb);
+    expect_ok(&t);
+    srvt_stop(&t);
+}
+
+Test(server_errors, queue_full_is_429_with_retry_after) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.max_queue_tokens = 32;
+    srvt_server t;
+    srvt_start(&t, &c);
+    char *text = srvt_long_text(60, 2); /* far more than 32 tokens */
+    char body[1024];
+    snprintf(body, sizeof body, "{\"input\":\"%s\"}", text);
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", body, &r), 429, "%s", r.body);
+    char ra[32];
+    cr_assert(srvt_header(&r, "Retry-After", ra, sizeof ra), "Retry-After header");
+    cr_assert(atoi(ra) >= 1);
+    cJSON *j = srvt_json(&r);
+    cr_assert_not_null(strstr(srvt_error_message(j), "queue"));
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    /* ids too, and what fits still goes through */
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings",
+                           "{\"input\":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20],"
+                           "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]]}",
+                           &r),
+                 429);
+    srvt_resp_free(&r);
+    expect_ok(&t);
+    free(text);
+    srvt_stop(&t);
+}
+
+Test(server_errors, api_key_is_401) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.api_key = "sekret-123";
+    srvt_server t;
+    srvt_start(&t, &c);
+    const char *body = "{\"input\":\"hello\"}";
+    srvt_resp r;
+    cr_assert_eq(srvt_request(NULL, t.base, "POST", "/v1/embeddings", body, strlen(body), NULL, &r),
+                 401);
+    cJSON *j = srvt_json(&r);
+    srvt_error_message(j);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_request(NULL, t.base, "POST", "/v1/embeddings", body, strlen(body),
+                              "Authorization: Bearer wrong", &r),
+                 401);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_request(NULL, t.base, "POST", "/v1/embeddings", body, strlen(body),
+                              "Authorization: Bearer sekret-1234", &r),
+                 401);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_request(NULL, t.base, "POST", "/embed", "{\"inputs\":\"a\"}", 15,
+                              "Authorization: Basic c2VrcmV0LTEyMw==", &r),
+                 401);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_request(NULL, t.base, "GET", "/v1/models", NULL, 0, NULL, &r), 401);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_request(NULL, t.base, "POST", "/v1/embeddings", body, strlen(body),
+                              "Authorization: Bearer sekret-123", &r),
+                 200, "%s", r.body);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_request(NULL, t.base, "GET", "/v1/models", NULL, 0,
+                              "Authorization: Bearer sekret-123", &r),
+                 200);
+    srvt_resp_free(&r);
+    /* health stays open for load balancers */
+    cr_assert_eq(srvt_get(t.base, "/health", &r), 200);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+Test(server_errors, not_ready_is_503) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    char dir[1024];
+    tu_scratch_dir(dir, sizeof dir, "srv-noload");
+    serve_config c;
+    srvt_config(&c);
+    c.model_dir = dir; /* an empty folder: loading fails, the listener stays up */
+    srvt_server t;
+    srvt_start_nowait(&t, &c);
+    char err[256];
+    cr_assert_eq(serve_wait_ready(t.s, err, sizeof err), -1);
+    srvt_resp r;
+    cr_assert_eq(srvt_get(t.base, "/health", &r), 503);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":\"a\"}", &r), 503);
+    cJSON *j = srvt_json(&r);
+    cr_assert_not_null(strstr(srvt_error_message(j), "load"));
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_post(t.base, "/embed", "{\"inputs\":\"a\"}", &r), 503);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_get(t.base, "/info", &r), 503);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+Test(server_errors, health_is_503_while_loading) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start_nowait(&t, &c);
+    /* whatever moment we catch: health agrees with the state, and becomes 200 once loaded */
+    int saw_loading = 0;
+    for (int i = 0; i < 2000; i++) {
+        serve_state st = serve_get_state(t.s);
+        srvt_resp r;
+        long code = srvt_get(t.base, "/health", &r);
+        serve_state after = serve_get_state(t.s);
+        srvt_resp_free(&r);
+        if (st == SERVE_LOADING && after == SERVE_LOADING) {
+            cr_assert_eq(code, 503);
+            saw_loading = 1;
+        }
+        if (st == SERVE_READY) {
+            cr_assert_eq(code, 200);
+            break;
+        }
+        usleep(5000);
+    }
+    cr_assert_eq(serve_wait_ready(t.s, NULL, 0), 0);
+    srvt_resp r;
+    cr_assert_eq(srvt_get(t.base, "/health", &r), 200);
+    srvt_resp_free(&r);
+    cr_log_info("caught the loading state: %s", saw_loading ? "yes" : "no (model loaded too fast)");
+    srvt_stop(&t);
+}
+
+Test(server_errors, draining_is_503) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    expect_ok(&t);
+    cr_assert_eq(serve_drain(t.s), 0);
+    cr_assert_eq(serve_get_state(t.s), SERVE_DRAINING);
+    srvt_resp r;
+    cr_assert_eq(srvt_get(t.base, "/health", &r), 503);
+    srvt_resp_free(&r);
+    expect_error(&t, "/v1/embeddings", "{\"input\":\"late\"}", 503, "shutting down");
+    expect_error(&t, "/embed", "{\"inputs\":\"late\"}", 503, NULL);
+    srvt_stop(&t);
+}

@@ -1,0 +1,170 @@
+/* test_server_proc.c — the real `qembed serve` binary: flags and --help, and SIGTERM with a request
+ * in flight (the request is answered, the process exits 0). */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "srv_harness.h"
+#include "test_util.h"
+
+#define QEMBED QE_BINARY_DIR "/qembed"
+
+extern char **environ;
+
+/* Spawns argv with stdout+stderr to log_path; returns the pid. */
+static pid_t spawn_logged(char *const argv[], const char *log_path) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    pid_t pid = 0;
+    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    cr_assert_eq(rc, 0, "posix_spawn %s: %s", argv[0], strerror(rc));
+    return pid;
+}
+
+static int wait_exit(pid_t pid, double timeout_s) {
+    for (double t = 0; t < timeout_s; t += 0.01) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        usleep(10000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    cr_assert_fail("process %d did not exit within %.0f s", (int)pid, timeout_s);
+    return -1;
+}
+
+Test(server_proc, help_and_bad_flags) {
+    if (!tu_exists(QEMBED)) cr_skip_test("%s not built", QEMBED);
+    char dir[1024], log[1100];
+    tu_scratch_dir(dir, sizeof dir, "srv-flags");
+    snprintf(log, sizeof log, "%s/out.txt", dir);
+    char *help[] = {QEMBED, "serve", "--help", NULL};
+    cr_assert_eq(wait_exit(spawn_logged(help, log), 10), 0);
+    char *out = tu_read_file(log, NULL);
+    cr_assert_not_null(strstr(out, "--max-batch-tokens"));
+    cr_assert_not_null(strstr(out, "--api-key"));
+    free(out);
+    char *nomodel[] = {QEMBED, "serve", "--port", "0", NULL};
+    cr_assert_eq(wait_exit(spawn_logged(nomodel, log), 10), 2);
+    char *badport[] = {QEMBED, "serve", "--model", "x", "--port", "http", NULL};
+    cr_assert_eq(wait_exit(spawn_logged(badport, log), 10), 2);
+    char *lghelp[] = {QEMBED, "loadgen", "--help", NULL};
+    cr_assert_eq(wait_exit(spawn_logged(lghelp, log), 10), 0);
+    out = tu_read_file(log, NULL);
+    cr_assert_not_null(strstr(out, "--concurrency"));
+    free(out);
+    /* a model folder that does not load: exit 1 with a message */
+    char *noload[] = {QEMBED, "serve", "--model", dir, "--port", "0", NULL};
+    cr_assert_eq(wait_exit(spawn_logged(noload, log), 20), 1);
+    out = tu_read_file(log, NULL);
+    cr_assert_not_null(strstr(out, "cannot load"), "%s", out);
+    free(out);
+}
+
+typedef struct bg_req {
+    char base[64];
+    char *body;
+    srvt_resp r;
+    long status;
+} bg_req;
+
+static void *bg_main(void *p) {
+    bg_req *b = p;
+    b->status = srvt_post(b->base, "/v1/embeddings", b->body, &b->r);
+    return NULL;
+}
+
+Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    if (!tu_exists(QEMBED)) cr_skip_test("%s not built", QEMBED);
+    char dir[1024], log[1100];
+    tu_scratch_dir(dir, sizeof dir, "srv-sigterm");
+    snprintf(log, sizeof log, "%s/serve.log", dir);
+    char *argv[] = {QEMBED,
+                    "serve",
+                    "--model",
+                    TINY_MODEL,
+                    "--port",
+                    "0",
+                    "--max-batch-tokens",
+                    "64",
+                    "--engine-threads",
+                    "1",
+                    NULL};
+    pid_t pid = spawn_logged(argv, log);
+    /* the port from the "listening on" line, then wait for /health 200 */
+    int port = 0;
+    for (int i = 0; i < 1000 && !port; i++) {
+        char *text = tu_read_file(log, NULL);
+        const char *p = text ? strstr(text, "listening on http://127.0.0.1:") : NULL;
+        if (p) port = atoi(p + strlen("listening on http://127.0.0.1:"));
+        free(text);
+        if (!port) usleep(10000);
+    }
+    cr_assert_gt(port, 0, "no listening line in %s", log);
+    bg_req b = {0};
+    snprintf(b.base, sizeof b.base, "http://127.0.0.1:%d", port);
+    srvt_resp r;
+    int ready = 0;
+    for (int i = 0; i < 1000 && !ready; i++) {
+        ready = srvt_get(b.base, "/health", &r) == 200;
+        srvt_resp_free(&r);
+        if (!ready) usleep(10000);
+    }
+    cr_assert(ready, "server never became healthy");
+    /* a request that takes a while (one sequence per engine call) */
+    const int N = 200;
+    size_t cap = (size_t)N * 512 + 64;
+    b.body = malloc(cap);
+    size_t o = (size_t)snprintf(b.body, cap, "{\"input\":[");
+    for (int i = 0; i < N; i++) {
+        char *t = srvt_long_text(40, i);
+        o += (size_t)snprintf(b.body + o, cap - o, "%s\"%s\"", i ? "," : "", t);
+        free(t);
+    }
+    snprintf(b.body + o, cap - o, "]}");
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, bg_main, &b), 0);
+    /* in flight = tokens admitted to the queue */
+    int inflight = 0;
+    for (int i = 0; i < 2000 && !inflight; i++) {
+        if (srvt_get(b.base, "/metrics", &r) == 200) {
+            const char *p = strstr(r.body, "\nqembed_inflight_tokens ");
+            inflight = p && atol(p + strlen("\nqembed_inflight_tokens ")) > 0;
+        }
+        srvt_resp_free(&r);
+        if (!inflight) usleep(500);
+    }
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    pthread_join(th, NULL);
+    int code = wait_exit(pid, 30);
+    char *text = tu_read_file(log, NULL);
+    cr_assert_eq(code, 0, "exit %d; log:\n%s", code, text);
+    cr_assert_eq(b.status, 200, "the in-flight request was answered (%ld: %.200s)", b.status,
+                 b.r.body);
+    cJSON *j = srvt_json(&b.r);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "data")), N);
+    cJSON_Delete(j);
+    cr_assert_not_null(strstr(text, "draining"), "%s", text);
+    /* one log line per request: id, inputs, tokens, queue ms, compute ms, status */
+    const char *line = strstr(text, "POST /v1/embeddings status=200 inputs=200 tokens=");
+    cr_assert_not_null(line, "request log line missing:\n%s", text);
+    cr_assert_not_null(strstr(line, "queue_ms="));
+    cr_assert_not_null(strstr(line, "compute_ms="));
+    cr_log_info("caught the request in flight before SIGTERM: %s", inflight ? "yes" : "no");
+    cr_assert(inflight, "the request was in flight when SIGTERM was sent");
+    free(text);
+    srvt_resp_free(&b.r);
+    free(b.body);
+}

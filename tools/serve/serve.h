@@ -1,0 +1,71 @@
+/* serve.h — the embedding HTTP service behind `qembed serve`, as a library: start it on a port
+ * (0 = ephemeral), wait until the model is loaded, drain and stop. The tests drive it in-process.
+ *
+ * Routes (the contract is /work/shared/docs/SERVING.md):
+ *   POST /v1/embeddings  OpenAI embeddings (+ instruction, prompt_name, truncate,
+ *                        truncation_direction, normalize extensions)
+ *   POST /embed          TEI: {"inputs": str | [str] | ids, normalize, truncate,
+ * truncation_direction, prompt_name, dimensions} -> [[float, ...], ...] POST /tokenize {"inputs":
+ * str | [str], "add_special_tokens": bool = true, "prompt_name"}
+ *                        -> [[id, ...], ...]  (one array per input, also for a single string)
+ *   POST /decode         {"ids": [id, ...] | [[id, ...], ...], "skip_special_tokens": bool = true}
+ *                        -> ["text", ...]     (one string per sequence)
+ *   GET  /v1/models, /info, /health (200 ready; 503 loading, draining, device fault), /metrics
+ * Every error is {"error": {"message", "type", "param", "code"}} with SERVING.md's status. With an
+ * API key, every route but /health and /metrics needs "Authorization: Bearer KEY". normalize:false
+ * is refused (400): the engine returns L2-normalised vectors only. */
+#ifndef QE_SERVE_H
+#define QE_SERVE_H
+#include <stddef.h>
+
+#include "qembed.h"
+
+typedef struct serve_config {
+    const char *model_dir;         /* required */
+    qe_backend backend;            /* default QE_BACKEND_CPU */
+    const char *host;              /* default "127.0.0.1" */
+    int port;                      /* default 8080; 0 = ephemeral (see serve_port) */
+    const char *api_key;           /* NULL: no auth. Else "Authorization: Bearer KEY" required */
+    int max_batch_tokens;          /* tokens per engine call; default 16384 */
+    int max_client_batch;          /* inputs per request; default 2048 (413 past it) */
+    int max_input_tokens;          /* 0: the model's max positions */
+    long max_queue_tokens;         /* tokens queued or computing; past it 429. default 1<<20 */
+    size_t max_body;               /* bytes; default 32 MiB (413 past it) */
+    const char *served_model_name; /* default: basename of model_dir */
+    int tokenizer_threads;         /* default 2 */
+    int http_threads;              /* MHD worker threads (epoll, never block); default 4 */
+    int engine_threads;            /* CPU backend threads; 0 = every core */
+    double drain_timeout_s;        /* how long a drain waits for queued work; default 60 */
+    int quiet;                     /* 1: no per-request log lines */
+} serve_config;
+
+typedef enum {
+    SERVE_LOADING = 0,
+    SERVE_READY,
+    SERVE_DRAINING,
+    SERVE_FAULT,  /* engine device fault: /health 503, embeds 503 */
+    SERVE_FAILED, /* the model failed to load */
+    SERVE_STOPPED,
+} serve_state;
+
+typedef struct serve_server serve_server;
+
+/* Fills the defaults above. */
+void serve_config_defaults(serve_config *c);
+/* Binds the listener and starts loading the model in the background (/health answers 503 until it
+ * is loaded). Returns 0, or -1 with a message in err. */
+int serve_start(const serve_config *c, serve_server **out, char *err, size_t errlen);
+/* Blocks until the model is loaded (0) or failed to load (-1, message in err). */
+int serve_wait_ready(serve_server *s, char *err, size_t errlen);
+int serve_port(const serve_server *s);
+serve_state serve_get_state(const serve_server *s);
+/* The engine the server embeds with (NULL until loaded); calls on it are serialised by the engine.
+ */
+qe_engine *serve_engine(serve_server *s);
+/* Graceful drain: new work gets 503, work already accepted is finished and answered. Returns 0 when
+ * everything accepted was answered, -1 if the drain timeout passed first. Idempotent. */
+int serve_drain(serve_server *s);
+/* Stops the listener and every thread, closes the engine, frees everything. */
+void serve_stop(serve_server *s);
+
+#endif

@@ -1,0 +1,492 @@
+/* serve_http.c — the HTTP front: libmicrohttpd routes, auth, body limits, and the hand-off to the
+ * pipeline.
+ *
+ * Threading choice: MHD's internal thread pool (one epoll loop per worker) with suspend/resume. An
+ * embedding request is parsed and validated on the worker, handed to the tokenizer pool, and its
+ * connection suspended (MHD_suspend_connection); when the job is answered, whichever pipeline
+ * thread finished it calls MHD_resume_connection, and MHD calls the handler again on the worker,
+ * which serialises the response there (never on the engine thread). Workers therefore never block:
+ * a few of them serve any number of waiting clients, and one slow request never holds up another
+ * connection of the same worker (the head-of-line blocking that blocking waits in a pool have).
+ * The resume is issued under the job's mutex after the suspend, so it can never come first.
+ * MHD does not watch a suspended socket, so a watcher thread polls the sockets of suspended
+ * requests for POLLRDHUP every 50 ms and marks a departed client's job cancelled: the batch former
+ * drops its queued sequences, and the connection is closed once the job settles. */
+#include <microhttpd.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "serve_internal.h"
+
+typedef struct srv_req {
+    unsigned long id;
+    srv_job *job; /* the embedding job, once submitted */
+    int fd;       /* the connection's socket, for the watcher */
+    int watched;  /* in the watcher's list (under watch_mu) */
+    struct srv_req *wprev, *wnext;
+    srv_route route;
+    char label[24]; /* metrics route label */
+    char method[8];
+    int counted; /* in active_requests (arrived before a drain) */
+    int too_big;
+    sbuf body;
+    int status;
+    int n_inputs;
+    long tokens;
+    double t_start, queue_ms, compute_ms;
+    int cancelled;
+} srv_req;
+
+static const char *route_label(const char *url) {
+    if (!strcmp(url, "/v1/embeddings")) return "/v1/embeddings";
+    if (!strcmp(url, "/embed")) return "/embed";
+    if (!strcmp(url, "/tokenize")) return "/tokenize";
+    if (!strcmp(url, "/decode")) return "/decode";
+    if (!strcmp(url, "/v1/models")) return "/v1/models";
+    if (!strcmp(url, "/info")) return "/info";
+    if (!strcmp(url, "/health")) return "/health";
+    if (!strcmp(url, "/metrics")) return "/metrics";
+    return "other";
+}
+
+static enum MHD_Result send_body(serve_server *s, struct MHD_Connection *c, srv_req *r, int status,
+                                 char *body, size_t len, const char *ctype, const srv_error *err) {
+    if (!body) { /* out of memory while rendering */
+        static const char oom[] =
+            "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+            "\"param\":null,\"code\":\"out_of_memory\"}}";
+        status = 500;
+        body = strdup(oom);
+        len = body ? strlen(body) : 0;
+        if (!body) return MHD_NO;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (status == 429) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 503 && atomic_load(&s->state) == SERVE_LOADING)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    srv_metrics_request(&s->metrics, r->label, status, err ? srv_err_reason(err) : NULL);
+    return ret;
+}
+
+static enum MHD_Result send_error(serve_server *s, struct MHD_Connection *c, srv_req *r,
+                                  const srv_error *e) {
+    size_t len = 0;
+    char *body = srv_render_error(e, &len);
+    return send_body(s, c, r, e->status, body, len, "application/json", e);
+}
+
+static enum MHD_Result send_json(serve_server *s, struct MHD_Connection *c, srv_req *r, int status,
+                                 const char *text) {
+    char *body = strdup(text);
+    return send_body(s, c, r, status, body, body ? strlen(body) : 0, "application/json", NULL);
+}
+
+static int authorized(serve_server *s, struct MHD_Connection *c) {
+    if (!s->api_key) return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
+    h += 7;
+    while (*h == ' ')
+        h++;
+    size_t a = strlen(h), b = strlen(s->api_key);
+    unsigned diff = (unsigned)(a != b);
+    for (size_t i = 0; i < a && i < b; i++)
+        diff |= (unsigned char)(h[i] ^ s->api_key[i]);
+    return diff == 0;
+}
+
+/* The client hung up (or the socket broke) while we waited. */
+static int client_gone(int fd) {
+    if (fd < 0) return 0;
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    if (poll(&p, 1, 0) <= 0) return 0;
+    return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
+}
+
+static srv_error unavailable(serve_server *s, int counted) {
+    srv_error e;
+    int st = atomic_load(&s->state);
+    if (st == SERVE_LOADING)
+        srv_err_set(&e, 503, "server_error", "loading", "", "the model is loading; retry shortly");
+    else if (st == SERVE_FAILED)
+        srv_err_set(&e, 503, "server_error", "load_failed", "", "the model failed to load: %.300s",
+                    s->load_error);
+    else if (st == SERVE_FAULT)
+        srv_err_set(&e, 503, "server_error", "device_fault", "",
+                    "the engine had a device fault; this server no longer embeds");
+    else if (st == SERVE_STOPPED || (st == SERVE_DRAINING && !counted))
+        srv_err_set(&e, 503, "server_error", "draining", "",
+                    "the server is shutting down and accepts no new work");
+    else
+        e.status = 0;
+    return e;
+}
+
+static void watch_add(serve_server *s, srv_req *r) {
+    pthread_mutex_lock(&s->watch_mu);
+    r->wprev = NULL;
+    r->wnext = s->watch_head;
+    if (s->watch_head) s->watch_head->wprev = r;
+    s->watch_head = r;
+    r->watched = 1;
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+static void watch_remove(serve_server *s, srv_req *r) {
+    pthread_mutex_lock(&s->watch_mu);
+    if (r->watched) {
+        if (r->wprev)
+            r->wprev->wnext = r->wnext;
+        else
+            s->watch_head = r->wnext;
+        if (r->wnext) r->wnext->wprev = r->wprev;
+        r->watched = 0;
+    }
+    pthread_mutex_unlock(&s->watch_mu);
+}
+
+/* Polls the sockets of suspended requests; a connection stays open (so its fd stays valid) until
+ * its handler has run again, which first removes it from this list. */
+static void *watcher_main(void *arg) {
+    serve_server *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->watch_mu);
+        int stop = s->watch_stop;
+        for (srv_req *r = s->watch_head; r && !stop; r = r->wnext)
+            if (!atomic_load(&r->job->cancelled) && client_gone(r->fd))
+                atomic_store(&r->job->cancelled, 1);
+        pthread_mutex_unlock(&s->watch_mu);
+        if (stop) return NULL;
+        usleep(50 * 1000);
+    }
+}
+
+static void resume_connection(void *arg) {
+    MHD_resume_connection(arg);
+}
+
+/* First call: parse, submit, suspend. After the resume: answer from the finished job. */
+static enum MHD_Result handle_embed(serve_server *s, struct MHD_Connection *c, srv_req *r) {
+    srv_job *j = r->job;
+    if (!j) {
+        srv_error e = {0};
+        const char *body = r->body.p ? r->body.p : "";
+        j = srv_parse_embed(s, r->route, body, r->body.len, &e);
+        if (!j) return send_error(s, c, r, &e);
+        sb_free(&r->body);
+        j->t_start = r->t_start;
+        r->n_inputs = j->n;
+        r->job = j;
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        r->fd = ci ? ci->connect_fd : -1;
+        pthread_mutex_lock(&s->metrics.mu);
+        s->metrics.inputs_total += (unsigned long)j->n;
+        pthread_mutex_unlock(&s->metrics.mu);
+        srv_submit(s, j);
+        pthread_mutex_lock(&j->mu);
+        if (!j->done) {
+            MHD_suspend_connection(c);
+            j->notify = resume_connection;
+            j->notify_arg = c;
+            j->notify_armed = 1;
+            watch_add(s, r);
+            pthread_mutex_unlock(&j->mu);
+            return MHD_YES;
+        }
+        pthread_mutex_unlock(&j->mu); /* answered already (an early error): reply now */
+    } else {
+        watch_remove(s, r);
+    }
+    if (atomic_load(&j->cancelled)) {
+        r->cancelled = 1;
+        r->status = 499; /* nginx's "client closed request", for the log and metrics only */
+        srv_metrics_request(&s->metrics, r->label, 499, "client_disconnected");
+        return MHD_NO; /* closes the connection */
+    }
+    enum MHD_Result ret;
+    r->tokens = j->prompt_tokens;
+    if (j->err.status) {
+        ret = send_error(s, c, r, &j->err);
+    } else {
+        size_t len = 0;
+        char *out = srv_render_embeddings(s, j, &len);
+        ret = send_body(s, c, r, 200, out, len, "application/json", NULL);
+        double now = srv_now();
+        r->queue_ms = j->t_first_compute > 0 ? (j->t_first_compute - j->t_queued) * 1e3 : 0;
+        r->compute_ms = j->compute_s * 1e3;
+        srv_hist_observe(&s->metrics, &s->metrics.t_tokenize, j->t_queued - j->t_start);
+        if (j->t_first_compute > 0)
+            srv_hist_observe(&s->metrics, &s->metrics.t_queue, j->t_first_compute - j->t_queued);
+        srv_hist_observe(&s->metrics, &s->metrics.t_total, now - j->t_start);
+        pthread_mutex_lock(&s->metrics.mu);
+        s->metrics.prompt_tokens_total += (unsigned long)j->prompt_tokens;
+        pthread_mutex_unlock(&s->metrics.mu);
+    }
+    return ret;
+}
+
+static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_req *r,
+                                const char *url, const char *method) {
+    srv_error e = {0};
+    int is_get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    int is_post = !strcmp(method, "POST");
+    const char *label = r->label;
+    int known = strcmp(label, "other") != 0;
+    int wants_post = r->route != ROUTE_OTHER;
+
+    if (!known) {
+        srv_err_set(&e, 404, "invalid_request_error", "not_found", "", "no route %.100s %.200s",
+                    method, url);
+        return send_error(s, c, r, &e);
+    }
+    if ((wants_post && !is_post) || (!wants_post && !is_get)) {
+        srv_err_set(&e, 405, "invalid_request_error", "method_not_allowed", "",
+                    "%.100s takes %s, not %.20s", label, wants_post ? "POST" : "GET", method);
+        return send_error(s, c, r, &e);
+    }
+    if (!strcmp(label, "/health")) {
+        int st = atomic_load(&s->state);
+        static const char *names[] = {"loading",      "ready",       "draining",
+                                      "device_fault", "load_failed", "stopped"};
+        char body[96];
+        snprintf(body, sizeof body, "{\"status\":\"%s\"}", names[st]);
+        return send_json(s, c, r, st == SERVE_READY ? 200 : 503, body);
+    }
+    if (!strcmp(label, "/metrics")) {
+        size_t len = 0;
+        char *m = srv_metrics_render(s, &len);
+        return send_body(s, c, r, 200, m, len, "text/plain; version=0.0.4; charset=utf-8", NULL);
+    }
+    if (!authorized(s, c)) {
+        srv_err_set(&e, 401, "invalid_request_error", "invalid_api_key", "",
+                    "missing or wrong API key: send \"Authorization: Bearer <key>\"");
+        return send_error(s, c, r, &e);
+    }
+    if (!strcmp(label, "/v1/models")) {
+        size_t len = 0;
+        char *m = srv_render_models(s, &len);
+        return send_body(s, c, r, 200, m, len, "application/json", NULL);
+    }
+    /* everything else needs the loaded model */
+    int st = atomic_load(&s->state);
+    if (st == SERVE_LOADING || st == SERVE_FAILED || st == SERVE_STOPPED) {
+        e = unavailable(s, r->counted);
+        return send_error(s, c, r, &e);
+    }
+    if (!strcmp(label, "/info")) {
+        size_t len = 0;
+        char *m = srv_render_info(s, &len);
+        return send_body(s, c, r, 200, m, len, "application/json", NULL);
+    }
+    if (r->too_big) {
+        srv_err_set(&e, 413, "invalid_request_error", "body_too_large", "",
+                    "the body is larger than the limit of %zu bytes", s->cfg.max_body);
+        return send_error(s, c, r, &e);
+    }
+    if ((r->route == ROUTE_TOKENIZE || r->route == ROUTE_DECODE) && !s->tok) {
+        srv_err_set(&e, 400, "invalid_request_error", "no_tokenizer", "",
+                    "the model folder has no tokenizer.json");
+        return send_error(s, c, r, &e);
+    }
+    const char *body = r->body.p ? r->body.p : "";
+    if (r->route == ROUTE_TOKENIZE || r->route == ROUTE_DECODE) {
+        size_t len = 0;
+        char *out = r->route == ROUTE_TOKENIZE ? srv_handle_tokenize(s, body, r->body.len, &len, &e)
+                                               : srv_handle_decode(s, body, r->body.len, &len, &e);
+        if (!out) return send_error(s, c, r, &e);
+        return send_body(s, c, r, 200, out, len, "application/json", NULL);
+    }
+    e = unavailable(s, r->counted); /* device fault, or arrived after a drain began */
+    if (e.status) return send_error(s, c, r, &e);
+    return handle_embed(s, c, r);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls) {
+    (void)version;
+    serve_server *s = cls;
+    srv_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        r->id = atomic_fetch_add(&s->next_request_id, 1) + 1;
+        r->t_start = srv_now();
+        snprintf(r->label, sizeof r->label, "%s", route_label(url));
+        snprintf(r->method, sizeof r->method, "%s", method);
+        if (!strcmp(r->label, "/v1/embeddings"))
+            r->route = ROUTE_OPENAI;
+        else if (!strcmp(r->label, "/embed"))
+            r->route = ROUTE_TEI;
+        else if (!strcmp(r->label, "/tokenize"))
+            r->route = ROUTE_TOKENIZE;
+        else if (!strcmp(r->label, "/decode"))
+            r->route = ROUTE_DECODE;
+        else
+            r->route = ROUTE_OTHER;
+        pthread_mutex_lock(&s->state_mu);
+        int st = atomic_load(&s->state);
+        if (st != SERVE_DRAINING && st != SERVE_STOPPED) {
+            r->counted = 1;
+            s->active_requests++;
+        }
+        pthread_mutex_unlock(&s->state_mu);
+        /* refuse an announced oversized body before reading it */
+        const char *cl =
+            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl) {
+            char *end;
+            unsigned long long n = strtoull(cl, &end, 10);
+            if (end != cl && n > s->cfg.max_body) {
+                srv_error e;
+                srv_err_set(&e, 413, "invalid_request_error", "body_too_large", "",
+                            "the body (%llu bytes) is larger than the limit of %zu bytes", n,
+                            s->cfg.max_body);
+                r->too_big = 1;
+                return send_error(s, c, r, &e);
+            }
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (r->status) { /* already answered (oversized): discard */
+            *upload_size = 0;
+            return MHD_YES;
+        }
+        if (!r->too_big) {
+            if (r->body.len + *upload_size > s->cfg.max_body) {
+                r->too_big = 1;
+                sb_free(&r->body);
+            } else {
+                sb_put(&r->body, upload, *upload_size);
+                if (r->body.oom) return MHD_NO;
+            }
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->status) return MHD_YES;            /* the response is already queued */
+    if (r->job) return handle_embed(s, c, r); /* resumed: the job is answered */
+    if (r->too_big && r->route != ROUTE_OTHER) {
+        srv_error e;
+        srv_err_set(&e, 413, "invalid_request_error", "body_too_large", "",
+                    "the body is larger than the limit of %zu bytes", s->cfg.max_body);
+        return send_error(s, c, r, &e);
+    }
+    return dispatch(s, c, r, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)c;
+    serve_server *s = cls;
+    srv_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    double ms = (srv_now() - r->t_start) * 1e3;
+    if (!s->cfg.quiet && (r->route != ROUTE_OTHER || r->status >= 400))
+        fprintf(stderr,
+                "qembed serve: req=%lu %s %s status=%d inputs=%d tokens=%ld queue_ms=%.2f "
+                "compute_ms=%.2f total_ms=%.2f%s\n",
+                r->id, r->method, r->label, r->status, r->n_inputs, r->tokens, r->queue_ms,
+                r->compute_ms, ms,
+                r->cancelled                                 ? " (client disconnected)"
+                : toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? " (connection error)"
+                                                             : "");
+    sb_free(&r->body);
+    watch_remove(s, r);
+    if (r->job) {
+        /* the connection is going away: never resume it, and drop whatever is still queued */
+        pthread_mutex_lock(&r->job->mu);
+        r->job->notify_armed = 0;
+        if (!r->job->done) atomic_store(&r->job->cancelled, 1);
+        pthread_mutex_unlock(&r->job->mu);
+        srv_job_unref(r->job);
+    }
+    if (r->counted) {
+        pthread_mutex_lock(&s->state_mu);
+        s->active_requests--;
+        pthread_cond_broadcast(&s->state_cv);
+        pthread_mutex_unlock(&s->state_mu);
+    }
+    free(r);
+}
+
+int srv_http_start(serve_server *s, char *err, size_t errlen) {
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->cfg.port);
+    int rc = getaddrinfo(s->host, port, &hints, &ai);
+    if (rc != 0 || !ai) {
+        snprintf(err, errlen, "cannot resolve --host %s: %s", s->host, gai_strerror(rc));
+        return -1;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    unsigned pool = s->cfg.http_threads > 0 ? (unsigned)s->cfg.http_threads : 4;
+    s->mhd = MHD_start_daemon(
+        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        (unsigned)1, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
+    freeaddrinfo(ai);
+    if (!s->mhd) {
+        snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this machine)",
+                 s->host, s->cfg.port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : s->cfg.port;
+    s->watch_stop = 0;
+    if (pthread_create(&s->watcher, NULL, watcher_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the connection watcher thread");
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+        return -1;
+    }
+    s->watcher_started = 1;
+    return 0;
+}
+
+void srv_http_stop(serve_server *s, double timeout_s) {
+    /* MHD must not be stopped with suspended connections: by now every job is answered and every
+     * connection resumed; give the workers a moment to send those answers. */
+    double until = srv_now() + timeout_s;
+    pthread_mutex_lock(&s->state_mu);
+    while (s->active_requests > 0 && srv_now() < until) {
+        pthread_mutex_unlock(&s->state_mu);
+        usleep(2000);
+        pthread_mutex_lock(&s->state_mu);
+    }
+    pthread_mutex_unlock(&s->state_mu);
+    if (s->mhd) MHD_stop_daemon(s->mhd);
+    s->mhd = NULL;
+    if (s->watcher_started) {
+        pthread_mutex_lock(&s->watch_mu);
+        s->watch_stop = 1;
+        pthread_mutex_unlock(&s->watch_mu);
+        pthread_join(s->watcher, NULL);
+        s->watcher_started = 0;
+    }
+}

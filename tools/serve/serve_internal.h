@@ -1,0 +1,241 @@
+/* serve_internal.h — the structures shared by the files of the server: the job a request becomes,
+ * the sequence queue, the metrics, and the server itself. Not for use outside tools/serve/. */
+#ifndef QE_SERVE_INTERNAL_H
+#define QE_SERVE_INTERNAL_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "serve.h"
+
+struct MHD_Daemon;
+struct tok_tokenizer;
+
+/* ---- growable byte buffer (serve_buf.c) ---- */
+typedef struct sbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} sbuf;
+void sb_reserve(sbuf *b, size_t extra);
+void sb_put(sbuf *b, const char *s, size_t n);
+void sb_puts(sbuf *b, const char *s);
+void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sb_json_string(sbuf *b, const char *s, size_t n); /* quoted, escaped */
+char *sb_take(sbuf *b, size_t *len);                   /* NUL-terminated, caller frees */
+void sb_free(sbuf *b);
+
+double srv_now(void); /* monotonic seconds */
+
+/* ---- an error as the client sees it ---- */
+typedef struct srv_error {
+    int status;       /* HTTP status; 0 = no error */
+    const char *type; /* "invalid_request_error", ... */
+    const char *code; /* short machine code, e.g. "input_too_long"; NULL -> null */
+    char param[48];   /* offending field, "" -> null */
+    char message[400];
+} srv_error;
+void srv_err_set(srv_error *e, int status, const char *type, const char *code, const char *param,
+                 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* The metrics label of a failure: the code, else derived from the status. */
+const char *srv_err_reason(const srv_error *e);
+
+/* ---- a request turned into work ---- */
+typedef enum { ROUTE_OPENAI = 0, ROUTE_TEI, ROUTE_TOKENIZE, ROUTE_DECODE, ROUTE_OTHER } srv_route;
+
+typedef struct srv_job srv_job;
+
+typedef struct srv_seq {
+    srv_job *job;
+    int index;
+    struct srv_seq *next; /* queue link */
+} srv_seq;
+
+struct srv_job {
+    atomic_int refs;
+    atomic_int cancelled; /* the client went away: drop what is still queued */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done;      /* under mu: answered (error or vectors) */
+    srv_error err; /* under mu: first error wins */
+
+    srv_route route;
+    int n;        /* inputs */
+    char **texts; /* n texts to tokenize (prompt applied), or NULL for id input */
+    size_t *text_lens;
+    int32_t **ids; /* n sequences after tokenization (or as given) */
+    int *lens;
+    int max_len; /* tokens kept per input */
+    int truncate, truncate_left;
+    int dims;   /* output width (<= model width) */
+    int base64; /* encoding_format */
+    int width;  /* model width */
+    float *out; /* n * dims */
+    atomic_int tok_chunks_left;
+    atomic_int seqs_left;
+    long prompt_tokens;
+    srv_seq *seqs; /* n entries, queue nodes */
+
+    /* Called once, under mu, when the job becomes done while armed: resumes the suspended HTTP
+     * connection that waits for it. */
+    void (*notify)(void *arg);
+    void *notify_arg;
+    int notify_armed;
+
+    double t_start, t_queued, t_first_compute, t_done;
+    double compute_s;         /* engine seconds of the batches this job was part of */
+    unsigned long last_batch; /* the last batch counted into compute_s */
+    pthread_mutex_t time_mu;
+};
+
+srv_job *srv_job_new(int n);
+void srv_job_ref(srv_job *j);
+void srv_job_unref(srv_job *j);
+/* Records the error (first wins) and wakes the waiter. */
+void srv_job_fail(srv_job *j, const srv_error *e);
+/* Marks the job answered and wakes the waiter. */
+void srv_job_finish(srv_job *j);
+
+/* ---- metrics (serve_metrics.c) ---- */
+#define SRV_HIST_MAX 20
+typedef struct srv_hist {
+    int n;
+    double bounds[SRV_HIST_MAX];
+    unsigned long counts[SRV_HIST_MAX + 1]; /* last = +Inf */
+    double sum;
+    unsigned long total;
+} srv_hist;
+
+#define SRV_MAX_ROUTES 12
+#define SRV_MAX_STATUS 16
+#define SRV_MAX_REASONS 24
+typedef struct srv_metrics {
+    pthread_mutex_t mu;
+    struct {
+        char route[24];
+        int status;
+        unsigned long count;
+    } req[SRV_MAX_ROUTES * SRV_MAX_STATUS];
+    int n_req;
+    struct {
+        char reason[32];
+        unsigned long count;
+    } fail[SRV_MAX_REASONS];
+    int n_fail;
+    srv_hist batch_size, batch_tokens, t_tokenize, t_queue, t_inference, t_total;
+    unsigned long tokens_processed, sequences_processed, batches, cancelled_seqs;
+    unsigned long inputs_total, prompt_tokens_total;
+} srv_metrics;
+
+void srv_metrics_init(srv_metrics *m);
+void srv_metrics_free(srv_metrics *m);
+void srv_metrics_request(srv_metrics *m, const char *route, int status, const char *fail_reason);
+void srv_hist_observe(srv_metrics *m, srv_hist *h, double v);
+/* Prometheus text exposition of everything, plus the server's gauges. */
+char *srv_metrics_render(serve_server *s, size_t *len);
+
+/* ---- the server ---- */
+typedef struct srv_batch {
+    srv_seq **seqs;
+    int n;
+    long tokens;
+} srv_batch;
+
+struct serve_server {
+    serve_config cfg;
+    char *served_name;
+    char *model_dir;
+    char *host;
+    char *api_key;
+    int port;
+    atomic_int state; /* serve_state */
+    char load_error[512];
+    char dtype[32];
+
+    struct MHD_Daemon *mhd;
+    qe_engine *engine;
+    const struct tok_tokenizer *tok;
+    int width, max_positions, vocab, max_input_tokens;
+
+    pthread_t loader;
+    int loader_started;
+    pthread_mutex_t state_mu;
+    pthread_cond_t state_cv; /* state changes, active request count */
+    long active_requests;    /* accepted requests not yet answered */
+    atomic_ulong next_request_id;
+
+    /* tokenizer pool: a FIFO of (job, chunk) tasks */
+    pthread_mutex_t tok_mu;
+    pthread_cond_t tok_cv;
+    struct srv_tok_task *tok_head, *tok_tail;
+    pthread_t *tok_threads;
+    int n_tok_threads;
+    int tok_stop;
+
+    /* sequence queue (FCFS) and the batch handed to the engine */
+    pthread_mutex_t q_mu;
+    pthread_cond_t q_cv; /* queue got work / slot freed / stop */
+    srv_seq *q_head, *q_tail;
+    long q_seqs;
+    long q_tokens;        /* waiting in the queue */
+    long inflight_tokens; /* queued + in the batch slot + computing (the 429 budget) */
+    srv_batch slot;       /* formed, waiting for the engine; slot.n == 0 when empty */
+    int q_stop;
+    pthread_t former, engine_thread;
+    int pipeline_started;
+    int engine_busy;
+
+    /* suspended requests whose sockets the watcher polls for hang-ups */
+    pthread_mutex_t watch_mu;
+    struct srv_req *watch_head;
+    pthread_t watcher;
+    int watcher_started, watch_stop;
+
+    srv_metrics metrics;
+};
+
+/* serve_queue.c: the tokenizer pool and the batch former */
+int srv_pipeline_start(serve_server *s);
+void srv_pipeline_stop(serve_server *s);
+/* Queues a job: tokenization first if it has texts, then admission to the sequence queue. The job
+ * is answered through srv_job_fail / srv_job_finish. Takes its own references. */
+void srv_submit(serve_server *s, srv_job *j);
+/* Admission of a tokenized job to the sequence queue (429 when over max_queue_tokens). */
+void srv_admit(serve_server *s, srv_job *j);
+/* A queued sequence is finished with (computed or dropped): the last one answers the job and
+ * releases the queue's reference. */
+void srv_seq_done(serve_server *s, srv_seq *q);
+/* The packing policy (caller holds q_mu): unlinks the next batch from the queue into *b (b->n == 0
+ * when nothing fits or memory ran out) and the sequences of cancelled jobs met on the way into
+ * *dropped (returns how many; the caller passes them to srv_seq_done). */
+int srv_form_batch(serve_server *s, srv_batch *b, srv_seq ***dropped, int *dropped_cap,
+                   int lookahead);
+/* serve_engine.c */
+void *srv_engine_main(void *arg);
+
+/* serve_request.c: parse and validate bodies into a job (NULL + err on failure) */
+srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, size_t len,
+                         srv_error *err);
+/* /tokenize and /decode run synchronously on the HTTP thread: the response body or NULL + err */
+char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t *out_len,
+                          srv_error *err);
+char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *out_len,
+                        srv_error *err);
+
+/* serve_response.c */
+char *srv_render_embeddings(serve_server *s, const srv_job *j, size_t *len);
+char *srv_render_error(const srv_error *e, size_t *len);
+char *srv_render_info(serve_server *s, size_t *len);
+char *srv_render_models(serve_server *s, size_t *len);
+/* Shortest-enough decimal of a float that reads back to the same float; returns chars written
+ * (at most 16, buf needs 24). */
+int srv_format_float(float x, char *buf);
+void srv_base64(sbuf *b, const unsigned char *p, size_t n);
+
+/* serve_http.c */
+int srv_http_start(serve_server *s, char *err, size_t errlen);
+/* Waits (up to timeout_s) for every accepted request to be answered, then stops the listener. */
+void srv_http_stop(serve_server *s, double timeout_s);
+
+#endif

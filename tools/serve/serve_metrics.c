@@ -1,0 +1,153 @@
+/* serve_metrics.c — Prometheus text exposition: requests by route and status, failures by reason,
+ * queue gauges, batch size / tokens and stage-duration histograms, tokens processed. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "serve_internal.h"
+
+static void hist_init(srv_hist *h, const double *bounds, int n) {
+    memset(h, 0, sizeof *h);
+    h->n = n;
+    memcpy(h->bounds, bounds, (size_t)n * sizeof *bounds);
+}
+
+void srv_metrics_init(srv_metrics *m) {
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->mu, NULL);
+    static const double secs[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                  0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
+    static const double sizes[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
+    static const double toks[] = {16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072};
+    const int ns = (int)(sizeof secs / sizeof secs[0]);
+    hist_init(&m->batch_size, sizes, (int)(sizeof sizes / sizeof sizes[0]));
+    hist_init(&m->batch_tokens, toks, (int)(sizeof toks / sizeof toks[0]));
+    hist_init(&m->t_tokenize, secs, ns);
+    hist_init(&m->t_queue, secs, ns);
+    hist_init(&m->t_inference, secs, ns);
+    hist_init(&m->t_total, secs, ns);
+}
+
+void srv_metrics_free(srv_metrics *m) {
+    pthread_mutex_destroy(&m->mu);
+}
+
+void srv_metrics_request(srv_metrics *m, const char *route, int status, const char *fail_reason) {
+    pthread_mutex_lock(&m->mu);
+    int i;
+    for (i = 0; i < m->n_req; i++)
+        if (m->req[i].status == status && !strcmp(m->req[i].route, route)) break;
+    if (i == m->n_req && m->n_req < (int)(sizeof m->req / sizeof m->req[0])) {
+        snprintf(m->req[i].route, sizeof m->req[i].route, "%s", route);
+        m->req[i].status = status;
+        m->req[i].count = 0;
+        m->n_req++;
+    }
+    if (i < m->n_req) m->req[i].count++;
+    if (fail_reason) {
+        int k;
+        for (k = 0; k < m->n_fail; k++)
+            if (!strcmp(m->fail[k].reason, fail_reason)) break;
+        if (k == m->n_fail && m->n_fail < SRV_MAX_REASONS) {
+            snprintf(m->fail[k].reason, sizeof m->fail[k].reason, "%s", fail_reason);
+            m->fail[k].count = 0;
+            m->n_fail++;
+        }
+        if (k < m->n_fail) m->fail[k].count++;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void srv_hist_observe(srv_metrics *m, srv_hist *h, double v) {
+    pthread_mutex_lock(&m->mu);
+    int i = 0;
+    while (i < h->n && v > h->bounds[i])
+        i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->total++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void put_hist(sbuf *b, const char *name, const char *help, const srv_hist *h) {
+    sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    unsigned long cum = 0;
+    for (int i = 0; i < h->n; i++) {
+        cum += h->counts[i];
+        sb_printf(b, "%s_bucket{le=\"%g\"} %lu\n", name, h->bounds[i], cum);
+    }
+    cum += h->counts[h->n];
+    sb_printf(b, "%s_bucket{le=\"+Inf\"} %lu\n%s_sum %.6f\n%s_count %lu\n", name, cum, name, h->sum,
+              name, h->total);
+}
+
+char *srv_metrics_render(serve_server *s, size_t *len) {
+    sbuf b = {0};
+    long q_seqs, q_tokens, inflight;
+    int busy;
+    pthread_mutex_lock(&s->q_mu);
+    q_seqs = s->q_seqs;
+    q_tokens = s->q_tokens;
+    inflight = s->inflight_tokens;
+    busy = s->engine_busy;
+    pthread_mutex_unlock(&s->q_mu);
+    long active;
+    pthread_mutex_lock(&s->state_mu);
+    active = s->active_requests;
+    pthread_mutex_unlock(&s->state_mu);
+
+    srv_metrics *m = &s->metrics;
+    pthread_mutex_lock(&m->mu);
+    sb_puts(&b, "# HELP qembed_requests_total HTTP requests answered, by route and status.\n"
+                "# TYPE qembed_requests_total counter\n");
+    for (int i = 0; i < m->n_req; i++)
+        sb_printf(&b, "qembed_requests_total{route=\"%s\",status=\"%d\"} %lu\n", m->req[i].route,
+                  m->req[i].status, m->req[i].count);
+    sb_puts(&b, "# HELP qembed_request_failures_total Failed requests by reason.\n"
+                "# TYPE qembed_request_failures_total counter\n");
+    for (int i = 0; i < m->n_fail; i++)
+        sb_printf(&b, "qembed_request_failures_total{reason=\"%s\"} %lu\n", m->fail[i].reason,
+                  m->fail[i].count);
+    sb_printf(
+        &b,
+        "# HELP qembed_up 1 when the engine answers (ready), else 0.\n# TYPE qembed_up gauge\n"
+        "qembed_up %d\n"
+        "# HELP qembed_requests_in_flight Accepted requests not yet answered.\n"
+        "# TYPE qembed_requests_in_flight gauge\nqembed_requests_in_flight %ld\n"
+        "# HELP qembed_queue_sequences Sequences waiting for a batch.\n"
+        "# TYPE qembed_queue_sequences gauge\nqembed_queue_sequences %ld\n"
+        "# HELP qembed_queue_tokens Tokens waiting for a batch.\n"
+        "# TYPE qembed_queue_tokens gauge\nqembed_queue_tokens %ld\n"
+        "# HELP qembed_inflight_tokens Tokens queued or computing (bounded by "
+        "--max-queue-tokens).\n"
+        "# TYPE qembed_inflight_tokens gauge\nqembed_inflight_tokens %ld\n"
+        "# HELP qembed_engine_busy 1 while the engine computes a batch.\n"
+        "# TYPE qembed_engine_busy gauge\nqembed_engine_busy %d\n"
+        "# HELP qembed_tokens_processed_total Tokens embedded.\n"
+        "# TYPE qembed_tokens_processed_total counter\nqembed_tokens_processed_total %lu\n"
+        "# HELP qembed_sequences_processed_total Sequences embedded.\n"
+        "# TYPE qembed_sequences_processed_total counter\nqembed_sequences_processed_total %lu\n"
+        "# HELP qembed_batches_total Engine calls.\n"
+        "# TYPE qembed_batches_total counter\nqembed_batches_total %lu\n"
+        "# HELP qembed_cancelled_sequences_total Queued sequences dropped because the client "
+        "left.\n"
+        "# TYPE qembed_cancelled_sequences_total counter\nqembed_cancelled_sequences_total %lu\n"
+        "# HELP qembed_inputs_total Inputs received in embedding requests.\n"
+        "# TYPE qembed_inputs_total counter\nqembed_inputs_total %lu\n"
+        "# HELP qembed_prompt_tokens_total Prompt tokens of answered embedding requests.\n"
+        "# TYPE qembed_prompt_tokens_total counter\nqembed_prompt_tokens_total %lu\n",
+        atomic_load(&s->state) == SERVE_READY, active, q_seqs, q_tokens, inflight, busy,
+        m->tokens_processed, m->sequences_processed, m->batches, m->cancelled_seqs, m->inputs_total,
+        m->prompt_tokens_total);
+    put_hist(&b, "qembed_batch_size", "Sequences per engine call.", &m->batch_size);
+    put_hist(&b, "qembed_batch_tokens", "Tokens per engine call.", &m->batch_tokens);
+    put_hist(&b, "qembed_tokenization_duration_seconds", "Parse and tokenization time per request.",
+             &m->t_tokenize);
+    put_hist(&b, "qembed_queue_duration_seconds", "Time from admission to the first engine call.",
+             &m->t_queue);
+    put_hist(&b, "qembed_inference_duration_seconds", "Engine time per batch.", &m->t_inference);
+    put_hist(&b, "qembed_request_duration_seconds", "Total time per embedding request.",
+             &m->t_total);
+    pthread_mutex_unlock(&m->mu);
+    return sb_take(&b, len);
+}

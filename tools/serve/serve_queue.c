@@ -1,0 +1,392 @@
+/* serve_queue.c — the CPU side of the pipeline: a pool of tokenizer threads, admission of
+ * tokenized jobs to the sequence queue (429 past --max-queue-tokens), and the batch-forming thread
+ * that packs queued sequences for the engine thread under --max-batch-tokens.
+ *
+ * Packing policy: first come, first served with bounded skip-ahead. The oldest live sequence always
+ * opens the next batch (so a long sequence is never starved, even one longer than the budget, which
+ * then runs alone); the rest of the budget is filled with the next sequences, in arrival order,
+ * that still fit, looking at most LOOKAHEAD entries past the head (so short sequences are not stuck
+ * behind a long one that does not fit). Sequences of cancelled jobs are dropped as they are met. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "serve_internal.h"
+#include "tokenizer.h"
+
+#define TOK_CHUNK 8 /* inputs per tokenizer task: small enough to spread one request over threads  \
+                     */
+#define LOOKAHEAD 4096
+
+struct srv_tok_task {
+    srv_job *job;
+    int start, end;
+    struct srv_tok_task *next;
+};
+
+void srv_seq_done(serve_server *s, srv_seq *q) {
+    (void)s;
+    srv_job *j = q->job;
+    if (atomic_fetch_sub(&j->seqs_left, 1) == 1) {
+        srv_job_finish(j); /* no-op when the job already failed */
+        srv_job_unref(j);  /* the queue's reference */
+    }
+}
+
+static void tokenize_one(serve_server *s, srv_job *j, int i) {
+    tok_encode_opts o = {.add_special = 1,
+                         .max_length = j->max_len,
+                         .truncate_left = j->truncate_left,
+                         .no_truncate = !j->truncate};
+    char terr[256];
+    srv_error e;
+    tok_status st = tok_encode(s->tok, j->texts[i], j->text_lens[i], &o, &j->ids[i], &j->lens[i],
+                               terr, sizeof terr);
+    if (st == TOK_OK && j->lens[i] > 0) return;
+    if (st == TOK_ERR_TOO_LONG) {
+        /* once more without the limit, to tell the client how long it is */
+        tok_encode_opts full = {.add_special = 1};
+        int32_t *ids = NULL;
+        int n = -1;
+        if (tok_encode(s->tok, j->texts[i], j->text_lens[i], &full, &ids, &n, terr, sizeof terr) !=
+            TOK_OK)
+            n = -1;
+        free(ids);
+        if (n >= 0)
+            srv_err_set(
+                &e, 413, "invalid_request_error", "input_too_long", "input",
+                "input %d has %d tokens, more than the limit of %d tokens (set truncate: true "
+                "to truncate)",
+                i, n, j->max_len);
+        else
+            srv_err_set(&e, 413, "invalid_request_error", "input_too_long", "input",
+                        "input %d is longer than the limit of %d tokens (set truncate: true to "
+                        "truncate)",
+                        i, j->max_len);
+    } else if (st == TOK_ERR_UTF8) {
+        srv_err_set(&e, 400, "invalid_request_error", "invalid_utf8", "input",
+                    "input %d is not valid UTF-8", i);
+    } else if (st == TOK_OK) {
+        srv_err_set(&e, 400, "invalid_request_error", "empty_input", "input",
+                    "input %d has no tokens", i);
+    } else {
+        srv_err_set(&e, 500, "server_error", "tokenizer_error", "input", "input %d: tokenizer: %s",
+                    i, terr);
+    }
+    srv_job_fail(j, &e);
+}
+
+static void *tok_main(void *arg) {
+    serve_server *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->tok_mu);
+        while (!s->tok_stop && !s->tok_head)
+            pthread_cond_wait(&s->tok_cv, &s->tok_mu);
+        struct srv_tok_task *t = s->tok_head;
+        if (!t) { /* stopping with nothing left */
+            pthread_mutex_unlock(&s->tok_mu);
+            return NULL;
+        }
+        s->tok_head = t->next;
+        if (!s->tok_head) s->tok_tail = NULL;
+        pthread_mutex_unlock(&s->tok_mu);
+
+        srv_job *j = t->job;
+        for (int i = t->start; i < t->end; i++) {
+            int failed;
+            pthread_mutex_lock(&j->mu);
+            failed = j->done;
+            pthread_mutex_unlock(&j->mu);
+            if (failed || atomic_load(&j->cancelled) || s->tok_stop) break;
+            tokenize_one(s, j, i);
+        }
+        if (atomic_fetch_sub(&j->tok_chunks_left, 1) == 1) {
+            int failed;
+            pthread_mutex_lock(&j->mu);
+            failed = j->done;
+            pthread_mutex_unlock(&j->mu);
+            if (!failed && atomic_load(&j->cancelled)) {
+                srv_error e;
+                srv_err_set(&e, 499, "invalid_request_error", "client_disconnected", "",
+                            "the client closed the connection");
+                srv_job_fail(j, &e);
+            } else if (!failed) {
+                if (s->tok_stop) {
+                    srv_error e;
+                    srv_err_set(&e, 503, "server_error", "shutting_down", "",
+                                "the server is stopping");
+                    srv_job_fail(j, &e);
+                } else {
+                    srv_admit(s, j);
+                }
+            }
+        }
+        srv_job_unref(j);
+        free(t);
+    }
+}
+
+void srv_submit(serve_server *s, srv_job *j) {
+    if (!j->texts) {
+        srv_admit(s, j);
+        return;
+    }
+    int chunks = (j->n + TOK_CHUNK - 1) / TOK_CHUNK;
+    struct srv_tok_task *head = NULL, *tail = NULL;
+    for (int c = 0; c < chunks; c++) {
+        struct srv_tok_task *t = calloc(1, sizeof *t);
+        if (!t) {
+            while (head) {
+                struct srv_tok_task *nx = head->next;
+                srv_job_unref(head->job);
+                free(head);
+                head = nx;
+            }
+            srv_error e;
+            srv_err_set(&e, 500, "server_error", "out_of_memory", "", "out of memory");
+            srv_job_fail(j, &e);
+            return;
+        }
+        srv_job_ref(j);
+        t->job = j;
+        t->start = c * TOK_CHUNK;
+        t->end = t->start + TOK_CHUNK < j->n ? t->start + TOK_CHUNK : j->n;
+        if (tail)
+            tail->next = t;
+        else
+            head = t;
+        tail = t;
+    }
+    atomic_store(&j->tok_chunks_left, chunks);
+    pthread_mutex_lock(&s->tok_mu);
+    if (s->tok_stop) { /* no tokenizer thread will take it */
+        pthread_mutex_unlock(&s->tok_mu);
+        while (head) {
+            struct srv_tok_task *nx = head->next;
+            srv_job_unref(head->job);
+            free(head);
+            head = nx;
+        }
+        srv_error e;
+        srv_err_set(&e, 503, "server_error", "shutting_down", "", "the server is stopping");
+        srv_job_fail(j, &e);
+        return;
+    }
+    if (s->tok_tail)
+        s->tok_tail->next = head;
+    else
+        s->tok_head = head;
+    s->tok_tail = tail;
+    pthread_cond_broadcast(&s->tok_cv);
+    pthread_mutex_unlock(&s->tok_mu);
+}
+
+void srv_admit(serve_server *s, srv_job *j) {
+    srv_error e;
+    long total = 0;
+    for (int i = 0; i < j->n; i++)
+        total += j->lens[i];
+    j->prompt_tokens = total;
+    j->out = malloc((size_t)j->n * (size_t)j->dims * sizeof(float));
+    if (!j->out) {
+        srv_err_set(&e, 500, "server_error", "out_of_memory", "", "out of memory");
+        srv_job_fail(j, &e);
+        return;
+    }
+    pthread_mutex_lock(&s->q_mu);
+    int st = atomic_load(&s->state);
+    if (s->q_stop || (st != SERVE_READY && st != SERVE_DRAINING)) {
+        pthread_mutex_unlock(&s->q_mu);
+        srv_err_set(&e, 503, "server_error", st == SERVE_FAULT ? "device_fault" : "unavailable", "",
+                    st == SERVE_FAULT
+                        ? "the engine had a device fault; this server no longer embeds"
+                        : "the server is not accepting work");
+        srv_job_fail(j, &e);
+        return;
+    }
+    if (s->inflight_tokens + total > s->cfg.max_queue_tokens) {
+        long queued = s->inflight_tokens;
+        pthread_mutex_unlock(&s->q_mu);
+        srv_err_set(
+            &e, 429, "rate_limit_error", "queue_full", "",
+            "the queue is full: %ld tokens queued, this request adds %ld, the limit is %ld; "
+            "retry later",
+            queued, total, s->cfg.max_queue_tokens);
+        srv_job_fail(j, &e);
+        return;
+    }
+    srv_job_ref(j); /* the queue's reference, released by the last srv_seq_done */
+    j->t_queued = srv_now();
+    for (int i = 0; i < j->n; i++) {
+        srv_seq *q = &j->seqs[i];
+        q->next = NULL;
+        if (s->q_tail)
+            s->q_tail->next = q;
+        else
+            s->q_head = q;
+        s->q_tail = q;
+    }
+    s->q_seqs += j->n;
+    s->q_tokens += total;
+    s->inflight_tokens += total;
+    pthread_cond_broadcast(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+}
+
+int srv_form_batch(serve_server *s, srv_batch *b, srv_seq ***dropped, int *dropped_cap,
+                   int lookahead) {
+    memset(b, 0, sizeof *b);
+    int nd = 0, cap = 0;
+    const long budget = s->cfg.max_batch_tokens;
+    int looked = 0;
+    srv_seq *prev = NULL, *q = s->q_head;
+    while (q && looked < lookahead && b->tokens < budget) {
+        srv_seq *next = q->next;
+        int len = q->job->lens[q->index];
+        int drop = atomic_load(&q->job->cancelled);
+        int take = !drop && (b->n == 0 || b->tokens + len <= budget);
+        /* room in the output arrays first; out of memory leaves q queued for the next round */
+        if (drop && nd == *dropped_cap) {
+            int nc = *dropped_cap ? 2 * *dropped_cap : 64;
+            srv_seq **nb = realloc(*dropped, (size_t)nc * sizeof *nb);
+            if (nb) {
+                *dropped = nb;
+                *dropped_cap = nc;
+            } else {
+                drop = 0;
+            }
+        }
+        if (take && b->n == cap) {
+            int nc = cap ? 2 * cap : 256;
+            srv_seq **nb = realloc(b->seqs, (size_t)nc * sizeof *nb);
+            if (nb) {
+                b->seqs = nb;
+                cap = nc;
+            } else {
+                break;
+            }
+        }
+        if (drop || take) {
+            if (prev)
+                prev->next = next;
+            else
+                s->q_head = next;
+            if (s->q_tail == q) s->q_tail = prev;
+            q->next = NULL;
+            s->q_seqs--;
+            s->q_tokens -= len;
+            if (drop) {
+                s->inflight_tokens -= len;
+                (*dropped)[nd++] = q;
+            } else {
+                b->seqs[b->n++] = q;
+                b->tokens += len;
+            }
+        } else {
+            prev = q;
+            looked++;
+        }
+        q = next;
+    }
+    if (b->n == 0) {
+        free(b->seqs);
+        b->seqs = NULL;
+    }
+    return nd;
+}
+
+static void *former_main(void *arg) {
+    serve_server *s = arg;
+    srv_seq **dropped = NULL;
+    int dcap = 0;
+    pthread_mutex_lock(&s->q_mu);
+    for (;;) {
+        while (!s->q_stop && (s->slot.n > 0 || !s->q_head))
+            pthread_cond_wait(&s->q_cv, &s->q_mu);
+        if (s->q_stop) break;
+        srv_batch b;
+        int nd = srv_form_batch(s, &b, &dropped, &dcap, LOOKAHEAD);
+        if (b.n > 0) {
+            s->slot = b; /* the array now belongs to the engine thread */
+            pthread_cond_broadcast(&s->q_cv);
+        }
+        if (nd) {
+            pthread_mutex_lock(&s->metrics.mu);
+            s->metrics.cancelled_seqs += (unsigned long)nd;
+            pthread_mutex_unlock(&s->metrics.mu);
+            pthread_mutex_unlock(&s->q_mu);
+            for (int i = 0; i < nd; i++)
+                srv_seq_done(s, dropped[i]);
+            pthread_mutex_lock(&s->q_mu);
+        }
+        if (b.n == 0 && nd == 0) { /* out of memory: let the engine free some, then retry */
+            pthread_mutex_unlock(&s->q_mu);
+            usleep(1000);
+            pthread_mutex_lock(&s->q_mu);
+        }
+    }
+    pthread_mutex_unlock(&s->q_mu);
+    free(dropped);
+    return NULL;
+}
+
+int srv_pipeline_start(serve_server *s) {
+    s->n_tok_threads = s->cfg.tokenizer_threads > 0 ? s->cfg.tokenizer_threads : 2;
+    s->tok_threads = calloc((size_t)s->n_tok_threads, sizeof *s->tok_threads);
+    if (!s->tok_threads) return -1;
+    int started = 0;
+    for (; started < s->n_tok_threads; started++)
+        if (pthread_create(&s->tok_threads[started], NULL, tok_main, s) != 0) break;
+    s->n_tok_threads = started;
+    if (started == 0) return -1;
+    if (pthread_create(&s->former, NULL, former_main, s) != 0) return -1;
+    if (pthread_create(&s->engine_thread, NULL, srv_engine_main, s) != 0) {
+        pthread_mutex_lock(&s->q_mu);
+        s->q_stop = 1;
+        pthread_cond_broadcast(&s->q_cv);
+        pthread_mutex_unlock(&s->q_mu);
+        pthread_join(s->former, NULL);
+        return -1;
+    }
+    s->pipeline_started = 1;
+    return 0;
+}
+
+/* Stops every pipeline thread; whatever is still queued is answered 503. */
+void srv_pipeline_stop(serve_server *s) {
+    pthread_mutex_lock(&s->tok_mu);
+    s->tok_stop = 1;
+    pthread_cond_broadcast(&s->tok_cv);
+    pthread_mutex_unlock(&s->tok_mu);
+    for (int i = 0; i < s->n_tok_threads; i++)
+        pthread_join(s->tok_threads[i], NULL);
+    free(s->tok_threads);
+    s->tok_threads = NULL;
+    s->n_tok_threads = 0;
+
+    pthread_mutex_lock(&s->q_mu);
+    s->q_stop = 1;
+    pthread_cond_broadcast(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+    if (s->pipeline_started) {
+        pthread_join(s->former, NULL);
+        pthread_join(s->engine_thread, NULL);
+        s->pipeline_started = 0;
+    }
+    srv_error e;
+    srv_err_set(&e, 503, "server_error", "shutting_down", "", "the server is stopping");
+    /* the slot the engine did not take, then the queue */
+    for (int i = 0; i < s->slot.n; i++) {
+        srv_job_fail(s->slot.seqs[i]->job, &e);
+        srv_seq_done(s, s->slot.seqs[i]);
+    }
+    free(s->slot.seqs);
+    memset(&s->slot, 0, sizeof s->slot);
+    while (s->q_head) {
+        srv_seq *q = s->q_head;
+        s->q_head = q->next;
+        srv_job_fail(q->job, &e);
+        srv_seq_done(s, q);
+    }
+    s->q_tail = NULL;
+}

@@ -1,0 +1,530 @@
+/* serve_request.c — parses and validates request bodies (OpenAI /v1/embeddings, TEI /embed,
+ * /tokenize, /decode) into jobs or direct answers. Every rejection carries the status of
+ * SERVING.md's error table and names the offending field. */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "serve_internal.h"
+#include "tokenizer.h"
+
+#define BAD(e, param, ...)                                                                         \
+    srv_err_set((e), 400, "invalid_request_error", NULL, (param), __VA_ARGS__)
+
+/* A field, with JSON null read as absent (clients send "dimensions": null). */
+static const cJSON *field(const cJSON *obj, const char *name) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return (f && !cJSON_IsNull(f)) ? f : NULL;
+}
+
+/* Strict UTF-8: no overlongs, no surrogates, nothing past U+10FFFF. */
+static int utf8_valid(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int k;
+        unsigned cp, min;
+        if ((c & 0xE0) == 0xC0)
+            k = 1, cp = c & 0x1F, min = 0x80;
+        else if ((c & 0xF0) == 0xE0)
+            k = 2, cp = c & 0x0F, min = 0x800;
+        else if ((c & 0xF8) == 0xF0)
+            k = 3, cp = c & 0x07, min = 0x10000;
+        else
+            return 0;
+        for (int t = 1; t <= k; t++) {
+            if (i + (size_t)t >= n || (s[i + t] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + t] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        i += (size_t)k + 1;
+    }
+    return 1;
+}
+
+/* A JSON number that is an integer id of the vocabulary. */
+static int read_id(const cJSON *v, int vocab, int32_t *out, srv_error *e, const char *param) {
+    if (!cJSON_IsNumber(v)) {
+        BAD(e, param, "token ids must be integers");
+        return -1;
+    }
+    double d = v->valuedouble;
+    if (d != (double)(long long)d) {
+        BAD(e, param, "token ids must be integers (got %g)", d);
+        return -1;
+    }
+    if (d < 0 || d >= vocab) {
+        srv_err_set(e, 400, "invalid_request_error", "invalid_token_id", param,
+                    "token id %lld is outside the vocabulary [0, %d)", (long long)d, vocab);
+        return -1;
+    }
+    *out = (int32_t)d;
+    return 0;
+}
+
+static int read_bool(const cJSON *obj, const char *name, int dflt, int *out, srv_error *e) {
+    const cJSON *f = field(obj, name);
+    if (!f) {
+        *out = dflt;
+        return 0;
+    }
+    if (!cJSON_IsBool(f)) {
+        BAD(e, name, "'%s' must be a boolean", name);
+        return -1;
+    }
+    *out = cJSON_IsTrue(f) ? 1 : 0;
+    return 0;
+}
+
+/* Reads an array of ids into a fresh array. */
+static int read_id_array(const cJSON *arr, int vocab, int32_t **ids, int *n, srv_error *e,
+                         const char *param) {
+    int m = cJSON_GetArraySize(arr);
+    if (m == 0) {
+        BAD(e, param, "a token id sequence must not be empty");
+        return -1;
+    }
+    int32_t *v = malloc((size_t)m * sizeof *v);
+    if (!v) {
+        srv_err_set(e, 500, "server_error", "out_of_memory", param, "out of memory");
+        return -1;
+    }
+    int i = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, arr) {
+        if (read_id(x, vocab, &v[i++], e, param) != 0) {
+            free(v);
+            return -1;
+        }
+    }
+    *ids = v;
+    *n = m;
+    return 0;
+}
+
+/* Applies the length limit to ids given by the client. */
+static int limit_ids(srv_job *j, int i, srv_error *e, const char *param) {
+    if (j->lens[i] <= j->max_len) return 0;
+    if (!j->truncate) {
+        srv_err_set(e, 413, "invalid_request_error", "input_too_long", param,
+                    "input %d has %d tokens, more than the limit of %d tokens (set truncate: true "
+                    "to truncate)",
+                    i, j->lens[i], j->max_len);
+        return -1;
+    }
+    if (j->truncate_left)
+        memmove(j->ids[i], j->ids[i] + (j->lens[i] - j->max_len), (size_t)j->max_len * 4);
+    j->lens[i] = j->max_len;
+    return 0;
+}
+
+srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, size_t len,
+                         srv_error *e) {
+    const int tei = route == ROUTE_TEI;
+    const char *in_name = tei ? "inputs" : "input";
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    srv_job *j = NULL;
+    if (!root) {
+        BAD(e, "", "the body is not valid JSON");
+        return NULL;
+    }
+    if (!cJSON_IsObject(root)) {
+        BAD(e, "", "the body must be a JSON object");
+        goto fail;
+    }
+    const cJSON *input = field(root, in_name);
+    if (!input) {
+        BAD(e, in_name, "'%s' is required", in_name);
+        goto fail;
+    }
+
+    /* model: must name what we serve when given */
+    const cJSON *model = field(root, "model");
+    if (model && !cJSON_IsString(model)) {
+        BAD(e, "model", "'model' must be a string");
+        goto fail;
+    }
+    if (model && strcmp(model->valuestring, s->served_name) != 0) {
+        srv_err_set(e, 400, "invalid_request_error", "model_not_found", "model",
+                    "model '%.100s' is not served here; this server serves '%.100s'",
+                    model->valuestring, s->served_name);
+        goto fail;
+    }
+    const cJSON *user = field(root, "user");
+    if (user && !cJSON_IsString(user)) {
+        BAD(e, "user", "'user' must be a string");
+        goto fail;
+    }
+
+    int dims = s->width;
+    const cJSON *d = field(root, "dimensions");
+    if (d) {
+        int lo = s->width < 32 ? s->width : 32;
+        if (!cJSON_IsNumber(d) || d->valuedouble != (double)(long long)d->valuedouble) {
+            BAD(e, "dimensions", "'dimensions' must be an integer");
+            goto fail;
+        }
+        if (d->valuedouble < lo || d->valuedouble > s->width) {
+            srv_err_set(e, 400, "invalid_request_error", "invalid_dimensions", "dimensions",
+                        "'dimensions' must be between %d and %d (got %g)", lo, s->width,
+                        d->valuedouble);
+            goto fail;
+        }
+        dims = (int)d->valuedouble;
+    }
+
+    int base64 = 0;
+    const cJSON *ef = field(root, "encoding_format");
+    if (ef) {
+        if (!cJSON_IsString(ef)) {
+            BAD(e, "encoding_format", "'encoding_format' must be a string");
+            goto fail;
+        }
+        if (!strcmp(ef->valuestring, "base64"))
+            base64 = 1;
+        else if (strcmp(ef->valuestring, "float") != 0) {
+            BAD(e, "encoding_format",
+                "'encoding_format' must be \"float\" or \"base64\" (got \"%.60s\")",
+                ef->valuestring);
+            goto fail;
+        }
+        if (tei && base64) {
+            BAD(e, "encoding_format", "/embed returns floats only");
+            goto fail;
+        }
+    }
+
+    int truncate, normalize, truncate_left = 0;
+    if (read_bool(root, "truncate", 1, &truncate, e) ||
+        read_bool(root, "normalize", 1, &normalize, e))
+        goto fail;
+    if (!normalize) {
+        BAD(e, "normalize",
+            "normalize: false is not supported: this engine returns L2-normalised vectors only");
+        goto fail;
+    }
+    const cJSON *td = field(root, "truncation_direction");
+    if (td) {
+        if (!cJSON_IsString(td)) {
+            BAD(e, "truncation_direction", "'truncation_direction' must be a string");
+            goto fail;
+        }
+        if (!strcasecmp(td->valuestring, "left"))
+            truncate_left = 1;
+        else if (strcasecmp(td->valuestring, "right") != 0) {
+            BAD(e, "truncation_direction", "'truncation_direction' must be \"right\" or \"left\"");
+            goto fail;
+        }
+    }
+
+    const cJSON *instr = field(root, "instruction");
+    const cJSON *pname = field(root, "prompt_name");
+    if (instr && !cJSON_IsString(instr)) {
+        BAD(e, "instruction", "'instruction' must be a string");
+        goto fail;
+    }
+    if (pname && !cJSON_IsString(pname)) {
+        BAD(e, "prompt_name", "'prompt_name' must be a string");
+        goto fail;
+    }
+    if (instr &&
+        !utf8_valid((const unsigned char *)instr->valuestring, strlen(instr->valuestring))) {
+        srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "instruction",
+                    "'instruction' is not valid UTF-8");
+        goto fail;
+    }
+    if (instr && pname) {
+        BAD(e, "instruction", "give either 'instruction' or 'prompt_name', not both");
+        goto fail;
+    }
+    const char *prefix = NULL;
+    if (pname) {
+        prefix = s->tok ? tok_prompt(s->tok, pname->valuestring) : NULL;
+        if (!prefix) {
+            BAD(e, "prompt_name",
+                "unknown prompt_name \"%.60s\" (the model folder defines none by that name)",
+                pname->valuestring);
+            goto fail;
+        }
+    }
+
+    /* the shape of the input */
+    enum { IN_TEXTS, IN_IDS, IN_ID_LISTS } kind;
+    int n;
+    if (cJSON_IsString(input)) {
+        kind = IN_TEXTS;
+        n = 1;
+    } else if (cJSON_IsArray(input)) {
+        n = cJSON_GetArraySize(input);
+        if (n == 0) {
+            BAD(e, in_name, "'%s' must not be an empty array", in_name);
+            goto fail;
+        }
+        const cJSON *first = input->child;
+        if (cJSON_IsString(first))
+            kind = IN_TEXTS;
+        else if (cJSON_IsNumber(first))
+            kind = IN_IDS, n = 1;
+        else if (cJSON_IsArray(first))
+            kind = IN_ID_LISTS;
+        else {
+            BAD(e, in_name,
+                "'%s' must be a string, an array of strings, an array of token ids or an "
+                "array of arrays of token ids",
+                in_name);
+            goto fail;
+        }
+    } else {
+        BAD(e, in_name,
+            "'%s' must be a string, an array of strings, an array of token ids or an array "
+            "of arrays of token ids",
+            in_name);
+        goto fail;
+    }
+    if (n > s->cfg.max_client_batch) {
+        srv_err_set(e, 413, "invalid_request_error", "too_many_inputs", in_name,
+                    "%d inputs is more than the limit of %d per request", n,
+                    s->cfg.max_client_batch);
+        goto fail;
+    }
+    if (kind != IN_TEXTS && (instr || pname)) {
+        BAD(e, instr ? "instruction" : "prompt_name",
+            "'%s' applies to text inputs only, not token ids",
+            instr ? "instruction" : "prompt_name");
+        goto fail;
+    }
+
+    j = srv_job_new(n);
+    if (!j) {
+        srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+        goto fail;
+    }
+    j->route = route;
+    j->dims = dims;
+    j->base64 = base64;
+    j->width = s->width;
+    j->max_len = s->max_input_tokens;
+    j->truncate = truncate;
+    j->truncate_left = truncate_left;
+
+    if (kind == IN_TEXTS) {
+        j->texts = calloc((size_t)n, sizeof *j->texts);
+        j->text_lens = calloc((size_t)n, sizeof *j->text_lens);
+        if (!j->texts || !j->text_lens) {
+            srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+            goto fail;
+        }
+        const cJSON *x = cJSON_IsString(input) ? input : input->child;
+        for (int i = 0; i < n; i++, x = x->next) {
+            if (!cJSON_IsString(x)) {
+                BAD(e, in_name, "'%s' mixes strings with other types (element %d)", in_name, i);
+                goto fail;
+            }
+            const char *t = x->valuestring;
+            size_t tl = strlen(t);
+            if (tl == 0) {
+                BAD(e, in_name, "input %d is an empty string", i);
+                goto fail;
+            }
+            if (!utf8_valid((const unsigned char *)t, tl)) {
+                srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", in_name,
+                            "input %d is not valid UTF-8", i);
+                goto fail;
+            }
+            char *full;
+            if (instr)
+                full = tok_format_instruction(instr->valuestring, t);
+            else if (prefix) {
+                size_t pl = strlen(prefix);
+                full = malloc(pl + tl + 1);
+                if (full) {
+                    memcpy(full, prefix, pl);
+                    memcpy(full + pl, t, tl + 1);
+                }
+            } else
+                full = strdup(t);
+            if (!full) {
+                srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+                goto fail;
+            }
+            j->texts[i] = full;
+            j->text_lens[i] = strlen(full);
+        }
+    } else if (kind == IN_IDS) {
+        if (read_id_array(input, s->vocab, &j->ids[0], &j->lens[0], e, in_name) ||
+            limit_ids(j, 0, e, in_name))
+            goto fail;
+    } else {
+        int i = 0;
+        const cJSON *x;
+        cJSON_ArrayForEach(x, input) {
+            if (!cJSON_IsArray(x)) {
+                BAD(e, in_name, "'%s' mixes arrays of token ids with other types (element %d)",
+                    in_name, i);
+                goto fail;
+            }
+            if (read_id_array(x, s->vocab, &j->ids[i], &j->lens[i], e, in_name) ||
+                limit_ids(j, i, e, in_name))
+                goto fail;
+            i++;
+        }
+    }
+    cJSON_Delete(root);
+    return j;
+fail:
+    srv_job_unref(j);
+    cJSON_Delete(root);
+    return NULL;
+}
+
+/* /tokenize {"inputs": str | [str], "add_special_tokens": bool = true, "prompt_name": str}
+ *   -> [[id, ...], ...] (one array of ids per input, also for a single string) */
+char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t *out_len,
+                          srv_error *e) {
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    sbuf b = {0};
+    if (!root || !cJSON_IsObject(root)) {
+        BAD(e, "", root ? "the body must be a JSON object" : "the body is not valid JSON");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    const cJSON *in = field(root, "inputs");
+    int add_special;
+    const char *prefix = "";
+    if (read_bool(root, "add_special_tokens", 1, &add_special, e)) goto fail;
+    const cJSON *pn = field(root, "prompt_name");
+    if (pn) {
+        prefix = cJSON_IsString(pn) ? tok_prompt(s->tok, pn->valuestring) : NULL;
+        if (!prefix) {
+            BAD(e, "prompt_name", "unknown prompt_name");
+            goto fail;
+        }
+    }
+    if (!in || !(cJSON_IsString(in) || (cJSON_IsArray(in) && cJSON_GetArraySize(in) > 0))) {
+        BAD(e, "inputs", "'inputs' must be a string or a non-empty array of strings");
+        goto fail;
+    }
+    int n = cJSON_IsString(in) ? 1 : cJSON_GetArraySize(in);
+    if (n > s->cfg.max_client_batch) {
+        srv_err_set(e, 413, "invalid_request_error", "too_many_inputs", "inputs",
+                    "%d inputs is more than the limit of %d per request", n,
+                    s->cfg.max_client_batch);
+        goto fail;
+    }
+    sb_put(&b, "[", 1);
+    const cJSON *x = cJSON_IsString(in) ? in : in->child;
+    for (int i = 0; i < n; i++, x = x->next) {
+        if (!cJSON_IsString(x)) {
+            BAD(e, "inputs", "'inputs' must contain strings only");
+            goto fail;
+        }
+        size_t tl = strlen(x->valuestring);
+        if (!utf8_valid((const unsigned char *)x->valuestring, tl)) {
+            srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "inputs",
+                        "input %d is not valid UTF-8", i);
+            goto fail;
+        }
+        size_t pl = strlen(prefix);
+        char *full = malloc(pl + tl + 1);
+        if (!full) goto oom;
+        memcpy(full, prefix, pl);
+        memcpy(full + pl, x->valuestring, tl + 1);
+        tok_encode_opts o = {.add_special = add_special};
+        int32_t *ids = NULL;
+        int nid = 0;
+        char terr[200];
+        tok_status st = tok_encode(s->tok, full, pl + tl, &o, &ids, &nid, terr, sizeof terr);
+        free(full);
+        if (st != TOK_OK) {
+            srv_err_set(e, st == TOK_ERR_NOMEM ? 500 : 400, "invalid_request_error",
+                        st == TOK_ERR_UTF8 ? "invalid_utf8" : "tokenization_failed", "inputs",
+                        "input %d: %s", i, terr);
+            free(ids);
+            goto fail;
+        }
+        sb_put(&b, i ? ",[" : "[", i ? 2 : 1);
+        for (int k = 0; k < nid; k++)
+            sb_printf(&b, k ? ",%d" : "%d", (int)ids[k]);
+        sb_put(&b, "]", 1);
+        free(ids);
+    }
+    sb_put(&b, "]", 1);
+    cJSON_Delete(root);
+    char *r = sb_take(&b, out_len);
+    if (!r) srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+    return r;
+oom:
+    srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+fail:
+    sb_free(&b);
+    cJSON_Delete(root);
+    return NULL;
+}
+
+/* /decode {"ids": [id, ...] | [[id, ...], ...], "skip_special_tokens": bool = true}
+ *   -> ["text", ...] (one string per sequence, also for a single flat array) */
+char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *out_len,
+                        srv_error *e) {
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    sbuf b = {0};
+    if (!root || !cJSON_IsObject(root)) {
+        BAD(e, "", root ? "the body must be a JSON object" : "the body is not valid JSON");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    const cJSON *in = field(root, "ids");
+    int skip;
+    if (read_bool(root, "skip_special_tokens", 1, &skip, e)) goto fail;
+    if (!in || !cJSON_IsArray(in) || cJSON_GetArraySize(in) == 0) {
+        BAD(e, "ids", "'ids' must be a non-empty array of token ids or of arrays of token ids");
+        goto fail;
+    }
+    int nested = cJSON_IsArray(in->child);
+    int n = nested ? cJSON_GetArraySize(in) : 1;
+    if (n > s->cfg.max_client_batch) {
+        srv_err_set(e, 413, "invalid_request_error", "too_many_inputs", "ids",
+                    "%d sequences is more than the limit of %d per request", n,
+                    s->cfg.max_client_batch);
+        goto fail;
+    }
+    sb_put(&b, "[", 1);
+    const cJSON *x = nested ? in->child : in;
+    for (int i = 0; i < n; i++, x = x->next) {
+        if (!cJSON_IsArray(x)) {
+            BAD(e, "ids", "'ids' mixes arrays with other types");
+            goto fail;
+        }
+        int32_t *ids = NULL;
+        int nid = 0;
+        if (read_id_array(x, s->vocab, &ids, &nid, e, "ids")) goto fail;
+        char *text = NULL;
+        size_t tl = 0;
+        char terr[200];
+        tok_status st = tok_decode(s->tok, ids, nid, skip, &text, &tl, terr, sizeof terr);
+        free(ids);
+        if (st != TOK_OK) {
+            srv_err_set(e, st == TOK_ERR_NOMEM ? 500 : 400, "invalid_request_error",
+                        st == TOK_ERR_ID ? "invalid_token_id" : "decode_failed", "ids",
+                        "sequence %d: %s", i, terr);
+            free(text);
+            goto fail;
+        }
+        if (i) sb_put(&b, ",", 1);
+        sb_json_string(&b, text, tl);
+        free(text);
+    }
+    sb_put(&b, "]", 1);
+    cJSON_Delete(root);
+    char *r = sb_take(&b, out_len);
+    if (!r) srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+    return r;
+fail:
+    sb_free(&b);
+    cJSON_Delete(root);
+    return NULL;
+}
