@@ -61,9 +61,11 @@ int qe_qk_norm_rope(qe_bf16 *qkv, int n_tokens, int heads, int kv_heads, int hea
 int qe_swiglu(const qe_bf16 *gate_up, int rows, int inter, qe_bf16 *out, qe_stream s);
 
 /* For each sequence s: row = x[cu_seqlens[s+1]-1] (or x[s] when cu_seqlens is NULL); final
- * RMSNorm with final_norm_w, keep the first dims values, L2-normalise; out fp32 [n_seqs, dims]. */
+ * RMSNorm with final_norm_w, keep the first dims values, L2-normalise them when normalize;
+ * out fp32 [n_seqs, dims]. */
 int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
-                 const float *final_norm_w, float eps, int dims, float *out, qe_stream s);
+                 const float *final_norm_w, float eps, int dims, int normalize, float *out,
+                 qe_stream s);
 
 /* dst row s = src row (cu_seqlens[s+1]-1); rows of row_bytes (a multiple of 4) bytes. */
 int qe_gather_last_rows(const void *src, size_t row_bytes, const int32_t *cu_seqlens, int n_seqs,

@@ -8,7 +8,7 @@
 static __global__ void pool_last_kernel(const float *__restrict__ x, int hidden,
                                         const int32_t *__restrict__ cu_seqlens,
                                         const float *__restrict__ w, float eps, int dims,
-                                        float *__restrict__ out) {
+                                        int normalize, float *__restrict__ out) {
     __shared__ float red[33];
     const int s = blockIdx.x;
     const long long row = cu_seqlens ? (long long)cu_seqlens[s + 1] - 1 : s;
@@ -24,17 +24,18 @@ static __global__ void pool_last_kernel(const float *__restrict__ x, int hidden,
         nn += v * v;
     }
     nn = block_sum(nn, red);
-    const float l2 = nn > 0.0f ? rsqrtf(nn) : 0.0f;
+    const float l2 = !normalize ? 1.0f : nn > 0.0f ? rsqrtf(nn) : 0.0f;
     for (int i = threadIdx.x; i < dims; i += blockDim.x)
         out[(size_t)s * dims + i] = xr[i] * inv * w[i] * l2;
 }
 
 extern "C" int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
-                            const float *final_norm_w, float eps, int dims, float *out,
-                            qe_stream s) {
+                            const float *final_norm_w, float eps, int dims, int normalize,
+                            float *out, qe_stream s) {
     QE_K_REQUIRE(hidden > 0 && n_seqs >= 0 && dims > 0 && dims <= hidden);
     if (n_seqs == 0) return QE_K_OK;
-    pool_last_kernel<<<n_seqs, 256, 0, s>>>(x, hidden, cu_seqlens, final_norm_w, eps, dims, out);
+    pool_last_kernel<<<n_seqs, 256, 0, s>>>(x, hidden, cu_seqlens, final_norm_w, eps, dims,
+                                                normalize, out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

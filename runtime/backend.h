@@ -21,9 +21,10 @@ typedef struct qe_backend_ops {
     /* Builds backend state from the bound model (weights converted/copied as needed). */
     qe_status (*create)(const qe_model *model, const qe_options *opt, void **state, char *err,
                         size_t errlen);
-    /* out: [n_seqs, dims] L2-normalised embeddings of each sequence's last token. */
-    qe_status (*forward)(void *state, const qe_batch *batch, int dims, float *out, char *err,
-                         size_t errlen);
+    /* out: [n_seqs, dims]: each sequence's last row after the final RMSNorm, cut to dims,
+     * L2-normalised when normalize. */
+    qe_status (*forward)(void *state, const qe_batch *batch, int dims, int normalize, float *out,
+                         char *err, size_t errlen);
     void (*destroy)(void *state);
     /* Optional (NULL if absent), for tests: the residual stream [n_tokens, hidden] after the
      * first n_layers layers. */

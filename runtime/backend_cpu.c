@@ -201,13 +201,13 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char 
     return QE_OK;
 }
 
-static qe_status cpu_forward(void *state, const qe_batch *b, int dims, float *out, char *err,
-                             size_t errlen) {
+static qe_status cpu_forward(void *state, const qe_batch *b, int dims, int normalize, float *out,
+                             char *err, size_t errlen) {
     cpu_state *s = state;
     qe_status st = run_layers(s, b, s->cfg.num_layers, err, errlen);
     if (st == QE_OK)
         ref_pool_last(s->x, s->cfg.hidden_size, b->cu_seqlens, b->n_seqs, s->final_norm,
-                      (float)s->cfg.rms_norm_eps, dims, out);
+                      (float)s->cfg.rms_norm_eps, dims, normalize, out);
     return st;
 }
 

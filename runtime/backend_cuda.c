@@ -484,8 +484,8 @@ fail:
 /* One step: sequences [first, last) of the batch, at most max_tokens tokens, all in the arena.
  * With residual_out the step runs only the first n_layers layers (no shortcut) and copies the
  * residual stream [T, hidden] out instead of pooling. */
-static int run_step(cuda_state *st, const qe_batch *b, int first, int last, int dims, float *out,
-                    int n_layers, float *residual_out) {
+static int run_step(cuda_state *st, const qe_batch *b, int first, int last, int dims,
+                    int normalize, float *out, int n_layers, float *residual_out) {
     const int S = last - first;
     const int t0 = b->cu_seqlens[first];
     const int T = b->cu_seqlens[last] - t0;
@@ -579,7 +579,7 @@ static int run_step(cuda_state *st, const qe_batch *b, int first, int last, int 
     }
     const int compact = !full_last;
     K_CALL(qe_pool_last(compact ? st->x_last : st->x, H, compact ? NULL : d_cu, S, st->final_norm,
-                        st->eps, dims, st->pooled, s));
+                        st->eps, dims, normalize, st->pooled, s));
     prof_mark(st, OP_POOL);
     CUDA_CHECK(cudaMemcpyAsync(out, st->pooled, (size_t)S * dims * sizeof(float),
                                cudaMemcpyDeviceToHost, st->stream));
@@ -588,8 +588,8 @@ static int run_step(cuda_state *st, const qe_batch *b, int first, int last, int 
     return QE_K_OK;
 }
 
-static qe_status forward(void *state, const qe_batch *b, int dims, float *out, char *err,
-                         size_t errlen) {
+static qe_status forward(void *state, const qe_batch *b, int dims, int normalize, float *out,
+                         char *err, size_t errlen) {
     cuda_state *st = state;
     if (dims <= 0) dims = st->hidden;
     if (dims > st->hidden || b->n_seqs < 0 || !b->cu_seqlens || b->cu_seqlens[0] != 0) {
@@ -622,7 +622,8 @@ static qe_status forward(void *state, const qe_batch *b, int dims, float *out, c
         int last = first + 1;
         while (last < b->n_seqs && b->cu_seqlens[last + 1] - b->cu_seqlens[first] <= st->max_tokens)
             last++;
-        if (run_step(st, b, first, last, dims, out + (size_t)first * dims, st->layers, NULL) !=
+        if (run_step(st, b, first, last, dims, normalize, out + (size_t)first * dims,
+                     st->layers, NULL) !=
             QE_K_OK) {
             snprintf(err, errlen, "cuda backend: %s", qe_k_last_error());
             return QE_ERR_DEVICE;
@@ -651,7 +652,7 @@ static qe_status residual(void *state, const qe_batch *b, int n_layers, float *o
             snprintf(err, errlen, "cuda backend: token id %d outside the vocabulary", b->tokens[t]);
             return QE_ERR_ARG;
         }
-    if (run_step(st, b, 0, b->n_seqs, st->hidden, NULL, n_layers, out) != QE_K_OK) {
+    if (run_step(st, b, 0, b->n_seqs, st->hidden, 1, NULL, n_layers, out) != QE_K_OK) {
         snprintf(err, errlen, "cuda backend: %s", qe_k_last_error());
         return QE_ERR_DEVICE;
     }

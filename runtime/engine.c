@@ -125,7 +125,7 @@ static qe_status validate(qe_engine *e, const int32_t *const *ids, const int *le
 
 /* Packs sequences [first, last) into one batch and runs it. */
 static qe_status run_step(qe_engine *e, const int32_t *const *ids, const int *lens, int first,
-                          int last, int dims, float *out) {
+                          int last, int dims, int normalize, float *out) {
     int n = last - first, total = 0;
     for (int i = first; i < last; i++) total += lens[i];
     int32_t *tokens = malloc(sizeof(int32_t) * (size_t)total * 2);
@@ -144,8 +144,8 @@ static qe_status run_step(qe_engine *e, const int32_t *const *ids, const int *le
         cu[i + 1] = cu[i] + len;
     }
     qe_batch b = {n, total, tokens, positions, cu};
-    qe_status s = e->ops->forward(e->backend, &b, dims, out + (size_t)first * dims, e->last_error,
-                                  sizeof e->last_error);
+    qe_status s = e->ops->forward(e->backend, &b, dims, normalize, out + (size_t)first * dims,
+                                  e->last_error, sizeof e->last_error);
     free(tokens);
     free(cu);
     return s;
@@ -153,6 +153,11 @@ static qe_status run_step(qe_engine *e, const int32_t *const *ids, const int *le
 
 qe_status qe_embed_ids(qe_engine *e, const int32_t *const *ids, const int *lens, int n, int dims,
                        float *out) {
+    return qe_embed_ids_ex(e, ids, lens, n, dims, 1, out);
+}
+
+qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *lens, int n,
+                          int dims, int normalize, float *out) {
     pthread_mutex_lock(&e->lock);
     e->last_error[0] = 0;
     if (dims == 0) dims = e->model.cfg.hidden_size;
@@ -162,7 +167,7 @@ qe_status qe_embed_ids(qe_engine *e, const int32_t *const *ids, const int *lens,
         int last = first, tokens = 0;
         while (last < n && (last == first || tokens + lens[last] <= e->max_batch_tokens))
             tokens += lens[last++];
-        s = run_step(e, ids, lens, first, last, dims, out);
+        s = run_step(e, ids, lens, first, last, dims, normalize, out);
         first = last;
     }
     pthread_mutex_unlock(&e->lock);

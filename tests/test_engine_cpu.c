@@ -390,3 +390,20 @@ Test(errors, bad_requests_are_refused_with_a_message) {
     cr_assert_eq(qe_open(&o, &x, err, sizeof err), QE_ERR_IO);
     cr_assert(strstr(err, "/nonexistent/model"), "%s", err);
 }
+
+Test(invariance, unnormalized_is_the_scaled_normalized_vector) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/model.safetensors");
+    qe_engine *e = open_cpu(TINY_MODEL, 2, 0);
+    int32_t ids[9] = {11, 2222, 333, 44444, 5555, 66, 777, 8888, 151643};
+    const int32_t *p = ids;
+    int len = 9;
+    float unit[48], raw[48];
+    cr_assert_eq(qe_embed_ids_ex(e, &p, &len, 1, 48, 1, unit), QE_OK);
+    cr_assert_eq(qe_embed_ids_ex(e, &p, &len, 1, 48, 0, raw), QE_OK);
+    double n = 0;
+    for (int i = 0; i < 48; i++) n += (double)raw[i] * raw[i];
+    n = sqrt(n);
+    cr_assert(fabs(n - 1) > 1e-3, "raw norm %g", n);
+    for (int i = 0; i < 48; i++) cr_assert_float_eq(raw[i] / n, unit[i], 1e-6, "dim %d", i);
+    qe_close(e);
+}

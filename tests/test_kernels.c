@@ -269,23 +269,23 @@ Test(kernels, pool_last_and_gather) {
             w[i] = 0.5f + frand(0.4f);
         float *d_x = dup_to_dev(x, (size_t)T * H * 4), *d_w = dup_to_dev(w, (size_t)H * 4);
         int32_t *d_cu = dup_to_dev(cu, sizeof cu);
-        for (int di = 0; di < 3; di++) {
-            const int dims = dims_list[di];
+        for (int di = 0; di < 6; di++) { /* each width normalised, then raw */
+            const int dims = dims_list[di % 3], norm = di < 3;
             float *want = malloc((size_t)S * dims * 4), *got = malloc((size_t)S * dims * 4);
             float *d_out = dalloc((size_t)S * dims * 4);
-            ref_pool_last(x, H, cu, S, w, 1e-6f, dims, want);
-            KOK(qe_pool_last(d_x, H, d_cu, S, d_w, 1e-6f, dims, d_out, NULL));
+            ref_pool_last(x, H, cu, S, w, 1e-6f, dims, norm, want);
+            KOK(qe_pool_last(d_x, H, d_cu, S, d_w, 1e-6f, dims, norm, d_out, NULL));
             to_host(got, d_out, (size_t)S * dims * 4);
             cr_expect(check_close("pool_last", got, want, (size_t)S * dims, 1e-6, 1e-4),
-                      "H %d dims %d", H, dims);
+                      "H %d dims %d normalize %d", H, dims, norm);
             /* compact form: gather the last rows, then pool with cu_seqlens NULL */
             float *d_rows = dalloc((size_t)S * H * 4);
             KOK(qe_gather_last_rows(d_x, (size_t)H * 4, d_cu, S, d_rows, NULL));
             poison(d_out, (size_t)S * dims * 4);
-            KOK(qe_pool_last(d_rows, H, NULL, S, d_w, 1e-6f, dims, d_out, NULL));
+            KOK(qe_pool_last(d_rows, H, NULL, S, d_w, 1e-6f, dims, norm, d_out, NULL));
             to_host(got, d_out, (size_t)S * dims * 4);
             cr_expect(check_close("pool_last compact", got, want, (size_t)S * dims, 1e-6, 1e-4),
-                      "H %d dims %d", H, dims);
+                      "H %d dims %d normalize %d", H, dims, norm);
             float *rows = malloc((size_t)S * H * 4);
             to_host(rows, d_rows, (size_t)S * H * 4);
             for (int s = 0; s < S; s++)
@@ -605,5 +605,5 @@ Test(kernels, launcher_argument_errors) {
     cr_expect_eq(qe_attention(&p, NULL), QE_K_ERR);
     cr_expect(strstr(qe_k_last_error(), "head_dim") != NULL, "message: %s", qe_k_last_error());
     cr_expect_eq(qe_qk_norm_rope(NULL, 1, 4, 2, 7, NULL, NULL, NULL, 1e-6f, 1e6, NULL), QE_K_ERR);
-    cr_expect_eq(qe_pool_last(NULL, 64, NULL, 1, NULL, 1e-6f, 65, NULL, NULL), QE_K_ERR);
+    cr_expect_eq(qe_pool_last(NULL, 64, NULL, 1, NULL, 1e-6f, 65, 1, NULL, NULL), QE_K_ERR);
 }

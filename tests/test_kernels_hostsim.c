@@ -193,13 +193,14 @@ int qe_swiglu(const qe_bf16 *gate_up, int rows, int inter, qe_bf16 *out, qe_stre
 }
 
 int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
-                 const float *final_norm_w, float eps, int dims, float *out, qe_stream s) {
+                 const float *final_norm_w, float eps, int dims, int normalize, float *out,
+                 qe_stream s) {
     (void)s;
     QE_K_REQUIRE(dims > 0 && dims <= hidden);
     int32_t *cu = malloc(sizeof(int32_t) * (size_t)(n_seqs + 1));
     for (int i = 0; i <= n_seqs; i++)
         cu[i] = cu_seqlens ? cu_seqlens[i] : i;
-    ref_pool_last(x, hidden, cu, n_seqs, final_norm_w, eps, dims, out);
+    ref_pool_last(x, hidden, cu, n_seqs, final_norm_w, eps, dims, normalize, out);
     free(cu);
     return QE_K_OK;
 }

@@ -592,3 +592,35 @@ Test(server_units, packing_drops_cancelled_jobs) {
     cr_assert_null(f.s->q_head);
     fq_free(&f);
 }
+
+/* normalize:false returns the pooled hidden state (after the final norm), cut to `dimensions`,
+ * exactly as qe_embed_ids_ex gives it; the default stays unit length. */
+Test(server_api, normalize_false_returns_raw_pooled_vectors) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    const int32_t a[] = {9707, 11, 1879, 151643};
+    const int32_t *ids[] = {a};
+    const int lens[] = {4};
+    float want[32];
+    cr_assert_eq(qe_embed_ids_ex(t.e, ids, lens, 1, 32, 0, want), QE_OK);
+    double norm = 0;
+    for (int k = 0; k < 32; k++) norm += (double)want[k] * want[k];
+    cr_assert(fabs(norm - 1) > 1e-3, "raw vector happens to be unit length (%g)", norm);
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings",
+                           "{\"input\":[9707,11,1879,151643],\"normalize\":false,\"dimensions\":32}",
+                           &r),
+                 200, "%s", r.body);
+    cJSON *j = srvt_json(&r);
+    int d;
+    float *got = srvt_openai_embedding(j, 0, &d);
+    cr_assert_eq(d, 32);
+    cr_assert_eq(memcmp(got, want, sizeof want), 0, "normalize:false differs from the engine");
+    free(got);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}

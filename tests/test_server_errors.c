@@ -62,7 +62,7 @@ Test(server_errors, bad_requests_are_400) {
     expect_error(&t, E, "{\"input\":\"a\",\"model\":7}", 400, NULL);
     expect_error(&t, E, "{\"input\":\"a\",\"truncate\":\"yes\"}", 400, "truncate");
     expect_error(&t, E, "{\"input\":\"a\",\"truncation_direction\":\"middle\"}", 400, NULL);
-    expect_error(&t, E, "{\"input\":\"a\",\"normalize\":false}", 400, "normalize");
+    expect_error(&t, E, "{\"input\":\"a\",\"normalize\":\"no\"}", 400, "normalize");
     expect_error(&t, E, "{\"input\":\"a\",\"prompt_name\":\"nope\"}", 400, "prompt_name");
     expect_error(&t, E, "{\"input\":\"a\",\"instruction\":\"x\",\"prompt_name\":\"query\"}", 400,
                  NULL);
@@ -81,7 +81,7 @@ Test(server_errors, bad_requests_are_400) {
     /* TEI route and the token routes */
     expect_error(&t, "/embed", "{\"input\":\"wrong field name\"}", 400, "inputs");
     expect_error(&t, "/embed", "{\"inputs\":[]}", 400, NULL);
-    expect_error(&t, "/embed", "{\"inputs\":\"a\",\"normalize\":false}", 400, NULL);
+    expect_error(&t, "/embed", "{\"inputs\":\"a\",\"normalize\":1}", 400, NULL);
     expect_error(&t, "/tokenize", "{\"inputs\":5}", 400, NULL);
     expect_error(&t, "/decode", "{\"ids\":[1,-4]}", 400, NULL);
     expect_error(&t, "/decode", "{\"ids\":\"x\"}", 400, NULL);

@@ -40,8 +40,8 @@ void ref_matmul(const float *x, int m, int k, const float *w, int n, float *y, i
                 int accumulate);
 
 /* For each sequence: final RMSNorm of its last row of x[.., hidden], keep the first dims values,
- * L2-normalise; out is [n_seqs, dims]. */
+ * L2-normalise them when normalize; out is [n_seqs, dims]. */
 void ref_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
-                   const float *final_norm_w, float eps, int dims, float *out);
+                   const float *final_norm_w, float eps, int dims, int normalize, float *out);
 
 #endif

@@ -35,7 +35,7 @@ void ref_add_rmsnorm(float *residual, const float *delta, const float *w, int ro
 }
 
 void ref_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
-                   const float *final_norm_w, float eps, int dims, float *out) {
+                   const float *final_norm_w, float eps, int dims, int normalize, float *out) {
     float row[hidden];
     for (int s = 0; s < n_seqs; s++) {
         const float *last = x + (size_t)(cu_seqlens[s + 1] - 1) * hidden;
@@ -43,7 +43,7 @@ void ref_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_
         /* Matryoshka: L2 over the kept prefix equals "normalise, cut, normalise again". */
         double ss = 0;
         for (int i = 0; i < dims; i++) ss += (double)row[i] * row[i];
-        double inv = ss > 0 ? 1.0 / sqrt(ss) : 0.0;
+        double inv = !normalize ? 1.0 : ss > 0 ? 1.0 / sqrt(ss) : 0.0;
         for (int i = 0; i < dims; i++) out[(size_t)s * dims + i] = (float)(row[i] * inv);
     }
 }

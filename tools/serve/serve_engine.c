@@ -1,7 +1,7 @@
-/* serve_engine.c — the engine thread: takes each batch the former packed, runs qe_embed_ids on it
- * at full width, and scatters the rows into their jobs (Matryoshka cut and re-normalisation per
- * job, since one engine call mixes requests asking for different `dimensions`). A device fault
- * turns the server's health to 503 for good. */
+/* serve_engine.c — the engine thread: takes each batch the former packed, runs the engine on it
+ * at full width without normalising, and scatters the rows into their jobs (Matryoshka cut and
+ * L2 normalisation per job, since one engine call mixes requests asking for different
+ * `dimensions` and `normalize`). A device fault turns the server's health to 503 for good. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,17 +10,15 @@
 #include "serve_internal.h"
 
 static void scatter(const float *row, int width, srv_job *j, int index) {
+    (void)width;
     float *dst = j->out + (size_t)index * j->dims;
-    if (j->dims == width) {
-        memcpy(dst, row, (size_t)width * sizeof *row);
-        return;
-    }
     double ss = 0;
     for (int k = 0; k < j->dims; k++)
         ss += (double)row[k] * row[k];
-    float inv = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+    /* the same arithmetic as the engine's own pooling, so vectors match qe_embed_ids bit for bit */
+    double inv = !j->normalize ? 1.0 : ss > 0 ? 1.0 / sqrt(ss) : 0.0;
     for (int k = 0; k < j->dims; k++)
-        dst[k] = row[k] * inv;
+        dst[k] = (float)(row[k] * inv);
 }
 
 void *srv_engine_main(void *arg) {
@@ -74,7 +72,7 @@ void *srv_engine_main(void *arg) {
                 ids[i] = b.seqs[i]->job->ids[b.seqs[i]->index];
                 lens[i] = b.seqs[i]->job->lens[b.seqs[i]->index];
             }
-            qe_status st = qe_embed_ids(s->engine, ids, lens, b.n, 0, out);
+            qe_status st = qe_embed_ids_ex(s->engine, ids, lens, b.n, 0, 0, out);
             t1 = srv_now();
             if (st == QE_OK) {
                 ok = 1;

@@ -69,6 +69,7 @@ struct srv_job {
     int max_len; /* tokens kept per input */
     int truncate, truncate_left;
     int dims;   /* output width (<= model width) */
+    int normalize; /* L2-normalise the cut vector (the default) */
     int base64; /* encoding_format */
     int width;  /* model width */
     float *out; /* n * dims */

@@ -203,11 +203,6 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
     if (read_bool(root, "truncate", 1, &truncate, e) ||
         read_bool(root, "normalize", 1, &normalize, e))
         goto fail;
-    if (!normalize) {
-        BAD(e, "normalize",
-            "normalize: false is not supported: this engine returns L2-normalised vectors only");
-        goto fail;
-    }
     const cJSON *td = field(root, "truncation_direction");
     if (td) {
         if (!cJSON_IsString(td)) {
@@ -306,6 +301,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
     }
     j->route = route;
     j->dims = dims;
+    j->normalize = normalize;
     j->base64 = base64;
     j->width = s->width;
     j->max_len = s->max_input_tokens;
