@@ -30,6 +30,8 @@ typedef struct qe_backend_ops {
      * first n_layers layers. */
     qe_status (*residual)(void *state, const qe_batch *batch, int n_layers, float *out, char *err,
                           size_t errlen);
+    /* Optional: bytes the backend holds on its device (weights + activations). */
+    size_t (*device_bytes)(const void *state);
 } qe_backend_ops;
 
 extern const qe_backend_ops qe_cpu_backend;

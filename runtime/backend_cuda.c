@@ -659,4 +659,9 @@ static qe_status residual(void *state, const qe_batch *b, int n_layers, float *o
     return QE_OK;
 }
 
-const qe_backend_ops qe_cuda_backend = {"cuda", create, forward, destroy, residual};
+static size_t device_bytes(const void *state) {
+    const cuda_state *st = state;
+    return st->wbytes + st->abytes;
+}
+
+const qe_backend_ops qe_cuda_backend = {"cuda", create, forward, destroy, residual, device_bytes};

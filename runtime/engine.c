@@ -100,6 +100,9 @@ int qe_dim(const qe_engine *e) { return e->model.cfg.hidden_size; }
 int qe_max_positions(const qe_engine *e) { return e->model.cfg.max_position_embeddings; }
 int qe_vocab_size(const qe_engine *e) { return e->model.cfg.vocab_size; }
 const char *qe_backend_name(const qe_engine *e) { return e->ops->name; }
+size_t qe_device_bytes(const qe_engine *e) {
+    return e->ops->device_bytes ? e->ops->device_bytes(e->backend) : 0;
+}
 const char *qe_last_error(const qe_engine *e) { return e->last_error; }
 const struct tok_tokenizer *qe_tokenizer(const qe_engine *e) { return e->tok; }
 

@@ -54,6 +54,8 @@ const struct tok_tokenizer *qe_tokenizer(const qe_engine *e);
 int qe_max_positions(const qe_engine *e);
 int qe_vocab_size(const qe_engine *e);
 const char *qe_backend_name(const qe_engine *e);
+/* Bytes the engine holds on the GPU (weights + activation arena); 0 on the CPU backend. */
+size_t qe_device_bytes(const qe_engine *e);
 const char *qe_status_name(qe_status s);
 
 void qe_close(qe_engine *e);

@@ -433,6 +433,7 @@ Test(server_api, tokenize_decode_models_info_health_metrics) {
     cr_assert_not_null(strstr(r.body, "qembed_request_duration_seconds_count 1\n"));
     cr_assert_not_null(strstr(r.body, "qembed_inference_duration_seconds_bucket{le=\"+Inf\"}"));
     cr_assert_not_null(strstr(r.body, "qembed_queue_tokens 0\n"));
+    cr_assert_not_null(strstr(r.body, "qembed_gpu_memory_bytes 0\n"), "CPU backend holds no GPU memory");
     srvt_resp_free(&r);
     srvt_stop(&t);
 }
