@@ -73,7 +73,7 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
     else if (opt->backend == QE_BACKEND_CUDA) e->ops = &qe_cuda_backend;
 #endif
     else {
-        snprintf(err, errlen, "this build has no CUDA backend (rebuild with -DQE_CUDA=ON) ");
+        snprintf(err, errlen, "this build has no CUDA backend (rebuild with -DQE_CUDA=ON)");
         qe_close(e);
         return QE_ERR_UNSUPPORTED;
     }
@@ -177,17 +177,29 @@ qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *le
     return s;
 }
 
+/* fail() under the engine lock, for errors found outside qe_embed_ids. */
+static qe_status fail_locked(qe_engine *e, qe_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&e->lock);
+    vsnprintf(e->last_error, sizeof e->last_error, fmt, ap);
+    pthread_mutex_unlock(&e->lock);
+    va_end(ap);
+    return st;
+}
+
 qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims, float *out) {
-    if (!e->tok) return fail(e, QE_ERR_UNSUPPORTED, "model folder has no tokenizer.json");
+    if (!e->tok)
+        return fail_locked(e, QE_ERR_UNSUPPORTED, "model folder has no tokenizer.json");
     int32_t **ids = calloc((size_t)(n > 0 ? n : 1), sizeof *ids);
     int *lens = calloc((size_t)(n > 0 ? n : 1), sizeof *lens);
-    qe_status s = ids && lens ? QE_OK : QE_ERR_NOMEM;
+    qe_status s = ids && lens ? QE_OK : fail_locked(e, QE_ERR_NOMEM, "out of host memory");
     tok_encode_opts o = {1, e->model.cfg.max_position_embeddings, 0, 0};
     char err[400];
     for (int i = 0; i < n && s == QE_OK; i++)
         if (tok_encode(e->tok, texts[i], strlen(texts[i]), &o, &ids[i], &lens[i], err,
                        sizeof err) != TOK_OK)
-            s = fail(e, QE_ERR_ARG, "text %d: %s", i, err);
+            s = fail_locked(e, QE_ERR_ARG, "text %d: %s", i, err);
     if (s == QE_OK) s = qe_embed_ids(e, (const int32_t *const *)ids, lens, n, dims, out);
     for (int i = 0; ids && i < n; i++) free(ids[i]);
     free(ids);
