@@ -78,22 +78,36 @@ static unsigned ptr_alignment(const void *p) {
  * column-major [k,n])^T: A = w (k x n, ld k, op T), B = x (k x m, ld ldx, op N), D = y (n x m). */
 static int plan_build(qe_gemm *g, const gemm_key *key, gemm_plan *p) {
     memset(p, 0, sizeof *p);
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    p->used = 1; /* from here on plan_release frees whatever was created, on any failure */
     const cublasOperation_t op_t = CUBLAS_OP_T, op_n = CUBLAS_OP_N;
-    CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t, sizeof op_t));
-    CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n, sizeof op_n));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, key->k, key->n, key->k));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, key->k, key->m, key->ldx));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, key->y_f32 ? CUDA_R_32F : CUDA_R_16BF, key->n,
-                                            key->m, key->ldy));
+    cublasStatus_t st = cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_t,
+                                            sizeof op_t);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_n,
+                                            sizeof op_n);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, key->k, key->n, key->k);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, key->k, key->m, key->ldx);
+    if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatrixLayoutCreate(&p->c, key->y_f32 ? CUDA_R_32F : CUDA_R_16BF, key->n,
+                                        key->m, key->ldy);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        plan_release(p);
+        CUBLAS_CHECK(st);
+    }
     cublasLtMatmulPreference_t pref;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    st = cublasLtMatmulPreferenceCreate(&pref);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        plan_release(p);
+        CUBLAS_CHECK(st);
+    }
     const uint64_t ws = g->workspace_bytes;
     const uint32_t al_a = key->align_w, al_b = key->align_x, al_c = key->align_y;
-    cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                              sizeof ws);
     if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
                                                   &al_a, sizeof al_a);
@@ -114,7 +128,6 @@ static int plan_build(qe_gemm *g, const gemm_key *key, gemm_plan *p) {
     cublasLtMatmulPreferenceDestroy(pref);
     if (st == CUBLAS_STATUS_SUCCESS && found == 0) st = CUBLAS_STATUS_NOT_SUPPORTED;
     if (st != CUBLAS_STATUS_SUCCESS) {
-        p->used = 1;
         plan_release(p);
         CUBLAS_CHECK(st);
     }

@@ -11,9 +11,14 @@
 
 /* ------------------------------------------------------------------ helpers */
 
+/* Skips without a GPU; with QE_REQUIRE_GPU=1 (set on the GPU machine) a missing or broken device
+ * is a failure, so a driver/toolkit mismatch cannot pass as "all skipped". */
 static void require_gpu(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
+    if ((e != cudaSuccess || n == 0) && getenv("QE_REQUIRE_GPU"))
+        cr_assert_fail("QE_REQUIRE_GPU is set but no CUDA device answers (%s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     if (e != cudaSuccess || n == 0)
         cr_skip_test("no CUDA device (%s): GPU kernel test skipped",
                      e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
@@ -545,8 +550,9 @@ Test(kernels, attention_paged_and_chunked) {
                   "paged attention (page size %d) differs from contiguous", ps);
 
         /* chunked: the last Lq queries of each sequence (Lq 1 is the last-layer shortcut) */
-        const int lq_list[] = {1, 5, 64};
-        for (int li = 0; li < 3; li++) {
+        /* 100: a second query block, bottom-right aligned against more keys */
+        const int lq_list[] = {1, 5, 64, 100};
+        for (int li = 0; li < 4; li++) {
             int32_t cuq[6];
             cuq[0] = 0;
             for (int s = 0; s < S; s++)
