@@ -7,6 +7,17 @@
  * sequence against all keys, and o_proj + MLP run on n_seqs rows instead of n_tokens.
  * QE_CUDA_FULL_LAST_LAYER=1 disables it (tests compare both).
  *
+ * Chunked prefill: a sequence longer than max_batch_tokens runs alone, in chunks of at most
+ * max_batch_tokens tokens, in order. Every layer appends each chunk's K|V rows (after q/k-norm and
+ * RoPE at the chunk's absolute positions) to that layer's region of a contiguous K/V cache, and
+ * the chunk's queries attend to all cached keys (Lq = chunk length, Lk = tokens so far: the
+ * attention kernel's bottom-right causal alignment). The residual stream holds one chunk at a
+ * time. The cache is one device allocation, [layers][tokens][k kv_dim | v kv_dim] bf16, made on
+ * the first long sequence and grown (freed and reallocated) when a longer one arrives; never on a
+ * step of short sequences. The last-layer shortcut applies too: a chunk before the last stops the
+ * last layer once its K/V are cached (its outputs feed nothing), the last chunk runs the last
+ * layer's attention/o_proj/MLP on its final row only.
+ *
  * QE_PROFILE=1 records a CUDA event after every op and prints per-op totals when the backend is
  * destroyed (qe_close). */
 #include <cuda_runtime_api.h>
@@ -27,6 +38,7 @@
 #define ALIGN_BYTES 256
 #define GEMM_WORKSPACE (32u << 20)
 #define DEFAULT_MAX_TOKENS 16384
+#define KV_ROUND 1024 /* K/V cache capacity grows in steps of this many tokens */
 
 typedef enum {
     OP_EMBED,
@@ -39,12 +51,13 @@ typedef enum {
     OP_SWIGLU,
     OP_DOWN,
     OP_GATHER,
+    OP_KV,
     OP_POOL,
     OP_COUNT
 } cuda_op;
 static const char *const op_names[OP_COUNT] = {
     "embed",        "add_rmsnorm", "qkv_gemm",  "qk_norm_rope", "attention", "o_gemm",
-    "gate_up_gemm", "swiglu",      "down_gemm", "gather_last",  "pool"};
+    "gate_up_gemm", "swiglu",      "down_gemm", "gather_last",  "kv_append", "pool"};
 
 typedef struct cuda_layer {
     qe_bf16 *wqkv;    /* [q_dim + 2*kv_dim, hidden] */
@@ -69,6 +82,7 @@ typedef struct cuda_profile {
 
 typedef struct cuda_state {
     qe_config cfg;
+    int device; /* the CUDA runtime's current device is per host thread: set on every entry */
     int hidden, q_dim, kv_dim, qkv_dim, inter, heads, kv_heads, head_dim, layers, vocab;
     float eps;
     int max_tokens;
@@ -91,10 +105,14 @@ typedef struct cuda_state {
     float *x_last;     /* [T, hidden] residual rows of the pooled tokens */
     qe_bf16 *qkv_last; /* [T, qkv_dim] */
     float *pooled;     /* [T, hidden] */
-    int32_t *d_ints;   /* tokens[T] | positions[T] | cu[T+1] | cu_last[T+1] */
+    int32_t *d_ints;   /* tokens[T] | positions[T] | cu[T+1] | cu_last[T+1] | cu_k[2] */
     int32_t *h_ints;   /* pinned host staging of the same */
     void *gemm_ws;
     qe_gemm *gemm;
+    /* chunked prefill: K/V cache, layer l at kv + l * kv_cap * 2 * kv_dim (see the top) */
+    qe_bf16 *kv;
+    int kv_cap; /* tokens per layer */
+    size_t kvbytes;
     cuda_profile prof;
 } cuda_state;
 
@@ -291,6 +309,9 @@ static size_t layout_weights(cuda_state *st, char *base) {
     return c.used;
 }
 
+/* int32 staging per step: tokens[T] | positions[T] | cu[T+1] | cu_last[T+1] | cu_k[2] */
+#define N_INTS(T) (4 * (size_t)(T) + 4)
+
 static size_t layout_arena(cuda_state *st, char *base) {
     carver c = {base, 0};
     const size_t T = (size_t)st->max_tokens, H = (size_t)st->hidden;
@@ -303,7 +324,7 @@ static size_t layout_arena(cuda_state *st, char *base) {
     st->x_last = carve(&c, T * H * 4);
     st->qkv_last = carve(&c, T * st->qkv_dim * 2);
     st->pooled = carve(&c, T * H * 4);
-    st->d_ints = carve(&c, (4 * T + 2) * sizeof(int32_t));
+    st->d_ints = carve(&c, N_INTS(T) * sizeof(int32_t));
     st->gemm_ws = carve(&c, GEMM_WORKSPACE);
     return c.used;
 }
@@ -351,11 +372,13 @@ done:
 static void destroy(void *state) {
     cuda_state *st = state;
     if (!st) return;
+    cudaSetDevice(st->device);
     if (st->stream) cudaStreamSynchronize(st->stream);
     prof_report(st);
     prof_free(st);
     qe_gemm_destroy(st->gemm);
     if (st->h_ints) cudaFreeHost(st->h_ints);
+    if (st->kv) cudaFree(st->kv);
     if (st->amem) cudaFree(st->amem);
     if (st->wmem) cudaFree(st->wmem);
     if (st->stream) cudaStreamDestroy(st->stream);
@@ -426,6 +449,7 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
     status = check_tensors(m, st, err, errlen);
     if (status != QE_OK) goto fail;
     status = QE_ERR_DEVICE;
+    st->device = o->device;
     if (cudaSetDevice(o->device) != cudaSuccess || cudaStreamCreate(&st->stream) != cudaSuccess) {
         snprintf(err, errlen, "cuda backend: cannot initialise device %d: %s", o->device,
                  cudaGetErrorString(cudaGetLastError()));
@@ -456,11 +480,11 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
         status = QE_ERR_NOMEM;
         goto fail;
     }
-    if (cudaMallocHost((void **)&st->h_ints, (4 * (size_t)st->max_tokens + 2) * sizeof(int32_t)) !=
+    if (cudaMallocHost((void **)&st->h_ints, N_INTS(st->max_tokens) * sizeof(int32_t)) !=
         cudaSuccess) {
         cudaGetLastError();
         snprintf(err, errlen, "cuda backend: cannot pin %zu bytes of host memory",
-                 (4 * (size_t)st->max_tokens + 2) * sizeof(int32_t));
+                 N_INTS(st->max_tokens) * sizeof(int32_t));
         status = QE_ERR_NOMEM;
         goto fail;
     }
@@ -481,33 +505,49 @@ fail:
 
 /* ---------------------------------------------------------------- forward */
 
-/* One step: sequences [first, last) of the batch, at most max_tokens tokens, all in the arena.
- * With residual_out the step runs only the first n_layers layers (no shortcut) and copies the
- * residual stream [T, hidden] out instead of pooling. */
-static int run_step(cuda_state *st, const qe_batch *b, int first, int last, int dims,
-                    int normalize, float *out, int n_layers, float *residual_out) {
-    const int S = last - first;
-    const int t0 = b->cu_seqlens[first];
-    const int T = b->cu_seqlens[last] - t0;
+/* One step on the device, all in the arena: T tokens (tokens/positions point at the step's first)
+ * of S sequences whose offsets are cu[0..S] (cu[0] need not be 0), T = cu[S] - cu[0] <= max_tokens.
+ *
+ * past < 0: ordinary step, each sequence attends to its own K/V rows in qkv.
+ * past >= 0: chunked prefill (S == 1): the step is tokens [past, past + T) of one long sequence;
+ * every layer appends the chunk's K|V rows to its cache region (ensure_kv made room) and the
+ * queries attend to all past + T cached keys. final: the chunk is the sequence's last; only then
+ * is it pooled (out is written), and with the shortcut a non-final chunk's last layer stops after
+ * its K/V are cached.
+ *
+ * With residual_out the step runs only the first n_layers layers (no shortcut) and copies its T
+ * residual rows [T, hidden] out instead of pooling. Returns after the stream is synchronised, so
+ * the pinned staging buffer may be reused at once. */
+static int run_step(cuda_state *st, const int32_t *tokens, const int32_t *positions,
+                    const int32_t *cu, int S, int past, int final, int dims, int normalize,
+                    float *out, int n_layers, float *residual_out) {
+    const int t0 = cu[0];
+    const int T = cu[S] - t0;
     const int H = st->hidden;
+    const int chunked = past >= 0;
     const size_t Tm = (size_t)st->max_tokens;
+    const size_t kv_row = 2 * (size_t)st->kv_dim; /* one cached token: k | v */
     int32_t *h_tok = st->h_ints, *h_pos = st->h_ints + Tm, *h_cu = st->h_ints + 2 * Tm;
-    int32_t *h_cu_last = h_cu + Tm + 1;
+    int32_t *h_cu_last = h_cu + Tm + 1, *h_cu_k = h_cu_last + Tm + 1;
     int32_t *d_tok = st->d_ints, *d_pos = st->d_ints + Tm, *d_cu = st->d_ints + 2 * Tm;
-    int32_t *d_cu_last = d_cu + Tm + 1;
+    int32_t *d_cu_last = d_cu + Tm + 1, *d_cu_k = d_cu_last + Tm + 1;
     int max_len = 0;
-    memcpy(h_tok, b->tokens + t0, (size_t)T * sizeof(int32_t));
-    memcpy(h_pos, b->positions + t0, (size_t)T * sizeof(int32_t));
+    memcpy(h_tok, tokens, (size_t)T * sizeof(int32_t));
+    memcpy(h_pos, positions, (size_t)T * sizeof(int32_t));
     for (int s = 0; s <= S; s++) {
-        h_cu[s] = b->cu_seqlens[first + s] - t0;
+        h_cu[s] = cu[s] - t0;
         h_cu_last[s] = s;
         if (s > 0 && h_cu[s] - h_cu[s - 1] > max_len) max_len = h_cu[s] - h_cu[s - 1];
     }
-    /* The four pieces are separate regions of the pinned buffer; copy the used parts. */
+    h_cu_k[0] = 0;
+    h_cu_k[1] = chunked ? past + T : 0;
+    /* The pieces are separate regions of the pinned buffer; copy the used parts. */
     CUDA_CHECK(cudaMemcpyAsync(d_tok, h_tok, (size_t)T * 4, cudaMemcpyHostToDevice, st->stream));
     CUDA_CHECK(cudaMemcpyAsync(d_pos, h_pos, (size_t)T * 4, cudaMemcpyHostToDevice, st->stream));
     CUDA_CHECK(cudaMemcpyAsync(d_cu, h_cu, (size_t)(Tm + 1 + S + 1) * 4, cudaMemcpyHostToDevice,
                                st->stream));
+    if (chunked)
+        CUDA_CHECK(cudaMemcpyAsync(d_cu_k, h_cu_k, 2 * 4, cudaMemcpyHostToDevice, st->stream));
 
     qe_stream s = st->stream;
     qe_gemm *g = st->gemm;
@@ -529,13 +569,30 @@ static int run_step(cuda_state *st, const qe_batch *b, int first, int last, int 
 
         qe_attn_params ap;
         memset(&ap, 0, sizeof ap);
-        ap.k = st->qkv + st->q_dim;
-        ap.v = st->qkv + st->q_dim + st->kv_dim;
-        ap.kv_stride = st->qkv_dim;
+        if (chunked) {
+            /* Append the chunk's rotated K and V (adjacent in each qkv row) to this layer's cache;
+             * the queries then see every key of the sequence so far. */
+            qe_bf16 *cache = st->kv + (size_t)l * (size_t)st->kv_cap * kv_row;
+            CUDA_CHECK(cudaMemcpy2DAsync(cache + (size_t)past * kv_row, kv_row * 2,
+                                         st->qkv + st->q_dim, (size_t)st->qkv_dim * 2, kv_row * 2,
+                                         (size_t)T, cudaMemcpyDeviceToDevice, s));
+            prof_mark(st, OP_KV);
+            /* Not the last chunk: this last layer's outputs feed nothing (only the sequence's
+             * final row is pooled), its K/V are all the later chunks need. */
+            if (shortcut && !final) break;
+            ap.k = cache;
+            ap.v = cache + st->kv_dim;
+            ap.kv_stride = (int)kv_row;
+            ap.cu_seqlens_k = d_cu_k;
+        } else {
+            ap.k = st->qkv + st->q_dim;
+            ap.v = st->qkv + st->q_dim + st->kv_dim;
+            ap.kv_stride = st->qkv_dim;
+            ap.cu_seqlens_k = d_cu;
+        }
         ap.q_stride = st->qkv_dim;
         ap.out = st->attn;
         ap.out_stride = st->q_dim;
-        ap.cu_seqlens_k = d_cu;
         ap.n_seqs = S;
         ap.heads = st->heads, ap.kv_heads = st->kv_heads, ap.head_dim = st->head_dim;
         ap.scale = 1.0f / sqrtf((float)st->head_dim);
@@ -573,24 +630,92 @@ static int run_step(cuda_state *st, const qe_batch *b, int first, int last, int 
     if (residual_out) {
         CUDA_CHECK(cudaMemcpyAsync(residual_out, st->x, (size_t)T * H * sizeof(float),
                                    cudaMemcpyDeviceToHost, st->stream));
-        CUDA_CHECK(cudaStreamSynchronize(st->stream));
-        prof_finish(st);
-        return QE_K_OK;
+    } else if (!chunked || final) {
+        const int compact = !full_last && n_layers > 0; /* x_last exists once a layer ran */
+        K_CALL(qe_pool_last(compact ? st->x_last : st->x, H, compact ? NULL : d_cu, S,
+                            st->final_norm, st->eps, dims, normalize, st->pooled, s));
+        prof_mark(st, OP_POOL);
+        CUDA_CHECK(cudaMemcpyAsync(out, st->pooled, (size_t)S * dims * sizeof(float),
+                                   cudaMemcpyDeviceToHost, st->stream));
     }
-    const int compact = !full_last;
-    K_CALL(qe_pool_last(compact ? st->x_last : st->x, H, compact ? NULL : d_cu, S, st->final_norm,
-                        st->eps, dims, normalize, st->pooled, s));
-    prof_mark(st, OP_POOL);
-    CUDA_CHECK(cudaMemcpyAsync(out, st->pooled, (size_t)S * dims * sizeof(float),
-                               cudaMemcpyDeviceToHost, st->stream));
     CUDA_CHECK(cudaStreamSynchronize(st->stream));
     prof_finish(st);
     return QE_K_OK;
 }
 
+/* Makes the K/V cache hold at least len tokens per layer. Called before a long sequence's first
+ * chunk, never on a step of short sequences; grows in KV_ROUND steps, at most to the model's
+ * max_position_embeddings (the engine refuses longer inputs). */
+static qe_status ensure_kv(cuda_state *st, int len, char *err, size_t errlen) {
+    if (len <= st->kv_cap) return QE_OK;
+    const size_t per_token = (size_t)st->layers * 2 * (size_t)st->kv_dim * sizeof(qe_bf16);
+    int cap = (int)(((long long)len + KV_ROUND - 1) / KV_ROUND * KV_ROUND);
+    const int max_pos = st->cfg.max_position_embeddings;
+    if (max_pos >= len && cap > max_pos) cap = max_pos;
+    if (st->kv) {
+        /* the stream is idle between steps (each one ends synchronised) */
+        cudaFree(st->kv);
+        st->kv = NULL, st->kv_cap = 0, st->kvbytes = 0;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        const int want = attempt ? len : cap; /* the rounded size, then the exact one */
+        if (attempt && cap == len) break;
+        void *p = NULL;
+        if (cudaMalloc(&p, (size_t)want * per_token) == cudaSuccess) {
+            st->kv = p, st->kv_cap = want, st->kvbytes = (size_t)want * per_token;
+            return QE_OK;
+        }
+        cudaGetLastError();
+    }
+    snprintf(err, errlen,
+             "cuda backend: cannot allocate the K/V cache for a %d-token sequence (chunked "
+             "prefill: %.2f GiB = %d layers x 2 x %d kv_dim x 2 bytes x %d tokens); free device "
+             "memory or shorten the input",
+             len, gib((size_t)len * per_token), st->layers, st->kv_dim, len);
+    return QE_ERR_NOMEM;
+}
+
+/* One sequence longer than max_batch_tokens, chunk by chunk against the K/V cache. out: its pooled
+ * row [dims] (forward) or NULL with residual_out: its residual rows [len, hidden] after n_layers
+ * layers (the residual hook). */
+/* After a failed launch: wait for the stream (the next step rewrites the pinned staging buffer
+ * that queued copies may still read), then report the launcher's message. */
+static qe_status step_failed(cuda_state *st, char *err, size_t errlen) {
+    snprintf(err, errlen, "cuda backend: %s", qe_k_last_error());
+    cudaStreamSynchronize(st->stream);
+    return QE_ERR_DEVICE;
+}
+
+/* Makes this host thread's current device the engine's (a server calls from several threads). */
+static int enter_device(cuda_state *st, char *err, size_t errlen) {
+    cudaError_t e = cudaSetDevice(st->device);
+    if (e != cudaSuccess)
+        snprintf(err, errlen, "cuda backend: cudaSetDevice(%d): %s", st->device,
+                 cudaGetErrorString(e));
+    return e == cudaSuccess;
+}
+
+static qe_status run_chunked(cuda_state *st, const int32_t *tokens, const int32_t *positions,
+                             int len, int dims, int normalize, float *out, int n_layers,
+                             float *residual_out, char *err, size_t errlen) {
+    qe_status status = ensure_kv(st, len, err, errlen);
+    if (status != QE_OK) return status;
+    for (int past = 0; past < len; past += st->max_tokens) {
+        const int n = len - past < st->max_tokens ? len - past : st->max_tokens;
+        const int32_t cu[2] = {0, n};
+        if (run_step(st, tokens + past, positions + past, cu, 1, past, past + n == len, dims,
+                     normalize, out, n_layers,
+                     residual_out ? residual_out + (size_t)past * st->hidden : NULL) != QE_K_OK) {
+            return step_failed(st, err, errlen);
+        }
+    }
+    return QE_OK;
+}
+
 static qe_status forward(void *state, const qe_batch *b, int dims, int normalize, float *out,
                          char *err, size_t errlen) {
     cuda_state *st = state;
+    if (!enter_device(st, err, errlen)) return QE_ERR_DEVICE;
     if (dims <= 0) dims = st->hidden;
     if (dims > st->hidden || b->n_seqs < 0 || !b->cu_seqlens || b->cu_seqlens[0] != 0) {
         snprintf(err, errlen, "cuda backend: bad batch (dims %d of %d, %d sequences)", dims,
@@ -603,13 +728,6 @@ static qe_status forward(void *state, const qe_batch *b, int dims, int normalize
             snprintf(err, errlen, "cuda backend: sequence %d is empty", s);
             return QE_ERR_ARG;
         }
-        if (len > st->max_tokens) {
-            snprintf(err, errlen,
-                     "cuda backend: sequence %d has %d tokens, more than max_batch_tokens %d "
-                     "(chunked prefill is not implemented yet); raise --max-batch-tokens",
-                     s, len, st->max_tokens);
-            return QE_ERR_TOO_LONG;
-        }
     }
     for (int t = 0; t < b->n_tokens; t++)
         if (b->tokens[t] < 0 || b->tokens[t] >= st->vocab) {
@@ -619,32 +737,44 @@ static qe_status forward(void *state, const qe_batch *b, int dims, int normalize
         }
     int first = 0;
     while (first < b->n_seqs) {
+        const int t0 = b->cu_seqlens[first];
+        if (b->cu_seqlens[first + 1] - t0 > st->max_tokens) {
+            /* longer than a step: alone, in chunks */
+            qe_status status = run_chunked(
+                st, b->tokens + t0, b->positions + t0, b->cu_seqlens[first + 1] - t0, dims,
+                normalize, out + (size_t)first * dims, st->layers, NULL, err, errlen);
+            if (status != QE_OK) return status;
+            first++;
+            continue;
+        }
         int last = first + 1;
-        while (last < b->n_seqs && b->cu_seqlens[last + 1] - b->cu_seqlens[first] <= st->max_tokens)
+        while (last < b->n_seqs && b->cu_seqlens[last + 1] - t0 <= st->max_tokens)
             last++;
-        if (run_step(st, b, first, last, dims, normalize, out + (size_t)first * dims,
-                     st->layers, NULL) !=
-            QE_K_OK) {
-            snprintf(err, errlen, "cuda backend: %s", qe_k_last_error());
-            return QE_ERR_DEVICE;
+        if (run_step(st, b->tokens + t0, b->positions + t0, b->cu_seqlens + first, last - first, -1,
+                     1, dims, normalize, out + (size_t)first * dims, st->layers, NULL) != QE_K_OK) {
+            return step_failed(st, err, errlen);
         }
         first = last;
     }
     return QE_OK;
 }
 
-/* The residual stream after the first n_layers layers, for tests; the batch must fit one step. */
+/* The residual stream after the first n_layers layers, for tests. The batch must fit one step,
+ * or be one sequence (then run in chunks like forward does). */
 static qe_status residual(void *state, const qe_batch *b, int n_layers, float *out, char *err,
                           size_t errlen) {
     cuda_state *st = state;
+    if (!enter_device(st, err, errlen)) return QE_ERR_DEVICE;
     if (n_layers < 0 || n_layers > st->layers || b->n_seqs <= 0 || b->cu_seqlens[0] != 0) {
         snprintf(err, errlen, "cuda backend: bad residual request (%d layers of %d)", n_layers,
                  st->layers);
         return QE_ERR_ARG;
     }
-    if (b->n_tokens > st->max_tokens) {
-        snprintf(err, errlen, "cuda backend: %d tokens exceed max_batch_tokens %d", b->n_tokens,
-                 st->max_tokens);
+    if (b->n_tokens > st->max_tokens && b->n_seqs != 1) {
+        snprintf(err, errlen,
+                 "cuda backend: %d tokens of %d sequences exceed max_batch_tokens %d (the "
+                 "residual hook chunks only a single sequence)",
+                 b->n_tokens, b->n_seqs, st->max_tokens);
         return QE_ERR_TOO_LONG;
     }
     for (int t = 0; t < b->n_tokens; t++)
@@ -652,16 +782,20 @@ static qe_status residual(void *state, const qe_batch *b, int n_layers, float *o
             snprintf(err, errlen, "cuda backend: token id %d outside the vocabulary", b->tokens[t]);
             return QE_ERR_ARG;
         }
-    if (run_step(st, b, 0, b->n_seqs, st->hidden, 1, NULL, n_layers, out) != QE_K_OK) {
-        snprintf(err, errlen, "cuda backend: %s", qe_k_last_error());
-        return QE_ERR_DEVICE;
+    if (b->n_tokens > st->max_tokens)
+        return run_chunked(st, b->tokens, b->positions, b->n_tokens, st->hidden, 1, NULL, n_layers,
+                           out, err, errlen);
+    if (run_step(st, b->tokens, b->positions, b->cu_seqlens, b->n_seqs, -1, 1, st->hidden, 1, NULL,
+                 n_layers, out) != QE_K_OK) {
+        return step_failed(st, err, errlen);
     }
     return QE_OK;
 }
 
+/* Weights + activation arena + the chunked-prefill K/V cache (0 until a long sequence came). */
 static size_t device_bytes(const void *state) {
     const cuda_state *st = state;
-    return st->wbytes + st->abytes;
+    return st->wbytes + st->abytes + st->kvbytes;
 }
 
 const qe_backend_ops qe_cuda_backend = {"cuda", create, forward, destroy, residual, device_bytes};

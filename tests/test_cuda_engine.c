@@ -2,7 +2,9 @@
  * `qembed make-random` models of several geometries and dtypes, against the Hugging Face goldens
  * of the tiny fixture (cosine >= 0.999 per sequence, the GPU bf16 tolerance of
  * fixtures/README.md), the layer-0 residual, batching invariance, the last-layer shortcut against
- * the full last layer, and the error paths. Skips cleanly without a GPU. */
+ * the full last layer, chunked prefill (sequences longer than the token budget) against the CPU
+ * backend and against the same sequences run whole, and the error paths. Skips cleanly without a
+ * GPU. */
 #include <cjson/cJSON.h>
 #include <cuda_runtime_api.h>
 #include <stdint.h>
@@ -25,9 +27,13 @@ static const char *tiny_model(void) {
     return e && *e ? e : TINY_MODEL;
 }
 
+/* Skips without a GPU; with QE_REQUIRE_GPU=1 (set on the GPU machine) that is a failure. */
 static void require_gpu(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
+    if ((e != cudaSuccess || n == 0) && getenv("QE_REQUIRE_GPU"))
+        cr_assert_fail("QE_REQUIRE_GPU is set but no CUDA device answers (%s)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
     if (e != cudaSuccess || n == 0)
         cr_skip_test("no CUDA device (%s): CUDA engine test skipped",
                      e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
@@ -328,24 +334,82 @@ Test(cuda_engine, batching_invariance_and_shortcut, .timeout = 600) {
     qe_close(cpu), qe_close(full), qe_close(small), qe_close(big);
 }
 
+/* ------------------------------------------------------------------ chunked prefill */
+
+/* Sequences longer than the token budget run in chunks against the K/V cache (chunked prefill):
+ * alone and in a batch mixing short and long ones, against the CPU backend (GPU_COS) and against
+ * the same sequences run whole under the default budget (INVARIANCE_COS: the GEMMs tile
+ * differently with m, so not bitwise). Budget 100 puts chunk boundaries off the attention tiles;
+ * budget 1024 gives multi-tile queries against several thousand keys. */
+static void chunked_vs_cpu(const char *dir, const char *what, int budget, const int *lens, int n) {
+    qe_engine *cpu = open_engine(dir, QE_BACKEND_CPU, 0);
+    qe_engine *whole = open_engine(dir, QE_BACKEND_CUDA, 0);
+    qe_engine *chunk = open_engine(dir, QE_BACKEND_CUDA, budget);
+    const int D = qe_dim(cpu);
+    int32_t **ids = random_ids(lens, n, qe_vocab_size(cpu), 1000 + (uint64_t)budget);
+    const size_t before = qe_device_bytes(chunk);
+    for (int i = 0; i < n; i++) {
+        float *a = embed(cpu, &ids[i], &lens[i], 1, 0), *b = embed(chunk, &ids[i], &lens[i], 1, 0),
+              *c = embed(whole, &ids[i], &lens[i], 1, 0);
+        double w = tu_cosine_ff(a, b, D), v = tu_cosine_ff(b, c, D);
+        if (isnan(w)) w = -1;
+        if (isnan(v)) v = -1;
+        cr_log_info("%s: %d tokens in chunks of %d: cosine vs cpu %.6f, vs whole %.6f", what,
+                    lens[i], budget, w, v);
+        cr_expect(w >= GPU_COS, "%s: %d tokens in chunks of %d vs cpu: cosine %.6f", what, lens[i],
+                  budget, w);
+        cr_expect(v >= INVARIANCE_COS, "%s: %d tokens chunked (%d) vs whole: cosine %.6f", what,
+                  lens[i], budget, v);
+        free(a), free(b), free(c);
+    }
+    cr_expect(qe_device_bytes(chunk) > before, "%s: the K/V cache is not in qe_device_bytes", what);
+    for (int di = 0; di < 2; di++) {
+        const int dims = di ? 32 : 0, d = dims ? dims : D;
+        float *a = embed(cpu, ids, lens, n, dims), *b = embed(chunk, ids, lens, n, dims);
+        int row = 0;
+        double w = worst_cosine(a, b, n, d, &row);
+        cr_expect(w >= GPU_COS,
+                  "%s: mixed batch dims %d (chunks of %d) vs cpu: cosine %.6f at "
+                  "length %d",
+                  what, d, budget, w, lens[row]);
+        free(a), free(b);
+    }
+    free_ids(ids, n);
+    qe_close(chunk), qe_close(whole), qe_close(cpu);
+}
+
+Test(cuda_engine, chunked_prefill_matches_cpu, .timeout = 900) {
+    require_gpu();
+    char dir[1100];
+    const int small[] = {101, 3, 250, 100, 1, 777, 64};
+    const int large[] = {1025, 7, 3000, 2048, 300};
+    make_model(dir, sizeof dir, "cuda-ch2", 128, 384, 3, 4, 2, "f16", "plain", 31);
+    chunked_vs_cpu(dir, "hidden 128, 4/2 heads, f16", 100, small, 7);
+    make_model(dir, sizeof dir, "cuda-ch4", 256, 512, 2, 8, 2, "bf16", "plain", 32);
+    chunked_vs_cpu(dir, "hidden 256, 8/2 heads, bf16", 100, small, 7);
+    chunked_vs_cpu(dir, "hidden 256, 8/2 heads, bf16", 1024, large, 5);
+    make_model(dir, sizeof dir, "cuda-ch1", 256, 512, 2, 4, 4, "bf16", "plain", 33);
+    chunked_vs_cpu(dir, "hidden 256, 4/4 heads, bf16", 1024, large, 5);
+}
+
 /* ------------------------------------------------------------------ errors */
 
-Test(cuda_engine, sequence_longer_than_budget_is_an_error) {
+/* A sequence longer than the budget is no longer an error; the engine keeps working after it. */
+Test(cuda_engine, sequence_longer_than_budget_runs_chunked) {
     require_gpu();
     SKIP_UNLESS_TINY("config.json");
     qe_engine *e = open_engine(tiny_model(), QE_BACKEND_CUDA, 64);
+    qe_engine *cpu = open_engine(tiny_model(), QE_BACKEND_CPU, 0);
     const int lens[] = {100};
     int32_t **ids = random_ids(lens, 1, 1000, 3);
-    float *out = malloc(sizeof(float) * (size_t)qe_dim(e));
-    qe_status s = qe_embed_ids(e, (const int32_t *const *)ids, lens, 1, 0, out);
-    cr_expect_eq(s, QE_ERR_TOO_LONG, "got %s: %s", qe_status_name(s), qe_last_error(e));
-    cr_expect(strlen(qe_last_error(e)) > 0);
-    /* the engine keeps working after the error */
+    float *out = embed(e, ids, lens, 1, 0), *want = embed(cpu, ids, lens, 1, 0);
+    double c = tu_cosine_ff(out, want, qe_dim(e));
+    cr_expect(c >= GPU_COS, "100 tokens in chunks of 64 vs cpu: cosine %.6f", c);
     const int ok_lens[] = {60};
     int32_t **ok_ids = random_ids(ok_lens, 1, 1000, 4);
     cr_expect_eq(qe_embed_ids(e, (const int32_t *const *)ok_ids, ok_lens, 1, 0, out), QE_OK, "%s",
                  qe_last_error(e));
-    free(out);
+    free(out), free(want);
     free_ids(ids, 1), free_ids(ok_ids, 1);
-    qe_close(e);
+    qe_close(cpu), qe_close(e);
 }

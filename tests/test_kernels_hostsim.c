@@ -1,11 +1,12 @@
 /* test_kernels_hostsim.c — runs the CUDA backend's orchestration (runtime/backend_cuda.c: weight
  * fusion and upload, arena carving, strides, the per-layer sequence, the last-layer shortcut,
- * step splitting, pooling, error paths) on a machine WITHOUT a GPU, by linking it against host
- * stand-ins defined here for the few CUDA runtime calls it makes and for every launcher of
- * kernels/kernels.h. The stand-ins compute each op from its C reference (kernels/ref) with the
- * GPU's bf16 roundings, on "device" memory that is host memory poisoned with NaN at allocation.
- * What this proves: the forward wiring is right (vs the CPU backend and the goldens); what it
- * cannot prove: that the CUDA kernels themselves are right (tests/test_kernels.c does, on a GPU).
+ * step splitting, chunked prefill against the K/V cache, pooling, error paths) on a machine
+ * WITHOUT a GPU, by linking it against host stand-ins defined here for the few CUDA runtime calls
+ * it makes and for every launcher of kernels/kernels.h. The stand-ins compute each op from its C
+ * reference (kernels/ref) with the GPU's bf16 roundings, on "device" memory that is host memory
+ * poisoned with NaN at allocation. What this proves: the forward wiring is right (vs the CPU
+ * backend and the goldens); what it cannot prove: that the CUDA kernels themselves are right
+ * (tests/test_kernels.c does, on a GPU).
  *
  * The definitions below take precedence over libcudart_static / libqe_kernels at link time
  * because they are defined in the test executable itself. A CUDA runtime call or launcher added to
@@ -27,6 +28,7 @@
 static int fake_devices = 1;
 static size_t fake_free = (size_t)64 << 30;
 static long fake_live_allocs;
+static size_t fake_malloc_max = SIZE_MAX; /* cudaMalloc of more bytes fails (NOMEM paths) */
 
 cudaError_t cudaGetDeviceCount(int *count) {
     *count = fake_devices;
@@ -55,6 +57,10 @@ cudaError_t cudaMemGetInfo(size_t *fr, size_t *total) {
 }
 cudaError_t cudaMalloc(void **p, size_t n) {
     size_t rounded = (n + 255) / 256 * 256;
+    if (n > fake_malloc_max) {
+        *p = NULL;
+        return cudaErrorMemoryAllocation;
+    }
     *p = aligned_alloc(256, rounded ? rounded : 256);
     if (!*p) return cudaErrorMemoryAllocation;
     memset(*p, 0xFF, rounded); /* poison: unwritten fp32/bf16 reads become NaN */
@@ -85,6 +91,14 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcp
                             cudaStream_t s) {
     (void)k, (void)s;
     memcpy(dst, src, n);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
+                              size_t width, size_t height, enum cudaMemcpyKind k, cudaStream_t s) {
+    (void)k, (void)s;
+    if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
+    for (size_t r = 0; r < height; r++)
+        memcpy((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {
@@ -521,16 +535,223 @@ Test(hostsim, error_paths_return_status_and_message) {
     cr_expect_eq(fake_live_allocs, 0, "allocations leaked on the error path: %ld",
                  fake_live_allocs);
     fake_free = (size_t)64 << 30;
+    /* a sequence longer than the budget is no longer an error: it runs in chunks */
     qe_engine *e = open_cuda(TINY_MODEL, 32, QE_OK, err, sizeof err);
     const int lens[] = {40};
     rs = 1;
     int32_t **ids = rand_ids(lens, 1, 1000);
-    float out[64];
+    float *out = malloc(sizeof(float) * (size_t)qe_dim(e));
     qe_status s = qe_embed_ids(e, (const int32_t *const *)ids, lens, 1, 0, out);
-    cr_expect_eq(s, QE_ERR_TOO_LONG, "got %s: %s", qe_status_name(s), qe_last_error(e));
-    cr_expect(strstr(qe_last_error(e), "max_batch_tokens") != NULL, "message: %s",
-              qe_last_error(e));
-    free(ids[0]), free(ids);
+    cr_expect_eq(s, QE_OK, "got %s: %s", qe_status_name(s), qe_last_error(e));
+    for (int i = 0; i < qe_dim(e); i++)
+        cr_assert(isfinite(out[i]), "chunked output %d is %f", i, out[i]);
+    free(out), free(ids[0]), free(ids);
     qe_close(e);
     cr_expect_eq(fake_live_allocs, 0, "allocations leaked: %ld", fake_live_allocs);
+}
+
+/* ================================================================== chunked prefill */
+
+/* The qe_attention stand-in itself, against kernels.h: the last Lq queries of a sequence attending
+ * to Lk keys (bottom-right alignment), keys contiguous at an offset or paged through a shuffled
+ * block table, give exactly the rows full self-attention gives those queries. */
+Test(hostsim, attention_standin_bottom_right_and_paged) {
+    enum { L = 70, HEADS = 4, KVH = 2, HD = 128, PAGE = 16, NPAGES = 5, POOL = 9, OFF = 7 };
+    const int qs = HEADS * HD, ks = KVH * HD;
+    qe_bf16 *q = malloc(sizeof(qe_bf16) * L * qs), *k = malloc(sizeof(qe_bf16) * (L + OFF) * ks),
+            *v = malloc(sizeof(qe_bf16) * (L + OFF) * ks);
+    qe_bf16 *kp = malloc(sizeof(qe_bf16) * POOL * PAGE * ks),
+            *vp = malloc(sizeof(qe_bf16) * POOL * PAGE * ks);
+    qe_bf16 *full = malloc(sizeof(qe_bf16) * L * qs), *part = malloc(sizeof(qe_bf16) * L * qs);
+    rs = 17;
+    for (int i = 0; i < L * qs; i++) {
+        rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+        q[i] = tobf((float)((rs >> 40) % 2001) / 1000.0f - 1.0f);
+    }
+    for (int i = 0; i < (L + OFF) * ks; i++) {
+        rs = rs * 6364136223846793005ull + 1442695040888963407ull;
+        k[i] = tobf((float)((rs >> 40) % 2001) / 1000.0f - 1.0f);
+        v[i] = tobf((float)((rs >> 20) % 2001) / 1000.0f - 1.0f);
+    }
+    /* keys of the sequence start at row OFF of k/v */
+    const int32_t cu_full[2] = {0, L}, cu_k[2] = {OFF, OFF + L};
+    qe_attn_params p;
+    memset(&p, 0, sizeof p);
+    p.q = q, p.k = k + OFF * ks, p.v = v + OFF * ks, p.out = full;
+    p.q_stride = qs, p.kv_stride = ks, p.out_stride = qs;
+    p.cu_seqlens_q = cu_full, p.cu_seqlens_k = cu_full, p.n_seqs = 1, p.max_seqlen_q = L;
+    p.heads = HEADS, p.kv_heads = KVH, p.head_dim = HD, p.scale = 0.088f;
+    cr_assert_eq(qe_attention(&p, NULL), QE_K_OK, "%s", qe_k_last_error());
+    /* the mask is causal: query 0 sees only key 0, so its output is v[0] of its kv head */
+    cr_expect(memcmp(full, v + OFF * ks, sizeof(qe_bf16) * HD) == 0, "query 0 != value 0");
+    const int lqs[] = {1, 13, 16, 33, L};
+    for (int li = 0; li < 5; li++) {
+        const int Lq = lqs[li];
+        const int32_t cu_q[2] = {0, Lq};
+        /* contiguous, keys addressed through cu_seqlens_k[0] = OFF */
+        memset(part, 0xFF, sizeof(qe_bf16) * L * qs);
+        p.q = q + (size_t)(L - Lq) * qs, p.k = k, p.v = v, p.out = part;
+        p.cu_seqlens_q = cu_q, p.cu_seqlens_k = cu_k, p.max_seqlen_q = Lq;
+        cr_assert_eq(qe_attention(&p, NULL), QE_K_OK, "%s", qe_k_last_error());
+        cr_expect(memcmp(part, full + (size_t)(L - Lq) * qs, sizeof(qe_bf16) * Lq * qs) == 0,
+                  "contiguous Lq %d of Lk %d differs from full attention", Lq, L);
+        /* paged: logical page i of the sequence lives in physical page table[i] of the pool */
+        const int32_t table[NPAGES] = {6, 2, 8, 0, 4};
+        memset(kp, 0xFF, sizeof(qe_bf16) * POOL * PAGE * ks);
+        memset(vp, 0xFF, sizeof(qe_bf16) * POOL * PAGE * ks);
+        for (int j = 0; j < L; j++) {
+            const size_t r = (size_t)table[j / PAGE] * PAGE + j % PAGE;
+            memcpy(kp + r * ks, k + (size_t)(OFF + j) * ks, sizeof(qe_bf16) * ks);
+            memcpy(vp + r * ks, v + (size_t)(OFF + j) * ks, sizeof(qe_bf16) * ks);
+        }
+        const int32_t cu_kp[2] = {100, 100 + L}; /* only the difference counts when paged */
+        memset(part, 0xFF, sizeof(qe_bf16) * L * qs);
+        p.k = kp, p.v = vp, p.cu_seqlens_k = cu_kp;
+        p.block_table = table, p.block_table_stride = NPAGES, p.page_size = PAGE;
+        cr_assert_eq(qe_attention(&p, NULL), QE_K_OK, "%s", qe_k_last_error());
+        cr_expect(memcmp(part, full + (size_t)(L - Lq) * qs, sizeof(qe_bf16) * Lq * qs) == 0,
+                  "paged Lq %d of Lk %d differs from full attention", Lq, L);
+        p.block_table = NULL, p.block_table_stride = 0, p.page_size = 0;
+    }
+    free(q), free(k), free(v), free(kp), free(vp), free(full), free(part);
+}
+
+/* Sequences longer than a 64-token budget (chunked prefill against the K/V cache) vs the CPU
+ * backend and vs the same sequences run whole under a large budget. The stand-ins are
+ * deterministic per row and chunking changes neither a key nor the order keys are summed in, so
+ * chunked and whole must be bitwise equal. */
+static void chunked_vs_cpu_and_whole(const char *dir, const char *what, int layers, int kv_heads,
+                                     int with_growth) {
+    char err[512] = "";
+    qe_engine *whole = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *chunk = open_cuda(dir, 64, QE_OK, err, sizeof err);
+    qe_engine *cpu = open_cpu(dir);
+    const int D = qe_dim(cpu);
+    const size_t base_bytes = qe_device_bytes(chunk);
+    /* alone, then a batch mixing short and long sequences (long ones between short ones) */
+    const int lens[] = {65, 200, 513, 3, 64, 130, 1, 65, 40, 1100};
+    const int n_alone = 3, n_mixed = with_growth ? 7 : 6;
+    rs = 1234;
+    int32_t **ids = rand_ids(lens, n_alone + n_mixed, qe_vocab_size(cpu));
+    for (int i = 0; i < n_alone; i++) {
+        float *a = run(cpu, &ids[i], &lens[i], 1, 0), *b = run(chunk, &ids[i], &lens[i], 1, 0),
+              *c = run(whole, &ids[i], &lens[i], 1, 0);
+        double w = worst_cos(a, b, 1, D);
+        cr_log_info("hostsim %s chunked %d tokens: cosine vs cpu %.6f", what, lens[i], w);
+        cr_expect(w >= SIM_COS, "%s: %d tokens in 64-token chunks vs cpu: cosine %.6f", what,
+                  lens[i], w);
+        cr_expect(memcmp(b, c, sizeof(float) * D) == 0,
+                  "%s: %d tokens chunked vs whole differ (cosine %.7f)", what, lens[i],
+                  worst_cos(b, c, 1, D));
+        free(a), free(b), free(c);
+    }
+    /* the K/V cache: made by the first long sequence, in 1024-token steps (KV_ROUND), bf16 k and
+     * v rows of kv_heads * 128 per layer */
+    const size_t per_token = (size_t)layers * 2 * kv_heads * 128 * 2;
+    cr_expect_eq(qe_device_bytes(chunk) - base_bytes, per_token * 1024,
+                 "%s: K/V cache after sequences up to 513 tokens: %zu bytes", what,
+                 qe_device_bytes(chunk) - base_bytes);
+    for (int di = 0; di < 2; di++) {
+        const int dims = di ? 32 : 0, d = dims ? dims : D;
+        int32_t **m = ids + n_alone;
+        const int *ml = lens + n_alone;
+        float *a = run(cpu, m, ml, n_mixed, dims), *b = run(chunk, m, ml, n_mixed, dims),
+              *c = run(whole, m, ml, n_mixed, dims);
+        double w = worst_cos(a, b, n_mixed, d);
+        cr_log_info("hostsim %s mixed batch dims %d: worst cosine vs cpu %.6f", what, d, w);
+        cr_expect(w >= SIM_COS, "%s: mixed batch dims %d vs cpu: worst cosine %.6f", what, d, w);
+        cr_expect(memcmp(b, c, sizeof(float) * (size_t)n_mixed * d) == 0,
+                  "%s: mixed batch dims %d chunked vs whole differ (cosine %.7f)", what, d,
+                  worst_cos(b, c, n_mixed, d));
+        free(a), free(b), free(c);
+    }
+    if (with_growth) /* the 1100-token sequence grew the cache to 2048 tokens */
+        cr_expect_eq(qe_device_bytes(chunk) - base_bytes, per_token * 2048,
+                     "%s: K/V cache after an 1100-token sequence: %zu bytes", what,
+                     qe_device_bytes(chunk) - base_bytes);
+    for (int i = 0; i < n_alone + n_mixed; i++)
+        free(ids[i]);
+    free(ids);
+    qe_close(cpu), qe_close(chunk), qe_close(whole);
+}
+
+Test(hostsim, chunked_prefill_matches_cpu_and_whole_gqa_1_2_4, .timeout = 900) {
+    char dir[1100];
+    make_model(dir, sizeof dir, "hs-c1", 128, 256, 2, 2, 2, "bf16");
+    chunked_vs_cpu_and_whole(dir, "2/2 heads bf16", 2, 2, 0);
+    make_model(dir, sizeof dir, "hs-c2", 64, 192, 3, 4, 2, "f16");
+    chunked_vs_cpu_and_whole(dir, "4/2 heads f16", 3, 2, 0);
+    make_model(dir, sizeof dir, "hs-c4", 256, 256, 2, 4, 1, "f32");
+    chunked_vs_cpu_and_whole(dir, "4/1 heads f32", 2, 1, 1);
+    cr_expect_eq(fake_live_allocs, 0, "device/pinned allocations leaked: %ld", fake_live_allocs);
+}
+
+/* The chunked path with the full last layer (every chunk runs it) and through the residual hook
+ * (every layer count, chunked vs whole bitwise, vs the CPU backend); the K/V cache's NOMEM path
+ * and its exact-size fallback. */
+Test(hostsim, chunked_full_last_layer_residual_and_nomem, .timeout = 600) {
+    char dir[1100], err[512] = "";
+    make_model(dir, sizeof dir, "hs-cr", 128, 256, 2, 4, 2, "bf16");
+    qe_engine *whole = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *chunk = open_cuda(dir, 64, QE_OK, err, sizeof err);
+    setenv("QE_CUDA_FULL_LAST_LAYER", "1", 1);
+    qe_engine *full = open_cuda(dir, 64, QE_OK, err, sizeof err);
+    unsetenv("QE_CUDA_FULL_LAST_LAYER");
+    qe_engine *cpu = open_cpu(dir);
+    const int D = qe_dim(cpu);
+    const int lens[] = {200, 5, 129};
+    rs = 77;
+    int32_t **ids = rand_ids(lens, 3, qe_vocab_size(cpu));
+    float *a = run(chunk, ids, lens, 3, 0), *b = run(full, ids, lens, 3, 0),
+          *c = run(cpu, ids, lens, 3, 0);
+    cr_expect(worst_cos(a, b, 3, D) >= 0.99999, "chunked: shortcut vs full last layer: %.7f",
+              worst_cos(a, b, 3, D));
+    cr_expect(worst_cos(b, c, 3, D) >= SIM_COS, "chunked full last layer vs cpu: %.6f",
+              worst_cos(b, c, 3, D));
+    free(a), free(b), free(c);
+    for (int nl = 0; nl <= 2; nl++) {
+        const size_t n = (size_t)lens[0] * D;
+        float *rc = malloc(sizeof(float) * n), *rw = malloc(sizeof(float) * n),
+              *rp = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++)
+            rc[i] = NAN;
+        cr_assert_eq(qe_debug_residual(chunk, ids[0], lens[0], nl, rc), QE_OK, "%s",
+                     qe_last_error(chunk));
+        cr_assert_eq(qe_debug_residual(whole, ids[0], lens[0], nl, rw), QE_OK, "%s",
+                     qe_last_error(whole));
+        cr_assert_eq(qe_debug_residual(cpu, ids[0], lens[0], nl, rp), QE_OK, "%s",
+                     qe_last_error(cpu));
+        cr_expect(memcmp(rc, rw, sizeof(float) * n) == 0,
+                  "residual after %d layers: chunked vs whole differ (worst row cosine %.7f)", nl,
+                  worst_cos(rc, rw, lens[0], D));
+        double w = worst_cos(rc, rp, lens[0], D);
+        cr_expect(w >= SIM_COS, "chunked residual after %d layers vs cpu: worst row cosine %.6f",
+                  nl, w);
+        free(rc), free(rw), free(rp);
+    }
+    /* NOMEM: the new engine has no cache yet; 2 layers x 2 x 256 x 2 bytes = 2 KiB per token */
+    qe_engine *e = open_cuda(dir, 64, QE_OK, err, sizeof err);
+    const size_t base = qe_device_bytes(e);
+    float *out = malloc(sizeof(float) * (size_t)D), *want = run(whole, ids, lens, 1, 0);
+    fake_malloc_max = 100 << 10; /* 100 KiB: neither 1024 nor 200 tokens fit */
+    qe_status s = qe_embed_ids(e, (const int32_t *const *)ids, lens, 1, 0, out);
+    cr_expect_eq(s, QE_ERR_NOMEM, "got %s: %s", qe_status_name(s), qe_last_error(e));
+    cr_expect(strstr(qe_last_error(e), "K/V cache") != NULL && strstr(qe_last_error(e), "GiB"),
+              "message: %s", qe_last_error(e));
+    cr_expect_eq(qe_device_bytes(e), base);
+    /* the engine keeps working: short sequences need no cache */
+    float *short_out = run(e, &ids[1], &lens[1], 1, 0);
+    free(short_out);
+    fake_malloc_max = 1 << 20; /* 1 MiB: 1024 tokens (2 MiB) do not fit, exactly 200 do */
+    float *got = run(e, ids, lens, 1, 0);
+    cr_expect_eq(qe_device_bytes(e) - base, (size_t)200 * 2048, "exact-size K/V cache: %zu bytes",
+                 qe_device_bytes(e) - base);
+    cr_expect(memcmp(got, want, sizeof(float) * D) == 0, "exact-size cache: result differs");
+    fake_malloc_max = SIZE_MAX;
+    free(out), free(want), free(got);
+    for (int i = 0; i < 3; i++)
+        free(ids[i]);
+    free(ids);
+    qe_close(e), qe_close(cpu), qe_close(full), qe_close(chunk), qe_close(whole);
+    cr_expect_eq(fake_live_allocs, 0, "device/pinned allocations leaked: %ld", fake_live_allocs);
 }

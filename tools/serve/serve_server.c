@@ -72,16 +72,6 @@ static void *loader_main(void *arg) {
     s->max_input_tokens = s->max_positions;
     if (s->cfg.max_input_tokens > 0 && s->cfg.max_input_tokens < s->max_positions)
         s->max_input_tokens = s->cfg.max_input_tokens;
-    /* The CUDA backend runs a sequence within one step of max_batch_tokens (no chunked prefill):
-     * cap inputs there, so a long input is truncated or refused up front instead of failing in the
-     * engine. The CPU backend runs longer sequences as a step of their own. */
-    if (s->cfg.backend == QE_BACKEND_CUDA && s->max_input_tokens > s->cfg.max_batch_tokens) {
-        s->max_input_tokens = s->cfg.max_batch_tokens;
-        if (!s->cfg.quiet)
-            fprintf(stderr,
-                    "qembed serve: inputs capped at %d tokens (--max-batch-tokens) on cuda\n",
-                    s->max_input_tokens);
-    }
     read_dtype(s);
     if (s->cfg.backend == QE_BACKEND_CPU) snprintf(s->dtype, sizeof s->dtype, "float32");
     if (srv_pipeline_start(s) != 0) {
