@@ -35,10 +35,30 @@ stage "4b L=2048"    engine-bench.log $B/qembed bench --model /tmp/m4b --seq-len
 stage "4b mix"       engine-bench.log $B/qembed bench --model /tmp/m4b --mix 16:512
 stage "4b 32k doc"   engine-bench.log $B/qembed bench --model /tmp/m4b --seq-len 32768 --iters 3 --warmup 1
 stage "4b query24"   engine-bench.log $B/qembed bench --model /tmp/m4b --seq-len 24 --batch-tokens 24 --iters 50
+# Serving: 64 concurrent clients on the 4B model, to set beside the offline mix figure above.
+serve_and_load() {
+  $B/qembed serve --model /tmp/m4b --backend cuda --port 18080 --quiet &
+  local pid=$!
+  python3 - <<'PY'  # wait for /health 200 (the 4B model takes a while to load)
+import time, urllib.request
+for _ in range(240):
+    try:
+        if urllib.request.urlopen("http://127.0.0.1:18080/health", timeout=2).status == 200: break
+    except Exception: pass
+    time.sleep(0.5)
+PY
+  $B/qembed loadgen --url http://127.0.0.1:18080/v1/embeddings --corpus devpack/corpus.jsonl \
+    --concurrency 64 --inputs-per-request 16 --duration 60
+  local rc=$?
+  kill -TERM $pid; wait $pid
+  return $rc
+}
+stage "serve 4b, 64 clients" serving.log serve_and_load
 {
   cat "$OUT/gpu.txt"
   printf '%s\n' "${summary[@]}"
   grep -h "Synthesis" "$OUT/tests.log"
   grep -hE "ERROR SUMMARY|RACECHECK SUMMARY" "$OUT/sanitizer.log"
   grep -h "^result" "$OUT/engine-bench.log"
+  grep -hE "throughput|latency|errors" "$OUT/serving.log"
 } | tee "$OUT/summary.txt"

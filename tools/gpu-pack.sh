@@ -14,4 +14,5 @@ rm -rf devpack
 cp build-cuda/benchmarks/bench_attention build-cuda/benchmarks/bench_memops devpack/bin/
 mkdir -p devpack/tiny
 cp ../shared/fixtures/tiny-qwen3-embed/{config.json,model.safetensors,golden.json} devpack/tiny/
+cp ../shared/bench/corpus.jsonl devpack/   # the serving workload for loadgen
 du -sh devpack
