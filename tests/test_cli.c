@@ -70,7 +70,8 @@ Test(cli, bad_input_fails_with_line_number, .timeout = 60) {
     char dir[1100], cmd[4096], *out;
     make_demo(dir, sizeof dir);
     const char *bad[] = {"{\"ids\": [1, 999999999]}", "{\"ids\": []}", "{\"foo\": 1}", "not json",
-                         "{\"ids\": [1.5]}"};
+                         "{\"ids\": [1.5]}", "{\"text\": \"a\\u0000b\"}", "{\"ids\": [1]} extra",
+                         "{\"ids\": [1e300]}", "{\"ids\": [-1]}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd,
                  "printf '%%s\\n' '{\"ids\": [5]}' '%s' | " QEMBED " embed --model '%s' 2>&1 >/dev/null",

@@ -2,6 +2,7 @@
  * qe_embed_texts / qe_embed_ids on the very engine the server uses; the exact bodies the `openai`
  * Python client and TEI clients send; the float formatter and base64 encoder. */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -458,6 +459,23 @@ Test(server_units, float_formatter_round_trips) {
     }
     cr_assert_eq(srv_format_float(0.0f, buf), 1);
     cr_assert_eq(strtof(buf, NULL), 0.0f);
+    /* the extremes: every subnormal below 1e-41 (the range a too-small table once missed), the
+     * smallest normal and the largest float, both signs */
+    for (uint32_t u = 1; u < 0x00002000u; u++) {
+        for (int sign = 0; sign < 2; sign++) {
+            uint32_t bits = u | (sign ? 0x80000000u : 0);
+            float f;
+            memcpy(&f, &bits, 4);
+            int n = srv_format_float(f, buf);
+            cr_assert(n > 0 && n <= 16, "length %d for 0x%08x", n, bits);
+            cr_assert(strtof(buf, NULL) == f, "0x%08x printed as %s", bits, buf);
+        }
+    }
+    const float extremes[] = {FLT_MIN, -FLT_MIN, FLT_MAX, -FLT_MAX, 1e-38f, 3.4e38f};
+    for (size_t i = 0; i < sizeof extremes / sizeof extremes[0]; i++) {
+        srv_format_float(extremes[i], buf);
+        cr_assert(strtof(buf, NULL) == extremes[i], "%.9g printed as %s", extremes[i], buf);
+    }
 }
 
 Test(server_units, base64_matches_rfc4648_vectors) {

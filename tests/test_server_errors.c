@@ -1,6 +1,7 @@
 /* test_server_errors.c — every row of SERVING.md's error table: the status, the OpenAI error shape,
  * Retry-After on 429, and that the server keeps serving correct answers after each error. */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,12 @@ Test(server_errors, bad_requests_are_400) {
     expect_error(&t, E, "{\"input\":[\"a\",3]}", 400, "mixes");
     expect_error(&t, E, "{\"input\":[[1,2],\"a\"]}", 400, "mixes");
     expect_error(&t, E, "{\"input\":[1.5,2]}", 400, "integer");
+    expect_error(&t, E, "{\"input\":\"a\"} trailing garbage", 400, "JSON");
+    expect_error(&t, E, "{\"input\":\"abc\\u0000def\"}", 400, "NUL");
+    expect_error(&t, E, "{\"input\":\"\\u0000abc\"}", 400, "NUL");
+    expect_error(&t, E, "{\"input\":\"a\",\"model\":\"tiny-qwen3-embed\\u0000x\"}", 400, "NUL");
+    expect_error(&t, "/tokenize", "{\"inputs\":\"a\\u0000b\"}", 400, "NUL");
+    expect_error(&t, "/decode", "{\"ids\":[1,2]}]", 400, "JSON");
     expect_error(&t, E, "{\"input\":[true]}", 400, NULL);
     expect_error(&t, E, "{\"input\":[]}", 400, "empty");
     expect_error(&t, E, "{\"input\":\"\"}", 400, "empty");
@@ -164,18 +171,52 @@ Test(server_errors, limits_are_413) {
     srvt_stop(&t);
 }
 
-Test(server_errors, queue_full_is_429_with_retry_after) {
+/* {"input":[[ids]]} with n ids, as a malloc'd string. */
+static char *ids_body(int n) {
+    char *b = malloc(32 + (size_t)n * 8), *p = b;
+    p += sprintf(p, "{\"input\":[[");
+    for (int i = 0; i < n; i++) p += sprintf(p, i ? ",%d" : "%d", 100 + i % 5000);
+    strcpy(p, "]]}");
+    return b;
+}
+
+typedef struct {
+    const char *base;
+    char *body;
+    long status;
+} bg_post;
+
+static void *post_in_background(void *arg) {
+    bg_post *b = arg;
+    srvt_resp r;
+    b->status = srvt_post(b->base, "/v1/embeddings", b->body, &r);
+    srvt_resp_free(&r);
+    return NULL;
+}
+
+Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
     serve_config c;
     srvt_config(&c);
-    c.max_queue_tokens = 32;
+    c.max_queue_tokens = 3000;
     srvt_server t;
     srvt_start(&t, &c);
-    char *text = srvt_long_text(60, 2); /* far more than 32 tokens */
-    char body[1024];
-    snprintf(body, sizeof body, "{\"input\":\"%s\"}", text);
+    /* a 2500-token request keeps the CPU engine busy for a while ... */
+    bg_post first = {t.base, ids_body(2500), 0};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, post_in_background, &first), 0);
     srvt_resp r;
-    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", body, &r), 429, "%s", r.body);
+    int admitted = 0;
+    for (int i = 0; i < 400 && !admitted; i++) {
+        cr_assert_eq(srvt_get(t.base, "/metrics", &r), 200);
+        admitted = strstr(r.body, "qembed_inflight_tokens 2500\n") != NULL;
+        srvt_resp_free(&r);
+        if (!admitted) usleep(5000);
+    }
+    cr_assert(admitted, "the first request never showed in qembed_inflight_tokens");
+    /* ... so 1000 more tokens exceed the 3000 limit: 429 with Retry-After */
+    char *second = ids_body(1000);
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", second, &r), 429, "%s", r.body);
     char ra[32];
     cr_assert(srvt_header(&r, "Retry-After", ra, sizeof ra), "Retry-After header");
     cr_assert(atoi(ra) >= 1);
@@ -183,15 +224,22 @@ Test(server_errors, queue_full_is_429_with_retry_after) {
     cr_assert_not_null(strstr(srvt_error_message(j), "queue"));
     cJSON_Delete(j);
     srvt_resp_free(&r);
-    /* ids too, and what fits still goes through */
-    cr_assert_eq(srvt_post(t.base, "/v1/embeddings",
-                           "{\"input\":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20],"
-                           "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]]}",
-                           &r),
-                 429);
+    /* a request larger than the whole limit could never be queued: 413, not a retry loop */
+    char *huge = ids_body(3001);
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", huge, &r), 413, "%s", r.body);
+    j = srvt_json(&r);
+    cr_assert_not_null(strstr(srvt_error_message(j), "--max-queue-tokens"));
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    pthread_join(th, NULL);
+    cr_assert_eq(first.status, 200);
+    /* once the first is answered, the second fits */
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", second, &r), 200, "%s", r.body);
     srvt_resp_free(&r);
     expect_ok(&t);
-    free(text);
+    free(first.body);
+    free(second);
+    free(huge);
     srvt_stop(&t);
 }
 

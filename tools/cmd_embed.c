@@ -1,11 +1,14 @@
 /* cmd_embed.c — `qembed embed`: JSONL in ({"ids": [...]} or {"text": "..."}), JSONL out
  * ({"index", "tokens", "embedding"}), in input order, on either backend. */
 #include <cjson/cJSON.h>
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
+#include "json_strict.h"
 #include "qembed.h"
 #include "tokenizer/tokenizer.h"
 
@@ -39,7 +42,8 @@ enum { LINES_PER_CALL = 256 };
 
 static int parse_line(const char *line, long lineno, const tok_tokenizer *tok,
                       const char *prefix, const char *instruction, int max_len, seq *out) {
-    cJSON *j = cJSON_Parse(line);
+    const char *why = "not a JSON object";
+    cJSON *j = json_parse_strict(line, strlen(line), &why);
     int rc = -1;
     out->ids = NULL;
     out->len = 0;
@@ -47,13 +51,14 @@ static int parse_line(const char *line, long lineno, const tok_tokenizer *tok,
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(j, "ids");
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
     if (!cJSON_IsObject(j)) {
-        fprintf(stderr, "qembed embed: line %ld: not a JSON object\n", lineno);
+        fprintf(stderr, "qembed embed: line %ld: %s\n", lineno, why);
     } else if (cJSON_IsArray(ids)) {
         int n = cJSON_GetArraySize(ids), i = 0;
         out->ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
         out->len = n;
         for (const cJSON *v = ids->child; v; v = v->next, i++) {
-            if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int32_t)v->valuedouble) {
+            if (!cJSON_IsNumber(v) || v->valuedouble < INT32_MIN || v->valuedouble > INT32_MAX ||
+                v->valuedouble != floor(v->valuedouble)) {
                 fprintf(stderr, "qembed embed: line %ld: ids[%d] is not an integer\n", lineno, i);
                 goto out;
             }

@@ -166,6 +166,11 @@ static void run_job(const batch *b, job *j) {
     if (!*s) return;       /* blank line: nothing to write */
     const char *at = NULL; /* cJSON_GetErrorPtr is a global: not safe across threads */
     cJSON *root = cJSON_ParseWithLengthOpts(j->line, j->len, &at, 0);
+    if (root && at && at < j->line + j->len &&
+        at[strspn(at, " \t\r\n")] != 0) { /* more after the value */
+        cJSON_Delete(root);
+        root = NULL;
+    }
     if (!root) {
         char where[32] = "";
         if (at && at >= j->line && at <= j->line + j->len)

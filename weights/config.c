@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@ static int get_int(const cJSON *root, const char *key, int min, int *out, char *
         snprintf(err, errlen, "config.json: missing field \"%s\"", key);
         return -1;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long long)v->valuedouble) {
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)) {
         snprintf(err, errlen, "config.json: field \"%s\" must be an integer", key);
         return -1;
     }

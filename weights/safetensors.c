@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,7 +108,7 @@ static int parse_entry(const cJSON *e, const uint8_t *data, size_t data_len, st_
     for (int i = 0; i < nd; i++) {
         const cJSON *d = cJSON_GetArrayItem(shape, i);
         if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1e15 ||
-            d->valuedouble != (double)(long long)d->valuedouble) {
+            d->valuedouble != floor(d->valuedouble)) {
             snprintf(err, errlen, "tensor \"%s\": shape[%d] is not a non-negative integer", t->name, i);
             return -1;
         }
@@ -124,7 +125,7 @@ static int parse_entry(const cJSON *e, const uint8_t *data, size_t data_len, st_
     }
     double b = cJSON_GetArrayItem(offs, 0)->valuedouble, en = cJSON_GetArrayItem(offs, 1)->valuedouble;
     if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) ||
-        b < 0 || en < b || b != (double)(unsigned long long)b || en != (double)(unsigned long long)en) {
+        b < 0 || en < b || en > 1e18 || b != floor(b) || en != floor(en)) {
         snprintf(err, errlen, "tensor \"%s\": data_offsets are not a valid [begin, end] pair", t->name);
         return -1;
     }

@@ -204,6 +204,15 @@ void srv_admit(serve_server *s, srv_job *j) {
         srv_job_fail(j, &e);
         return;
     }
+    if (total > s->cfg.max_queue_tokens) { /* could never fit: retrying is pointless */
+        pthread_mutex_unlock(&s->q_mu);
+        srv_err_set(&e, 413, "invalid_request_error", "request_too_large", "input",
+                    "this request has %ld tokens, more than the server queues at once (%ld, "
+                    "--max-queue-tokens); send fewer inputs per request",
+                    total, s->cfg.max_queue_tokens);
+        srv_job_fail(j, &e);
+        return;
+    }
     if (s->inflight_tokens + total > s->cfg.max_queue_tokens) {
         long queued = s->inflight_tokens;
         pthread_mutex_unlock(&s->q_mu);

@@ -2,10 +2,12 @@
  * /tokenize, /decode) into jobs or direct answers. Every rejection carries the status of
  * SERVING.md's error table and names the offending field. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "json_strict.h"
 #include "serve_internal.h"
 #include "tokenizer.h"
 
@@ -54,7 +56,7 @@ static int read_id(const cJSON *v, int vocab, int32_t *out, srv_error *e, const 
         return -1;
     }
     double d = v->valuedouble;
-    if (d != (double)(long long)d) {
+    if (d != floor(d)) { /* floor, not a cast: casting 1e308 to an integer is undefined */
         BAD(e, param, "token ids must be integers (got %g)", d);
         return -1;
     }
@@ -127,10 +129,11 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
                          srv_error *e) {
     const int tei = route == ROUTE_TEI;
     const char *in_name = tei ? "inputs" : "input";
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    const char *why = NULL;
+    cJSON *root = json_parse_strict(body, len, &why);
     srv_job *j = NULL;
     if (!root) {
-        BAD(e, "", "the body is not valid JSON");
+        BAD(e, "", "the body is %s", why);
         return NULL;
     }
     if (!cJSON_IsObject(root)) {
@@ -165,7 +168,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
     const cJSON *d = field(root, "dimensions");
     if (d) {
         int lo = s->width < 32 ? s->width : 32;
-        if (!cJSON_IsNumber(d) || d->valuedouble != (double)(long long)d->valuedouble) {
+        if (!cJSON_IsNumber(d) || d->valuedouble != floor(d->valuedouble)) {
             BAD(e, "dimensions", "'dimensions' must be an integer");
             goto fail;
         }
@@ -382,10 +385,11 @@ fail:
  *   -> [[id, ...], ...] (one array of ids per input, also for a single string) */
 char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t *out_len,
                           srv_error *e) {
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    const char *why = "not a JSON object";
+    cJSON *root = json_parse_strict(body, len, &why);
     sbuf b = {0};
     if (!root || !cJSON_IsObject(root)) {
-        BAD(e, "", root ? "the body must be a JSON object" : "the body is not valid JSON");
+        BAD(e, "", "the body is %s", why);
         cJSON_Delete(root);
         return NULL;
     }
@@ -466,10 +470,11 @@ fail:
  *   -> ["text", ...] (one string per sequence, also for a single flat array) */
 char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *out_len,
                         srv_error *e) {
-    cJSON *root = cJSON_ParseWithLength(body, len);
+    const char *why = "not a JSON object";
+    cJSON *root = json_parse_strict(body, len, &why);
     sbuf b = {0};
     if (!root || !cJSON_IsObject(root)) {
-        BAD(e, "", root ? "the body must be a JSON object" : "the body is not valid JSON");
+        BAD(e, "", "the body is %s", why);
         cJSON_Delete(root);
         return NULL;
     }

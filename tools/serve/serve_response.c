@@ -12,14 +12,16 @@
 
 #define QE_SERVE_VERSION "0.1.0"
 
-static double POW10[100]; /* 10^(k-50) */
+/* 10^(k-64): the scale 10^(8 - e10) spans 10^-31 (FLT_MAX) to 10^54 (the smallest subnormal,
+ * 1.4e-45), with a step of slack either side for the exponent correction below. */
+static double POW10[129];
 static pthread_once_t pow10_once = PTHREAD_ONCE_INIT;
 static void pow10_init(void) {
-    for (int k = 0; k < 100; k++)
-        POW10[k] = pow(10.0, k - 50);
+    for (int k = 0; k < 129; k++)
+        POW10[k] = pow(10.0, k - 64);
 }
 static double p10(int k) {
-    return POW10[k + 50];
+    return POW10[k + 64];
 }
 
 /* Nine significant digits always read back to the same float32. The scaling runs in double, whose
