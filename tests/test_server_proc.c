@@ -10,6 +10,10 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "srv_harness.h"
 #include "test_util.h"
@@ -167,4 +171,59 @@ Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
     free(text);
     srvt_resp_free(&b.r);
     free(b.body);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* SIGTERM waits for accepted work only: a client stuck halfway through its body must not hold
+ * the drain (it used to, for the whole --drain-timeout, and then the exit code was 1). */
+Test(server_proc, sigterm_does_not_wait_for_an_unfinished_upload, .timeout = 60) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    if (!tu_exists(QEMBED)) cr_skip_test("%s not built", QEMBED);
+    char dir[1024], log[1100];
+    tu_scratch_dir(dir, sizeof dir, "srv-slowbody");
+    snprintf(log, sizeof log, "%s/serve.log", dir);
+    char *argv[] = {QEMBED, "serve", "--model", TINY_MODEL, "--port", "0", "--drain-timeout",
+                    "30", NULL};
+    pid_t pid = spawn_logged(argv, log);
+    int port = 0;
+    for (int i = 0; i < 1000 && !port; i++) {
+        char *text = tu_read_file(log, NULL);
+        const char *p = text ? strstr(text, "listening on http://127.0.0.1:") : NULL;
+        if (p) port = atoi(p + strlen("listening on http://127.0.0.1:"));
+        free(text);
+        if (!port) usleep(10000);
+    }
+    cr_assert_gt(port, 0, "no listening line in %s", log);
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
+    srvt_resp r;
+    int ready = 0;
+    for (int i = 0; i < 1000 && !ready; i++) {
+        ready = srvt_get(base, "/health", &r) == 200;
+        srvt_resp_free(&r);
+        if (!ready) usleep(10000);
+    }
+    cr_assert(ready, "server never became healthy");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    const char *head = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                       "\r\nContent-Length: 100\r\n\r\n{\"inp";
+    cr_assert_eq(write(fd, head, strlen(head)), (ssize_t)strlen(head));
+    usleep(200000); /* let the server read the partial body */
+    double t0 = now_s();
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    int code = wait_exit(pid, 20);
+    double took = now_s() - t0;
+    close(fd);
+    char *text = tu_read_file(log, NULL);
+    cr_assert_eq(code, 0, "exit %d after %.1f s; log:\n%s", code, took, text);
+    cr_assert_lt(took, 10.0, "the drain waited %.1f s for an unfinished upload", took);
+    free(text);
 }

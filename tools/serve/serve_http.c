@@ -34,7 +34,7 @@ typedef struct srv_req {
     srv_route route;
     char label[24]; /* metrics route label */
     char method[8];
-    int counted; /* in active_requests (arrived before a drain) */
+    int counted; /* in active_requests (body complete before a drain began) */
     int too_big;
     sbuf body;
     int status;
@@ -342,13 +342,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             r->route = ROUTE_DECODE;
         else
             r->route = ROUTE_OTHER;
-        pthread_mutex_lock(&s->state_mu);
-        int st = atomic_load(&s->state);
-        if (st != SERVE_DRAINING && st != SERVE_STOPPED) {
-            r->counted = 1;
-            s->active_requests++;
-        }
-        pthread_mutex_unlock(&s->state_mu);
         /* refuse an announced oversized body before reading it */
         const char *cl =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -391,6 +384,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                     "the body is larger than the limit of %zu bytes", s->cfg.max_body);
         return send_error(s, c, r, &e);
     }
+    /* A request counts for the drain once its body is complete: SIGTERM waits for work the server
+     * has accepted, never for a client that is still (or forever) uploading. */
+    pthread_mutex_lock(&s->state_mu);
+    int st = atomic_load(&s->state);
+    if (st != SERVE_DRAINING && st != SERVE_STOPPED) {
+        r->counted = 1;
+        s->active_requests++;
+    }
+    pthread_mutex_unlock(&s->state_mu);
     return dispatch(s, c, r, url, method);
 }
 
@@ -411,6 +413,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                 r->cancelled                                 ? " (client disconnected)"
                 : toe != MHD_REQUEST_TERMINATED_COMPLETED_OK ? " (connection error)"
                                                              : "");
+    if (r->status == 0) /* the connection ended before any answer: count it like a disconnect */
+        srv_metrics_request(&s->metrics, r->label, 499, "client_disconnected");
     sb_free(&r->body);
     watch_remove(s, r);
     if (r->job) {
