@@ -31,6 +31,24 @@ static void expect_ok(srvt_server *t) {
     srvt_resp_free(&r);
 }
 
+/* Client bytes echoed in an error message stay valid UTF-8 (U+FFFD for invalid bytes). */
+Test(server_errors, invalid_utf8_is_not_echoed_raw) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":\"a\",\"model\":\"\xff\xfe\"}", &r),
+                 400);
+    for (size_t i = 0; i < r.len; i++)
+        cr_assert((unsigned char)r.body[i] != 0xff && (unsigned char)r.body[i] != 0xfe,
+                  "raw invalid byte at %zu: %s", i, r.body);
+    cr_assert_not_null(strstr(r.body, "\xEF\xBF\xBD"), "%s", r.body);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
 Test(server_errors, bad_requests_are_400) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
     serve_config c;

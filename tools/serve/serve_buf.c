@@ -60,6 +60,21 @@ void sb_printf(sbuf *b, const char *fmt, ...) {
     b->len += (size_t)n;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (1..4), or 0 if it is not one (stray or missing
+ * continuation bytes, overlongs, surrogates, past U+10FFFF, cut short by the end). */
+static size_t utf8_seq_len(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    size_t len = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3
+               : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (len == 0 || len > n) return 0;
+    for (size_t k = 1; k < len; k++)
+        if ((s[k] & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] > 0x9F) || (c == 0xF0 && s[1] < 0x90) ||
+        (c == 0xF4 && s[1] > 0x8F))
+        return 0;
+    return len;
+}
+
 void sb_json_string(sbuf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
     sb_reserve(b, n + 2);
@@ -67,6 +82,20 @@ void sb_json_string(sbuf *b, const char *s, size_t n) {
     size_t run = 0; /* start of the current run of bytes that need no escaping */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            /* Echoed client text may be invalid UTF-8 (or cut mid-character by a %.Ns): keep the
+             * response valid JSON by writing U+FFFD for each byte that is not part of a valid
+             * sequence. */
+            size_t len = utf8_seq_len((const unsigned char *)s + i, n - i);
+            if (len) {
+                i += len - 1;
+                continue;
+            }
+            sb_put(b, s + run, i - run);
+            sb_put(b, "\xEF\xBF\xBD", 3);
+            run = i + 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\') continue;
         sb_put(b, s + run, i - run);
         run = i + 1;
