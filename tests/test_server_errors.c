@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "random_model.h"
 #include "srv_harness.h"
 #include "test_util.h"
 #include "tokenizer.h"
@@ -29,6 +30,30 @@ static void expect_ok(srvt_server *t) {
     cr_assert_eq(srvt_post(t->base, "/v1/embeddings", "{\"input\":\"still serving\"}", &r), 200,
                  "%s", r.body);
     srvt_resp_free(&r);
+}
+
+/* A model whose embedding table is smaller than its tokenizer (the real 4B/8B: 151665 vs 151669):
+ * text that tokenizes past the table is one client's 400, not a failed batch for everyone. */
+Test(server_errors, token_outside_the_model_vocabulary, .timeout = 60) {
+    char dir[1024], err[512];
+    tu_scratch_dir(dir, sizeof dir, "srv-smallvocab");
+    random_model_opts o = {0};
+    random_model_preset("tiny", &o.cfg);
+    o.cfg.vocab_size = 151665;
+    o.cfg.num_layers = 1;
+    o.out_dir = dir;
+    o.quiet = 1;
+    cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+    serve_config c;
+    srvt_config(&c);
+    c.model_dir = dir;
+    srvt_server t;
+    srvt_start(&t, &c);
+    expect_error(&t, "/v1/embeddings", "{\"input\":\"think: <think> hard\"}", 400,
+                 "outside the model");
+    expect_error(&t, "/v1/embeddings", "{\"input\":[[1,151666]]}", 400, NULL);
+    expect_ok(&t);
+    srvt_stop(&t);
 }
 
 /* Client bytes echoed in an error message stay valid UTF-8 (U+FFFD for invalid bytes). */

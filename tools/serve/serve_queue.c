@@ -42,6 +42,19 @@ static void tokenize_one(serve_server *s, srv_job *j, int i) {
     srv_error e;
     tok_status st = tok_encode(s->tok, j->texts[i], j->text_lens[i], &o, &j->ids[i], &j->lens[i],
                                terr, sizeof terr);
+    /* The tokenizer may know ids the model's embedding table lacks (the 4B and 8B configs say
+     * vocab_size 151665 while <think> is 151667): refuse this input here, so the engine never
+     * fails a whole batch of other clients' sequences because of it. */
+    int bad = -1;
+    for (int k = 0; st == TOK_OK && k < j->lens[i] && bad < 0; k++)
+        if (j->ids[i][k] >= s->vocab) bad = k;
+    if (bad >= 0) {
+        srv_err_set(&e, 400, "invalid_request_error", "token_outside_model_vocabulary", "input",
+                    "input %d: token %d (id %d) is outside the model's vocabulary of %d", i, bad,
+                    j->ids[i][bad], s->vocab);
+        srv_job_fail(j, &e);
+        return;
+    }
     if (st == TOK_OK && j->lens[i] > 0) return;
     if (st == TOK_ERR_TOO_LONG) {
         /* once more without the limit, to tell the client how long it is */
