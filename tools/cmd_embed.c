@@ -56,6 +56,10 @@ static int parse_line(const char *line, long lineno, const tok_tokenizer *tok,
         int n = cJSON_GetArraySize(ids), i = 0;
         out->ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
         out->len = n;
+        if (!out->ids) {
+            fprintf(stderr, "qembed embed: line %ld: out of memory\n", lineno);
+            goto out;
+        }
         for (const cJSON *v = ids->child; v; v = v->next, i++) {
             if (!cJSON_IsNumber(v) || v->valuedouble < INT32_MIN || v->valuedouble > INT32_MAX ||
                 v->valuedouble != floor(v->valuedouble)) {
@@ -77,6 +81,10 @@ static int parse_line(const char *line, long lineno, const tok_tokenizer *tok,
         if (!formatted && prefix) {
             size_t a = strlen(prefix), b = strlen(text->valuestring);
             formatted = malloc(a + b + 1);
+            if (!formatted) {
+                fprintf(stderr, "qembed embed: line %ld: out of memory\n", lineno);
+                goto out;
+            }
             memcpy(formatted, prefix, a);
             memcpy(formatted + a, text->valuestring, b + 1);
         }
@@ -103,6 +111,14 @@ static int flush(qe_engine *e, seq *seqs, int n, long first_index, int dims, FIL
     const int32_t **ids = calloc((size_t)n, sizeof *ids);
     int *lens = calloc((size_t)n, sizeof *lens);
     float *vec = malloc(sizeof(float) * (size_t)n * (size_t)dims);
+    if (!ids || !lens || !vec) {
+        fprintf(stderr, "qembed embed: out of memory\n");
+        for (int i = 0; i < n; i++) free(seqs[i].ids);
+        free(ids);
+        free(lens);
+        free(vec);
+        return -1;
+    }
     for (int i = 0; i < n; i++) {
         ids[i] = seqs[i].ids;
         lens[i] = seqs[i].len;
@@ -121,6 +137,19 @@ static int flush(qe_engine *e, seq *seqs, int n, long first_index, int dims, FIL
     free(lens);
     free(vec);
     return s == QE_OK ? 0 : -1;
+}
+
+/* A whole-string integer in [lo, hi], or -1 with a message naming the option. */
+static int parse_int(const char *opt, const char *v, long lo, long hi, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "qembed embed: %s must be an integer in %ld..%ld, got '%s'\n", opt, lo, hi,
+                v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
 }
 
 int cmd_embed(int argc, char **argv) {
@@ -146,14 +175,20 @@ int cmd_embed(int argc, char **argv) {
                 fprintf(stderr, "qembed embed: --backend must be cpu or cuda\n");
                 return 2;
             }
-        } else if (!strcmp(a, "--dims")) dims = atoi(v);
+        } else if (!strcmp(a, "--dims")) {
+            if (parse_int(a, v, 1, 1 << 20, &dims)) return 2;
+        }
         else if (!strcmp(a, "--input")) in_path = v;
         else if (!strcmp(a, "--output")) out_path = v;
         else if (!strcmp(a, "--instruction")) instruction = v;
         else if (!strcmp(a, "--prompt-name")) prompt_name = v;
-        else if (!strcmp(a, "--max-length")) max_len = atoi(v);
-        else if (!strcmp(a, "--threads")) opt.threads = atoi(v);
-        else if (!strcmp(a, "--max-batch-tokens")) opt.max_batch_tokens = atoi(v);
+        else if (!strcmp(a, "--max-length")) {
+            if (parse_int(a, v, 1, 1 << 30, &max_len)) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (parse_int(a, v, 1, 1024, &opt.threads)) return 2;
+        } else if (!strcmp(a, "--max-batch-tokens")) {
+            if (parse_int(a, v, 1, 1 << 30, &opt.max_batch_tokens)) return 2;
+        }
         else {
             fprintf(stderr, "qembed embed: unknown option %s (see --help)\n", a);
             return 2;
