@@ -35,7 +35,7 @@ extern "C" int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlen
     QE_K_REQUIRE(hidden > 0 && n_seqs >= 0 && dims > 0 && dims <= hidden);
     if (n_seqs == 0) return QE_K_OK;
     pool_last_kernel<<<n_seqs, 256, 0, s>>>(x, hidden, cu_seqlens, final_norm_w, eps, dims,
-                                                normalize, out);
+                                            normalize, out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

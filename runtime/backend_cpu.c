@@ -12,10 +12,10 @@
 
 typedef struct cpu_layer {
     float *attn_norm, *q_norm, *k_norm, *mlp_norm; /* [hidden] / [head_dim] */
-    float *wqkv;    /* [(heads + 2*kv_heads)*head_dim, hidden]: q, k, v rows fused */
-    float *wo;      /* [hidden, heads*head_dim] */
+    float *wqkv;     /* [(heads + 2*kv_heads)*head_dim, hidden]: q, k, v rows fused */
+    float *wo;       /* [hidden, heads*head_dim] */
     float *wgate_up; /* [2*inter, hidden]: gate rows then up rows */
-    float *wdown;   /* [hidden, inter] */
+    float *wdown;    /* [hidden, inter] */
 } cpu_layer;
 
 typedef struct cpu_state {
@@ -52,8 +52,9 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
     size_t total = (size_t)c->hidden_size;
     for (int l = 0; l < c->num_layers; l++) {
         const qe_layer_tensors *L = &m->layers[l];
-        const st_tensor *all[] = {L->attn_norm, L->wq,  L->wk,     L->wv,   L->q_norm, L->k_norm,
-                                  L->wo,        L->mlp_norm, L->w_gate, L->w_up, L->w_down};
+        const st_tensor *all[] = {L->attn_norm, L->wq,     L->wk,    L->wv,
+                                  L->q_norm,    L->k_norm, L->wo,    L->mlp_norm,
+                                  L->w_gate,    L->w_up,   L->w_down};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
             total += all[i]->nbytes / st_dtype_size(all[i]->dtype);
     }
@@ -110,9 +111,9 @@ static int reserve(cpu_state *s, int tokens) {
     const qe_config *c = &s->cfg;
     size_t t = (size_t)tokens;
     float **bufs[] = {&s->x, &s->h, &s->qkv, &s->attn, &s->gate_up, &s->act};
-    size_t widths[] = {(size_t)c->hidden_size, (size_t)c->hidden_size, (size_t)s->qkv_dim,
-                       (size_t)s->q_dim, 2 * (size_t)c->intermediate_size,
-                       (size_t)c->intermediate_size};
+    size_t widths[] = {
+        (size_t)c->hidden_size, (size_t)c->hidden_size,           (size_t)s->qkv_dim,
+        (size_t)s->q_dim,       2 * (size_t)c->intermediate_size, (size_t)c->intermediate_size};
     for (int i = 0; i < 6; i++) {
         free(*bufs[i]);
         *bufs[i] = malloc(t * widths[i] * sizeof(float));
@@ -211,14 +212,13 @@ static qe_status cpu_forward(void *state, const qe_batch *b, int dims, int norma
     return st;
 }
 
-static qe_status cpu_residual(void *state, const qe_batch *b, int n_layers, float *out,
-                              char *err, size_t errlen) {
+static qe_status cpu_residual(void *state, const qe_batch *b, int n_layers, float *out, char *err,
+                              size_t errlen) {
     cpu_state *s = state;
     qe_status st = run_layers(s, b, n_layers, err, errlen);
-    if (st == QE_OK)
-        memcpy(out, s->x, sizeof(float) * (size_t)b->n_tokens * s->cfg.hidden_size);
+    if (st == QE_OK) memcpy(out, s->x, sizeof(float) * (size_t)b->n_tokens * s->cfg.hidden_size);
     return st;
 }
 
-const qe_backend_ops qe_cpu_backend = {"cpu",        cpu_create,   cpu_forward,
-                                       cpu_destroy,  cpu_residual, NULL};
+const qe_backend_ops qe_cpu_backend = {"cpu",       cpu_create,   cpu_forward,
+                                       cpu_destroy, cpu_residual, NULL};

@@ -33,9 +33,8 @@ static qe_status fail(qe_engine *e, qe_status st, const char *fmt, ...) {
 }
 
 const char *qe_status_name(qe_status s) {
-    static const char *names[] = {"ok",          "invalid argument", "i/o error",
-                                  "bad format",  "unsupported",      "out of memory",
-                                  "device error", "too long"};
+    static const char *names[] = {"ok",          "invalid argument", "i/o error",    "bad format",
+                                  "unsupported", "out of memory",    "device error", "too long"};
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
 }
 
@@ -70,7 +69,8 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
     }
     if (opt->backend == QE_BACKEND_CPU) e->ops = &qe_cpu_backend;
 #ifdef QE_HAVE_CUDA
-    else if (opt->backend == QE_BACKEND_CUDA) e->ops = &qe_cuda_backend;
+    else if (opt->backend == QE_BACKEND_CUDA)
+        e->ops = &qe_cuda_backend;
 #endif
     else {
         snprintf(err, errlen, "this build has no CUDA backend (rebuild with -DQE_CUDA=ON)");
@@ -96,21 +96,32 @@ void qe_close(qe_engine *e) {
     free(e);
 }
 
-int qe_dim(const qe_engine *e) { return e->model.cfg.hidden_size; }
-int qe_max_positions(const qe_engine *e) { return e->model.cfg.max_position_embeddings; }
-int qe_vocab_size(const qe_engine *e) { return e->model.cfg.vocab_size; }
-const char *qe_backend_name(const qe_engine *e) { return e->ops->name; }
+int qe_dim(const qe_engine *e) {
+    return e->model.cfg.hidden_size;
+}
+int qe_max_positions(const qe_engine *e) {
+    return e->model.cfg.max_position_embeddings;
+}
+int qe_vocab_size(const qe_engine *e) {
+    return e->model.cfg.vocab_size;
+}
+const char *qe_backend_name(const qe_engine *e) {
+    return e->ops->name;
+}
 size_t qe_device_bytes(const qe_engine *e) {
     return e->ops->device_bytes ? e->ops->device_bytes(e->backend) : 0;
 }
-const char *qe_last_error(const qe_engine *e) { return e->last_error; }
-const struct tok_tokenizer *qe_tokenizer(const qe_engine *e) { return e->tok; }
+const char *qe_last_error(const qe_engine *e) {
+    return e->last_error;
+}
+const struct tok_tokenizer *qe_tokenizer(const qe_engine *e) {
+    return e->tok;
+}
 
 static qe_status validate(qe_engine *e, const int32_t *const *ids, const int *lens, int n,
                           int dims) {
     const qe_config *c = &e->model.cfg;
-    if (n < 0 || (n > 0 && (!ids || !lens)))
-        return fail(e, QE_ERR_ARG, "no sequences given");
+    if (n < 0 || (n > 0 && (!ids || !lens))) return fail(e, QE_ERR_ARG, "no sequences given");
     if (dims < 1 || dims > c->hidden_size)
         return fail(e, QE_ERR_ARG, "dims %d out of range: 1..%d", dims, c->hidden_size);
     for (int i = 0; i < n; i++) {
@@ -120,8 +131,10 @@ static qe_status validate(qe_engine *e, const int32_t *const *ids, const int *le
                         i, lens[i], c->max_position_embeddings);
         for (int t = 0; t < lens[i]; t++)
             if (ids[i][t] < 0 || ids[i][t] >= c->vocab_size)
-                return fail(e, QE_ERR_ARG, "sequence %d: token id %d at position %d is outside the "
-                            "vocabulary (0..%d)", i, ids[i][t], t, c->vocab_size - 1);
+                return fail(e, QE_ERR_ARG,
+                            "sequence %d: token id %d at position %d is outside the "
+                            "vocabulary (0..%d)",
+                            i, ids[i][t], t, c->vocab_size - 1);
     }
     return QE_OK;
 }
@@ -130,7 +143,8 @@ static qe_status validate(qe_engine *e, const int32_t *const *ids, const int *le
 static qe_status run_step(qe_engine *e, const int32_t *const *ids, const int *lens, int first,
                           int last, int dims, int normalize, float *out) {
     int n = last - first, total = 0;
-    for (int i = first; i < last; i++) total += lens[i];
+    for (int i = first; i < last; i++)
+        total += lens[i];
     int32_t *tokens = malloc(sizeof(int32_t) * (size_t)total * 2);
     int32_t *cu = malloc(sizeof(int32_t) * (size_t)(n + 1));
     if (!tokens || !cu) {
@@ -143,7 +157,8 @@ static qe_status run_step(qe_engine *e, const int32_t *const *ids, const int *le
     for (int i = 0; i < n; i++) {
         int len = lens[first + i];
         memcpy(tokens + cu[i], ids[first + i], sizeof(int32_t) * (size_t)len);
-        for (int p = 0; p < len; p++) positions[cu[i] + p] = p;
+        for (int p = 0; p < len; p++)
+            positions[cu[i] + p] = p;
         cu[i + 1] = cu[i] + len;
     }
     qe_batch b = {n, total, tokens, positions, cu};
@@ -159,8 +174,8 @@ qe_status qe_embed_ids(qe_engine *e, const int32_t *const *ids, const int *lens,
     return qe_embed_ids_ex(e, ids, lens, n, dims, 1, out);
 }
 
-qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *lens, int n,
-                          int dims, int normalize, float *out) {
+qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *lens, int n, int dims,
+                          int normalize, float *out) {
     pthread_mutex_lock(&e->lock);
     e->last_error[0] = 0;
     if (dims == 0) dims = e->model.cfg.hidden_size;
@@ -189,8 +204,7 @@ static qe_status fail_locked(qe_engine *e, qe_status st, const char *fmt, ...) {
 }
 
 qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims, float *out) {
-    if (!e->tok)
-        return fail_locked(e, QE_ERR_UNSUPPORTED, "model folder has no tokenizer.json");
+    if (!e->tok) return fail_locked(e, QE_ERR_UNSUPPORTED, "model folder has no tokenizer.json");
     int32_t **ids = calloc((size_t)(n > 0 ? n : 1), sizeof *ids);
     int *lens = calloc((size_t)(n > 0 ? n : 1), sizeof *lens);
     qe_status s = ids && lens ? QE_OK : fail_locked(e, QE_ERR_NOMEM, "out of host memory");
@@ -201,7 +215,8 @@ qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims
                        sizeof err) != TOK_OK)
             s = fail_locked(e, QE_ERR_ARG, "text %d: %s", i, err);
     if (s == QE_OK) s = qe_embed_ids(e, (const int32_t *const *)ids, lens, n, dims, out);
-    for (int i = 0; ids && i < n; i++) free(ids[i]);
+    for (int i = 0; ids && i < n; i++)
+        free(ids[i]);
     free(ids);
     free(lens);
     return s;
@@ -215,7 +230,8 @@ qe_status qe_debug_residual(qe_engine *e, const int32_t *ids, int len, int n_lay
     if (s == QE_OK) {
         int32_t *pos = malloc(sizeof(int32_t) * (size_t)len);
         int32_t cu[2] = {0, len};
-        for (int p = 0; p < len; p++) pos[p] = p;
+        for (int p = 0; p < len; p++)
+            pos[p] = p;
         qe_batch b = {1, len, ids, pos, cu};
         s = e->ops->residual(e->backend, &b, n_layers, out, e->last_error, sizeof e->last_error);
         free(pos);

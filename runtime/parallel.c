@@ -21,7 +21,8 @@ struct qe_pool {
 };
 
 static void drain(qe_pool *p) {
-    for (int t; (t = atomic_fetch_add(&p->next, 1)) < p->n_tasks;) p->fn(p->ctx, t);
+    for (int t; (t = atomic_fetch_add(&p->next, 1)) < p->n_tasks;)
+        p->fn(p->ctx, t);
 }
 
 static void *worker(void *arg) {
@@ -29,7 +30,8 @@ static void *worker(void *arg) {
     unsigned long seen = 0;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->wake, &p->lock);
+        while (!p->stop && p->generation == seen)
+            pthread_cond_wait(&p->wake, &p->lock);
         if (p->stop) break;
         seen = p->generation;
         pthread_mutex_unlock(&p->lock);
@@ -63,7 +65,8 @@ qe_pool *pool_create(int threads) {
 
 void pool_run(qe_pool *p, int n_tasks, qe_task_fn fn, void *ctx) {
     if (p->threads == 1 || n_tasks <= 1) {
-        for (int t = 0; t < n_tasks; t++) fn(ctx, t);
+        for (int t = 0; t < n_tasks; t++)
+            fn(ctx, t);
         return;
     }
     pthread_mutex_lock(&p->lock);
@@ -77,11 +80,14 @@ void pool_run(qe_pool *p, int n_tasks, qe_task_fn fn, void *ctx) {
     pthread_mutex_unlock(&p->lock);
     drain(p);
     pthread_mutex_lock(&p->lock);
-    while (p->busy) pthread_cond_wait(&p->done, &p->lock);
+    while (p->busy)
+        pthread_cond_wait(&p->done, &p->lock);
     pthread_mutex_unlock(&p->lock);
 }
 
-int pool_threads(const qe_pool *p) { return p->threads; }
+int pool_threads(const qe_pool *p) {
+    return p->threads;
+}
 
 void pool_destroy(qe_pool *p) {
     if (!p) return;
@@ -89,7 +95,8 @@ void pool_destroy(qe_pool *p) {
     p->stop = 1;
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
-    for (int i = 1; i < p->threads; i++) pthread_join(p->workers[i], NULL);
+    for (int i = 1; i < p->threads; i++)
+        pthread_join(p->workers[i], NULL);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->wake);
     pthread_cond_destroy(&p->done);

@@ -40,8 +40,8 @@ qe_status qe_embed_ids(qe_engine *e, const int32_t *const *ids, const int *lens,
                        float *out);
 /* qe_embed_ids with a choice: normalize = 0 returns the pooled hidden state (after the final
  * RMSNorm) cut to dims, without L2 normalisation. */
-qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *lens, int n,
-                          int dims, int normalize, float *out);
+qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *lens, int n, int dims,
+                          int normalize, float *out);
 /* Tokenizes (end token appended, truncated to the model's positions) and embeds. */
 qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims, float *out);
 

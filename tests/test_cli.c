@@ -26,7 +26,8 @@ static void make_demo(char *dir, size_t cap) {
 }
 
 Test(cli, help_on_every_command) {
-    const char *cmds[] = {"embed", "tokenize", "serve", "bench", "loadgen", "inspect", "make-random"};
+    const char *cmds[] = {"embed",   "tokenize", "serve",      "bench",
+                          "loadgen", "inspect",  "make-random"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char cmd[256], *out;
         snprintf(cmd, sizeof cmd, QEMBED " %s --help", cmds[i]);
@@ -57,7 +58,8 @@ Test(cli, demo_model_embeds_text_and_ids, .timeout = 120) {
         const cJSON *emb = cJSON_GetObjectItem(j, "embedding");
         cr_assert_eq(cJSON_GetArraySize(emb), 32);
         double norm = 0;
-        for (const cJSON *v = emb->child; v; v = v->next) norm += v->valuedouble * v->valuedouble;
+        for (const cJSON *v = emb->child; v; v = v->next)
+            norm += v->valuedouble * v->valuedouble;
         cr_assert_float_eq(norm, 1.0, 1e-5);
         if (lines == 1) cr_assert_eq(cJSON_GetObjectItem(j, "tokens")->valueint, 3);
         cJSON_Delete(j);
@@ -69,16 +71,24 @@ Test(cli, demo_model_embeds_text_and_ids, .timeout = 120) {
 Test(cli, bad_input_fails_with_line_number, .timeout = 60) {
     char dir[1100], cmd[4096], *out;
     make_demo(dir, sizeof dir);
-    const char *bad[] = {"{\"ids\": [1, 999999999]}", "{\"ids\": []}", "{\"foo\": 1}", "not json",
-                         "{\"ids\": [1.5]}", "{\"text\": \"a\\u0000b\"}", "{\"ids\": [1]} extra",
-                         "{\"ids\": [1e300]}", "{\"ids\": [-1]}"};
+    const char *bad[] = {"{\"ids\": [1, 999999999]}",
+                         "{\"ids\": []}",
+                         "{\"foo\": 1}",
+                         "not json",
+                         "{\"ids\": [1.5]}",
+                         "{\"text\": \"a\\u0000b\"}",
+                         "{\"ids\": [1]} extra",
+                         "{\"ids\": [1e300]}",
+                         "{\"ids\": [-1]}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd,
-                 "printf '%%s\\n' '{\"ids\": [5]}' '%s' | " QEMBED " embed --model '%s' 2>&1 >/dev/null",
+                 "printf '%%s\\n' '{\"ids\": [5]}' '%s' | " QEMBED
+                 " embed --model '%s' 2>&1 >/dev/null",
                  bad[i], dir);
         int rc = run(cmd, &out);
         cr_assert_neq(rc, 0, "accepted %s", bad[i]);
-        cr_assert(out && (strstr(out, "line 2") || strstr(out, "inputs 0..")), "%s: %s", bad[i], out);
+        cr_assert(out && (strstr(out, "line 2") || strstr(out, "inputs 0..")), "%s: %s", bad[i],
+                  out);
         free(out);
     }
     snprintf(cmd, sizeof cmd, QEMBED " embed --model /nonexistent 2>&1 </dev/null");
@@ -94,15 +104,18 @@ Test(cli, instruction_and_prompt_name_format_queries, .timeout = 60) {
     const char *task = "Given a web search query, retrieve relevant passages that answer the query";
     snprintf(cmd, sizeof cmd,
              "printf '%%s\\n' '{\"text\": \"Instruct: %s\\nQuery:capital of France\"}' | " QEMBED
-             " embed --model '%s'", task, dir);
+             " embed --model '%s'",
+             task, dir);
     cr_assert_eq(run(cmd, &a), 0);
     snprintf(cmd, sizeof cmd,
              "printf '%%s\\n' '{\"text\": \"capital of France\"}' | " QEMBED
-             " embed --model '%s' --instruction '%s'", dir, task);
+             " embed --model '%s' --instruction '%s'",
+             dir, task);
     cr_assert_eq(run(cmd, &b), 0);
     snprintf(cmd, sizeof cmd,
              "printf '%%s\\n' '{\"text\": \"capital of France\"}' | " QEMBED
-             " embed --model '%s' --prompt-name query", dir);
+             " embed --model '%s' --prompt-name query",
+             dir);
     cr_assert_eq(run(cmd, &c), 0);
     cr_assert(a && b && c && strlen(a) > 100);
     cr_assert_str_eq(a, b, "--instruction differs from the formatted text");
@@ -111,7 +124,8 @@ Test(cli, instruction_and_prompt_name_format_queries, .timeout = 60) {
     free(b);
     free(c);
     snprintf(cmd, sizeof cmd,
-             "printf '%%s\\n' '{\"text\": \"x\"}' | " QEMBED " embed --model '%s' --prompt-name nope 2>&1",
+             "printf '%%s\\n' '{\"text\": \"x\"}' | " QEMBED
+             " embed --model '%s' --prompt-name nope 2>&1",
              dir);
     cr_assert_neq(run(cmd, &a), 0);
     cr_assert(strstr(a, "nope"), "%s", a);

@@ -13,7 +13,9 @@
 static char err[512];
 
 static qe_engine *open_cpu(const char *dir, int threads, int batch_tokens) {
-    qe_options o = {.model_dir = dir, .backend = QE_BACKEND_CPU, .threads = threads,
+    qe_options o = {.model_dir = dir,
+                    .backend = QE_BACKEND_CPU,
+                    .threads = threads,
                     .max_batch_tokens = batch_tokens};
     qe_engine *e = NULL;
     cr_assert_eq(qe_open(&o, &e, err, sizeof err), QE_OK, "%s", err);
@@ -33,7 +35,8 @@ static int32_t *ids_of(const cJSON *arr, int *len) {
     *len = cJSON_GetArraySize(arr);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)*len);
     int i = 0;
-    for (const cJSON *v = arr->child; v; v = v->next) ids[i++] = (int32_t)v->valuedouble;
+    for (const cJSON *v = arr->child; v; v = v->next)
+        ids[i++] = (int32_t)v->valuedouble;
     return ids;
 }
 
@@ -41,7 +44,8 @@ static double *doubles_of(const cJSON *arr, int *len) {
     *len = cJSON_GetArraySize(arr);
     double *d = malloc(sizeof(double) * (size_t)*len);
     int i = 0;
-    for (const cJSON *v = arr->child; v; v = v->next) d[i++] = v->valuedouble;
+    for (const cJSON *v = arr->child; v; v = v->next)
+        d[i++] = v->valuedouble;
     return d;
 }
 
@@ -115,7 +119,8 @@ Test(golden, layer0_residual_matches) {
     cr_assert_eq(qe_debug_residual(e, ids, len, 1, x), QE_OK, "%s", qe_last_error(e));
     int t = 0;
     double worst = 0;
-    for (const cJSON *row = cJSON_GetObjectItem(dbg, "layer0_out")->child; row; row = row->next, t++) {
+    for (const cJSON *row = cJSON_GetObjectItem(dbg, "layer0_out")->child; row;
+         row = row->next, t++) {
         int dl;
         double *want = doubles_of(row, &dl);
         cr_assert_eq(dl, D);
@@ -173,23 +178,27 @@ static double *tensor_d(const st_tensor *t) {
     float *f = malloc(sizeof(float) * n);
     double *d = malloc(sizeof(double) * n);
     st_to_f32(t, f);
-    for (size_t i = 0; i < n; i++) d[i] = f[i];
+    for (size_t i = 0; i < n; i++)
+        d[i] = f[i];
     free(f);
     return d;
 }
 
 static void rms(double *x, const double *w, int n, double eps) {
     double ss = 0;
-    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    for (int i = 0; i < n; i++)
+        ss += x[i] * x[i];
     double inv = 1 / sqrt(ss / n + eps);
-    for (int i = 0; i < n; i++) x[i] = x[i] * inv * w[i];
+    for (int i = 0; i < n; i++)
+        x[i] = x[i] * inv * w[i];
 }
 
 /* y[o] = sum_i W[o, i] x[i] */
 static void lin(const double *W, const double *x, int out, int in, double *y) {
     for (int o = 0; o < out; o++) {
         double s = 0;
-        for (int i = 0; i < in; i++) s += W[(size_t)o * in + i] * x[i];
+        for (int i = 0; i < in; i++)
+            s += W[(size_t)o * in + i] * x[i];
         y[o] = s;
     }
 }
@@ -200,11 +209,14 @@ static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *ou
     const int F = c->intermediate_size;
     double *x = calloc((size_t)T * H, sizeof(double)), *h = malloc(sizeof(double) * H);
     double *q = malloc(sizeof(double) * (size_t)T * nh * hd);
-    double *k = malloc(sizeof(double) * (size_t)T * nk * hd), *v = malloc(sizeof(double) * (size_t)T * nk * hd);
+    double *k = malloc(sizeof(double) * (size_t)T * nk * hd),
+           *v = malloc(sizeof(double) * (size_t)T * nk * hd);
     double *a = malloc(sizeof(double) * (size_t)nh * hd), *p = malloc(sizeof(double) * T);
-    double *g = malloc(sizeof(double) * F), *u = malloc(sizeof(double) * F), *y = malloc(sizeof(double) * H);
+    double *g = malloc(sizeof(double) * F), *u = malloc(sizeof(double) * F),
+           *y = malloc(sizeof(double) * H);
     double *E = tensor_d(m->embed);
-    for (int t = 0; t < T; t++) memcpy(x + (size_t)t * H, E + (size_t)ids[t] * H, sizeof(double) * H);
+    for (int t = 0; t < T; t++)
+        memcpy(x + (size_t)t * H, E + (size_t)ids[t] * H, sizeof(double) * H);
     free(E);
     for (int l = 0; l < c->num_layers; l++) {
         const qe_layer_tensors *L = &m->layers[l];
@@ -219,10 +231,12 @@ static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *ou
             lin(wk, h, nk * hd, H, k + (size_t)t * nk * hd);
             lin(wv, h, nk * hd, H, v + (size_t)t * nk * hd);
             for (int j = 0; j < nh + nk; j++) {
-                double *vec = j < nh ? q + ((size_t)t * nh + j) * hd : k + ((size_t)t * nk + j - nh) * hd;
+                double *vec =
+                    j < nh ? q + ((size_t)t * nh + j) * hd : k + ((size_t)t * nk + j - nh) * hd;
                 rms(vec, j < nh ? qn : kn, hd, c->rms_norm_eps);
                 for (int i = 0; i < hd / 2; i++) {
-                    double ang = t * pow(c->rope_theta, -2.0 * i / hd), x0 = vec[i], x1 = vec[i + hd / 2];
+                    double ang = t * pow(c->rope_theta, -2.0 * i / hd), x0 = vec[i],
+                           x1 = vec[i + hd / 2];
                     vec[i] = x0 * cos(ang) - x1 * sin(ang);
                     vec[i + hd / 2] = x1 * cos(ang) + x0 * sin(ang);
                 }
@@ -239,34 +253,41 @@ static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *ou
                     p[j] = s / sqrt(hd);
                     if (p[j] > mx) mx = p[j];
                 }
-                for (int j = 0; j <= t; j++) sum += (p[j] = exp(p[j] - mx));
+                for (int j = 0; j <= t; j++)
+                    sum += (p[j] = exp(p[j] - mx));
                 for (int d = 0; d < hd; d++) {
                     double s = 0;
-                    for (int j = 0; j <= t; j++) s += p[j] * v[((size_t)j * nk + kh) * hd + d];
+                    for (int j = 0; j <= t; j++)
+                        s += p[j] * v[((size_t)j * nk + kh) * hd + d];
                     a[hh * hd + d] = s / sum;
                 }
             }
             lin(wo, a, H, nh * hd, y);
-            for (int i = 0; i < H; i++) x[(size_t)t * H + i] += y[i];
+            for (int i = 0; i < H; i++)
+                x[(size_t)t * H + i] += y[i];
         }
         for (int t = 0; t < T; t++) {
             memcpy(h, x + (size_t)t * H, sizeof(double) * H);
             rms(h, mn, H, c->rms_norm_eps);
             lin(wg, h, F, H, g);
             lin(wu, h, F, H, u);
-            for (int i = 0; i < F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+            for (int i = 0; i < F; i++)
+                g[i] = g[i] / (1 + exp(-g[i])) * u[i];
             lin(wd, g, H, F, y);
-            for (int i = 0; i < H; i++) x[(size_t)t * H + i] += y[i];
+            for (int i = 0; i < H; i++)
+                x[(size_t)t * H + i] += y[i];
         }
         double *all[] = {wn, wq, wk, wv, qn, kn, wo, mn, wg, wu, wd};
-        for (int i = 0; i < 11; i++) free(all[i]);
+        for (int i = 0; i < 11; i++)
+            free(all[i]);
     }
     double *fn = tensor_d(m->final_norm);
     memcpy(out, x + (size_t)(T - 1) * H, sizeof(double) * H);
     rms(out, fn, H, c->rms_norm_eps);
     free(fn);
     double *bufs[] = {x, h, q, k, v, a, p, g, u, y};
-    for (int i = 0; i < 10; i++) free(bufs[i]);
+    for (int i = 0; i < 10; i++)
+        free(bufs[i]);
 }
 
 static void geometry(const char *tag, int hidden, int inter, int layers, int heads, int kv,
@@ -295,7 +316,8 @@ static void geometry(const char *tag, int hidden, int inter, int layers, int hea
     int32_t ids[40];
     double *want = malloc(sizeof(double) * (size_t)hidden);
     float *got = malloc(sizeof(float) * (size_t)hidden);
-    for (int i = 0; i < 40; i++) ids[i] = (i * 7919 + 13) % 151643;
+    for (int i = 0; i < 40; i++)
+        ids[i] = (i * 7919 + 13) % 151643;
     for (int c = 0; c < 3; c++) {
         naive_embed(&m, ids, lens[c], want);
         const int32_t *p = ids;
@@ -309,9 +331,15 @@ static void geometry(const char *tag, int hidden, int inter, int layers, int hea
     model_close(&m);
 }
 
-Test(unseen, mha_f32, .timeout = 120) { geometry("mha", 40, 72, 2, 2, 2, 64, ST_F32, 0, 0); }
-Test(unseen, gqa4_bf16_prefixed, .timeout = 120) { geometry("gqa4", 96, 160, 2, 8, 2, 32, ST_BF16, 1, 0); }
-Test(unseen, gqa8_f16_sharded, .timeout = 120) { geometry("gqa8", 64, 100, 3, 8, 1, 128, ST_F16, 0, 10000000); }
+Test(unseen, mha_f32, .timeout = 120) {
+    geometry("mha", 40, 72, 2, 2, 2, 64, ST_F32, 0, 0);
+}
+Test(unseen, gqa4_bf16_prefixed, .timeout = 120) {
+    geometry("gqa4", 96, 160, 2, 8, 2, 32, ST_BF16, 1, 0);
+}
+Test(unseen, gqa8_f16_sharded, .timeout = 120) {
+    geometry("gqa8", 64, 100, 3, 8, 1, 128, ST_F16, 0, 10000000);
+}
 
 /* --- invariances --- */
 
@@ -322,7 +350,8 @@ Test(invariance, batching_threads_and_step_size, .timeout = 300) {
     int32_t *ids[N];
     for (int s = 0; s < N; s++) {
         ids[s] = malloc(sizeof(int32_t) * (size_t)lens[s]);
-        for (int t = 0; t < lens[s]; t++) ids[s][t] = (s * 1009 + t * 7717) % 151669;
+        for (int t = 0; t < lens[s]; t++)
+            ids[s][t] = (s * 1009 + t * 7717) % 151669;
     }
     qe_engine *alone = open_cpu(TINY_MODEL, 1, 0), *packed = open_cpu(TINY_MODEL, 2, 70);
     const int D = qe_dim(alone);
@@ -336,7 +365,8 @@ Test(invariance, batching_threads_and_step_size, .timeout = 300) {
         double cos = tu_cosine_ff(a + s * D, b + s * D, D);
         cr_assert_geq(cos, 0.999999, "sequence %d: alone vs packed cosine %.8f", s, cos);
     }
-    for (int s = 0; s < N; s++) free(ids[s]);
+    for (int s = 0; s < N; s++)
+        free(ids[s]);
     free(a);
     free(b);
     qe_close(alone);
@@ -348,14 +378,16 @@ Test(invariance, matryoshka_dims) {
     qe_engine *e = open_cpu(TINY_MODEL, 2, 0);
     const int D = qe_dim(e);
     int32_t ids[20];
-    for (int t = 0; t < 20; t++) ids[t] = 1000 + 37 * t;
+    for (int t = 0; t < 20; t++)
+        ids[t] = 1000 + 37 * t;
     const int32_t *p = ids;
     int len = 20;
     float *full = malloc(sizeof(float) * D), cut[32];
     cr_assert_eq(qe_embed_ids(e, &p, &len, 1, D, full), QE_OK);
     cr_assert_eq(qe_embed_ids(e, &p, &len, 1, 32, cut), QE_OK);
     double nf = 0, nc = 0, ref = 0;
-    for (int i = 0; i < D; i++) nf += (double)full[i] * full[i];
+    for (int i = 0; i < D; i++)
+        nf += (double)full[i] * full[i];
     for (int i = 0; i < 32; i++) {
         nc += (double)cut[i] * cut[i];
         ref += (double)full[i] * full[i];
@@ -401,9 +433,11 @@ Test(invariance, unnormalized_is_the_scaled_normalized_vector) {
     cr_assert_eq(qe_embed_ids_ex(e, &p, &len, 1, 48, 1, unit), QE_OK);
     cr_assert_eq(qe_embed_ids_ex(e, &p, &len, 1, 48, 0, raw), QE_OK);
     double n = 0;
-    for (int i = 0; i < 48; i++) n += (double)raw[i] * raw[i];
+    for (int i = 0; i < 48; i++)
+        n += (double)raw[i] * raw[i];
     n = sqrt(n);
     cr_assert(fabs(n - 1) > 1e-3, "raw norm %g", n);
-    for (int i = 0; i < 48; i++) cr_assert_float_eq(raw[i] / n, unit[i], 1e-6, "dim %d", i);
+    for (int i = 0; i < 48; i++)
+        cr_assert_float_eq(raw[i] / n, unit[i], 1e-6, "dim %d", i);
     qe_close(e);
 }

@@ -434,7 +434,8 @@ Test(server_api, tokenize_decode_models_info_health_metrics) {
     cr_assert_not_null(strstr(r.body, "qembed_request_duration_seconds_count 1\n"));
     cr_assert_not_null(strstr(r.body, "qembed_inference_duration_seconds_bucket{le=\"+Inf\"}"));
     cr_assert_not_null(strstr(r.body, "qembed_queue_tokens 0\n"));
-    cr_assert_not_null(strstr(r.body, "qembed_gpu_memory_bytes 0\n"), "CPU backend holds no GPU memory");
+    cr_assert_not_null(strstr(r.body, "qembed_gpu_memory_bytes 0\n"),
+                       "CPU backend holds no GPU memory");
     srvt_resp_free(&r);
     srvt_stop(&t);
 }
@@ -626,13 +627,14 @@ Test(server_api, normalize_false_returns_raw_pooled_vectors) {
     float want[32];
     cr_assert_eq(qe_embed_ids_ex(t.e, ids, lens, 1, 32, 0, want), QE_OK);
     double norm = 0;
-    for (int k = 0; k < 32; k++) norm += (double)want[k] * want[k];
+    for (int k = 0; k < 32; k++)
+        norm += (double)want[k] * want[k];
     cr_assert(fabs(norm - 1) > 1e-3, "raw vector happens to be unit length (%g)", norm);
     srvt_resp r;
-    cr_assert_eq(srvt_post(t.base, "/v1/embeddings",
-                           "{\"input\":[9707,11,1879,151643],\"normalize\":false,\"dimensions\":32}",
-                           &r),
-                 200, "%s", r.body);
+    cr_assert_eq(
+        srvt_post(t.base, "/v1/embeddings",
+                  "{\"input\":[9707,11,1879,151643],\"normalize\":false,\"dimensions\":32}", &r),
+        200, "%s", r.body);
     cJSON *j = srvt_json(&r);
     int d;
     float *got = srvt_openai_embedding(j, 0, &d);

@@ -64,8 +64,8 @@ Test(server_errors, invalid_utf8_is_not_echoed_raw) {
     srvt_server t;
     srvt_start(&t, &c);
     srvt_resp r;
-    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":\"a\",\"model\":\"\xff\xfe\"}", &r),
-                 400);
+    cr_assert_eq(
+        srvt_post(t.base, "/v1/embeddings", "{\"input\":\"a\",\"model\":\"\xff\xfe\"}", &r), 400);
     for (size_t i = 0; i < r.len; i++)
         cr_assert((unsigned char)r.body[i] != 0xff && (unsigned char)r.body[i] != 0xfe,
                   "raw invalid byte at %zu: %s", i, r.body);
@@ -218,7 +218,8 @@ Test(server_errors, limits_are_413) {
 static char *ids_body(int n) {
     char *b = malloc(32 + (size_t)n * 8), *p = b;
     p += sprintf(p, "{\"input\":[[");
-    for (int i = 0; i < n; i++) p += sprintf(p, i ? ",%d" : "%d", 100 + i % 5000);
+    for (int i = 0; i < n; i++)
+        p += sprintf(p, i ? ",%d" : "%d", 100 + i % 5000);
     strcpy(p, "]]}");
     return b;
 }

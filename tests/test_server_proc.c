@@ -187,8 +187,8 @@ Test(server_proc, sigterm_does_not_wait_for_an_unfinished_upload, .timeout = 60)
     char dir[1024], log[1100];
     tu_scratch_dir(dir, sizeof dir, "srv-slowbody");
     snprintf(log, sizeof log, "%s/serve.log", dir);
-    char *argv[] = {QEMBED, "serve", "--model", TINY_MODEL, "--port", "0", "--drain-timeout",
-                    "30", NULL};
+    char *argv[] = {QEMBED, "serve",           "--model", TINY_MODEL, "--port",
+                    "0",    "--drain-timeout", "30",      NULL};
     pid_t pid = spawn_logged(argv, log);
     int port = 0;
     for (int i = 0; i < 1000 && !port; i++) {

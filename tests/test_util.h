@@ -18,11 +18,11 @@ static inline int tu_exists(const char *path) {
 }
 
 /* Skips the current test with a one-line message when a shared fixture is absent. */
-#define SKIP_UNLESS_EXISTS(path)                                                                  \
-    do {                                                                                          \
-        if (!tu_exists(path)) {                                                                   \
-            cr_skip_test("fixture %s absent (needs ../shared beside the project)", path);        \
-        }                                                                                         \
+#define SKIP_UNLESS_EXISTS(path)                                                                   \
+    do {                                                                                           \
+        if (!tu_exists(path)) {                                                                    \
+            cr_skip_test("fixture %s absent (needs ../shared beside the project)", path);          \
+        }                                                                                          \
     } while (0)
 
 static inline double tu_cosine(const float *a, const double *b, int n) {

@@ -45,9 +45,16 @@ Test(config, real_06b_config) {
 
 /* Removes one field and checks the error names it. */
 Test(config, missing_field_is_named) {
-    const char *fields[] = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                            "num_attention_heads", "num_key_value_heads", "head_dim",
-                            "max_position_embeddings", "rms_norm_eps", "rope_theta",
+    const char *fields[] = {"vocab_size",
+                            "hidden_size",
+                            "intermediate_size",
+                            "num_hidden_layers",
+                            "num_attention_heads",
+                            "num_key_value_heads",
+                            "head_dim",
+                            "max_position_embeddings",
+                            "rms_norm_eps",
+                            "rope_theta",
                             "model_type"};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         char json[1024], key[64];
@@ -89,9 +96,11 @@ Test(config, refuses_unknown_model_type_and_bad_values) {
 
 static size_t build_file(uint8_t *buf, const char *header, size_t data_len) {
     uint64_t n = strlen(header);
-    for (int i = 0; i < 8; i++) buf[i] = (uint8_t)(n >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        buf[i] = (uint8_t)(n >> (8 * i));
     memcpy(buf + 8, header, n);
-    for (size_t i = 0; i < data_len; i++) buf[8 + n + i] = (uint8_t)(i * 7 + 1);
+    for (size_t i = 0; i < data_len; i++)
+        buf[8 + n + i] = (uint8_t)(i * 7 + 1);
     return 8 + n + data_len;
 }
 
@@ -136,15 +145,17 @@ Test(safetensors, hostile_headers_are_refused_with_a_reason) {
         {"{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,12]}}", 8, "past"},
         {"{\"a\":{\"dtype\":\"BF16\",\"shape\":[2,3],\"data_offsets\":[0,10]}}", 12, "shape"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, "overlap"},
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+         12, "overlap"},
         {"{\"a\":{\"dtype\":\"Q9\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "dtype"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, "shape"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "data_offsets"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8, "data_offsets"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-         "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 16, "twice"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}",
-         8, "shape"},
+         "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}",
+         16, "twice"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,8]}}", 8,
+         "shape"},
         {"{\"a\":7}", 0, "object"},
         {"[1,2,3]", 0, "JSON"},
         {"{\"a\":{\"dtype\":\"F32\"", 0, "JSON"},
@@ -181,8 +192,10 @@ Test(safetensors, dtype_conversions_round_trip) {
     /* every bf16 and f16 bit pattern survives widening then narrowing (NaNs stay NaN) */
     for (uint32_t u = 0; u < 65536; u++) {
         float b = st_bf16_to_f32((uint16_t)u), h = st_f16_to_f32((uint16_t)u);
-        if (b == b) cr_assert_eq(st_f32_to_bf16(b), u, "bf16 0x%04x", u);
-        else cr_assert(st_f32_to_bf16(b) != 0x7f80 && (st_f32_to_bf16(b) & 0x7f80) == 0x7f80);
+        if (b == b)
+            cr_assert_eq(st_f32_to_bf16(b), u, "bf16 0x%04x", u);
+        else
+            cr_assert(st_f32_to_bf16(b) != 0x7f80 && (st_f32_to_bf16(b) & 0x7f80) == 0x7f80);
         if (h == h) cr_assert_eq(st_f32_to_f16(h), u, "f16 0x%04x", u);
     }
 }
@@ -236,8 +249,10 @@ Test(model, every_layout_and_dtype_binds_the_same_values) {
         st_dtype dtype;
         int prefixed;
         size_t shard;
-    } v[] = {{"plain-bf16", ST_BF16, 0, 0},     {"prefixed-bf16", ST_BF16, 1, 0},
-             {"sharded-bf16", ST_BF16, 0, 10000000}, {"sharded-prefixed-f16", ST_F16, 1, 10000000},
+    } v[] = {{"plain-bf16", ST_BF16, 0, 0},
+             {"prefixed-bf16", ST_BF16, 1, 0},
+             {"sharded-bf16", ST_BF16, 0, 10000000},
+             {"sharded-prefixed-f16", ST_F16, 1, 10000000},
              {"plain-f32", ST_F32, 0, 0}};
     float ref[48], got[48];
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
@@ -256,8 +271,8 @@ Test(model, every_layout_and_dtype_binds_the_same_values) {
         st_to_f32(&row, i == 0 ? ref : got);
         if (i)
             for (int k = 0; k < 48; k++)
-                cr_assert_float_eq(got[k], ref[k], fabsf(ref[k]) / 64 + 1e-6f, "%s [%d]",
-                                   v[i].name, k);
+                cr_assert_float_eq(got[k], ref[k], fabsf(ref[k]) / 64 + 1e-6f, "%s [%d]", v[i].name,
+                                   k);
         model_close(&m);
     }
 }
@@ -366,6 +381,7 @@ Test(model, sharded_index_errors) {
     expect_refused(bad, "model-00002-of-00002.safetensors");
     copy_model(good, bad);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", bad);
-    replace_in_file(path, "\"norm.weight\": \"model-00002-of-00002", "\"norm.weight\": \"model-00001-of-00002");
+    replace_in_file(path, "\"norm.weight\": \"model-00002-of-00002",
+                    "\"norm.weight\": \"model-00001-of-00002");
     expect_refused(bad, "norm.weight");
 }

@@ -20,10 +20,10 @@ typedef enum {
 } tok_status;
 
 typedef struct tok_encode_opts {
-    int add_special;    /* 1: run the post-processor (appends <|endoftext|> for Qwen3-Embedding) */
-    int max_length;     /* 0: no limit. Else keep at most this many ids, end token included */
-    int truncate_left;  /* 1: drop from the start instead of the end */
-    int no_truncate;    /* 1: return TOK_ERR_TOO_LONG instead of truncating */
+    int add_special;   /* 1: run the post-processor (appends <|endoftext|> for Qwen3-Embedding) */
+    int max_length;    /* 0: no limit. Else keep at most this many ids, end token included */
+    int truncate_left; /* 1: drop from the start instead of the end */
+    int no_truncate;   /* 1: return TOK_ERR_TOO_LONG instead of truncating */
 } tok_encode_opts;
 
 /* Loads DIR/tokenizer.json (required) and DIR/config_sentence_transformers.json (optional,

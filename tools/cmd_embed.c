@@ -13,24 +13,25 @@
 #include "tokenizer/tokenizer.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: qembed embed --model DIR [--backend cpu|cuda] [--dims N] [--input FILE|-]\n"
-            "                    [--output FILE|-] [--instruction TEXT | --prompt-name NAME]\n"
-            "                    [--max-length N] [--threads N] [--max-batch-tokens N]\n\n"
-            "Reads JSONL, one object per line: {\"ids\": [..]} (used exactly as given, no token\n"
-            "appended) or {\"text\": \"..\"} (tokenized with the model's tokenizer.json, end token\n"
-            "appended). Writes one line per input, in order:\n"
-            "  {\"index\": i, \"tokens\": n, \"embedding\": [..]}\n"
-            "Vectors are L2-normalised; floats round-trip float32.\n\n"
-            "  --backend B          cpu (fp32 reference) or cuda (default cpu)\n"
-            "  --dims N             Matryoshka: keep the first N values, renormalise\n"
-            "  --instruction TEXT   format texts as queries: Instruct: TEXT\\nQuery:{text}\n"
-            "  --prompt-name NAME   prefix texts with a prompt of config_sentence_transformers.json\n"
-            "                       (query or document)\n"
-            "  --max-length N       truncate texts to N tokens, end token kept (default: the\n"
-            "                       model's max positions)\n"
-            "  --threads N          CPU backend threads (default: all cores)\n"
-            "  --max-batch-tokens N tokens per forward step (default 16384)\n");
+    fprintf(
+        f,
+        "usage: qembed embed --model DIR [--backend cpu|cuda] [--dims N] [--input FILE|-]\n"
+        "                    [--output FILE|-] [--instruction TEXT | --prompt-name NAME]\n"
+        "                    [--max-length N] [--threads N] [--max-batch-tokens N]\n\n"
+        "Reads JSONL, one object per line: {\"ids\": [..]} (used exactly as given, no token\n"
+        "appended) or {\"text\": \"..\"} (tokenized with the model's tokenizer.json, end token\n"
+        "appended). Writes one line per input, in order:\n"
+        "  {\"index\": i, \"tokens\": n, \"embedding\": [..]}\n"
+        "Vectors are L2-normalised; floats round-trip float32.\n\n"
+        "  --backend B          cpu (fp32 reference) or cuda (default cpu)\n"
+        "  --dims N             Matryoshka: keep the first N values, renormalise\n"
+        "  --instruction TEXT   format texts as queries: Instruct: TEXT\\nQuery:{text}\n"
+        "  --prompt-name NAME   prefix texts with a prompt of config_sentence_transformers.json\n"
+        "                       (query or document)\n"
+        "  --max-length N       truncate texts to N tokens, end token kept (default: the\n"
+        "                       model's max positions)\n"
+        "  --threads N          CPU backend threads (default: all cores)\n"
+        "  --max-batch-tokens N tokens per forward step (default 16384)\n");
 }
 
 typedef struct {
@@ -40,8 +41,8 @@ typedef struct {
 
 enum { LINES_PER_CALL = 256 };
 
-static int parse_line(const char *line, long lineno, const tok_tokenizer *tok,
-                      const char *prefix, const char *instruction, int max_len, seq *out) {
+static int parse_line(const char *line, long lineno, const tok_tokenizer *tok, const char *prefix,
+                      const char *instruction, int max_len, seq *out) {
     const char *why = "not a JSON object";
     cJSON *j = json_parse_strict(line, strlen(line), &why);
     int rc = -1;
@@ -68,16 +69,20 @@ static int parse_line(const char *line, long lineno, const tok_tokenizer *tok,
             }
             out->ids[i] = (int32_t)v->valuedouble;
         }
-        if (n == 0) fprintf(stderr, "qembed embed: line %ld: \"ids\" is empty\n", lineno);
-        else rc = 0;
+        if (n == 0)
+            fprintf(stderr, "qembed embed: line %ld: \"ids\" is empty\n", lineno);
+        else
+            rc = 0;
     } else if (cJSON_IsString(text)) {
         if (!tok) {
-            fprintf(stderr, "qembed embed: line %ld: {\"text\"} needs a tokenizer.json in the "
-                    "model folder\n", lineno);
+            fprintf(stderr,
+                    "qembed embed: line %ld: {\"text\"} needs a tokenizer.json in the "
+                    "model folder\n",
+                    lineno);
             goto out;
         }
-        char *formatted = instruction ? tok_format_instruction(instruction, text->valuestring)
-                                      : NULL;
+        char *formatted =
+            instruction ? tok_format_instruction(instruction, text->valuestring) : NULL;
         if (!formatted && prefix) {
             size_t a = strlen(prefix), b = strlen(text->valuestring);
             formatted = malloc(a + b + 1);
@@ -92,10 +97,12 @@ static int parse_line(const char *line, long lineno, const tok_tokenizer *tok,
         tok_encode_opts o = {1, max_len, 0, 0};
         if (tok_encode(tok, s, strlen(s), &o, &out->ids, &out->len, err, sizeof err) != TOK_OK)
             fprintf(stderr, "qembed embed: line %ld: %s\n", lineno, err);
-        else rc = 0;
+        else
+            rc = 0;
         free(formatted);
     } else {
-        fprintf(stderr, "qembed embed: line %ld: expected {\"ids\": [...]} or {\"text\": \"...\"}\n",
+        fprintf(stderr,
+                "qembed embed: line %ld: expected {\"ids\": [...]} or {\"text\": \"...\"}\n",
                 lineno);
     }
 out:
@@ -113,7 +120,8 @@ static int flush(qe_engine *e, seq *seqs, int n, long first_index, int dims, FIL
     float *vec = malloc(sizeof(float) * (size_t)n * (size_t)dims);
     if (!ids || !lens || !vec) {
         fprintf(stderr, "qembed embed: out of memory\n");
-        for (int i = 0; i < n; i++) free(seqs[i].ids);
+        for (int i = 0; i < n; i++)
+            free(seqs[i].ids);
         free(ids);
         free(lens);
         free(vec);
@@ -129,10 +137,12 @@ static int flush(qe_engine *e, seq *seqs, int n, long first_index, int dims, FIL
                 qe_last_error(e));
     for (int i = 0; i < n && s == QE_OK; i++) {
         fprintf(out, "{\"index\": %ld, \"tokens\": %d, \"embedding\": [", first_index + i, lens[i]);
-        for (int d = 0; d < dims; d++) fprintf(out, d ? ", %.9g" : "%.9g", vec[(size_t)i * dims + d]);
+        for (int d = 0; d < dims; d++)
+            fprintf(out, d ? ", %.9g" : "%.9g", vec[(size_t)i * dims + d]);
         fputs("]}\n", out);
     }
-    for (int i = 0; i < n; i++) free(seqs[i].ids);
+    for (int i = 0; i < n; i++)
+        free(seqs[i].ids);
     free(ids);
     free(lens);
     free(vec);
@@ -167,29 +177,34 @@ int cmd_embed(int argc, char **argv) {
             return 2;
         }
         i++;
-        if (!strcmp(a, "--model")) opt.model_dir = v;
+        if (!strcmp(a, "--model"))
+            opt.model_dir = v;
         else if (!strcmp(a, "--backend")) {
-            if (!strcmp(v, "cpu")) opt.backend = QE_BACKEND_CPU;
-            else if (!strcmp(v, "cuda")) opt.backend = QE_BACKEND_CUDA;
+            if (!strcmp(v, "cpu"))
+                opt.backend = QE_BACKEND_CPU;
+            else if (!strcmp(v, "cuda"))
+                opt.backend = QE_BACKEND_CUDA;
             else {
                 fprintf(stderr, "qembed embed: --backend must be cpu or cuda\n");
                 return 2;
             }
         } else if (!strcmp(a, "--dims")) {
             if (parse_int(a, v, 1, 1 << 20, &dims)) return 2;
-        }
-        else if (!strcmp(a, "--input")) in_path = v;
-        else if (!strcmp(a, "--output")) out_path = v;
-        else if (!strcmp(a, "--instruction")) instruction = v;
-        else if (!strcmp(a, "--prompt-name")) prompt_name = v;
+        } else if (!strcmp(a, "--input"))
+            in_path = v;
+        else if (!strcmp(a, "--output"))
+            out_path = v;
+        else if (!strcmp(a, "--instruction"))
+            instruction = v;
+        else if (!strcmp(a, "--prompt-name"))
+            prompt_name = v;
         else if (!strcmp(a, "--max-length")) {
             if (parse_int(a, v, 1, 1 << 30, &max_len)) return 2;
         } else if (!strcmp(a, "--threads")) {
             if (parse_int(a, v, 1, 1024, &opt.threads)) return 2;
         } else if (!strcmp(a, "--max-batch-tokens")) {
             if (parse_int(a, v, 1, 1 << 30, &opt.max_batch_tokens)) return 2;
-        }
-        else {
+        } else {
             fprintf(stderr, "qembed embed: unknown option %s (see --help)\n", a);
             return 2;
         }
@@ -223,7 +238,8 @@ int cmd_embed(int argc, char **argv) {
     if (prompt_name) {
         prefix = tok ? tok_prompt(tok, prompt_name) : NULL;
         if (!prefix) {
-            fprintf(stderr, "qembed embed: no prompt named '%s' in config_sentence_transformers.json\n",
+            fprintf(stderr,
+                    "qembed embed: no prompt named '%s' in config_sentence_transformers.json\n",
                     prompt_name);
             goto done;
         }
@@ -254,8 +270,10 @@ int cmd_embed(int argc, char **argv) {
     }
     free(line);
     if (bad)
-        for (int i = 0; i < n; i++) free(seqs[i].ids);
-    else if (n) bad = flush(e, seqs, n, index, dims, out);
+        for (int i = 0; i < n; i++)
+            free(seqs[i].ids);
+    else if (n)
+        bad = flush(e, seqs, n, index, dims, out);
     if (!bad && fflush(out) == 0) rc = 0;
 done:
     if (in && in != stdin) fclose(in);

@@ -15,7 +15,8 @@ static void usage(FILE *f) {
 
 static void print_tensor(const st_tensor *t) {
     printf("  %-56s %-5s [", t->name, t->dtype_name);
-    for (int d = 0; d < t->ndim; d++) printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
+    for (int d = 0; d < t->ndim; d++)
+        printf("%s%lld", d ? ", " : "", (long long)t->shape[d]);
     printf("]\n");
 }
 
@@ -26,8 +27,10 @@ int cmd_inspect(int argc, char **argv) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
-        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) dir = argv[++i];
-        else if (!strcmp(argv[i], "--tensors")) all = 1;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc)
+            dir = argv[++i];
+        else if (!strcmp(argv[i], "--tensors"))
+            all = 1;
         else {
             fprintf(stderr, "qembed inspect: unknown option %s\n", argv[i]);
             usage(stderr);
@@ -61,16 +64,21 @@ int cmd_inspect(int argc, char **argv) {
     printf("parameters     %.3f B (%.3f B in linear layers: %.2f GFLOP per token)\n", total / 1e9,
            linear / 1e9, 2.0 * linear / 1e9);
     printf("files          %d safetensors, %d tensors%s\n", st_file_count(m.archive),
-           st_count(m.archive), st_find(m.archive, "lm_head.weight") ? " (lm_head.weight ignored)" : "");
+           st_count(m.archive),
+           st_find(m.archive, "lm_head.weight") ? " (lm_head.weight ignored)" : "");
     if (all) {
-        for (int i = 0; i < st_count(m.archive); i++) print_tensor(st_at(m.archive, i));
+        for (int i = 0; i < st_count(m.archive); i++)
+            print_tensor(st_at(m.archive, i));
     } else {
         print_tensor(m.embed);
         const qe_layer_tensors *L = &m.layers[0];
-        const st_tensor *first[] = {L->attn_norm, L->wq, L->wk, L->wv, L->q_norm, L->k_norm,
-                                    L->wo, L->mlp_norm, L->w_gate, L->w_up, L->w_down};
-        for (size_t i = 0; i < sizeof first / sizeof first[0]; i++) print_tensor(first[i]);
-        if (c->num_layers > 1) printf("  ... (%d more layers; --tensors lists all)\n", c->num_layers - 1);
+        const st_tensor *first[] = {L->attn_norm, L->wq,     L->wk,    L->wv,
+                                    L->q_norm,    L->k_norm, L->wo,    L->mlp_norm,
+                                    L->w_gate,    L->w_up,   L->w_down};
+        for (size_t i = 0; i < sizeof first / sizeof first[0]; i++)
+            print_tensor(first[i]);
+        if (c->num_layers > 1)
+            printf("  ... (%d more layers; --tensors lists all)\n", c->num_layers - 1);
         print_tensor(m.final_norm);
     }
     model_close(&m);

@@ -8,21 +8,21 @@
 #include "random_model.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: qembed make-random (--preset tiny|0.6b|4b|8b | --config FILE) --out DIR\n"
-            "                          [--seed N] [--dtype bf16|f16|f32] [--layout plain|prefixed]\n"
-            "                          [--shard-mb N] [--quiet]\n\n"
-            "Writes a Hugging Face-layout Qwen3 model folder with random weights: config.json,\n"
-            "safetensors (sharded past 4 GB, or --shard-mb), and a small byte-level BPE\n"
-            "tokenizer.json in the real format, so `qembed embed` runs text with nothing\n"
-            "downloaded. Same seed, same bytes.\n\n"
-            "  --preset NAME    geometry of a real model (tiny = the test fixture's geometry)\n"
-            "  --config FILE    geometry from a config.json (e.g. a real model's)\n"
-            "  --seed N         random seed (default 1)\n"
-            "  --dtype D        weight dtype on disk (default bf16)\n"
-            "  --layout L       plain: keys without prefix (embedding repos); prefixed: \"model.\"\n"
-            "                   keys plus lm_head.weight (Qwen3ForCausalLM checkpoints)\n"
-            "  --shard-mb N     start a new shard past N MB (default 4096)\n");
+    fprintf(
+        f, "usage: qembed make-random (--preset tiny|0.6b|4b|8b | --config FILE) --out DIR\n"
+           "                          [--seed N] [--dtype bf16|f16|f32] [--layout plain|prefixed]\n"
+           "                          [--shard-mb N] [--quiet]\n\n"
+           "Writes a Hugging Face-layout Qwen3 model folder with random weights: config.json,\n"
+           "safetensors (sharded past 4 GB, or --shard-mb), and a small byte-level BPE\n"
+           "tokenizer.json in the real format, so `qembed embed` runs text with nothing\n"
+           "downloaded. Same seed, same bytes.\n\n"
+           "  --preset NAME    geometry of a real model (tiny = the test fixture's geometry)\n"
+           "  --config FILE    geometry from a config.json (e.g. a real model's)\n"
+           "  --seed N         random seed (default 1)\n"
+           "  --dtype D        weight dtype on disk (default bf16)\n"
+           "  --layout L       plain: keys without prefix (embedding repos); prefixed: \"model.\"\n"
+           "                   keys plus lm_head.weight (Qwen3ForCausalLM checkpoints)\n"
+           "  --shard-mb N     start a new shard past N MB (default 4096)\n");
 }
 
 int cmd_make_random(int argc, char **argv) {
@@ -44,14 +44,21 @@ int cmd_make_random(int argc, char **argv) {
             return 2;
         }
         i++;
-        if (!strcmp(a, "--preset")) preset = v;
-        else if (!strcmp(a, "--config")) config = v;
-        else if (!strcmp(a, "--out")) o.out_dir = v;
-        else if (!strcmp(a, "--seed")) o.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--shard-mb")) o.shard_bytes = (size_t)(atof(v) * 1e6);
+        if (!strcmp(a, "--preset"))
+            preset = v;
+        else if (!strcmp(a, "--config"))
+            config = v;
+        else if (!strcmp(a, "--out"))
+            o.out_dir = v;
+        else if (!strcmp(a, "--seed"))
+            o.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--shard-mb"))
+            o.shard_bytes = (size_t)(atof(v) * 1e6);
         else if (!strcmp(a, "--dtype")) {
-            o.dtype = !strcmp(v, "bf16") ? ST_BF16 : !strcmp(v, "f16") ? ST_F16
-                    : !strcmp(v, "f32") ? ST_F32 : ST_OTHER;
+            o.dtype = !strcmp(v, "bf16")  ? ST_BF16
+                      : !strcmp(v, "f16") ? ST_F16
+                      : !strcmp(v, "f32") ? ST_F32
+                                          : ST_OTHER;
             if (o.dtype == ST_OTHER) {
                 fprintf(stderr, "qembed make-random: --dtype must be bf16, f16 or f32\n");
                 return 2;

@@ -23,12 +23,32 @@ static const char SAMPLE[] =
     "the code, the answer is in the repository. Training, testing and serving the models all "
     "need the same tokenizer, and the tokenizer must give the same ids every time.";
 
-static const char *SPECIALS[] = {
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
-    "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>", "<think>", "</think>"};
+static const char *SPECIALS[] = {"<|endoftext|>",
+                                 "<|im_start|>",
+                                 "<|im_end|>",
+                                 "<|object_ref_start|>",
+                                 "<|object_ref_end|>",
+                                 "<|box_start|>",
+                                 "<|box_end|>",
+                                 "<|quad_start|>",
+                                 "<|quad_end|>",
+                                 "<|vision_start|>",
+                                 "<|vision_end|>",
+                                 "<|vision_pad|>",
+                                 "<|image_pad|>",
+                                 "<|video_pad|>",
+                                 "<tool_call>",
+                                 "</tool_call>",
+                                 "<|fim_prefix|>",
+                                 "<|fim_middle|>",
+                                 "<|fim_suffix|>",
+                                 "<|fim_pad|>",
+                                 "<|repo_name|>",
+                                 "<|file_sep|>",
+                                 "<tool_response>",
+                                 "</tool_response>",
+                                 "<think>",
+                                 "</think>"};
 enum { FIRST_SPECIAL_ID = 151643, N_SPECIAL_FLAGGED = 14 /* the first 14 are "special" */ };
 
 /* GPT-2 byte-level alphabet: printable bytes map to themselves, the rest to U+0100 upwards. */
@@ -65,8 +85,10 @@ static int split_words(word *words, int cap) {
         const char *s = p;
         if (*p == ' ') p++;
         if ((*p | 32) >= 'a' && (*p | 32) <= 'z')
-            while ((*p | 32) >= 'a' && (*p | 32) <= 'z') p++;
-        else if (*p >= '0' && *p <= '9') p++;
+            while ((*p | 32) >= 'a' && (*p | 32) <= 'z')
+                p++;
+        else if (*p >= '0' && *p <= '9')
+            p++;
         else if (*p && *p != ' ')
             while (*p && *p != ' ' && !((*p | 32) >= 'a' && (*p | 32) <= 'z') &&
                    !(*p >= '0' && *p <= '9'))
@@ -74,7 +96,8 @@ static int split_words(word *words, int cap) {
         if (p == s) p++;
         words[n].len = (int)(p - s);
         words[n].toks = malloc(sizeof(int) * (size_t)words[n].len);
-        for (int i = 0; i < words[n].len; i++) words[n].toks[i] = (unsigned char)s[i];
+        for (int i = 0; i < words[n].len; i++)
+            words[n].toks[i] = (unsigned char)s[i];
         n++;
     }
     return n;
@@ -91,7 +114,8 @@ int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen
         return -1;
     }
     if (n_merges > MAX_TOKENS - 256) n_merges = MAX_TOKENS - 256;
-    for (int b = 0; b < 256; b++) byte_char(b, text[b]);
+    for (int b = 0; b < 256; b++)
+        byte_char(b, text[b]);
     int n_words = split_words(words, MAX_WORDS), n_tok = 256, n_merged = 0;
     const int stride = 1024; /* counts[a * stride + b]; merges stay well under 1024 tokens */
     if (n_merges > stride - 256) n_merges = stride - 256;
@@ -154,12 +178,13 @@ int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen
     cJSON_AddItemToObject(root, "normalizer", cJSON_Parse("{\"type\":\"NFC\"}"));
     cJSON_AddItemToObject(
         root, "pre_tokenizer",
-        cJSON_Parse("{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
-                    "{\"Regex\":\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?"
-                    "\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+"
-                    "|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
-                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":false,"
-                    "\"use_regex\":false}]}"));
+        cJSON_Parse(
+            "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+            "{\"Regex\":\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?"
+            "\\\\p{L}+|\\\\p{N}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+"
+            "|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
+            "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":false,"
+            "\"use_regex\":false}]}"));
     cJSON_AddItemToObject(
         root, "post_processor",
         cJSON_Parse("{\"type\":\"Sequence\",\"processors\":[{\"type\":\"ByteLevel\","
@@ -183,7 +208,8 @@ int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen
     cJSON_AddBoolToObject(model, "byte_fallback", 0);
     cJSON_AddBoolToObject(model, "ignore_merges", 0);
     cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
-    for (int i = 0; i < n_tok; i++) cJSON_AddNumberToObject(vocab, text[i], i);
+    for (int i = 0; i < n_tok; i++)
+        cJSON_AddNumberToObject(vocab, text[i], i);
     cJSON *merges = cJSON_AddArrayToObject(model, "merges");
     for (int i = 0; i < n_merged; i++) {
         const char *pair[2] = {text[pairs[i][0]], text[pairs[i][1]]};
@@ -212,7 +238,8 @@ int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen
         if (f && fclose(f)) rc = -1;
     }
     free(json);
-    for (int w = 0; w < n_words; w++) free(words[w].toks);
+    for (int w = 0; w < n_words; w++)
+        free(words[w].toks);
     free(words);
     free(counts);
     free(pairs);

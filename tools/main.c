@@ -23,7 +23,8 @@ static const subcommand COMMANDS[] = {
 
 static void usage(FILE *f) {
     fprintf(f, "usage: qembed <command> [options]   (qembed <command> --help for details)\n\n");
-    for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].what);
+    for (int i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].what);
 }
 
 int main(int argc, char **argv) {

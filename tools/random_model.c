@@ -66,7 +66,8 @@ static uint64_t splitmix(uint64_t *s) {
 
 static uint64_t hash_name(const char *s, uint64_t seed) {
     uint64_t h = 1469598103934665603ULL ^ seed;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
     return h;
 }
 
@@ -98,12 +99,15 @@ static void fill_range(const fill_job *j, size_t begin, size_t end) {
     uint64_t base = hash_name(key, j->seed);
     for (size_t c = begin / CHUNK; c * CHUNK < end; c++) {
         uint64_t s = base ^ (c * 0xD1B54A32D192ED03ULL);
-        size_t e0 = c * CHUNK, i = e0 > begin ? e0 : begin, stop = e0 + CHUNK < end ? e0 + CHUNK : end;
-        for (size_t k = e0; k < i; k++) splitmix(&s); /* skip to this buffer's start */
+        size_t e0 = c * CHUNK, i = e0 > begin ? e0 : begin,
+               stop = e0 + CHUNK < end ? e0 + CHUNK : end;
+        for (size_t k = e0; k < i; k++)
+            splitmix(&s); /* skip to this buffer's start */
         for (; i < stop; i++) {
             float v = lo + span * (float)(splitmix(&s) >> 40) * (1.0f / 16777216.0f);
             size_t o = i - j->first;
-            if (j->dtype == ST_F32) memcpy(j->out + 4 * o, &v, 4);
+            if (j->dtype == ST_F32)
+                memcpy(j->out + 4 * o, &v, 4);
             else {
                 uint16_t h = j->dtype == ST_BF16 ? st_f32_to_bf16(v) : st_f32_to_f16(v);
                 memcpy(j->out + 2 * o, &h, 2);
@@ -129,13 +133,16 @@ static void fill(const planned *t, uint64_t seed, st_dtype dtype, size_t first, 
     fill_job jobs[64];
     if (threads > 64) threads = 64;
     if (threads < 1) threads = 1;
-    for (int p = 0; p < threads; p++) jobs[p] = (fill_job){t, seed, dtype, first, count, out, p, threads};
+    for (int p = 0; p < threads; p++)
+        jobs[p] = (fill_job){t, seed, dtype, first, count, out, p, threads};
     for (int p = 1; p < threads; p++)
         started[p] = pthread_create(&tid[p], NULL, fill_worker, &jobs[p]) == 0;
     fill_worker(&jobs[0]);
     for (int p = 1; p < threads; p++) {
-        if (started[p]) pthread_join(tid[p], NULL);
-        else fill_worker(&jobs[p]);
+        if (started[p])
+            pthread_join(tid[p], NULL);
+        else
+            fill_worker(&jobs[p]);
     }
 }
 
@@ -147,13 +154,13 @@ static int plan(const random_model_opts *o, planned **out) {
     planned *t = calloc((size_t)(11 * c->num_layers + 3), sizeof *t);
     if (!t) return -1;
     int n = 0;
-#define ADD(kind_, d0_, d1_, ...)                                                                 \
-    do {                                                                                          \
-        snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__);                                      \
-        t[n].d0 = d0_;                                                                            \
-        t[n].d1 = d1_;                                                                            \
-        t[n].kind = kind_;                                                                        \
-        n++;                                                                                      \
+#define ADD(kind_, d0_, d1_, ...)                                                                  \
+    do {                                                                                           \
+        snprintf(t[n].name, sizeof t[n].name, __VA_ARGS__);                                        \
+        t[n].d0 = d0_;                                                                             \
+        t[n].d1 = d1_;                                                                             \
+        t[n].kind = kind_;                                                                         \
+        n++;                                                                                       \
     } while (0)
     ADD(INIT_EMBED, c->vocab_size, h, "%sembed_tokens.weight", pre);
     for (int l = 0; l < c->num_layers; l++) {
@@ -187,27 +194,32 @@ static char *header_json(const planned *t, int n, int shard, st_dtype d) {
     for (int i = 0; i < n; i++) {
         if (t[i].shard != shard) continue;
         char shape[64];
-        if (t[i].d1) snprintf(shape, sizeof shape, "%lld,%lld", (long long)t[i].d0, (long long)t[i].d1);
-        else snprintf(shape, sizeof shape, "%lld", (long long)t[i].d0);
-        len += (size_t)snprintf(s + len, cap - len,
-                                ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}",
-                                t[i].name, st_dtype_name(d), shape, t[i].offset,
-                                t[i].offset + tensor_bytes(&t[i], d));
+        if (t[i].d1)
+            snprintf(shape, sizeof shape, "%lld,%lld", (long long)t[i].d0, (long long)t[i].d1);
+        else
+            snprintf(shape, sizeof shape, "%lld", (long long)t[i].d0);
+        len += (size_t)snprintf(
+            s + len, cap - len,
+            ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%s],\"data_offsets\":[%zu,%zu]}", t[i].name,
+            st_dtype_name(d), shape, t[i].offset, t[i].offset + tensor_bytes(&t[i], d));
     }
     len += (size_t)snprintf(s + len, cap - len, "}");
     /* Pad with spaces so the data section starts 8-byte aligned, as the format recommends. */
-    while ((len + 8) % 8) s[len++] = ' ';
+    while ((len + 8) % 8)
+        s[len++] = ' ';
     s[len] = 0;
     return s;
 }
 
 static void shard_name(char *out, size_t cap, int shard, int n_shards) {
-    if (n_shards == 1) snprintf(out, cap, "model.safetensors");
-    else snprintf(out, cap, "model-%05d-of-%05d.safetensors", shard + 1, n_shards);
+    if (n_shards == 1)
+        snprintf(out, cap, "model.safetensors");
+    else
+        snprintf(out, cap, "model-%05d-of-%05d.safetensors", shard + 1, n_shards);
 }
 
-static int write_shard(const random_model_opts *o, const planned *t, int n, int shard,
-                       int n_shards, size_t *written, size_t total, char *err, size_t errlen) {
+static int write_shard(const random_model_opts *o, const planned *t, int n, int shard, int n_shards,
+                       size_t *written, size_t total, char *err, size_t errlen) {
     char name[64], path[4200];
     shard_name(name, sizeof name, shard, n_shards);
     snprintf(path, sizeof path, "%s/%s", o->out_dir, name);
@@ -219,7 +231,8 @@ static int write_shard(const random_model_opts *o, const planned *t, int n, int 
     char *hdr = header_json(t, n, shard, o->dtype);
     uint64_t hlen = strlen(hdr);
     uint8_t len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (uint8_t)(hlen >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        len8[i] = (uint8_t)(hlen >> (8 * i));
     int ok = fwrite(len8, 1, 8, f) == 8 && fwrite(hdr, 1, hlen, f) == hlen;
     free(hdr);
     const size_t esize = st_dtype_size(o->dtype), buf_elems = 16u << 20;
@@ -285,7 +298,9 @@ int random_model_write(const random_model_opts *o, char *err, size_t errlen) {
     int n_shards = shard + 1, rc = 0;
     qe_config cfg = o->cfg;
     snprintf(cfg.torch_dtype, sizeof cfg.torch_dtype, "%s",
-             o->dtype == ST_BF16 ? "bfloat16" : o->dtype == ST_F16 ? "float16" : "float32");
+             o->dtype == ST_BF16  ? "bfloat16"
+             : o->dtype == ST_F16 ? "float16"
+                                  : "float32");
     char *cj = cfg_to_json(&cfg);
     rc = write_text(o->out_dir, "config.json", cj, err, errlen);
     free(cj);
@@ -295,8 +310,10 @@ int random_model_write(const random_model_opts *o, char *err, size_t errlen) {
     if (!rc && n_shards > 1) {
         size_t cap = 256 + (size_t)n * 200, len = 0;
         char *idx = malloc(cap), name[64];
-        len += (size_t)snprintf(idx, cap, "{\n  \"metadata\": {\"total_size\": %zu},\n"
-                                "  \"weight_map\": {\n", total);
+        len += (size_t)snprintf(idx, cap,
+                                "{\n  \"metadata\": {\"total_size\": %zu},\n"
+                                "  \"weight_map\": {\n",
+                                total);
         for (int i = 0; i < n; i++) {
             shard_name(name, sizeof name, t[i].shard, n_shards);
             len += (size_t)snprintf(idx + len, cap - len, "    \"%s\": \"%s\"%s\n", t[i].name, name,
@@ -306,10 +323,11 @@ int random_model_write(const random_model_opts *o, char *err, size_t errlen) {
         rc = write_text(o->out_dir, "model.safetensors.index.json", idx, err, errlen);
         free(idx);
     }
-    if (!rc) rc = demo_tokenizer_write(o->out_dir, o->tokenizer_merges ? o->tokenizer_merges : 300,
-                                       err, errlen);
-    if (!o->quiet && written) fprintf(stderr, "\rmake-random: %.2f GB in %d file(s)      \n",
-                                      written / 1e9, n_shards);
+    if (!rc)
+        rc = demo_tokenizer_write(o->out_dir, o->tokenizer_merges ? o->tokenizer_merges : 300, err,
+                                  errlen);
+    if (!o->quiet && written)
+        fprintf(stderr, "\rmake-random: %.2f GB in %d file(s)      \n", written / 1e9, n_shards);
     free(t);
     return rc;
 }

@@ -11,11 +11,11 @@ typedef struct random_model_opts {
     qe_config cfg;
     const char *out_dir;
     uint64_t seed;
-    st_dtype dtype;        /* ST_BF16 (default), ST_F16, ST_F32 */
-    int prefixed;          /* 1: "model." keys plus an lm_head.weight (Qwen3ForCausalLM layout) */
-    size_t shard_bytes;    /* start a new shard past this many bytes; 0 = 4 GB */
-    int tokenizer_merges;  /* merges in the demo tokenizer; 0 = 300 */
-    int quiet;             /* no progress on stderr */
+    st_dtype dtype;       /* ST_BF16 (default), ST_F16, ST_F32 */
+    int prefixed;         /* 1: "model." keys plus an lm_head.weight (Qwen3ForCausalLM layout) */
+    size_t shard_bytes;   /* start a new shard past this many bytes; 0 = 4 GB */
+    int tokenizer_merges; /* merges in the demo tokenizer; 0 = 300 */
+    int quiet;            /* no progress on stderr */
 } random_model_opts;
 
 /* Fills cfg with a named preset: tiny, 0.6b, 4b, 8b. Returns -1 for an unknown name. */

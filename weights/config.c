@@ -136,8 +136,10 @@ int cfg_load(const char *dir, qe_config *out, char *err, size_t errlen) {
     size_t got = buf ? fread(buf, 1, (size_t)n, f) : 0;
     fclose(f);
     int rc = -1;
-    if (got == (size_t)n) rc = cfg_parse(buf, (size_t)n, out, err, errlen);
-    else snprintf(err, errlen, "%s: read failed", path);
+    if (got == (size_t)n)
+        rc = cfg_parse(buf, (size_t)n, out, err, errlen);
+    else
+        snprintf(err, errlen, "%s: read failed", path);
     free(buf);
     return rc;
 }

@@ -4,19 +4,19 @@
 #include <stddef.h>
 
 typedef struct qe_config {
-    char model_type[32];   /* "qwen3" */
+    char model_type[32]; /* "qwen3" */
     int vocab_size;
-    int hidden_size;       /* = embedding width */
+    int hidden_size; /* = embedding width */
     int intermediate_size;
-    int num_layers;        /* num_hidden_layers */
-    int num_heads;         /* num_attention_heads */
-    int num_kv_heads;      /* num_key_value_heads */
-    int head_dim;          /* explicit in the file; never hidden / heads */
+    int num_layers;   /* num_hidden_layers */
+    int num_heads;    /* num_attention_heads */
+    int num_kv_heads; /* num_key_value_heads */
+    int head_dim;     /* explicit in the file; never hidden / heads */
     int max_position_embeddings;
     double rms_norm_eps;
     double rope_theta;
     int tie_word_embeddings;
-    char torch_dtype[16];  /* "bfloat16", "float16", "float32" */
+    char torch_dtype[16]; /* "bfloat16", "float16", "float32" */
 } qe_config;
 
 /* Parses the JSON text of a config.json. Returns 0 or -1 with a message naming the bad field. */

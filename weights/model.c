@@ -7,8 +7,8 @@
 #include <string.h>
 
 /* Finds prefix+name and checks dtype and shape; err says expected vs actual. */
-static const st_tensor *bind(const qe_model *m, const char *name, int64_t d0, int64_t d1,
-                             char *err, size_t errlen) {
+static const st_tensor *bind(const qe_model *m, const char *name, int64_t d0, int64_t d1, char *err,
+                             size_t errlen) {
     char key[256];
     snprintf(key, sizeof key, "%s%s", m->prefix, name);
     const st_tensor *t = st_find(m->archive, key);
@@ -30,19 +30,22 @@ static const st_tensor *bind(const qe_model *m, const char *name, int64_t d0, in
             pos += (size_t)snprintf(actual + pos, sizeof actual - pos, "%s%lld", i ? ", " : "",
                                     (long long)t->shape[i]);
         if (d1)
-            snprintf(err, errlen, "tensor \"%s\": expected shape [%lld, %lld] from config.json, "
-                     "found [%s]", key, (long long)d0, (long long)d1, actual);
+            snprintf(err, errlen,
+                     "tensor \"%s\": expected shape [%lld, %lld] from config.json, "
+                     "found [%s]",
+                     key, (long long)d0, (long long)d1, actual);
         else
-            snprintf(err, errlen, "tensor \"%s\": expected shape [%lld] from config.json, found [%s]",
-                     key, (long long)d0, actual);
+            snprintf(err, errlen,
+                     "tensor \"%s\": expected shape [%lld] from config.json, found [%s]", key,
+                     (long long)d0, actual);
         return NULL;
     }
     return t;
 }
 
-#define BIND(field, name, d0, d1)                                                                 \
-    do {                                                                                          \
-        if (!((field) = bind(m, name, d0, d1, err, errlen))) goto fail;                           \
+#define BIND(field, name, d0, d1)                                                                  \
+    do {                                                                                           \
+        if (!((field) = bind(m, name, d0, d1, err, errlen))) goto fail;                            \
     } while (0)
 
 int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
@@ -52,11 +55,15 @@ int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
     if (cfg_load(dir, &m->cfg, err, errlen)) return -1;
     if (st_open_dir(dir, &m->archive, err, errlen)) return -1;
     const qe_config *c = &m->cfg;
-    if (st_find(m->archive, "embed_tokens.weight")) m->prefix = "";
-    else if (st_find(m->archive, "model.embed_tokens.weight")) m->prefix = "model.";
+    if (st_find(m->archive, "embed_tokens.weight"))
+        m->prefix = "";
+    else if (st_find(m->archive, "model.embed_tokens.weight"))
+        m->prefix = "model.";
     else {
-        snprintf(err, errlen, "%s: missing tensor \"embed_tokens.weight\" (or "
-                 "\"model.embed_tokens.weight\")", dir);
+        snprintf(err, errlen,
+                 "%s: missing tensor \"embed_tokens.weight\" (or "
+                 "\"model.embed_tokens.weight\")",
+                 dir);
         goto fail;
     }
     const int64_t h = c->hidden_size, q = (int64_t)c->num_heads * c->head_dim;
@@ -69,9 +76,9 @@ int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
     for (int l = 0; l < c->num_layers; l++) {
         qe_layer_tensors *L = &m->layers[l];
         char n[128];
-#define LAYER(field, suffix, d0, d1)                                                              \
-        snprintf(n, sizeof n, "layers.%d.%s", l, suffix);                                         \
-        BIND(L->field, n, d0, d1)
+#define LAYER(field, suffix, d0, d1)                                                               \
+    snprintf(n, sizeof n, "layers.%d.%s", l, suffix);                                              \
+    BIND(L->field, n, d0, d1)
         LAYER(attn_norm, "input_layernorm.weight", h, 0);
         LAYER(wq, "self_attn.q_proj.weight", q, h);
         LAYER(wk, "self_attn.k_proj.weight", kv, h);
@@ -98,8 +105,10 @@ int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
         const char *rest = strncmp(name, m->prefix, pl) == 0 ? name + pl : NULL;
         int layer = -1;
         if (rest && sscanf(rest, "layers.%d.", &layer) == 1 && layer >= c->num_layers) {
-            snprintf(err, errlen, "tensor \"%s\": layer %d but config.json says "
-                     "num_hidden_layers = %d", name, layer, c->num_layers);
+            snprintf(err, errlen,
+                     "tensor \"%s\": layer %d but config.json says "
+                     "num_hidden_layers = %d",
+                     name, layer, c->num_layers);
             goto fail;
         }
     }
@@ -113,8 +122,10 @@ int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
                     used |= p[k] == t;
             }
             if (!used) {
-                snprintf(err, errlen, "tensor \"%s\" is not part of a Qwen3 model this engine "
-                         "runs (unexpected bias or extra weight)", t->name);
+                snprintf(err, errlen,
+                         "tensor \"%s\" is not part of a Qwen3 model this engine "
+                         "runs (unexpected bias or extra weight)",
+                         t->name);
                 goto fail;
             }
         }

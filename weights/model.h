@@ -6,17 +6,17 @@
 #include "safetensors.h"
 
 typedef struct qe_layer_tensors {
-    const st_tensor *attn_norm;  /* input_layernorm [hidden] */
-    const st_tensor *wq;         /* [heads*head_dim, hidden] */
-    const st_tensor *wk;         /* [kv_heads*head_dim, hidden] */
-    const st_tensor *wv;         /* [kv_heads*head_dim, hidden] */
-    const st_tensor *q_norm;     /* [head_dim] */
-    const st_tensor *k_norm;     /* [head_dim] */
-    const st_tensor *wo;         /* [hidden, heads*head_dim] */
-    const st_tensor *mlp_norm;   /* post_attention_layernorm [hidden] */
-    const st_tensor *w_gate;     /* [intermediate, hidden] */
-    const st_tensor *w_up;       /* [intermediate, hidden] */
-    const st_tensor *w_down;     /* [hidden, intermediate] */
+    const st_tensor *attn_norm; /* input_layernorm [hidden] */
+    const st_tensor *wq;        /* [heads*head_dim, hidden] */
+    const st_tensor *wk;        /* [kv_heads*head_dim, hidden] */
+    const st_tensor *wv;        /* [kv_heads*head_dim, hidden] */
+    const st_tensor *q_norm;    /* [head_dim] */
+    const st_tensor *k_norm;    /* [head_dim] */
+    const st_tensor *wo;        /* [hidden, heads*head_dim] */
+    const st_tensor *mlp_norm;  /* post_attention_layernorm [hidden] */
+    const st_tensor *w_gate;    /* [intermediate, hidden] */
+    const st_tensor *w_up;      /* [intermediate, hidden] */
+    const st_tensor *w_down;    /* [hidden, intermediate] */
 } qe_layer_tensors;
 
 typedef struct qe_model {

@@ -36,33 +36,41 @@ typedef struct {
 } dtype_info;
 
 static const dtype_info DTYPES[] = {
-    {"F32", ST_F32, 4},      {"F16", ST_F16, 2},      {"BF16", ST_BF16, 2},  {"F64", ST_OTHER, 8},
-    {"I64", ST_OTHER, 8},    {"I32", ST_OTHER, 4},    {"I16", ST_OTHER, 2},  {"I8", ST_OTHER, 1},
-    {"U8", ST_OTHER, 1},     {"BOOL", ST_OTHER, 1},   {"U16", ST_OTHER, 2},  {"U32", ST_OTHER, 4},
-    {"U64", ST_OTHER, 8},    {"F8_E4M3", ST_OTHER, 1}, {"F8_E5M2", ST_OTHER, 1},
+    {"F32", ST_F32, 4},   {"F16", ST_F16, 2},       {"BF16", ST_BF16, 2},     {"F64", ST_OTHER, 8},
+    {"I64", ST_OTHER, 8}, {"I32", ST_OTHER, 4},     {"I16", ST_OTHER, 2},     {"I8", ST_OTHER, 1},
+    {"U8", ST_OTHER, 1},  {"BOOL", ST_OTHER, 1},    {"U16", ST_OTHER, 2},     {"U32", ST_OTHER, 4},
+    {"U64", ST_OTHER, 8}, {"F8_E4M3", ST_OTHER, 1}, {"F8_E5M2", ST_OTHER, 1},
 };
 
 size_t st_dtype_size(st_dtype d) {
     switch (d) {
-    case ST_F32: return 4;
+    case ST_F32:
+        return 4;
     case ST_F16:
-    case ST_BF16: return 2;
-    default: return 0;
+    case ST_BF16:
+        return 2;
+    default:
+        return 0;
     }
 }
 
 const char *st_dtype_name(st_dtype d) {
     switch (d) {
-    case ST_F32: return "F32";
-    case ST_F16: return "F16";
-    case ST_BF16: return "BF16";
-    default: return "other";
+    case ST_F32:
+        return "F32";
+    case ST_F16:
+        return "F16";
+    case ST_BF16:
+        return "BF16";
+    default:
+        return "other";
     }
 }
 
 void st_free_tensors(st_tensor *t, int n) {
     if (!t) return;
-    for (int i = 0; i < n; i++) free(t[i].name);
+    for (int i = 0; i < n; i++)
+        free(t[i].name);
     free(t);
 }
 
@@ -83,8 +91,8 @@ static int parse_entry(const cJSON *e, const uint8_t *data, size_t data_len, st_
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
     if (!cJSON_IsString(dt) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs)) {
-        snprintf(err, errlen, "tensor \"%s\": needs dtype (string), shape and data_offsets (arrays)",
-                 t->name);
+        snprintf(err, errlen,
+                 "tensor \"%s\": needs dtype (string), shape and data_offsets (arrays)", t->name);
         return -1;
     }
     size_t esize = 0;
@@ -100,7 +108,8 @@ static int parse_entry(const cJSON *e, const uint8_t *data, size_t data_len, st_
     snprintf(t->dtype_name, sizeof t->dtype_name, "%s", dt->valuestring);
     int nd = cJSON_GetArraySize(shape);
     if (nd > ST_MAX_DIMS) {
-        snprintf(err, errlen, "tensor \"%s\": %d dimensions (at most %d)", t->name, nd, ST_MAX_DIMS);
+        snprintf(err, errlen, "tensor \"%s\": %d dimensions (at most %d)", t->name, nd,
+                 ST_MAX_DIMS);
         return -1;
     }
     t->ndim = nd;
@@ -109,7 +118,8 @@ static int parse_entry(const cJSON *e, const uint8_t *data, size_t data_len, st_
         const cJSON *d = cJSON_GetArrayItem(shape, i);
         if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 1e15 ||
             d->valuedouble != floor(d->valuedouble)) {
-            snprintf(err, errlen, "tensor \"%s\": shape[%d] is not a non-negative integer", t->name, i);
+            snprintf(err, errlen, "tensor \"%s\": shape[%d] is not a non-negative integer", t->name,
+                     i);
             return -1;
         }
         t->shape[i] = (int64_t)d->valuedouble;
@@ -123,10 +133,13 @@ static int parse_entry(const cJSON *e, const uint8_t *data, size_t data_len, st_
         snprintf(err, errlen, "tensor \"%s\": data_offsets must have two entries", t->name);
         return -1;
     }
-    double b = cJSON_GetArrayItem(offs, 0)->valuedouble, en = cJSON_GetArrayItem(offs, 1)->valuedouble;
-    if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) ||
-        b < 0 || en < b || en > 1e18 || b != floor(b) || en != floor(en)) {
-        snprintf(err, errlen, "tensor \"%s\": data_offsets are not a valid [begin, end] pair", t->name);
+    double b = cJSON_GetArrayItem(offs, 0)->valuedouble,
+           en = cJSON_GetArrayItem(offs, 1)->valuedouble;
+    if (!cJSON_IsNumber(cJSON_GetArrayItem(offs, 0)) ||
+        !cJSON_IsNumber(cJSON_GetArrayItem(offs, 1)) || b < 0 || en < b || en > 1e18 ||
+        b != floor(b) || en != floor(en)) {
+        snprintf(err, errlen, "tensor \"%s\": data_offsets are not a valid [begin, end] pair",
+                 t->name);
         return -1;
     }
     if (en > (double)data_len) {
@@ -155,10 +168,13 @@ int st_parse_header(const uint8_t *buf, size_t len, st_tensor **out, int *n_out,
         return -1;
     }
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
+    for (int i = 7; i >= 0; i--)
+        hlen = (hlen << 8) | buf[i];
     if (hlen > len - 8) {
-        snprintf(err, errlen, "header length %llu runs past the end of the file (%zu bytes): "
-                 "truncated or not a safetensors file", (unsigned long long)hlen, len);
+        snprintf(err, errlen,
+                 "header length %llu runs past the end of the file (%zu bytes): "
+                 "truncated or not a safetensors file",
+                 (unsigned long long)hlen, len);
         return -1;
     }
     if (hlen > ST_MAX_HEADER || hlen < 2) {
@@ -193,7 +209,8 @@ int st_parse_header(const uint8_t *buf, size_t len, st_tensor **out, int *n_out,
         n++;
         if (parse_entry(e, data, data_len, &t[n - 1], err, errlen)) goto out;
     }
-    for (int i = 0; i < n; i++) sorted[i] = &t[i];
+    for (int i = 0; i < n; i++)
+        sorted[i] = &t[i];
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_by_offset);
     for (int i = 1; i < n; i++) {
         const uint8_t *prev_end = (const uint8_t *)sorted[i - 1]->data + sorted[i - 1]->nbytes;
@@ -207,7 +224,8 @@ int st_parse_header(const uint8_t *buf, size_t len, st_tensor **out, int *n_out,
 out:
     cJSON_Delete(root);
     free(sorted);
-    if (rc) st_free_tensors(t, n);
+    if (rc)
+        st_free_tensors(t, n);
     else {
         *out = t;
         *n_out = n;
@@ -267,7 +285,8 @@ static int add_file(st_archive *a, const char *path, char *err, size_t errlen) {
     for (int i = 0; i < n; i++) {
         if (st_find(a, t[i].name)) {
             snprintf(err, errlen, "tensor \"%.200s\" is stored in more than one file", t[i].name);
-            for (int j = i; j < n; j++) free(t[j].name);
+            for (int j = i; j < n; j++)
+                free(t[j].name);
             free(t);
             return -1;
         }
@@ -337,7 +356,8 @@ static int open_index(st_archive *a, const char *dir, const char *index_path, ch
         }
         snprintf(path, sizeof path, "%s/%s", dir, e->valuestring);
         int seen = 0;
-        for (int i = 0; i < a->n_files; i++) seen |= !strcmp(a->files[i].path, path);
+        for (int i = 0; i < a->n_files; i++)
+            seen |= !strcmp(a->files[i].path, path);
         if (!seen) rc = add_file(a, path, err, errlen);
     }
     for (const cJSON *e = map->child; e && !rc; e = e->next) {
@@ -421,9 +441,15 @@ void st_close(st_archive *a) {
     free(a);
 }
 
-int st_count(const st_archive *a) { return a->n_tensors; }
-const st_tensor *st_at(const st_archive *a, int i) { return &a->tensors[i]; }
-int st_file_count(const st_archive *a) { return a->n_files; }
+int st_count(const st_archive *a) {
+    return a->n_tensors;
+}
+const st_tensor *st_at(const st_archive *a, int i) {
+    return &a->tensors[i];
+}
+int st_file_count(const st_archive *a) {
+    return a->n_files;
+}
 
 const st_tensor *st_find(const st_archive *a, const char *name) {
     for (int i = 0; i < a->n_tensors; i++)
@@ -442,14 +468,15 @@ uint16_t st_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);                                            /* nearest even */
+    u += 0x7fffu + ((u >> 16) & 1u);                                          /* nearest even */
     return (uint16_t)(u >> 16);
 }
 
 float st_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
     if (exp == 0) {
-        if (man == 0) u = sign;
+        if (man == 0)
+            u = sign;
         else { /* subnormal: renormalise */
             int e = -1;
             do {
@@ -493,13 +520,18 @@ void st_to_f32(const st_tensor *t, float *out) {
     size_t n = t->nbytes / (st_dtype_size(t->dtype) ? st_dtype_size(t->dtype) : 1);
     const uint8_t *p = t->data;
     switch (t->dtype) {
-    case ST_F32: memcpy(out, p, t->nbytes); break;
+    case ST_F32:
+        memcpy(out, p, t->nbytes);
+        break;
     case ST_BF16:
-        for (size_t i = 0; i < n; i++) out[i] = st_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        for (size_t i = 0; i < n; i++)
+            out[i] = st_bf16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
         break;
     case ST_F16:
-        for (size_t i = 0; i < n; i++) out[i] = st_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
+        for (size_t i = 0; i < n; i++)
+            out[i] = st_f16_to_f32((uint16_t)(p[2 * i] | p[2 * i + 1] << 8));
         break;
-    default: break;
+    default:
+        break;
     }
 }

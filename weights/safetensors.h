@@ -10,14 +10,14 @@ typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_OTHER } st_dtype;
 #define ST_MAX_DIMS 8
 
 typedef struct st_tensor {
-    char *name;          /* key as stored in the file */
+    char *name; /* key as stored in the file */
     st_dtype dtype;
-    char dtype_name[8];  /* as written in the header, e.g. "BF16" */
+    char dtype_name[8]; /* as written in the header, e.g. "BF16" */
     int ndim;
     int64_t shape[ST_MAX_DIMS];
-    const void *data;    /* into the mapping */
+    const void *data; /* into the mapping */
     size_t nbytes;
-    int file_index;      /* which shard */
+    int file_index; /* which shard */
 } st_tensor;
 
 typedef struct st_archive st_archive;

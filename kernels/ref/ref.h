@@ -28,9 +28,8 @@ void ref_qk_norm_rope(float *qkv, int n_tokens, int heads, int kv_heads, int hea
  * kv head h / (heads/kv_heads)), scale 1/sqrt(head_dim), optional ALiBi (slope[h] * (j - i)
  * added to the logits; NULL for none). Computes only query heads [h_begin, h_end) so callers
  * can split the work. out rows are [heads*head_dim]. */
-void ref_attention(const float *qkv, const int32_t *cu_seqlens, int n_seqs, int heads,
-                   int kv_heads, int head_dim, const float *alibi_slopes, int h_begin, int h_end,
-                   float *out);
+void ref_attention(const float *qkv, const int32_t *cu_seqlens, int n_seqs, int heads, int kv_heads,
+                   int head_dim, const float *alibi_slopes, int h_begin, int h_end, float *out);
 
 /* out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i]. */
 void ref_swiglu(const float *gate_up, int rows, int inter, float *out);

@@ -17,9 +17,11 @@ static float dot(const float *a, const float *b, int k) {
     float s[8] = {0};
     int i = 0;
     for (; i + 8 <= k; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+        for (int j = 0; j < 8; j++)
+            s[j] += a[i + j] * b[i + j];
     float tail = 0;
-    for (; i < k; i++) tail += a[i] * b[i];
+    for (; i < k; i++)
+        tail += a[i] * b[i];
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])) + tail;
 }
 

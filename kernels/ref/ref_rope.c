@@ -5,9 +5,11 @@
 
 static void norm_rope_head(float *x, const float *w, int hd, float eps, double pos, double theta) {
     double ss = 0;
-    for (int i = 0; i < hd; i++) ss += (double)x[i] * x[i];
+    for (int i = 0; i < hd; i++)
+        ss += (double)x[i] * x[i];
     float inv = (float)(1.0 / sqrt(ss / hd + eps));
-    for (int i = 0; i < hd; i++) x[i] = x[i] * inv * w[i];
+    for (int i = 0; i < hd; i++)
+        x[i] = x[i] * inv * w[i];
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
         double angle = pos * pow(theta, -2.0 * i / hd);

@@ -68,11 +68,11 @@ struct srv_job {
     int *lens;
     int max_len; /* tokens kept per input */
     int truncate, truncate_left;
-    int dims;   /* output width (<= model width) */
+    int dims;      /* output width (<= model width) */
     int normalize; /* L2-normalise the cut vector (the default) */
-    int base64; /* encoding_format */
-    int width;  /* model width */
-    float *out; /* n * dims */
+    int base64;    /* encoding_format */
+    int width;     /* model width */
+    float *out;    /* n * dims */
     atomic_int tok_chunks_left;
     atomic_int seqs_left;
     long prompt_tokens;

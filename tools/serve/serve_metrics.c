@@ -141,9 +141,11 @@ char *srv_metrics_render(serve_server *s, size_t *len) {
         m->prompt_tokens_total);
     /* the engine pointer is only settled once the server is ready */
     const qe_engine *eng = atomic_load(&s->state) == SERVE_READY ? s->engine : NULL;
-    sb_printf(&b, "# HELP qembed_gpu_memory_bytes Device memory the engine holds (weights + "
-                  "activations); 0 on the CPU backend.\n# TYPE qembed_gpu_memory_bytes gauge\n"
-                  "qembed_gpu_memory_bytes %zu\n", eng ? qe_device_bytes(eng) : (size_t)0);
+    sb_printf(&b,
+              "# HELP qembed_gpu_memory_bytes Device memory the engine holds (weights + "
+              "activations); 0 on the CPU backend.\n# TYPE qembed_gpu_memory_bytes gauge\n"
+              "qembed_gpu_memory_bytes %zu\n",
+              eng ? qe_device_bytes(eng) : (size_t)0);
     put_hist(&b, "qembed_batch_size", "Sequences per engine call.", &m->batch_size);
     put_hist(&b, "qembed_batch_tokens", "Tokens per engine call.", &m->batch_tokens);
     put_hist(&b, "qembed_tokenization_duration_seconds", "Parse and tokenization time per request.",

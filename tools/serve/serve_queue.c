@@ -14,8 +14,9 @@
 #include "serve_internal.h"
 #include "tokenizer.h"
 
-#define TOK_CHUNK 8 /* inputs per tokenizer task: small enough to spread one request over threads  \
-                     */
+#define TOK_CHUNK                                                                                  \
+    8 /* inputs per tokenizer task: small enough to spread one request over threads                \
+       */
 #define LOOKAHEAD 4096
 
 struct srv_tok_task {
