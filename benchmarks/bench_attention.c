@@ -15,46 +15,9 @@
 
 #include "kernels/kernels.h"
 #include "kernels/ref/ref.h"
+#include "bench_util.h"
 
 #define HD 128
-#define CHECK(call)                                                                                \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s failed: %s (%s:%d)\n", #call, cudaGetErrorName(e_), __FILE__,      \
-                    __LINE__);                                                                     \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define KCHECK(call)                                                                               \
-    do {                                                                                           \
-        if ((call) != QE_K_OK) {                                                                   \
-            fprintf(stderr, "%s failed: %s\n", #call, qe_k_last_error());                          \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-static uint64_t rng = 0x1234567;
-static float frand(float a) {
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((double)(rng >> 11) / 9007199254740992.0 * 2.0 - 1.0) * a;
-}
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static int cmp_float(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* Random qkv rows [T, (H + 2 KV) * HD] in bf16 (q scaled so the softmax is not flat). */
 static uint16_t *make_qkv(int T, int H, int KV) {

@@ -11,6 +11,7 @@
 
 #include "runtime/qembed.h"
 #include "runtime/qembed_debug.h"
+#include "gpu_util.h"
 #include "test_util.h"
 
 #define GPU_COS 0.999         /* GPU bf16 path vs fp32/f64 references (fixtures/README.md) */
@@ -27,17 +28,6 @@ static const char *tiny_model(void) {
     return e && *e ? e : TINY_MODEL;
 }
 
-/* Skips without a GPU; with QE_REQUIRE_GPU=1 (set on the GPU machine) that is a failure. */
-static void require_gpu(void) {
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if ((e != cudaSuccess || n == 0) && getenv("QE_REQUIRE_GPU"))
-        cr_assert_fail("QE_REQUIRE_GPU is set but no CUDA device answers (%s)",
-                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-    if (e != cudaSuccess || n == 0)
-        cr_skip_test("no CUDA device (%s): CUDA engine test skipped",
-                     e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-}
 
 #define SKIP_UNLESS_TINY(file)                                                                     \
     do {                                                                                           \
@@ -161,28 +151,28 @@ static void cuda_vs_cpu(const char *dir, const char *what) {
 }
 
 Test(cuda_engine, vs_cpu_gqa1_bf16, .timeout = 600) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     char dir[1100];
     make_model(dir, sizeof dir, "cuda-g1", 256, 512, 2, 4, 4, "bf16", "plain", 11);
     cuda_vs_cpu(dir, "hidden 256, 4/4 heads, bf16");
 }
 
 Test(cuda_engine, vs_cpu_gqa2_f16, .timeout = 600) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     char dir[1100];
     make_model(dir, sizeof dir, "cuda-g2", 128, 384, 3, 4, 2, "f16", "prefixed", 12);
     cuda_vs_cpu(dir, "hidden 128, 4/2 heads, f16, prefixed keys");
 }
 
 Test(cuda_engine, vs_cpu_gqa4_f32, .timeout = 600) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     char dir[1100];
     make_model(dir, sizeof dir, "cuda-g4", 512, 1024, 2, 8, 2, "f32", "plain", 13);
     cuda_vs_cpu(dir, "hidden 512, 8/2 heads, f32");
 }
 
 Test(cuda_engine, vs_cpu_tiny_preset, .timeout = 600) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     char dir[1100], cmd[2400];
     tu_scratch_dir(dir, sizeof dir, "cuda-tiny");
     snprintf(cmd, sizeof cmd, "'%s' make-random --preset tiny --out '%s' --seed 5 --quiet",
@@ -224,7 +214,7 @@ static double *json_doubles(const cJSON *arr, int *n) {
 
 /* Every golden case, one at a time and all packed in one batch. */
 Test(cuda_engine, tiny_goldens, .timeout = 600) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     SKIP_UNLESS_TINY("golden.json");
     cJSON *g = load_golden();
     qe_engine *e = open_engine(tiny_model(), QE_BACKEND_CUDA, 0);
@@ -265,7 +255,7 @@ Test(cuda_engine, tiny_goldens, .timeout = 600) {
 }
 
 Test(cuda_engine, tiny_layer0_residual) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     SKIP_UNLESS_TINY("golden.json");
     cJSON *g = load_golden();
     const cJSON *dbg = cJSON_GetObjectItem(g, "debug");
@@ -297,7 +287,7 @@ Test(cuda_engine, tiny_layer0_residual) {
 /* Alone, packed together, and split across many steps by a small token budget: the same vectors.
  * Also the last-layer shortcut against the full last layer (QE_CUDA_FULL_LAST_LAYER=1). */
 Test(cuda_engine, batching_invariance_and_shortcut, .timeout = 600) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     char dir[1100];
     make_model(dir, sizeof dir, "cuda-inv", 256, 512, 2, 8, 2, "bf16", "plain", 21);
     const int lens[] = {300, 1, 77, 129, 5, 250, 64};
@@ -379,7 +369,7 @@ static void chunked_vs_cpu(const char *dir, const char *what, int budget, const 
 }
 
 Test(cuda_engine, chunked_prefill_matches_cpu, .timeout = 900) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     char dir[1100];
     const int small[] = {101, 3, 250, 100, 1, 777, 64};
     const int large[] = {1025, 7, 3000, 2048, 300};
@@ -396,7 +386,7 @@ Test(cuda_engine, chunked_prefill_matches_cpu, .timeout = 900) {
 
 /* A sequence longer than the budget is no longer an error; the engine keeps working after it. */
 Test(cuda_engine, sequence_longer_than_budget_runs_chunked) {
-    require_gpu();
+    require_gpu("CUDA engine test");
     SKIP_UNLESS_TINY("config.json");
     qe_engine *e = open_engine(tiny_model(), QE_BACKEND_CUDA, 64);
     qe_engine *cpu = open_engine(tiny_model(), QE_BACKEND_CPU, 0);

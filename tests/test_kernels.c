@@ -7,22 +7,11 @@
 
 #include "kernels/kernels.h"
 #include "kernels/ref/ref.h"
+#include "gpu_util.h"
 #include "test_util.h"
 
 /* ------------------------------------------------------------------ helpers */
 
-/* Skips without a GPU; with QE_REQUIRE_GPU=1 (set on the GPU machine) a missing or broken device
- * is a failure, so a driver/toolkit mismatch cannot pass as "all skipped". */
-static void require_gpu(void) {
-    int n = 0;
-    cudaError_t e = cudaGetDeviceCount(&n);
-    if ((e != cudaSuccess || n == 0) && getenv("QE_REQUIRE_GPU"))
-        cr_assert_fail("QE_REQUIRE_GPU is set but no CUDA device answers (%s)",
-                       e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-    if (e != cudaSuccess || n == 0)
-        cr_skip_test("no CUDA device (%s): GPU kernel test skipped",
-                     e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
-}
 
 static uint64_t rng_state;
 static void rng_seed(uint64_t s) {
@@ -117,7 +106,7 @@ static const int ROWS[] = {1, 7, 113, 129, 2049};
 /* ------------------------------------------------------------------ embed */
 
 Test(kernels, embed_gather) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     const int vocab = 1001, hiddens[] = {64, 1024, 7};
     for (int hi = 0; hi < 3; hi++)
         for (int ri = 0; ri < N_ROWS; ri++) {
@@ -147,7 +136,7 @@ Test(kernels, embed_gather) {
 /* ------------------------------------------------------------------ add_rmsnorm */
 
 Test(kernels, add_rmsnorm) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     const int dims[] = {64, 1024, 2560, 7};
     for (int di = 0; di < 4; di++)
         for (int ri = 0; ri < N_ROWS; ri++)
@@ -183,7 +172,7 @@ Test(kernels, add_rmsnorm) {
 /* ------------------------------------------------------------------ qk_norm + rope */
 
 Test(kernels, qk_norm_rope) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     const int hk[][2] = {{4, 4}, {4, 2}, {8, 2}, {16, 8}};
     const int HD = 128;
     for (int gi = 0; gi < 4; gi++)
@@ -226,7 +215,7 @@ Test(kernels, qk_norm_rope) {
 /* ------------------------------------------------------------------ swiglu */
 
 Test(kernels, swiglu) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     const int inters[] = {192, 3072, 13};
     for (int ii = 0; ii < 3; ii++)
         for (int ri = 0; ri < N_ROWS; ri++) {
@@ -258,7 +247,7 @@ static int make_cu(const int *lens, int n, int32_t *cu) {
 }
 
 Test(kernels, pool_last_and_gather) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     const int lens[] = {1, 7, 113, 129, 2049, 3};
     const int S = 6, hiddens[] = {64, 1024, 2560};
     int32_t cu[7];
@@ -308,7 +297,7 @@ Test(kernels, pool_last_and_gather) {
 /* ------------------------------------------------------------------ GEMM */
 
 Test(kernels, gemm_bf16) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     const int shapes[][2] = {{64, 512}, {1024, 384}, {256, 1536}}; /* k, n */
     void *ws = dalloc(32u << 20);
     qe_gemm *g = NULL;
@@ -451,7 +440,7 @@ static const int L1[] = {1}, L7[] = {7}, L113_129[] = {113, 129}, L2049[] = {204
 static const int LMIX[] = {1, 7, 113, 129, 64, 65, 200};
 
 Test(kernels, attention_causal_gqa, .timeout = 300) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     const int gqa[][2] = {{4, 4}, {4, 2}, {8, 2}};
     const struct {
         const int *l;
@@ -465,7 +454,7 @@ Test(kernels, attention_causal_gqa, .timeout = 300) {
 }
 
 Test(kernels, attention_alibi) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     attn_case c = {LMIX, 7, 4, 2};
     attn_check_case(&c, 1, 801);
     attn_case c2 = {L113_129, 2, 8, 2};
@@ -476,7 +465,7 @@ Test(kernels, attention_alibi) {
  * a chunked query block (the last Lq queries of each sequence against all its keys, as the
  * last-layer shortcut and chunked prefill use) must match the reference rows. */
 Test(kernels, attention_paged_and_chunked) {
-    require_gpu();
+    require_gpu("GPU kernel test");
     const int HD = 128, H = 8, KV = 2, S = 5;
     const int lens[] = {129, 1, 300, 64, 77};
     const int row = (H + 2 * KV) * HD, kv_dim = KV * HD;
