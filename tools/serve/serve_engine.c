@@ -43,6 +43,17 @@ void *srv_engine_main(void *arg) {
         pthread_cond_broadcast(&s->q_cv); /* the former may pack the next batch meanwhile */
         pthread_mutex_unlock(&s->q_mu);
 
+        /* A client that left while its sequences waited costs no engine time: its sequences move
+         * behind the live ones and are only released. */
+        int live = 0, dropped = 0;
+        for (int i = 0; i < b.n; i++)
+            if (!atomic_load(&b.seqs[i]->job->cancelled)) {
+                srv_seq *t = b.seqs[live];
+                b.seqs[live++] = b.seqs[i];
+                b.seqs[i] = t;
+            }
+        dropped = b.n - live;
+
         srv_error e = {0};
         int ok = 0;
         double t0 = srv_now(), t1 = t0;
@@ -68,11 +79,11 @@ void *srv_engine_main(void *arg) {
         } else if ((size_t)b.n > cap || need > out_cap) {
             srv_err_set(&e, 500, "server_error", "out_of_memory", "", "out of memory");
         } else {
-            for (int i = 0; i < b.n; i++) {
+            for (int i = 0; i < live; i++) {
                 ids[i] = b.seqs[i]->job->ids[b.seqs[i]->index];
                 lens[i] = b.seqs[i]->job->lens[b.seqs[i]->index];
             }
-            qe_status st = qe_embed_ids_ex(s->engine, ids, lens, b.n, 0, 0, out);
+            qe_status st = live ? qe_embed_ids_ex(s->engine, ids, lens, live, 0, 0, out) : QE_OK;
             t1 = srv_now();
             if (st == QE_OK) {
                 ok = 1;
@@ -93,6 +104,7 @@ void *srv_engine_main(void *arg) {
         for (int i = 0; i < b.n; i++) {
             srv_seq *q = b.seqs[i];
             srv_job *j = q->job;
+            if (i >= live) continue; /* dropped above: nothing was computed for it */
             if (ok) {
                 if (!atomic_load(&j->cancelled))
                     scatter(out + (size_t)i * s->width, s->width, j, q->index);
@@ -107,16 +119,20 @@ void *srv_engine_main(void *arg) {
                 srv_job_fail(j, &e);
             }
         }
+        long live_tokens = 0;
+        for (int i = 0; i < live; i++) live_tokens += b.seqs[i]->job->lens[b.seqs[i]->index];
+        ok = ok && live > 0; /* an all-dropped batch is no engine call */
         pthread_mutex_lock(&s->metrics.mu);
+        s->metrics.cancelled_seqs += (unsigned long)dropped;
         if (ok) {
-            s->metrics.tokens_processed += (unsigned long)b.tokens;
-            s->metrics.sequences_processed += (unsigned long)b.n;
+            s->metrics.tokens_processed += (unsigned long)live_tokens;
+            s->metrics.sequences_processed += (unsigned long)live;
             s->metrics.batches++;
         }
         pthread_mutex_unlock(&s->metrics.mu);
         if (ok) {
-            srv_hist_observe(&s->metrics, &s->metrics.batch_size, b.n);
-            srv_hist_observe(&s->metrics, &s->metrics.batch_tokens, (double)b.tokens);
+            srv_hist_observe(&s->metrics, &s->metrics.batch_size, live);
+            srv_hist_observe(&s->metrics, &s->metrics.batch_tokens, (double)live_tokens);
             srv_hist_observe(&s->metrics, &s->metrics.t_inference, t1 - t0);
         }
         pthread_mutex_lock(&s->q_mu);
