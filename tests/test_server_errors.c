@@ -96,6 +96,10 @@ Test(server_errors, bad_requests_are_400) {
     expect_error(&t, E, "{\"input\":\"\\u0000abc\"}", 400, "NUL");
     expect_error(&t, E, "{\"input\":\"a\",\"model\":\"tiny-qwen3-embed\\u0000x\"}", 400, "NUL");
     expect_error(&t, "/tokenize", "{\"inputs\":\"a\\u0000b\"}", 400, "NUL");
+    /* an escaped backslash followed by the letters u0000 is text, not a NUL */
+    srvt_resp ok;
+    cr_assert_eq(srvt_post(t.base, E, "{\"input\":\"a\\\\u0000b\"}", &ok), 200, "%s", ok.body);
+    srvt_resp_free(&ok);
     expect_error(&t, "/decode", "{\"ids\":[1,2]}]", 400, "JSON");
     expect_error(&t, E, "{\"input\":[true]}", 400, NULL);
     expect_error(&t, E, "{\"input\":[]}", 400, "empty");
