@@ -35,6 +35,31 @@ static pid_t spawn_logged(char *const argv[], const char *log_path) {
     return pid;
 }
 
+/* Starts `qembed serve --port 0`, reads its port from the "listening on" line and waits for
+ * /health 200; base receives http://127.0.0.1:PORT. */
+static pid_t spawn_ready(char *const argv[], const char *log, char *base, size_t cap) {
+    pid_t pid = spawn_logged(argv, log);
+    int port = 0;
+    for (int i = 0; i < 1000 && !port; i++) {
+        char *text = tu_read_file(log, NULL);
+        const char *p = text ? strstr(text, "listening on http://127.0.0.1:") : NULL;
+        if (p) port = atoi(p + strlen("listening on http://127.0.0.1:"));
+        free(text);
+        if (!port) usleep(10000);
+    }
+    cr_assert_gt(port, 0, "no listening line in %s", log);
+    snprintf(base, cap, "http://127.0.0.1:%d", port);
+    srvt_resp r;
+    int ready = 0;
+    for (int i = 0; i < 1000 && !ready; i++) {
+        ready = srvt_get(base, "/health", &r) == 200;
+        srvt_resp_free(&r);
+        if (!ready) usleep(10000);
+    }
+    cr_assert(ready, "server never became healthy");
+    return pid;
+}
+
 static int wait_exit(pid_t pid, double timeout_s) {
     for (double t = 0; t < timeout_s; t += 0.01) {
         int status;
@@ -106,27 +131,9 @@ Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
                     "--engine-threads",
                     "1",
                     NULL};
-    pid_t pid = spawn_logged(argv, log);
-    /* the port from the "listening on" line, then wait for /health 200 */
-    int port = 0;
-    for (int i = 0; i < 1000 && !port; i++) {
-        char *text = tu_read_file(log, NULL);
-        const char *p = text ? strstr(text, "listening on http://127.0.0.1:") : NULL;
-        if (p) port = atoi(p + strlen("listening on http://127.0.0.1:"));
-        free(text);
-        if (!port) usleep(10000);
-    }
-    cr_assert_gt(port, 0, "no listening line in %s", log);
     bg_req b = {0};
-    snprintf(b.base, sizeof b.base, "http://127.0.0.1:%d", port);
+    pid_t pid = spawn_ready(argv, log, b.base, sizeof b.base);
     srvt_resp r;
-    int ready = 0;
-    for (int i = 0; i < 1000 && !ready; i++) {
-        ready = srvt_get(b.base, "/health", &r) == 200;
-        srvt_resp_free(&r);
-        if (!ready) usleep(10000);
-    }
-    cr_assert(ready, "server never became healthy");
     /* a request that takes a while (one sequence per engine call) */
     const int N = 200;
     size_t cap = (size_t)N * 512 + 64;
@@ -189,26 +196,9 @@ Test(server_proc, sigterm_does_not_wait_for_an_unfinished_upload, .timeout = 60)
     snprintf(log, sizeof log, "%s/serve.log", dir);
     char *argv[] = {QEMBED, "serve",           "--model", TINY_MODEL, "--port",
                     "0",    "--drain-timeout", "30",      NULL};
-    pid_t pid = spawn_logged(argv, log);
-    int port = 0;
-    for (int i = 0; i < 1000 && !port; i++) {
-        char *text = tu_read_file(log, NULL);
-        const char *p = text ? strstr(text, "listening on http://127.0.0.1:") : NULL;
-        if (p) port = atoi(p + strlen("listening on http://127.0.0.1:"));
-        free(text);
-        if (!port) usleep(10000);
-    }
-    cr_assert_gt(port, 0, "no listening line in %s", log);
     char base[64];
-    snprintf(base, sizeof base, "http://127.0.0.1:%d", port);
-    srvt_resp r;
-    int ready = 0;
-    for (int i = 0; i < 1000 && !ready; i++) {
-        ready = srvt_get(base, "/health", &r) == 200;
-        srvt_resp_free(&r);
-        if (!ready) usleep(10000);
-    }
-    cr_assert(ready, "server never became healthy");
+    pid_t pid = spawn_ready(argv, log, base, sizeof base);
+    int port = atoi(strrchr(base, ':') + 1);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);

@@ -125,21 +125,23 @@ static int limit_ids(srv_job *j, int i, srv_error *e, const char *param) {
     return 0;
 }
 
+/* Every POST body: one strict JSON value that is an object, else a 400 saying why. */
+static cJSON *parse_body_object(const char *body, size_t len, srv_error *e) {
+    const char *why = "not a JSON object";
+    cJSON *root = json_parse_strict(body, len, &why);
+    if (root && cJSON_IsObject(root)) return root;
+    BAD(e, "", "the body is %s", why);
+    cJSON_Delete(root);
+    return NULL;
+}
+
 srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, size_t len,
                          srv_error *e) {
     const int tei = route == ROUTE_TEI;
     const char *in_name = tei ? "inputs" : "input";
-    const char *why = NULL;
-    cJSON *root = json_parse_strict(body, len, &why);
+    cJSON *root = parse_body_object(body, len, e);
     srv_job *j = NULL;
-    if (!root) {
-        BAD(e, "", "the body is %s", why);
-        return NULL;
-    }
-    if (!cJSON_IsObject(root)) {
-        BAD(e, "", "the body must be a JSON object");
-        goto fail;
-    }
+    if (!root) return NULL;
     const cJSON *input = field(root, in_name);
     if (!input) {
         BAD(e, in_name, "'%s' is required", in_name);
@@ -385,14 +387,9 @@ fail:
  *   -> [[id, ...], ...] (one array of ids per input, also for a single string) */
 char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t *out_len,
                           srv_error *e) {
-    const char *why = "not a JSON object";
-    cJSON *root = json_parse_strict(body, len, &why);
+    cJSON *root = parse_body_object(body, len, e);
     sbuf b = {0};
-    if (!root || !cJSON_IsObject(root)) {
-        BAD(e, "", "the body is %s", why);
-        cJSON_Delete(root);
-        return NULL;
-    }
+    if (!root) return NULL;
     const cJSON *in = field(root, "inputs");
     int add_special;
     const char *prefix = "";
@@ -470,14 +467,9 @@ fail:
  *   -> ["text", ...] (one string per sequence, also for a single flat array) */
 char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *out_len,
                         srv_error *e) {
-    const char *why = "not a JSON object";
-    cJSON *root = json_parse_strict(body, len, &why);
+    cJSON *root = parse_body_object(body, len, e);
     sbuf b = {0};
-    if (!root || !cJSON_IsObject(root)) {
-        BAD(e, "", "the body is %s", why);
-        cJSON_Delete(root);
-        return NULL;
-    }
+    if (!root) return NULL;
     const cJSON *in = field(root, "ids");
     int skip;
     if (read_bool(root, "skip_special_tokens", 1, &skip, e)) goto fail;
