@@ -32,6 +32,10 @@ typedef struct qe_backend_ops {
                           size_t errlen);
     /* Optional: bytes the backend holds on its device (weights + activations). */
     size_t (*device_bytes)(const void *state);
+    /* 1: forward takes a batch of any size and splits it into steps under max_batch_tokens
+     * itself (the CUDA backend, which overlaps packing a step with running the previous one), so
+     * the engine hands it a whole call at once; 0: the engine splits. */
+    int splits_steps;
 } qe_backend_ops;
 
 extern const qe_backend_ops qe_cpu_backend;

@@ -220,5 +220,5 @@ static qe_status cpu_residual(void *state, const qe_batch *b, int n_layers, floa
     return st;
 }
 
-const qe_backend_ops qe_cpu_backend = {"cpu",       cpu_create,   cpu_forward,
-                                       cpu_destroy, cpu_residual, NULL};
+const qe_backend_ops qe_cpu_backend = {"cpu", cpu_create, cpu_forward, cpu_destroy, cpu_residual,
+                                       NULL,  0};

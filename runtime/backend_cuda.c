@@ -18,8 +18,13 @@
  * last layer once its K/V are cached (its outputs feed nothing), the last chunk runs the last
  * layer's attention/o_proj/MLP on its final row only.
  *
- * QE_PROFILE=1 records a CUDA event after every op and prints per-op totals when the backend is
- * destroyed (qe_close). */
+ * Overlap: steps are enqueued on one stream without waiting; two pinned staging slots alternate
+ * (cuda_internal.h), so while the GPU runs step i the host packs step i+1 and copies out step
+ * i-1's vectors. One stream is enough: the copies are small and ordered with the kernels that
+ * read and write the same device buffers.
+ *
+ * Small steps (<= 512 padded tokens) run as CUDA graphs, one per padded shape (cuda_graph.c).
+ * QE_PROFILE=1 times every op (cuda_profile.c); it runs steps one at a time, without graphs. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,94 +32,13 @@
 #include <string.h>
 
 #include "backend.h"
-#include "kernels.h"
-
-#define CUDA_CHECK(call) QE_K_CHECK_GEN("CUDA", cudaError_t, call, cudaSuccess, cudaGetErrorName)
-#define K_CALL(call)                                                                               \
-    do {                                                                                           \
-        if ((call) != QE_K_OK) return QE_K_ERR;                                                    \
-    } while (0)
+#include "cuda_internal.h"
 
 #define ALIGN_BYTES 256
 #define GEMM_WORKSPACE (32u << 20)
 #define DEFAULT_MAX_TOKENS 16384
-#define KV_ROUND 1024 /* K/V cache capacity grows in steps of this many tokens */
-
-typedef enum {
-    OP_EMBED,
-    OP_NORM,
-    OP_QKV,
-    OP_ROPE,
-    OP_ATTN,
-    OP_OPROJ,
-    OP_GATEUP,
-    OP_SWIGLU,
-    OP_DOWN,
-    OP_GATHER,
-    OP_KV,
-    OP_POOL,
-    OP_COUNT
-} cuda_op;
-static const char *const op_names[OP_COUNT] = {
-    "embed",        "add_rmsnorm", "qkv_gemm",  "qk_norm_rope", "attention", "o_gemm",
-    "gate_up_gemm", "swiglu",      "down_gemm", "gather_last",  "kv_append", "pool"};
-
-typedef struct cuda_layer {
-    qe_bf16 *wqkv;    /* [q_dim + 2*kv_dim, hidden] */
-    qe_bf16 *wo;      /* [hidden, q_dim] */
-    qe_bf16 *wgu;     /* [2*inter, hidden]: gate rows then up rows */
-    qe_bf16 *wdown;   /* [hidden, inter] */
-    float *attn_norm; /* [hidden] */
-    float *mlp_norm;  /* [hidden] */
-    float *q_norm;    /* [head_dim] */
-    float *k_norm;    /* [head_dim] */
-} cuda_layer;
-
-typedef struct cuda_profile {
-    int enabled;
-    int cap, n;
-    cudaEvent_t *events;
-    int *ops;
-    double ms[OP_COUNT];
-    long long calls[OP_COUNT];
-    long long steps;
-} cuda_profile;
-
-typedef struct cuda_state {
-    qe_config cfg;
-    int device; /* the CUDA runtime's current device is per host thread: set on every entry */
-    int hidden, q_dim, kv_dim, qkv_dim, inter, heads, kv_heads, head_dim, layers, vocab;
-    float eps;
-    int max_tokens;
-    int full_last_layer;
-    cudaStream_t stream;
-    void *wmem; /* every weight */
-    size_t wbytes;
-    void *amem; /* the activation arena */
-    size_t abytes;
-    qe_bf16 *embed;    /* [vocab, hidden] */
-    float *final_norm; /* [hidden] */
-    cuda_layer *layer;
-    /* activations, T = max_tokens rows */
-    float *x;          /* [T, hidden] residual stream */
-    qe_bf16 *h;        /* [T, hidden] normed GEMM input */
-    qe_bf16 *qkv;      /* [T, qkv_dim] */
-    qe_bf16 *attn;     /* [T, q_dim] */
-    qe_bf16 *gu;       /* [T, 2*inter] */
-    qe_bf16 *act;      /* [T, inter] */
-    float *x_last;     /* [T, hidden] residual rows of the pooled tokens */
-    qe_bf16 *qkv_last; /* [T, qkv_dim] */
-    float *pooled;     /* [T, hidden] */
-    int32_t *d_ints;   /* tokens[T] | positions[T] | cu[T+1] | cu_last[T+1] | cu_k[2] */
-    int32_t *h_ints;   /* pinned host staging of the same */
-    void *gemm_ws;
-    qe_gemm *gemm;
-    /* chunked prefill: K/V cache, layer l at kv + l * kv_cap * 2 * kv_dim (see the top) */
-    qe_bf16 *kv;
-    int kv_cap; /* tokens per layer */
-    size_t kvbytes;
-    cuda_profile prof;
-} cuda_state;
+#define KV_ROUND 1024       /* K/V cache capacity grows in steps of this many tokens */
+#define OUT_STAGE_ROWS 1024 /* pooled rows a staging slot holds; more go straight to the caller */
 
 static size_t align_up(size_t n) {
     return (n + ALIGN_BYTES - 1) / ALIGN_BYTES * ALIGN_BYTES;
@@ -129,79 +53,6 @@ static void *carve(carver *c, size_t bytes) {
     void *p = c->base ? c->base + c->used : NULL;
     c->used += align_up(bytes);
     return p;
-}
-
-/* ---------------------------------------------------------------- profiling */
-
-static void prof_init(cuda_state *st) {
-    const char *env = getenv("QE_PROFILE");
-    if (!env || strcmp(env, "1") != 0) return;
-    cuda_profile *p = &st->prof;
-    p->cap = 16 + 12 * st->layers;
-    p->events = calloc((size_t)p->cap, sizeof *p->events);
-    p->ops = calloc((size_t)p->cap, sizeof *p->ops);
-    if (!p->events || !p->ops) return;
-    for (int i = 0; i < p->cap; i++)
-        if (cudaEventCreate(&p->events[i]) != cudaSuccess) {
-            p->cap = i;
-            break;
-        }
-    p->enabled = p->cap > 1;
-}
-
-static void prof_start(cuda_state *st) {
-    cuda_profile *p = &st->prof;
-    if (!p->enabled) return;
-    p->n = 0;
-    cudaEventRecord(p->events[p->n++], st->stream);
-}
-
-static void prof_mark(cuda_state *st, cuda_op op) {
-    cuda_profile *p = &st->prof;
-    if (!p->enabled || p->n >= p->cap) return;
-    p->ops[p->n] = op;
-    cudaEventRecord(p->events[p->n++], st->stream);
-}
-
-static void prof_finish(cuda_state *st) {
-    cuda_profile *p = &st->prof;
-    if (!p->enabled || p->n < 2) return;
-    cudaEventSynchronize(p->events[p->n - 1]);
-    for (int i = 1; i < p->n; i++) {
-        float ms = 0;
-        if (cudaEventElapsedTime(&ms, p->events[i - 1], p->events[i]) == cudaSuccess) {
-            p->ms[p->ops[i]] += ms;
-            p->calls[p->ops[i]]++;
-        }
-    }
-    p->steps++;
-}
-
-static void prof_report(cuda_state *st) {
-    cuda_profile *p = &st->prof;
-    if (!p->enabled) return;
-    double total = 0;
-    for (int i = 0; i < OP_COUNT; i++)
-        total += p->ms[i];
-    fprintf(stderr, "qembed cuda profile: %lld steps, %.3f ms of GPU time in ops\n", p->steps,
-            total);
-    fprintf(stderr, "  %-14s %12s %8s %10s %12s\n", "op", "total ms", "%", "calls", "us/call");
-    for (int i = 0; i < OP_COUNT; i++) {
-        if (!p->calls[i]) continue;
-        fprintf(stderr, "  %-14s %12.3f %7.1f%% %10lld %12.2f\n", op_names[i], p->ms[i],
-                total > 0 ? 100.0 * p->ms[i] / total : 0.0, p->calls[i],
-                1000.0 * p->ms[i] / (double)p->calls[i]);
-    }
-}
-
-static void prof_free(cuda_state *st) {
-    cuda_profile *p = &st->prof;
-    if (p->events)
-        for (int i = 0; i < p->cap; i++)
-            cudaEventDestroy(p->events[i]);
-    free(p->events);
-    free(p->ops);
-    memset(p, 0, sizeof *p);
 }
 
 /* ---------------------------------------------------------------- weights */
@@ -309,9 +160,6 @@ static size_t layout_weights(cuda_state *st, char *base) {
     return c.used;
 }
 
-/* int32 staging per step: tokens[T] | positions[T] | cu[T+1] | cu_last[T+1] | cu_k[2] */
-#define N_INTS(T) (4 * (size_t)(T) + 4)
-
 static size_t layout_arena(cuda_state *st, char *base) {
     carver c = {base, 0};
     const size_t T = (size_t)st->max_tokens, H = (size_t)st->hidden;
@@ -376,8 +224,14 @@ static void destroy(void *state) {
     if (st->stream) cudaStreamSynchronize(st->stream);
     prof_report(st);
     prof_free(st);
+    graph_free(st);
     qe_gemm_destroy(st->gemm);
-    if (st->h_ints) cudaFreeHost(st->h_ints);
+    for (int i = 0; i < 2; i++) {
+        stage_slot *sl = &st->slot[i];
+        if (sl->ints) cudaFreeHost(sl->ints);
+        if (sl->out) cudaFreeHost(sl->out);
+        if (sl->done) cudaEventDestroy(sl->done);
+    }
     if (st->kv) cudaFree(st->kv);
     if (st->amem) cudaFree(st->amem);
     if (st->wmem) cudaFree(st->wmem);
@@ -388,6 +242,30 @@ static void destroy(void *state) {
 
 static double gib(size_t b) {
     return (double)b / (1024.0 * 1024.0 * 1024.0);
+}
+
+/* The two host staging slots (cuda_internal.h): pinned ints and pooled outputs, an event each. */
+static qe_status alloc_slots(cuda_state *st, char *err, size_t errlen) {
+    const size_t rows = st->max_tokens < OUT_STAGE_ROWS ? (size_t)st->max_tokens : OUT_STAGE_ROWS;
+    st->out_cap = rows * (size_t)st->hidden;
+    const size_t ints = N_INTS(st->max_tokens) * sizeof(int32_t),
+                 outs = st->out_cap * sizeof(float);
+    for (int i = 0; i < 2; i++) {
+        stage_slot *sl = &st->slot[i];
+        if (cudaMallocHost((void **)&sl->ints, ints) != cudaSuccess ||
+            cudaMallocHost((void **)&sl->out, outs) != cudaSuccess) {
+            cudaGetLastError();
+            snprintf(err, errlen, "cuda backend: cannot pin %zu bytes of host memory",
+                     2 * (ints + outs));
+            return QE_ERR_NOMEM;
+        }
+        if (cudaEventCreateWithFlags(&sl->done, cudaEventDisableTiming) != cudaSuccess) {
+            snprintf(err, errlen, "cuda backend: cannot create an event: %s",
+                     cudaGetErrorString(cudaGetLastError()));
+            return QE_ERR_DEVICE;
+        }
+    }
+    return QE_OK;
 }
 
 static qe_status create(const qe_model *m, const qe_options *o, void **state, char *err,
@@ -480,14 +358,9 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
         status = QE_ERR_NOMEM;
         goto fail;
     }
-    if (cudaMallocHost((void **)&st->h_ints, N_INTS(st->max_tokens) * sizeof(int32_t)) !=
-        cudaSuccess) {
-        cudaGetLastError();
-        snprintf(err, errlen, "cuda backend: cannot pin %zu bytes of host memory",
-                 N_INTS(st->max_tokens) * sizeof(int32_t));
-        status = QE_ERR_NOMEM;
-        goto fail;
-    }
+    status = alloc_slots(st, err, errlen);
+    if (status != QE_OK) goto fail;
+    status = QE_ERR_DEVICE;
     layout_weights(st, st->wmem);
     layout_arena(st, st->amem);
     if (upload_weights(st, m) != QE_K_OK ||
@@ -496,6 +369,7 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
         goto fail;
     }
     prof_init(st);
+    graph_init(st); /* after prof_init: profiling turns graphs off */
     *state = st;
     return QE_OK;
 fail:
@@ -505,66 +379,64 @@ fail:
 
 /* ---------------------------------------------------------------- forward */
 
-/* One step on the device, all in the arena: T tokens (tokens/positions point at the step's first)
- * of S sequences whose offsets are cu[0..S] (cu[0] need not be 0), T = cu[S] - cu[0] <= max_tokens.
+/* Packs a step's int arrays into h (pinned) in g's layout, tokens[Tp] | positions[Tp] | cu[Sp+1] |
+ * cu_last[Sp+1] | cu_k[2], and points g's d_ arrays at the same layout in d_ints. tokens and
+ * positions point at the step's first token; cu[0..S] are its offsets (cu[0] need not be 0).
+ * A graph step's padding is filled as cuda_graph.c describes. */
+static void pack_step(cuda_state *st, int32_t *h, step_geom *g, const int32_t *tokens,
+                      const int32_t *positions, const int32_t *cu) {
+    const int T = g->T, S = g->S, Tp = g->Tp, Sp = g->Sp;
+    int32_t *tok = h, *pos = tok + Tp, *c = pos + Tp, *c_last = c + Sp + 1, *c_k = c_last + Sp + 1;
+    memcpy(tok, tokens, (size_t)T * sizeof(int32_t));
+    memcpy(pos, positions, (size_t)T * sizeof(int32_t));
+    for (int t = T; t < Tp; t++)
+        tok[t] = 0, pos[t] = t - T; /* the filler sequence */
+    int max_len = 0;
+    for (int s = 0; s <= S; s++) {
+        c[s] = cu[s] - cu[0];
+        c_last[s] = s; /* the shortcut's one query per sequence */
+        if (s > 0 && c[s] - c[s - 1] > max_len) max_len = c[s] - c[s - 1];
+    }
+    for (int s = S + 1; s <= Sp; s++) {
+        c[s] = Tp;                /* slot S: the filler; after it, empty slots */
+        c_last[s] = S + (Tp > T); /* an empty filler has no query either */
+    }
+    c_k[0] = 0;
+    c_k[1] = g->past >= 0 ? g->past + T : 0;
+    /* a graph's grid may not depend on the contents */
+    g->max_len = Sp > S ? Tp : max_len;
+    g->d_tok = st->d_ints;
+    g->d_pos = g->d_tok + Tp;
+    g->d_cu = g->d_pos + Tp;
+    g->d_cu_last = g->d_cu + Sp + 1;
+    g->d_cu_k = g->d_cu_last + Sp + 1;
+}
+
+/* Embed + the layers of one packed step, enqueued on the stream, all in the arena.
  *
  * past < 0: ordinary step, each sequence attends to its own K/V rows in qkv.
- * past >= 0: chunked prefill (S == 1): the step is tokens [past, past + T) of one long sequence;
- * every layer appends the chunk's K|V rows to its cache region (ensure_kv made room) and the
- * queries attend to all past + T cached keys. final: the chunk is the sequence's last; only then
- * is it pooled (out is written), and with the shortcut a non-final chunk's last layer stops after
- * its K/V are cached.
- *
- * With residual_out the step runs only the first n_layers layers (no shortcut) and copies its T
- * residual rows [T, hidden] out instead of pooling. Returns after the stream is synchronised, so
- * the pinned staging buffer may be reused at once. */
-static int run_step(cuda_state *st, const int32_t *tokens, const int32_t *positions,
-                    const int32_t *cu, int S, int past, int final, int dims, int normalize,
-                    float *out, int n_layers, float *residual_out) {
-    const int t0 = cu[0];
-    const int T = cu[S] - t0;
-    const int H = st->hidden;
-    const int chunked = past >= 0;
-    const size_t Tm = (size_t)st->max_tokens;
+ * past >= 0: chunked prefill (one sequence): the step is tokens [past, past + T) of a long
+ * sequence; every layer appends the chunk's K|V rows to its cache region (ensure_kv made room)
+ * and the queries attend to all past + T cached keys. With the shortcut a non-final chunk's last
+ * layer stops once its K/V are cached. n_layers < layers (the residual hook) runs no shortcut. */
+int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
+    const int H = st->hidden, T = g->Tp, S = g->Sp;
+    const int chunked = g->past >= 0;
     const size_t kv_row = 2 * (size_t)st->kv_dim; /* one cached token: k | v */
-    int32_t *h_tok = st->h_ints, *h_pos = st->h_ints + Tm, *h_cu = st->h_ints + 2 * Tm;
-    int32_t *h_cu_last = h_cu + Tm + 1, *h_cu_k = h_cu_last + Tm + 1;
-    int32_t *d_tok = st->d_ints, *d_pos = st->d_ints + Tm, *d_cu = st->d_ints + 2 * Tm;
-    int32_t *d_cu_last = d_cu + Tm + 1, *d_cu_k = d_cu_last + Tm + 1;
-    int max_len = 0;
-    memcpy(h_tok, tokens, (size_t)T * sizeof(int32_t));
-    memcpy(h_pos, positions, (size_t)T * sizeof(int32_t));
-    for (int s = 0; s <= S; s++) {
-        h_cu[s] = cu[s] - t0;
-        h_cu_last[s] = s;
-        if (s > 0 && h_cu[s] - h_cu[s - 1] > max_len) max_len = h_cu[s] - h_cu[s - 1];
-    }
-    h_cu_k[0] = 0;
-    h_cu_k[1] = chunked ? past + T : 0;
-    /* The pieces are separate regions of the pinned buffer; copy the used parts. */
-    CUDA_CHECK(cudaMemcpyAsync(d_tok, h_tok, (size_t)T * 4, cudaMemcpyHostToDevice, st->stream));
-    CUDA_CHECK(cudaMemcpyAsync(d_pos, h_pos, (size_t)T * 4, cudaMemcpyHostToDevice, st->stream));
-    CUDA_CHECK(cudaMemcpyAsync(d_cu, h_cu, (size_t)(Tm + 1 + S + 1) * 4, cudaMemcpyHostToDevice,
-                               st->stream));
-    if (chunked)
-        CUDA_CHECK(cudaMemcpyAsync(d_cu_k, h_cu_k, 2 * 4, cudaMemcpyHostToDevice, st->stream));
-
     qe_stream s = st->stream;
-    qe_gemm *g = st->gemm;
-    prof_start(st);
-    K_CALL(qe_embed_gather(st->embed, st->vocab, H, d_tok, T, st->x, s));
+    qe_gemm *gm = st->gemm;
+    K_CALL(qe_embed_gather(st->embed, st->vocab, H, g->d_tok, T, st->x, s));
     prof_mark(st, OP_EMBED);
-    const int full_last = st->full_last_layer || residual_out != NULL;
-    for (int l = 0; l < n_layers; l++) {
+    for (int l = 0; l < g->n_layers; l++) {
         const cuda_layer *L = &st->layer[l];
-        const int shortcut = l == st->layers - 1 && !full_last;
+        const int shortcut = l == st->layers - 1 && !g->full_last;
         K_CALL(qe_add_rmsnorm(st->x, NULL, L->attn_norm, T, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
         K_CALL(
-            qe_gemm_bf16(g, st->h, H, T, H, L->wqkv, st->qkv_dim, st->qkv, st->qkv_dim, 0, 0, s));
+            qe_gemm_bf16(gm, st->h, H, T, H, L->wqkv, st->qkv_dim, st->qkv, st->qkv_dim, 0, 0, s));
         prof_mark(st, OP_QKV);
-        K_CALL(qe_qk_norm_rope(st->qkv, T, st->heads, st->kv_heads, st->head_dim, d_pos, L->q_norm,
-                               L->k_norm, st->eps, st->cfg.rope_theta, s));
+        K_CALL(qe_qk_norm_rope(st->qkv, T, st->heads, st->kv_heads, st->head_dim, g->d_pos,
+                               L->q_norm, L->k_norm, st->eps, st->cfg.rope_theta, s));
         prof_mark(st, OP_ROPE);
 
         qe_attn_params ap;
@@ -573,22 +445,22 @@ static int run_step(cuda_state *st, const int32_t *tokens, const int32_t *positi
             /* Append the chunk's rotated K and V (adjacent in each qkv row) to this layer's cache;
              * the queries then see every key of the sequence so far. */
             qe_bf16 *cache = st->kv + (size_t)l * (size_t)st->kv_cap * kv_row;
-            CUDA_CHECK(cudaMemcpy2DAsync(cache + (size_t)past * kv_row, kv_row * 2,
+            CUDA_CHECK(cudaMemcpy2DAsync(cache + (size_t)g->past * kv_row, kv_row * 2,
                                          st->qkv + st->q_dim, (size_t)st->qkv_dim * 2, kv_row * 2,
                                          (size_t)T, cudaMemcpyDeviceToDevice, s));
             prof_mark(st, OP_KV);
             /* Not the last chunk: this last layer's outputs feed nothing (only the sequence's
              * final row is pooled), its K/V are all the later chunks need. */
-            if (shortcut && !final) break;
+            if (shortcut && !g->final) break;
             ap.k = cache;
             ap.v = cache + st->kv_dim;
             ap.kv_stride = (int)kv_row;
-            ap.cu_seqlens_k = d_cu_k;
+            ap.cu_seqlens_k = g->d_cu_k;
         } else {
             ap.k = st->qkv + st->q_dim;
             ap.v = st->qkv + st->q_dim + st->kv_dim;
             ap.kv_stride = st->qkv_dim;
-            ap.cu_seqlens_k = d_cu;
+            ap.cu_seqlens_k = g->d_cu;
         }
         ap.q_stride = st->qkv_dim;
         ap.out = st->attn;
@@ -600,46 +472,111 @@ static int run_step(cuda_state *st, const int32_t *tokens, const int32_t *positi
         int rows = T;
         if (shortcut) {
             /* Only the pooled rows go on: their q (already normed and rotated) and residual. */
-            K_CALL(qe_gather_last_rows(st->qkv, (size_t)st->qkv_dim * 2, d_cu, S, st->qkv_last, s));
-            K_CALL(qe_gather_last_rows(st->x, (size_t)H * 4, d_cu, S, st->x_last, s));
+            K_CALL(
+                qe_gather_last_rows(st->qkv, (size_t)st->qkv_dim * 2, g->d_cu, S, st->qkv_last, s));
+            K_CALL(qe_gather_last_rows(st->x, (size_t)H * 4, g->d_cu, S, st->x_last, s));
             prof_mark(st, OP_GATHER);
             ap.q = st->qkv_last;
-            ap.cu_seqlens_q = d_cu_last;
+            ap.cu_seqlens_q = g->d_cu_last;
             ap.max_seqlen_q = 1;
             x = st->x_last;
             rows = S;
         } else {
             ap.q = st->qkv;
-            ap.cu_seqlens_q = d_cu;
-            ap.max_seqlen_q = max_len;
+            ap.cu_seqlens_q = g->d_cu;
+            ap.max_seqlen_q = g->max_len;
         }
         K_CALL(qe_attention(&ap, s));
         prof_mark(st, OP_ATTN);
-        K_CALL(qe_gemm_bf16(g, st->attn, st->q_dim, rows, st->q_dim, L->wo, H, x, H, 1, 1, s));
+        K_CALL(qe_gemm_bf16(gm, st->attn, st->q_dim, rows, st->q_dim, L->wo, H, x, H, 1, 1, s));
         prof_mark(st, OP_OPROJ);
         K_CALL(qe_add_rmsnorm(x, NULL, L->mlp_norm, rows, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
-        K_CALL(qe_gemm_bf16(g, st->h, H, rows, H, L->wgu, 2 * st->inter, st->gu, 2 * st->inter, 0,
+        K_CALL(qe_gemm_bf16(gm, st->h, H, rows, H, L->wgu, 2 * st->inter, st->gu, 2 * st->inter, 0,
                             0, s));
         prof_mark(st, OP_GATEUP);
         K_CALL(qe_swiglu(st->gu, rows, st->inter, st->act, s));
         prof_mark(st, OP_SWIGLU);
-        K_CALL(qe_gemm_bf16(g, st->act, st->inter, rows, st->inter, L->wdown, H, x, H, 1, 1, s));
+        K_CALL(qe_gemm_bf16(gm, st->act, st->inter, rows, st->inter, L->wdown, H, x, H, 1, 1, s));
         prof_mark(st, OP_DOWN);
     }
+    return QE_K_OK;
+}
+
+/* Enqueues a packed step: the int arrays' upload, its layers (as a graph when g->graph), then
+ * pooling of its S real sequences and the copy of out [S, dims] (or, with residual_out, of its
+ * residual rows [T, hidden]), and records the slot's event. A chunk before a sequence's last
+ * copies nothing. */
+static int enqueue_step(cuda_state *st, stage_slot *sl, const step_geom *g, int dims, int normalize,
+                        float *out, float *residual_out) {
+    const int H = st->hidden;
+    const size_t n_ints = 2 * (size_t)g->Tp + 2 * ((size_t)g->Sp + 1) + 2;
+    CUDA_CHECK(cudaMemcpyAsync(st->d_ints, sl->ints, n_ints * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, st->stream));
+    prof_start(st);
+    if (g->graph)
+        K_CALL(graph_enqueue_layers(st, g));
+    else
+        K_CALL(cuda_enqueue_layers(st, g));
+    sl->dst = NULL, sl->n = 0;
     if (residual_out) {
-        CUDA_CHECK(cudaMemcpyAsync(residual_out, st->x, (size_t)T * H * sizeof(float),
+        CUDA_CHECK(cudaMemcpyAsync(residual_out, st->x, (size_t)g->T * H * sizeof(float),
                                    cudaMemcpyDeviceToHost, st->stream));
-    } else if (!chunked || final) {
-        const int compact = !full_last && n_layers > 0; /* x_last exists once a layer ran */
-        K_CALL(qe_pool_last(compact ? st->x_last : st->x, H, compact ? NULL : d_cu, S,
-                            st->final_norm, st->eps, dims, normalize, st->pooled, s));
+    } else if (g->past < 0 || g->final) {
+        const int compact = !g->full_last && g->n_layers > 0; /* x_last exists once a layer ran */
+        K_CALL(qe_pool_last(compact ? st->x_last : st->x, H, compact ? NULL : g->d_cu, g->S,
+                            st->final_norm, st->eps, dims, normalize, st->pooled, st->stream));
         prof_mark(st, OP_POOL);
-        CUDA_CHECK(cudaMemcpyAsync(out, st->pooled, (size_t)S * dims * sizeof(float),
-                                   cudaMemcpyDeviceToHost, st->stream));
+        const size_t n = (size_t)g->S * (size_t)dims;
+        /* more rows than a slot holds: straight to the caller (then the copy blocks the host) */
+        float *dst = n <= st->out_cap ? sl->out : out;
+        CUDA_CHECK(cudaMemcpyAsync(dst, st->pooled, n * sizeof(float), cudaMemcpyDeviceToHost,
+                                   st->stream));
+        if (dst == sl->out) sl->dst = out, sl->n = n;
     }
-    CUDA_CHECK(cudaStreamSynchronize(st->stream));
+    CUDA_CHECK(cudaEventRecord(sl->done, st->stream));
+    sl->busy = 1;
+    return QE_K_OK;
+}
+
+/* Waits for the slot's step and hands its vectors to the caller; the slot is free afterwards. */
+static int wait_slot(cuda_state *st, stage_slot *sl) {
+    if (!sl->busy) return QE_K_OK;
+    sl->busy = 0;
+    CUDA_CHECK(cudaEventSynchronize(sl->done));
     prof_finish(st);
+    if (sl->dst) memcpy(sl->dst, sl->out, sl->n * sizeof(float));
+    sl->dst = NULL;
+    return QE_K_OK;
+}
+
+static int wait_all(cuda_state *st) {
+    /* the older step first: the slot after the one last used */
+    K_CALL(wait_slot(st, &st->slot[st->next_slot]));
+    return wait_slot(st, &st->slot[st->next_slot ^ 1]);
+}
+
+/* One step of T = cu[S] - cu[0] <= max_tokens tokens (tokens/positions point at its first) of S
+ * sequences with offsets cu[0..S], past/final as in cuda_enqueue_layers. Packs it into the next
+ * staging slot once that slot's previous step has finished, enqueues it and returns without
+ * waiting for it: the caller packs the next step while this one runs, and wait_all delivers the
+ * outputs. The profiler and the residual hook wait at once. */
+static int run_step(cuda_state *st, const int32_t *tokens, const int32_t *positions,
+                    const int32_t *cu, int S, int past, int final, int dims, int normalize,
+                    float *out, int n_layers, float *residual_out) {
+    stage_slot *sl = &st->slot[st->next_slot];
+    st->next_slot ^= 1;
+    K_CALL(wait_slot(st, sl)); /* its pinned arrays may be rewritten once that step is done */
+    step_geom g;
+    memset(&g, 0, sizeof g);
+    g.T = cu[S] - cu[0], g.S = S, g.past = past, g.final = final, g.n_layers = n_layers;
+    g.full_last = st->full_last_layer || residual_out != NULL;
+    g.graph = past < 0 && !residual_out && n_layers == st->layers && graph_wanted(st, g.T, S);
+    g.Tp = g.graph ? graph_pad_tokens(g.T) : g.T;
+    g.Sp = g.graph ? graph_pad_seqs(S) : S;
+    pack_step(st, sl->ints, &g, tokens, positions, cu);
+    K_CALL(enqueue_step(st, sl, &g, dims, normalize, out, residual_out));
+    if (st->prof.enabled || residual_out) K_CALL(wait_slot(st, sl));
     return QE_K_OK;
 }
 
@@ -675,14 +612,12 @@ static qe_status ensure_kv(cuda_state *st, int len, char *err, size_t errlen) {
     return QE_ERR_NOMEM;
 }
 
-/* One sequence longer than max_batch_tokens, chunk by chunk against the K/V cache. out: its pooled
- * row [dims] (forward) or NULL with residual_out: its residual rows [len, hidden] after n_layers
- * layers (the residual hook). */
-/* After a failed launch: wait for the stream (the next step rewrites the pinned staging buffer
- * that queued copies may still read), then report the launcher's message. */
+/* After a failed launch or wait: wait for the stream (queued copies may still read the pinned
+ * staging), drop the steps in flight, report the message. */
 static qe_status step_failed(cuda_state *st, char *err, size_t errlen) {
     snprintf(err, errlen, "cuda backend: %s", qe_k_last_error());
     cudaStreamSynchronize(st->stream);
+    st->slot[0].busy = st->slot[1].busy = 0;
     return QE_ERR_DEVICE;
 }
 
@@ -695,9 +630,13 @@ static int enter_device(cuda_state *st, char *err, size_t errlen) {
     return e == cudaSuccess;
 }
 
+/* One sequence longer than max_batch_tokens, chunk by chunk against the K/V cache. out: its pooled
+ * row [dims] (forward) or NULL with residual_out: its residual rows [len, hidden] after n_layers
+ * layers (the residual hook). Returns with nothing in flight. */
 static qe_status run_chunked(cuda_state *st, const int32_t *tokens, const int32_t *positions,
                              int len, int dims, int normalize, float *out, int n_layers,
                              float *residual_out, char *err, size_t errlen) {
+    if (wait_all(st) != QE_K_OK) return step_failed(st, err, errlen); /* before the cache moves */
     qe_status status = ensure_kv(st, len, err, errlen);
     if (status != QE_OK) return status;
     for (int past = 0; past < len; past += st->max_tokens) {
@@ -709,6 +648,7 @@ static qe_status run_chunked(cuda_state *st, const int32_t *tokens, const int32_
             return step_failed(st, err, errlen);
         }
     }
+    if (wait_all(st) != QE_K_OK) return step_failed(st, err, errlen);
     return QE_OK;
 }
 
@@ -756,6 +696,7 @@ static qe_status forward(void *state, const qe_batch *b, int dims, int normalize
         }
         first = last;
     }
+    if (wait_all(st) != QE_K_OK) return step_failed(st, err, errlen);
     return QE_OK;
 }
 
@@ -786,7 +727,8 @@ static qe_status residual(void *state, const qe_batch *b, int n_layers, float *o
         return run_chunked(st, b->tokens, b->positions, b->n_tokens, st->hidden, 1, NULL, n_layers,
                            out, err, errlen);
     if (run_step(st, b->tokens, b->positions, b->cu_seqlens, b->n_seqs, -1, 1, st->hidden, 1, NULL,
-                 n_layers, out) != QE_K_OK) {
+                 n_layers, out) != QE_K_OK ||
+        wait_all(st) != QE_K_OK) {
         return step_failed(st, err, errlen);
     }
     return QE_OK;
@@ -798,4 +740,5 @@ static size_t device_bytes(const void *state) {
     return st->wbytes + st->abytes + st->kvbytes;
 }
 
-const qe_backend_ops qe_cuda_backend = {"cuda", create, forward, destroy, residual, device_bytes};
+const qe_backend_ops qe_cuda_backend = {"cuda",   create,       forward, destroy,
+                                        residual, device_bytes, 1};

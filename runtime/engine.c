@@ -180,13 +180,18 @@ qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *le
     e->last_error[0] = 0;
     if (dims == 0) dims = e->model.cfg.hidden_size;
     qe_status s = validate(e, ids, lens, n, dims);
-    /* Greedy packing in input order; a sequence over the budget runs as a step of its own. */
-    for (int first = 0; s == QE_OK && first < n;) {
-        int last = first, tokens = 0;
-        while (last < n && (last == first || tokens + lens[last] <= e->max_batch_tokens))
-            tokens += lens[last++];
-        s = run_step(e, ids, lens, first, last, dims, normalize, out);
-        first = last;
+    if (s == QE_OK && e->ops->splits_steps) {
+        /* the backend splits the call into steps itself, overlapping them */
+        if (n > 0) s = run_step(e, ids, lens, 0, n, dims, normalize, out);
+    } else {
+        /* greedy packing in input order; a sequence over the budget runs as a step of its own */
+        for (int first = 0; s == QE_OK && first < n;) {
+            int last = first, tokens = 0;
+            while (last < n && (last == first || tokens + lens[last] <= e->max_batch_tokens))
+                tokens += lens[last++];
+            s = run_step(e, ids, lens, first, last, dims, normalize, out);
+            first = last;
+        }
     }
     pthread_mutex_unlock(&e->lock);
     return s;

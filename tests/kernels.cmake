@@ -10,6 +10,7 @@ qe_add_test(test_kernels_bench SOURCES test_kernels_bench.c LIBS qe_tools)
 # The CUDA backend's forward wiring on host stand-ins for the CUDA runtime and the kernels
 # (runs without a GPU; see the file's header comment).
 if(QE_CUDA)
-  qe_add_test(test_kernels_hostsim TIMEOUT 900 SOURCES test_kernels_hostsim.c
+  qe_add_test(test_kernels_hostsim TIMEOUT 900
+              SOURCES test_kernels_hostsim.c hostsim_runtime.c hostsim_kernels.c
               LIBS qembed PkgConfig::CJSON)
 endif()

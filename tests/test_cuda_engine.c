@@ -28,7 +28,6 @@ static const char *tiny_model(void) {
     return e && *e ? e : TINY_MODEL;
 }
 
-
 #define SKIP_UNLESS_TINY(file)                                                                     \
     do {                                                                                           \
         char p_[2048];                                                                             \
@@ -322,6 +321,52 @@ Test(cuda_engine, batching_invariance_and_shortcut, .timeout = 600) {
     free(packed), free(stepped), free(f), free(c);
     free_ids(ids, n);
     qe_close(cpu), qe_close(full), qe_close(small), qe_close(big);
+}
+
+/* CUDA graphs for small steps (runtime/cuda_graph.c) against the same engine with graphs off
+ * (QE_CUDA_GRAPHS=0), and against the CPU backend: shapes that pad (filler tokens, empty slots),
+ * a replay with other ids, many small steps enqueued ahead under a 40-token budget (the two-slot
+ * pipeline, each step a graph). Cosines, not bits: cuBLASLt may tile a padded m differently. */
+Test(cuda_engine, graphs_and_pipelined_steps_match_eager, .timeout = 600) {
+    require_gpu("CUDA engine test");
+    char dir[1100];
+    make_model(dir, sizeof dir, "cuda-graph", 256, 512, 2, 8, 2, "bf16", "plain", 23);
+    setenv("QE_CUDA_GRAPHS", "0", 1);
+    qe_engine *eager = open_engine(dir, QE_BACKEND_CUDA, 0);
+    unsetenv("QE_CUDA_GRAPHS");
+    qe_engine *graph = open_engine(dir, QE_BACKEND_CUDA, 0);
+    qe_engine *piped = open_engine(dir, QE_BACKEND_CUDA, 40);
+    qe_engine *cpu = open_engine(dir, QE_BACKEND_CPU, 0);
+    const int D = qe_dim(cpu);
+    static const struct {
+        int n, lens[4];
+    } batches[] = {{1, {24}},  {1, {24}},  {3, {5, 9, 3}}, {3, {130, 1, 60}}, {4, {16, 16, 16, 16}},
+                   {1, {300}}, {2, {1, 1}}};
+    for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
+        const int n = batches[bi].n;
+        int32_t **ids = random_ids(batches[bi].lens, n, qe_vocab_size(cpu), 500 + bi);
+        float *a = embed(eager, ids, batches[bi].lens, n, 0);
+        float *b = embed(graph, ids, batches[bi].lens, n, 0);
+        float *c = embed(cpu, ids, batches[bi].lens, n, 0);
+        int row = 0;
+        double w = worst_cosine(a, b, n, D, &row), v = worst_cosine(c, b, n, D, &row);
+        cr_log_info("graphs, batch %zu: vs eager %.6f, vs cpu %.6f", bi, w, v);
+        cr_expect(w >= INVARIANCE_COS, "batch %zu: graph vs eager cosine %.6f", bi, w);
+        cr_expect(v >= GPU_COS, "batch %zu: graph vs cpu cosine %.6f", bi, v);
+        free(a), free(b), free(c);
+        free_ids(ids, n);
+    }
+    const int lens[] = {30, 31, 12, 9, 7, 33, 40, 1, 17, 28, 3};
+    const int n = 11;
+    int32_t **ids = random_ids(lens, n, qe_vocab_size(cpu), 99);
+    float *a = embed(eager, ids, lens, n, 0), *b = embed(piped, ids, lens, n, 0);
+    int row = 0;
+    double w = worst_cosine(a, b, n, D, &row);
+    cr_expect(w >= INVARIANCE_COS, "pipelined 40-token steps vs one step: cosine %.6f at %d", w,
+              row);
+    free(a), free(b);
+    free_ids(ids, n);
+    qe_close(cpu), qe_close(piped), qe_close(graph), qe_close(eager);
 }
 
 /* ------------------------------------------------------------------ chunked prefill */

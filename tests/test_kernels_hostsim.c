@@ -1,17 +1,15 @@
-/* test_kernels_hostsim.c — runs the CUDA backend's orchestration (runtime/backend_cuda.c: weight
- * fusion and upload, arena carving, strides, the per-layer sequence, the last-layer shortcut,
- * step splitting, chunked prefill against the K/V cache, pooling, error paths) on a machine
- * WITHOUT a GPU, by linking it against host stand-ins defined here for the few CUDA runtime calls
- * it makes and for every launcher of kernels/kernels.h. The stand-ins compute each op from its C
+/* test_kernels_hostsim.c — runs the CUDA backend's orchestration (runtime/backend_cuda.c and
+ * cuda_graph.c: weight fusion and upload, arena carving, strides, the per-layer sequence, the
+ * last-layer shortcut, step splitting, chunked prefill against the K/V cache, pooling, the
+ * two-slot pipeline, CUDA graphs for small steps, error paths) on a machine WITHOUT a GPU, by
+ * linking it against host stand-ins for the CUDA runtime (hostsim_runtime.c) and for every
+ * launcher of kernels/kernels.h (hostsim_kernels.c). The stand-ins compute each op from its C
  * reference (kernels/ref) with the GPU's bf16 roundings, on "device" memory that is host memory
- * poisoned with NaN at allocation. What this proves: the forward wiring is right (vs the CPU
- * backend and the goldens); what it cannot prove: that the CUDA kernels themselves are right
- * (tests/test_kernels.c does, on a GPU).
- *
- * The definitions below take precedence over libcudart_static / libqe_kernels at link time
- * because they are defined in the test executable itself. A CUDA runtime call or launcher added to
- * backend_cuda.c needs a stand-in here too (else the link pulls the real archive members and
- * fails with duplicate symbols). */
+ * poisoned with NaN at allocation, and run the stream lazily (hostsim.h): work happens only when
+ * the host waits, so a host that reuses a staging buffer too early or reads a result before its
+ * wait gets wrong numbers here. What this proves: the forward wiring is right (vs the CPU backend
+ * and the goldens); what it cannot prove: that the CUDA kernels themselves are right
+ * (tests/test_kernels.c does, on a GPU). */
 #include <cjson/cJSON.h>
 #include <cuda_runtime_api.h>
 #include <stdint.h>
@@ -20,310 +18,12 @@
 #include "kernels/ref/ref.h"
 #include "runtime/qembed.h"
 #include "runtime/qembed_debug.h"
+#include "hostsim.h"
 #include "test_util.h"
 #include "weights/safetensors.h"
 
-/* ================================================================== host stand-in: CUDA runtime */
-
-static int fake_devices = 1;
-static size_t fake_free = (size_t)64 << 30;
-static long fake_live_allocs;
-static size_t fake_malloc_max = SIZE_MAX; /* cudaMalloc of more bytes fails (NOMEM paths) */
-
-cudaError_t cudaGetDeviceCount(int *count) {
-    *count = fake_devices;
-    return fake_devices ? cudaSuccess : cudaErrorNoDevice;
-}
-cudaError_t cudaSetDevice(int device) {
-    return device < fake_devices ? cudaSuccess : cudaErrorInvalidDevice;
-}
-cudaError_t cudaStreamCreate(cudaStream_t *s) {
-    static int token;
-    *s = (cudaStream_t)(void *)&token;
-    return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-    (void)s;
-    return cudaSuccess;
-}
-cudaError_t cudaStreamSynchronize(cudaStream_t s) {
-    (void)s;
-    return cudaSuccess;
-}
-cudaError_t cudaMemGetInfo(size_t *fr, size_t *total) {
-    *fr = fake_free;
-    *total = (size_t)80 << 30;
-    return cudaSuccess;
-}
-cudaError_t cudaMalloc(void **p, size_t n) {
-    size_t rounded = (n + 255) / 256 * 256;
-    if (n > fake_malloc_max) {
-        *p = NULL;
-        return cudaErrorMemoryAllocation;
-    }
-    *p = aligned_alloc(256, rounded ? rounded : 256);
-    if (!*p) return cudaErrorMemoryAllocation;
-    memset(*p, 0xFF, rounded); /* poison: unwritten fp32/bf16 reads become NaN */
-    fake_live_allocs++;
-    return cudaSuccess;
-}
-cudaError_t cudaFree(void *p) {
-    if (p) fake_live_allocs--;
-    free(p);
-    return cudaSuccess;
-}
-cudaError_t cudaMallocHost(void **p, size_t n) {
-    *p = malloc(n ? n : 1);
-    if (*p) fake_live_allocs++;
-    return *p ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-cudaError_t cudaFreeHost(void *p) {
-    if (p) fake_live_allocs--;
-    free(p);
-    return cudaSuccess;
-}
-cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind k) {
-    (void)k;
-    memcpy(dst, src, n);
-    return cudaSuccess;
-}
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind k,
-                            cudaStream_t s) {
-    (void)k, (void)s;
-    memcpy(dst, src, n);
-    return cudaSuccess;
-}
-cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
-                              size_t width, size_t height, enum cudaMemcpyKind k, cudaStream_t s) {
-    (void)k, (void)s;
-    if (width > dpitch || width > spitch) return cudaErrorInvalidPitchValue;
-    for (size_t r = 0; r < height; r++)
-        memcpy((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
-    return cudaSuccess;
-}
-cudaError_t cudaGetLastError(void) {
-    return cudaSuccess;
-}
-const char *cudaGetErrorString(cudaError_t e) {
-    return e == cudaSuccess ? "no error" : "host stand-in error";
-}
-const char *cudaGetErrorName(cudaError_t e) {
-    return e == cudaSuccess ? "cudaSuccess" : "cudaErrorHostStandIn";
-}
-cudaError_t cudaEventCreate(cudaEvent_t *e) {
-    *e = (cudaEvent_t)calloc(1, 64);
-    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-cudaError_t cudaEventDestroy(cudaEvent_t e) {
-    free(e);
-    return cudaSuccess;
-}
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
-    (void)e, (void)s;
-    return cudaSuccess;
-}
-cudaError_t cudaEventSynchronize(cudaEvent_t e) {
-    (void)e;
-    return cudaSuccess;
-}
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
-    (void)a, (void)b;
-    *ms = 0.001f;
-    return cudaSuccess;
-}
-
-/* ================================================================== host stand-in: kernels.h */
-
-static char fake_msg[512];
-int qe_k_fail(const char *kind, const char *call, const char *func, const char *file, int line,
-              const char *what) {
-    snprintf(fake_msg, sizeof fake_msg, "%s error %s in `%s` (%s, %s:%d)", kind, what, call, func,
-             file, line);
-    return QE_K_ERR;
-}
-const char *qe_k_last_error(void) {
-    return fake_msg;
-}
-
-static float bf(qe_bf16 h) {
-    return st_bf16_to_f32(h);
-}
 static qe_bf16 tobf(float f) {
     return st_f32_to_bf16(f);
-}
-
-int qe_embed_gather(const qe_bf16 *table, int vocab, int hidden, const int32_t *tokens,
-                    int n_tokens, float *out, qe_stream s) {
-    (void)s;
-    QE_K_REQUIRE(vocab > 0 && hidden > 0 && n_tokens >= 0);
-    for (int t = 0; t < n_tokens; t++) {
-        QE_K_REQUIRE(tokens[t] >= 0 && tokens[t] < vocab);
-        for (int i = 0; i < hidden; i++)
-            out[(size_t)t * hidden + i] = bf(table[(size_t)tokens[t] * hidden + i]);
-    }
-    return QE_K_OK;
-}
-
-int qe_add_rmsnorm(float *residual, const float *delta, const float *w, int rows, int dim,
-                   float eps, qe_bf16 *out, qe_stream s) {
-    (void)s;
-    float *tmp = malloc(sizeof(float) * (size_t)rows * dim);
-    ref_add_rmsnorm(residual, delta, w, rows, dim, eps, tmp);
-    for (size_t i = 0; i < (size_t)rows * dim; i++)
-        out[i] = tobf(tmp[i]);
-    free(tmp);
-    return QE_K_OK;
-}
-
-int qe_qk_norm_rope(qe_bf16 *qkv, int n_tokens, int heads, int kv_heads, int head_dim,
-                    const int32_t *positions, const float *q_norm_w, const float *k_norm_w,
-                    float eps, double theta, qe_stream s) {
-    (void)s;
-    const size_t row = (size_t)(heads + 2 * kv_heads) * head_dim;
-    float *f = malloc(sizeof(float) * row);
-    for (int t = 0; t < n_tokens; t++) {
-        for (size_t i = 0; i < row; i++)
-            f[i] = bf(qkv[t * row + i]);
-        ref_qk_norm_rope(f, 1, heads, kv_heads, head_dim, &positions[t], q_norm_w, k_norm_w, eps,
-                         theta);
-        for (size_t i = 0; i < (size_t)(heads + kv_heads) * head_dim; i++)
-            qkv[t * row + i] = tobf(f[i]);
-    }
-    free(f);
-    return QE_K_OK;
-}
-
-int qe_swiglu(const qe_bf16 *gate_up, int rows, int inter, qe_bf16 *out, qe_stream s) {
-    (void)s;
-    float *g = malloc(sizeof(float) * (size_t)rows * 2 * inter),
-          *o = malloc(sizeof(float) * (size_t)rows * inter);
-    for (size_t i = 0; i < (size_t)rows * 2 * inter; i++)
-        g[i] = bf(gate_up[i]);
-    ref_swiglu(g, rows, inter, o);
-    for (size_t i = 0; i < (size_t)rows * inter; i++)
-        out[i] = tobf(o[i]);
-    free(g), free(o);
-    return QE_K_OK;
-}
-
-int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
-                 const float *final_norm_w, float eps, int dims, int normalize, float *out,
-                 qe_stream s) {
-    (void)s;
-    QE_K_REQUIRE(dims > 0 && dims <= hidden);
-    int32_t *cu = malloc(sizeof(int32_t) * (size_t)(n_seqs + 1));
-    for (int i = 0; i <= n_seqs; i++)
-        cu[i] = cu_seqlens ? cu_seqlens[i] : i;
-    ref_pool_last(x, hidden, cu, n_seqs, final_norm_w, eps, dims, normalize, out);
-    free(cu);
-    return QE_K_OK;
-}
-
-int qe_gather_last_rows(const void *src, size_t row_bytes, const int32_t *cu_seqlens, int n_seqs,
-                        void *dst, qe_stream s) {
-    (void)s;
-    QE_K_REQUIRE(row_bytes % 4 == 0);
-    for (int i = 0; i < n_seqs; i++)
-        memcpy((char *)dst + (size_t)i * row_bytes,
-               (const char *)src + (size_t)(cu_seqlens[i + 1] - 1) * row_bytes, row_bytes);
-    return QE_K_OK;
-}
-
-/* The documented semantics of qe_attn_params, computed directly in double. */
-int qe_attention(const qe_attn_params *p, qe_stream s) {
-    (void)s;
-    QE_K_REQUIRE(p->head_dim == 128 && p->heads % p->kv_heads == 0);
-    const int hd = p->head_dim, group = p->heads / p->kv_heads;
-    for (int sq = 0; sq < p->n_seqs; sq++) {
-        const int q0 = p->cu_seqlens_q[sq], Lq = p->cu_seqlens_q[sq + 1] - q0;
-        const int k0 = p->cu_seqlens_k[sq], Lk = p->cu_seqlens_k[sq + 1] - k0;
-        QE_K_REQUIRE(Lk >= Lq && Lq <= p->max_seqlen_q);
-        double *sc = malloc(sizeof(double) * (size_t)(Lk ? Lk : 1)), acc[128];
-        for (int h = 0; h < p->heads; h++) {
-            const int g = h / group;
-            for (int i = 0; i < Lq; i++) {
-                const int ia = i + Lk - Lq;
-                const qe_bf16 *q = p->q + (size_t)(q0 + i) * p->q_stride + (size_t)h * hd;
-                double mx = -INFINITY, sum = 0;
-                for (int j = 0; j <= ia; j++) {
-                    long long r =
-                        p->block_table
-                            ? (long long)p->block_table[(size_t)sq * p->block_table_stride +
-                                                        j / p->page_size] *
-                                      p->page_size +
-                                  j % p->page_size
-                            : (long long)k0 + j;
-                    const qe_bf16 *k = p->k + (size_t)r * p->kv_stride + (size_t)g * hd;
-                    double d = 0;
-                    for (int e = 0; e < hd; e++)
-                        d += (double)bf(q[e]) * bf(k[e]);
-                    sc[j] = d * p->scale +
-                            (p->alibi_slopes ? p->alibi_slopes[h] * (double)(j - ia) : 0);
-                    if (sc[j] > mx) mx = sc[j];
-                }
-                for (int e = 0; e < hd; e++)
-                    acc[e] = 0;
-                for (int j = 0; j <= ia; j++) {
-                    long long r =
-                        p->block_table
-                            ? (long long)p->block_table[(size_t)sq * p->block_table_stride +
-                                                        j / p->page_size] *
-                                      p->page_size +
-                                  j % p->page_size
-                            : (long long)k0 + j;
-                    const qe_bf16 *v = p->v + (size_t)r * p->kv_stride + (size_t)g * hd;
-                    const double pj = exp(sc[j] - mx);
-                    sum += pj;
-                    for (int e = 0; e < hd; e++)
-                        acc[e] += pj * bf(v[e]);
-                }
-                qe_bf16 *o = p->out + (size_t)(q0 + i) * p->out_stride + (size_t)h * hd;
-                for (int e = 0; e < hd; e++)
-                    o[e] = tobf((float)(acc[e] / sum));
-            }
-        }
-        free(sc);
-    }
-    return QE_K_OK;
-}
-
-struct qe_gemm {
-    int calls;
-};
-int qe_gemm_create(qe_gemm **out, void *workspace, size_t workspace_bytes) {
-    (void)workspace, (void)workspace_bytes;
-    *out = calloc(1, sizeof **out);
-    return *out ? QE_K_OK : QE_K_ERR;
-}
-void qe_gemm_destroy(qe_gemm *g) {
-    free(g);
-}
-int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
-                 void *y, int ldy, int y_f32, int accumulate, qe_stream s) {
-    (void)s;
-    QE_K_REQUIRE(ldx >= k && ldy >= n && (!accumulate || y_f32));
-    g->calls++;
-    float *wf = malloc(sizeof(float) * (size_t)n * k), *xf = malloc(sizeof(float) * (size_t)k);
-    for (size_t i = 0; i < (size_t)n * k; i++)
-        wf[i] = bf(w[i]);
-    for (int r = 0; r < m; r++) {
-        for (int c = 0; c < k; c++)
-            xf[c] = bf(x[(size_t)r * ldx + c]);
-        for (int c = 0; c < n; c++) {
-            float acc = 0;
-            const float *wr = wf + (size_t)c * k;
-            for (int e = 0; e < k; e++)
-                acc += xf[e] * wr[e];
-            if (y_f32) {
-                float *yy = (float *)y + (size_t)r * ldy + c;
-                *yy = accumulate ? *yy + acc : acc;
-            } else {
-                ((qe_bf16 *)y)[(size_t)r * ldy + c] = tobf(acc);
-            }
-        }
-    }
-    free(wf), free(xf);
-    return QE_K_OK;
 }
 
 /* ================================================================== tests */
@@ -437,7 +137,7 @@ Test(hostsim, forward_matches_cpu_gqa_1_2_4, .timeout = 600) {
     sim_vs_cpu(dir, "4/2 heads f16 (q width 512 > hidden 64)");
     make_model(dir, sizeof dir, "hs-g4", 256, 256, 2, 4, 1, "f32");
     sim_vs_cpu(dir, "4/1 heads f32");
-    cr_expect_eq(fake_live_allocs, 0, "device/pinned allocations leaked: %ld", fake_live_allocs);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
 Test(hostsim, shortcut_splitting_and_residual_agree, .timeout = 600) {
@@ -532,8 +232,7 @@ Test(hostsim, error_paths_return_status_and_message) {
     open_cuda(TINY_MODEL, 0, QE_ERR_NOMEM, err, sizeof err);
     cr_expect(strstr(err, "GiB") != NULL && strstr(err, "max-batch-tokens") != NULL, "message: %s",
               err);
-    cr_expect_eq(fake_live_allocs, 0, "allocations leaked on the error path: %ld",
-                 fake_live_allocs);
+    cr_expect_eq(sim.live_allocs, 0, "allocations leaked on the error path: %ld", sim.live_allocs);
     fake_free = (size_t)64 << 30;
     /* a sequence longer than the budget is no longer an error: it runs in chunks */
     qe_engine *e = open_cuda(TINY_MODEL, 32, QE_OK, err, sizeof err);
@@ -547,7 +246,7 @@ Test(hostsim, error_paths_return_status_and_message) {
         cr_assert(isfinite(out[i]), "chunked output %d is %f", i, out[i]);
     free(out), free(ids[0]), free(ids);
     qe_close(e);
-    cr_expect_eq(fake_live_allocs, 0, "allocations leaked: %ld", fake_live_allocs);
+    cr_expect_eq(sim.live_allocs, 0, "allocations leaked: %ld", sim.live_allocs);
 }
 
 /* ================================================================== chunked prefill */
@@ -582,6 +281,7 @@ Test(hostsim, attention_standin_bottom_right_and_paged) {
     p.cu_seqlens_q = cu_full, p.cu_seqlens_k = cu_full, p.n_seqs = 1, p.max_seqlen_q = L;
     p.heads = HEADS, p.kv_heads = KVH, p.head_dim = HD, p.scale = 0.088f;
     cr_assert_eq(qe_attention(&p, NULL), QE_K_OK, "%s", qe_k_last_error());
+    sim_drain();
     /* the mask is causal: query 0 sees only key 0, so its output is v[0] of its kv head */
     cr_expect(memcmp(full, v + OFF * ks, sizeof(qe_bf16) * HD) == 0, "query 0 != value 0");
     const int lqs[] = {1, 13, 16, 33, L};
@@ -593,6 +293,7 @@ Test(hostsim, attention_standin_bottom_right_and_paged) {
         p.q = q + (size_t)(L - Lq) * qs, p.k = k, p.v = v, p.out = part;
         p.cu_seqlens_q = cu_q, p.cu_seqlens_k = cu_k, p.max_seqlen_q = Lq;
         cr_assert_eq(qe_attention(&p, NULL), QE_K_OK, "%s", qe_k_last_error());
+        sim_drain();
         cr_expect(memcmp(part, full + (size_t)(L - Lq) * qs, sizeof(qe_bf16) * Lq * qs) == 0,
                   "contiguous Lq %d of Lk %d differs from full attention", Lq, L);
         /* paged: logical page i of the sequence lives in physical page table[i] of the pool */
@@ -609,6 +310,7 @@ Test(hostsim, attention_standin_bottom_right_and_paged) {
         p.k = kp, p.v = vp, p.cu_seqlens_k = cu_kp;
         p.block_table = table, p.block_table_stride = NPAGES, p.page_size = PAGE;
         cr_assert_eq(qe_attention(&p, NULL), QE_K_OK, "%s", qe_k_last_error());
+        sim_drain();
         cr_expect(memcmp(part, full + (size_t)(L - Lq) * qs, sizeof(qe_bf16) * Lq * qs) == 0,
                   "paged Lq %d of Lk %d differs from full attention", Lq, L);
         p.block_table = NULL, p.block_table_stride = 0, p.page_size = 0;
@@ -683,7 +385,7 @@ Test(hostsim, chunked_prefill_matches_cpu_and_whole_gqa_1_2_4, .timeout = 900) {
     chunked_vs_cpu_and_whole(dir, "4/2 heads f16", 3, 2, 0);
     make_model(dir, sizeof dir, "hs-c4", 256, 256, 2, 4, 1, "f32");
     chunked_vs_cpu_and_whole(dir, "4/1 heads f32", 2, 1, 1);
-    cr_expect_eq(fake_live_allocs, 0, "device/pinned allocations leaked: %ld", fake_live_allocs);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
 /* The chunked path with the full last layer (every chunk runs it) and through the residual hook
@@ -753,5 +455,171 @@ Test(hostsim, chunked_full_last_layer_residual_and_nomem, .timeout = 600) {
         free(ids[i]);
     free(ids);
     qe_close(e), qe_close(cpu), qe_close(full), qe_close(chunk), qe_close(whole);
-    cr_expect_eq(fake_live_allocs, 0, "device/pinned allocations leaked: %ld", fake_live_allocs);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* ================================================================== graphs and the pipeline */
+
+/* Runs one batch (lens[n], fresh random ids) on both engines; they must agree bitwise. Returns
+ * the graph engine's vectors. */
+static float *graph_vs_eager(qe_engine *graphs, qe_engine *eager, const int *lens, int n, int dims,
+                             const char *what) {
+    int32_t **ids = rand_ids(lens, n, qe_vocab_size(eager));
+    const int d = dims ? dims : qe_dim(eager);
+    float *a = run(graphs, ids, lens, n, dims), *b = run(eager, ids, lens, n, dims);
+    cr_expect(memcmp(a, b, sizeof(float) * (size_t)n * d) == 0,
+              "%s: graph vs eager differ (worst cosine %.7f)", what, worst_cos(a, b, n, d));
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids), free(b);
+    return a;
+}
+
+static qe_engine *open_eager(const char *dir, int max_tokens) {
+    char err[512] = "";
+    setenv("QE_CUDA_GRAPHS", "0", 1);
+    qe_engine *e = open_cuda(dir, max_tokens, QE_OK, err, sizeof err);
+    unsetenv("QE_CUDA_GRAPHS");
+    return e;
+}
+
+/* Small steps run as graphs of padded shapes (cuda_graph.c): bitwise equal to eager steps (the
+ * padding rows never mix into a real one), one capture per shape, replays with new ids give new
+ * vectors (nothing of a step's contents is baked in), steps past 512 padded tokens run eagerly. */
+Test(hostsim, graphs_match_eager_one_capture_per_shape, .timeout = 600) {
+    char dir[1100], err[512] = "";
+    make_model(dir, sizeof dir, "hs-gr", 128, 256, 2, 4, 2, "bf16");
+    qe_engine *g = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *e = open_eager(dir, 0);
+    cr_assert_eq(sim.captures, 0, "the eager engine captured graphs");
+    rs = 8;
+    static const struct {
+        int n, lens[3];
+        long captures, launches; /* after this batch */
+    } steps[] = {
+        {1, {24}, 1, 1},         /* 32 tokens, 2 slots: new */
+        {1, {24}, 1, 2},         /* same shape, other ids: replayed */
+        {1, {17}, 1, 3},         /* pads to the same shape */
+        {3, {5, 9, 3}, 2, 4},    /* 17 -> 32 tokens, 4 slots: new */
+        {1, {300}, 3, 5},        /* 320 tokens */
+        {3, {130, 1, 60}, 4, 6}, /* 191 -> 192 tokens, 4 slots */
+        {1, {600}, 4, 6},        /* 640 padded > 512: eager */
+        {3, {64, 64, 64}, 4, 7}, /* batch 5's shape with no filler tokens: replayed */
+    };
+    float *first = NULL;
+    for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "batch %zu", i);
+        float *v = graph_vs_eager(g, e, steps[i].lens, steps[i].n, 0, what);
+        cr_expect_eq(sim.captures, steps[i].captures, "%s: %ld graphs captured, want %ld", what,
+                     sim.captures, steps[i].captures);
+        cr_expect_eq(sim.graph_launches, steps[i].launches, "%s: %ld graph launches, want %ld",
+                     what, sim.graph_launches, steps[i].launches);
+        if (i == 0) {
+            first = v;
+        } else {
+            if (i == 1)
+                cr_expect(memcmp(first, v, sizeof(float) * (size_t)qe_dim(g)) != 0,
+                          "a replay with other ids gave the same vector");
+            free(v);
+        }
+    }
+    free(first);
+    /* Matryoshka and normalize: pooling runs after the graph with the call's arguments */
+    const int lens[] = {24};
+    free(graph_vs_eager(g, e, lens, 1, 32, "dims 32"));
+    cr_expect_eq(sim.captures, 4, "dims changed the graph shape");
+    qe_close(g), qe_close(e);
+    cr_expect_eq(sim.live_graph_execs, 0, "graph execs leaked: %ld", sim.live_graph_execs);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* More shapes than the cache holds (GRAPH_CACHE 32): the least recently used is replaced, an
+ * evicted shape is captured again, results stay exact. */
+Test(hostsim, graph_cache_replaces_least_recently_used, .timeout = 900) {
+    char dir[1100], err[512] = "";
+    make_model(dir, sizeof dir, "hs-gc", 128, 256, 1, 2, 2, "bf16");
+    qe_engine *g = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *e = open_eager(dir, 0);
+    /* the 16 padded token counts up to 512, as 1, 2 and 4 sequences (2, 4, 8 slots) */
+    static const int tps[] = {16,  32,  48,  64,  80,  96,  112, 128,
+                              160, 192, 224, 256, 320, 384, 448, 512};
+    static const int nseqs[] = {1, 2, 4};
+    rs = 21;
+    long shapes = 0;
+    for (int si = 0; si < 3; si++)
+        for (int ti = 0; ti < 16; ti++) {
+            int lens[4], n = nseqs[si];
+            for (int k = 0; k < n; k++)
+                lens[k] = tps[ti] / n;
+            char what[64];
+            snprintf(what, sizeof what, "%d tokens as %d sequences", tps[ti], n);
+            free(graph_vs_eager(g, e, lens, n, 0, what));
+            shapes++;
+        }
+    cr_expect_eq(sim.captures, shapes, "%ld captures for %ld shapes", sim.captures, shapes);
+    cr_expect_eq(sim.live_graph_execs, 32, "%ld graphs kept, the cache holds 32",
+                 sim.live_graph_execs);
+    /* the first shape was the least recently used: gone, captured again */
+    const int one[] = {16};
+    free(graph_vs_eager(g, e, one, 1, 0, "16 tokens again"));
+    cr_expect_eq(sim.captures, shapes + 1, "an evicted shape was not captured again");
+    /* the last shape is still cached */
+    const int four[] = {128, 128, 128, 128};
+    free(graph_vs_eager(g, e, four, 4, 0, "512 tokens as 4 again"));
+    cr_expect_eq(sim.captures, shapes + 1, "a cached shape was captured again");
+    qe_close(g), qe_close(e);
+    cr_expect_eq(sim.live_graph_execs, 0, "graph execs leaked: %ld", sim.live_graph_execs);
+}
+
+/* CUDA refusing to capture turns graphs off for the engine; every step still runs, eagerly. */
+Test(hostsim, graph_capture_refused_runs_eagerly) {
+    char dir[1100], err[512] = "";
+    make_model(dir, sizeof dir, "hs-gf", 128, 256, 2, 2, 2, "bf16");
+    qe_engine *g = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *e = open_eager(dir, 0);
+    rs = 4;
+    const int lens[] = {24, 3};
+    fake_capture_fails = 1;
+    free(graph_vs_eager(g, e, lens, 2, 0, "capture refused"));
+    fake_capture_fails = 0;
+    free(graph_vs_eager(g, e, lens, 2, 0, "after the refusal"));
+    cr_expect_eq(sim.captures, 0, "captured after a refusal");
+    cr_expect_eq(sim.graph_launches, 0, "graph launched after a refusal");
+    qe_close(g), qe_close(e);
+}
+
+/* Several steps in one call are enqueued ahead: the host packs step i+1 while step i is queued
+ * (two events in flight), and the lazy stream proves each slot's staging is reused only after
+ * its step ran: the vectors equal a one-step run bitwise. QE_PROFILE=1 runs one step at a time. */
+Test(hostsim, steps_overlap_host_packing, .timeout = 600) {
+    char dir[1100], err[512] = "";
+    make_model(dir, sizeof dir, "hs-ov", 128, 256, 2, 4, 2, "bf16");
+    qe_engine *one = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *many = open_cuda(dir, 64, QE_OK, err, sizeof err);
+    const int lens[] = {30, 31, 12, 50, 7, 33, 40, 1, 64, 9, 28};
+    const int n = 11;
+    rs = 6;
+    int32_t **ids = rand_ids(lens, n, qe_vocab_size(one));
+    const int D = qe_dim(one);
+    float *a = run(one, ids, lens, n, 0);
+    sim.max_in_flight = 0;
+    float *b = run(many, ids, lens, n, 0);
+    cr_expect_geq(sim.max_in_flight, 2, "steps were waited for one by one (%ld in flight)",
+                  sim.max_in_flight);
+    cr_expect(memcmp(a, b, sizeof(float) * (size_t)n * D) == 0,
+              "pipelined steps vs one step differ (worst cosine %.7f)", worst_cos(a, b, n, D));
+    setenv("QE_PROFILE", "1", 1);
+    qe_engine *prof = open_cuda(dir, 64, QE_OK, err, sizeof err);
+    unsetenv("QE_PROFILE");
+    sim.max_in_flight = 0;
+    float *c = run(prof, ids, lens, n, 0);
+    cr_expect_eq(sim.max_in_flight, 1, "profiled steps overlapped (%ld in flight)",
+                 sim.max_in_flight);
+    cr_expect(memcmp(a, c, sizeof(float) * (size_t)n * D) == 0, "profiled run differs");
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids), free(a), free(b), free(c);
+    qe_close(prof), qe_close(many), qe_close(one);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }

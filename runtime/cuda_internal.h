@@ -1,0 +1,164 @@
+/* cuda_internal.h — what the CUDA backend's files share: the backend state, the geometry of one
+ * step as launched, the per-op profiler (cuda_profile.c) and the CUDA-graph cache for small steps
+ * (cuda_graph.c). Not seen outside runtime/. */
+#ifndef QE_CUDA_INTERNAL_H
+#define QE_CUDA_INTERNAL_H
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels.h"
+#include "weights/config.h"
+
+#define CUDA_CHECK(call) QE_K_CHECK_GEN("CUDA", cudaError_t, call, cudaSuccess, cudaGetErrorName)
+#define K_CALL(call)                                                                               \
+    do {                                                                                           \
+        if ((call) != QE_K_OK) return QE_K_ERR;                                                    \
+    } while (0)
+
+typedef enum {
+    OP_EMBED,
+    OP_NORM,
+    OP_QKV,
+    OP_ROPE,
+    OP_ATTN,
+    OP_OPROJ,
+    OP_GATEUP,
+    OP_SWIGLU,
+    OP_DOWN,
+    OP_GATHER,
+    OP_KV,
+    OP_POOL,
+    OP_COUNT
+} cuda_op;
+
+typedef struct cuda_layer {
+    qe_bf16 *wqkv;    /* [q_dim + 2*kv_dim, hidden] */
+    qe_bf16 *wo;      /* [hidden, q_dim] */
+    qe_bf16 *wgu;     /* [2*inter, hidden]: gate rows then up rows */
+    qe_bf16 *wdown;   /* [hidden, inter] */
+    float *attn_norm; /* [hidden] */
+    float *mlp_norm;  /* [hidden] */
+    float *q_norm;    /* [head_dim] */
+    float *k_norm;    /* [head_dim] */
+} cuda_layer;
+
+typedef struct cuda_profile {
+    int enabled;
+    int cap, n;
+    cudaEvent_t *events;
+    int *ops;
+    double ms[OP_COUNT];
+    long long calls[OP_COUNT];
+    long long steps;
+} cuda_profile;
+
+/* Host staging for one step in flight. Two slots alternate, so the host packs step i+1 (and
+ * copies out step i-1's vectors) while the GPU runs step i: the H2D copy reads ints when the
+ * stream reaches it, so a slot is rewritten only after its event says that step has finished. */
+typedef struct stage_slot {
+    int32_t *ints;    /* pinned, N_INTS(max_tokens): the step's packed int arrays */
+    float *out;       /* pinned, out_cap floats: the step's pooled vectors */
+    cudaEvent_t done; /* recorded after the step's last copy */
+    int busy;         /* a step was enqueued and not yet waited for */
+    float *dst;       /* where out's first n floats go once done (NULL: copied straight) */
+    size_t n;
+} stage_slot;
+
+/* The graph cache: one instantiated graph per padded shape (see cuda_graph.c). */
+#define GRAPH_CACHE 32
+typedef struct cuda_graph_entry {
+    int tp, sp; /* padded tokens and sequence slots */
+    cudaGraphExec_t exec;
+    unsigned long long used; /* LRU clock */
+} cuda_graph_entry;
+typedef struct cuda_graphs {
+    int enabled;
+    int max_tokens; /* steps whose padded size is at most this run as graphs */
+    int n;
+    unsigned long long clock;
+    long long captures, replays;
+    cuda_graph_entry e[GRAPH_CACHE];
+} cuda_graphs;
+
+typedef struct cuda_state {
+    qe_config cfg;
+    int device; /* the CUDA runtime's current device is per host thread: set on every entry */
+    int hidden, q_dim, kv_dim, qkv_dim, inter, heads, kv_heads, head_dim, layers, vocab;
+    float eps;
+    int max_tokens;
+    int full_last_layer;
+    cudaStream_t stream;
+    void *wmem; /* every weight */
+    size_t wbytes;
+    void *amem; /* the activation arena */
+    size_t abytes;
+    qe_bf16 *embed;    /* [vocab, hidden] */
+    float *final_norm; /* [hidden] */
+    cuda_layer *layer;
+    /* activations, T = max_tokens rows */
+    float *x;          /* [T, hidden] residual stream */
+    qe_bf16 *h;        /* [T, hidden] normed GEMM input */
+    qe_bf16 *qkv;      /* [T, qkv_dim] */
+    qe_bf16 *attn;     /* [T, q_dim] */
+    qe_bf16 *gu;       /* [T, 2*inter] */
+    qe_bf16 *act;      /* [T, inter] */
+    float *x_last;     /* [T, hidden] residual rows of the pooled tokens */
+    qe_bf16 *qkv_last; /* [T, qkv_dim] */
+    float *pooled;     /* [T, hidden] */
+    int32_t *d_ints;   /* the step's int arrays, laid out by step_geom (N_INTS(T) capacity) */
+    stage_slot slot[2];
+    size_t out_cap; /* floats per slot's pinned output */
+    int next_slot;
+    void *gemm_ws;
+    qe_gemm *gemm;
+    /* chunked prefill: K/V cache, layer l at kv + l * kv_cap * 2 * kv_dim (backend_cuda.c) */
+    qe_bf16 *kv;
+    int kv_cap; /* tokens per layer */
+    size_t kvbytes;
+    cuda_profile prof;
+    cuda_graphs graphs;
+} cuda_state;
+
+/* int32 capacity of the step arrays: tokens[Tp] | positions[Tp] | cu[Sp+1] | cu_last[Sp+1] |
+ * cu_k[2], with Sp <= Tp <= T. */
+#define N_INTS(T) (4 * (size_t)(T) + 4)
+
+/* One step as launched. T tokens of S sequences are real; a graph step launches Tp >= T tokens
+ * and Sp > S sequence slots (cuda_graph.c says how the padding is filled); else Tp = T, Sp = S.
+ * The d_ pointers are the step's arrays inside d_ints. */
+typedef struct step_geom {
+    int T, S, Tp, Sp;
+    int max_len;  /* attention grid bound: >= every sequence's length */
+    int past;     /* < 0: an ordinary step; >= 0: chunked prefill, tokens [past, past+T) */
+    int final;    /* chunked: this chunk is the sequence's last */
+    int n_layers; /* layers to run (fewer only for the residual hook) */
+    int full_last;
+    int graph; /* runs as the cached CUDA graph of its (Tp, Sp) */
+    const int32_t *d_tok, *d_pos, *d_cu, *d_cu_last, *d_cu_k;
+} step_geom;
+
+/* backend_cuda.c: enqueues embed + the layers of one step on st->stream (no host sync). */
+int cuda_enqueue_layers(cuda_state *st, const step_geom *g);
+
+/* cuda_profile.c (QE_PROFILE=1): an event after every op, per-op totals at destroy. */
+void prof_init(cuda_state *st);
+void prof_start(cuda_state *st);
+void prof_mark(cuda_state *st, cuda_op op);
+void prof_finish(cuda_state *st);
+void prof_report(cuda_state *st);
+void prof_free(cuda_state *st);
+
+/* cuda_graph.c */
+void graph_init(cuda_state *st);
+/* The padded token count of a T-token step and the sequence slots of an S-sequence one. */
+int graph_pad_tokens(int T);
+int graph_pad_seqs(int S);
+/* Whether a T-token, S-sequence ordinary step runs as a graph. */
+int graph_wanted(const cuda_state *st, int T, int S);
+/* Runs cuda_enqueue_layers(st, g) as the cached graph of g's shape, capturing it on first use.
+ * A failed capture turns graphs off (one line on stderr) and runs the step eagerly instead. */
+int graph_enqueue_layers(cuda_state *st, const step_geom *g);
+void graph_free(cuda_state *st);
+
+#endif

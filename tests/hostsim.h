@@ -1,0 +1,37 @@
+/* hostsim.h — host stand-ins for the CUDA runtime (hostsim_runtime.c) and for every launcher of
+ * kernels/kernels.h (hostsim_kernels.c), linked into test_kernels_hostsim so that
+ * runtime/backend_cuda.c runs on a machine without a GPU. See test_kernels_hostsim.c.
+ *
+ * The stream is lazy, as a GPU's is asynchronous: a launch or an async copy only records the work;
+ * it runs when the host waits (cudaStreamSynchronize, cudaEventSynchronize, a blocking copy, or
+ * cudaFree). So a host that rewrites a pinned buffer before the copy reading it has run, or reads
+ * a result before waiting for it, gets wrong numbers. Copies to or from pageable host memory block
+ * (they run everything queued, then copy), as CUDA's do. Graph capture records launches into a
+ * graph instead of the stream; a graph launch queues them again with the arguments captured. */
+#ifndef QE_TESTS_HOSTSIM_H
+#define QE_TESTS_HOSTSIM_H
+#include <stddef.h>
+
+/* knobs the tests turn */
+extern int fake_devices;
+extern size_t fake_free;
+extern size_t fake_malloc_max; /* cudaMalloc of more bytes fails (NOMEM paths) */
+extern int fake_capture_fails; /* cudaStreamBeginCapture refuses (graph fallback path) */
+
+/* what the tests read */
+typedef struct sim_stats {
+    long live_allocs; /* device + pinned allocations not yet freed */
+    long captures;    /* graphs captured and instantiated */
+    long graph_launches;
+    long live_graph_execs;
+    long max_in_flight; /* most recorded events not yet waited for: steps enqueued ahead */
+} sim_stats;
+extern sim_stats sim;
+
+/* Queues run(args) on the stream (or into the graph being captured); args (n bytes) are copied.
+ * A run that returns nonzero is a device fault: later waits return an error. */
+int sim_enqueue(int (*run)(const void *args), const void *args, size_t n);
+/* Runs everything queued (what a kernel test does before reading its output). */
+void sim_drain(void);
+
+#endif
