@@ -244,6 +244,24 @@ static double gib(size_t b) {
     return (double)b / (1024.0 * 1024.0 * 1024.0);
 }
 
+static qe_status ensure_kv(cuda_state *st, int len, char *err, size_t errlen);
+
+/* qe_options.reserve_tokens: the K/V cache for the longest sequence the caller will send, made
+ * now so that no request meets an out-of-memory later. */
+static qe_status reserve_kv(cuda_state *st, int reserve, char *err, size_t errlen) {
+    const int max_pos = st->cfg.max_position_embeddings;
+    if (reserve < 0 || reserve > max_pos) reserve = max_pos;
+    if (reserve <= st->max_tokens) return QE_OK; /* such sequences never need the cache */
+    char why[400];
+    qe_status status = ensure_kv(st, reserve, why, sizeof why);
+    if (status != QE_OK)
+        snprintf(err, errlen,
+                 "%s (reserving for inputs of up to %d tokens: lower --max-input-tokens, or raise "
+                 "--max-batch-tokens above it)",
+                 why, reserve);
+    return status;
+}
+
 /* The two host staging slots (cuda_internal.h): pinned ints and pooled outputs, an event each. */
 static qe_status alloc_slots(cuda_state *st, char *err, size_t errlen) {
     const size_t rows = st->max_tokens < OUT_STAGE_ROWS ? (size_t)st->max_tokens : OUT_STAGE_ROWS;
@@ -368,6 +386,9 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
         snprintf(err, errlen, "cuda backend: loading weights: %s", qe_k_last_error());
         goto fail;
     }
+    status = reserve_kv(st, o->reserve_tokens, err, errlen);
+    if (status != QE_OK) goto fail;
+    status = QE_ERR_DEVICE;
     prof_init(st);
     graph_init(st); /* after prof_init: profiling turns graphs off */
     *state = st;

@@ -623,3 +623,48 @@ Test(hostsim, steps_overlap_host_packing, .timeout = 600) {
     qe_close(prof), qe_close(many), qe_close(one);
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
+
+/* qe_options.reserve_tokens: the K/V cache is made by qe_open (rounded to 1024 tokens), a long
+ * sequence within it does not grow it; a reservation that cannot fit fails qe_open with NOMEM
+ * and a message naming the flag to change; one within the budget reserves nothing. */
+Test(hostsim, kv_cache_reserved_at_open) {
+    char dir[1100], err[512] = "";
+    make_model(dir, sizeof dir, "hs-rv", 128, 256, 2, 2, 2, "bf16");
+    const size_t per_token = (size_t)2 * 2 * 256 * 2; /* layers x (k, v) x kv_dim x bf16 */
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir;
+    o.backend = QE_BACKEND_CUDA;
+    o.max_batch_tokens = 64;
+    qe_engine *lazy = NULL, *eager = NULL, *none = NULL;
+    cr_assert_eq(qe_open(&o, &lazy, err, sizeof err), QE_OK, "%s", err);
+    o.reserve_tokens = 1100;
+    cr_assert_eq(qe_open(&o, &eager, err, sizeof err), QE_OK, "%s", err);
+    cr_expect_eq(qe_device_bytes(eager) - qe_device_bytes(lazy), per_token * 2048,
+                 "reserved %zu bytes for 1100 tokens",
+                 qe_device_bytes(eager) - qe_device_bytes(lazy));
+    const size_t reserved = qe_device_bytes(eager);
+    const int lens[] = {1100};
+    rs = 31;
+    int32_t **ids = rand_ids(lens, 1, qe_vocab_size(eager));
+    fake_malloc_max = 0; /* no allocation may happen now */
+    float *v = run(eager, ids, lens, 1, 0);
+    fake_malloc_max = SIZE_MAX;
+    cr_expect_eq(qe_device_bytes(eager), reserved, "the reserved cache grew");
+    free(v), free(ids[0]), free(ids);
+    o.reserve_tokens = 64; /* within the budget: never chunked, nothing to reserve */
+    cr_assert_eq(qe_open(&o, &none, err, sizeof err), QE_OK, "%s", err);
+    cr_expect_eq(qe_device_bytes(none), qe_device_bytes(lazy));
+    qe_close(none), qe_close(eager), qe_close(lazy);
+    const long live = sim.live_allocs;
+    o.reserve_tokens = -1; /* the model's 40960 positions: 80 MiB; the arena (32 MiB) fits */
+    fake_malloc_max = 64 << 20;
+    qe_engine *fail = NULL;
+    qe_status s = qe_open(&o, &fail, err, sizeof err);
+    fake_malloc_max = SIZE_MAX;
+    cr_expect_eq(s, QE_ERR_NOMEM, "got %s: %s", qe_status_name(s), err);
+    cr_expect(fail == NULL);
+    cr_expect(strstr(err, "40960 tokens") && strstr(err, "--max-input-tokens"), "message: %s", err);
+    cr_expect_eq(sim.live_allocs, live, "the failed open leaked %ld allocations",
+                 sim.live_allocs - live);
+}

@@ -92,6 +92,21 @@ Test(server_proc, help_and_bad_flags) {
     cr_assert_eq(wait_exit(spawn_logged(lghelp, log), 10), 0);
     out = tu_read_file(log, NULL);
     cr_assert_not_null(strstr(out, "--concurrency"));
+    cr_assert_not_null(strstr(out, "Exit status"));
+    free(out);
+    /* nothing listens on port 1: every request fails (transport), exit 1, the report says so */
+    char corpus[1200];
+    snprintf(corpus, sizeof corpus, "%s/corpus.jsonl", dir);
+    FILE *cf = fopen(corpus, "w");
+    cr_assert_not_null(cf);
+    fputs("{\"text\": \"hello\"}\n", cf);
+    fclose(cf);
+    char *refused[] = {QEMBED,     "loadgen", "--url",      "http://127.0.0.1:1/v1/embeddings",
+                       "--corpus", corpus,    "--requests", "3",
+                       "--json",   NULL};
+    cr_assert_eq(wait_exit(spawn_logged(refused, log), 30), 1);
+    out = tu_read_file(log, NULL);
+    cr_assert_not_null(strstr(out, "\"errors\":3"), "%s", out);
     free(out);
     /* a model folder that does not load: exit 1 with a message */
     char *noload[] = {QEMBED, "serve", "--model", dir, "--port", "0", NULL};

@@ -24,7 +24,9 @@ static void usage(FILE *f) {
         "  --encoding-format F       float | base64\n"
         "  --model NAME              send `model`\n"
         "  --api-key KEY             send Authorization: Bearer KEY\n"
-        "  --json                    print one JSON object instead of the table\n");
+        "  --json                    print one JSON object instead of the table\n\n"
+        "Exit status: 0 every request answered 200; 3 some failed (the report counts them by\n"
+        "status); 1 none succeeded or the run could not start; 2 bad usage.\n");
 }
 
 static int num(const char *flag, const char *v, double lo, double hi, double *out) {
@@ -112,5 +114,6 @@ int cmd_loadgen(int argc, char **argv) {
         return 1;
     }
     loadgen_print(&c, &r, json, stdout);
-    return r.ok > 0 ? 0 : 1;
+    if (r.ok == 0) return 1;
+    return r.errors > 0 ? 3 : 0; /* a scripted benchmark must not mistake a partial run for one */
 }

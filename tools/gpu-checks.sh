@@ -22,6 +22,7 @@ stage "test_kernels_bench"  tests.log  $B/test_kernels_bench -j1
 stage "memcheck kernels"    sanitizer.log compute-sanitizer --tool memcheck $B/test_kernels -j1
 stage "racecheck attention" sanitizer.log compute-sanitizer --tool racecheck $B/test_kernels -j1 --filter 'kernels/attention_*'
 stage "memcheck engine"     sanitizer.log compute-sanitizer --tool memcheck $B/test_cuda_engine -j1 --filter 'cuda_engine/tiny_*'
+stage "memcheck graphs"     sanitizer.log compute-sanitizer --tool memcheck $B/test_cuda_engine -j1 --filter 'cuda_engine/graphs_*'
 stage "bench_memops"        kernel-bench.log $B/bench_memops
 stage "bench_attention"     kernel-bench.log $B/bench_attention
 for p in 0.6b 4b; do
@@ -30,11 +31,14 @@ done
 stage "0.6b L=512"   engine-bench.log $B/qembed bench --model /tmp/m0.6b --seq-len 512 --profile
 stage "0.6b L=2048"  engine-bench.log $B/qembed bench --model /tmp/m0.6b --seq-len 2048
 stage "0.6b query24" engine-bench.log $B/qembed bench --model /tmp/m0.6b --seq-len 24 --batch-tokens 24 --iters 50
+stage "0.6b query24 no graphs" engine-bench.log env QE_CUDA_GRAPHS=0 $B/qembed bench --model /tmp/m0.6b --seq-len 24 --batch-tokens 24 --iters 50
 stage "4b L=512"     engine-bench.log $B/qembed bench --model /tmp/m4b --seq-len 512 --profile
 stage "4b L=2048"    engine-bench.log $B/qembed bench --model /tmp/m4b --seq-len 2048
 stage "4b mix"       engine-bench.log $B/qembed bench --model /tmp/m4b --mix 16:512
 stage "4b 32k doc"   engine-bench.log $B/qembed bench --model /tmp/m4b --seq-len 32768 --iters 3 --warmup 1
 stage "4b query24"   engine-bench.log $B/qembed bench --model /tmp/m4b --seq-len 24 --batch-tokens 24 --iters 50
+stage "4b query24 no graphs" engine-bench.log env QE_CUDA_GRAPHS=0 $B/qembed bench --model /tmp/m4b --seq-len 24 --batch-tokens 24 --iters 50
+stage "4b query24 profile" engine-bench.log $B/qembed bench --model /tmp/m4b --seq-len 24 --batch-tokens 24 --iters 50 --profile
 # Serving: 64 concurrent clients on the 4B model, to set beside the offline mix figure above.
 serve_and_load() {
   $B/qembed serve --model /tmp/m4b --backend cuda --port 18080 --quiet &

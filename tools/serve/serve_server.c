@@ -53,7 +53,10 @@ static void *loader_main(void *arg) {
     qe_options o = {.model_dir = s->model_dir,
                     .backend = s->cfg.backend,
                     .threads = s->cfg.engine_threads,
-                    .max_batch_tokens = s->cfg.max_batch_tokens};
+                    .max_batch_tokens = s->cfg.max_batch_tokens,
+                    /* the K/V cache for the longest input accepted: an out-of-memory shows at
+                     * startup, not as a failed request */
+                    .reserve_tokens = s->cfg.max_input_tokens > 0 ? s->cfg.max_input_tokens : -1};
     char err[512] = "";
     qe_engine *e = NULL;
     qe_status st = qe_open(&o, &e, err, sizeof err);
