@@ -77,11 +77,14 @@ static cuda_graph_entry *find(cuda_graphs *c, int tp, int sp) {
 }
 
 /* A free entry, or the least recently used one emptied. */
-static cuda_graph_entry *take_entry(cuda_graphs *c) {
+static cuda_graph_entry *take_entry(cuda_state *st) {
+    cuda_graphs *c = &st->graphs;
     if (c->n < GRAPH_CACHE) return &c->e[c->n++];
     cuda_graph_entry *lru = &c->e[0];
     for (int i = 1; i < c->n; i++)
         if (c->e[i].used < lru->used) lru = &c->e[i];
+    /* a launch of it may still be queued (the previous step): let it finish first; rare */
+    cudaStreamSynchronize(st->stream);
     cudaGraphExecDestroy(lru->exec);
     lru->exec = NULL;
     return lru;
@@ -118,7 +121,7 @@ static cuda_graph_entry *capture(cuda_state *st, const step_geom *g) {
                 g->Tp, why);
         return NULL;
     }
-    cuda_graph_entry *en = take_entry(c);
+    cuda_graph_entry *en = take_entry(st);
     en->tp = g->Tp, en->sp = g->Sp, en->exec = exec;
     c->captures++;
     return en;

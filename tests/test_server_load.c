@@ -456,3 +456,50 @@ Test(server_load, loadgen_counts_requests_and_tokens) {
     cr_assert_eq(loadgen_run(&lc, &res, err, sizeof err), -1);
     srvt_stop(&t);
 }
+
+/* loadgen against an overloaded server: a queue that holds one request's tokens at a time, four
+ * connections. Each 429 carries Retry-After: 1, so a connection answered 429 waits a second
+ * before it sends again: over 1.5 s at most 2 refusals per connection, where re-sending at once
+ * would count hundreds. */
+Test(server_load, loadgen_backs_off_on_429) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.max_batch_tokens = 64;
+    c.max_queue_tokens = 3000;
+    srvt_server t;
+    srvt_start(&t, &c);
+    const char *texts[8];
+    char *owned[8];
+    for (int i = 0; i < 8; i++)
+        texts[i] = owned[i] = srvt_long_text(30, i);
+    char corpus[1024];
+    write_corpus(corpus, sizeof corpus, texts, 8);
+    char url[128];
+    snprintf(url, sizeof url, "%s/v1/embeddings", t.base);
+    loadgen_config lc;
+    loadgen_config_defaults(&lc);
+    lc.url = url;
+    lc.corpus = corpus;
+    lc.concurrency = 4;
+    lc.inputs_per_request = 64; /* > 1500 tokens: two requests never fit the queue together */
+    lc.duration_s = 1.5;
+    loadgen_result res;
+    char err[256];
+    cr_assert_eq(loadgen_run(&lc, &res, err, sizeof err), 0, "%s", err);
+    long refused = 0;
+    for (int i = 0; i < res.n_status; i++) {
+        cr_expect_eq(res.status[i].status, 429, "unexpected status %d: %s", res.status[i].status,
+                     res.first_error);
+        if (res.status[i].status == 429) refused = res.status[i].count;
+    }
+    cr_log_info("loadgen vs a one-request queue: %ld ok, %ld x 429, %ld back-offs", res.ok, refused,
+                res.backoffs);
+    cr_expect_gt(res.ok, 0, "nothing answered");
+    cr_expect_gt(refused, 0, "no 429: the queue limit did not bite (%ld ok)", res.ok);
+    cr_expect_eq(res.backoffs, refused, "every 429 pauses its connection");
+    cr_expect_leq(refused, 4 * 2, "%ld refusals in 1.5 s: Retry-After not honoured", refused);
+    for (int i = 0; i < 8; i++)
+        free(owned[i]);
+    srvt_stop(&t);
+}

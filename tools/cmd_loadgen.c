@@ -25,6 +25,8 @@ static void usage(FILE *f) {
         "  --model NAME              send `model`\n"
         "  --api-key KEY             send Authorization: Bearer KEY\n"
         "  --json                    print one JSON object instead of the table\n\n"
+        "A connection answered 429 or 503 pauses for the server's Retry-After (0.1 s without one,\n"
+        "at most 5 s) before its next request; the report counts these back-offs.\n\n"
         "Exit status: 0 every request answered 200; 3 some failed (the report counts them by\n"
         "status); 1 none succeeded or the run could not start; 2 bad usage.\n");
 }

@@ -33,6 +33,7 @@ typedef struct loadgen_result {
         int status;
         long count;
     } status[LOADGEN_MAX_STATUS]; /* errors; status 0 = transport */
+    long backoffs; /* 429/503 answers after which that connection paused (Retry-After) */
     char first_error[256];
 } loadgen_result;
 

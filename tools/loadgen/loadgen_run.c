@@ -19,7 +19,21 @@ typedef struct slot {
     int resp_oom;
     double t0;
     int busy;
+    double resume_at; /* after a 429/503: no new request before this time */
 } slot;
+
+#define BACKOFF_DEFAULT_S 0.1 /* a 429/503 without Retry-After */
+#define BACKOFF_MAX_S 5.0
+
+/* The pause a slot takes after an overloaded (429) or unavailable (503) answer: the server's
+ * Retry-After in seconds when given, else BACKOFF_DEFAULT_S; never past BACKOFF_MAX_S. Without it
+ * every slot would re-send at once, and the run would count a storm of refusals, not the server. */
+static double backoff_s(CURL *h) {
+    curl_off_t ra = -1;
+    if (curl_easy_getinfo(h, CURLINFO_RETRY_AFTER, &ra) != CURLE_OK || ra <= 0)
+        return BACKOFF_DEFAULT_S;
+    return (double)ra < BACKOFF_MAX_S ? (double)ra : BACKOFF_MAX_S;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -166,7 +180,7 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
         /* start requests on idle slots while budget remains */
         for (int i = 0; i < c.concurrency; i++) {
             slot *s = &slots[i];
-            if (s->busy) continue;
+            if (s->busy || t < s->resume_at) continue;
             if ((c.requests > 0 && r->sent >= c.requests) || t >= t_stop) break;
             if (!s->h) {
                 s->h = curl_easy_init();
@@ -191,10 +205,13 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
             r->sent++;
             curl_multi_add_handle(m, s->h);
         }
-        int any_busy = 0;
-        for (int i = 0; i < c.concurrency; i++)
+        int any_busy = 0, any_waiting = 0;
+        const int more = !(c.requests > 0 && r->sent >= c.requests) && t < t_stop;
+        for (int i = 0; i < c.concurrency; i++) {
             any_busy |= slots[i].busy;
-        if (!any_busy) break;
+            any_waiting |= more && slots[i].resume_at > t;
+        }
+        if (!any_busy && !any_waiting) break;
         if (t >= t_hard) { /* the hard bound: abandon what is in flight */
             for (int i = 0; i < c.concurrency; i++)
                 if (slots[i].busy) {
@@ -241,6 +258,10 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
             } else {
                 r->errors++;
                 count_status(r, rc == CURLE_OK ? (int)status : 0);
+                if (rc == CURLE_OK && (status == 429 || status == 503)) {
+                    s->resume_at = now_s() + backoff_s(msg->easy_handle);
+                    r->backoffs++;
+                }
                 if (!r->first_error[0]) {
                     if (rc != CURLE_OK)
                         snprintf(r->first_error, sizeof r->first_error, "transport: %s",
@@ -291,10 +312,11 @@ void loadgen_print(const loadgen_config *c, const loadgen_result *r, int json, F
             "{\"url\":\"%s\",\"concurrency\":%d,\"inputs_per_request\":%d,\"sent\":%ld,\"ok\":%ld,"
             "\"errors\":%ld,\"elapsed_s\":%.3f,\"requests_per_s\":%.3f,\"inputs_per_s\":%.3f,"
             "\"input_tokens_per_s\":%.1f,\"prompt_tokens\":%ld,\"latency_ms\":{\"mean\":%.3f,"
-            "\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f},\"errors_by_status\":{",
+            "\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f},\"backoffs\":%ld,"
+            "\"errors_by_status\":{",
             c->url, c->concurrency, c->inputs_per_request, r->sent, r->ok, r->errors, r->elapsed_s,
             r->req_per_s, r->inputs_per_s, r->tokens_per_s, r->prompt_tokens, r->lat_mean_ms,
-            r->lat_p50_ms, r->lat_p90_ms, r->lat_p99_ms, r->lat_max_ms);
+            r->lat_p50_ms, r->lat_p90_ms, r->lat_p99_ms, r->lat_max_ms, r->backoffs);
         for (int i = 0; i < r->n_status; i++)
             fprintf(f, "%s\"%d\":%ld", i ? "," : "", r->status[i].status, r->status[i].count);
         fprintf(f, "}}\n");
@@ -315,5 +337,8 @@ void loadgen_print(const loadgen_config *c, const loadgen_result *r, int json, F
     for (int i = 0; i < r->n_status; i++)
         fprintf(f, "errors             %ld x %s %d\n", r->status[i].count,
                 r->status[i].status ? "HTTP" : "transport", r->status[i].status);
+    if (r->backoffs)
+        fprintf(f, "backed off         %ld times after 429/503 (Retry-After honoured)\n",
+                r->backoffs);
     if (r->first_error[0]) fprintf(f, "first error        %s\n", r->first_error);
 }
