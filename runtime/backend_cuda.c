@@ -425,7 +425,7 @@ static void pack_step(cuda_state *st, int32_t *h, step_geom *g, const int32_t *t
     c_k[0] = 0;
     c_k[1] = g->past >= 0 ? g->past + T : 0;
     /* a graph's grid may not depend on the contents */
-    g->max_len = Sp > S ? Tp : max_len;
+    g->max_len = g->graph ? Tp : max_len;
     g->d_tok = st->d_ints;
     g->d_pos = g->d_tok + Tp;
     g->d_cu = g->d_pos + Tp;
