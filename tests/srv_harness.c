@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "sbuf.h"
 #include "test_util.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -50,27 +51,10 @@ void srvt_stop(srvt_server *t) {
     t->s = NULL;
 }
 
-typedef struct growbuf {
-    char *p;
-    size_t len, cap;
-} growbuf;
-
 static size_t on_write(char *p, size_t size, size_t nmemb, void *ud) {
-    growbuf *b = ud;
-    size_t n = size * nmemb;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) return 0;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return n;
+    sbuf *b = ud;
+    sb_put(b, p, size * nmemb);
+    return b->oom ? 0 : size * nmemb; /* 0 aborts the transfer */
 }
 
 static long request_ex(CURL *h, const char *base, const char *method, const char *path,
@@ -85,7 +69,7 @@ static long request_ex(CURL *h, const char *base, const char *method, const char
         curl_easy_reset(h);
     char url[1024];
     snprintf(url, sizeof url, "%s%s", base, path);
-    growbuf b = {0}, hd = {0};
+    sbuf b = {0}, hd = {0};
     struct curl_slist *hl = NULL;
     hl = curl_slist_append(hl, "Expect:");
     if (body) hl = curl_slist_append(hl, "Content-Type: application/json");

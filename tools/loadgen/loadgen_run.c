@@ -10,13 +10,12 @@
 #include <time.h>
 
 #include "loadgen/loadgen_internal.h"
+#include "sbuf.h"
 
 typedef struct slot {
     CURL *h;
     char *body;
-    char *resp;
-    size_t resp_len, resp_cap;
-    int resp_oom;
+    sbuf resp; /* the response body (only usage.prompt_tokens and errors are read) */
     double t0;
     int busy;
     double resume_at; /* after a 429/503: no new request before this time */
@@ -53,24 +52,8 @@ void loadgen_config_defaults(loadgen_config *c) {
 
 static size_t on_data(char *p, size_t size, size_t nmemb, void *ud) {
     slot *s = ud;
-    size_t n = size * nmemb;
-    if (s->resp_oom) return n;
-    if (s->resp_len + n + 1 > s->resp_cap) {
-        size_t cap = s->resp_cap ? s->resp_cap : 4096;
-        while (cap < s->resp_len + n + 1)
-            cap *= 2;
-        char *r = realloc(s->resp, cap);
-        if (!r) {
-            s->resp_oom = 1;
-            return n;
-        }
-        s->resp = r;
-        s->resp_cap = cap;
-    }
-    memcpy(s->resp + s->resp_len, p, n);
-    s->resp_len += n;
-    s->resp[s->resp_len] = 0;
-    return n;
+    sb_put(&s->resp, p, size * nmemb); /* out of memory: the rest is dropped, the run goes on */
+    return size * nmemb;
 }
 
 /* usage.prompt_tokens without parsing a body of thousands of floats: the last "prompt_tokens" key.
@@ -189,8 +172,7 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
             free(s->body);
             s->body = make_body(&c, &corpus, &next_text);
             if (!s->body) continue;
-            s->resp_len = 0;
-            s->resp_oom = 0;
+            sb_clear(&s->resp);
             curl_easy_setopt(s->h, CURLOPT_URL, c.url);
             curl_easy_setopt(s->h, CURLOPT_HTTPHEADER, hdr);
             curl_easy_setopt(s->h, CURLOPT_POSTFIELDS, s->body);
@@ -242,7 +224,7 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
             if (rc == CURLE_OK && status == 200) {
                 r->ok++;
                 r->inputs_ok += c.inputs_per_request;
-                long pt = s->resp ? prompt_tokens_of(s->resp, s->resp_len) : -1;
+                long pt = s->resp.p ? prompt_tokens_of(s->resp.p, s->resp.len) : -1;
                 if (pt >= 0)
                     r->prompt_tokens += pt;
                 else
@@ -268,7 +250,7 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
                                  curl_easy_strerror(rc));
                     else
                         snprintf(r->first_error, sizeof r->first_error, "HTTP %ld: %.200s", status,
-                                 s->resp ? s->resp : "");
+                                 s->resp.p ? s->resp.p : "");
                 }
             }
         }
@@ -294,7 +276,7 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
     for (int i = 0; i < c.concurrency; i++) {
         if (slots[i].h) curl_easy_cleanup(slots[i].h);
         free(slots[i].body);
-        free(slots[i].resp);
+        sb_free(&slots[i].resp);
     }
     free(slots);
     free(lat);

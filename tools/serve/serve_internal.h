@@ -7,24 +7,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sbuf.h"
 #include "serve.h"
 
 struct MHD_Daemon;
 struct tok_tokenizer;
 
-/* ---- growable byte buffer (serve_buf.c) ---- */
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-} sbuf;
-void sb_reserve(sbuf *b, size_t extra);
-void sb_put(sbuf *b, const char *s, size_t n);
-void sb_puts(sbuf *b, const char *s);
-void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* ---- response text (serve_buf.c), on the growable buffer of sbuf.h ---- */
 void sb_json_string(sbuf *b, const char *s, size_t n); /* quoted, escaped */
-char *sb_take(sbuf *b, size_t *len);                   /* NUL-terminated, caller frees */
-void sb_free(sbuf *b);
 
 double srv_now(void); /* monotonic seconds */
 
