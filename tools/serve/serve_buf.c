@@ -94,6 +94,10 @@ void srv_err_set(srv_error *e, int status, const char *type, const char *code, c
     va_end(ap);
 }
 
+void srv_err_oom(srv_error *e) {
+    srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+}
+
 const char *srv_err_reason(const srv_error *e) {
     if (e->code) return e->code;
     switch (e->status) {

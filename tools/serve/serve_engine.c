@@ -77,7 +77,7 @@ void *srv_engine_main(void *arg) {
             srv_err_set(&e, 503, "server_error", "device_fault", "",
                         "the engine had a device fault; this server no longer embeds");
         } else if ((size_t)b.n > cap || need > out_cap) {
-            srv_err_set(&e, 500, "server_error", "out_of_memory", "", "out of memory");
+            srv_err_oom(&e);
         } else {
             for (int i = 0; i < live; i++) {
                 ids[i] = b.seqs[i]->job->ids[b.seqs[i]->index];
@@ -120,7 +120,8 @@ void *srv_engine_main(void *arg) {
             }
         }
         long live_tokens = 0;
-        for (int i = 0; i < live; i++) live_tokens += b.seqs[i]->job->lens[b.seqs[i]->index];
+        for (int i = 0; i < live; i++)
+            live_tokens += b.seqs[i]->job->lens[b.seqs[i]->index];
         ok = ok && live > 0; /* an all-dropped batch is no engine call */
         pthread_mutex_lock(&s->metrics.mu);
         s->metrics.cancelled_seqs += (unsigned long)dropped;

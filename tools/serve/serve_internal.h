@@ -28,6 +28,7 @@ typedef struct srv_error {
 } srv_error;
 void srv_err_set(srv_error *e, int status, const char *type, const char *code, const char *param,
                  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+void srv_err_oom(srv_error *e); /* 500 out_of_memory */
 /* The metrics label of a failure: the code, else derived from the status. */
 const char *srv_err_reason(const srv_error *e);
 

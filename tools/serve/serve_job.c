@@ -52,10 +52,12 @@ void srv_job_unref(srv_job *j) {
     free(j);
 }
 
-void srv_job_fail(srv_job *j, const srv_error *e) {
+/* Marks the job done (with e, or successful when e is NULL) unless it already is, and wakes its
+ * waiter: a thread on the condition variable or the suspended HTTP connection. */
+static void complete(srv_job *j, const srv_error *e) {
     pthread_mutex_lock(&j->mu);
     if (!j->done) {
-        j->err = *e;
+        if (e) j->err = *e;
         j->done = 1;
         j->t_done = srv_now();
         pthread_cond_broadcast(&j->cv);
@@ -67,16 +69,10 @@ void srv_job_fail(srv_job *j, const srv_error *e) {
     pthread_mutex_unlock(&j->mu);
 }
 
+void srv_job_fail(srv_job *j, const srv_error *e) {
+    complete(j, e);
+}
+
 void srv_job_finish(srv_job *j) {
-    pthread_mutex_lock(&j->mu);
-    if (!j->done) {
-        j->done = 1;
-        j->t_done = srv_now();
-        pthread_cond_broadcast(&j->cv);
-        if (j->notify_armed) {
-            j->notify_armed = 0;
-            j->notify(j->notify_arg);
-        }
-    }
-    pthread_mutex_unlock(&j->mu);
+    complete(j, NULL);
 }

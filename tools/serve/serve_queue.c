@@ -140,6 +140,16 @@ static void *tok_main(void *arg) {
     }
 }
 
+/* Frees a list of tokenizer tasks that no thread took, with their job references. */
+static void free_tasks(struct srv_tok_task *t) {
+    while (t) {
+        struct srv_tok_task *next = t->next;
+        srv_job_unref(t->job);
+        free(t);
+        t = next;
+    }
+}
+
 void srv_submit(serve_server *s, srv_job *j) {
     if (!j->texts) {
         srv_admit(s, j);
@@ -150,14 +160,9 @@ void srv_submit(serve_server *s, srv_job *j) {
     for (int c = 0; c < chunks; c++) {
         struct srv_tok_task *t = calloc(1, sizeof *t);
         if (!t) {
-            while (head) {
-                struct srv_tok_task *nx = head->next;
-                srv_job_unref(head->job);
-                free(head);
-                head = nx;
-            }
+            free_tasks(head);
             srv_error e;
-            srv_err_set(&e, 500, "server_error", "out_of_memory", "", "out of memory");
+            srv_err_oom(&e);
             srv_job_fail(j, &e);
             return;
         }
@@ -175,12 +180,7 @@ void srv_submit(serve_server *s, srv_job *j) {
     pthread_mutex_lock(&s->tok_mu);
     if (s->tok_stop) { /* no tokenizer thread will take it */
         pthread_mutex_unlock(&s->tok_mu);
-        while (head) {
-            struct srv_tok_task *nx = head->next;
-            srv_job_unref(head->job);
-            free(head);
-            head = nx;
-        }
+        free_tasks(head);
         srv_error e;
         srv_err_set(&e, 503, "server_error", "shutting_down", "", "the server is stopping");
         srv_job_fail(j, &e);
@@ -203,7 +203,7 @@ void srv_admit(serve_server *s, srv_job *j) {
     j->prompt_tokens = total;
     j->out = malloc((size_t)j->n * (size_t)j->dims * sizeof(float));
     if (!j->out) {
-        srv_err_set(&e, 500, "server_error", "out_of_memory", "", "out of memory");
+        srv_err_oom(&e);
         srv_job_fail(j, &e);
         return;
     }

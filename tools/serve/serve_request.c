@@ -49,6 +49,15 @@ static int utf8_valid(const unsigned char *s, size_t n) {
     return 1;
 }
 
+/* 413 when a request carries more inputs than --max-client-batch. */
+static int over_client_batch(const serve_server *s, int n, const char *param, const char *what,
+                             srv_error *e) {
+    if (n <= s->cfg.max_client_batch) return 0;
+    srv_err_set(e, 413, "invalid_request_error", "too_many_inputs", param,
+                "%d %s is more than the limit of %d per request", n, what, s->cfg.max_client_batch);
+    return 1;
+}
+
 /* A JSON number that is an integer id of the vocabulary. */
 static int read_id(const cJSON *v, int vocab, int32_t *out, srv_error *e, const char *param) {
     if (!cJSON_IsNumber(v)) {
@@ -286,12 +295,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
             in_name);
         goto fail;
     }
-    if (n > s->cfg.max_client_batch) {
-        srv_err_set(e, 413, "invalid_request_error", "too_many_inputs", in_name,
-                    "%d inputs is more than the limit of %d per request", n,
-                    s->cfg.max_client_batch);
-        goto fail;
-    }
+    if (over_client_batch(s, n, in_name, "inputs", e)) goto fail;
     if (kind != IN_TEXTS && (instr || pname)) {
         BAD(e, instr ? "instruction" : "prompt_name",
             "'%s' applies to text inputs only, not token ids",
@@ -301,7 +305,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
 
     j = srv_job_new(n);
     if (!j) {
-        srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+        srv_err_oom(e);
         goto fail;
     }
     j->route = route;
@@ -317,7 +321,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
         j->texts = calloc((size_t)n, sizeof *j->texts);
         j->text_lens = calloc((size_t)n, sizeof *j->text_lens);
         if (!j->texts || !j->text_lens) {
-            srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+            srv_err_oom(e);
             goto fail;
         }
         const cJSON *x = cJSON_IsString(input) ? input : input->child;
@@ -350,7 +354,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
             } else
                 full = strdup(t);
             if (!full) {
-                srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+                srv_err_oom(e);
                 goto fail;
             }
             j->texts[i] = full;
@@ -407,12 +411,7 @@ char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t 
         goto fail;
     }
     int n = cJSON_IsString(in) ? 1 : cJSON_GetArraySize(in);
-    if (n > s->cfg.max_client_batch) {
-        srv_err_set(e, 413, "invalid_request_error", "too_many_inputs", "inputs",
-                    "%d inputs is more than the limit of %d per request", n,
-                    s->cfg.max_client_batch);
-        goto fail;
-    }
+    if (over_client_batch(s, n, "inputs", "inputs", e)) goto fail;
     sb_put(&b, "[", 1);
     const cJSON *x = cJSON_IsString(in) ? in : in->child;
     for (int i = 0; i < n; i++, x = x->next) {
@@ -453,10 +452,10 @@ char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t 
     sb_put(&b, "]", 1);
     cJSON_Delete(root);
     char *r = sb_take(&b, out_len);
-    if (!r) srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+    if (!r) srv_err_oom(e);
     return r;
 oom:
-    srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+    srv_err_oom(e);
 fail:
     sb_free(&b);
     cJSON_Delete(root);
@@ -479,12 +478,7 @@ char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *o
     }
     int nested = cJSON_IsArray(in->child);
     int n = nested ? cJSON_GetArraySize(in) : 1;
-    if (n > s->cfg.max_client_batch) {
-        srv_err_set(e, 413, "invalid_request_error", "too_many_inputs", "ids",
-                    "%d sequences is more than the limit of %d per request", n,
-                    s->cfg.max_client_batch);
-        goto fail;
-    }
+    if (over_client_batch(s, n, "ids", "sequences", e)) goto fail;
     sb_put(&b, "[", 1);
     const cJSON *x = nested ? in->child : in;
     for (int i = 0; i < n; i++, x = x->next) {
@@ -514,7 +508,7 @@ char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *o
     sb_put(&b, "]", 1);
     cJSON_Delete(root);
     char *r = sb_take(&b, out_len);
-    if (!r) srv_err_set(e, 500, "server_error", "out_of_memory", "", "out of memory");
+    if (!r) srv_err_oom(e);
     return r;
 fail:
     sb_free(&b);
