@@ -25,7 +25,7 @@ static uint16_t *make_qkv(int T, int H, int KV) {
     uint16_t *q = malloc((size_t)T * row * 2);
     for (size_t t = 0; t < (size_t)T; t++)
         for (size_t i = 0; i < row; i++)
-            q[t * row + i] = f2bf(frand(i < (size_t)H * HD ? 3.0f : 1.0f));
+            q[t * row + i] = st_f32_to_bf16(frand(i < (size_t)H * HD ? 3.0f : 1.0f));
     return q;
 }
 
@@ -49,7 +49,7 @@ static double check_small(void) {
     uint16_t *qb = make_qkv(T, H, KV);
     float *qf = malloc((size_t)T * row * 4), *want = malloc((size_t)T * H * HD * 4);
     for (size_t i = 0; i < (size_t)T * row; i++)
-        qf[i] = bf2f(qb[i]);
+        qf[i] = st_bf16_to_f32(qb[i]);
     ref_attention(qf, cu, S, H, KV, HD, NULL, 0, H, want);
     uint16_t *d_qkv, *d_out, *ob = malloc((size_t)T * H * HD * 2);
     int32_t *d_cu;
@@ -64,7 +64,7 @@ static double check_small(void) {
     CHECK(cudaMemcpy(ob, d_out, (size_t)T * H * HD * 2, cudaMemcpyDeviceToHost));
     double worst = 0;
     for (size_t i = 0; i < (size_t)T * H * HD; i++) {
-        double d = fabs((double)bf2f(ob[i]) - want[i]);
+        double d = fabs((double)st_bf16_to_f32(ob[i]) - want[i]);
         if (isnan(d)) d = INFINITY;
         if (d > worst) worst = d;
     }
@@ -83,7 +83,7 @@ static double check_row(const uint16_t *qb, const uint16_t *ob, int H, int KV, i
         const uint16_t *k = qb + (size_t)(t0 + j) * row + (H + g) * HD;
         double dot = 0;
         for (int d = 0; d < HD; d++)
-            dot += (double)bf2f(q[d]) * bf2f(k[d]);
+            dot += (double)st_bf16_to_f32(q[d]) * st_bf16_to_f32(k[d]);
         p[j] = dot / sqrt((double)HD);
         if (p[j] > mx) mx = p[j];
     }
@@ -92,12 +92,12 @@ static double check_row(const uint16_t *qb, const uint16_t *ob, int H, int KV, i
     for (int j = 0; j <= i; j++) {
         const uint16_t *v = qb + (size_t)(t0 + j) * row + (H + KV + g) * HD;
         for (int d = 0; d < HD; d++)
-            acc[d] += p[j] * bf2f(v[d]);
+            acc[d] += p[j] * st_bf16_to_f32(v[d]);
     }
     double worst = 0;
     const uint16_t *o = ob + (size_t)(t0 + i) * H * HD + h * HD;
     for (int d = 0; d < HD; d++) {
-        double diff = fabs(bf2f(o[d]) - acc[d] / sum);
+        double diff = fabs(st_bf16_to_f32(o[d]) - acc[d] / sum);
         if (isnan(diff)) diff = INFINITY;
         if (diff > worst) worst = diff;
     }

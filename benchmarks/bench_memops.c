@@ -122,9 +122,9 @@ int main(int argc, char **argv) {
         w[i] = 0.5f + frand(0.4f);
     uint16_t *qkv = malloc((size_t)T * row * 2), *gu = malloc((size_t)T * 2 * c.I * 2);
     for (size_t i = 0; i < (size_t)T * row; i++)
-        qkv[i] = f2bf(frand(2.0f));
+        qkv[i] = st_f32_to_bf16(frand(2.0f));
     for (size_t i = 0; i < (size_t)T * 2 * c.I; i++)
-        gu[i] = f2bf(frand(4.0f));
+        gu[i] = st_f32_to_bf16(frand(4.0f));
     int32_t *pos = malloc((size_t)T * 4), *tok = malloc((size_t)T * 4);
     for (int t = 0; t < T; t++)
         pos[t] = t % 4096,
@@ -134,7 +134,7 @@ int main(int argc, char **argv) {
         qw[i] = 0.5f + frand(0.5f), kw[i] = 0.5f + frand(0.5f);
     uint16_t *table = malloc((size_t)c.V * c.H * 2);
     for (size_t i = 0; i < (size_t)c.V * c.H; i++)
-        table[i] = f2bf(frand(1.0f));
+        table[i] = st_f32_to_bf16(frand(1.0f));
 
     c.x = dev_copy(x, TH * 4), c.delta = dev_copy(delta, TH * 4),
     c.w = dev_copy(w, (size_t)c.H * 4);
@@ -157,7 +157,7 @@ int main(int argc, char **argv) {
         fetch(hb, c.hb, (size_t)R * c.H * 2);
         ref_rmsnorm(xr, w, R, c.H, 1e-6f, want);
         for (size_t i = 0; i < (size_t)R * c.H; i++)
-            got[i] = bf2f(hb[i]);
+            got[i] = st_bf16_to_f32(hb[i]);
         double r1 = worst_ratio(got, want, (size_t)R * c.H, 1e-3, 8e-3);
         printf("check rmsnorm       worst/tol %.3f %s\n", r1, r1 <= 1 ? "ok" : "FAIL");
         ok &= r1 <= 1;
@@ -165,12 +165,12 @@ int main(int argc, char **argv) {
         uint16_t *qb = malloc((size_t)R * row * 2);
         float *qf = malloc((size_t)R * row * 4), *qg = malloc((size_t)R * row * 4);
         for (size_t i = 0; i < (size_t)R * row; i++)
-            qf[i] = bf2f(qkv[i]);
+            qf[i] = st_bf16_to_f32(qkv[i]);
         run_op(&c, OP_ROPE);
         fetch(qb, c.qkv, (size_t)R * row * 2);
         ref_qk_norm_rope(qf, R, c.NH, c.NKV, 128, pos, qw, kw, 1e-6f, 1e6);
         for (size_t i = 0; i < (size_t)R * row; i++)
-            qg[i] = bf2f(qb[i]);
+            qg[i] = st_bf16_to_f32(qb[i]);
         double r2 = worst_ratio(qg, qf, (size_t)R * row, 1.6e-2, 8e-3);
         printf("check qk_norm_rope  worst/tol %.3f %s\n", r2, r2 <= 1 ? "ok" : "FAIL");
         ok &= r2 <= 1;
@@ -180,12 +180,12 @@ int main(int argc, char **argv) {
         float *sg = malloc((size_t)R * c.I * 4);
         uint16_t *ab = malloc((size_t)R * c.I * 2);
         for (size_t i = 0; i < (size_t)R * 2 * c.I; i++)
-            gf[i] = bf2f(gu[i]);
+            gf[i] = st_bf16_to_f32(gu[i]);
         run_op(&c, OP_SWIGLU);
         fetch(ab, c.act, (size_t)R * c.I * 2);
         ref_swiglu(gf, R, c.I, sw);
         for (size_t i = 0; i < (size_t)R * c.I; i++)
-            sg[i] = bf2f(ab[i]);
+            sg[i] = st_bf16_to_f32(ab[i]);
         double r3 = worst_ratio(sg, sw, (size_t)R * c.I, 1e-3, 8e-3);
         printf("check swiglu        worst/tol %.3f %s\n", r3, r3 <= 1 ? "ok" : "FAIL");
         ok &= r3 <= 1;
@@ -195,7 +195,7 @@ int main(int argc, char **argv) {
         double r4 = 0;
         for (int t = 0; t < R; t++)
             for (int i = 0; i < c.H; i++)
-                if (got[(size_t)t * c.H + i] != bf2f(table[(size_t)tok[t] * c.H + i]))
+                if (got[(size_t)t * c.H + i] != st_bf16_to_f32(table[(size_t)tok[t] * c.H + i]))
                     r4 = INFINITY;
         printf("check embed_gather  %s\n", r4 == 0 ? "exact ok" : "FAIL");
         ok &= r4 == 0;

@@ -2,7 +2,7 @@
 # the goldens (GPU suites: skip cleanly without a device), and the CPU-side bench FLOP counter.
 if(QE_CUDA)
   qe_add_test(test_kernels GPU SOURCES test_kernels.c
-              LIBS qe_kernels qe_kernels_ref CUDA::cudart_static)
+              LIBS qe_kernels qe_kernels_ref qe_weights CUDA::cudart_static)
   qe_add_test(test_cuda_engine GPU TIMEOUT 1200 SOURCES test_cuda_engine.c
               LIBS qe_tools PkgConfig::CJSON CUDA::cudart_static)
 endif()

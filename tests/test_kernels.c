@@ -9,9 +9,9 @@
 #include "kernels/ref/ref.h"
 #include "gpu_util.h"
 #include "test_util.h"
+#include "weights/safetensors.h"
 
 /* ------------------------------------------------------------------ helpers */
-
 
 static uint64_t rng_state;
 static void rng_seed(uint64_t s) {
@@ -31,24 +31,11 @@ static int irand(int n) {
     return (int)(rng_next() % (uint64_t)n);
 }
 
-static uint16_t f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 /* Random bf16 values (and their exact fp32 copy). */
 static void rand_bf16(uint16_t *b, float *f, size_t n, float a) {
     for (size_t i = 0; i < n; i++) {
-        b[i] = f2bf(frand(a));
-        if (f) f[i] = bf2f(b[i]);
+        b[i] = st_f32_to_bf16(frand(a));
+        if (f) f[i] = st_bf16_to_f32(b[i]);
     }
 }
 
@@ -93,7 +80,7 @@ static int check_close(const char *what, const float *got, const float *want, si
 }
 static void bf_to_f(const uint16_t *b, float *f, size_t n) {
     for (size_t i = 0; i < n; i++)
-        f[i] = bf2f(b[i]);
+        f[i] = st_bf16_to_f32(b[i]);
 }
 
 static const int ROWS[] = {1, 7, 113, 129, 2049};
@@ -372,8 +359,8 @@ static void attn_inputs(int T, int H, int KV, uint16_t *qkv_b, float *qkv_f) {
     for (int t = 0; t < T; t++)
         for (int i = 0; i < row; i++) {
             float a = i < H * HD ? 3.0f : 1.0f;
-            qkv_b[(size_t)t * row + i] = f2bf(frand(a));
-            qkv_f[(size_t)t * row + i] = bf2f(qkv_b[(size_t)t * row + i]);
+            qkv_b[(size_t)t * row + i] = st_f32_to_bf16(frand(a));
+            qkv_f[(size_t)t * row + i] = st_bf16_to_f32(qkv_b[(size_t)t * row + i]);
         }
 }
 
