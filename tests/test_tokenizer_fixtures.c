@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "test_util.h"
+#include "tools/json_strict.h"
 #include "tokenizer/tokenizer.h"
 
 void tok_sha256(const uint8_t *data, size_t len, uint8_t out[32]);
@@ -103,47 +104,9 @@ static char *json_string_field(const char *line, const char *key, size_t *len) {
         p++;
     cr_assert_eq(*p, '"');
     p++;
-    char *out = malloc(strlen(p) + 1), *o = out;
-    while (*p != '"') {
-        if (*p != '\\') {
-            *o++ = *p++;
-            continue;
-        }
-        p++;
-        char c = *p++;
-        const char *simple = strchr("\"\\/bfnrt", c);
-        cr_assert(c, "truncated escape");
-        if (c != 'u') {
-            cr_assert(simple, "bad escape \\%c", c);
-            *o++ = "\"\\/\b\f\n\r\t"[simple - "\"\\/bfnrt"];
-            continue;
-        }
-        unsigned cp = 0, lo = 0;
-        cr_assert_eq(sscanf(p, "%4x", &cp), 1);
-        p += 4;
-        if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u' &&
-            sscanf(p + 2, "%4x", &lo) == 1) {
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            p += 6;
-        }
-        if (cp < 0x80) {
-            *o++ = (char)cp;
-        } else if (cp < 0x800) {
-            *o++ = (char)(0xC0 | (cp >> 6));
-            *o++ = (char)(0x80 | (cp & 0x3F));
-        } else if (cp < 0x10000) {
-            *o++ = (char)(0xE0 | (cp >> 12));
-            *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-            *o++ = (char)(0x80 | (cp & 0x3F));
-        } else {
-            *o++ = (char)(0xF0 | (cp >> 18));
-            *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
-            *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-            *o++ = (char)(0x80 | (cp & 0x3F));
-        }
-    }
-    *o = 0;
-    *len = (size_t)(o - out);
+    char *out = malloc(strlen(p) + 1);
+    cr_assert_not_null(out);
+    *len = json_unescape_string(p, out);
     return out;
 }
 

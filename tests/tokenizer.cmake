@@ -5,7 +5,8 @@ qe_add_test(test_tokenizer
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_tokenizer_fixtures.c
           ${CMAKE_CURRENT_SOURCE_DIR}/test_tokenizer_api.c
           ${CMAKE_CURRENT_SOURCE_DIR}/tok_sha256.c
-  LIBS qe_tokenizer)
+          ${CMAKE_SOURCE_DIR}/tools/json_strict.c
+  LIBS qe_tokenizer PkgConfig::CJSON)
 qe_add_test(test_tokenizer_cli
   SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/test_tokenizer_cli.c
   LIBS qe_tokenizer)

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "json_strict.h"
 #include "tokenizer.h"
 
 #define BATCH_LINES 8192
@@ -53,82 +54,6 @@ static char *dup_printf(const char *fmt, const char *a, const char *b) {
     return s;
 }
 
-static int hex4(const char *p, unsigned *v) {
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        unsigned d = (c >= '0' && c <= '9')   ? (unsigned)(c - '0')
-                     : (c >= 'a' && c <= 'f') ? (unsigned)(c - 'a' + 10)
-                     : (c >= 'A' && c <= 'F') ? (unsigned)(c - 'A' + 10)
-                                              : 16u;
-        if (d > 15) return -1;
-        *v = *v * 16 + d;
-    }
-    return 0;
-}
-
-/* Decodes the JSON string starting after its opening quote into out (>= strlen(p) bytes);
- * returns its byte length. Used only on lines cJSON already accepted, for texts holding an
- * escaped NUL, which cJSON's C strings cannot carry. */
-static size_t json_unescape(const char *p, char *out) {
-    char *o = out;
-    while (*p && *p != '"') {
-        if (*p != '\\') {
-            *o++ = *p++;
-            continue;
-        }
-        p++;
-        char c = *p++;
-        switch (c) {
-        case 'b':
-            *o++ = '\b';
-            break;
-        case 'f':
-            *o++ = '\f';
-            break;
-        case 'n':
-            *o++ = '\n';
-            break;
-        case 'r':
-            *o++ = '\r';
-            break;
-        case 't':
-            *o++ = '\t';
-            break;
-        case 'u': {
-            unsigned cp, lo;
-            if (hex4(p, &cp)) return (size_t)(o - out);
-            p += 4;
-            if (cp >= 0xD800 && cp < 0xDC00 && p[0] == '\\' && p[1] == 'u' && !hex4(p + 2, &lo) &&
-                lo >= 0xDC00 && lo < 0xE000) {
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                p += 6;
-            }
-            if (cp < 0x80) {
-                *o++ = (char)cp;
-            } else if (cp < 0x800) {
-                *o++ = (char)(0xC0 | (cp >> 6));
-                *o++ = (char)(0x80 | (cp & 0x3F));
-            } else if (cp < 0x10000) {
-                *o++ = (char)(0xE0 | (cp >> 12));
-                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-                *o++ = (char)(0x80 | (cp & 0x3F));
-            } else {
-                *o++ = (char)(0xF0 | (cp >> 18));
-                *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
-                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-                *o++ = (char)(0x80 | (cp & 0x3F));
-            }
-            break;
-        }
-        default:
-            *o++ = c;
-            break; /* \" \\ \/ */
-        }
-    }
-    return (size_t)(o - out);
-}
-
 /* Finds the top-level "text" value in a line cJSON accepted and decodes it exactly. */
 static char *exact_text(const char *line, size_t *len) {
     int depth = 0;
@@ -151,7 +76,7 @@ static char *exact_text(const char *line, size_t *len) {
                     q++;
                 if (*q != '"') return NULL;
                 char *out = malloc(strlen(q) + 1);
-                if (out) *len = json_unescape(q + 1, out);
+                if (out) *len = json_unescape_string(q + 1, out);
                 return out;
             }
         }
