@@ -592,9 +592,8 @@ static int run_step(cuda_state *st, const int32_t *tokens, const int32_t *positi
     memset(&g, 0, sizeof g);
     g.T = cu[S] - cu[0], g.S = S, g.past = past, g.final = final, g.n_layers = n_layers;
     g.full_last = st->full_last_layer || residual_out != NULL;
-    g.graph = past < 0 && !residual_out && n_layers == st->layers && graph_wanted(st, g.T, S);
-    g.Tp = g.graph ? graph_pad_tokens(g.T) : g.T;
-    g.Sp = g.graph ? graph_pad_seqs(S) : S;
+    g.Tp = g.T, g.Sp = S;
+    g.graph = past < 0 && !residual_out && n_layers == st->layers && graph_shape(st, &g.Tp, &g.Sp);
     pack_step(st, sl->ints, &g, tokens, positions, cu);
     K_CALL(enqueue_step(st, sl, &g, dims, normalize, out, residual_out));
     if (st->prof.enabled || residual_out) K_CALL(wait_slot(st, sl));

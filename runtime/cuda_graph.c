@@ -33,13 +33,13 @@ static int next_pow2(int n) {
     return p;
 }
 
-int graph_pad_tokens(int T) {
+static int pad_tokens(int T) {
     int gran = next_pow2(T) / 8;
     if (gran < 16) gran = 16;
     return (T + gran - 1) / gran * gran;
 }
 
-int graph_pad_seqs(int S) {
+static int pad_seqs(int S) {
     return next_pow2(S + 1);
 }
 
@@ -62,12 +62,14 @@ void graph_init(cuda_state *st) {
     c->enabled = !(on && strcmp(on, "0") == 0) && !st->prof.enabled && c->max_tokens > 0;
 }
 
-int graph_wanted(const cuda_state *st, int T, int S) {
+int graph_shape(const cuda_state *st, int *T, int *S) {
     const cuda_graphs *c = &st->graphs;
     if (!c->enabled) return 0;
-    const int tp = graph_pad_tokens(T), sp = graph_pad_seqs(S);
+    const int tp = pad_tokens(*T), sp = pad_seqs(*S);
     /* the arena and d_ints hold max_tokens rows and max_tokens + 1 offsets */
-    return tp <= c->max_tokens && tp <= st->max_tokens && sp <= st->max_tokens;
+    if (tp > c->max_tokens || tp > st->max_tokens || sp > st->max_tokens) return 0;
+    *T = tp, *S = sp;
+    return 1;
 }
 
 static cuda_graph_entry *find(cuda_graphs *c, int tp, int sp) {
@@ -123,7 +125,6 @@ static cuda_graph_entry *capture(cuda_state *st, const step_geom *g) {
     }
     cuda_graph_entry *en = take_entry(st);
     en->tp = g->Tp, en->sp = g->Sp, en->exec = exec;
-    c->captures++;
     return en;
 }
 
@@ -133,7 +134,6 @@ int graph_enqueue_layers(cuda_state *st, const step_geom *g) {
     if (!en) en = capture(st, g);
     if (!en) return cuda_enqueue_layers(st, g);
     en->used = ++c->clock;
-    c->replays++;
     CUDA_CHECK(cudaGraphLaunch(en->exec, st->stream));
     return QE_K_OK;
 }

@@ -77,7 +77,6 @@ typedef struct cuda_graphs {
     int max_tokens; /* steps whose padded size is at most this run as graphs */
     int n;
     unsigned long long clock;
-    long long captures, replays;
     cuda_graph_entry e[GRAPH_CACHE];
 } cuda_graphs;
 
@@ -151,11 +150,9 @@ void prof_free(cuda_state *st);
 
 /* cuda_graph.c */
 void graph_init(cuda_state *st);
-/* The padded token count of a T-token step and the sequence slots of an S-sequence one. */
-int graph_pad_tokens(int T);
-int graph_pad_seqs(int S);
-/* Whether a T-token, S-sequence ordinary step runs as a graph. */
-int graph_wanted(const cuda_state *st, int T, int S);
+/* 1 when an ordinary step of *T tokens and *S sequences runs as a graph; then *T and *S become
+ * its padded token count and sequence slots. */
+int graph_shape(const cuda_state *st, int *T, int *S);
 /* Runs cuda_enqueue_layers(st, g) as the cached graph of g's shape, capturing it on first use.
  * A failed capture turns graphs off (one line on stderr) and runs the step eagerly instead. */
 int graph_enqueue_layers(cuda_state *st, const step_geom *g);
