@@ -268,3 +268,40 @@ char *srvt_long_text(int words, int seed) {
     }
     return s;
 }
+
+void srvt_expect_first_embedding(srvt_resp *r, const float *want, const char *what) {
+    cJSON *j = srvt_json(r);
+    int d;
+    float *got = srvt_openai_embedding(j, 0, &d);
+    srvt_assert_close(got, want, d, what);
+    free(got);
+    cJSON_Delete(j);
+    srvt_resp_free(r);
+}
+
+void srvt_expect_serves(srvt_server *t, const char *text, const char *what) {
+    char *body = malloc(strlen(text) + 16);
+    cr_assert_not_null(body);
+    sprintf(body, "{\"input\":\"%s\"}", text); /* text: plain words, nothing to escape */
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t->base, "/v1/embeddings", body, &r), 200, "%s: %s", what, r.body);
+    const char *tx[] = {text};
+    float *want = srvt_engine_texts(t->e, tx, 1, 0);
+    srvt_expect_first_embedding(&r, want, what);
+    free(want);
+    free(body);
+}
+
+static void *bg_main(void *p) {
+    srvt_bg *b = p;
+    b->status = srvt_post(b->base, "/v1/embeddings", b->body, &b->r);
+    return NULL;
+}
+
+void srvt_bg_start(srvt_bg *b) {
+    cr_assert_eq(pthread_create(&b->thread, NULL, bg_main, b), 0);
+}
+
+void srvt_bg_join(srvt_bg *b) {
+    pthread_join(b->thread, NULL);
+}

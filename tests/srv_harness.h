@@ -3,6 +3,7 @@
 #ifndef QE_SRV_HARNESS_H
 #define QE_SRV_HARNESS_H
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <curl/curl.h>
 #include <stddef.h>
 
@@ -63,6 +64,23 @@ float *srvt_engine_texts(qe_engine *e, const char *const *texts, int n, int dims
 float *srvt_engine_ids(qe_engine *e, const int32_t *const *ids, const int *lens, int n, int dims);
 /* max |a-b| and cosine; asserts cosine >= 0.99999. */
 void srvt_assert_close(const float *got, const float *want, int n, const char *what);
+
+/* The first embedding of r (a 200 OpenAI response) is close to want (srvt_assert_close); frees
+ * r. */
+void srvt_expect_first_embedding(srvt_resp *r, const float *want, const char *what);
+/* POST {"input": text} answers 200 with the engine's own vector for text. */
+void srvt_expect_serves(srvt_server *t, const char *text, const char *what);
+
+/* A POST /v1/embeddings on a thread of its own (requests in flight during drains, signals). */
+typedef struct srvt_bg {
+    char base[64];
+    const char *body;
+    srvt_resp r;
+    long status;
+    pthread_t thread;
+} srvt_bg;
+void srvt_bg_start(srvt_bg *b); /* base and body set by the caller */
+void srvt_bg_join(srvt_bg *b);  /* then status and r hold the answer */
 
 /* A long text (repeated words) for truncation and load tests; malloc'd. */
 char *srvt_long_text(int words, int seed);

@@ -182,34 +182,11 @@ Test(server_load, disconnected_client_is_dropped) {
     cr_assert_lt(done, 2048);
     cr_assert_eq(done + dropped <= 2048, 1);
     /* still healthy and correct */
-    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":\"hello\"}", &r), 200);
-    cJSON *j = srvt_json(&r);
-    int d;
-    float *got = srvt_openai_embedding(j, 0, &d);
-    const char *hello[] = {"hello"};
-    float *want = srvt_engine_texts(t.e, hello, 1, 0);
-    srvt_assert_close(got, want, d, "after a cancel");
-    free(got);
-    free(want);
-    cJSON_Delete(j);
-    srvt_resp_free(&r);
+    srvt_expect_serves(&t, "hello", "after a cancel");
     srvt_stop(&t);
 }
 
 /* ---- drain with work in flight ---- */
-
-typedef struct bg_req {
-    const char *base;
-    const char *body;
-    srvt_resp r;
-    long status;
-} bg_req;
-
-static void *bg_main(void *p) {
-    bg_req *b = p;
-    b->status = srvt_post(b->base, "/v1/embeddings", b->body, &b->r);
-    return NULL;
-}
 
 Test(server_load, drain_finishes_work_in_flight) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
@@ -219,9 +196,9 @@ Test(server_load, drain_finishes_work_in_flight) {
     srvt_server t;
     srvt_start(&t, &c);
     char *body = big_request(128, 30);
-    bg_req b = {.base = t.base, .body = body};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, bg_main, &b), 0);
+    srvt_bg b = {.body = body};
+    snprintf(b.base, sizeof b.base, "%s", t.base);
+    srvt_bg_start(&b);
     /* wait until the request is accepted (counted as active) */
     for (int i = 0; i < 1000; i++) {
         pthread_mutex_lock(&t.s->state_mu);
@@ -232,7 +209,7 @@ Test(server_load, drain_finishes_work_in_flight) {
     }
     cr_assert_eq(serve_drain(t.s), 0, "drain completes");
     /* drain returned only after the answer went out */
-    pthread_join(th, NULL);
+    srvt_bg_join(&b);
     cr_assert_eq(b.status, 200, "in-flight request answered: %ld %.200s", b.status, b.r.body);
     cJSON *j = srvt_json(&b.r);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "data")), 128);
@@ -349,17 +326,7 @@ Test(server_load, fuzz_malformed_requests) {
     srvt_resp r;
     cr_assert_eq(srvt_get(t.base, "/health", &r), 200);
     srvt_resp_free(&r);
-    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":\"after the storm\"}", &r), 200);
-    cJSON *j = srvt_json(&r);
-    int d;
-    float *got = srvt_openai_embedding(j, 0, &d);
-    const char *tx[] = {"after the storm"};
-    float *want = srvt_engine_texts(t.e, tx, 1, 0);
-    srvt_assert_close(got, want, d, "after fuzz");
-    free(got);
-    free(want);
-    cJSON_Delete(j);
-    srvt_resp_free(&r);
+    srvt_expect_serves(&t, "after the storm", "after fuzz");
     cr_assert_eq(metric(t.base, "qembed_inflight_tokens"), 0);
     srvt_stop(&t);
 }

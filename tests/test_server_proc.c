@@ -116,19 +116,6 @@ Test(server_proc, help_and_bad_flags) {
     free(out);
 }
 
-typedef struct bg_req {
-    char base[64];
-    char *body;
-    srvt_resp r;
-    long status;
-} bg_req;
-
-static void *bg_main(void *p) {
-    bg_req *b = p;
-    b->status = srvt_post(b->base, "/v1/embeddings", b->body, &b->r);
-    return NULL;
-}
-
 Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
     if (!tu_exists(QEMBED)) cr_skip_test("%s not built", QEMBED);
@@ -146,22 +133,22 @@ Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
                     "--engine-threads",
                     "1",
                     NULL};
-    bg_req b = {0};
+    srvt_bg b = {0};
+    char *body;
     pid_t pid = spawn_ready(argv, log, b.base, sizeof b.base);
     srvt_resp r;
     /* a request that takes a while (one sequence per engine call) */
     const int N = 200;
     size_t cap = (size_t)N * 512 + 64;
-    b.body = malloc(cap);
-    size_t o = (size_t)snprintf(b.body, cap, "{\"input\":[");
+    b.body = body = malloc(cap);
+    size_t o = (size_t)snprintf(body, cap, "{\"input\":[");
     for (int i = 0; i < N; i++) {
         char *t = srvt_long_text(40, i);
-        o += (size_t)snprintf(b.body + o, cap - o, "%s\"%s\"", i ? "," : "", t);
+        o += (size_t)snprintf(body + o, cap - o, "%s\"%s\"", i ? "," : "", t);
         free(t);
     }
-    snprintf(b.body + o, cap - o, "]}");
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, bg_main, &b), 0);
+    snprintf(body + o, cap - o, "]}");
+    srvt_bg_start(&b);
     /* in flight = tokens admitted to the queue */
     int inflight = 0;
     for (int i = 0; i < 2000 && !inflight; i++) {
@@ -173,7 +160,7 @@ Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
         if (!inflight) usleep(500);
     }
     cr_assert_eq(kill(pid, SIGTERM), 0);
-    pthread_join(th, NULL);
+    srvt_bg_join(&b);
     int code = wait_exit(pid, 30);
     char *text = tu_read_file(log, NULL);
     cr_assert_eq(code, 0, "exit %d; log:\n%s", code, text);
@@ -192,7 +179,7 @@ Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
     cr_assert(inflight, "the request was in flight when SIGTERM was sent");
     free(text);
     srvt_resp_free(&b.r);
-    free(b.body);
+    free(body);
 }
 
 static double now_s(void) {
