@@ -12,5 +12,5 @@ qe_add_test(test_kernels_bench SOURCES test_kernels_bench.c LIBS qe_tools)
 if(QE_CUDA)
   qe_add_test(test_kernels_hostsim TIMEOUT 900
               SOURCES test_kernels_hostsim.c hostsim_runtime.c hostsim_kernels.c
-              LIBS qembed PkgConfig::CJSON)
+              LIBS qe_tools PkgConfig::CJSON)
 endif()

@@ -12,6 +12,7 @@
 #include "runtime/qembed.h"
 #include "runtime/qembed_debug.h"
 #include "gpu_util.h"
+#include "test_models.h"
 #include "test_util.h"
 
 #define GPU_COS 0.999         /* GPU bf16 path vs fp32/f64 references (fixtures/README.md) */
@@ -52,31 +53,6 @@ static qe_engine *open_engine(const char *dir, qe_backend be, int max_tokens) {
     qe_status s = qe_open(&o, &e, err, sizeof err);
     cr_assert_eq(s, QE_OK, "qe_open(%s, %s): %s", dir, be == QE_BACKEND_CUDA ? "cuda" : "cpu", err);
     return e;
-}
-
-/* Writes a config.json for a custom geometry and runs `qembed make-random --config`. */
-static void make_model(char *dir, size_t cap, const char *tag, int hidden, int inter, int layers,
-                       int heads, int kv, const char *dtype, const char *layout, int seed) {
-    tu_scratch_dir(dir, cap, tag);
-    char cfg_path[1200], cmd[4096];
-    snprintf(cfg_path, sizeof cfg_path, "%s/geometry.json", dir);
-    FILE *f = fopen(cfg_path, "w");
-    cr_assert(f != NULL, "cannot write %s", cfg_path);
-    fprintf(f,
-            "{\"architectures\": [\"Qwen3Model\"], \"model_type\": \"qwen3\", \"vocab_size\": 4096,"
-            " \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
-            " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": 128,"
-            " \"hidden_act\": \"silu\", \"max_position_embeddings\": 40960,"
-            " \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true,"
-            " \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
-            hidden, inter, layers, heads, kv);
-    fclose(f);
-    snprintf(cmd, sizeof cmd,
-             "'%s' make-random --config '%s' --out '%s/model' --seed %d --dtype %s "
-             "--layout %s --quiet",
-             qembed_bin(), cfg_path, dir, seed, dtype, layout);
-    cr_assert_eq(system(cmd), 0, "failed: %s", cmd);
-    strncat(dir, "/model", cap - strlen(dir) - 1);
 }
 
 /* Random id sequences with the given lengths (ids < vocab). */
@@ -152,21 +128,24 @@ static void cuda_vs_cpu(const char *dir, const char *what) {
 Test(cuda_engine, vs_cpu_gqa1_bf16, .timeout = 600) {
     require_gpu("CUDA engine test");
     char dir[1100];
-    make_model(dir, sizeof dir, "cuda-g1", 256, 512, 2, 4, 4, "bf16", "plain", 11);
+    tu_make_model(dir, sizeof dir, "cuda-g1", (tu_geometry){4096, 256, 512, 2, 4, 4}, ST_BF16, 0,
+                  11);
     cuda_vs_cpu(dir, "hidden 256, 4/4 heads, bf16");
 }
 
 Test(cuda_engine, vs_cpu_gqa2_f16, .timeout = 600) {
     require_gpu("CUDA engine test");
     char dir[1100];
-    make_model(dir, sizeof dir, "cuda-g2", 128, 384, 3, 4, 2, "f16", "prefixed", 12);
+    tu_make_model(dir, sizeof dir, "cuda-g2", (tu_geometry){4096, 128, 384, 3, 4, 2}, ST_F16, 1,
+                  12);
     cuda_vs_cpu(dir, "hidden 128, 4/2 heads, f16, prefixed keys");
 }
 
 Test(cuda_engine, vs_cpu_gqa4_f32, .timeout = 600) {
     require_gpu("CUDA engine test");
     char dir[1100];
-    make_model(dir, sizeof dir, "cuda-g4", 512, 1024, 2, 8, 2, "f32", "plain", 13);
+    tu_make_model(dir, sizeof dir, "cuda-g4", (tu_geometry){4096, 512, 1024, 2, 8, 2}, ST_F32, 0,
+                  13);
     cuda_vs_cpu(dir, "hidden 512, 8/2 heads, f32");
 }
 
@@ -288,7 +267,8 @@ Test(cuda_engine, tiny_layer0_residual) {
 Test(cuda_engine, batching_invariance_and_shortcut, .timeout = 600) {
     require_gpu("CUDA engine test");
     char dir[1100];
-    make_model(dir, sizeof dir, "cuda-inv", 256, 512, 2, 8, 2, "bf16", "plain", 21);
+    tu_make_model(dir, sizeof dir, "cuda-inv", (tu_geometry){4096, 256, 512, 2, 8, 2}, ST_BF16, 0,
+                  21);
     const int lens[] = {300, 1, 77, 129, 5, 250, 64};
     const int n = 7;
     qe_engine *big = open_engine(dir, QE_BACKEND_CUDA, 0);
@@ -330,7 +310,8 @@ Test(cuda_engine, batching_invariance_and_shortcut, .timeout = 600) {
 Test(cuda_engine, graphs_and_pipelined_steps_match_eager, .timeout = 600) {
     require_gpu("CUDA engine test");
     char dir[1100];
-    make_model(dir, sizeof dir, "cuda-graph", 256, 512, 2, 8, 2, "bf16", "plain", 23);
+    tu_make_model(dir, sizeof dir, "cuda-graph", (tu_geometry){4096, 256, 512, 2, 8, 2}, ST_BF16, 0,
+                  23);
     setenv("QE_CUDA_GRAPHS", "0", 1);
     qe_engine *eager = open_engine(dir, QE_BACKEND_CUDA, 0);
     unsetenv("QE_CUDA_GRAPHS");
@@ -418,12 +399,15 @@ Test(cuda_engine, chunked_prefill_matches_cpu, .timeout = 900) {
     char dir[1100];
     const int small[] = {101, 3, 250, 100, 1, 777, 64};
     const int large[] = {1025, 7, 3000, 2048, 300};
-    make_model(dir, sizeof dir, "cuda-ch2", 128, 384, 3, 4, 2, "f16", "plain", 31);
+    tu_make_model(dir, sizeof dir, "cuda-ch2", (tu_geometry){4096, 128, 384, 3, 4, 2}, ST_F16, 0,
+                  31);
     chunked_vs_cpu(dir, "hidden 128, 4/2 heads, f16", 100, small, 7);
-    make_model(dir, sizeof dir, "cuda-ch4", 256, 512, 2, 8, 2, "bf16", "plain", 32);
+    tu_make_model(dir, sizeof dir, "cuda-ch4", (tu_geometry){4096, 256, 512, 2, 8, 2}, ST_BF16, 0,
+                  32);
     chunked_vs_cpu(dir, "hidden 256, 8/2 heads, bf16", 100, small, 7);
     chunked_vs_cpu(dir, "hidden 256, 8/2 heads, bf16", 1024, large, 5);
-    make_model(dir, sizeof dir, "cuda-ch1", 256, 512, 2, 4, 4, "bf16", "plain", 33);
+    tu_make_model(dir, sizeof dir, "cuda-ch1", (tu_geometry){4096, 256, 512, 2, 4, 4}, ST_BF16, 0,
+                  33);
     chunked_vs_cpu(dir, "hidden 256, 4/4 heads, bf16", 1024, large, 5);
 }
 

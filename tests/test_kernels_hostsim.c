@@ -19,6 +19,7 @@
 #include "runtime/qembed.h"
 #include "runtime/qembed_debug.h"
 #include "hostsim.h"
+#include "test_models.h"
 #include "test_util.h"
 #include "weights/safetensors.h"
 
@@ -50,29 +51,6 @@ static qe_engine *open_cpu(const char *dir) {
     char err[512] = "";
     cr_assert_eq(qe_open(&o, &e, err, sizeof err), QE_OK, "qe_open cpu: %s", err);
     return e;
-}
-
-static void make_model(char *dir, size_t cap, const char *tag, int hidden, int inter, int layers,
-                       int heads, int kv, const char *dtype) {
-    tu_scratch_dir(dir, cap, tag);
-    char cfg[1200], cmd[4096];
-    snprintf(cfg, sizeof cfg, "%s/geometry.json", dir);
-    FILE *f = fopen(cfg, "w");
-    cr_assert(f != NULL, "cannot write %s", cfg);
-    fprintf(f,
-            "{\"architectures\": [\"Qwen3Model\"], \"model_type\": \"qwen3\", \"vocab_size\": 2048,"
-            " \"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d,"
-            " \"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": 128,"
-            " \"hidden_act\": \"silu\", \"max_position_embeddings\": 40960,"
-            " \"rms_norm_eps\": 1e-06, \"rope_theta\": 1000000.0, \"tie_word_embeddings\": true,"
-            " \"attention_bias\": false, \"torch_dtype\": \"bfloat16\"}\n",
-            hidden, inter, layers, heads, kv);
-    fclose(f);
-    snprintf(cmd, sizeof cmd,
-             "'%s/qembed' make-random --config '%s' --out '%s/model' --seed 3 --dtype %s --quiet",
-             QE_BINARY_DIR, cfg, dir, dtype);
-    cr_assert_eq(system(cmd), 0, "failed: %s", cmd);
-    strncat(dir, "/model", cap - strlen(dir) - 1);
 }
 
 static uint64_t rs;
@@ -131,18 +109,18 @@ static void sim_vs_cpu(const char *dir, const char *what) {
 
 Test(hostsim, forward_matches_cpu_gqa_1_2_4, .timeout = 600) {
     char dir[1100];
-    make_model(dir, sizeof dir, "hs-g1", 128, 256, 2, 2, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-g1", (tu_geometry){2048, 128, 256, 2, 2, 2}, ST_BF16, 0, 3);
     sim_vs_cpu(dir, "2/2 heads bf16");
-    make_model(dir, sizeof dir, "hs-g2", 64, 192, 3, 4, 2, "f16");
+    tu_make_model(dir, sizeof dir, "hs-g2", (tu_geometry){2048, 64, 192, 3, 4, 2}, ST_F16, 0, 3);
     sim_vs_cpu(dir, "4/2 heads f16 (q width 512 > hidden 64)");
-    make_model(dir, sizeof dir, "hs-g4", 256, 256, 2, 4, 1, "f32");
+    tu_make_model(dir, sizeof dir, "hs-g4", (tu_geometry){2048, 256, 256, 2, 4, 1}, ST_F32, 0, 3);
     sim_vs_cpu(dir, "4/1 heads f32");
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
 Test(hostsim, shortcut_splitting_and_residual_agree, .timeout = 600) {
     char dir[1100], err[512] = "";
-    make_model(dir, sizeof dir, "hs-inv", 128, 256, 2, 4, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-inv", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0, 3);
     const int lens[] = {150, 1, 77, 129, 5, 60};
     const int n = 6;
     qe_engine *big = open_cuda(dir, 0, QE_OK, err, sizeof err);
@@ -379,11 +357,11 @@ static void chunked_vs_cpu_and_whole(const char *dir, const char *what, int laye
 
 Test(hostsim, chunked_prefill_matches_cpu_and_whole_gqa_1_2_4, .timeout = 900) {
     char dir[1100];
-    make_model(dir, sizeof dir, "hs-c1", 128, 256, 2, 2, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-c1", (tu_geometry){2048, 128, 256, 2, 2, 2}, ST_BF16, 0, 3);
     chunked_vs_cpu_and_whole(dir, "2/2 heads bf16", 2, 2, 0);
-    make_model(dir, sizeof dir, "hs-c2", 64, 192, 3, 4, 2, "f16");
+    tu_make_model(dir, sizeof dir, "hs-c2", (tu_geometry){2048, 64, 192, 3, 4, 2}, ST_F16, 0, 3);
     chunked_vs_cpu_and_whole(dir, "4/2 heads f16", 3, 2, 0);
-    make_model(dir, sizeof dir, "hs-c4", 256, 256, 2, 4, 1, "f32");
+    tu_make_model(dir, sizeof dir, "hs-c4", (tu_geometry){2048, 256, 256, 2, 4, 1}, ST_F32, 0, 3);
     chunked_vs_cpu_and_whole(dir, "4/1 heads f32", 2, 1, 1);
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
@@ -393,7 +371,7 @@ Test(hostsim, chunked_prefill_matches_cpu_and_whole_gqa_1_2_4, .timeout = 900) {
  * and its exact-size fallback. */
 Test(hostsim, chunked_full_last_layer_residual_and_nomem, .timeout = 600) {
     char dir[1100], err[512] = "";
-    make_model(dir, sizeof dir, "hs-cr", 128, 256, 2, 4, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-cr", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0, 3);
     qe_engine *whole = open_cuda(dir, 0, QE_OK, err, sizeof err);
     qe_engine *chunk = open_cuda(dir, 64, QE_OK, err, sizeof err);
     setenv("QE_CUDA_FULL_LAST_LAYER", "1", 1);
@@ -488,7 +466,7 @@ static qe_engine *open_eager(const char *dir, int max_tokens) {
  * vectors (nothing of a step's contents is baked in), steps past 512 padded tokens run eagerly. */
 Test(hostsim, graphs_match_eager_one_capture_per_shape, .timeout = 600) {
     char dir[1100], err[512] = "";
-    make_model(dir, sizeof dir, "hs-gr", 128, 256, 2, 4, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-gr", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0, 3);
     qe_engine *g = open_cuda(dir, 0, QE_OK, err, sizeof err);
     qe_engine *e = open_eager(dir, 0);
     cr_assert_eq(sim.captures, 0, "the eager engine captured graphs");
@@ -538,7 +516,7 @@ Test(hostsim, graphs_match_eager_one_capture_per_shape, .timeout = 600) {
  * evicted shape is captured again, results stay exact. */
 Test(hostsim, graph_cache_replaces_least_recently_used, .timeout = 900) {
     char dir[1100], err[512] = "";
-    make_model(dir, sizeof dir, "hs-gc", 128, 256, 1, 2, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-gc", (tu_geometry){2048, 128, 256, 1, 2, 2}, ST_BF16, 0, 3);
     qe_engine *g = open_cuda(dir, 0, QE_OK, err, sizeof err);
     qe_engine *e = open_eager(dir, 0);
     /* the 16 padded token counts up to 512, as 1, 2 and 4 sequences (2, 4, 8 slots) */
@@ -575,7 +553,7 @@ Test(hostsim, graph_cache_replaces_least_recently_used, .timeout = 900) {
 /* CUDA refusing to capture turns graphs off for the engine; every step still runs, eagerly. */
 Test(hostsim, graph_capture_refused_runs_eagerly) {
     char dir[1100], err[512] = "";
-    make_model(dir, sizeof dir, "hs-gf", 128, 256, 2, 2, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-gf", (tu_geometry){2048, 128, 256, 2, 2, 2}, ST_BF16, 0, 3);
     qe_engine *g = open_cuda(dir, 0, QE_OK, err, sizeof err);
     qe_engine *e = open_eager(dir, 0);
     rs = 4;
@@ -594,7 +572,7 @@ Test(hostsim, graph_capture_refused_runs_eagerly) {
  * its step ran: the vectors equal a one-step run bitwise. QE_PROFILE=1 runs one step at a time. */
 Test(hostsim, steps_overlap_host_packing, .timeout = 600) {
     char dir[1100], err[512] = "";
-    make_model(dir, sizeof dir, "hs-ov", 128, 256, 2, 4, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-ov", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0, 3);
     qe_engine *one = open_cuda(dir, 0, QE_OK, err, sizeof err);
     qe_engine *many = open_cuda(dir, 64, QE_OK, err, sizeof err);
     const int lens[] = {30, 31, 12, 50, 7, 33, 40, 1, 64, 9, 28};
@@ -629,7 +607,7 @@ Test(hostsim, steps_overlap_host_packing, .timeout = 600) {
  * and a message naming the flag to change; one within the budget reserves nothing. */
 Test(hostsim, kv_cache_reserved_at_open) {
     char dir[1100], err[512] = "";
-    make_model(dir, sizeof dir, "hs-rv", 128, 256, 2, 2, 2, "bf16");
+    tu_make_model(dir, sizeof dir, "hs-rv", (tu_geometry){2048, 128, 256, 2, 2, 2}, ST_BF16, 0, 3);
     const size_t per_token = (size_t)2 * 2 * 256 * 2; /* layers x (k, v) x kv_dim x bf16 */
     qe_options o;
     memset(&o, 0, sizeof o);
