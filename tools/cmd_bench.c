@@ -17,6 +17,7 @@
 #include "../runtime/qembed.h"
 #include "../weights/config.h"
 #include "commands.h"
+#include "flags.h"
 
 #define BENCH_CEILING_TFLOPS 750.0 /* cuBLAS bf16 GEMM on the H100, docs/DEVICE.md */
 #define END_TOKEN 151643
@@ -71,14 +72,6 @@ static uint32_t rnd(void) {
     return (uint32_t)(bench_rng >> 16);
 }
 
-static int parse_int(const char *s, int *out) {
-    char *end = NULL;
-    long v = strtol(s, &end, 10);
-    if (!end || *end || v < 0 || v > 1000000000L) return -1;
-    *out = (int)v;
-    return 0;
-}
-
 int cmd_bench(int argc, char **argv) {
     const char *model = NULL;
     qe_backend backend =
@@ -115,27 +108,26 @@ int cmd_bench(int argc, char **argv) {
             else
                 bad = 1;
         } else if (!strcmp(a, "--seq-len"))
-            bad = parse_int(v, &seq_len) || seq_len < 1;
+            bad = flag_int("bench", a, v, 1, 1000000000, &seq_len) ? 2 : 0;
         else if (!strcmp(a, "--mix"))
             bad = sscanf(v, "%d:%d", &mix_min, &mix_max) != 2 || mix_min < 1 || mix_max < mix_min;
         else if (!strcmp(a, "--batch-tokens"))
-            bad = parse_int(v, &batch_tokens) || batch_tokens < 1;
+            bad = flag_int("bench", a, v, 1, 1000000000, &batch_tokens) ? 2 : 0;
         else if (!strcmp(a, "--iters"))
-            bad = parse_int(v, &iters) || iters < 1;
+            bad = flag_int("bench", a, v, 1, 1000000000, &iters) ? 2 : 0;
         else if (!strcmp(a, "--warmup"))
-            bad = parse_int(v, &warmup);
+            bad = flag_int("bench", a, v, 0, 1000000000, &warmup) ? 2 : 0;
         else if (!strcmp(a, "--seed"))
-            bad = parse_int(v, &seed);
+            bad = flag_int("bench", a, v, 0, 1000000000, &seed) ? 2 : 0;
         else if (!strcmp(a, "--dims"))
-            bad = parse_int(v, &dims);
+            bad = flag_int("bench", a, v, 0, 1000000000, &dims) ? 2 : 0;
         else {
             fprintf(stderr, "qembed bench: unknown option %s (see --help)\n", a);
             return 2;
         }
-        if (bad) {
+        if (bad == 1) /* 2: flag_int said why */
             fprintf(stderr, "qembed bench: bad value '%s' for %s (see --help)\n", v, a);
-            return 2;
-        }
+        if (bad) return 2;
     }
     if (!model) {
         fprintf(stderr, "qembed bench: --model DIR is required\n");

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "flags.h"
 #include "json_strict.h"
 #include "qembed.h"
 #include "tokenizer/tokenizer.h"
@@ -149,19 +150,6 @@ static int flush(qe_engine *e, seq *seqs, int n, long first_index, int dims, FIL
     return s == QE_OK ? 0 : -1;
 }
 
-/* A whole-string integer in [lo, hi], or -1 with a message naming the option. */
-static int parse_int(const char *opt, const char *v, long lo, long hi, int *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "qembed embed: %s must be an integer in %ld..%ld, got '%s'\n", opt, lo, hi,
-                v);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
 int cmd_embed(int argc, char **argv) {
     qe_options opt = {0};
     const char *in_path = "-", *out_path = "-", *instruction = NULL, *prompt_name = NULL;
@@ -189,7 +177,7 @@ int cmd_embed(int argc, char **argv) {
                 return 2;
             }
         } else if (!strcmp(a, "--dims")) {
-            if (parse_int(a, v, 1, 1 << 20, &dims)) return 2;
+            if (flag_int("embed", a, v, 1, 1 << 20, &dims)) return 2;
         } else if (!strcmp(a, "--input"))
             in_path = v;
         else if (!strcmp(a, "--output"))
@@ -199,11 +187,11 @@ int cmd_embed(int argc, char **argv) {
         else if (!strcmp(a, "--prompt-name"))
             prompt_name = v;
         else if (!strcmp(a, "--max-length")) {
-            if (parse_int(a, v, 1, 1 << 30, &max_len)) return 2;
+            if (flag_int("embed", a, v, 1, 1 << 30, &max_len)) return 2;
         } else if (!strcmp(a, "--threads")) {
-            if (parse_int(a, v, 1, 1024, &opt.threads)) return 2;
+            if (flag_int("embed", a, v, 1, 1024, &opt.threads)) return 2;
         } else if (!strcmp(a, "--max-batch-tokens")) {
-            if (parse_int(a, v, 1, 1 << 30, &opt.max_batch_tokens)) return 2;
+            if (flag_int("embed", a, v, 1, 1 << 30, &opt.max_batch_tokens)) return 2;
         } else {
             fprintf(stderr, "qembed embed: unknown option %s (see --help)\n", a);
             return 2;

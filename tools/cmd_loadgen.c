@@ -1,10 +1,10 @@
 /* cmd_loadgen.c — `qembed loadgen`: flags for the load generator in loadgen/, then its report. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
+#include "flags.h"
 #include "loadgen/loadgen.h"
 
 static void usage(FILE *f) {
@@ -29,19 +29,6 @@ static void usage(FILE *f) {
         "at most 5 s) before its next request; the report counts these back-offs.\n\n"
         "Exit status: 0 every request answered 200; 3 some failed (the report counts them by\n"
         "status); 1 none succeeded or the run could not start; 2 bad usage.\n");
-}
-
-static int num(const char *flag, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (!*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "qembed loadgen: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi,
-                v);
-        return -1;
-    }
-    *out = x;
-    return 0;
 }
 
 int cmd_loadgen(int argc, char **argv) {
@@ -79,26 +66,26 @@ int cmd_loadgen(int argc, char **argv) {
             }
             c.encoding_format = v;
         } else if (!strcmp(a, "--concurrency")) {
-            if (num(a, v, 1, 4096, &x)) return 2;
+            if (flag_double("loadgen", a, v, 1, 4096, &x)) return 2;
             c.concurrency = (int)x;
         } else if (!strcmp(a, "--inputs-per-request")) {
-            if (num(a, v, 1, 1 << 20, &x)) return 2;
+            if (flag_double("loadgen", a, v, 1, 1 << 20, &x)) return 2;
             c.inputs_per_request = (int)x;
         } else if (!strcmp(a, "--duration")) {
-            if (num(a, v, 0.001, 86400, &x)) return 2;
+            if (flag_double("loadgen", a, v, 0.001, 86400, &x)) return 2;
             c.duration_s = x;
             have_duration = 1;
         } else if (!strcmp(a, "--requests")) {
-            if (num(a, v, 1, 1e12, &x)) return 2;
+            if (flag_double("loadgen", a, v, 1, 1e12, &x)) return 2;
             c.requests = (long)x;
         } else if (!strcmp(a, "--max-seconds")) {
-            if (num(a, v, 0.001, 86400, &x)) return 2;
+            if (flag_double("loadgen", a, v, 0.001, 86400, &x)) return 2;
             c.max_seconds = x;
         } else if (!strcmp(a, "--timeout")) {
-            if (num(a, v, 0.001, 86400, &x)) return 2;
+            if (flag_double("loadgen", a, v, 0.001, 86400, &x)) return 2;
             c.request_timeout_s = x;
         } else if (!strcmp(a, "--dimensions")) {
-            if (num(a, v, 1, 1 << 20, &x)) return 2;
+            if (flag_double("loadgen", a, v, 1, 1 << 20, &x)) return 2;
             c.dimensions = (int)x;
         } else {
             fprintf(stderr, "qembed loadgen: unknown option '%s'\n", a);

@@ -1,6 +1,5 @@
 /* cmd_serve.c — `qembed serve`: flags, signals, and the server's life from listen to drain. The
  * server itself lives in serve/. */
-#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +7,7 @@
 #include <time.h>
 
 #include "commands.h"
+#include "flags.h"
 #include "serve/serve.h"
 
 static void usage(FILE *f) {
@@ -38,19 +38,6 @@ static void usage(FILE *f) {
         "  --help                   this text\n\n"
         "SIGTERM/SIGINT: /health turns 503, new work gets 503, queued work is finished and\n"
         "answered, then the process exits 0.\n");
-}
-
-static int parse_long(const char *flag, const char *v, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v ? v : "", &end, 10);
-    if (!v || !*v || *end || errno || x < lo || x > hi) {
-        fprintf(stderr, "qembed serve: %s wants an integer in [%ld, %ld], got '%s'\n", flag, lo, hi,
-                v ? v : "");
-        return -1;
-    }
-    *out = x;
-    return 0;
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -87,38 +74,38 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--host"))
             c.host = v;
         else if (!strcmp(a, "--port")) {
-            if (parse_long(a, v, 0, 65535, &x)) return 2;
+            if (flag_long("serve", a, v, 0, 65535, &x)) return 2;
             c.port = (int)x;
         } else if (!strcmp(a, "--api-key"))
             c.api_key = v;
         else if (!strcmp(a, "--max-batch-tokens")) {
-            if (parse_long(a, v, 1, 1 << 26, &x)) return 2;
+            if (flag_long("serve", a, v, 1, 1 << 26, &x)) return 2;
             c.max_batch_tokens = (int)x;
         } else if (!strcmp(a, "--max-client-batch")) {
-            if (parse_long(a, v, 1, 1 << 20, &x)) return 2;
+            if (flag_long("serve", a, v, 1, 1 << 20, &x)) return 2;
             c.max_client_batch = (int)x;
         } else if (!strcmp(a, "--max-input-tokens")) {
-            if (parse_long(a, v, 1, 1 << 26, &x)) return 2;
+            if (flag_long("serve", a, v, 1, 1 << 26, &x)) return 2;
             c.max_input_tokens = (int)x;
         } else if (!strcmp(a, "--max-queue-tokens")) {
-            if (parse_long(a, v, 1, 1L << 40, &x)) return 2;
+            if (flag_long("serve", a, v, 1, 1L << 40, &x)) return 2;
             c.max_queue_tokens = x;
         } else if (!strcmp(a, "--max-body")) {
-            if (parse_long(a, v, 1, 1L << 40, &x)) return 2;
+            if (flag_long("serve", a, v, 1, 1L << 40, &x)) return 2;
             c.max_body = (size_t)x;
         } else if (!strcmp(a, "--served-model-name"))
             c.served_model_name = v;
         else if (!strcmp(a, "--threads")) {
-            if (parse_long(a, v, 1, 256, &x)) return 2;
+            if (flag_long("serve", a, v, 1, 256, &x)) return 2;
             c.tokenizer_threads = (int)x;
         } else if (!strcmp(a, "--http-threads")) {
-            if (parse_long(a, v, 1, 4096, &x)) return 2;
+            if (flag_long("serve", a, v, 1, 4096, &x)) return 2;
             c.http_threads = (int)x;
         } else if (!strcmp(a, "--engine-threads")) {
-            if (parse_long(a, v, 0, 1024, &x)) return 2;
+            if (flag_long("serve", a, v, 0, 1024, &x)) return 2;
             c.engine_threads = (int)x;
         } else if (!strcmp(a, "--drain-timeout")) {
-            if (parse_long(a, v, 1, 86400, &x)) return 2;
+            if (flag_long("serve", a, v, 1, 86400, &x)) return 2;
             c.drain_timeout_s = (double)x;
         } else {
             fprintf(stderr, "qembed serve: unknown option '%s'\n", a);

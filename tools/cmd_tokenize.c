@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "flags.h"
 #include "json_strict.h"
 #include "tokenizer.h"
 
@@ -152,18 +153,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int parse_int(const char *s, const char *flag, int min, int *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < min || v > 1 << 30) {
-        fprintf(stderr, "qembed tokenize: %s needs an integer >= %d, got '%s'\n", flag, min, s);
-        return -1;
-    }
-    *out = (int)v;
-    return 0;
-}
-
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *in_path = "-", *out_path = "-";
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -183,9 +172,9 @@ int cmd_tokenize(int argc, char **argv) {
         } else if (!strcmp(a, "--output") && has_value) {
             out_path = argv[++i];
         } else if (!strcmp(a, "--threads") && has_value) {
-            if (parse_int(argv[++i], a, 1, &threads)) return 2;
+            if (flag_int("tokenize", a, argv[++i], 1, 1 << 30, &threads)) return 2;
         } else if (!strcmp(a, "--max-length") && has_value) {
-            if (parse_int(argv[++i], a, 1, &opts.max_length)) return 2;
+            if (flag_int("tokenize", a, argv[++i], 1, 1 << 30, &opts.max_length)) return 2;
         } else {
             fprintf(stderr, "qembed tokenize: unknown or incomplete option '%s'\n", a);
             usage(stderr);

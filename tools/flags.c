@@ -1,0 +1,40 @@
+/* flags.c — the number parsers of flags.h. */
+#include "flags.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int flag_long(const char *cmd, const char *flag, const char *v, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v ? v : "", &end, 10);
+    if (!v || !*v || *end || errno || x < lo || x > hi) {
+        fprintf(stderr, "qembed %s: %s wants an integer in [%ld, %ld], got '%s'\n", cmd, flag, lo,
+                hi, v ? v : "");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int flag_int(const char *cmd, const char *flag, const char *v, int lo, int hi, int *out) {
+    long x;
+    if (flag_long(cmd, flag, v, lo, hi, &x)) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+int flag_double(const char *cmd, const char *flag, const char *v, double lo, double hi,
+                double *out) {
+    char *end;
+    errno = 0;
+    double x = strtod(v ? v : "", &end);
+    if (!v || !*v || *end || errno || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "qembed %s: %s wants a number in [%g, %g], got '%s'\n", cmd, flag, lo, hi,
+                v ? v : "");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
