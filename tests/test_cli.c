@@ -38,6 +38,30 @@ Test(cli, help_on_every_command) {
     cr_assert_neq(run(QEMBED " no-such-command 2>/dev/null", NULL), 0);
 }
 
+/* A number flag that is not a number in range is refused: exit 2 and one line naming the flag
+ * and the range, before any work (no folder is written). */
+Test(cli, bad_number_flags_are_refused) {
+    static const struct {
+        const char *args, *flag;
+    } cases[] = {
+        {"make-random --preset tiny --out /nonexistent/x --seed abc", "--seed"},
+        {"make-random --preset tiny --out /nonexistent/x --shard-mb -1", "--shard-mb"},
+        {"serve --model x --port http", "--port"},
+        {"loadgen --concurrency 0", "--concurrency"},
+        {"embed --model x --dims 12x", "--dims"},
+        {"tokenize --threads 0", "--threads"},
+        {"bench --model x --iters 0", "--iters"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cmd[512], *out;
+        snprintf(cmd, sizeof cmd, QEMBED " %s 2>&1", cases[i].args);
+        cr_expect_eq(run(cmd, &out), 2, "%s", cases[i].args);
+        cr_expect(out && strstr(out, cases[i].flag) && strstr(out, "wants"), "%s printed: %s",
+                  cases[i].args, out);
+        free(out);
+    }
+}
+
 Test(cli, demo_model_embeds_text_and_ids, .timeout = 120) {
     char dir[1100], cmd[4096], *out;
     make_demo(dir, sizeof dir);

@@ -1,10 +1,12 @@
 /* cmd_make_random.c — `qembed make-random`: a random model folder for demos, tests and
  * benchmarks, in the exact layout of a Hugging Face download. */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "commands.h"
+#include "flags.h"
 #include "random_model.h"
 
 static void usage(FILE *f) {
@@ -50,11 +52,15 @@ int cmd_make_random(int argc, char **argv) {
             config = v;
         else if (!strcmp(a, "--out"))
             o.out_dir = v;
-        else if (!strcmp(a, "--seed"))
-            o.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(a, "--shard-mb"))
-            o.shard_bytes = (size_t)(atof(v) * 1e6);
-        else if (!strcmp(a, "--dtype")) {
+        else if (!strcmp(a, "--seed")) {
+            long seed;
+            if (flag_long("make-random", a, v, 0, LONG_MAX, &seed)) return 2;
+            o.seed = (uint64_t)seed;
+        } else if (!strcmp(a, "--shard-mb")) {
+            double mb;
+            if (flag_double("make-random", a, v, 0.001, 1e9, &mb)) return 2;
+            o.shard_bytes = (size_t)(mb * 1e6);
+        } else if (!strcmp(a, "--dtype")) {
             o.dtype = !strcmp(v, "bf16")  ? ST_BF16
                       : !strcmp(v, "f16") ? ST_F16
                       : !strcmp(v, "f32") ? ST_F32
