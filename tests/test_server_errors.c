@@ -128,6 +128,9 @@ Test(server_errors, bad_requests_are_400) {
     expect_error(&t, E, body, 400, "vocabulary");
     expect_error(&t, E, "{\"input\":[[5],[-1]]}", 400, "vocabulary");
     expect_error(&t, E, "{\"input\":[99999999999]}", 400, NULL);
+    /* far past any integer type: named in the message without a cast (found by fuzzing) */
+    expect_error(&t, E, "{\"input\":[1e300]}", 400, "vocabulary");
+    expect_error(&t, "/decode", "{\"ids\":[[0,2,3],[1.4e79]]}", 400, "vocabulary");
     /* invalid UTF-8: raw bytes inside the JSON string (an overlong and a lone continuation byte) */
     expect_error(&t, E, "{\"input\":\"abc\xC0\xAF\"}", 400, "UTF-8");
     expect_error(&t, E, "{\"input\":[\"ok\",\"\x80zz\"]}", 400, "UTF-8");

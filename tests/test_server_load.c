@@ -240,8 +240,8 @@ Test(server_load, fuzz_malformed_requests) {
     srvt_server t;
     srvt_start(&t, &c);
     static const char *seeds[] = {
-        "{\"input\":[\"hello\",\"world\"],\"model\":\"tiny-qwen3-embed\",\"encoding_format\":"
-        "\"base64\"}",
+        ("{\"input\":[\"hello\",\"world\"],\"model\":\"tiny-qwen3-embed\",\"encoding_format\":"
+         "\"base64\"}"), /* one element, split for width */
         "{\"input\":\"abc\",\"dimensions\":32,\"truncate\":true,\"truncation_direction\":\"left\"}",
         "{\"input\":[[1,2,3],[4,5]],\"encoding_format\":\"float\"}",
         "{\"input\":[9707,11,1879],\"normalize\":true,\"user\":\"u\"}",

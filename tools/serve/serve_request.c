@@ -71,7 +71,8 @@ static int read_id(const cJSON *v, int vocab, int32_t *out, srv_error *e, const 
     }
     if (d < 0 || d >= vocab) {
         srv_err_set(e, 400, "invalid_request_error", "invalid_token_id", param,
-                    "token id %lld is outside the vocabulary [0, %d)", (long long)d, vocab);
+                    "token id %.0f is outside the vocabulary [0, %d)", d,
+                    vocab); /* no cast: d may be 1e300 */
         return -1;
     }
     *out = (int32_t)d;
