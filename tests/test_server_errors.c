@@ -231,20 +231,6 @@ static char *ids_body(int n) {
     return b;
 }
 
-typedef struct {
-    const char *base;
-    char *body;
-    long status;
-} bg_post;
-
-static void *post_in_background(void *arg) {
-    bg_post *b = arg;
-    srvt_resp r;
-    b->status = srvt_post(b->base, "/v1/embeddings", b->body, &r);
-    srvt_resp_free(&r);
-    return NULL;
-}
-
 Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
     serve_config c;
@@ -253,9 +239,10 @@ Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     srvt_server t;
     srvt_start(&t, &c);
     /* a 2500-token request keeps the CPU engine busy for a while ... */
-    bg_post first = {t.base, ids_body(2500), 0};
-    pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, post_in_background, &first), 0);
+    char *first_body = ids_body(2500);
+    srvt_bg first = {.body = first_body};
+    snprintf(first.base, sizeof first.base, "%s", t.base);
+    srvt_bg_start(&first);
     srvt_resp r;
     int admitted = 0;
     for (int i = 0; i < 400 && !admitted; i++) {
@@ -282,13 +269,14 @@ Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     cr_assert_not_null(strstr(srvt_error_message(j), "--max-queue-tokens"));
     cJSON_Delete(j);
     srvt_resp_free(&r);
-    pthread_join(th, NULL);
+    srvt_bg_join(&first);
     cr_assert_eq(first.status, 200);
+    srvt_resp_free(&first.r);
     /* once the first is answered, the second fits */
     cr_assert_eq(srvt_post(t.base, "/v1/embeddings", second, &r), 200, "%s", r.body);
     srvt_resp_free(&r);
     expect_ok(&t);
-    free(first.body);
+    free(first_body);
     free(second);
     free(huge);
     srvt_stop(&t);
