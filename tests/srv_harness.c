@@ -294,7 +294,9 @@ void srvt_expect_serves(srvt_server *t, const char *text, const char *what) {
 
 static void *bg_main(void *p) {
     srvt_bg *b = p;
-    b->status = srvt_post(b->base, "/v1/embeddings", b->body, &b->r);
+    b->status = b->timeout_ms
+                    ? srvt_post_timeout(b->base, "/v1/embeddings", b->body, b->timeout_ms, &b->r)
+                    : srvt_post(b->base, "/v1/embeddings", b->body, &b->r);
     return NULL;
 }
 

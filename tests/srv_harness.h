@@ -75,6 +75,7 @@ void srvt_expect_serves(srvt_server *t, const char *text, const char *what);
 typedef struct srvt_bg {
     char base[64];
     const char *body;
+    long timeout_ms; /* 0: the harness default */
     srvt_resp r;
     long status;
     pthread_t thread;
