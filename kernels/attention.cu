@@ -10,59 +10,23 @@
 #include <math.h>
 
 #include "common.cuh"
+#include "ptx.cuh"
 
 #define ATT_D 128
 #define ATT_BM 64
 #define ATT_BN 64
 #define ATT_THREADS 128
 
-static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
 /* Element offset of (row, col) in a swizzled [rows][128] bf16 tile; col a multiple of 8. */
 static __device__ __forceinline__ int swz(int row, int col) {
     return row * ATT_D + ((((col >> 3) ^ (row & 7))) << 3);
 }
 
-/* 16-byte async copy; src_bytes 0 zero-fills the destination (rows past the sequence end must be
- * finite: P = 0 there, and 0 * NaN would poison the output). */
-static __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-                 "r"(src_bytes)
-                 : "memory");
-}
-static __device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-static __device__ __forceinline__ void cp_async_wait_all() {
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
-}
-static __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
-}
-
-/* d += a (16x16 row) * b (16x8 col); fragments per the PTX ISA m16n8k16 layouts. */
-static __device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4], uint32_t b0,
-                                                uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-    bf16x2 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo = the lower column */
-    return *(uint32_t *)&v;
+    const bf16x2 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo = the lower column */
+    uint32_t u;
+    memcpy(&u, &v, 4); /* not a pointer cast: that breaks strict aliasing */
+    return u;
 }
 
 /* Row (in units of kv_stride) of key j of sequence s. */
@@ -73,7 +37,8 @@ static __device__ __forceinline__ long long kv_row(const qe_attn_params &p, int 
     return (long long)page * p.page_size + j % p.page_size;
 }
 
-/* Issues the cp.async copies of keys [n0, n0+64) of one kv head into a swizzled tile. */
+/* Issues the cp.async copies of keys [n0, n0+64) of one kv head into a swizzled tile. Keys past
+ * Lk are zero-filled (src_bytes 0): P is 0 there, and 0 * NaN would poison the output. */
 static __device__ __forceinline__ void load_kv_tile(bf16 *tile, const bf16 *base,
                                                     const qe_attn_params &p, int s, int k_start,
                                                     int Lk, int n0, int g) {
@@ -288,7 +253,7 @@ extern "C" int qe_attention(const qe_attn_params *p, qe_stream s) {
     QE_K_REQUIRE(m_blocks <= 65535);
     dim3 grid((unsigned)p->n_seqs, m_blocks, (unsigned)p->heads);
     const float scale_log2 = p->scale * 1.4426950408889634f;
-    flash_attn_fwd_kernel<<<grid, ATT_THREADS, 0, s>>>(*p, scale_log2);
+    QE_LAUNCH(flash_attn_fwd_kernel, grid, ATT_THREADS, 0, s)(*p, scale_log2);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

@@ -1,9 +1,17 @@
 /* common.cuh — device helpers shared by the kernels: the check macros (made by the generator in
- * kernels.h), bf16 conversions, warp and block reductions. Included by kernels/*.cu only. */
+ * kernels.h), bf16 conversions, warp and block reductions, the launch macro. For the .cu files. */
 #pragma once
+#include <stdint.h>
+#include <string.h>
+
+#ifdef QE_EMU
+#include "cuda_emu.h" /* the kernel emulator (tests/emu): these kernels compiled for the CPU */
+#else
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <stdint.h>
+/* The one launch form both builds share: QE_LAUNCH(kernel, grid, block, smem, stream)(args...). */
+#define QE_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#endif
 
 #include "kernels.h"
 

@@ -26,8 +26,8 @@ extern "C" int qe_embed_gather(const qe_bf16 *table, int vocab, int hidden, cons
     QE_K_REQUIRE(vocab > 0 && hidden > 0 && n_tokens >= 0);
     if (n_tokens == 0) return QE_K_OK;
     int threads = hidden / 2 >= 256 ? 256 : 128;
-    embed_gather_kernel<<<n_tokens, threads, 0, s>>>((const bf16 *)table, vocab, hidden, tokens,
-                                                     out);
+    QE_LAUNCH(embed_gather_kernel, n_tokens, threads, 0, s)
+    ((const bf16 *)table, vocab, hidden, tokens, out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

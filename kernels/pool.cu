@@ -34,8 +34,8 @@ extern "C" int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlen
                             float *out, qe_stream s) {
     QE_K_REQUIRE(hidden > 0 && n_seqs >= 0 && dims > 0 && dims <= hidden);
     if (n_seqs == 0) return QE_K_OK;
-    pool_last_kernel<<<n_seqs, 256, 0, s>>>(x, hidden, cu_seqlens, final_norm_w, eps, dims,
-                                            normalize, out);
+    QE_LAUNCH(pool_last_kernel, n_seqs, 256, 0, s)
+    (x, hidden, cu_seqlens, final_norm_w, eps, dims, normalize, out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }
@@ -57,8 +57,8 @@ extern "C" int qe_gather_last_rows(const void *src, size_t row_bytes, const int3
     QE_K_REQUIRE(row_bytes > 0 && row_bytes % 4 == 0 && row_bytes / 4 < (1u << 30));
     QE_K_REQUIRE(n_seqs >= 0);
     if (n_seqs == 0) return QE_K_OK;
-    gather_last_rows_kernel<<<n_seqs, 256, 0, s>>>((const uint32_t *)src, (int)(row_bytes / 4),
-                                                   cu_seqlens, (uint32_t *)dst);
+    QE_LAUNCH(gather_last_rows_kernel, n_seqs, 256, 0, s)
+    ((const uint32_t *)src, (int)(row_bytes / 4), cu_seqlens, (uint32_t *)dst);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

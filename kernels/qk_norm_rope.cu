@@ -65,9 +65,9 @@ extern "C" int qe_qk_norm_rope(qe_bf16 *qkv, int n_tokens, int heads, int kv_hea
     if (n_tokens == 0) return QE_K_OK;
     const long long warps = (long long)n_tokens * (heads + kv_heads);
     const int threads = 256;
-    qk_norm_rope_kernel<<<qe_ceil_div(warps, threads / 32), threads, 0, s>>>(
-        (bf16 *)qkv, n_tokens, heads, kv_heads, head_dim, positions, q_norm_w, k_norm_w, eps,
-        log2(theta));
+    QE_LAUNCH(qk_norm_rope_kernel, qe_ceil_div(warps, threads / 32), threads, 0, s)
+    ((bf16 *)qkv, n_tokens, heads, kv_heads, head_dim, positions, q_norm_w, k_norm_w, eps,
+     log2(theta));
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

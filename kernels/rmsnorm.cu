@@ -57,7 +57,7 @@ extern "C" int qe_add_rmsnorm(float *residual, const float *delta, const float *
     QE_K_REQUIRE(rows >= 0 && dim > 0);
     if (rows == 0) return QE_K_OK;
     int threads = dim >= 2048 ? 256 : 128;
-    add_rmsnorm_kernel<<<rows, threads, 0, s>>>(residual, delta, w, dim, eps, (bf16 *)out);
+    QE_LAUNCH(add_rmsnorm_kernel, rows, threads, 0, s)(residual, delta, w, dim, eps, (bf16 *)out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

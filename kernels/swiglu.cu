@@ -11,12 +11,13 @@ static __global__ void swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows,
          idx += (long long)gridDim.x * blockDim.x) {
         const long long r = idx / per_row;
         const int c = (int)(idx % per_row) * 8;
+        /* 16-byte loads and store; the lanes are unpacked by memcpy, not by pointer casts (those
+         * break strict aliasing; nvcc emits the same register moves) */
         const uint4 g = *(const uint4 *)(gu + r * 2 * inter + c);
         const uint4 u = *(const uint4 *)(gu + r * 2 * inter + inter + c);
-        const bf16x2 *g2 = (const bf16x2 *)&g;
-        const bf16x2 *u2 = (const bf16x2 *)&u;
-        uint4 o;
-        bf16x2 *o2 = (bf16x2 *)&o;
+        bf16x2 g2[4], u2[4], o2[4];
+        memcpy(g2, &g, sizeof g2);
+        memcpy(u2, &u, sizeof u2);
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const float2 gf = __bfloat1622float2(g2[j]);
@@ -25,6 +26,8 @@ static __global__ void swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows,
             const float b = gf.y / (1.0f + __expf(-gf.y)) * uf.y;
             o2[j] = __floats2bfloat162_rn(a, b);
         }
+        uint4 o;
+        memcpy(&o, o2, sizeof o);
         *(uint4 *)(out + r * inter + c) = o;
     }
 }
@@ -51,12 +54,10 @@ extern "C" int qe_swiglu(const qe_bf16 *gate_up, int rows, int inter, qe_bf16 *o
     const long long work = (long long)rows * (vec ? inter / 8 : inter);
     long long blocks = (work + threads - 1) / threads;
     if (blocks > 132LL * 16) blocks = 132LL * 16; /* grid-stride beyond ~16 blocks per SM */
-    if (vec)
-        swiglu_vec8_kernel<<<(unsigned)blocks, threads, 0, s>>>((const bf16 *)gate_up, rows, inter,
-                                                                (bf16 *)out);
-    else
-        swiglu_scalar_kernel<<<(unsigned)blocks, threads, 0, s>>>((const bf16 *)gate_up, rows,
-                                                                  inter, (bf16 *)out);
+    if (vec) QE_LAUNCH(swiglu_vec8_kernel, (unsigned)blocks, threads, 0, s)
+    ((const bf16 *)gate_up, rows, inter, (bf16 *)out);
+    else QE_LAUNCH(swiglu_scalar_kernel, (unsigned)blocks, threads, 0, s)((const bf16 *)gate_up,
+                                                                          rows, inter, (bf16 *)out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }
