@@ -1,7 +1,9 @@
 /* gemm.cu — the linear layers through cuBLASLt: y = x w^T with bf16 x and w, fp32 accumulate, bf16
  * or fp32 y (fp32 with beta = 1 adds o_proj / down_proj straight into the fp32 residual stream).
  * Plans (descriptors, layouts, the heuristic's algorithm) are cached per shape so the hot path
- * makes no heuristic query after the first step. */
+ * makes no heuristic query after the first step. Each plan also keeps what the heuristic chose
+ * (algorithm, tile, stages, split-K) and a call count, so tools can say which algorithm each
+ * shape ran (qe_gemm_describe). */
 #include <cublasLt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +26,8 @@ typedef struct gemm_plan {
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
+    int algo_id, tile_id, stages_id, splitk; /* read off algo once, for qe_gemm_describe */
+    long long calls;
 } gemm_plan;
 
 struct qe_gemm {
@@ -72,6 +76,19 @@ static unsigned ptr_alignment(const void *p) {
     while (a > 1 && ((uintptr_t)p % a) != 0)
         a >>= 1;
     return a;
+}
+
+/* One of the four 4-byte configuration attributes of a chosen algorithm (ID and SPLITK_NUM are
+ * int32, TILE_ID and STAGES_ID uint32, all small); -1 when cuBLASLt does not report it. */
+static int algo_config(const cublasLtMatmulAlgo_t *algo,
+                       cublasLtMatmulAlgoConfigAttributes_t attr) {
+    int32_t v = 0;
+    size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(algo, attr, &v, sizeof v, &written) !=
+            CUBLAS_STATUS_SUCCESS ||
+        written != sizeof v)
+        return -1;
+    return (int)v;
 }
 
 /* Row-major y[m,n] = x[m,k] w[n,k]^T is column-major y^T[n,m] = W x^T with W = (w viewed
@@ -132,6 +149,10 @@ static int plan_build(qe_gemm *g, const gemm_key *key, gemm_plan *p) {
         CUBLAS_CHECK(st);
     }
     p->algo = heur.algo;
+    p->algo_id = algo_config(&p->algo, CUBLASLT_ALGO_CONFIG_ID);
+    p->tile_id = algo_config(&p->algo, CUBLASLT_ALGO_CONFIG_TILE_ID);
+    p->stages_id = algo_config(&p->algo, CUBLASLT_ALGO_CONFIG_STAGES_ID);
+    p->splitk = algo_config(&p->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM);
     p->key = *key;
     p->used = 1;
     return QE_K_OK;
@@ -161,9 +182,28 @@ extern "C" int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k,
         plan_release(plan);
         if (plan_build(g, &key, plan) != QE_K_OK) return QE_K_ERR;
     }
+    plan->calls++;
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     CUBLAS_CHECK(cublasLtMatmul(g->lt, plan->desc, &alpha, w, plan->a, x, plan->b, &beta, y,
                                 plan->c, y, plan->c, &plan->algo, g->workspace, g->workspace_bytes,
                                 s));
     return QE_K_OK;
+}
+
+extern "C" int qe_gemm_describe(const qe_gemm *g, qe_gemm_plan_info *out, int cap) {
+    int n = 0;
+    for (int i = 0; g && i < GEMM_PLAN_CACHE; i++) {
+        const gemm_plan *p = &g->plans[i];
+        if (!p->used) continue;
+        if (n < cap) {
+            qe_gemm_plan_info *d = &out[n];
+            d->m = p->key.m, d->n = p->key.n, d->k = p->key.k;
+            d->y_f32 = p->key.y_f32, d->accumulate = p->key.accumulate;
+            d->algo_id = p->algo_id, d->tile_id = p->tile_id;
+            d->stages_id = p->stages_id, d->splitk = p->splitk;
+            d->calls = p->calls;
+        }
+        n++;
+    }
+    return n;
 }

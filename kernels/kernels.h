@@ -119,6 +119,19 @@ void qe_gemm_destroy(qe_gemm *g);
 int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
                  void *y, int ldy, int y_f32, int accumulate, qe_stream s);
 
+/* What the heuristic chose for one cached plan, for tools (qembed bench prints it): the shape,
+ * the algorithm's CUBLASLT_ALGO_CONFIG_ID, _TILE_ID, _STAGES_ID and _SPLITK_NUM (-1 where
+ * cuBLASLt does not report one), and how many qe_gemm_bf16 calls ran it (a CUDA graph's replays
+ * make none). */
+typedef struct qe_gemm_plan_info {
+    int m, n, k, y_f32, accumulate;
+    int algo_id, tile_id, stages_id, splitk;
+    long long calls;
+} qe_gemm_plan_info;
+
+/* Copies up to cap of the cached plans into out (cache order); returns how many are cached. */
+int qe_gemm_describe(const qe_gemm *g, qe_gemm_plan_info *out, int cap);
+
 #ifdef __cplusplus
 }
 #endif

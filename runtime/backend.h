@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "qembed.h"
+#include "qembed_debug.h"
 #include "../weights/model.h"
 
 /* A packed batch: every sequence's tokens back to back, no padding. */
@@ -36,6 +37,13 @@ typedef struct qe_backend_ops {
      * itself (the CUDA backend, which overlaps packing a step with running the previous one), so
      * the engine hands it a whole call at once; 0: the engine splits. */
     int splits_steps;
+    /* Optional tool hooks behind qembed_debug.h (NULL: the backend has no such thing). counters
+     * fills *out; set_graphs and profile return 0 on success; gemm_plans returns the number of
+     * cached plans, copying up to cap of them. */
+    void (*counters)(const void *state, qe_debug_counters *out);
+    int (*set_graphs)(void *state, int on);
+    int (*profile)(void *state, int on);
+    int (*gemm_plans)(const void *state, qe_debug_gemm_plan *out, int cap);
 } qe_backend_ops;
 
 extern const qe_backend_ops qe_cpu_backend;

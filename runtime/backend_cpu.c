@@ -220,5 +220,12 @@ static qe_status cpu_residual(void *state, const qe_batch *b, int n_layers, floa
     return st;
 }
 
-const qe_backend_ops qe_cpu_backend = {"cpu", cpu_create, cpu_forward, cpu_destroy, cpu_residual,
-                                       NULL,  0};
+/* No device, no steps of its own (the engine splits), no graphs, GEMM plans or profiler: the
+ * qembed_debug.h hooks stay NULL. */
+const qe_backend_ops qe_cpu_backend = {
+    .name = "cpu",
+    .create = cpu_create,
+    .forward = cpu_forward,
+    .destroy = cpu_destroy,
+    .residual = cpu_residual,
+};

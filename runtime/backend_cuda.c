@@ -24,7 +24,9 @@
  * read and write the same device buffers.
  *
  * Small steps (<= 512 padded tokens) run as CUDA graphs, one per padded shape (cuda_graph.c).
- * QE_PROFILE=1 times every op (cuda_profile.c); it runs steps one at a time, without graphs. */
+ * QE_PROFILE=1 times every op (cuda_profile.c); it runs steps one at a time, without graphs.
+ * Steps, chunks, graph captures/replays/refusals and the GEMM plans are there for tools through
+ * qembed_debug.h (the hooks at the end of this file). */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -390,7 +392,7 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
     if (status != QE_OK) goto fail;
     status = QE_ERR_DEVICE;
     prof_init(st);
-    graph_init(st); /* after prof_init: profiling turns graphs off */
+    graph_init(st);
     *state = st;
     return QE_OK;
 fail:
@@ -596,6 +598,8 @@ static int run_step(cuda_state *st, const int32_t *tokens, const int32_t *positi
     g.graph = past < 0 && !residual_out && n_layers == st->layers && graph_shape(st, &g.Tp, &g.Sp);
     pack_step(st, sl->ints, &g, tokens, positions, cu);
     K_CALL(enqueue_step(st, sl, &g, dims, normalize, out, residual_out));
+    st->steps++;
+    st->chunks += past >= 0;
     if (st->prof.enabled || residual_out) K_CALL(wait_slot(st, sl));
     return QE_K_OK;
 }
@@ -760,5 +764,53 @@ static size_t device_bytes(const void *state) {
     return st->wbytes + st->abytes + st->kvbytes;
 }
 
-const qe_backend_ops qe_cuda_backend = {"cuda",   create,       forward, destroy,
-                                        residual, device_bytes, 1};
+/* ---------------------------------------------------------------- tool hooks (qembed_debug.h) */
+
+static void counters(const void *state, qe_debug_counters *out) {
+    const cuda_state *st = state;
+    const cuda_graphs *c = &st->graphs;
+    out->counted = 1;
+    out->max_batch_tokens = st->max_tokens;
+    out->graphs_on = graph_on(st);
+    out->steps = st->steps, out->chunks = st->chunks;
+    out->graph_captures = c->captures, out->graph_replays = c->replays;
+    out->graph_refused = c->refused;
+}
+
+static int set_graphs(void *state, int on) {
+    cuda_state *st = state;
+    st->graphs.wanted = on != 0; /* graph_on still needs them available */
+    return 0;
+}
+
+static int profile(void *state, int on) {
+    return prof_set(state, on);
+}
+
+static int gemm_plans(const void *state, qe_debug_gemm_plan *out, int cap) {
+    const cuda_state *st = state;
+    qe_gemm_plan_info *info = cap > 0 ? malloc(sizeof *info * (size_t)cap) : NULL;
+    const int n = qe_gemm_describe(st->gemm, info, info ? cap : 0);
+    for (int i = 0; info && i < n && i < cap; i++) {
+        const qe_gemm_plan_info *p = &info[i];
+        qe_debug_gemm_plan d = {p->m,       p->n,       p->k,         p->y_f32,  p->accumulate,
+                                p->algo_id, p->tile_id, p->stages_id, p->splitk, p->calls};
+        out[i] = d;
+    }
+    free(info);
+    return n;
+}
+
+const qe_backend_ops qe_cuda_backend = {
+    .name = "cuda",
+    .create = create,
+    .forward = forward,
+    .destroy = destroy,
+    .residual = residual,
+    .device_bytes = device_bytes,
+    .splits_steps = 1,
+    .counters = counters,
+    .set_graphs = set_graphs,
+    .profile = profile,
+    .gemm_plans = gemm_plans,
+};

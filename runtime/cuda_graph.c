@@ -16,8 +16,10 @@
  * and pooling (which takes dims and normalize) runs after it, with the real S.
  *
  * QE_CUDA_GRAPHS=0 turns graphs off; QE_CUDA_GRAPH_MAX_TOKENS=N (default 512) is the largest
- * padded step that runs as one. QE_PROFILE=1 turns them off (it times each op with events). At
- * most GRAPH_CACHE graphs are kept; the least recently used is replaced. */
+ * padded step that runs as one. A profile (QE_PROFILE=1, qe_debug_profile) turns them off while
+ * it runs (it times each op with events); qe_debug_set_graphs turns them off and on again. At
+ * most GRAPH_CACHE graphs are kept; the least recently used is replaced. Captures, replays and
+ * refused captures are counted for qe_debug_counters. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,12 +61,18 @@ void graph_init(cuda_state *st) {
                     max);
         }
     }
-    c->enabled = !(on && strcmp(on, "0") == 0) && !st->prof.enabled && c->max_tokens > 0;
+    c->available = !(on && strcmp(on, "0") == 0) && c->max_tokens > 0;
+    c->wanted = 1;
+}
+
+int graph_on(const cuda_state *st) {
+    /* the profiler times each op with events between launches, which a graph would hide */
+    return st->graphs.available && st->graphs.wanted && !st->prof.enabled;
 }
 
 int graph_shape(const cuda_state *st, int *T, int *S) {
     const cuda_graphs *c = &st->graphs;
-    if (!c->enabled) return 0;
+    if (!graph_on(st)) return 0;
     const int tp = pad_tokens(*T), sp = pad_seqs(*S);
     /* the arena and d_ints hold max_tokens rows and max_tokens + 1 offsets */
     if (tp > c->max_tokens || tp > st->max_tokens || sp > st->max_tokens) return 0;
@@ -116,7 +124,8 @@ static cuda_graph_entry *capture(cuda_state *st, const step_geom *g) {
     if (graph) cudaGraphDestroy(graph);
     if (why) {
         cudaGetLastError(); /* the failure is reported here; the eager step starts clean */
-        c->enabled = 0;
+        c->available = 0;
+        c->refused++;
         fprintf(stderr,
                 "qembed: CUDA graphs turned off: capturing a %d-token step failed (%s); steps "
                 "launch kernel by kernel from now on\n",
@@ -125,6 +134,7 @@ static cuda_graph_entry *capture(cuda_state *st, const step_geom *g) {
     }
     cuda_graph_entry *en = take_entry(st);
     en->tp = g->Tp, en->sp = g->Sp, en->exec = exec;
+    c->captures++;
     return en;
 }
 
@@ -135,6 +145,7 @@ int graph_enqueue_layers(cuda_state *st, const step_geom *g) {
     if (!en) return cuda_enqueue_layers(st, g);
     en->used = ++c->clock;
     CUDA_CHECK(cudaGraphLaunch(en->exec, st->stream));
+    c->replays++;
     return QE_K_OK;
 }
 

@@ -73,10 +73,12 @@ typedef struct cuda_graph_entry {
     unsigned long long used; /* LRU clock */
 } cuda_graph_entry;
 typedef struct cuda_graphs {
-    int enabled;
+    int available;  /* QE_CUDA_GRAPHS is not 0, max_tokens > 0, and CUDA never refused a capture */
+    int wanted;     /* qe_debug_set_graphs: 1 unless a tool turned them off */
     int max_tokens; /* steps whose padded size is at most this run as graphs */
     int n;
     unsigned long long clock;
+    long long captures, replays, refused; /* since open, for qe_debug_counters */
     cuda_graph_entry e[GRAPH_CACHE];
 } cuda_graphs;
 
@@ -117,6 +119,7 @@ typedef struct cuda_state {
     size_t kvbytes;
     cuda_profile prof;
     cuda_graphs graphs;
+    long long steps, chunks; /* steps launched, and chunked-prefill steps among them */
 } cuda_state;
 
 /* int32 capacity of the step arrays: tokens[Tp] | positions[Tp] | cu[Sp+1] | cu_last[Sp+1] |
@@ -140,8 +143,12 @@ typedef struct step_geom {
 /* backend_cuda.c: enqueues embed + the layers of one step on st->stream (no host sync). */
 int cuda_enqueue_layers(cuda_state *st, const step_geom *g);
 
-/* cuda_profile.c (QE_PROFILE=1): an event after every op, per-op totals at destroy. */
+/* cuda_profile.c (QE_PROFILE=1 or qe_debug_profile): an event after every op, per-op totals
+ * printed at destroy or when a tool turns the profile off. */
 void prof_init(cuda_state *st);
+/* on: a fresh profile of the steps that follow; off: the report, then no more events. 0, or -1
+ * when the events cannot be made. */
+int prof_set(cuda_state *st, int on);
 void prof_start(cuda_state *st);
 void prof_mark(cuda_state *st, cuda_op op);
 void prof_finish(cuda_state *st);
@@ -150,6 +157,8 @@ void prof_free(cuda_state *st);
 
 /* cuda_graph.c */
 void graph_init(cuda_state *st);
+/* 1 when small steps run as graphs now: available, wanted, and no profile running. */
+int graph_on(const cuda_state *st);
 /* 1 when an ordinary step of *T tokens and *S sequences runs as a graph; then *T and *S become
  * its padded token count and sequence slots. */
 int graph_shape(const cuda_state *st, int *T, int *S);

@@ -1,6 +1,9 @@
 /* cuda_profile.c — QE_PROFILE=1: a CUDA event after every op of a step, per-op GPU time summed
- * over steps and printed when the backend is destroyed (qe_close). Steps run synchronously and
- * without graphs while it is on, so each step's events are read before the next one records. */
+ * over steps and printed when the backend is destroyed (qe_close). qe_debug_profile turns the
+ * same profile on for the steps that follow and prints it when turned off, so one engine can
+ * profile one workload among several (qembed bench --workload ...,profile=1). Steps run
+ * synchronously and without graphs while it is on, so each step's events are read before the
+ * next one records. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,20 +14,44 @@ static const char *const op_names[OP_COUNT] = {
     "embed",        "add_rmsnorm", "qkv_gemm",  "qk_norm_rope", "attention", "o_gemm",
     "gate_up_gemm", "swiglu",      "down_gemm", "gather_last",  "kv_append", "pool"};
 
-void prof_init(cuda_state *st) {
-    const char *env = getenv("QE_PROFILE");
-    if (!env || strcmp(env, "1") != 0) return;
+/* The events of one step (an event after every op), made once; 1 when there are enough. */
+static int prof_alloc(cuda_state *st) {
     cuda_profile *p = &st->prof;
+    if (p->events) return p->cap > 1;
     p->cap = 16 + 12 * st->layers;
     p->events = calloc((size_t)p->cap, sizeof *p->events);
     p->ops = calloc((size_t)p->cap, sizeof *p->ops);
-    if (!p->events || !p->ops) return;
+    if (!p->events || !p->ops) {
+        p->cap = 0;
+        return 0;
+    }
     for (int i = 0; i < p->cap; i++)
         if (cudaEventCreate(&p->events[i]) != cudaSuccess) {
             p->cap = i;
             break;
         }
-    p->enabled = p->cap > 1;
+    return p->cap > 1;
+}
+
+void prof_init(cuda_state *st) {
+    const char *env = getenv("QE_PROFILE");
+    if (!env || strcmp(env, "1") != 0) return;
+    st->prof.enabled = prof_alloc(st);
+}
+
+int prof_set(cuda_state *st, int on) {
+    cuda_profile *p = &st->prof;
+    if (!on) {
+        prof_report(st);
+        p->enabled = 0;
+        return 0;
+    }
+    if (!prof_alloc(st)) return -1;
+    memset(p->ms, 0, sizeof p->ms);
+    memset(p->calls, 0, sizeof p->calls);
+    p->steps = 0;
+    p->enabled = 1;
+    return 0;
 }
 
 void prof_start(cuda_state *st) {

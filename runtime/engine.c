@@ -244,3 +244,40 @@ qe_status qe_debug_residual(qe_engine *e, const int32_t *ids, int len, int n_lay
     pthread_mutex_unlock(&e->lock);
     return s;
 }
+
+qe_status qe_debug_counters_get(qe_engine *e, qe_debug_counters *out) {
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&e->lock);
+    if (e->ops->counters) e->ops->counters(e->backend, out);
+    pthread_mutex_unlock(&e->lock);
+    return QE_OK;
+}
+
+/* Runs an optional on/off hook under the engine lock; QE_ERR_UNSUPPORTED where the backend has
+ * none. */
+static qe_status switch_hook(qe_engine *e, int (*hook)(void *, int), int on, const char *what) {
+    pthread_mutex_lock(&e->lock);
+    qe_status s = QE_OK;
+    if (!hook)
+        s = fail(e, QE_ERR_UNSUPPORTED, "backend %s has no %s", e->ops->name, what);
+    else if (hook(e->backend, on) != 0)
+        s = fail(e, QE_ERR_DEVICE, "backend %s: turning %s %s failed", e->ops->name, what,
+                 on ? "on" : "off");
+    pthread_mutex_unlock(&e->lock);
+    return s;
+}
+
+qe_status qe_debug_set_graphs(qe_engine *e, int on) {
+    return switch_hook(e, e->ops->set_graphs, on, "CUDA graphs");
+}
+
+qe_status qe_debug_profile(qe_engine *e, int on) {
+    return switch_hook(e, e->ops->profile, on, "profiler");
+}
+
+int qe_debug_gemm_plans(qe_engine *e, qe_debug_gemm_plan *out, int cap) {
+    pthread_mutex_lock(&e->lock);
+    const int n = e->ops->gemm_plans ? e->ops->gemm_plans(e->backend, out, cap) : 0;
+    pthread_mutex_unlock(&e->lock);
+    return n;
+}

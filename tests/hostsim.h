@@ -1,6 +1,7 @@
-/* hostsim.h — host stand-ins for the CUDA runtime (hostsim_runtime.c) and for every launcher of
- * kernels/kernels.h (hostsim_kernels.c), linked into test_kernels_hostsim so that
- * runtime/backend_cuda.c runs on a machine without a GPU. See test_kernels_hostsim.c.
+/* hostsim.h — host stand-ins for the CUDA runtime calls of the CUDA backend and the kernel tests
+ * (hostsim_runtime.c). With the kernel emulator (tests/emu: the kernels/ .cu files compiled
+ * for the host, launches queued here) they let test_kernels_emu, test_cuda_emu and
+ * test_bench_emu run without a GPU.
  *
  * The stream is lazy, as a GPU's is asynchronous: a launch or an async copy only records the work;
  * it runs when the host waits (cudaStreamSynchronize, cudaEventSynchronize, a blocking copy, or
@@ -33,5 +34,7 @@ extern sim_stats sim;
 int sim_enqueue(int (*run)(const void *args), const void *args, size_t n);
 /* Runs everything queued (what a kernel test does before reading its output). */
 void sim_drain(void);
+/* The error the next cudaGetLastError returns (a launch refused at launch time). */
+void sim_set_launch_error(int cuda_error);
 
 #endif

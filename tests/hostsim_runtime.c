@@ -4,6 +4,7 @@
  * here too (else the link pulls the real archive member and fails with duplicate symbols). */
 #include <cuda_runtime_api.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,6 +103,14 @@ cudaError_t cudaGetDeviceCount(int *count) {
     *count = fake_devices;
     return fake_devices ? cudaSuccess : cudaErrorNoDevice;
 }
+/* `qembed bench` names the device it runs on (test_bench_emu drives it here). */
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *prop, int device) {
+    if (device >= fake_devices) return cudaErrorInvalidDevice;
+    memset(prop, 0, sizeof *prop);
+    snprintf(prop->name, sizeof prop->name, "host stand-in");
+    prop->multiProcessorCount = 1;
+    return cudaSuccess;
+}
 cudaError_t cudaSetDevice(int device) {
     return device < fake_devices ? cudaSuccess : cudaErrorInvalidDevice;
 }
@@ -134,6 +143,16 @@ cudaError_t cudaMalloc(void **p, size_t n) {
     memset(*p, 0xFF, rounded); /* poison: unwritten fp32/bf16 reads become NaN */
     sim.live_allocs++;
     return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+    if (refused_in_capture()) return cudaErrorStreamCaptureUnsupported;
+    return drain_to(enqueued);
+}
+cudaError_t cudaMemset(void *p, int value, size_t n) {
+    if (refused_in_capture()) return cudaErrorStreamCaptureUnsupported;
+    cudaError_t e = drain_to(enqueued); /* ordered after the work queued before it */
+    memset(p, value, n);
+    return e;
 }
 cudaError_t cudaFree(void *p) {
     drain_to(enqueued); /* cudaFree waits for the device */
@@ -225,8 +244,16 @@ cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t 
 
 /* -------------------------------------------------------------------- errors, events */
 
+/* A launch the emulator refused (tests/emu: a bad grid or block shape), as cudaLaunchKernel's
+ * error: reported, then cleared, by the next cudaGetLastError. */
+static cudaError_t launch_error = cudaSuccess;
+void sim_set_launch_error(int cuda_error) {
+    launch_error = (cudaError_t)cuda_error;
+}
 cudaError_t cudaGetLastError(void) {
-    return cudaSuccess;
+    const cudaError_t e = launch_error;
+    launch_error = cudaSuccess;
+    return e;
 }
 const char *cudaGetErrorString(cudaError_t e) {
     return e == cudaSuccess ? "no error" : "host stand-in error";
@@ -241,6 +268,8 @@ const char *cudaGetErrorName(cudaError_t e) {
         return "cudaErrorStreamCaptureUnsupported";
     case cudaErrorStreamCaptureInvalidated:
         return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorInvalidConfiguration:
+        return "cudaErrorInvalidConfiguration";
     default:
         return "cudaErrorHostStandIn";
     }

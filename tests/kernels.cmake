@@ -7,10 +7,5 @@ if(QE_CUDA)
               LIBS qe_tools PkgConfig::CJSON CUDA::cudart_static)
 endif()
 qe_add_test(test_kernels_bench SOURCES test_kernels_bench.c LIBS qe_tools)
-# The CUDA backend's forward wiring on host stand-ins for the CUDA runtime and the kernels
-# (runs without a GPU; see the file's header comment).
-if(QE_CUDA)
-  qe_add_test(test_kernels_hostsim TIMEOUT 900
-              SOURCES test_kernels_hostsim.c hostsim_runtime.c hostsim_kernels.c
-              LIBS qe_tools PkgConfig::CJSON)
-endif()
+# The same kernel suite and the CUDA backend end to end without a GPU, on the CPU kernel
+# emulator: tests/emu.cmake.

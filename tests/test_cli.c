@@ -51,6 +51,8 @@ Test(cli, bad_number_flags_are_refused) {
         {"embed --model x --dims 12x", "--dims"},
         {"tokenize --threads 0", "--threads"},
         {"bench --model x --iters 0", "--iters"},
+        {"bench --model x --workload seq:24,iters=0", "--workload iters"},
+        {"bench --model x --workload mix:4:x", "--workload mix"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char cmd[512], *out;

@@ -1,9 +1,13 @@
 /* test_kernels_bench.c — CPU-side checks of `qembed bench`: its FLOP counter against the figures
- * of docs/PERF.md (counted independently there), and a real run on the CPU backend. */
+ * of docs/PERF.md (counted independently there), its refusal of bad flags and workload specs, and
+ * real runs on the CPU backend (one workload, and several on one engine). The CUDA side of the
+ * bench output (graphs, chunks, GEMM plans) is checked on the kernel emulator in
+ * test_bench_emu.c. */
 #include "test_util.h"
 
 #include <criterion/redirect.h>
 
+#include "test_models.h"
 #include "tools/commands.h"
 #include "tools/random_model.h"
 #include "weights/config.h"
@@ -51,6 +55,64 @@ Test(bench, bad_options_fail) {
     cr_expect_eq(cmd_bench(3, a3), 2, "missing --model must fail");
     char *a4[] = {"bench", "--model", "/nonexistent/model", "--backend", "cpu"};
     cr_expect_eq(cmd_bench(5, a4), 1, "a missing model must fail");
+}
+
+/* Workload specs are checked before the model is opened: exit 2 for any bad one. */
+Test(bench, bad_workloads_fail) {
+    const char *bad[] = {"seq:abc",         "seq:0",           "seq:16,iters=0", "seq:16,frob=1",
+                         "seq:16,iters",    "mix:9:3",         "mix:4",          "rand:4",
+                         "seq:16,graphs=2", "seq:16,warmup=-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *args[] = {"bench", "--model",    "/nonexistent/model", "--backend",
+                        "cpu",   "--workload", (char *)bad[i]};
+        cr_expect_eq(cmd_bench(7, args), 2, "--workload %s must be refused", bad[i]);
+    }
+    char *both[] = {"bench", "--model", "x", "--seq-len", "16", "--workload", "seq:16"};
+    cr_expect_eq(cmd_bench(7, both), 2, "--seq-len with --workload must be refused");
+    char *mix[] = {"bench", "--model", "x", "--mix", "16:512x"};
+    cr_expect_eq(cmd_bench(5, mix), 2, "--mix 16:512x must be refused");
+}
+
+/* Several workloads on one cpu engine: one result line each, with its spec, the exact budget
+ * (a sequence over it runs whole on cpu) and no graphs. */
+Test(bench, workloads_on_cpu_backend, .init = cr_redirect_stdout, .timeout = 120) {
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "bench-wl", (tu_geometry){512, 64, 128, 2, 2, 1}, ST_BF16, 0, 7);
+    char *args[] = {"bench",
+                    "--model",
+                    dir,
+                    "--backend",
+                    "cpu",
+                    "--batch-tokens",
+                    "32",
+                    "--iters",
+                    "1",
+                    "--warmup",
+                    "0",
+                    "--workload",
+                    "seq:8",
+                    "--workload",
+                    "seq:40,dims=16",
+                    "--workload",
+                    "mix:3:9,batch=20,iters=2"};
+    cr_assert_eq(cmd_bench((int)(sizeof args / sizeof args[0]), args), 0, "bench workloads");
+    fflush(stdout);
+    FILE *f = cr_get_redirected_stdout();
+    char line[1024], res[3][1024];
+    int n = 0, gemm_na = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "result ", 7) && n < 3) snprintf(res[n++], sizeof res[0], "%s", line);
+        gemm_na += !strncmp(line, "gemm       n/a", 14);
+    }
+    cr_assert_eq(n, 3, "%d result lines", n);
+    cr_expect(strstr(res[0], " tokens=32 seqs=4 ") && strstr(res[0], " workload=seq:8 budget=32 "),
+              "%s", res[0]);
+    cr_expect(strstr(res[1], " tokens=40 seqs=1 ") && strstr(res[1], " steps=1 chunks=0 "),
+              "over the budget, whole on cpu: %s", res[1]);
+    cr_expect(strstr(res[2], " workload=mix:3:9,batch=20,iters=2 ") &&
+                  strstr(res[2], " graphs=n/a"),
+              "%s", res[2]);
+    cr_expect_eq(gemm_na, 3, "cpu workloads say gemm n/a");
 }
 
 Test(bench, runs_on_cpu_backend, .init = cr_redirect_stdout, .timeout = 300) {

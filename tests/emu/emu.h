@@ -1,0 +1,64 @@
+/* emu.h — the kernel emulator's interface to the code compiled against it: what cuda_emu.h's
+ * macros and kernels/ptx.cuh's host branches call. Implemented in emu_core.cc (scheduler,
+ * barriers, warp collectives, shared-memory checks) and emu_ptx.cc (the PTX instructions).
+ *
+ * Execution model: a launch runs its blocks one after another; the threads of a block are fibers
+ * on one OS thread; a fiber runs until it waits (a barrier, a warp collective) or exits. A
+ * collective completes when the last lane of the warp arrives: that lane computes every lane's
+ * result from all the lanes' operands, by the PTX ISA's fragment layouts. */
+#ifndef QE_TESTS_EMU_EMU_H
+#define QE_TESTS_EMU_EMU_H
+#include <stddef.h>
+#include <stdint.h>
+#include <vector_types.h> /* uint3, dim3 (host-usable CUDA toolkit header) */
+
+namespace emu {
+
+/* One emulated CUDA thread. */
+struct thread_ctx {
+    uint3 tid;  /* threadIdx */
+    int linear; /* x + y*bx + z*bx*by */
+    int warp, lane;
+};
+
+extern thread_ctx *cur; /* the thread running now (nullptr outside a kernel) */
+extern uint3 block_idx;
+extern dim3 block_dim, grid_dim;
+
+/* ---- launches (cuda_emu.h builds the records; the stand-in stream runs them) */
+
+struct launch_cfg {
+    const char *kernel, *file; /* the kernel's name and the launch's source line */
+    int line;
+    dim3 grid, block;
+    size_t dynamic_smem;
+};
+/* Runs every block of a launch; body(rec) is one thread's execution of the kernel. Returns 0, or
+ * -1 after an emulator error (reported on stderr and kept for qe_emu_last_error). */
+int run_grid(const launch_cfg &cfg, void (*body)(const void *rec), const void *rec);
+/* Checks the launch configuration (as cudaLaunchKernel does) and queues the record on the
+ * stand-in stream (tests/hostsim_runtime.c), which copies its n bytes. */
+void submit(const launch_cfg &cfg, int (*run)(const void *rec), const void *rec, size_t n);
+
+/* ---- block and warp synchronisation */
+
+void syncthreads();
+enum shfl_kind { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR };
+uint32_t shfl(uint32_t mask, uint32_t value, int lane_arg, int width, shfl_kind kind);
+
+/* ---- shared memory: static __shared__ arrays live in one section, the "window" */
+
+size_t cvta_shared(const void *p); /* the 32-bit shared address: offset into the window */
+/* Race check of a shared-memory access by the current thread (no-op outside the window). */
+void shared_access(const void *p, size_t n, bool write, const void *pc);
+
+/* ---- PTX instructions (emu_ptx.cc) */
+
+void cp_async(void *dst, const void *src, int cp_size, int src_bytes);
+void cp_async_commit();
+void cp_async_wait(int newest_pending);
+void ldmatrix(uint32_t *out, int num, bool trans, const void *p);
+void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+
+} // namespace emu
+#endif
