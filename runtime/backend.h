@@ -8,6 +8,9 @@
 #include "qembed_debug.h"
 #include "../weights/model.h"
 
+/* The step budget when qe_options.max_batch_tokens is 0. */
+enum { QE_DEFAULT_BATCH_TOKENS = 16384 };
+
 /* A packed batch: every sequence's tokens back to back, no padding. */
 typedef struct qe_batch {
     int n_seqs;

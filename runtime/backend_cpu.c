@@ -1,12 +1,15 @@
 /* backend_cpu.c — the CPU reference backend: fp32 weights, the C reference kernels, pthreads
- * over tiles of each matmul and over attention heads. Plain and readable: the oracle for the
- * CUDA backend and the CI path. */
+ * over tiles of each matmul, and the tiled fp32 attention of cpu_attention.c (threads over
+ * sequences, kv heads and query blocks). Plain and readable: the oracle for the CUDA backend and
+ * the CI path. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "backend.h"
+#include "cpu_attention.h"
 #include "kernels/ref/ref.h"
 #include "parallel.h"
 
@@ -26,9 +29,14 @@ typedef struct cpu_state {
     float *final_norm;
     float *weights; /* one allocation for every converted weight */
     qe_pool *pool;
+    int max_tokens; /* the step budget: a longer sequence runs in chunks of at most this many */
     /* activations, grown to the largest step seen */
     int cap_tokens;
     float *x, *h, *qkv, *attn, *gate_up, *act;
+    /* chunked prefill: [layers][kv_cap][k kv_dim | v kv_dim] of the sequence being chunked,
+     * made by the first long sequence, grown only for a longer one */
+    float *kv;
+    int kv_cap;
 } cpu_state;
 
 static float *take(float **cursor, const st_tensor *t) {
@@ -87,6 +95,7 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
         W->wdown = take(&cur, L->w_down);
     }
     s->final_norm = take(&cur, m->final_norm);
+    s->max_tokens = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : QE_DEFAULT_BATCH_TOKENS;
     *out = s;
     return QE_OK;
 }
@@ -103,6 +112,7 @@ static void cpu_destroy(void *state) {
     free(s->attn);
     free(s->gate_up);
     free(s->act);
+    free(s->kv);
     free(s);
 }
 
@@ -150,16 +160,61 @@ static void matmul(cpu_state *s, const float *x, int m, int k, const float *w, i
     pool_run(s->pool, ((m + TILE_M - 1) / TILE_M) * j.tiles_n, matmul_tile, &j);
 }
 
-typedef struct {
-    const cpu_state *s;
-    const qe_batch *b;
-} attn_job;
+/* A chunk of one long sequence: its tokens start at position `start`, and every earlier token's
+ * K and V rows are in the cache (NULL chunk: the step holds whole sequences). */
+typedef struct chunk {
+    int start;
+} chunk;
 
-static void attention_head(void *ctx, int h) {
-    const attn_job *j = ctx;
-    const qe_config *c = &j->s->cfg;
-    ref_attention(j->s->qkv, j->b->cu_seqlens, j->b->n_seqs, c->num_heads, c->num_kv_heads,
-                  c->head_dim, NULL, h, h + 1, j->s->attn);
+/* The cache rows of layer l: [kv_cap][k | v]. */
+static float *kv_layer(const cpu_state *s, int l) {
+    return s->kv + (size_t)l * s->kv_cap * 2 * s->kv_dim;
+}
+
+/* Causal attention of the step's queries. Whole sequences attend to their own qkv rows; a chunk
+ * first appends its K|V rows to layer l's cache, then attends to every cached key of the
+ * sequence (its queries are the last of them: the kernel's bottom-right alignment). */
+static int attention(cpu_state *s, const qe_batch *b, const chunk *ck, int l) {
+    const qe_config *c = &s->cfg;
+    cpu_attn_params p;
+    memset(&p, 0, sizeof p);
+    p.q = s->qkv, p.out = s->attn;
+    p.q_stride = s->qkv_dim, p.out_stride = s->q_dim;
+    p.cu_seqlens_q = b->cu_seqlens, p.n_seqs = b->n_seqs;
+    p.heads = c->num_heads, p.kv_heads = c->num_kv_heads, p.head_dim = c->head_dim;
+    p.scale = (float)(1.0 / sqrt((double)c->head_dim));
+    int32_t cu_k[2] = {0, 0};
+    if (!ck) {
+        p.k = s->qkv + s->q_dim, p.v = s->qkv + s->q_dim + s->kv_dim;
+        p.kv_stride = s->qkv_dim, p.cu_seqlens_k = b->cu_seqlens;
+    } else {
+        float *cache = kv_layer(s, l);
+        for (int t = 0; t < b->n_tokens; t++)
+            memcpy(cache + (size_t)(ck->start + t) * 2 * s->kv_dim,
+                   s->qkv + (size_t)t * s->qkv_dim + s->q_dim, sizeof(float) * 2 * s->kv_dim);
+        cu_k[1] = ck->start + b->n_tokens;
+        p.k = cache, p.v = cache + s->kv_dim;
+        p.kv_stride = 2 * s->kv_dim, p.cu_seqlens_k = cu_k;
+    }
+    return cpu_attention(&p, s->pool);
+}
+
+/* Makes the cache hold a sequence of `tokens` (rounded up to 1024, at most the model's
+ * positions); the cache keeps its size when it is already large enough. */
+static qe_status kv_reserve(cpu_state *s, int tokens, char *err, size_t errlen) {
+    if (tokens <= s->kv_cap) return QE_OK;
+    int cap = (tokens + 1023) / 1024 * 1024;
+    if (cap > s->cfg.max_position_embeddings) cap = tokens;
+    const size_t bytes = (size_t)s->cfg.num_layers * cap * 2 * s->kv_dim * sizeof(float);
+    free(s->kv);
+    s->kv = malloc(bytes);
+    s->kv_cap = s->kv ? cap : 0;
+    if (s->kv) return QE_OK;
+    snprintf(err, errlen,
+             "out of host memory for the K/V cache of a %d-token sequence (%.2f GiB; the cpu "
+             "backend runs sequences longer than max_batch_tokens %d in chunks against it)",
+             tokens, (double)bytes / (1u << 30), s->max_tokens);
+    return QE_ERR_NOMEM;
 }
 
 static void gather_embeddings(const cpu_state *s, const qe_batch *b) {
@@ -174,9 +229,10 @@ static void gather_embeddings(const cpu_state *s, const qe_batch *b) {
     }
 }
 
-/* Embeds the batch and runs the first n_layers layers; the residual stream ends in s->x. */
-static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char *err,
-                            size_t errlen) {
+/* Embeds the batch and runs the first n_layers layers; the residual stream ends in s->x. ck: the
+ * batch is that chunk of a long sequence (NULL: whole sequences). */
+static qe_status run_layers(cpu_state *s, const qe_batch *b, const chunk *ck, int n_layers,
+                            char *err, size_t errlen) {
     const qe_config *c = &s->cfg;
     const int T = b->n_tokens, H = c->hidden_size, F = c->intermediate_size;
     const float eps = (float)c->rms_norm_eps;
@@ -191,8 +247,10 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char 
         matmul(s, s->h, T, H, W->wqkv, s->qkv_dim, s->qkv, 0);
         ref_qk_norm_rope(s->qkv, T, c->num_heads, c->num_kv_heads, c->head_dim, b->positions,
                          W->q_norm, W->k_norm, eps, c->rope_theta);
-        attn_job aj = {s, b};
-        pool_run(s->pool, c->num_heads, attention_head, &aj);
+        if (attention(s, b, ck, l)) {
+            snprintf(err, errlen, "out of host memory for the attention of %d tokens", T);
+            return QE_ERR_NOMEM;
+        }
         matmul(s, s->attn, T, s->q_dim, W->wo, H, s->x, 1);
         ref_rmsnorm(s->x, W->mlp_norm, T, H, eps, s->h);
         matmul(s, s->h, T, H, W->wgate_up, 2 * F, s->gate_up, 0);
@@ -202,22 +260,51 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char 
     return QE_OK;
 }
 
+/* Runs the batch's first n_layers layers: whole, or, for one sequence longer than the step
+ * budget, in chunks of at most max_tokens tokens against the K/V cache (every step bounded, as on
+ * the CUDA backend). rows, when not NULL, receives the residual stream of every token. The
+ * residual stream of the last piece run stays in s->x: the whole batch (*chunk_len 0), or the
+ * last chunk, of *chunk_len tokens. */
+static qe_status run_bounded(cpu_state *s, const qe_batch *b, int n_layers, float *rows,
+                             int *chunk_len, char *err, size_t errlen) {
+    const int H = s->cfg.hidden_size;
+    *chunk_len = 0;
+    if (b->n_tokens <= s->max_tokens || b->n_seqs != 1) {
+        qe_status st = run_layers(s, b, NULL, n_layers, err, errlen);
+        if (st == QE_OK && rows) memcpy(rows, s->x, sizeof(float) * (size_t)b->n_tokens * H);
+        return st;
+    }
+    qe_status st = kv_reserve(s, b->n_tokens, err, errlen);
+    for (int start = 0; st == QE_OK && start < b->n_tokens; start += s->max_tokens) {
+        const int len = b->n_tokens - start < s->max_tokens ? b->n_tokens - start : s->max_tokens;
+        const int32_t cu[2] = {0, len};
+        const qe_batch piece = {1, len, b->tokens + start, b->positions + start, cu};
+        const chunk ck = {start};
+        st = run_layers(s, &piece, &ck, n_layers, err, errlen);
+        if (st == QE_OK && rows)
+            memcpy(rows + (size_t)start * H, s->x, sizeof(float) * (size_t)len * H);
+        *chunk_len = len;
+    }
+    return st;
+}
+
 static qe_status cpu_forward(void *state, const qe_batch *b, int dims, int normalize, float *out,
                              char *err, size_t errlen) {
     cpu_state *s = state;
-    qe_status st = run_layers(s, b, s->cfg.num_layers, err, errlen);
-    if (st == QE_OK)
-        ref_pool_last(s->x, s->cfg.hidden_size, b->cu_seqlens, b->n_seqs, s->final_norm,
-                      (float)s->cfg.rms_norm_eps, dims, normalize, out);
-    return st;
+    int chunk_len;
+    qe_status st = run_bounded(s, b, s->cfg.num_layers, NULL, &chunk_len, err, errlen);
+    if (st != QE_OK) return st;
+    const int32_t cu_chunk[2] = {0, chunk_len}; /* a chunked sequence: its last chunk's last row */
+    ref_pool_last(s->x, s->cfg.hidden_size, chunk_len ? cu_chunk : b->cu_seqlens,
+                  chunk_len ? 1 : b->n_seqs, s->final_norm, (float)s->cfg.rms_norm_eps, dims,
+                  normalize, out);
+    return QE_OK;
 }
 
 static qe_status cpu_residual(void *state, const qe_batch *b, int n_layers, float *out, char *err,
                               size_t errlen) {
-    cpu_state *s = state;
-    qe_status st = run_layers(s, b, n_layers, err, errlen);
-    if (st == QE_OK) memcpy(out, s->x, sizeof(float) * (size_t)b->n_tokens * s->cfg.hidden_size);
-    return st;
+    int chunk_len;
+    return run_bounded(state, b, n_layers, out, &chunk_len, err, errlen);
 }
 
 /* No device, no steps of its own (the engine splits), no graphs, GEMM plans or profiler: the

@@ -22,8 +22,6 @@ struct qe_engine {
     char last_error[512];
 };
 
-enum { DEFAULT_BATCH_TOKENS = 16384 };
-
 static qe_status fail(qe_engine *e, qe_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -52,7 +50,8 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
     qe_engine *e = calloc(1, sizeof *e);
     if (!e) return QE_ERR_NOMEM;
     pthread_mutex_init(&e->lock, NULL);
-    e->max_batch_tokens = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : DEFAULT_BATCH_TOKENS;
+    e->max_batch_tokens =
+        opt->max_batch_tokens > 0 ? opt->max_batch_tokens : QE_DEFAULT_BATCH_TOKENS;
     if (model_open(opt->model_dir, &e->model, err, errlen)) {
         free(e);
         return QE_ERR_FORMAT;

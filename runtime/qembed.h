@@ -27,11 +27,13 @@ typedef struct qe_options {
     int threads;          /* CPU backend worker threads; 0 = every core */
     int max_batch_tokens; /* tokens per forward step; 0 = 16384 */
     int device;           /* CUDA device ordinal */
-    /* CUDA: sequences longer than max_batch_tokens run in chunks against a K/V cache. With
+    /* Sequences longer than max_batch_tokens run in chunks against a K/V cache (both backends).
+     * CUDA: with
      * reserve_tokens > max_batch_tokens the cache for sequences up to that many tokens is
      * allocated by qe_open (which fails with QE_ERR_NOMEM if it does not fit), so no request
      * meets an out-of-memory later; -1 reserves for the model's max_position_embeddings; 0
-     * allocates it on the first long sequence. The CPU backend ignores it. */
+     * allocates it on the first long sequence. The CPU backend ignores it (its cache is host
+     * memory, made by the first long sequence). */
     int reserve_tokens;
 } qe_options;
 

@@ -49,13 +49,14 @@ static double *doubles_of(const cJSON *arr, int *len) {
     return d;
 }
 
-Test(golden, every_case_matches_hugging_face, .timeout = 300) {
-    SKIP_UNLESS_EXISTS(TINY_MODEL "/golden.json");
+/* Every golden case, one call each, on a CPU engine with the given step budget (0: the default);
+ * returns how many cases were longer than the budget (run in chunks). */
+static int goldens_at(int budget) {
     cJSON *g = load_json(TINY_MODEL "/golden.json");
-    qe_engine *e = open_cpu(TINY_MODEL, 0, 0);
+    qe_engine *e = open_cpu(TINY_MODEL, 0, budget);
     const int D = qe_dim(e);
     float *v = malloc(sizeof(float) * (size_t)D);
-    int n_cases = 0;
+    int n_cases = 0, chunked = 0;
     double worst = 1;
     for (const cJSON *c = cJSON_GetObjectItem(g, "cases")->child; c; c = c->next) {
         int len, dl;
@@ -66,16 +67,23 @@ Test(golden, every_case_matches_hugging_face, .timeout = 300) {
         cr_assert_eq(qe_embed_ids(e, &p, &len, 1, 0, v), QE_OK, "%s", qe_last_error(e));
         double cos = tu_cosine(v, want, D);
         if (cos < worst) worst = cos;
-        cr_assert_geq(cos, 0.99999, "length %d: cosine %.7f", len, cos);
+        cr_assert_geq(cos, 0.99999, "length %d (budget %d): cosine %.7f", len, budget, cos);
         n_cases++;
+        chunked += budget && len > budget;
         free(ids);
         free(want);
     }
     cr_assert_eq(n_cases, 11);
-    cr_log_info("golden: %d cases, worst cosine %.8f", n_cases, worst);
+    cr_log_info("golden (budget %d): %d cases, worst cosine %.8f", budget, n_cases, worst);
     free(v);
     qe_close(e);
     cJSON_Delete(g);
+    return chunked;
+}
+
+Test(golden, every_case_matches_hugging_face, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/golden.json");
+    goldens_at(0);
 }
 
 Test(golden, all_cases_packed_in_one_batch, .timeout = 300) {
@@ -311,7 +319,8 @@ static void geometry(const char *tag, int hidden, int inter, int layers, int hea
     cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
     qe_model m;
     cr_assert_eq(model_open(dir, &m, err, sizeof err), 0, "%s", err);
-    qe_engine *e = open_cpu(dir, 2, 0);
+    /* whole, and with a 16-token budget: the 40-token sequence then runs in three chunks */
+    qe_engine *e = open_cpu(dir, 2, 0), *chunked = open_cpu(dir, 2, 16);
     const int lens[3] = {1, 9, 40};
     int32_t ids[40];
     double *want = malloc(sizeof(double) * (size_t)hidden);
@@ -321,12 +330,17 @@ static void geometry(const char *tag, int hidden, int inter, int layers, int hea
     for (int c = 0; c < 3; c++) {
         naive_embed(&m, ids, lens[c], want);
         const int32_t *p = ids;
-        cr_assert_eq(qe_embed_ids(e, &p, &lens[c], 1, 0, got), QE_OK, "%s", qe_last_error(e));
-        double cos = tu_cosine(got, want, hidden);
-        cr_assert_geq(cos, 0.99999, "%s length %d: cosine %.7f", tag, lens[c], cos);
+        for (int k = 0; k < 2; k++) {
+            qe_engine *x = k ? chunked : e;
+            cr_assert_eq(qe_embed_ids(x, &p, &lens[c], 1, 0, got), QE_OK, "%s", qe_last_error(x));
+            double cos = tu_cosine(got, want, hidden);
+            cr_assert_geq(cos, 0.99999, "%s length %d%s: cosine %.7f", tag, lens[c],
+                          k ? " in 16-token chunks" : "", cos);
+        }
     }
     free(want);
     free(got);
+    qe_close(chunked);
     qe_close(e);
     model_close(&m);
 }
@@ -440,4 +454,54 @@ Test(invariance, unnormalized_is_the_scaled_normalized_vector) {
     for (int i = 0; i < 48; i++)
         cr_assert_float_eq(raw[i] / n, unit[i], 1e-6, "dim %d", i);
     qe_close(e);
+}
+
+/* --- chunked prefill: a sequence longer than the step budget runs in chunks against a K/V
+ * cache, so no step exceeds the budget --- */
+
+/* Chunking changes neither a key nor the order keys are summed in (the attention's key tiles
+ * start at key 0 either way, matmuls and norms are per row): chunked and whole are bitwise
+ * equal, alone and in a batch with short sequences, and so is the residual stream. */
+Test(chunked, equals_whole_runs_bitwise, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/model.safetensors");
+    enum { N = 7 };
+    const int lens[N] = {65, 3, 200, 64, 513, 1, 1100};
+    int32_t *ids[N];
+    for (int s = 0; s < N; s++) {
+        ids[s] = malloc(sizeof(int32_t) * (size_t)lens[s]);
+        for (int t = 0; t < lens[s]; t++)
+            ids[s][t] = (s * 4099 + t * 7717 + 5) % 151669;
+    }
+    qe_engine *whole = open_cpu(TINY_MODEL, 2, 0), *chunk = open_cpu(TINY_MODEL, 2, 64);
+    const int D = qe_dim(whole);
+    float *a = malloc(sizeof(float) * N * D), *b = malloc(sizeof(float) * N * D);
+    for (int s = 0; s < N; s++) {
+        const int32_t *p = ids[s];
+        cr_assert_eq(qe_embed_ids(whole, &p, &lens[s], 1, 0, a + s * D), QE_OK);
+    }
+    cr_assert_eq(qe_embed_ids(chunk, (const int32_t *const *)ids, lens, N, 0, b), QE_OK, "%s",
+                 qe_last_error(chunk));
+    for (int s = 0; s < N; s++)
+        cr_expect(memcmp(a + s * D, b + s * D, sizeof(float) * D) == 0,
+                  "sequence %d (%d tokens, budget 64): chunked differs from whole (cosine %.9f)", s,
+                  lens[s], tu_cosine_ff(a + s * D, b + s * D, D));
+    for (int nl = 1; nl <= 3; nl++) {
+        const size_t n = (size_t)lens[4] * D;
+        float *rw = malloc(sizeof(float) * n), *rc = malloc(sizeof(float) * n);
+        cr_assert_eq(qe_debug_residual(whole, ids[4], lens[4], nl, rw), QE_OK);
+        cr_assert_eq(qe_debug_residual(chunk, ids[4], lens[4], nl, rc), QE_OK);
+        cr_expect(memcmp(rw, rc, sizeof(float) * n) == 0,
+                  "residual after %d layers: chunked differs from whole", nl);
+        free(rw), free(rc);
+    }
+    for (int s = 0; s < N; s++)
+        free(ids[s]);
+    free(a), free(b);
+    qe_close(whole), qe_close(chunk);
+}
+
+/* Every golden case with a 256-token budget (1000 and 2048 tokens run in 4 and 8 chunks). */
+Test(chunked, goldens_at_a_small_budget, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/golden.json");
+    cr_expect_geq(goldens_at(256), 2, "no golden case was long enough to be chunked");
 }

@@ -107,8 +107,8 @@ Test(bench, workloads_on_cpu_backend, .init = cr_redirect_stdout, .timeout = 120
     cr_assert_eq(n, 3, "%d result lines", n);
     cr_expect(strstr(res[0], " tokens=32 seqs=4 ") && strstr(res[0], " workload=seq:8 budget=32 "),
               "%s", res[0]);
-    cr_expect(strstr(res[1], " tokens=40 seqs=1 ") && strstr(res[1], " steps=1 chunks=0 "),
-              "over the budget, whole on cpu: %s", res[1]);
+    cr_expect(strstr(res[1], " tokens=40 seqs=1 ") && strstr(res[1], " steps=2 chunks=2 "),
+              "over the budget of 32: two chunks: %s", res[1]);
     cr_expect(strstr(res[2], " workload=mix:3:9,batch=20,iters=2 ") &&
                   strstr(res[2], " graphs=n/a"),
               "%s", res[2]);

@@ -6,9 +6,9 @@
  * per-op breakdown when the engine closes; a workload's profile=1 profiles that workload alone.
  *
  * The engine's step budget (max_batch_tokens) is exactly --batch-tokens, as in the server: a
- * longer sequence runs in chunks (chunked prefill, CUDA) and a call holding more tokens runs as
- * several steps. With the CUDA backend each workload also reports the steps it ran, the CUDA
- * graphs captured, replayed and refused, and the cuBLASLt algorithm of each GEMM shape
+ * longer sequence runs in chunks (chunked prefill, both backends) and a call holding more tokens
+ * runs as several steps. With the CUDA backend each workload also reports the steps it ran, the
+ * CUDA graphs captured, replayed and refused, and the cuBLASLt algorithm of each GEMM shape
  * (qembed_debug.h).
  *
  * FLOPs per call = sum over sequences of L * 2 * (linear parameters)
@@ -71,7 +71,7 @@ static void usage(FILE *f) {
         "                          --workload seq:32768,iters=3,warmup=1\n"
         "                          --workload seq:24,batch=24,iters=50,graphs=0\n"
         "  --batch-tokens N   the engine's step budget (max_batch_tokens), exactly: a longer\n"
-        "                     sequence runs in chunks (chunked prefill on cuda), a larger call in\n"
+        "                     sequence runs in chunks (chunked prefill), a larger call in\n"
         "                     several steps; also the default tokens per call\n"
         "                     (default 16384 on cuda, 1024 on cpu)\n"
         "  --iters N          timed calls (default 10)\n"
@@ -353,19 +353,17 @@ static int batch_make(bench_batch *b, const bench_workload *w, int budget, int s
 }
 
 /* Steps one call takes under the engine budget, as the backends split it: sequences packed in
- * order while they fit; one longer than the budget runs alone, in ceil(L / budget) chunks on
- * cuda, whole as one step on cpu. */
-static int steps_per_call(const bench_batch *b, int budget, int chunked, int *chunks,
-                          int *longest) {
+ * order while they fit; one longer than the budget runs alone, in ceil(L / budget) chunks. */
+static int steps_per_call(const bench_batch *b, int budget, int *chunks, int *longest) {
     int steps = 0, used = 0;
     *chunks = 0, *longest = 0;
     for (int i = 0; i < b->n; i++) {
         const int L = b->lens[i];
         if (L > *longest) *longest = L;
         if (L > budget) {
-            const int c = chunked ? (L + budget - 1) / budget : 1;
+            const int c = (L + budget - 1) / budget;
             steps += c + (used > 0);
-            *chunks += chunked ? c : 0;
+            *chunks += c;
             used = 0;
         } else if (used + L > budget) {
             steps++;
@@ -403,13 +401,12 @@ static void print_header(qe_engine *e, const bench_args *a, const qe_config *cfg
                    prop.multiProcessorCount, (double)tot / 1073741824.0, (double)fr / 1073741824.0);
     }
 #endif
-    printf("engine     max_batch_tokens %d (--batch-tokens): %s\n", a->batch_tokens,
-           cuda ? "a longer sequence runs in chunks against a K/V cache (chunked prefill)"
-                : "a longer sequence runs whole as a step of its own (the cpu backend does not "
-                  "chunk)");
+    printf("engine     max_batch_tokens %d (--batch-tokens): a longer sequence runs in chunks "
+           "against a K/V cache (chunked prefill)\n",
+           a->batch_tokens);
 }
 
-static void print_batch(const bench_workload *w, const bench_batch *b, int budget, int cuda) {
+static void print_batch(const bench_workload *w, const bench_batch *b, int budget) {
     if (w->mix_min)
         printf("batch      %d sequences, lengths %d..%d, %d tokens per call\n", b->n, w->mix_min,
                w->mix_max, b->tokens);
@@ -417,12 +414,10 @@ static void print_batch(const bench_workload *w, const bench_batch *b, int budge
         printf("batch      %d sequence%s x %d tokens = %d tokens per call\n", b->n,
                b->n == 1 ? "" : "s", w->seq_len, b->tokens);
     int chunks, longest;
-    const int steps = steps_per_call(b, budget, cuda, &chunks, &longest);
+    const int steps = steps_per_call(b, budget, &chunks, &longest);
     printf("steps      %d per call under the budget of %d tokens", steps, budget);
     if (chunks)
         printf(": the %d-token sequence runs in %d chunks (chunked prefill)", longest, chunks);
-    else if (longest > budget)
-        printf(": the %d-token sequence runs whole, unchunked", longest);
     printf("\n");
     printf("calls      %d timed after %d warm-up\n", w->iters, w->warmup);
 }
@@ -569,7 +564,7 @@ static void print_result(qe_engine *e, const qe_config *cfg, const bench_workloa
                BENCH_CEILING_TFLOPS);
     printf("\n");
     int chunks, longest;
-    long long steps = steps_per_call(b, budget, cuda, &chunks, &longest), n_chunks = chunks;
+    long long steps = steps_per_call(b, budget, &chunks, &longest), n_chunks = chunks;
     const long long calls = w->warmup + w->iters;
     if (cuda) { /* what the backend counted, rather than what it should have done */
         steps = (after->steps - before->steps) / calls;
@@ -598,7 +593,7 @@ static int run_workload(qe_engine *e, const qe_config *cfg, const bench_args *a,
         fprintf(stderr, "qembed bench: out of host memory for workload %s\n", w->spec);
         return 1;
     }
-    print_batch(w, &b, a->batch_tokens, cuda);
+    print_batch(w, &b, a->batch_tokens);
     const int out_dims = w->dims ? w->dims : qe_dim(e);
     float *out = malloc(sizeof(float) * (size_t)b.n * (size_t)out_dims);
     double *times = malloc(sizeof(double) * (size_t)w->iters);
