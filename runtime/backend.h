@@ -4,6 +4,7 @@
 #define QE_RUNTIME_BACKEND_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "qembed.h"
 #include "qembed_debug.h"
 #include "../weights/model.h"
@@ -18,7 +19,18 @@ typedef struct qe_batch {
     const int32_t *tokens;     /* [n_tokens] */
     const int32_t *positions;  /* [n_tokens], restart at 0 per sequence */
     const int32_t *cu_seqlens; /* [n_seqs + 1], cu_seqlens[0] = 0 */
+    /* Cancellation (qe_embed_ids_stoppable): polled before every step and chunk; when it returns
+     * nonzero the backend waits for what it started and returns QE_ERR_CANCELLED. NULL: never. */
+    qe_stop_fn stop;
+    void *stop_ctx;
 } qe_batch;
+
+/* Whether the batch's caller asked to stop; fills err with the backend's message when it did. */
+static inline int qe_batch_stopped(const qe_batch *b, const char *who, char *err, size_t errlen) {
+    if (!b->stop || !b->stop(b->stop_ctx)) return 0;
+    snprintf(err, errlen, "%s: cancelled by the caller at a step boundary", who);
+    return 1;
+}
 
 typedef struct qe_backend_ops {
     const char *name;

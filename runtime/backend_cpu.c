@@ -269,6 +269,7 @@ static qe_status run_bounded(cpu_state *s, const qe_batch *b, int n_layers, floa
                              int *chunk_len, char *err, size_t errlen) {
     const int H = s->cfg.hidden_size;
     *chunk_len = 0;
+    if (qe_batch_stopped(b, "cpu backend", err, errlen)) return QE_ERR_CANCELLED;
     if (b->n_tokens <= s->max_tokens || b->n_seqs != 1) {
         qe_status st = run_layers(s, b, NULL, n_layers, err, errlen);
         if (st == QE_OK && rows) memcpy(rows, s->x, sizeof(float) * (size_t)b->n_tokens * H);
@@ -276,9 +277,14 @@ static qe_status run_bounded(cpu_state *s, const qe_batch *b, int n_layers, floa
     }
     qe_status st = kv_reserve(s, b->n_tokens, err, errlen);
     for (int start = 0; st == QE_OK && start < b->n_tokens; start += s->max_tokens) {
+        if (start > 0 && qe_batch_stopped(b, "cpu backend", err, errlen)) return QE_ERR_CANCELLED;
         const int len = b->n_tokens - start < s->max_tokens ? b->n_tokens - start : s->max_tokens;
         const int32_t cu[2] = {0, len};
-        const qe_batch piece = {1, len, b->tokens + start, b->positions + start, cu};
+        const qe_batch piece = {.n_seqs = 1,
+                                .n_tokens = len,
+                                .tokens = b->tokens + start,
+                                .positions = b->positions + start,
+                                .cu_seqlens = cu};
         const chunk ck = {start};
         st = run_layers(s, &piece, &ck, n_layers, err, errlen);
         if (st == QE_OK && rows)

@@ -654,16 +654,26 @@ static int enter_device(cuda_state *st, char *err, size_t errlen) {
     return e == cudaSuccess;
 }
 
+/* The caller asked to stop (qe_batch.stop): what was started finishes first, so nothing is left
+ * in flight or writing into the caller's buffer. */
+static qe_status stopped(cuda_state *st, char *err, size_t errlen) {
+    if (wait_all(st) != QE_K_OK) return step_failed(st, err, errlen);
+    return QE_ERR_CANCELLED;
+}
+
 /* One sequence longer than max_batch_tokens, chunk by chunk against the K/V cache. out: its pooled
  * row [dims] (forward) or NULL with residual_out: its residual rows [len, hidden] after n_layers
- * layers (the residual hook). Returns with nothing in flight. */
-static qe_status run_chunked(cuda_state *st, const int32_t *tokens, const int32_t *positions,
-                             int len, int dims, int normalize, float *out, int n_layers,
-                             float *residual_out, char *err, size_t errlen) {
+ * layers (the residual hook). b->stop is polled before every chunk but the first. Returns with
+ * nothing in flight. */
+static qe_status run_chunked(cuda_state *st, const qe_batch *b, const int32_t *tokens,
+                             const int32_t *positions, int len, int dims, int normalize, float *out,
+                             int n_layers, float *residual_out, char *err, size_t errlen) {
     if (wait_all(st) != QE_K_OK) return step_failed(st, err, errlen); /* before the cache moves */
     qe_status status = ensure_kv(st, len, err, errlen);
     if (status != QE_OK) return status;
     for (int past = 0; past < len; past += st->max_tokens) {
+        if (past > 0 && qe_batch_stopped(b, "cuda backend", err, errlen))
+            return stopped(st, err, errlen);
         const int n = len - past < st->max_tokens ? len - past : st->max_tokens;
         const int32_t cu[2] = {0, n};
         if (run_step(st, tokens + past, positions + past, cu, 1, past, past + n == len, dims,
@@ -701,11 +711,12 @@ static qe_status forward(void *state, const qe_batch *b, int dims, int normalize
         }
     int first = 0;
     while (first < b->n_seqs) {
+        if (qe_batch_stopped(b, "cuda backend", err, errlen)) return stopped(st, err, errlen);
         const int t0 = b->cu_seqlens[first];
         if (b->cu_seqlens[first + 1] - t0 > st->max_tokens) {
             /* longer than a step: alone, in chunks */
             qe_status status = run_chunked(
-                st, b->tokens + t0, b->positions + t0, b->cu_seqlens[first + 1] - t0, dims,
+                st, b, b->tokens + t0, b->positions + t0, b->cu_seqlens[first + 1] - t0, dims,
                 normalize, out + (size_t)first * dims, st->layers, NULL, err, errlen);
             if (status != QE_OK) return status;
             first++;
@@ -748,8 +759,8 @@ static qe_status residual(void *state, const qe_batch *b, int n_layers, float *o
             return QE_ERR_ARG;
         }
     if (b->n_tokens > st->max_tokens)
-        return run_chunked(st, b->tokens, b->positions, b->n_tokens, st->hidden, 1, NULL, n_layers,
-                           out, err, errlen);
+        return run_chunked(st, b, b->tokens, b->positions, b->n_tokens, st->hidden, 1, NULL,
+                           n_layers, out, err, errlen);
     if (run_step(st, b->tokens, b->positions, b->cu_seqlens, b->n_seqs, -1, 1, st->hidden, 1, NULL,
                  n_layers, out) != QE_K_OK ||
         wait_all(st) != QE_K_OK) {

@@ -31,8 +31,9 @@ static qe_status fail(qe_engine *e, qe_status st, const char *fmt, ...) {
 }
 
 const char *qe_status_name(qe_status s) {
-    static const char *names[] = {"ok",          "invalid argument", "i/o error",    "bad format",
-                                  "unsupported", "out of memory",    "device error", "too long"};
+    static const char *names[] = {"ok",           "invalid argument", "i/o error",
+                                  "bad format",   "unsupported",      "out of memory",
+                                  "device error", "too long",         "cancelled"};
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
 }
 
@@ -138,9 +139,11 @@ static qe_status validate(qe_engine *e, const int32_t *const *ids, const int *le
     return QE_OK;
 }
 
-/* Packs sequences [first, last) into one batch and runs it. */
+/* Packs sequences [first, last) into one batch and runs it; the backend polls stop at its own
+ * step and chunk boundaries. */
 static qe_status run_step(qe_engine *e, const int32_t *const *ids, const int *lens, int first,
-                          int last, int dims, int normalize, float *out) {
+                          int last, int dims, int normalize, float *out, qe_stop_fn stop,
+                          void *ctx) {
     int n = last - first, total = 0;
     for (int i = first; i < last; i++)
         total += lens[i];
@@ -160,7 +163,7 @@ static qe_status run_step(qe_engine *e, const int32_t *const *ids, const int *le
             positions[cu[i] + p] = p;
         cu[i + 1] = cu[i] + len;
     }
-    qe_batch b = {n, total, tokens, positions, cu};
+    qe_batch b = {n, total, tokens, positions, cu, stop, ctx};
     qe_status s = e->ops->forward(e->backend, &b, dims, normalize, out + (size_t)first * dims,
                                   e->last_error, sizeof e->last_error);
     free(tokens);
@@ -175,20 +178,25 @@ qe_status qe_embed_ids(qe_engine *e, const int32_t *const *ids, const int *lens,
 
 qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *lens, int n, int dims,
                           int normalize, float *out) {
+    return qe_embed_ids_stoppable(e, ids, lens, n, dims, normalize, out, NULL, NULL);
+}
+
+qe_status qe_embed_ids_stoppable(qe_engine *e, const int32_t *const *ids, const int *lens, int n,
+                                 int dims, int normalize, float *out, qe_stop_fn stop, void *ctx) {
     pthread_mutex_lock(&e->lock);
     e->last_error[0] = 0;
     if (dims == 0) dims = e->model.cfg.hidden_size;
     qe_status s = validate(e, ids, lens, n, dims);
     if (s == QE_OK && e->ops->splits_steps) {
         /* the backend splits the call into steps itself, overlapping them */
-        if (n > 0) s = run_step(e, ids, lens, 0, n, dims, normalize, out);
+        if (n > 0) s = run_step(e, ids, lens, 0, n, dims, normalize, out, stop, ctx);
     } else {
         /* greedy packing in input order; a sequence over the budget runs as a step of its own */
         for (int first = 0; s == QE_OK && first < n;) {
             int last = first, tokens = 0;
             while (last < n && (last == first || tokens + lens[last] <= e->max_batch_tokens))
                 tokens += lens[last++];
-            s = run_step(e, ids, lens, first, last, dims, normalize, out);
+            s = run_step(e, ids, lens, first, last, dims, normalize, out, stop, ctx);
             first = last;
         }
     }
@@ -236,7 +244,8 @@ qe_status qe_debug_residual(qe_engine *e, const int32_t *ids, int len, int n_lay
         int32_t cu[2] = {0, len};
         for (int p = 0; p < len; p++)
             pos[p] = p;
-        qe_batch b = {1, len, ids, pos, cu};
+        qe_batch b = {
+            .n_seqs = 1, .n_tokens = len, .tokens = ids, .positions = pos, .cu_seqlens = cu};
         s = e->ops->residual(e->backend, &b, n_layers, out, e->last_error, sizeof e->last_error);
         free(pos);
     }

@@ -17,6 +17,8 @@ typedef enum {
     QE_ERR_NOMEM,       /* host or device memory exhausted */
     QE_ERR_DEVICE,      /* CUDA fault */
     QE_ERR_TOO_LONG,    /* sequence longer than the model's positions */
+    QE_ERR_CANCELLED,   /* the caller's stop function asked the call to end (qe_embed_ids_stoppable)
+                         */
 } qe_status;
 
 typedef enum { QE_BACKEND_CPU = 0, QE_BACKEND_CUDA = 1 } qe_backend;
@@ -28,12 +30,11 @@ typedef struct qe_options {
     int max_batch_tokens; /* tokens per forward step; 0 = 16384 */
     int device;           /* CUDA device ordinal */
     /* Sequences longer than max_batch_tokens run in chunks against a K/V cache (both backends).
-     * CUDA: with
-     * reserve_tokens > max_batch_tokens the cache for sequences up to that many tokens is
-     * allocated by qe_open (which fails with QE_ERR_NOMEM if it does not fit), so no request
-     * meets an out-of-memory later; -1 reserves for the model's max_position_embeddings; 0
-     * allocates it on the first long sequence. The CPU backend ignores it (its cache is host
-     * memory, made by the first long sequence). */
+     * CUDA: with reserve_tokens > max_batch_tokens the cache for sequences up to that many
+     * tokens is allocated by qe_open (which fails with QE_ERR_NOMEM if it does not fit), so no
+     * request meets an out-of-memory later; -1 reserves for the model's
+     * max_position_embeddings; 0 allocates it on the first long sequence. The CPU backend
+     * ignores it (its cache is host memory, made by the first long sequence). */
     int reserve_tokens;
 } qe_options;
 
@@ -50,6 +51,13 @@ qe_status qe_embed_ids(qe_engine *e, const int32_t *const *ids, const int *lens,
  * RMSNorm) cut to dims, without L2 normalisation. */
 qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *lens, int n, int dims,
                           int normalize, float *out);
+/* Cooperative cancellation: stop(ctx) is called on the calling thread before every step and
+ * every chunk of a long sequence (so at least once per max_batch_tokens tokens of work); when it
+ * returns nonzero the call ends there with QE_ERR_CANCELLED, nothing left running on the device,
+ * out undefined, and the engine ready for the next call. stop must be quick; NULL never stops. */
+typedef int (*qe_stop_fn)(void *ctx);
+qe_status qe_embed_ids_stoppable(qe_engine *e, const int32_t *const *ids, const int *lens, int n,
+                                 int dims, int normalize, float *out, qe_stop_fn stop, void *ctx);
 /* Tokenizes (end token appended, truncated to the model's positions) and embeds. */
 qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims, float *out);
 

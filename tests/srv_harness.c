@@ -307,3 +307,13 @@ void srvt_bg_start(srvt_bg *b) {
 void srvt_bg_join(srvt_bg *b) {
     pthread_join(b->thread, NULL);
 }
+
+char *srvt_ids_body(int n) {
+    char *b = malloc(32 + (size_t)n * 8), *p = b;
+    cr_assert_not_null(b);
+    p += sprintf(p, "{\"input\":[[");
+    for (int i = 0; i < n; i++)
+        p += sprintf(p, i ? ",%d" : "%d", 100 + i % 5000);
+    strcpy(p, "]]}");
+    return b;
+}

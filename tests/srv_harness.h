@@ -85,5 +85,7 @@ void srvt_bg_join(srvt_bg *b);  /* then status and r hold the answer */
 
 /* A long text (repeated words) for truncation and load tests; malloc'd. */
 char *srvt_long_text(int words, int seed);
+/* {"input":[[ids]]}: one input of n token ids (100 + i % 5000), as a malloc'd string. */
+char *srvt_ids_body(int n);
 
 #endif

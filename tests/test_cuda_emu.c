@@ -19,6 +19,7 @@
 #include "runtime/qembed.h"
 #include "runtime/qembed_debug.h"
 #include "hostsim.h"
+#include "test_cancel.h"
 #include "test_models.h"
 #include "test_util.h"
 #include "weights/safetensors.h"
@@ -654,4 +655,23 @@ Test(cuda_emu, kv_cache_reserved_at_open) {
     cr_expect(strstr(err, "40960 tokens") && strstr(err, "--max-input-tokens"), "message: %s", err);
     cr_expect_eq(sim.live_allocs, live, "the failed open leaked %ld allocations",
                  sim.live_allocs - live);
+}
+
+/* ================================================================== cancellation */
+
+/* The stop function is polled before every step and chunk; a stop mid-document ends the call
+ * with nothing left in flight on the stream, and the engine's next results are unchanged. */
+Test(cuda_emu, cancel_stops_at_the_next_step_or_chunk, .timeout = 600) {
+    char dir[1100], err[512] = "";
+    tu_make_model(dir, sizeof dir, "hs-cx", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0, 3);
+    qe_engine *e = open_cuda(dir, 64, QE_OK, err, sizeof err);
+    int lens[6] = {1100, 60, 60, 60, 60, 60};
+    rs = 41;
+    int32_t **ids = rand_ids(lens, 6, qe_vocab_size(e));
+    expect_stops_at_steps_and_chunks(e, ids, lens);
+    for (int i = 0; i < 6; i++)
+        free(ids[i]);
+    free(ids);
+    qe_close(e);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }

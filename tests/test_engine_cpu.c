@@ -6,6 +6,7 @@
 #include "qembed.h"
 #include "qembed_debug.h"
 #include "random_model.h"
+#include "test_cancel.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
 #include "weights/model.h"
@@ -504,4 +505,22 @@ Test(chunked, equals_whole_runs_bitwise, .timeout = 300) {
 Test(chunked, goldens_at_a_small_budget, .timeout = 300) {
     SKIP_UNLESS_EXISTS(TINY_MODEL "/golden.json");
     cr_expect_geq(goldens_at(256), 2, "no golden case was long enough to be chunked");
+}
+
+/* --- cancellation: the caller's stop function, polled at every step and chunk boundary --- */
+
+Test(cancel, stops_at_the_next_step_or_chunk, .timeout = 120) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/model.safetensors");
+    qe_engine *e = open_cpu(TINY_MODEL, 2, 64);
+    int lens[6] = {1100, 60, 60, 60, 60, 60};
+    int32_t *ids[6];
+    for (int s = 0; s < 6; s++) {
+        ids[s] = malloc(sizeof(int32_t) * (size_t)lens[s]);
+        for (int t = 0; t < lens[s]; t++)
+            ids[s][t] = (s * 31 + t * 7717 + 3) % 151669;
+    }
+    expect_stops_at_steps_and_chunks(e, ids, lens);
+    for (int s = 0; s < 6; s++)
+        free(ids[s]);
+    qe_close(e);
 }

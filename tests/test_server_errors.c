@@ -221,16 +221,6 @@ Test(server_errors, limits_are_413) {
     srvt_stop(&t);
 }
 
-/* {"input":[[ids]]} with n ids, as a malloc'd string. */
-static char *ids_body(int n) {
-    char *b = malloc(32 + (size_t)n * 8), *p = b;
-    p += sprintf(p, "{\"input\":[[");
-    for (int i = 0; i < n; i++)
-        p += sprintf(p, i ? ",%d" : "%d", 100 + i % 5000);
-    strcpy(p, "]]}");
-    return b;
-}
-
 Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
     serve_config c;
@@ -240,7 +230,7 @@ Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     srvt_start(&t, &c);
     /* a 2500-token request keeps the CPU engine busy for a while (past the harness's 30 s client
      * timeout under ASan on 2 cores: it gets the test's own limit) ... */
-    char *first_body = ids_body(2500);
+    char *first_body = srvt_ids_body(2500);
     srvt_bg first = {.body = first_body, .timeout_ms = 110000};
     snprintf(first.base, sizeof first.base, "%s", t.base);
     srvt_bg_start(&first);
@@ -254,7 +244,7 @@ Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     }
     cr_assert(admitted, "the first request never showed in qembed_inflight_tokens");
     /* ... so 1000 more tokens exceed the 3000 limit: 429 with Retry-After */
-    char *second = ids_body(1000);
+    char *second = srvt_ids_body(1000);
     cr_assert_eq(srvt_post(t.base, "/v1/embeddings", second, &r), 429, "%s", r.body);
     char ra[32];
     cr_assert(srvt_header(&r, "Retry-After", ra, sizeof ra), "Retry-After header");
@@ -264,7 +254,7 @@ Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     cJSON_Delete(j);
     srvt_resp_free(&r);
     /* a request larger than the whole limit could never be queued: 413, not a retry loop */
-    char *huge = ids_body(3001);
+    char *huge = srvt_ids_body(3001);
     cr_assert_eq(srvt_post(t.base, "/v1/embeddings", huge, &r), 413, "%s", r.body);
     j = srvt_json(&r);
     cr_assert_not_null(strstr(srvt_error_message(j), "--max-queue-tokens"));

@@ -186,6 +186,35 @@ Test(server_load, disconnected_client_is_dropped) {
     srvt_stop(&t);
 }
 
+/* A client that leaves during a long document: the engine call stops at its next chunk (the
+ * document counts as cancelled, not processed) instead of running its remaining chunks. */
+Test(server_load, departed_clients_long_document_stops_at_a_chunk) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.max_batch_tokens = 64; /* 8192 tokens: 128 chunks */
+    srvt_server t;
+    srvt_start(&t, &c);
+    char *body = srvt_ids_body(8192);
+    srvt_resp r;
+    long st = srvt_post_timeout(t.base, "/v1/embeddings", body, 300, &r); /* gives up, closes */
+    srvt_resp_free(&r);
+    free(body);
+    if (st == 200) cr_skip_test("the engine embedded 8192 tokens within 300 ms: nothing to stop");
+    long inflight = -1;
+    for (int i = 0; i < 3000 && inflight != 0; i++) {
+        inflight = metric(t.base, "qembed_inflight_tokens");
+        if (inflight != 0) usleep(10000);
+    }
+    cr_assert_eq(inflight, 0, "the document's tokens were never released");
+    cr_expect_eq(metric(t.base, "qembed_sequences_processed_total"), 0,
+                 "the document ran to its end after its client left");
+    cr_expect_eq(metric(t.base, "qembed_cancelled_sequences_total"), 1,
+                 "the stopped document is counted as cancelled");
+    srvt_expect_serves(&t, "hello", "after a stopped document");
+    srvt_stop(&t);
+}
+
 /* ---- drain with work in flight ---- */
 
 Test(server_load, drain_finishes_work_in_flight) {

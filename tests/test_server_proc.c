@@ -1,5 +1,6 @@
 /* test_server_proc.c — the real `qembed serve` binary: flags and --help, and SIGTERM with a request
- * in flight (the request is answered, the process exits 0). */
+ * in flight (the request is answered, the process exits 0; past the drain timeout the running
+ * work is cancelled at its next step and the process exits 1; a second signal exits at once). */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <signal.h>
@@ -218,4 +219,89 @@ Test(server_proc, sigterm_does_not_wait_for_an_unfinished_upload, .timeout = 60)
     cr_assert_eq(code, 0, "exit %d after %.1f s; log:\n%s", code, took, text);
     cr_assert_lt(took, 10.0, "the drain waited %.1f s for an unfinished upload", took);
     free(text);
+}
+
+/* Starts `qembed serve` (64-token steps, one engine thread, the given drain timeout) with one
+ * 20000-token document in flight, computing (~300 chunks: far longer than the checks below wait).
+ */
+static pid_t serve_with_a_long_document(const char *tag, const char *drain, char *log, size_t cap,
+                                        srvt_bg *b) {
+    char dir[1024];
+    tu_scratch_dir(dir, sizeof dir, tag);
+    snprintf(log, cap, "%s/serve.log", dir);
+    char *argv[] = {QEMBED,
+                    "serve",
+                    "--model",
+                    TINY_MODEL,
+                    "--port",
+                    "0",
+                    "--max-batch-tokens",
+                    "64",
+                    "--engine-threads",
+                    "1",
+                    "--drain-timeout",
+                    (char *)drain,
+                    NULL};
+    pid_t pid = spawn_ready(argv, log, b->base, sizeof b->base);
+    b->body = srvt_ids_body(20000);
+    b->timeout_ms = 120000;
+    srvt_bg_start(b);
+    srvt_resp r;
+    int computing = 0;
+    for (int i = 0; i < 2000 && !computing; i++) {
+        if (srvt_get(b->base, "/metrics", &r) == 200)
+            computing = strstr(r.body, "\nqembed_inflight_tokens 20000\n") != NULL;
+        srvt_resp_free(&r);
+        if (!computing) usleep(1000);
+    }
+    cr_assert(computing, "the document never reached the engine");
+    return pid;
+}
+
+/* Past --drain-timeout the running engine call stops at its next chunk: the process exits 1
+ * within about the timeout (not after the document's remaining chunks), the document's client
+ * gets 503. */
+Test(server_proc, sigterm_past_the_drain_timeout_cancels_the_running_work, .timeout = 120) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    if (!tu_exists(QEMBED)) cr_skip_test("%s not built", QEMBED);
+    char log[1100];
+    srvt_bg b = {0};
+    pid_t pid = serve_with_a_long_document("srv-cancel", "1", log, sizeof log, &b);
+    const double t0 = now_s();
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    const int code = wait_exit(pid, 60);
+    const double took = now_s() - t0;
+    srvt_bg_join(&b);
+    char *text = tu_read_file(log, NULL);
+    cr_expect_eq(code, 1, "exit %d; log:\n%s", code, text);
+    cr_expect_lt(took, 10.0, "exit %.1f s after SIGTERM with a 1 s drain timeout", took);
+    cr_expect_eq(b.status, 503, "the stopped document's answer: %ld %.200s", b.status, b.r.body);
+    cr_expect(strstr(text, "cancelling the running work"), "log:\n%s", text);
+    cr_log_info("exit %d %.2f s after SIGTERM (drain timeout 1 s)", code, took);
+    free(text);
+    srvt_resp_free(&b.r);
+    free((char *)b.body);
+}
+
+/* A second SIGTERM during the drain exits at once: 128 + 15. */
+Test(server_proc, second_sigterm_exits_at_once, .timeout = 120) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    if (!tu_exists(QEMBED)) cr_skip_test("%s not built", QEMBED);
+    char log[1100];
+    srvt_bg b = {0};
+    pid_t pid = serve_with_a_long_document("srv-twice", "60", log, sizeof log, &b);
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    usleep(300000); /* draining: the document keeps the process busy */
+    const double t0 = now_s();
+    cr_assert_eq(kill(pid, SIGTERM), 0);
+    const int code = wait_exit(pid, 30);
+    const double took = now_s() - t0;
+    char *text = tu_read_file(log, NULL);
+    cr_expect_eq(code, 128 + SIGTERM, "exit %d; log:\n%s", code, text);
+    cr_expect_lt(took, 3.0, "exit %.1f s after the second SIGTERM", took);
+    cr_expect(strstr(text, "second SIGTERM"), "log:\n%s", text);
+    srvt_bg_join(&b); /* the connection closed with the process */
+    free(text);
+    srvt_resp_free(&b.r);
+    free((char *)b.body);
 }

@@ -22,7 +22,9 @@ static void usage(FILE *f) {
         "  --port N                 port (default 8080; 0 picks a free one)\n"
         "  --api-key KEY            require \"Authorization: Bearer KEY\" (401 otherwise;\n"
         "                           /health and /metrics stay open)\n"
-        "  --max-batch-tokens N     tokens per engine call (default 16384)\n"
+        "  --max-batch-tokens N     tokens per engine step (default 16384); a longer input runs\n"
+        "                           in chunks of this size, and the engine can stop between\n"
+        "                           them (a client that left, a shutdown)\n"
         "  --max-client-batch N     inputs per request (default 2048; 413 past it)\n"
         "  --max-input-tokens N     tokens per input (default the model's max positions); with\n"
         "                           --backend cuda the K/V cache for inputs this long is\n"
@@ -37,7 +39,44 @@ static void usage(FILE *f) {
         "  --quiet                  no per-request log lines\n"
         "  --help                   this text\n\n"
         "SIGTERM/SIGINT: /health turns 503, new work gets 503, queued work is finished and\n"
-        "answered, then the process exits 0.\n");
+        "answered, then the process exits 0. When --drain-timeout passes first, the running\n"
+        "engine call stops at its next step, what is left is answered 503, and the process\n"
+        "exits 1. A second SIGTERM/SIGINT exits at once, with 128 + the signal's number.\n");
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* After the first SIGTERM/SIGINT: drain while watching for a second signal (which exits at once,
+ * 128 + its number, as a shell reports a signal). Past the drain timeout the running engine call
+ * is cancelled at its next step and the rest answered 503: the process then exits 1. */
+static int drain_and_stop(serve_server *s, const sigset_t *sigs, int first, double timeout_s) {
+    fprintf(stderr, "qembed serve: %s: draining (up to %.0f s; a second signal exits at once)\n",
+            first == SIGTERM ? "SIGTERM" : "SIGINT", timeout_s);
+    serve_drain_begin(s);
+    const double deadline = now_s() + timeout_s;
+    int rc = 0;
+    while (!serve_drained(s)) {
+        if (now_s() >= deadline) {
+            fprintf(stderr, "qembed serve: drain timed out; cancelling the running work\n");
+            serve_cancel_running(s);
+            rc = 1;
+            break;
+        }
+        struct timespec ts = {0, 50 * 1000000L};
+        const int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig == SIGTERM || sig == SIGINT) {
+            fprintf(stderr, "qembed serve: second %s: exiting now\n",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            _exit(128 + sig);
+        }
+    }
+    serve_stop(s);
+    fprintf(stderr, "qembed serve: stopped\n");
+    return rc;
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -140,14 +179,8 @@ int cmd_serve(int argc, char **argv) {
     for (;;) {
         struct timespec ts = {0, 100 * 1000000L};
         int sig = sigtimedwait(&sigs, NULL, &ts);
-        if (sig == SIGTERM || sig == SIGINT) {
-            fprintf(stderr, "qembed serve: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-            int rc = serve_drain(s);
-            if (rc != 0) fprintf(stderr, "qembed serve: drain timed out; stopping anyway\n");
-            serve_stop(s);
-            fprintf(stderr, "qembed serve: stopped\n");
-            return rc == 0 ? 0 : 1;
-        }
+        if (sig == SIGTERM || sig == SIGINT)
+            return drain_and_stop(s, &sigs, sig, c.drain_timeout_s);
         serve_state st = serve_get_state(s);
         if (st == SERVE_FAILED) {
             serve_wait_ready(s, err, sizeof err);

@@ -65,6 +65,13 @@ qe_engine *serve_engine(serve_server *s);
 /* Graceful drain: new work gets 503, work already accepted is finished and answered. Returns 0 when
  * everything accepted was answered, -1 if the drain timeout passed first. Idempotent. */
 int serve_drain(serve_server *s);
+/* The same in two halves, for a caller that keeps watching signals: serve_drain_begin turns new
+ * work away; serve_drained says whether everything accepted has been answered. */
+void serve_drain_begin(serve_server *s);
+int serve_drained(serve_server *s);
+/* Cancels the engine call in progress at its next step or chunk boundary (its requests get 503)
+ * and every later one: what a drain that timed out does before serve_stop. */
+void serve_cancel_running(serve_server *s);
 /* Stops the listener and every thread, closes the engine, frees everything. */
 void serve_stop(serve_server *s);
 

@@ -1,7 +1,9 @@
 /* serve_engine.c — the engine thread: takes each batch the former packed, runs the engine on it
  * at full width without normalising, and scatters the rows into their jobs (Matryoshka cut and
  * L2 normalisation per job, since one engine call mixes requests asking for different
- * `dimensions` and `normalize`). A device fault turns the server's health to 503 for good. */
+ * `dimensions` and `normalize`). A device fault turns the server's health to 503 for good. The
+ * engine call stops at its next step when every client of the batch has gone or the server
+ * cancels running work. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,24 @@ static void scatter(const float *row, int width, srv_job *j, int index) {
     double inv = !j->normalize ? 1.0 : ss > 0 ? 1.0 / sqrt(ss) : 0.0;
     for (int k = 0; k < j->dims; k++)
         dst[k] = (float)(row[k] * inv);
+}
+
+/* The engine call's stop function (qe_embed_ids_stoppable), polled at every step and chunk
+ * boundary: the call ends there when the server cancels running work (a drain that timed out)
+ * or when every client of the batch has gone, so a departed client's long document stops within
+ * a step instead of running all its chunks. */
+typedef struct batch_watch {
+    serve_server *s;
+    const srv_batch *b;
+    int live;
+} batch_watch;
+
+static int batch_should_stop(void *ctx) {
+    const batch_watch *w = ctx;
+    if (atomic_load(&w->s->cancel_running)) return 1;
+    for (int i = 0; i < w->live; i++)
+        if (!atomic_load(&w->b->seqs[i]->job->cancelled)) return 0;
+    return 1;
 }
 
 void *srv_engine_main(void *arg) {
@@ -55,7 +75,7 @@ void *srv_engine_main(void *arg) {
         dropped = b.n - live;
 
         srv_error e = {0};
-        int ok = 0;
+        int ok = 0, stopped = 0;
         double t0 = srv_now(), t1 = t0;
         if ((size_t)b.n > cap) {
             cap = (size_t)b.n * 2;
@@ -83,10 +103,17 @@ void *srv_engine_main(void *arg) {
                 ids[i] = b.seqs[i]->job->ids[b.seqs[i]->index];
                 lens[i] = b.seqs[i]->job->lens[b.seqs[i]->index];
             }
-            qe_status st = live ? qe_embed_ids_ex(s->engine, ids, lens, live, 0, 0, out) : QE_OK;
+            batch_watch watch = {s, &b, live};
+            qe_status st = live ? qe_embed_ids_stoppable(s->engine, ids, lens, live, 0, 0, out,
+                                                         batch_should_stop, &watch)
+                                : QE_OK;
             t1 = srv_now();
             if (st == QE_OK) {
                 ok = 1;
+            } else if (st == QE_ERR_CANCELLED) {
+                stopped = live;
+                srv_err_set(&e, 503, "server_error", "cancelled", "",
+                            "the server stopped this work: shutting down, or the client left");
             } else if (st == QE_ERR_DEVICE) {
                 atomic_store(&s->state, SERVE_FAULT);
                 fprintf(stderr, "qembed serve: device fault: %s; /health now answers 503\n",
@@ -124,7 +151,7 @@ void *srv_engine_main(void *arg) {
             live_tokens += b.seqs[i]->job->lens[b.seqs[i]->index];
         ok = ok && live > 0; /* an all-dropped batch is no engine call */
         pthread_mutex_lock(&s->metrics.mu);
-        s->metrics.cancelled_seqs += (unsigned long)dropped;
+        s->metrics.cancelled_seqs += (unsigned long)(dropped + stopped);
         if (ok) {
             s->metrics.tokens_processed += (unsigned long)live_tokens;
             s->metrics.sequences_processed += (unsigned long)live;

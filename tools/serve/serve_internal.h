@@ -141,7 +141,8 @@ struct serve_server {
     char *host;
     char *api_key;
     int port;
-    atomic_int state; /* serve_state */
+    atomic_int state;          /* serve_state */
+    atomic_int cancel_running; /* serve_cancel_running: the engine call stops at its next step */
     char load_error[512];
     char dtype[32];
 

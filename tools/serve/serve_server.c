@@ -146,6 +146,7 @@ int serve_start(const serve_config *c, serve_server **out, char *err, size_t err
     s->cfg.api_key = s->api_key;
     s->cfg.served_model_name = s->served_name;
     atomic_init(&s->state, SERVE_LOADING);
+    atomic_init(&s->cancel_running, 0);
     atomic_init(&s->next_request_id, 0);
     pthread_mutex_init(&s->state_mu, NULL);
     pthread_cond_init(&s->state_cv, NULL);
@@ -201,11 +202,28 @@ qe_engine *serve_engine(serve_server *s) {
     return st == SERVE_LOADING || st == SERVE_FAILED ? NULL : s->engine;
 }
 
-int serve_drain(serve_server *s) {
+void serve_drain_begin(serve_server *s) {
     pthread_mutex_lock(&s->state_mu);
     int st = atomic_load(&s->state);
     if (st == SERVE_READY || st == SERVE_LOADING) atomic_store(&s->state, SERVE_DRAINING);
     pthread_cond_broadcast(&s->state_cv);
+    pthread_mutex_unlock(&s->state_mu);
+}
+
+int serve_drained(serve_server *s) {
+    pthread_mutex_lock(&s->state_mu);
+    const int idle = s->active_requests == 0;
+    pthread_mutex_unlock(&s->state_mu);
+    return idle;
+}
+
+void serve_cancel_running(serve_server *s) {
+    atomic_store(&s->cancel_running, 1);
+}
+
+int serve_drain(serve_server *s) {
+    serve_drain_begin(s);
+    pthread_mutex_lock(&s->state_mu);
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     double t = (double)dl.tv_sec + dl.tv_nsec * 1e-9 + s->cfg.drain_timeout_s;
