@@ -14,8 +14,7 @@
 
 enum { CA_BQ = 16, CA_BK = 64 };
 
-/* Four floats per operation, two independent accumulators per dot product (16-byte vectors: no
- * wider ABI assumption on any target). */
+/* Four floats per operation (16-byte vectors: no wider ABI assumption on any target). */
 typedef float v4 __attribute__((vector_size(16)));
 
 static inline v4 load4(const float *p) {
@@ -141,7 +140,6 @@ static void run_task(void *ctx, int ti) {
     const int q0 = p->cu_seqlens_q[t->s], Lq = p->cu_seqlens_q[t->s + 1] - q0;
     const int Lk = p->cu_seqlens_k[t->s + 1] - p->cu_seqlens_k[t->s], off = Lk - Lq;
     const int n_keys = t->i0 + t->rows + off; /* keys 0 .. the last row's diagonal */
-    (void)Lq;
     const int n_state = group * t->rows;
     float *acc = calloc((size_t)n_state * D, sizeof(float));
     row_state *st = malloc(sizeof(row_state) * (size_t)n_state);

@@ -17,8 +17,7 @@ typedef enum {
     QE_ERR_NOMEM,       /* host or device memory exhausted */
     QE_ERR_DEVICE,      /* CUDA fault */
     QE_ERR_TOO_LONG,    /* sequence longer than the model's positions */
-    QE_ERR_CANCELLED,   /* the caller's stop function asked the call to end (qe_embed_ids_stoppable)
-                         */
+    QE_ERR_CANCELLED,   /* the caller's stop function ended the call (qe_embed_ids_stoppable) */
 } qe_status;
 
 typedef enum { QE_BACKEND_CPU = 0, QE_BACKEND_CUDA = 1 } qe_backend;
