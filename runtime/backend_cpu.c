@@ -160,21 +160,17 @@ static void matmul(cpu_state *s, const float *x, int m, int k, const float *w, i
     pool_run(s->pool, ((m + TILE_M - 1) / TILE_M) * j.tiles_n, matmul_tile, &j);
 }
 
-/* A chunk of one long sequence: its tokens start at position `start`, and every earlier token's
- * K and V rows are in the cache (NULL chunk: the step holds whole sequences). */
-typedef struct chunk {
-    int start;
-} chunk;
-
 /* The cache rows of layer l: [kv_cap][k | v]. */
 static float *kv_layer(const cpu_state *s, int l) {
     return s->kv + (size_t)l * s->kv_cap * 2 * s->kv_dim;
 }
 
-/* Causal attention of the step's queries. Whole sequences attend to their own qkv rows; a chunk
- * first appends its K|V rows to layer l's cache, then attends to every cached key of the
- * sequence (its queries are the last of them: the kernel's bottom-right alignment). */
-static int attention(cpu_state *s, const qe_batch *b, const chunk *ck, int l) {
+/* Causal attention of the step's queries. past < 0: the step holds whole sequences, which attend
+ * to their own qkv rows. past >= 0: the step is the chunk of one long sequence whose tokens start
+ * at position past (every earlier token's K and V rows are in the cache); the chunk first appends
+ * its K|V rows to layer l's cache, then attends to every cached key of the sequence (its queries
+ * are the last of them: the kernel's bottom-right alignment). */
+static int attention(cpu_state *s, const qe_batch *b, int past, int l) {
     const qe_config *c = &s->cfg;
     cpu_attn_params p;
     memset(&p, 0, sizeof p);
@@ -184,15 +180,15 @@ static int attention(cpu_state *s, const qe_batch *b, const chunk *ck, int l) {
     p.heads = c->num_heads, p.kv_heads = c->num_kv_heads, p.head_dim = c->head_dim;
     p.scale = (float)(1.0 / sqrt((double)c->head_dim));
     int32_t cu_k[2] = {0, 0};
-    if (!ck) {
+    if (past < 0) {
         p.k = s->qkv + s->q_dim, p.v = s->qkv + s->q_dim + s->kv_dim;
         p.kv_stride = s->qkv_dim, p.cu_seqlens_k = b->cu_seqlens;
     } else {
         float *cache = kv_layer(s, l);
         for (int t = 0; t < b->n_tokens; t++)
-            memcpy(cache + (size_t)(ck->start + t) * 2 * s->kv_dim,
+            memcpy(cache + (size_t)(past + t) * 2 * s->kv_dim,
                    s->qkv + (size_t)t * s->qkv_dim + s->q_dim, sizeof(float) * 2 * s->kv_dim);
-        cu_k[1] = ck->start + b->n_tokens;
+        cu_k[1] = past + b->n_tokens;
         p.k = cache, p.v = cache + s->kv_dim;
         p.kv_stride = 2 * s->kv_dim, p.cu_seqlens_k = cu_k;
     }
@@ -229,10 +225,10 @@ static void gather_embeddings(const cpu_state *s, const qe_batch *b) {
     }
 }
 
-/* Embeds the batch and runs the first n_layers layers; the residual stream ends in s->x. ck: the
- * batch is that chunk of a long sequence (NULL: whole sequences). */
-static qe_status run_layers(cpu_state *s, const qe_batch *b, const chunk *ck, int n_layers,
-                            char *err, size_t errlen) {
+/* Embeds the batch and runs the first n_layers layers; the residual stream ends in s->x. past as
+ * in attention(). */
+static qe_status run_layers(cpu_state *s, const qe_batch *b, int past, int n_layers, char *err,
+                            size_t errlen) {
     const qe_config *c = &s->cfg;
     const int T = b->n_tokens, H = c->hidden_size, F = c->intermediate_size;
     const float eps = (float)c->rms_norm_eps;
@@ -247,7 +243,7 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, const chunk *ck, in
         matmul(s, s->h, T, H, W->wqkv, s->qkv_dim, s->qkv, 0);
         ref_qk_norm_rope(s->qkv, T, c->num_heads, c->num_kv_heads, c->head_dim, b->positions,
                          W->q_norm, W->k_norm, eps, c->rope_theta);
-        if (attention(s, b, ck, l)) {
+        if (attention(s, b, past, l)) {
             snprintf(err, errlen, "out of host memory for the attention of %d tokens", T);
             return QE_ERR_NOMEM;
         }
@@ -271,7 +267,7 @@ static qe_status run_bounded(cpu_state *s, const qe_batch *b, int n_layers, floa
     *chunk_len = 0;
     if (qe_batch_stopped(b, "cpu backend", err, errlen)) return QE_ERR_CANCELLED;
     if (b->n_tokens <= s->max_tokens || b->n_seqs != 1) {
-        qe_status st = run_layers(s, b, NULL, n_layers, err, errlen);
+        qe_status st = run_layers(s, b, -1, n_layers, err, errlen);
         if (st == QE_OK && rows) memcpy(rows, s->x, sizeof(float) * (size_t)b->n_tokens * H);
         return st;
     }
@@ -285,8 +281,7 @@ static qe_status run_bounded(cpu_state *s, const qe_batch *b, int n_layers, floa
                                 .tokens = b->tokens + start,
                                 .positions = b->positions + start,
                                 .cu_seqlens = cu};
-        const chunk ck = {start};
-        st = run_layers(s, &piece, &ck, n_layers, err, errlen);
+        st = run_layers(s, &piece, start, n_layers, err, errlen);
         if (st == QE_OK && rows)
             memcpy(rows + (size_t)start * H, s->x, sizeof(float) * (size_t)len * H);
         *chunk_len = len;

@@ -38,7 +38,6 @@
 
 #define ALIGN_BYTES 256
 #define GEMM_WORKSPACE (32u << 20)
-#define DEFAULT_MAX_TOKENS 16384
 #define KV_ROUND 1024       /* K/V cache capacity grows in steps of this many tokens */
 #define OUT_STAGE_ROWS 1024 /* pooled rows a staging slot holds; more go straight to the caller */
 
@@ -334,7 +333,7 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
     st->q_dim = st->heads * st->head_dim, st->kv_dim = st->kv_heads * st->head_dim;
     st->qkv_dim = st->q_dim + 2 * st->kv_dim;
     st->eps = (float)c->rms_norm_eps;
-    st->max_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : DEFAULT_MAX_TOKENS;
+    st->max_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : QE_DEFAULT_BATCH_TOKENS;
     const char *full = getenv("QE_CUDA_FULL_LAST_LAYER");
     st->full_last_layer = full && strcmp(full, "1") == 0;
     st->layer = calloc((size_t)st->layers, sizeof *st->layer);

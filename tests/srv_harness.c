@@ -317,3 +317,17 @@ char *srvt_ids_body(int n) {
     strcpy(p, "]]}");
     return b;
 }
+
+long srvt_metric(const char *base, const char *name) {
+    srvt_resp r;
+    if (srvt_get(base, "/metrics", &r) != 200) {
+        srvt_resp_free(&r);
+        return -1;
+    }
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *p = strstr(r.body, key);
+    long v = p ? atol(p + strlen(key)) : -1;
+    srvt_resp_free(&r);
+    return v;
+}

@@ -129,20 +129,6 @@ Test(server_load, parallel_clients_match_sequential) {
 
 /* ---- a client that leaves: its queued sequences are dropped ---- */
 
-static long metric(const char *base, const char *name) {
-    srvt_resp r;
-    if (srvt_get(base, "/metrics", &r) != 200) {
-        srvt_resp_free(&r);
-        return -1;
-    }
-    char key[128];
-    snprintf(key, sizeof key, "\n%s ", name);
-    const char *p = strstr(r.body, key);
-    long v = p ? atol(p + strlen(key)) : -1;
-    srvt_resp_free(&r);
-    return v;
-}
-
 static char *big_request(int n, int words) {
     size_t cap = (size_t)n * ((size_t)words * 12 + 8) + 64;
     char *body = malloc(cap);
@@ -172,12 +158,12 @@ Test(server_load, disconnected_client_is_dropped) {
     /* the server notices, drops the rest, and is idle again soon */
     long inflight = -1;
     for (int i = 0; i < 400 && inflight != 0; i++) {
-        inflight = metric(t.base, "qembed_inflight_tokens");
+        inflight = srvt_metric(t.base, "qembed_inflight_tokens");
         if (inflight != 0) usleep(10000);
     }
     cr_assert_eq(inflight, 0, "queued tokens released after the client left");
-    long dropped = metric(t.base, "qembed_cancelled_sequences_total");
-    long done = metric(t.base, "qembed_sequences_processed_total");
+    long dropped = srvt_metric(t.base, "qembed_cancelled_sequences_total");
+    long done = srvt_metric(t.base, "qembed_sequences_processed_total");
     cr_assert_gt(dropped, 0, "sequences dropped (processed %ld)", done);
     cr_assert_lt(done, 2048);
     cr_assert_eq(done + dropped <= 2048, 1);
@@ -203,13 +189,13 @@ Test(server_load, departed_clients_long_document_stops_at_a_chunk) {
     if (st == 200) cr_skip_test("the engine embedded 8192 tokens within 300 ms: nothing to stop");
     long inflight = -1;
     for (int i = 0; i < 3000 && inflight != 0; i++) {
-        inflight = metric(t.base, "qembed_inflight_tokens");
+        inflight = srvt_metric(t.base, "qembed_inflight_tokens");
         if (inflight != 0) usleep(10000);
     }
     cr_assert_eq(inflight, 0, "the document's tokens were never released");
-    cr_expect_eq(metric(t.base, "qembed_sequences_processed_total"), 0,
+    cr_expect_eq(srvt_metric(t.base, "qembed_sequences_processed_total"), 0,
                  "the document ran to its end after its client left");
-    cr_expect_eq(metric(t.base, "qembed_cancelled_sequences_total"), 1,
+    cr_expect_eq(srvt_metric(t.base, "qembed_cancelled_sequences_total"), 1,
                  "the stopped document is counted as cancelled");
     srvt_expect_serves(&t, "hello", "after a stopped document");
     srvt_stop(&t);
@@ -356,7 +342,7 @@ Test(server_load, fuzz_malformed_requests) {
     cr_assert_eq(srvt_get(t.base, "/health", &r), 200);
     srvt_resp_free(&r);
     srvt_expect_serves(&t, "after the storm", "after fuzz");
-    cr_assert_eq(metric(t.base, "qembed_inflight_tokens"), 0);
+    cr_assert_eq(srvt_metric(t.base, "qembed_inflight_tokens"), 0);
     srvt_stop(&t);
 }
 

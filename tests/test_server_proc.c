@@ -137,7 +137,6 @@ Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
     srvt_bg b = {0};
     char *body;
     pid_t pid = spawn_ready(argv, log, b.base, sizeof b.base);
-    srvt_resp r;
     /* a request that takes a while (one sequence per engine call) */
     const int N = 200;
     size_t cap = (size_t)N * 512 + 64;
@@ -153,11 +152,7 @@ Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
     /* in flight = tokens admitted to the queue */
     int inflight = 0;
     for (int i = 0; i < 2000 && !inflight; i++) {
-        if (srvt_get(b.base, "/metrics", &r) == 200) {
-            const char *p = strstr(r.body, "\nqembed_inflight_tokens ");
-            inflight = p && atol(p + strlen("\nqembed_inflight_tokens ")) > 0;
-        }
-        srvt_resp_free(&r);
+        inflight = srvt_metric(b.base, "qembed_inflight_tokens") > 0;
         if (!inflight) usleep(500);
     }
     cr_assert_eq(kill(pid, SIGTERM), 0);
@@ -246,12 +241,9 @@ static pid_t serve_with_a_long_document(const char *tag, const char *drain, char
     b->body = srvt_ids_body(20000);
     b->timeout_ms = 120000;
     srvt_bg_start(b);
-    srvt_resp r;
     int computing = 0;
     for (int i = 0; i < 2000 && !computing; i++) {
-        if (srvt_get(b->base, "/metrics", &r) == 200)
-            computing = strstr(r.body, "\nqembed_inflight_tokens 20000\n") != NULL;
-        srvt_resp_free(&r);
+        computing = srvt_metric(b->base, "qembed_inflight_tokens") == 20000;
         if (!computing) usleep(1000);
     }
     cr_assert(computing, "the document never reached the engine");

@@ -18,7 +18,7 @@ namespace emu {
 struct thread_ctx {
     uint3 tid;  /* threadIdx */
     int linear; /* x + y*bx + z*bx*by */
-    int warp, lane;
+    int warp;   /* linear / 32; the lane is linear % 32 */
 };
 
 extern thread_ctx *cur; /* the thread running now (nullptr outside a kernel) */

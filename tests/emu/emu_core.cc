@@ -66,20 +66,6 @@ static fiber *next_runnable(int i, int n) {
     return nullptr;
 }
 
-static int block_threads(); /* of the running block */
-static bool block_failed();
-
-/* The current fiber waits (or has exited): run the next runnable fiber directly, or go back to
- * the scheduler when there is none (the block is done, failed, or deadlocked). */
-static void yield(bool dying) {
-    fiber *f = running;
-    fiber *next = block_failed() ? nullptr : next_runnable(f->t.linear, block_threads());
-    if (next == f) return; /* released meanwhile (cannot happen for a waiting fiber) */
-    running = next;
-    cur = next ? &next->t : nullptr;
-    context_transfer(&f->ctx, next ? &next->ctx : &sched, dying);
-}
-
 /* ================================================================ the block */
 
 struct warp_state {
@@ -98,6 +84,17 @@ static struct {
     bool failed;
 } blk;
 
+/* The current fiber waits (or has exited): run the next runnable fiber directly, or go back to
+ * the scheduler when there is none (the block is done, failed, or deadlocked). */
+static void yield(bool dying) {
+    fiber *f = running;
+    fiber *next = blk.failed ? nullptr : next_runnable(f->t.linear, blk.n_threads);
+    if (next == f) return; /* released meanwhile (cannot happen for a waiting fiber) */
+    running = next;
+    cur = next ? &next->t : nullptr;
+    context_transfer(&f->ctx, next ? &next->ctx : &sched, dying);
+}
+
 static const launch_cfg *launch; /* the running launch */
 static std::mutex emu_lock;      /* one launch at a time, whichever host thread drains the stream */
 
@@ -113,13 +110,6 @@ static void fiber_main(void *arg) {
     (void)arg;
     block_body(block_rec);
     thread_exit();
-}
-
-static int block_threads() {
-    return blk.n_threads;
-}
-static bool block_failed() {
-    return blk.failed;
 }
 
 thread_state &self_state() {
@@ -291,7 +281,7 @@ static void run_block(dim3 b) {
     for (int i = 0; i < n; i++) {
         fiber *f = fibers[i];
         f->t.tid = uint3{(unsigned)i % b.x, (unsigned)i / b.x % b.y, (unsigned)i / (b.x * b.y)};
-        f->t.linear = i, f->t.warp = i / 32, f->t.lane = i % 32;
+        f->t.linear = i, f->t.warp = i / 32;
         f->st.copies.clear();
         f->st.groups_committed = 0;
         f->st.slot.tid = i;
