@@ -71,6 +71,11 @@ int qe_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_se
 int qe_gather_last_rows(const void *src, size_t row_bytes, const int32_t *cu_seqlens, int n_seqs,
                         void *dst, qe_stream s);
 
+/* The paged K/V pool's writes: dst row dst_rows[i] (row stride dst_stride) = src row i (row
+ * stride src_stride), row_elems bf16 each; every dst_rows[i] distinct. */
+int qe_kv_append(const qe_bf16 *src, int src_stride, int row_elems, const int32_t *dst_rows,
+                 int n_rows, qe_bf16 *dst, int dst_stride, qe_stream s);
+
 /* ---- flash attention (kernels/attention.cu) ---- */
 
 /* Varlen causal GQA attention, bf16 in/out, fp32 online softmax, head_dim 128.

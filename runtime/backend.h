@@ -9,21 +9,47 @@
 #include "qembed_debug.h"
 #include "../weights/model.h"
 
-/* The step budget when qe_options.max_batch_tokens is 0. */
-enum { QE_DEFAULT_BATCH_TOKENS = 16384 };
+/* The step budget when qe_options.max_batch_tokens is 0, and the pool's page size when
+ * qe_options.kv_page_tokens is 0. */
+enum { QE_DEFAULT_BATCH_TOKENS = 16384, QE_DEFAULT_PAGE_TOKENS = 256 };
 
-/* A packed batch: every sequence's tokens back to back, no padding. */
+/* One forward step: every sequence's tokens back to back, no padding. The first
+ * n_seqs - n_paged sequences are whole (positions 0..len-1, attending to their own rows); the last
+ * n_paged are chunks of long sequences whose K/V rows live in the paged pool (kv_pool.h): chunk i
+ * holds the tokens at positions past[i] .. past[i] + its length - 1, every earlier token's K|V
+ * already in its pages. Each layer first writes the chunk's K|V rows to the pool rows kv_rows
+ * gives, then the chunk's queries attend to all past[i] + length keys through block_table row i
+ * (the attention kernels' paged addressing). */
 typedef struct qe_batch {
     int n_seqs;
     int n_tokens;
     const int32_t *tokens;     /* [n_tokens] */
-    const int32_t *positions;  /* [n_tokens], restart at 0 per sequence */
+    const int32_t *positions;  /* [n_tokens] */
     const int32_t *cu_seqlens; /* [n_seqs + 1], cu_seqlens[0] = 0 */
-    /* Cancellation (qe_embed_ids_stoppable): polled before every step and chunk; when it returns
-     * nonzero the backend waits for what it started and returns QE_ERR_CANCELLED. NULL: never. */
+    int n_paged;
+    const int32_t *past;    /* [n_paged] */
+    const int32_t *kv_rows; /* [tokens of the paged chunks]: the pool row of each (every layer) */
+    const int32_t *block_table; /* [n_paged, bt_stride] page ids */
+    int bt_stride;
+    /* [n_seqs, dims]: row s receives sequence s's pooled vector; the row of a chunk that is not
+     * its sequence's last holds nothing useful. */
+    float *out;
+    /* Cancellation (qe_embed_ids_stoppable): polled before every step; when it returns nonzero
+     * the backend waits for what it started and returns QE_ERR_CANCELLED. NULL: never. */
     qe_stop_fn stop;
     void *stop_ctx;
 } qe_batch;
+
+/* The pool pages qe_options asks for (kv_pool_tokens resolved by qe_kv_pool_tokens' rules, page
+ * size already resolved by the engine); *is_default says a backend may make fewer. */
+static inline int qe_kv_pool_pages_wanted(const qe_options *o, const qe_config *c,
+                                          int *is_default) {
+    *is_default = o->kv_pool_tokens == 0;
+    const long long tokens = o->kv_pool_tokens < 0    ? 0
+                             : o->kv_pool_tokens == 0 ? c->max_position_embeddings
+                                                      : o->kv_pool_tokens;
+    return (int)((tokens + o->kv_page_tokens - 1) / o->kv_page_tokens);
+}
 
 /* Whether the batch's caller asked to stop; fills err with the backend's message when it did. */
 static inline int qe_batch_stopped(const qe_batch *b, const char *who, char *err, size_t errlen) {
@@ -37,21 +63,23 @@ typedef struct qe_backend_ops {
     /* Builds backend state from the bound model (weights converted/copied as needed). */
     qe_status (*create)(const qe_model *model, const qe_options *opt, void **state, char *err,
                         size_t errlen);
-    /* out: [n_seqs, dims]: each sequence's last row after the final RMSNorm, cut to dims,
-     * L2-normalised when normalize. */
-    qe_status (*forward)(void *state, const qe_batch *batch, int dims, int normalize, float *out,
+    /* Runs n_steps steps in order (a step may read K/V an earlier one wrote to the pool) and
+     * returns once every step's out rows are written: each sequence's last row after the final
+     * RMSNorm, cut to dims, L2-normalised when normalize. A backend may overlap a step's host
+     * work with the previous step's device work. */
+    qe_status (*forward)(void *state, const qe_batch *steps, int n_steps, int dims, int normalize,
                          char *err, size_t errlen);
     void (*destroy)(void *state);
-    /* Optional (NULL if absent), for tests: the residual stream [n_tokens, hidden] after the
-     * first n_layers layers. */
-    qe_status (*residual)(void *state, const qe_batch *batch, int n_layers, float *out, char *err,
+    /* Optional (NULL if absent), for tests: the residual stream [n_tokens, hidden] of one step
+     * after its first n_layers layers. */
+    qe_status (*residual)(void *state, const qe_batch *step, int n_layers, float *out, char *err,
                           size_t errlen);
+    /* Pages of the K/V pool the backend made at create, opt->kv_pool_tokens rounded up to
+     * opt->kv_page_tokens (the engine resolves both first; a backend may make fewer when its
+     * memory cannot hold the default size, never when the caller asked for a size). */
+    int (*kv_pages)(const void *state);
     /* Optional: bytes the backend holds on its device (weights + activations). */
     size_t (*device_bytes)(const void *state);
-    /* 1: forward takes a batch of any size and splits it into steps under max_batch_tokens
-     * itself (the CUDA backend, which overlaps packing a step with running the previous one), so
-     * the engine hands it a whole call at once; 0: the engine splits. */
-    int splits_steps;
     /* Optional tool hooks behind qembed_debug.h (NULL: the backend has no such thing). counters
      * fills *out; set_graphs and profile return 0 on success; gemm_plans returns the number of
      * cached plans, copying up to cap of them. */

@@ -29,14 +29,16 @@ typedef struct cpu_state {
     float *final_norm;
     float *weights; /* one allocation for every converted weight */
     qe_pool *pool;
-    int max_tokens; /* the step budget: a longer sequence runs in chunks of at most this many */
     /* activations, grown to the largest step seen */
     int cap_tokens;
     float *x, *h, *qkv, *attn, *gate_up, *act;
-    /* chunked prefill: [layers][kv_cap][k kv_dim | v kv_dim] of the sequence being chunked,
-     * made by the first long sequence, grown only for a longer one */
+    /* the paged K/V pool: layer l's rows at kv + l * kv_rows * 2 * kv_dim, each k | v of one
+     * token; row = page * page_size + position % page_size (scheduler.c fills the step's rows) */
     float *kv;
-    int kv_cap;
+    int kv_n_pages, page_size;
+    size_t kv_rows;
+    int32_t *cu_k; /* [n_paged + 1] scratch: the paged chunks' key counts, cumulated */
+    int cu_k_cap;
 } cpu_state;
 
 static float *take(float **cursor, const st_tensor *t) {
@@ -44,6 +46,23 @@ static float *take(float **cursor, const st_tensor *t) {
     st_to_f32(t, p);
     *cursor += t->nbytes / st_dtype_size(t->dtype);
     return p;
+}
+
+static void cpu_destroy(void *state) {
+    cpu_state *s = state;
+    if (!s) return;
+    pool_destroy(s->pool);
+    free(s->weights);
+    free(s->layers);
+    free(s->x);
+    free(s->h);
+    free(s->qkv);
+    free(s->attn);
+    free(s->gate_up);
+    free(s->act);
+    free(s->kv);
+    free(s->cu_k);
+    free(s);
 }
 
 static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out, char *err,
@@ -95,25 +114,27 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
         W->wdown = take(&cur, L->w_down);
     }
     s->final_norm = take(&cur, m->final_norm);
-    s->max_tokens = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : QE_DEFAULT_BATCH_TOKENS;
+    /* The pool is host memory: pages the OS has not been asked to touch cost nothing, so the
+     * default size is made in full unless the allocation itself is refused (then halved). */
+    int is_default;
+    s->kv_n_pages = qe_kv_pool_pages_wanted(opt, c, &is_default);
+    s->page_size = opt->kv_page_tokens;
+    const size_t page_bytes =
+        (size_t)c->num_layers * (size_t)s->page_size * 2 * s->kv_dim * sizeof(float);
+    while (s->kv_n_pages > 0 && !(s->kv = malloc((size_t)s->kv_n_pages * page_bytes))) {
+        if (!is_default) {
+            snprintf(err, errlen,
+                     "out of host memory for the K/V pool (%.2f GiB for %d tokens; lower "
+                     "kv_pool_tokens, qembed --kv-pool-tokens)",
+                     (double)s->kv_n_pages * page_bytes / (1u << 30), s->kv_n_pages * s->page_size);
+            cpu_destroy(s);
+            return QE_ERR_NOMEM;
+        }
+        s->kv_n_pages /= 2;
+    }
+    s->kv_rows = (size_t)s->kv_n_pages * (size_t)s->page_size;
     *out = s;
     return QE_OK;
-}
-
-static void cpu_destroy(void *state) {
-    cpu_state *s = state;
-    if (!s) return;
-    pool_destroy(s->pool);
-    free(s->weights);
-    free(s->layers);
-    free(s->x);
-    free(s->h);
-    free(s->qkv);
-    free(s->attn);
-    free(s->gate_up);
-    free(s->act);
-    free(s->kv);
-    free(s);
 }
 
 static int reserve(cpu_state *s, int tokens) {
@@ -160,57 +181,57 @@ static void matmul(cpu_state *s, const float *x, int m, int k, const float *w, i
     pool_run(s->pool, ((m + TILE_M - 1) / TILE_M) * j.tiles_n, matmul_tile, &j);
 }
 
-/* The cache rows of layer l: [kv_cap][k | v]. */
+/* Pool rows of layer l. */
 static float *kv_layer(const cpu_state *s, int l) {
-    return s->kv + (size_t)l * s->kv_cap * 2 * s->kv_dim;
+    return s->kv + (size_t)l * s->kv_rows * 2 * s->kv_dim;
 }
 
-/* Causal attention of the step's queries. past < 0: the step holds whole sequences, which attend
- * to their own qkv rows. past >= 0: the step is the chunk of one long sequence whose tokens start
- * at position past (every earlier token's K and V rows are in the cache); the chunk first appends
- * its K|V rows to layer l's cache, then attends to every cached key of the sequence (its queries
- * are the last of them: the kernel's bottom-right alignment). */
-static int attention(cpu_state *s, const qe_batch *b, int past, int l) {
+/* Causal attention of the step's queries at layer l, in two parts (backend.h's qe_batch): the
+ * whole sequences attend to their own rows of qkv; the paged chunks first write their K|V rows
+ * to the pool, then attend to every key of their sequence through its block table. */
+static int attention(cpu_state *s, const qe_batch *b, int l) {
     const qe_config *c = &s->cfg;
+    const int n_whole = b->n_seqs - b->n_paged;
     cpu_attn_params p;
     memset(&p, 0, sizeof p);
     p.q = s->qkv, p.out = s->attn;
     p.q_stride = s->qkv_dim, p.out_stride = s->q_dim;
-    p.cu_seqlens_q = b->cu_seqlens, p.n_seqs = b->n_seqs;
     p.heads = c->num_heads, p.kv_heads = c->num_kv_heads, p.head_dim = c->head_dim;
     p.scale = (float)(1.0 / sqrt((double)c->head_dim));
-    int32_t cu_k[2] = {0, 0};
-    if (past < 0) {
-        p.k = s->qkv + s->q_dim, p.v = s->qkv + s->q_dim + s->kv_dim;
-        p.kv_stride = s->qkv_dim, p.cu_seqlens_k = b->cu_seqlens;
-    } else {
-        float *cache = kv_layer(s, l);
-        for (int t = 0; t < b->n_tokens; t++)
-            memcpy(cache + (size_t)(past + t) * 2 * s->kv_dim,
-                   s->qkv + (size_t)t * s->qkv_dim + s->q_dim, sizeof(float) * 2 * s->kv_dim);
-        cu_k[1] = past + b->n_tokens;
-        p.k = cache, p.v = cache + s->kv_dim;
-        p.kv_stride = 2 * s->kv_dim, p.cu_seqlens_k = cu_k;
+    if (n_whole > 0) {
+        cpu_attn_params w = p;
+        w.k = s->qkv + s->q_dim, w.v = s->qkv + s->q_dim + s->kv_dim;
+        w.kv_stride = s->qkv_dim;
+        w.cu_seqlens_q = w.cu_seqlens_k = b->cu_seqlens, w.n_seqs = n_whole;
+        if (cpu_attention(&w, s->pool)) return -1;
     }
+    if (b->n_paged == 0) return 0;
+    float *pool = kv_layer(s, l);
+    const int t0 = b->cu_seqlens[n_whole];
+    for (int t = t0; t < b->n_tokens; t++)
+        memcpy(pool + (size_t)b->kv_rows[t - t0] * 2 * s->kv_dim,
+               s->qkv + (size_t)t * s->qkv_dim + s->q_dim, sizeof(float) * 2 * s->kv_dim);
+    s->cu_k[0] = 0;
+    for (int i = 0; i < b->n_paged; i++) {
+        const int len = b->cu_seqlens[n_whole + i + 1] - b->cu_seqlens[n_whole + i];
+        s->cu_k[i + 1] = s->cu_k[i] + b->past[i] + len;
+    }
+    p.k = pool, p.v = pool + s->kv_dim, p.kv_stride = 2 * s->kv_dim;
+    p.cu_seqlens_q = b->cu_seqlens + n_whole, p.cu_seqlens_k = s->cu_k, p.n_seqs = b->n_paged;
+    p.block_table = b->block_table, p.block_table_stride = b->bt_stride;
+    p.page_size = s->page_size;
     return cpu_attention(&p, s->pool);
 }
 
-/* Makes the cache hold a sequence of `tokens` (rounded up to 1024, at most the model's
- * positions); the cache keeps its size when it is already large enough. */
-static qe_status kv_reserve(cpu_state *s, int tokens, char *err, size_t errlen) {
-    if (tokens <= s->kv_cap) return QE_OK;
-    int cap = (tokens + 1023) / 1024 * 1024;
-    if (cap > s->cfg.max_position_embeddings) cap = tokens;
-    const size_t bytes = (size_t)s->cfg.num_layers * cap * 2 * s->kv_dim * sizeof(float);
-    free(s->kv);
-    s->kv = malloc(bytes);
-    s->kv_cap = s->kv ? cap : 0;
-    if (s->kv) return QE_OK;
-    snprintf(err, errlen,
-             "out of host memory for the K/V cache of a %d-token sequence (%.2f GiB; the cpu "
-             "backend runs sequences longer than max_batch_tokens %d in chunks against it)",
-             tokens, (double)bytes / (1u << 30), s->max_tokens);
-    return QE_ERR_NOMEM;
+/* Whether the step's pool rows and pages lie inside the pool (the engine's scheduler made them;
+ * checked because a wrong row would write outside the allocation). */
+static int paged_step_valid(const cpu_state *s, const qe_batch *b) {
+    const int t0 = b->cu_seqlens[b->n_seqs - b->n_paged];
+    for (int t = t0; t < b->n_tokens; t++)
+        if (b->kv_rows[t - t0] < 0 || (size_t)b->kv_rows[t - t0] >= s->kv_rows) return 0;
+    for (long long i = 0; i < (long long)b->n_paged * b->bt_stride; i++)
+        if (b->block_table[i] < 0 || b->block_table[i] >= s->kv_n_pages) return 0;
+    return 1;
 }
 
 static void gather_embeddings(const cpu_state *s, const qe_batch *b) {
@@ -225,16 +246,27 @@ static void gather_embeddings(const cpu_state *s, const qe_batch *b) {
     }
 }
 
-/* Embeds the batch and runs the first n_layers layers; the residual stream ends in s->x. past as
- * in attention(). */
-static qe_status run_layers(cpu_state *s, const qe_batch *b, int past, int n_layers, char *err,
+/* Embeds the step and runs its first n_layers layers; the residual stream ends in s->x. */
+static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char *err,
                             size_t errlen) {
     const qe_config *c = &s->cfg;
     const int T = b->n_tokens, H = c->hidden_size, F = c->intermediate_size;
     const float eps = (float)c->rms_norm_eps;
+    if (b->n_paged > 0 && !paged_step_valid(s, b)) {
+        snprintf(err, errlen, "cpu backend: a step's K/V rows lie outside the pool");
+        return QE_ERR_ARG;
+    }
     if (reserve(s, T)) {
         snprintf(err, errlen, "out of host memory for activations of %d tokens", T);
         return QE_ERR_NOMEM;
+    }
+    if (b->n_paged + 1 > s->cu_k_cap) {
+        int32_t *c2 = realloc(s->cu_k, sizeof(int32_t) * (size_t)(b->n_paged + 1));
+        if (!c2) {
+            snprintf(err, errlen, "out of host memory");
+            return QE_ERR_NOMEM;
+        }
+        s->cu_k = c2, s->cu_k_cap = b->n_paged + 1;
     }
     gather_embeddings(s, b);
     for (int l = 0; l < n_layers; l++) {
@@ -243,7 +275,7 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, int past, int n_lay
         matmul(s, s->h, T, H, W->wqkv, s->qkv_dim, s->qkv, 0);
         ref_qk_norm_rope(s->qkv, T, c->num_heads, c->num_kv_heads, c->head_dim, b->positions,
                          W->q_norm, W->k_norm, eps, c->rope_theta);
-        if (attention(s, b, past, l)) {
+        if (attention(s, b, l)) {
             snprintf(err, errlen, "out of host memory for the attention of %d tokens", T);
             return QE_ERR_NOMEM;
         }
@@ -256,64 +288,38 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, int past, int n_lay
     return QE_OK;
 }
 
-/* Runs the batch's first n_layers layers: whole, or, for one sequence longer than the step
- * budget, in chunks of at most max_tokens tokens against the K/V cache (every step bounded, as on
- * the CUDA backend). rows, when not NULL, receives the residual stream of every token. The
- * residual stream of the last piece run stays in s->x: the whole batch (*chunk_len 0), or the
- * last chunk, of *chunk_len tokens. */
-static qe_status run_bounded(cpu_state *s, const qe_batch *b, int n_layers, float *rows,
-                             int *chunk_len, char *err, size_t errlen) {
-    const int H = s->cfg.hidden_size;
-    *chunk_len = 0;
-    if (qe_batch_stopped(b, "cpu backend", err, errlen)) return QE_ERR_CANCELLED;
-    if (b->n_tokens <= s->max_tokens || b->n_seqs != 1) {
-        qe_status st = run_layers(s, b, -1, n_layers, err, errlen);
-        if (st == QE_OK && rows) memcpy(rows, s->x, sizeof(float) * (size_t)b->n_tokens * H);
-        return st;
-    }
-    qe_status st = kv_reserve(s, b->n_tokens, err, errlen);
-    for (int start = 0; st == QE_OK && start < b->n_tokens; start += s->max_tokens) {
-        if (start > 0 && qe_batch_stopped(b, "cpu backend", err, errlen)) return QE_ERR_CANCELLED;
-        const int len = b->n_tokens - start < s->max_tokens ? b->n_tokens - start : s->max_tokens;
-        const int32_t cu[2] = {0, len};
-        const qe_batch piece = {.n_seqs = 1,
-                                .n_tokens = len,
-                                .tokens = b->tokens + start,
-                                .positions = b->positions + start,
-                                .cu_seqlens = cu};
-        st = run_layers(s, &piece, start, n_layers, err, errlen);
-        if (st == QE_OK && rows)
-            memcpy(rows + (size_t)start * H, s->x, sizeof(float) * (size_t)len * H);
-        *chunk_len = len;
-    }
-    return st;
-}
-
-static qe_status cpu_forward(void *state, const qe_batch *b, int dims, int normalize, float *out,
-                             char *err, size_t errlen) {
+static qe_status cpu_forward(void *state, const qe_batch *steps, int n_steps, int dims,
+                             int normalize, char *err, size_t errlen) {
     cpu_state *s = state;
-    int chunk_len;
-    qe_status st = run_bounded(s, b, s->cfg.num_layers, NULL, &chunk_len, err, errlen);
-    if (st != QE_OK) return st;
-    const int32_t cu_chunk[2] = {0, chunk_len}; /* a chunked sequence: its last chunk's last row */
-    ref_pool_last(s->x, s->cfg.hidden_size, chunk_len ? cu_chunk : b->cu_seqlens,
-                  chunk_len ? 1 : b->n_seqs, s->final_norm, (float)s->cfg.rms_norm_eps, dims,
-                  normalize, out);
+    for (int i = 0; i < n_steps; i++) {
+        const qe_batch *b = &steps[i];
+        if (qe_batch_stopped(b, "cpu backend", err, errlen)) return QE_ERR_CANCELLED;
+        qe_status st = run_layers(s, b, s->cfg.num_layers, err, errlen);
+        if (st != QE_OK) return st;
+        ref_pool_last(s->x, s->cfg.hidden_size, b->cu_seqlens, b->n_seqs, s->final_norm,
+                      (float)s->cfg.rms_norm_eps, dims, normalize, b->out);
+    }
     return QE_OK;
 }
 
 static qe_status cpu_residual(void *state, const qe_batch *b, int n_layers, float *out, char *err,
                               size_t errlen) {
-    int chunk_len;
-    return run_bounded(state, b, n_layers, out, &chunk_len, err, errlen);
+    cpu_state *s = state;
+    qe_status st = run_layers(s, b, n_layers, err, errlen);
+    if (st == QE_OK) memcpy(out, s->x, sizeof(float) * (size_t)b->n_tokens * s->cfg.hidden_size);
+    return st;
 }
 
-/* No device, no steps of its own (the engine splits), no graphs, GEMM plans or profiler: the
- * qembed_debug.h hooks stay NULL. */
+static int cpu_kv_pages(const void *state) {
+    return ((const cpu_state *)state)->kv_n_pages;
+}
+
+/* No device, no graphs, GEMM plans or profiler: the qembed_debug.h hooks stay NULL. */
 const qe_backend_ops qe_cpu_backend = {
     .name = "cpu",
     .create = cpu_create,
     .forward = cpu_forward,
     .destroy = cpu_destroy,
     .residual = cpu_residual,
+    .kv_pages = cpu_kv_pages,
 };

@@ -7,16 +7,15 @@
  * sequence against all keys, and o_proj + MLP run on n_seqs rows instead of n_tokens.
  * QE_CUDA_FULL_LAST_LAYER=1 disables it (tests compare both).
  *
- * Chunked prefill: a sequence longer than max_batch_tokens runs alone, in chunks of at most
- * max_batch_tokens tokens, in order. Every layer appends each chunk's K|V rows (after q/k-norm and
- * RoPE at the chunk's absolute positions) to that layer's region of a contiguous K/V cache, and
- * the chunk's queries attend to all cached keys (Lq = chunk length, Lk = tokens so far: the
- * attention kernel's bottom-right causal alignment). The residual stream holds one chunk at a
- * time. The cache is one device allocation, [layers][tokens][k kv_dim | v kv_dim] bf16, made on
- * the first long sequence and grown (freed and reallocated) when a longer one arrives; never on a
- * step of short sequences. The last-layer shortcut applies too: a chunk before the last stops the
- * last layer once its K/V are cached (its outputs feed nothing), the last chunk runs the last
- * layer's attention/o_proj/MLP on its final row only.
+ * Paged K/V pool: a step's last n_paged sequences are chunks of long sequences (backend.h's
+ * qe_batch; the engine's scheduler, runtime/scheduler.h, decides which). Every layer writes each
+ * chunk's K|V rows (after q/k-norm and RoPE at the chunk's absolute positions) to its pool rows
+ * (qe_kv_append), and the chunk's queries attend to all of its sequence's keys through its block
+ * table (Lq = chunk length, Lk = tokens so far: the attention kernel's bottom-right causal
+ * alignment); the whole sequences of the step attend to their own rows as before, in a launch of
+ * their own. The pool is one device allocation, [layers][pages * page_size][k | v] bf16, made at
+ * create. The last-layer shortcut applies to chunks too: their last rows go on (a chunk before
+ * its sequence's last computes one row nothing reads).
  *
  * Overlap: steps are enqueued on one stream without waiting; two pinned staging slots alternate
  * (cuda_internal.h), so while the GPU runs step i the host packs step i+1 and copies out step
@@ -25,8 +24,8 @@
  *
  * Small steps (<= 512 padded tokens) run as CUDA graphs, one per padded shape (cuda_graph.c).
  * QE_PROFILE=1 times every op (cuda_profile.c); it runs steps one at a time, without graphs.
- * Steps, chunks, graph captures/replays/refusals and the GEMM plans are there for tools through
- * qembed_debug.h (the hooks at the end of this file). */
+ * Graph captures/replays/refusals and the GEMM plans are there for tools through qembed_debug.h
+ * (the hooks at the end of this file; the engine counts steps and chunks). */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -38,7 +37,6 @@
 
 #define ALIGN_BYTES 256
 #define GEMM_WORKSPACE (32u << 20)
-#define KV_ROUND 1024       /* K/V cache capacity grows in steps of this many tokens */
 #define OUT_STAGE_ROWS 1024 /* pooled rows a staging slot holds; more go straight to the caller */
 
 static size_t align_up(size_t n) {
@@ -230,10 +228,12 @@ static void destroy(void *state) {
     for (int i = 0; i < 2; i++) {
         stage_slot *sl = &st->slot[i];
         if (sl->ints) cudaFreeHost(sl->ints);
+        if (sl->paged) cudaFreeHost(sl->paged);
         if (sl->out) cudaFreeHost(sl->out);
         if (sl->done) cudaEventDestroy(sl->done);
     }
     if (st->kv) cudaFree(st->kv);
+    if (st->d_paged) cudaFree(st->d_paged);
     if (st->amem) cudaFree(st->amem);
     if (st->wmem) cudaFree(st->wmem);
     if (st->stream) cudaStreamDestroy(st->stream);
@@ -245,22 +245,35 @@ static double gib(size_t b) {
     return (double)b / (1024.0 * 1024.0 * 1024.0);
 }
 
-static qe_status ensure_kv(cuda_state *st, int len, char *err, size_t errlen);
-
-/* qe_options.reserve_tokens: the K/V cache for the longest sequence the caller will send, made
- * now so that no request meets an out-of-memory later. */
-static qe_status reserve_kv(cuda_state *st, int reserve, char *err, size_t errlen) {
-    const int max_pos = st->cfg.max_position_embeddings;
-    if (reserve < 0 || reserve > max_pos) reserve = max_pos;
-    if (reserve <= st->max_tokens) return QE_OK; /* such sequences never need the cache */
-    char why[400];
-    qe_status status = ensure_kv(st, reserve, why, sizeof why);
-    if (status != QE_OK)
-        snprintf(err, errlen,
-                 "%s (reserving for inputs of up to %d tokens: lower --max-input-tokens, or raise "
-                 "--max-batch-tokens above it)",
-                 why, reserve);
-    return status;
+/* The K/V pool (qe_options.kv_pool_tokens): a size asked for is made or qe_open fails; the
+ * default (the model's positions) is halved until it fits beside the weights and the arena. */
+static qe_status make_pool(cuda_state *st, const qe_options *o, char *err, size_t errlen) {
+    int is_default;
+    st->page_size = o->kv_page_tokens;
+    int pages = qe_kv_pool_pages_wanted(o, &st->cfg, &is_default);
+    const size_t page_bytes =
+        (size_t)st->layers * (size_t)st->page_size * 2 * (size_t)st->kv_dim * sizeof(qe_bf16);
+    for (; pages > 0; pages /= 2) {
+        void *p = NULL;
+        if (cudaMalloc(&p, (size_t)pages * page_bytes) == cudaSuccess) {
+            st->kv = p;
+            break;
+        }
+        cudaGetLastError();
+        if (!is_default) {
+            snprintf(err, errlen,
+                     "cuda backend: cannot allocate the K/V pool for %d tokens (%.2f GiB = %d "
+                     "layers x 2 x %d kv_dim x 2 bytes per token); lower kv_pool_tokens (qembed "
+                     "--kv-pool-tokens) or free device memory",
+                     pages * st->page_size, gib((size_t)pages * page_bytes), st->layers,
+                     st->kv_dim);
+            return QE_ERR_NOMEM;
+        }
+    }
+    st->kv_n_pages = pages;
+    st->kv_rows = (size_t)pages * (size_t)st->page_size;
+    st->kvbytes = (size_t)pages * page_bytes;
+    return QE_OK;
 }
 
 /* The two host staging slots (cuda_internal.h): pinned ints and pooled outputs, an event each. */
@@ -284,6 +297,30 @@ static qe_status alloc_slots(cuda_state *st, char *err, size_t errlen) {
             return QE_ERR_DEVICE;
         }
     }
+    return QE_OK;
+}
+
+/* The paged arrays' buffers (device, and each slot's pinned one), made at create for the largest
+ * step: cu_k and kv_rows at most 2 * max_tokens + 1 ints, and a block table of at most
+ * min(max_tokens, pages) chunks (each holds a page of its own) of at most `pages` entries. */
+static qe_status alloc_paged(cuda_state *st, char *err, size_t errlen) {
+    if (st->kv_n_pages == 0) return QE_OK;
+    const size_t P = (size_t)st->kv_n_pages, T = (size_t)st->max_tokens;
+    const size_t cap = 2 * T + 1 + (T < P ? T : P) * P;
+    if (cudaMalloc((void **)&st->d_paged, cap * sizeof(int32_t)) != cudaSuccess) {
+        cudaGetLastError();
+        snprintf(err, errlen, "cuda backend: cannot allocate %zu bytes for block tables",
+                 cap * sizeof(int32_t));
+        return QE_ERR_NOMEM;
+    }
+    for (int i = 0; i < 2; i++)
+        if (cudaMallocHost((void **)&st->slot[i].paged, cap * sizeof(int32_t)) != cudaSuccess) {
+            cudaGetLastError();
+            snprintf(err, errlen, "cuda backend: cannot pin %zu bytes of host memory",
+                     cap * sizeof(int32_t));
+            return QE_ERR_NOMEM;
+        }
+    st->paged_cap = cap;
     return QE_OK;
 }
 
@@ -387,7 +424,8 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
         snprintf(err, errlen, "cuda backend: loading weights: %s", qe_k_last_error());
         goto fail;
     }
-    status = reserve_kv(st, o->reserve_tokens, err, errlen);
+    status = make_pool(st, o, err, errlen);
+    if (status == QE_OK) status = alloc_paged(st, err, errlen);
     if (status != QE_OK) goto fail;
     status = QE_ERR_DEVICE;
     prof_init(st);
@@ -401,50 +439,88 @@ fail:
 
 /* ---------------------------------------------------------------- forward */
 
-/* Packs a step's int arrays into h (pinned) in g's layout, tokens[Tp] | positions[Tp] | cu[Sp+1] |
- * cu_last[Sp+1] | cu_k[2], and points g's d_ arrays at the same layout in d_ints. tokens and
- * positions point at the step's first token; cu[0..S] are its offsets (cu[0] need not be 0).
- * A graph step's padding is filled as cuda_graph.c describes. */
-static void pack_step(cuda_state *st, int32_t *h, step_geom *g, const int32_t *tokens,
-                      const int32_t *positions, const int32_t *cu) {
-    const int T = g->T, S = g->S, Tp = g->Tp, Sp = g->Sp;
-    int32_t *tok = h, *pos = tok + Tp, *c = pos + Tp, *c_last = c + Sp + 1, *c_k = c_last + Sp + 1;
-    memcpy(tok, tokens, (size_t)T * sizeof(int32_t));
-    memcpy(pos, positions, (size_t)T * sizeof(int32_t));
+/* Packs a step's int arrays into the slot's pinned buffers in g's layout: tokens[Tp] |
+ * positions[Tp] | cu[Sp+1] | cu_last[Sp+1] in ints, and the paged chunks' cu_k | kv_rows |
+ * block_table in paged; points g's d_ arrays at the same layouts in d_ints and d_paged. A graph
+ * step's padding is filled as cuda_graph.c describes. */
+static void pack_step(cuda_state *st, stage_slot *sl, step_geom *g, const qe_batch *b) {
+    const int T = g->T, S = g->S, Tp = g->Tp, Sp = g->Sp, n_whole = S - g->n_paged;
+    int32_t *tok = sl->ints, *pos = tok + Tp, *c = pos + Tp, *c_last = c + Sp + 1;
+    memcpy(tok, b->tokens, (size_t)T * sizeof(int32_t));
+    memcpy(pos, b->positions, (size_t)T * sizeof(int32_t));
     for (int t = T; t < Tp; t++)
         tok[t] = 0, pos[t] = t - T; /* the filler sequence */
-    int max_len = 0;
-    for (int s = 0; s <= S; s++) {
-        c[s] = cu[s] - cu[0];
-        c_last[s] = s; /* the shortcut's one query per sequence */
-        if (s > 0 && c[s] - c[s - 1] > max_len) max_len = c[s] - c[s - 1];
+    int max_len = 0, max_paged = 0;
+    for (int i = 0; i <= S; i++) {
+        c[i] = b->cu_seqlens[i];
+        c_last[i] = i; /* the shortcut's one query per sequence */
+        const int len = i > 0 ? c[i] - c[i - 1] : 0;
+        if (i > 0 && i <= n_whole && len > max_len) max_len = len;
+        if (i > n_whole && len > max_paged) max_paged = len;
     }
-    for (int s = S + 1; s <= Sp; s++) {
-        c[s] = Tp;                /* slot S: the filler; after it, empty slots */
-        c_last[s] = S + (Tp > T); /* an empty filler has no query either */
+    for (int i = S + 1; i <= Sp; i++) {
+        c[i] = Tp;                /* slot S: the filler; after it, empty slots */
+        c_last[i] = S + (Tp > T); /* an empty filler has no query either */
     }
-    c_k[0] = 0;
-    c_k[1] = g->past >= 0 ? g->past + T : 0;
     /* a graph's grid may not depend on the contents */
     g->max_len = g->graph ? Tp : max_len;
+    g->max_len_paged = max_paged;
     g->d_tok = st->d_ints;
     g->d_pos = g->d_tok + Tp;
     g->d_cu = g->d_pos + Tp;
     g->d_cu_last = g->d_cu + Sp + 1;
-    g->d_cu_k = g->d_cu_last + Sp + 1;
+    if (g->n_paged == 0) return;
+    const int np = g->n_paged, T_paged = T - c[n_whole];
+    int32_t *cu_k = sl->paged, *rows = cu_k + np + 1, *table = rows + T_paged;
+    cu_k[0] = 0;
+    for (int i = 0; i < np; i++)
+        cu_k[i + 1] = cu_k[i] + b->past[i] + (c[n_whole + i + 1] - c[n_whole + i]);
+    memcpy(rows, b->kv_rows, (size_t)T_paged * sizeof(int32_t));
+    memcpy(table, b->block_table, (size_t)np * (size_t)b->bt_stride * sizeof(int32_t));
+    g->d_cu_k = st->d_paged;
+    g->d_kv_rows = g->d_cu_k + np + 1;
+    g->d_table = g->d_kv_rows + T_paged;
 }
 
-/* Embed + the layers of one packed step, enqueued on the stream, all in the arena.
- *
- * past < 0: ordinary step, each sequence attends to its own K/V rows in qkv.
- * past >= 0: chunked prefill (one sequence): the step is tokens [past, past + T) of a long
- * sequence; every layer appends the chunk's K|V rows to its cache region (ensure_kv made room)
- * and the queries attend to all past + T cached keys. With the shortcut a non-final chunk's last
- * layer stops once its K/V are cached. n_layers < layers (the residual hook) runs no shortcut. */
+/* One attention launch over sequences [first, first + n) of the step: whole ones (paged 0)
+ * against their own K/V rows of qkv, paged chunks against the pool. */
+static int attend(cuda_state *st, const step_geom *g, int l, int first, int n, int paged,
+                  int shortcut) {
+    if (n == 0) return QE_K_OK;
+    qe_attn_params ap;
+    memset(&ap, 0, sizeof ap);
+    if (paged) {
+        const size_t kv_row = 2 * (size_t)st->kv_dim;
+        qe_bf16 *pool = st->kv + (size_t)l * st->kv_rows * kv_row;
+        ap.k = pool, ap.v = pool + st->kv_dim, ap.kv_stride = (int)kv_row;
+        ap.cu_seqlens_k = g->d_cu_k;
+        ap.block_table = g->d_table, ap.block_table_stride = g->bt_stride;
+        ap.page_size = g->page_size;
+    } else {
+        ap.k = st->qkv + st->q_dim, ap.v = st->qkv + st->q_dim + st->kv_dim;
+        ap.kv_stride = st->qkv_dim;
+        ap.cu_seqlens_k = g->d_cu;
+    }
+    if (shortcut) {
+        /* only the pooled rows go on: their q (already normed and rotated), one per sequence */
+        ap.q = st->qkv_last, ap.cu_seqlens_q = g->d_cu_last + first, ap.max_seqlen_q = 1;
+    } else {
+        ap.q = st->qkv, ap.cu_seqlens_q = g->d_cu + first;
+        ap.max_seqlen_q = paged ? g->max_len_paged : g->max_len;
+    }
+    ap.q_stride = st->qkv_dim;
+    ap.out = st->attn, ap.out_stride = st->q_dim;
+    ap.n_seqs = n;
+    ap.heads = st->heads, ap.kv_heads = st->kv_heads, ap.head_dim = st->head_dim;
+    ap.scale = 1.0f / sqrtf((float)st->head_dim);
+    return qe_attention(&ap, st->stream);
+}
+
+/* Embed + the layers of one packed step, enqueued on the stream, all in the arena and the pool
+ * (the paged chunks' K|V rows are written to the pool before each layer's attention reads it). */
 int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
     const int H = st->hidden, T = g->Tp, S = g->Sp;
-    const int chunked = g->past >= 0;
-    const size_t kv_row = 2 * (size_t)st->kv_dim; /* one cached token: k | v */
+    const int n_whole = S - g->n_paged;
     qe_stream s = st->stream;
     qe_gemm *gm = st->gemm;
     K_CALL(qe_embed_gather(st->embed, st->vocab, H, g->d_tok, T, st->x, s));
@@ -460,55 +536,26 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         K_CALL(qe_qk_norm_rope(st->qkv, T, st->heads, st->kv_heads, st->head_dim, g->d_pos,
                                L->q_norm, L->k_norm, st->eps, st->cfg.rope_theta, s));
         prof_mark(st, OP_ROPE);
-
-        qe_attn_params ap;
-        memset(&ap, 0, sizeof ap);
-        if (chunked) {
-            /* Append the chunk's rotated K and V (adjacent in each qkv row) to this layer's cache;
-             * the queries then see every key of the sequence so far. */
-            qe_bf16 *cache = st->kv + (size_t)l * (size_t)st->kv_cap * kv_row;
-            CUDA_CHECK(cudaMemcpy2DAsync(cache + (size_t)g->past * kv_row, kv_row * 2,
-                                         st->qkv + st->q_dim, (size_t)st->qkv_dim * 2, kv_row * 2,
-                                         (size_t)T, cudaMemcpyDeviceToDevice, s));
+        if (g->n_paged > 0) {
+            const int first_tok = g->T - g->n_paged_tokens;
+            K_CALL(qe_kv_append(st->qkv + (size_t)first_tok * st->qkv_dim + st->q_dim, st->qkv_dim,
+                                2 * st->kv_dim, g->d_kv_rows, g->n_paged_tokens,
+                                st->kv + (size_t)l * st->kv_rows * 2 * st->kv_dim, 2 * st->kv_dim,
+                                s));
             prof_mark(st, OP_KV);
-            /* Not the last chunk: this last layer's outputs feed nothing (only the sequence's
-             * final row is pooled), its K/V are all the later chunks need. */
-            if (shortcut && !g->final) break;
-            ap.k = cache;
-            ap.v = cache + st->kv_dim;
-            ap.kv_stride = (int)kv_row;
-            ap.cu_seqlens_k = g->d_cu_k;
-        } else {
-            ap.k = st->qkv + st->q_dim;
-            ap.v = st->qkv + st->q_dim + st->kv_dim;
-            ap.kv_stride = st->qkv_dim;
-            ap.cu_seqlens_k = g->d_cu;
         }
-        ap.q_stride = st->qkv_dim;
-        ap.out = st->attn;
-        ap.out_stride = st->q_dim;
-        ap.n_seqs = S;
-        ap.heads = st->heads, ap.kv_heads = st->kv_heads, ap.head_dim = st->head_dim;
-        ap.scale = 1.0f / sqrtf((float)st->head_dim);
         float *x = st->x;
         int rows = T;
         if (shortcut) {
-            /* Only the pooled rows go on: their q (already normed and rotated) and residual. */
             K_CALL(
                 qe_gather_last_rows(st->qkv, (size_t)st->qkv_dim * 2, g->d_cu, S, st->qkv_last, s));
             K_CALL(qe_gather_last_rows(st->x, (size_t)H * 4, g->d_cu, S, st->x_last, s));
             prof_mark(st, OP_GATHER);
-            ap.q = st->qkv_last;
-            ap.cu_seqlens_q = g->d_cu_last;
-            ap.max_seqlen_q = 1;
             x = st->x_last;
             rows = S;
-        } else {
-            ap.q = st->qkv;
-            ap.cu_seqlens_q = g->d_cu;
-            ap.max_seqlen_q = g->max_len;
         }
-        K_CALL(qe_attention(&ap, s));
+        K_CALL(attend(st, g, l, 0, n_whole, 0, shortcut));
+        K_CALL(attend(st, g, l, n_whole, g->n_paged, 1, shortcut));
         prof_mark(st, OP_ATTN);
         K_CALL(qe_gemm_bf16(gm, st->attn, st->q_dim, rows, st->q_dim, L->wo, H, x, H, 1, 1, s));
         prof_mark(st, OP_OPROJ);
@@ -526,15 +573,17 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
 }
 
 /* Enqueues a packed step: the int arrays' upload, its layers (as a graph when g->graph), then
- * pooling of its S real sequences and the copy of out [S, dims] (or, with residual_out, of its
- * residual rows [T, hidden]), and records the slot's event. A chunk before a sequence's last
- * copies nothing. */
+ * pooling of its S sequences and the copy of out [S, dims] (or, with residual_out, of its
+ * residual rows [T, hidden]) to b->out, and records the slot's event. */
 static int enqueue_step(cuda_state *st, stage_slot *sl, const step_geom *g, int dims, int normalize,
                         float *out, float *residual_out) {
     const int H = st->hidden;
-    const size_t n_ints = 2 * (size_t)g->Tp + 2 * ((size_t)g->Sp + 1) + 2;
+    const size_t n_ints = 2 * (size_t)g->Tp + 2 * ((size_t)g->Sp + 1);
     CUDA_CHECK(cudaMemcpyAsync(st->d_ints, sl->ints, n_ints * sizeof(int32_t),
                                cudaMemcpyHostToDevice, st->stream));
+    if (g->n_paged > 0)
+        CUDA_CHECK(cudaMemcpyAsync(st->d_paged, sl->paged, g->n_paged_ints * sizeof(int32_t),
+                                   cudaMemcpyHostToDevice, st->stream));
     prof_start(st);
     if (g->graph)
         K_CALL(graph_enqueue_layers(st, g));
@@ -544,7 +593,7 @@ static int enqueue_step(cuda_state *st, stage_slot *sl, const step_geom *g, int 
     if (residual_out) {
         CUDA_CHECK(cudaMemcpyAsync(residual_out, st->x, (size_t)g->T * H * sizeof(float),
                                    cudaMemcpyDeviceToHost, st->stream));
-    } else if (g->past < 0 || g->final) {
+    } else {
         const int compact = !g->full_last && g->n_layers > 0; /* x_last exists once a layer ran */
         K_CALL(qe_pool_last(compact ? st->x_last : st->x, H, compact ? NULL : g->d_cu, g->S,
                             st->final_norm, st->eps, dims, normalize, st->pooled, st->stream));
@@ -578,61 +627,34 @@ static int wait_all(cuda_state *st) {
     return wait_slot(st, &st->slot[st->next_slot ^ 1]);
 }
 
-/* One step of T = cu[S] - cu[0] <= max_tokens tokens (tokens/positions point at its first) of S
- * sequences with offsets cu[0..S], past/final as in cuda_enqueue_layers. Packs it into the next
- * staging slot once that slot's previous step has finished, enqueues it and returns without
- * waiting for it: the caller packs the next step while this one runs, and wait_all delivers the
- * outputs. The profiler and the residual hook wait at once. */
-static int run_step(cuda_state *st, const int32_t *tokens, const int32_t *positions,
-                    const int32_t *cu, int S, int past, int final, int dims, int normalize,
-                    float *out, int n_layers, float *residual_out) {
+/* One step (at most max_tokens tokens). Packs it into the next staging slot once that slot's
+ * previous step has finished, enqueues it and returns without waiting for it: the caller packs
+ * the next step while this one runs, and wait_all delivers the outputs. The profiler and the
+ * residual hook wait at once. */
+static int run_step(cuda_state *st, const qe_batch *b, int dims, int normalize, int n_layers,
+                    float *residual_out) {
+    step_geom g;
+    memset(&g, 0, sizeof g);
+    g.T = b->n_tokens, g.S = b->n_seqs, g.n_paged = b->n_paged, g.n_layers = n_layers;
+    g.bt_stride = b->bt_stride, g.page_size = st->page_size;
+    g.n_paged_tokens = b->n_paged ? b->n_tokens - b->cu_seqlens[b->n_seqs - b->n_paged] : 0;
+    g.n_paged_ints = b->n_paged ? (size_t)b->n_paged + 1 + (size_t)g.n_paged_tokens +
+                                      (size_t)b->n_paged * (size_t)b->bt_stride
+                                : 0;
+    if (g.n_paged_ints > st->paged_cap)
+        return qe_k_fail("step", "n_paged_ints <= paged_cap", __func__, __FILE__, __LINE__,
+                         "the block tables exceed their buffers");
     stage_slot *sl = &st->slot[st->next_slot];
     st->next_slot ^= 1;
     K_CALL(wait_slot(st, sl)); /* its pinned arrays may be rewritten once that step is done */
-    step_geom g;
-    memset(&g, 0, sizeof g);
-    g.T = cu[S] - cu[0], g.S = S, g.past = past, g.final = final, g.n_layers = n_layers;
     g.full_last = st->full_last_layer || residual_out != NULL;
-    g.Tp = g.T, g.Sp = S;
-    g.graph = past < 0 && !residual_out && n_layers == st->layers && graph_shape(st, &g.Tp, &g.Sp);
-    pack_step(st, sl->ints, &g, tokens, positions, cu);
-    K_CALL(enqueue_step(st, sl, &g, dims, normalize, out, residual_out));
-    st->steps++;
-    st->chunks += past >= 0;
+    g.Tp = g.T, g.Sp = g.S;
+    g.graph =
+        b->n_paged == 0 && !residual_out && n_layers == st->layers && graph_shape(st, &g.Tp, &g.Sp);
+    pack_step(st, sl, &g, b);
+    K_CALL(enqueue_step(st, sl, &g, dims, normalize, b->out, residual_out));
     if (st->prof.enabled || residual_out) K_CALL(wait_slot(st, sl));
     return QE_K_OK;
-}
-
-/* Makes the K/V cache hold at least len tokens per layer. Called before a long sequence's first
- * chunk, never on a step of short sequences; grows in KV_ROUND steps, at most to the model's
- * max_position_embeddings (the engine refuses longer inputs). */
-static qe_status ensure_kv(cuda_state *st, int len, char *err, size_t errlen) {
-    if (len <= st->kv_cap) return QE_OK;
-    const size_t per_token = (size_t)st->layers * 2 * (size_t)st->kv_dim * sizeof(qe_bf16);
-    int cap = (int)(((long long)len + KV_ROUND - 1) / KV_ROUND * KV_ROUND);
-    const int max_pos = st->cfg.max_position_embeddings;
-    if (max_pos >= len && cap > max_pos) cap = max_pos;
-    if (st->kv) {
-        /* the stream is idle between steps (each one ends synchronised) */
-        cudaFree(st->kv);
-        st->kv = NULL, st->kv_cap = 0, st->kvbytes = 0;
-    }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        const int want = attempt ? len : cap; /* the rounded size, then the exact one */
-        if (attempt && cap == len) break;
-        void *p = NULL;
-        if (cudaMalloc(&p, (size_t)want * per_token) == cudaSuccess) {
-            st->kv = p, st->kv_cap = want, st->kvbytes = (size_t)want * per_token;
-            return QE_OK;
-        }
-        cudaGetLastError();
-    }
-    snprintf(err, errlen,
-             "cuda backend: cannot allocate the K/V cache for a %d-token sequence (chunked "
-             "prefill: %.2f GiB = %d layers x 2 x %d kv_dim x 2 bytes x %d tokens); free device "
-             "memory or shorten the input",
-             len, gib((size_t)len * per_token), st->layers, st->kv_dim, len);
-    return QE_ERR_NOMEM;
 }
 
 /* After a failed launch or wait: wait for the stream (queued copies may still read the pinned
@@ -660,115 +682,86 @@ static qe_status stopped(cuda_state *st, char *err, size_t errlen) {
     return QE_ERR_CANCELLED;
 }
 
-/* One sequence longer than max_batch_tokens, chunk by chunk against the K/V cache. out: its pooled
- * row [dims] (forward) or NULL with residual_out: its residual rows [len, hidden] after n_layers
- * layers (the residual hook). b->stop is polled before every chunk but the first. Returns with
- * nothing in flight. */
-static qe_status run_chunked(cuda_state *st, const qe_batch *b, const int32_t *tokens,
-                             const int32_t *positions, int len, int dims, int normalize, float *out,
-                             int n_layers, float *residual_out, char *err, size_t errlen) {
-    if (wait_all(st) != QE_K_OK) return step_failed(st, err, errlen); /* before the cache moves */
-    qe_status status = ensure_kv(st, len, err, errlen);
-    if (status != QE_OK) return status;
-    for (int past = 0; past < len; past += st->max_tokens) {
-        if (past > 0 && qe_batch_stopped(b, "cuda backend", err, errlen))
-            return stopped(st, err, errlen);
-        const int n = len - past < st->max_tokens ? len - past : st->max_tokens;
-        const int32_t cu[2] = {0, n};
-        if (run_step(st, tokens + past, positions + past, cu, 1, past, past + n == len, dims,
-                     normalize, out, n_layers,
-                     residual_out ? residual_out + (size_t)past * st->hidden : NULL) != QE_K_OK) {
-            return step_failed(st, err, errlen);
-        }
-    }
-    if (wait_all(st) != QE_K_OK) return step_failed(st, err, errlen);
-    return QE_OK;
-}
-
-static qe_status forward(void *state, const qe_batch *b, int dims, int normalize, float *out,
-                         char *err, size_t errlen) {
-    cuda_state *st = state;
-    if (!enter_device(st, err, errlen)) return QE_ERR_DEVICE;
-    if (dims <= 0) dims = st->hidden;
-    if (dims > st->hidden || b->n_seqs < 0 || !b->cu_seqlens || b->cu_seqlens[0] != 0) {
-        snprintf(err, errlen, "cuda backend: bad batch (dims %d of %d, %d sequences)", dims,
-                 st->hidden, b->n_seqs);
+/* A step the kernels can run without reading or writing out of bounds: within the arena, ids in
+ * the vocabulary, pool rows and pages inside the pool. */
+static qe_status check_step(const cuda_state *st, const qe_batch *b, char *err, size_t errlen) {
+    const int n_whole = b->n_seqs - b->n_paged;
+    if (b->n_seqs <= 0 || b->n_paged < 0 || n_whole < 0 || !b->cu_seqlens ||
+        b->cu_seqlens[0] != 0 || b->n_tokens > st->max_tokens ||
+        b->cu_seqlens[b->n_seqs] != b->n_tokens) {
+        snprintf(err, errlen, "cuda backend: bad step (%d tokens of %d sequences, budget %d)",
+                 b->n_tokens, b->n_seqs, st->max_tokens);
         return QE_ERR_ARG;
     }
-    for (int s = 0; s < b->n_seqs; s++) {
-        int len = b->cu_seqlens[s + 1] - b->cu_seqlens[s];
-        if (len <= 0) {
-            snprintf(err, errlen, "cuda backend: sequence %d is empty", s);
+    for (int i = 0; i < b->n_seqs; i++)
+        if (b->cu_seqlens[i + 1] <= b->cu_seqlens[i]) {
+            snprintf(err, errlen, "cuda backend: sequence %d of the step is empty", i);
             return QE_ERR_ARG;
         }
-    }
     for (int t = 0; t < b->n_tokens; t++)
         if (b->tokens[t] < 0 || b->tokens[t] >= st->vocab) {
             snprintf(err, errlen, "cuda backend: token id %d at %d outside the vocabulary (%d)",
                      b->tokens[t], t, st->vocab);
             return QE_ERR_ARG;
         }
-    int first = 0;
-    while (first < b->n_seqs) {
-        if (qe_batch_stopped(b, "cuda backend", err, errlen)) return stopped(st, err, errlen);
-        const int t0 = b->cu_seqlens[first];
-        if (b->cu_seqlens[first + 1] - t0 > st->max_tokens) {
-            /* longer than a step: alone, in chunks */
-            qe_status status = run_chunked(
-                st, b, b->tokens + t0, b->positions + t0, b->cu_seqlens[first + 1] - t0, dims,
-                normalize, out + (size_t)first * dims, st->layers, NULL, err, errlen);
-            if (status != QE_OK) return status;
-            first++;
-            continue;
+    const int t0 = b->cu_seqlens[n_whole];
+    for (int t = t0; b->n_paged && t < b->n_tokens; t++)
+        if (b->kv_rows[t - t0] < 0 || (size_t)b->kv_rows[t - t0] >= st->kv_rows) {
+            snprintf(err, errlen, "cuda backend: a step's K/V row lies outside the pool");
+            return QE_ERR_ARG;
         }
-        int last = first + 1;
-        while (last < b->n_seqs && b->cu_seqlens[last + 1] - t0 <= st->max_tokens)
-            last++;
-        if (run_step(st, b->tokens + t0, b->positions + t0, b->cu_seqlens + first, last - first, -1,
-                     1, dims, normalize, out + (size_t)first * dims, st->layers, NULL) != QE_K_OK) {
+    for (long long i = 0; i < (long long)b->n_paged * b->bt_stride; i++)
+        if (b->block_table[i] < 0 || b->block_table[i] >= st->kv_n_pages) {
+            snprintf(err, errlen, "cuda backend: a step's page lies outside the pool");
+            return QE_ERR_ARG;
+        }
+    return QE_OK;
+}
+
+static qe_status forward(void *state, const qe_batch *steps, int n_steps, int dims, int normalize,
+                         char *err, size_t errlen) {
+    cuda_state *st = state;
+    if (!enter_device(st, err, errlen)) return QE_ERR_DEVICE;
+    if (dims <= 0 || dims > st->hidden) {
+        snprintf(err, errlen, "cuda backend: dims %d of %d", dims, st->hidden);
+        return QE_ERR_ARG;
+    }
+    for (int i = 0; i < n_steps; i++) {
+        qe_status status = check_step(st, &steps[i], err, errlen);
+        if (status != QE_OK) return status;
+    }
+    for (int i = 0; i < n_steps; i++) {
+        if (qe_batch_stopped(&steps[i], "cuda backend", err, errlen))
+            return stopped(st, err, errlen);
+        if (run_step(st, &steps[i], dims, normalize, st->layers, NULL) != QE_K_OK)
             return step_failed(st, err, errlen);
-        }
-        first = last;
     }
     if (wait_all(st) != QE_K_OK) return step_failed(st, err, errlen);
     return QE_OK;
 }
 
-/* The residual stream after the first n_layers layers, for tests. The batch must fit one step,
- * or be one sequence (then run in chunks like forward does). */
+/* The residual stream of one step after its first n_layers layers, for tests. */
 static qe_status residual(void *state, const qe_batch *b, int n_layers, float *out, char *err,
                           size_t errlen) {
     cuda_state *st = state;
     if (!enter_device(st, err, errlen)) return QE_ERR_DEVICE;
-    if (n_layers < 0 || n_layers > st->layers || b->n_seqs <= 0 || b->cu_seqlens[0] != 0) {
+    if (n_layers < 0 || n_layers > st->layers) {
         snprintf(err, errlen, "cuda backend: bad residual request (%d layers of %d)", n_layers,
                  st->layers);
         return QE_ERR_ARG;
     }
-    if (b->n_tokens > st->max_tokens && b->n_seqs != 1) {
-        snprintf(err, errlen,
-                 "cuda backend: %d tokens of %d sequences exceed max_batch_tokens %d (the "
-                 "residual hook chunks only a single sequence)",
-                 b->n_tokens, b->n_seqs, st->max_tokens);
-        return QE_ERR_TOO_LONG;
-    }
-    for (int t = 0; t < b->n_tokens; t++)
-        if (b->tokens[t] < 0 || b->tokens[t] >= st->vocab) {
-            snprintf(err, errlen, "cuda backend: token id %d outside the vocabulary", b->tokens[t]);
-            return QE_ERR_ARG;
-        }
-    if (b->n_tokens > st->max_tokens)
-        return run_chunked(st, b, b->tokens, b->positions, b->n_tokens, st->hidden, 1, NULL,
-                           n_layers, out, err, errlen);
-    if (run_step(st, b->tokens, b->positions, b->cu_seqlens, b->n_seqs, -1, 1, st->hidden, 1, NULL,
-                 n_layers, out) != QE_K_OK ||
-        wait_all(st) != QE_K_OK) {
+    qe_status status = check_step(st, b, err, errlen);
+    if (status != QE_OK) return status;
+    if (run_step(st, b, st->hidden, 1, n_layers, out) != QE_K_OK || wait_all(st) != QE_K_OK)
         return step_failed(st, err, errlen);
-    }
     return QE_OK;
 }
 
-/* Weights + activation arena + the chunked-prefill K/V cache (0 until a long sequence came). */
+static int kv_pages(const void *state) {
+    return ((const cuda_state *)state)->kv_n_pages;
+}
+
+/* Weights + activation arena + the K/V pool. */
 static size_t device_bytes(const void *state) {
     const cuda_state *st = state;
     return st->wbytes + st->abytes + st->kvbytes;
@@ -782,7 +775,6 @@ static void counters(const void *state, qe_debug_counters *out) {
     out->counted = 1;
     out->max_batch_tokens = st->max_tokens;
     out->graphs_on = graph_on(st);
-    out->steps = st->steps, out->chunks = st->chunks;
     out->graph_captures = c->captures, out->graph_replays = c->replays;
     out->graph_refused = c->refused;
 }
@@ -818,7 +810,7 @@ const qe_backend_ops qe_cuda_backend = {
     .destroy = destroy,
     .residual = residual,
     .device_bytes = device_bytes,
-    .splits_steps = 1,
+    .kv_pages = kv_pages,
     .counters = counters,
     .set_graphs = set_graphs,
     .profile = profile,

@@ -58,6 +58,7 @@ typedef struct cuda_profile {
  * stream reaches it, so a slot is rewritten only after its event says that step has finished. */
 typedef struct stage_slot {
     int32_t *ints;    /* pinned, N_INTS(max_tokens): the step's packed int arrays */
+    int32_t *paged;   /* pinned, paged_cap: its paged chunks' arrays (step_geom) */
     float *out;       /* pinned, out_cap floats: the step's pooled vectors */
     cudaEvent_t done; /* recorded after the step's last copy */
     int busy;         /* a step was enqueued and not yet waited for */
@@ -113,31 +114,39 @@ typedef struct cuda_state {
     int next_slot;
     void *gemm_ws;
     qe_gemm *gemm;
-    /* chunked prefill: K/V cache, layer l at kv + l * kv_cap * 2 * kv_dim (backend_cuda.c) */
+    /* the paged K/V pool: layer l's rows at kv + l * kv_rows * 2 * kv_dim, each k | v of one
+     * token (backend.h's qe_batch says which rows a step writes and reads) */
     qe_bf16 *kv;
-    int kv_cap; /* tokens per layer */
-    size_t kvbytes;
+    int kv_n_pages, page_size;
+    size_t kv_rows, kvbytes;
+    int32_t *d_paged; /* the step's paged arrays on the device, paged_cap ints */
+    size_t paged_cap; /* grown (between steps) for a step that needs more */
     cuda_profile prof;
     cuda_graphs graphs;
-    long long steps, chunks; /* steps launched, and chunked-prefill steps among them */
 } cuda_state;
 
-/* int32 capacity of the step arrays: tokens[Tp] | positions[Tp] | cu[Sp+1] | cu_last[Sp+1] |
- * cu_k[2], with Sp <= Tp <= T. */
-#define N_INTS(T) (4 * (size_t)(T) + 4)
+/* int32 capacity of the step arrays: tokens[Tp] | positions[Tp] | cu[Sp+1] | cu_last[Sp+1],
+ * with Sp <= Tp <= T. The paged chunks' arrays go to d_paged: cu_k[n_paged+1] (their key counts,
+ * cumulated) | kv_rows[their tokens] | block_table[n_paged * bt_stride]. */
+#define N_INTS(T) (4 * (size_t)(T) + 2)
 
-/* One step as launched. T tokens of S sequences are real; a graph step launches Tp >= T tokens
- * and Sp > S sequence slots (cuda_graph.c says how the padding is filled); else Tp = T, Sp = S.
- * The d_ pointers are the step's arrays inside d_ints. */
+/* One step as launched. T tokens of S sequences are real, the last n_paged of them chunks of
+ * paged sequences (backend.h's qe_batch); a graph step (never one with chunks) launches Tp >= T
+ * tokens and Sp > S sequence slots (cuda_graph.c says how the padding is filled); else Tp = T,
+ * Sp = S. The d_ pointers are the step's arrays inside d_ints and d_paged. */
 typedef struct step_geom {
     int T, S, Tp, Sp;
-    int max_len;  /* attention grid bound: >= every sequence's length */
-    int past;     /* < 0: an ordinary step; >= 0: chunked prefill, tokens [past, past+T) */
-    int final;    /* chunked: this chunk is the sequence's last */
+    int max_len;       /* attention grid bound: >= every whole sequence's length */
+    int n_paged;       /* chunks, the last sequences of the step */
+    int max_len_paged; /* >= every chunk's length */
+    int bt_stride, page_size;
+    int n_paged_tokens; /* the chunks' tokens, the last of the step */
+    size_t n_paged_ints;
     int n_layers; /* layers to run (fewer only for the residual hook) */
     int full_last;
     int graph; /* runs as the cached CUDA graph of its (Tp, Sp) */
-    const int32_t *d_tok, *d_pos, *d_cu, *d_cu_last, *d_cu_k;
+    const int32_t *d_tok, *d_pos, *d_cu, *d_cu_last;
+    const int32_t *d_cu_k, *d_kv_rows, *d_table;
 } step_geom;
 
 /* backend_cuda.c: enqueues embed + the layers of one step on st->stream (no host sync). */

@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 
 #include "backend.h"
+#include "kv_pool.h"
 #include "qembed.h"
 #include "qembed_debug.h"
+#include "scheduler.h"
 #include "tokenizer/tokenizer.h"
 
 struct qe_engine {
@@ -18,7 +20,9 @@ struct qe_engine {
     void *backend;
     tok_tokenizer *tok;
     int max_batch_tokens;
-    pthread_mutex_t lock; /* one forward at a time; guards last_error */
+    kv_pool kv;              /* which pages of the backend's K/V pool are free */
+    long long steps, chunks; /* run since qe_open (qe_debug_counters) */
+    pthread_mutex_t lock;    /* one forward at a time; guards last_error and kv */
     char last_error[512];
 };
 
@@ -26,6 +30,17 @@ static qe_status fail(qe_engine *e, qe_status st, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(e->last_error, sizeof e->last_error, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+/* fail() under the engine lock, for errors found outside qe_embed_ids. */
+static qe_status fail_locked(qe_engine *e, qe_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&e->lock);
+    vsnprintf(e->last_error, sizeof e->last_error, fmt, ap);
+    pthread_mutex_unlock(&e->lock);
     va_end(ap);
     return st;
 }
@@ -77,11 +92,19 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
         qe_close(e);
         return QE_ERR_UNSUPPORTED;
     }
-    qe_status s = e->ops->create(&e->model, opt, &e->backend, err, errlen);
+    qe_options o = *opt;
+    o.max_batch_tokens = e->max_batch_tokens;
+    if (o.kv_page_tokens <= 0) o.kv_page_tokens = QE_DEFAULT_PAGE_TOKENS;
+    qe_status s = e->ops->create(&e->model, &o, &e->backend, err, errlen);
     if (s != QE_OK) {
         e->backend = NULL;
         qe_close(e);
         return s;
+    }
+    if (kv_pool_init(&e->kv, e->ops->kv_pages(e->backend), o.kv_page_tokens)) {
+        snprintf(err, errlen, "out of host memory for the K/V page list");
+        qe_close(e);
+        return QE_ERR_NOMEM;
     }
     *out = e;
     return QE_OK;
@@ -91,6 +114,7 @@ void qe_close(qe_engine *e) {
     if (!e) return;
     if (e->backend) e->ops->destroy(e->backend);
     tok_free(e->tok);
+    kv_pool_free(&e->kv);
     model_close(&e->model);
     pthread_mutex_destroy(&e->lock);
     free(e);
@@ -107,6 +131,15 @@ int qe_vocab_size(const qe_engine *e) {
 }
 const char *qe_backend_name(const qe_engine *e) {
     return e->ops->name;
+}
+int qe_kv_pool_tokens(const qe_engine *e) {
+    return e->kv.n_pages * e->kv.page_size;
+}
+int qe_kv_pool_used_tokens(qe_engine *e) {
+    pthread_mutex_lock(&e->lock);
+    const int n = kv_pool_used(&e->kv) * e->kv.page_size;
+    pthread_mutex_unlock(&e->lock);
+    return n;
 }
 size_t qe_device_bytes(const qe_engine *e) {
     return e->ops->device_bytes ? e->ops->device_bytes(e->backend) : 0;
@@ -139,36 +172,107 @@ static qe_status validate(qe_engine *e, const int32_t *const *ids, const int *le
     return QE_OK;
 }
 
-/* Packs sequences [first, last) into one batch and runs it; the backend polls stop at its own
- * step and chunk boundaries. */
-static qe_status run_step(qe_engine *e, const int32_t *const *ids, const int *lens, int first,
-                          int last, int dims, int normalize, float *out, qe_stop_fn stop,
-                          void *ctx) {
-    int n = last - first, total = 0;
-    for (int i = first; i < last; i++)
-        total += lens[i];
-    int32_t *tokens = malloc(sizeof(int32_t) * (size_t)total * 2);
-    int32_t *cu = malloc(sizeof(int32_t) * (size_t)(n + 1));
-    if (!tokens || !cu) {
-        free(tokens);
-        free(cu);
-        return fail(e, QE_ERR_NOMEM, "out of host memory packing %d tokens", total);
+/* ---- running steps: the scheduler's steps through the backend ---- */
+
+/* Steps formed ahead and run by one backend call (the CUDA backend overlaps them), at most
+ * WINDOW_STEPS and, past the first, at most WINDOW_FLOATS of outputs. */
+enum { WINDOW_STEPS = 8 };
+#define WINDOW_FLOATS ((size_t)16 << 20)
+
+/* The scheduler's gone callbacks carry no reason: this one adds it. */
+typedef struct gone_why {
+    const qe_sched_hooks *h;
+    qe_status why;
+} gone_why;
+static void gone_with(void *ctx, void *tag) {
+    const gone_why *g = ctx;
+    if (g->h && g->h->gone) g->h->gone(g->h->ctx, tag, g->why);
+}
+static void abandon(sched *sc, sched_step *st, const qe_sched_hooks *h, qe_status why) {
+    gone_why g = {h, why};
+    sched_step_abandon(sc, st, gone_with, &g);
+}
+
+static int drop_hook(void *ctx, void *tag) {
+    const qe_sched_hooks *h = ctx;
+    return h->drop(h->ctx, tag);
+}
+static void gone_cancelled(void *ctx, void *tag) {
+    const qe_sched_hooks *h = ctx;
+    if (h && h->gone) h->gone(h->ctx, tag, QE_ERR_CANCELLED);
+}
+
+/* Forms up to a window of steps and runs them; max_steps 1 for one step at a time. Delivers the
+ * finished vectors through h->done. *stats (may be NULL) describes the first step. Returns QE_OK
+ * with nothing run when nothing waits; a stall (long sequences waiting for pages another
+ * scheduler holds) is QE_ERR_NOMEM. */
+static qe_status run_window(qe_engine *e, sched *sc, int dims, int normalize, int max_steps,
+                            const qe_sched_hooks *h, qe_stop_fn stop, void *stop_ctx,
+                            qe_sched_stats *stats) {
+    sched_step steps[WINDOW_STEPS];
+    qe_batch batches[WINDOW_STEPS];
+    int n = 0;
+    size_t floats = 0;
+    if (h && h->drop) sched_sweep(sc, drop_hook, gone_cancelled, (void *)h);
+    while (n < max_steps && n < WINDOW_STEPS && (n == 0 || floats < WINDOW_FLOATS)) {
+        const int got = sched_form(sc, &steps[n], dims);
+        if (got < 0) {
+            for (int i = 0; i < n; i++)
+                abandon(sc, &steps[i], h, QE_ERR_NOMEM);
+            return fail(e, QE_ERR_NOMEM, "out of host memory forming a step");
+        }
+        if (got == 0) break;
+        batches[n] = steps[n].b;
+        batches[n].stop = stop, batches[n].stop_ctx = stop_ctx;
+        floats += (size_t)got * (size_t)dims;
+        n++;
     }
-    int32_t *positions = tokens + total;
-    cu[0] = 0;
+    if (stats) {
+        memset(stats, 0, sizeof *stats);
+        if (n > 0) {
+            stats->seqs = batches[0].n_seqs, stats->tokens = batches[0].n_tokens;
+            stats->chunks = batches[0].n_paged;
+        }
+    }
+    if (n == 0) {
+        if (sched_pending(sc) == 0) return QE_OK;
+        return fail(e, QE_ERR_NOMEM,
+                    "%ld long sequences wait for K/V pages that another caller holds",
+                    sched_pending(sc));
+    }
+    qe_status st = e->ops->forward(e->backend, batches, n, dims, normalize, e->last_error,
+                                   sizeof e->last_error);
+    for (int i = 0; st == QE_OK && i < n; i++)
+        e->steps++, e->chunks += batches[i].n_paged;
     for (int i = 0; i < n; i++) {
-        int len = lens[first + i];
-        memcpy(tokens + cu[i], ids[first + i], sizeof(int32_t) * (size_t)len);
-        for (int p = 0; p < len; p++)
-            positions[cu[i] + p] = p;
-        cu[i + 1] = cu[i] + len;
+        if (st != QE_OK) {
+            abandon(sc, &steps[i], h, st);
+            continue;
+        }
+        for (int k = 0; k < steps[i].b.n_seqs; k++)
+            if (steps[i].final[k]) {
+                if (h && h->done)
+                    h->done(h->ctx, steps[i].seqs[k]->tag, steps[i].out + (size_t)k * dims);
+                if (stats && i == 0) stats->finished++;
+            }
+        sched_step_release(&steps[i]);
     }
-    qe_batch b = {n, total, tokens, positions, cu, stop, ctx};
-    qe_status s = e->ops->forward(e->backend, &b, dims, normalize, out + (size_t)first * dims,
-                                  e->last_error, sizeof e->last_error);
-    free(tokens);
-    free(cu);
-    return s;
+    if (st == QE_OK && stats) {
+        stats->waiting = sched_pending(sc);
+        stats->kv_used_tokens = kv_pool_used(&e->kv) * e->kv.page_size;
+        stats->kv_total_tokens = e->kv.n_pages * e->kv.page_size;
+    }
+    return st;
+}
+
+/* qe_embed_ids' rows: the tag is the input's index. */
+typedef struct rows_out {
+    float *out;
+    int dims;
+} rows_out;
+static void rows_done(void *ctx, void *tag, const float *vec) {
+    const rows_out *r = ctx;
+    memcpy(r->out + (size_t)(intptr_t)tag * r->dims, vec, sizeof(float) * (size_t)r->dims);
 }
 
 qe_status qe_embed_ids(qe_engine *e, const int32_t *const *ids, const int *lens, int n, int dims,
@@ -187,32 +291,74 @@ qe_status qe_embed_ids_stoppable(qe_engine *e, const int32_t *const *ids, const 
     e->last_error[0] = 0;
     if (dims == 0) dims = e->model.cfg.hidden_size;
     qe_status s = validate(e, ids, lens, n, dims);
-    if (s == QE_OK && e->ops->splits_steps) {
-        /* the backend splits the call into steps itself, overlapping them */
-        if (n > 0) s = run_step(e, ids, lens, 0, n, dims, normalize, out, stop, ctx);
-    } else {
-        /* greedy packing in input order; a sequence over the budget runs as a step of its own */
-        for (int first = 0; s == QE_OK && first < n;) {
-            int last = first, tokens = 0;
-            while (last < n && (last == first || tokens + lens[last] <= e->max_batch_tokens))
-                tokens += lens[last++];
-            s = run_step(e, ids, lens, first, last, dims, normalize, out, stop, ctx);
-            first = last;
-        }
-    }
+    sched sc;
+    sched_init(&sc, &e->kv, e->max_batch_tokens);
+    char why[400];
+    for (int i = 0; s == QE_OK && i < n; i++)
+        if (sched_add(&sc, ids[i], lens[i], (void *)(intptr_t)i, why, sizeof why))
+            s = fail(e, QE_ERR_TOO_LONG, "sequence %d: %s", i, why);
+    rows_out r = {out, dims};
+    const qe_sched_hooks h = {.done = rows_done, .ctx = &r};
+    while (s == QE_OK && sched_pending(&sc) > 0)
+        s = run_window(e, &sc, dims, normalize, WINDOW_STEPS, &h, stop, ctx, NULL);
+    sched_clear(&sc, NULL, NULL);
     pthread_mutex_unlock(&e->lock);
     return s;
 }
 
-/* fail() under the engine lock, for errors found outside qe_embed_ids. */
-static qe_status fail_locked(qe_engine *e, qe_status st, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
+/* ---- the scheduler across calls (qe_sched_*) ---- */
+
+struct qe_sched {
+    qe_engine *e;
+    sched sc;
+    int dims, normalize;
+};
+
+qe_status qe_sched_open(qe_engine *e, int dims, int normalize, qe_sched **out) {
+    *out = NULL;
+    if (dims == 0) dims = e->model.cfg.hidden_size;
+    if (dims < 1 || dims > e->model.cfg.hidden_size)
+        return fail_locked(e, QE_ERR_ARG, "dims %d out of range: 1..%d", dims,
+                           e->model.cfg.hidden_size);
+    qe_sched *s = calloc(1, sizeof *s);
+    if (!s) return fail_locked(e, QE_ERR_NOMEM, "out of host memory");
+    s->e = e, s->dims = dims, s->normalize = normalize;
+    sched_init(&s->sc, &e->kv, e->max_batch_tokens);
+    *out = s;
+    return QE_OK;
+}
+
+qe_status qe_sched_add(qe_sched *s, const int32_t *ids, int len, void *tag) {
+    qe_engine *e = s->e;
     pthread_mutex_lock(&e->lock);
-    vsnprintf(e->last_error, sizeof e->last_error, fmt, ap);
+    e->last_error[0] = 0;
+    qe_status st = validate(e, &ids, &len, 1, s->dims);
+    char why[400];
+    if (st == QE_OK && sched_add(&s->sc, ids, len, tag, why, sizeof why))
+        st = fail(e, QE_ERR_TOO_LONG, "%s", why);
     pthread_mutex_unlock(&e->lock);
-    va_end(ap);
     return st;
+}
+
+qe_status qe_sched_step(qe_sched *s, const qe_sched_hooks *h, qe_sched_stats *stats) {
+    qe_engine *e = s->e;
+    pthread_mutex_lock(&e->lock);
+    e->last_error[0] = 0;
+    qe_status st = run_window(e, &s->sc, s->dims, s->normalize, 1, h, NULL, NULL, stats);
+    pthread_mutex_unlock(&e->lock);
+    return st;
+}
+
+long qe_sched_waiting(const qe_sched *s) {
+    return sched_pending(&s->sc);
+}
+
+void qe_sched_close(qe_sched *s, const qe_sched_hooks *h) {
+    if (!s) return;
+    pthread_mutex_lock(&s->e->lock);
+    sched_clear(&s->sc, gone_cancelled, (void *)h);
+    pthread_mutex_unlock(&s->e->lock);
+    free(s);
 }
 
 qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims, float *out) {
@@ -234,21 +380,35 @@ qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims
     return s;
 }
 
+/* The residual stream of one sequence: its steps (chunks when it is long) one at a time through
+ * the backend's residual hook, each writing the rows of its tokens. */
 qe_status qe_debug_residual(qe_engine *e, const int32_t *ids, int len, int n_layers, float *out) {
     pthread_mutex_lock(&e->lock);
     qe_status s = validate(e, &ids, &len, 1, e->model.cfg.hidden_size);
     if (s == QE_OK && !e->ops->residual)
         s = fail(e, QE_ERR_UNSUPPORTED, "backend %s has no residual hook", e->ops->name);
-    if (s == QE_OK) {
-        int32_t *pos = malloc(sizeof(int32_t) * (size_t)len);
-        int32_t cu[2] = {0, len};
-        for (int p = 0; p < len; p++)
-            pos[p] = p;
-        qe_batch b = {
-            .n_seqs = 1, .n_tokens = len, .tokens = ids, .positions = pos, .cu_seqlens = cu};
-        s = e->ops->residual(e->backend, &b, n_layers, out, e->last_error, sizeof e->last_error);
-        free(pos);
+    sched sc;
+    sched_init(&sc, &e->kv, e->max_batch_tokens);
+    char why[400];
+    if (s == QE_OK && sched_add(&sc, ids, len, NULL, why, sizeof why))
+        s = fail(e, QE_ERR_TOO_LONG, "%s", why);
+    while (s == QE_OK && sched_pending(&sc) > 0) {
+        sched_step st;
+        const int got = sched_form(&sc, &st, 1);
+        if (got <= 0) {
+            s = fail(e, QE_ERR_NOMEM, "cannot form a step for the residual hook");
+            break;
+        }
+        const int start = st.b.positions[0];
+        s = e->ops->residual(e->backend, &st.b, n_layers,
+                             out + (size_t)start * e->model.cfg.hidden_size, e->last_error,
+                             sizeof e->last_error);
+        if (s != QE_OK)
+            abandon(&sc, &st, NULL, s);
+        else
+            sched_step_release(&st);
     }
+    sched_clear(&sc, NULL, NULL);
     pthread_mutex_unlock(&e->lock);
     return s;
 }
@@ -257,6 +417,8 @@ qe_status qe_debug_counters_get(qe_engine *e, qe_debug_counters *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&e->lock);
     if (e->ops->counters) e->ops->counters(e->backend, out);
+    out->max_batch_tokens = e->max_batch_tokens;
+    out->steps = e->steps, out->chunks = e->chunks;
     pthread_mutex_unlock(&e->lock);
     return QE_OK;
 }

@@ -28,13 +28,16 @@ typedef struct qe_options {
     int threads;          /* CPU backend worker threads; 0 = every core */
     int max_batch_tokens; /* tokens per forward step; 0 = 16384 */
     int device;           /* CUDA device ordinal */
-    /* Sequences longer than max_batch_tokens run in chunks against a K/V cache (both backends).
-     * CUDA: with reserve_tokens > max_batch_tokens the cache for sequences up to that many
-     * tokens is allocated by qe_open (which fails with QE_ERR_NOMEM if it does not fit), so no
-     * request meets an out-of-memory later; -1 reserves for the model's
-     * max_position_embeddings; 0 allocates it on the first long sequence. The CPU backend
-     * ignores it (its cache is host memory, made by the first long sequence). */
-    int reserve_tokens;
+    /* The paged K/V pool (both backends): sequences longer than half a step run in chunks whose
+     * K/V rows live in pages of kv_page_tokens tokens (0 = 256), one pool for every such
+     * sequence in flight, made by qe_open. kv_pool_tokens: its size in tokens (rounded up to
+     * pages); qe_open fails (QE_ERR_NOMEM) when a size asked for does not fit. 0: the model's
+     * max_position_embeddings, made smaller on a GPU whose memory cannot hold that after the
+     * weights and activations (qe_kv_pool_tokens says what was made). -1: no pool (then a
+     * sequence longer than max_batch_tokens is refused). A sequence that needs more pages than
+     * the pool has is refused with QE_ERR_TOO_LONG; one that needs more than are free waits. */
+    int kv_pool_tokens;
+    int kv_page_tokens;
 } qe_options;
 
 typedef struct qe_engine qe_engine;
@@ -57,6 +60,43 @@ qe_status qe_embed_ids_ex(qe_engine *e, const int32_t *const *ids, const int *le
 typedef int (*qe_stop_fn)(void *ctx);
 qe_status qe_embed_ids_stoppable(qe_engine *e, const int32_t *const *ids, const int *lens, int n,
                                  int dims, int normalize, float *out, qe_stop_fn stop, void *ctx);
+
+/* ---- Steps across calls: the engine's scheduler for a server that mixes requests ----
+ * Sequences are queued one by one (qe_sched_add) and run by qe_sched_step, one forward step per
+ * call, so a server can add short queries between the chunks of long documents; the policy is
+ * the one qe_embed_ids uses (docs/architecture.md, "Scheduler"). One scheduler per engine at a
+ * time; calls are serialised with every other engine call. */
+typedef struct qe_sched qe_sched;
+typedef struct qe_sched_hooks {
+    /* A sequence's vector (dims floats; valid during the call). */
+    void (*done)(void *ctx, void *tag, const float *vec);
+    /* Polled for every queued and in-flight sequence before each step: nonzero drops it at once
+     * (an in-flight sequence's pages go back to the pool). NULL: never. */
+    int (*drop)(void *ctx, void *tag);
+    /* A sequence that will get no vector: dropped (QE_ERR_CANCELLED) or lost with a failed step
+     * (the step's error). */
+    void (*gone)(void *ctx, void *tag, qe_status why);
+    void *ctx;
+} qe_sched_hooks;
+typedef struct qe_sched_stats {
+    int seqs, tokens; /* in the step just run */
+    int chunks;       /* of them, chunks of paged sequences */
+    int finished;     /* vectors delivered */
+    long waiting;     /* sequences queued or in flight after the step */
+    int kv_used_tokens, kv_total_tokens;
+} qe_sched_stats;
+/* Vectors dims wide (0 = qe_dim), L2-normalised when normalize. */
+qe_status qe_sched_open(qe_engine *e, int dims, int normalize, qe_sched **out);
+/* Queues a sequence; ids are used as given and must stay valid until done or gone is called for
+ * tag. QE_ERR_ARG / QE_ERR_TOO_LONG as qe_embed_ids would answer (message in qe_last_error). */
+qe_status qe_sched_add(qe_sched *s, const int32_t *ids, int len, void *tag);
+/* Runs one step (QE_OK with stats->seqs 0 when nothing waits). On a backend error the step's
+ * sequences get gone() with it and the rest stay queued. stats may be NULL. */
+qe_status qe_sched_step(qe_sched *s, const qe_sched_hooks *h, qe_sched_stats *stats);
+long qe_sched_waiting(const qe_sched *s);
+/* gone(QE_ERR_CANCELLED) for every sequence left, then frees the scheduler. h may be NULL. */
+void qe_sched_close(qe_sched *s, const qe_sched_hooks *h);
+
 /* Tokenizes (end token appended, truncated to the model's positions) and embeds. */
 qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims, float *out);
 
@@ -69,6 +109,9 @@ const struct tok_tokenizer *qe_tokenizer(const qe_engine *e);
 int qe_max_positions(const qe_engine *e);
 int qe_vocab_size(const qe_engine *e);
 const char *qe_backend_name(const qe_engine *e);
+/* Tokens the paged K/V pool holds (0: none), and how many of them are taken now. */
+int qe_kv_pool_tokens(const qe_engine *e);
+int qe_kv_pool_used_tokens(qe_engine *e);
 /* Bytes the engine holds on the GPU (weights + activation arena); 0 on the CPU backend. */
 size_t qe_device_bytes(const qe_engine *e);
 const char *qe_status_name(qe_status s);

@@ -7,15 +7,15 @@
  * (backends that support it: cpu). */
 qe_status qe_debug_residual(qe_engine *e, const int32_t *ids, int len, int n_layers, float *out);
 
-/* What the backend did since qe_open, for tools (qembed bench prints the difference around each
- * workload) and tests. Only the CUDA backend counts: on the cpu backend counted is 0 and the rest
- * is zero. */
+/* What the engine did since qe_open, for tools (qembed bench prints the difference around each
+ * workload) and tests. The engine counts steps and chunks on every backend; the graph fields
+ * come from the CUDA backend (counted 1), and are zero on the cpu backend (counted 0). */
 typedef struct qe_debug_counters {
-    int counted;              /* 1: the fields below were filled by the backend */
-    int max_batch_tokens;     /* the step budget: a longer sequence runs in chunks */
+    int counted;              /* 1: the graph fields below were filled by the backend */
+    int max_batch_tokens;     /* the step budget: a sequence over half of it runs in chunks */
     int graphs_on;            /* small steps run as CUDA graphs now */
-    long long steps;          /* steps launched; each chunk of a long sequence is one */
-    long long chunks;         /* chunked-prefill steps among them */
+    long long steps;          /* forward steps run */
+    long long chunks;         /* chunks of paged sequences in them (a step may hold several) */
     long long graph_captures; /* graphs captured and instantiated */
     long long graph_replays;  /* graph launches (a graph's first run after its capture counts) */
     long long graph_refused;  /* captures CUDA refused; the first one turns graphs off for good */

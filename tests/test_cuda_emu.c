@@ -297,12 +297,13 @@ Test(cuda_emu, attention_bottom_right_and_paged) {
     free(q), free(k), free(v), free(kp), free(vp), free(full), free(part);
 }
 
-/* Sequences longer than a 64-token budget (chunked prefill against the K/V cache) vs the CPU
- * backend and vs the same sequences run whole under a large budget. The stand-ins are
+/* Sequences longer than half a 64-token budget (chunks through the paged K/V pool, several in
+ * flight and mixed with short ones in one step) vs the CPU backend and vs the same sequences run
+ * whole under a large budget. The stand-ins are
  * deterministic per row and chunking changes neither a key nor the order keys are summed in, so
  * chunked and whole must be bitwise equal. */
 static void chunked_vs_cpu_and_whole(const char *dir, const char *what, int layers, int kv_heads,
-                                     int with_growth) {
+                                     int with_longest) {
     char err[512] = "";
     qe_engine *whole = open_cuda(dir, 0, QE_OK, err, sizeof err);
     qe_engine *chunk = open_cuda(dir, 64, QE_OK, err, sizeof err);
@@ -311,7 +312,7 @@ static void chunked_vs_cpu_and_whole(const char *dir, const char *what, int laye
     const size_t base_bytes = qe_device_bytes(chunk);
     /* alone, then a batch mixing short and long sequences (long ones between short ones) */
     const int lens[] = {65, 200, 513, 3, 64, 130, 1, 65, 40, 1100};
-    const int n_alone = 3, n_mixed = with_growth ? 7 : 6;
+    const int n_alone = 3, n_mixed = with_longest ? 7 : 6;
     rs = 1234;
     int32_t **ids = rand_ids(lens, n_alone + n_mixed, qe_vocab_size(cpu));
     for (int i = 0; i < n_alone; i++) {
@@ -326,12 +327,12 @@ static void chunked_vs_cpu_and_whole(const char *dir, const char *what, int laye
                   worst_cos(b, c, 1, D));
         free(a), free(b), free(c);
     }
-    /* the K/V cache: made by the first long sequence, in 1024-token steps (KV_ROUND), bf16 k and
-     * v rows of kv_heads * 128 per layer */
+    /* the pool was made at open (the model's positions, bf16 k and v rows of kv_heads * 128
+     * per layer) and every page came back */
     const size_t per_token = (size_t)layers * 2 * kv_heads * 128 * 2;
-    cr_expect_eq(qe_device_bytes(chunk) - base_bytes, per_token * 1024,
-                 "%s: K/V cache after sequences up to 513 tokens: %zu bytes", what,
-                 qe_device_bytes(chunk) - base_bytes);
+    cr_expect_geq(base_bytes, per_token * (size_t)qe_kv_pool_tokens(chunk), "%s: pool bytes", what);
+    cr_expect_eq(qe_device_bytes(chunk), base_bytes, "%s: device memory grew", what);
+    cr_expect_eq(qe_kv_pool_used_tokens(chunk), 0, "%s: pages held after the calls", what);
     for (int di = 0; di < 2; di++) {
         const int dims = di ? 32 : 0, d = dims ? dims : D;
         int32_t **m = ids + n_alone;
@@ -346,10 +347,8 @@ static void chunked_vs_cpu_and_whole(const char *dir, const char *what, int laye
                   worst_cos(b, c, n_mixed, d));
         free(a), free(b), free(c);
     }
-    if (with_growth) /* the 1100-token sequence grew the cache to 2048 tokens */
-        cr_expect_eq(qe_device_bytes(chunk) - base_bytes, per_token * 2048,
-                     "%s: K/V cache after an 1100-token sequence: %zu bytes", what,
-                     qe_device_bytes(chunk) - base_bytes);
+    cr_expect_eq(qe_device_bytes(chunk), base_bytes, "%s: device memory grew", what);
+    cr_expect_eq(qe_kv_pool_used_tokens(chunk), 0, "%s: pages held after the calls", what);
     for (int i = 0; i < n_alone + n_mixed; i++)
         free(ids[i]);
     free(ids);
@@ -369,16 +368,16 @@ Test(cuda_emu, chunked_prefill_gqa_2, .timeout = 900) {
     chunked_vs_cpu_and_whole(dir, "4/2 heads f16", 3, 2, 0);
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
-Test(cuda_emu, chunked_prefill_gqa_4_and_cache_growth, .timeout = 900) {
+Test(cuda_emu, chunked_prefill_gqa_4_and_longest, .timeout = 900) {
     char dir[1100];
     tu_make_model(dir, sizeof dir, "hs-c4", (tu_geometry){2048, 256, 256, 2, 4, 1}, ST_F32, 0, 3);
     chunked_vs_cpu_and_whole(dir, "4/1 heads f32", 2, 1, 1);
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
-/* The chunked path with the full last layer (every chunk runs it) and through the residual hook
- * (every layer count, chunked vs whole bitwise, vs the CPU backend); the K/V cache's NOMEM path
- * and its exact-size fallback. */
+/* The paged path with the full last layer (every chunk runs it) and through the residual hook
+ * (every layer count, chunked vs whole bitwise, vs the CPU backend); a pool too small for two
+ * sequences at once runs them one after the other. */
 Test(cuda_emu, chunked_full_last_layer_residual_and_nomem, .timeout = 600) {
     char dir[1100], err[512] = "";
     tu_make_model(dir, sizeof dir, "hs-cr", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0, 3);
@@ -419,26 +418,26 @@ Test(cuda_emu, chunked_full_last_layer_residual_and_nomem, .timeout = 600) {
                   nl, w);
         free(rc), free(rw), free(rp);
     }
-    /* NOMEM: the new engine has no cache yet; 2 layers x 2 x 256 x 2 bytes = 2 KiB per token */
-    qe_engine *e = open_cuda(dir, 64, QE_OK, err, sizeof err);
-    const size_t base = qe_device_bytes(e);
-    float *out = malloc(sizeof(float) * (size_t)D), *want = run(whole, ids, lens, 1, 0);
-    fake_malloc_max = 100 << 10; /* 100 KiB: neither 1024 nor 200 tokens fit */
-    qe_status s = qe_embed_ids(e, (const int32_t *const *)ids, lens, 1, 0, out);
-    cr_expect_eq(s, QE_ERR_NOMEM, "got %s: %s", qe_status_name(s), qe_last_error(e));
-    cr_expect(strstr(qe_last_error(e), "K/V cache") != NULL && strstr(qe_last_error(e), "GiB"),
-              "message: %s", qe_last_error(e));
-    cr_expect_eq(qe_device_bytes(e), base);
-    /* the engine keeps working: short sequences need no cache */
-    float *short_out = run(e, &ids[1], &lens[1], 1, 0);
-    free(short_out);
-    fake_malloc_max = 1 << 20; /* 1 MiB: 1024 tokens (2 MiB) do not fit, exactly 200 do */
-    float *got = run(e, ids, lens, 1, 0);
-    cr_expect_eq(qe_device_bytes(e) - base, (size_t)200 * 2048, "exact-size K/V cache: %zu bytes",
-                 qe_device_bytes(e) - base);
-    cr_expect(memcmp(got, want, sizeof(float) * D) == 0, "exact-size cache: result differs");
-    fake_malloc_max = SIZE_MAX;
-    free(out), free(want), free(got);
+    /* A pool of one page: the 200- and 129-token sequences each need it, so the second waits
+     * for the first to finish (admission waits, never fails) and both equal their whole runs. */
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir, o.backend = QE_BACKEND_CUDA, o.max_batch_tokens = 64;
+    o.kv_pool_tokens = 256;
+    qe_engine *e = NULL;
+    cr_assert_eq(qe_open(&o, &e, err, sizeof err), QE_OK, "%s", err);
+    const int both[] = {0, 2};
+    int32_t *ids2[] = {ids[0], ids[2]};
+    const int lens2[] = {lens[0], lens[2]};
+    float *got = run(e, ids2, lens2, 2, 0);
+    for (int k = 0; k < 2; k++) {
+        float *want = run(whole, &ids[both[k]], &lens[both[k]], 1, 0);
+        cr_expect(memcmp(got + (size_t)k * D, want, sizeof(float) * D) == 0,
+                  "one-page pool: sequence %d differs from its whole run", both[k]);
+        free(want);
+    }
+    cr_expect_eq(qe_kv_pool_used_tokens(e), 0, "pages held after the call");
+    free(got);
     for (int i = 0; i < 3; i++)
         free(ids[i]);
     free(ids);
@@ -612,10 +611,10 @@ Test(cuda_emu, steps_overlap_host_packing, .timeout = 600) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
-/* qe_options.reserve_tokens: the K/V cache is made by qe_open (rounded to 1024 tokens), a long
- * sequence within it does not grow it; a reservation that cannot fit fails qe_open with NOMEM
- * and a message naming the flag to change; one within the budget reserves nothing. */
-Test(cuda_emu, kv_cache_reserved_at_open) {
+/* qe_options.kv_pool_tokens: the paged pool is made by qe_open (rounded up to pages) and a long
+ * sequence within it allocates nothing more; -1 makes none; a size asked for that cannot fit
+ * fails qe_open with NOMEM and a message naming the flag, while the default shrinks to fit. */
+Test(cuda_emu, kv_pool_made_at_open) {
     char dir[1100], err[512] = "";
     tu_make_model(dir, sizeof dir, "hs-rv", (tu_geometry){2048, 128, 256, 2, 2, 2}, ST_BF16, 0, 3);
     const size_t per_token = (size_t)2 * 2 * 256 * 2; /* layers x (k, v) x kv_dim x bf16 */
@@ -624,37 +623,53 @@ Test(cuda_emu, kv_cache_reserved_at_open) {
     o.model_dir = dir;
     o.backend = QE_BACKEND_CUDA;
     o.max_batch_tokens = 64;
-    qe_engine *lazy = NULL, *eager = NULL, *none = NULL;
-    cr_assert_eq(qe_open(&o, &lazy, err, sizeof err), QE_OK, "%s", err);
-    o.reserve_tokens = 1100;
+    qe_engine *none = NULL, *eager = NULL;
+    o.kv_pool_tokens = -1;
+    cr_assert_eq(qe_open(&o, &none, err, sizeof err), QE_OK, "%s", err);
+    cr_expect_eq(qe_kv_pool_tokens(none), 0);
+    o.kv_pool_tokens = 1100; /* 5 pages of 256 */
     cr_assert_eq(qe_open(&o, &eager, err, sizeof err), QE_OK, "%s", err);
-    cr_expect_eq(qe_device_bytes(eager) - qe_device_bytes(lazy), per_token * 2048,
-                 "reserved %zu bytes for 1100 tokens",
-                 qe_device_bytes(eager) - qe_device_bytes(lazy));
-    const size_t reserved = qe_device_bytes(eager);
+    cr_expect_eq(qe_kv_pool_tokens(eager), 1280);
+    const size_t pool = qe_device_bytes(eager) - qe_device_bytes(none);
+    cr_expect_eq(pool, per_token * 1280, "the pool of 1280 tokens took %zu bytes", pool);
+    const size_t made = qe_device_bytes(eager);
     const int lens[] = {1100};
     rs = 31;
     int32_t **ids = rand_ids(lens, 1, qe_vocab_size(eager));
     fake_malloc_max = 0; /* no allocation may happen now */
     float *v = run(eager, ids, lens, 1, 0);
     fake_malloc_max = SIZE_MAX;
-    cr_expect_eq(qe_device_bytes(eager), reserved, "the reserved cache grew");
+    cr_expect_eq(qe_device_bytes(eager), made, "the pool grew");
+    cr_expect_eq(qe_kv_pool_used_tokens(eager), 0, "pages still held after the call");
+    /* a sequence longer than a step and than the pool: refused, naming the flag */
+    const int long_len[] = {1300};
+    int32_t **ids2 = rand_ids(long_len, 1, qe_vocab_size(eager));
+    float *out = malloc(sizeof(float) * 128);
+    qe_status s = qe_embed_ids(eager, (const int32_t *const *)ids2, long_len, 1, 0, out);
+    cr_expect_eq(s, QE_ERR_TOO_LONG, "got %s", qe_status_name(s));
+    cr_expect(strstr(qe_last_error(eager), "--kv-pool-tokens"), "message: %s",
+              qe_last_error(eager));
+    free(out), free(ids2[0]), free(ids2);
     free(v), free(ids[0]), free(ids);
-    o.reserve_tokens = 64; /* within the budget: never chunked, nothing to reserve */
-    cr_assert_eq(qe_open(&o, &none, err, sizeof err), QE_OK, "%s", err);
-    cr_expect_eq(qe_device_bytes(none), qe_device_bytes(lazy));
-    qe_close(none), qe_close(eager), qe_close(lazy);
+    qe_close(eager), qe_close(none);
     const long live = sim.live_allocs;
-    o.reserve_tokens = -1; /* the model's 40960 positions: 80 MiB; the arena (32 MiB) fits */
+    o.kv_pool_tokens = 40960; /* 80 MiB asked for; the arena (32 MiB) fits, the pool does not */
     fake_malloc_max = 64 << 20;
     qe_engine *fail = NULL;
-    qe_status s = qe_open(&o, &fail, err, sizeof err);
-    fake_malloc_max = SIZE_MAX;
+    s = qe_open(&o, &fail, err, sizeof err);
     cr_expect_eq(s, QE_ERR_NOMEM, "got %s: %s", qe_status_name(s), err);
     cr_expect(fail == NULL);
-    cr_expect(strstr(err, "40960 tokens") && strstr(err, "--max-input-tokens"), "message: %s", err);
+    cr_expect(strstr(err, "40960 tokens") && strstr(err, "--kv-pool-tokens"), "message: %s", err);
     cr_expect_eq(sim.live_allocs, live, "the failed open leaked %ld allocations",
                  sim.live_allocs - live);
+    o.kv_pool_tokens = 0; /* the default: the model's 40960 positions, halved until it fits */
+    qe_engine *shrunk = NULL;
+    s = qe_open(&o, &shrunk, err, sizeof err);
+    fake_malloc_max = SIZE_MAX;
+    cr_assert_eq(s, QE_OK, "%s", err);
+    cr_expect(qe_kv_pool_tokens(shrunk) > 0 && qe_kv_pool_tokens(shrunk) < 40960, "pool %d",
+              qe_kv_pool_tokens(shrunk));
+    qe_close(shrunk);
 }
 
 /* ================================================================== cancellation */

@@ -6,10 +6,10 @@
  * per-op breakdown when the engine closes; a workload's profile=1 profiles that workload alone.
  *
  * The engine's step budget (max_batch_tokens) is exactly --batch-tokens, as in the server: a
- * longer sequence runs in chunks (chunked prefill, both backends) and a call holding more tokens
- * runs as several steps. With the CUDA backend each workload also reports the steps it ran, the
- * CUDA graphs captured, replayed and refused, and the cuBLASLt algorithm of each GEMM shape
- * (qembed_debug.h).
+ * sequence longer than half of it runs in chunks through the paged K/V pool (both backends) and
+ * a call holding more tokens runs as several steps. Each workload reports the steps and chunks
+ * the engine ran; with the CUDA backend also the CUDA graphs captured, replayed and refused, and
+ * the cuBLASLt algorithm of each GEMM shape (qembed_debug.h).
  *
  * FLOPs per call = sum over sequences of L * 2 * (linear parameters)
  *                + layers * 4 * (L/2) * heads * head_dim * L   (causal attention: QK^T and PV). */
@@ -70,9 +70,9 @@ static void usage(FILE *f) {
         "                     e.g. --workload seq:512 --workload mix:16:512\n"
         "                          --workload seq:32768,iters=3,warmup=1\n"
         "                          --workload seq:24,batch=24,iters=50,graphs=0\n"
-        "  --batch-tokens N   the engine's step budget (max_batch_tokens), exactly: a longer\n"
-        "                     sequence runs in chunks (chunked prefill), a larger call in\n"
-        "                     several steps; also the default tokens per call\n"
+        "  --batch-tokens N   the engine's step budget (max_batch_tokens), exactly: a sequence\n"
+        "                     longer than half of it runs in chunks through the K/V pool, a\n"
+        "                     larger call in several steps; also the default tokens per call\n"
         "                     (default 16384 on cuda, 1024 on cpu)\n"
         "  --iters N          timed calls (default 10)\n"
         "  --warmup N         untimed calls first (default 2)\n"
@@ -352,29 +352,6 @@ static int batch_make(bench_batch *b, const bench_workload *w, int budget, int s
     return 0;
 }
 
-/* Steps one call takes under the engine budget, as the backends split it: sequences packed in
- * order while they fit; one longer than the budget runs alone, in ceil(L / budget) chunks. */
-static int steps_per_call(const bench_batch *b, int budget, int *chunks, int *longest) {
-    int steps = 0, used = 0;
-    *chunks = 0, *longest = 0;
-    for (int i = 0; i < b->n; i++) {
-        const int L = b->lens[i];
-        if (L > *longest) *longest = L;
-        if (L > budget) {
-            const int c = (L + budget - 1) / budget;
-            steps += c + (used > 0);
-            *chunks += c;
-            used = 0;
-        } else if (used + L > budget) {
-            steps++;
-            used = L;
-        } else {
-            used += L;
-        }
-    }
-    return steps + (used > 0);
-}
-
 /* ---------------------------------------------------------------- printing */
 
 static void print_header(qe_engine *e, const bench_args *a, const qe_config *cfg) {
@@ -401,9 +378,8 @@ static void print_header(qe_engine *e, const bench_args *a, const qe_config *cfg
                    prop.multiProcessorCount, (double)tot / 1073741824.0, (double)fr / 1073741824.0);
     }
 #endif
-    printf("engine     max_batch_tokens %d (--batch-tokens): a longer sequence runs in chunks "
-           "against a K/V cache (chunked prefill)\n",
-           a->batch_tokens);
+    printf("engine     max_batch_tokens %d (--batch-tokens), K/V pool of %d tokens\n",
+           a->batch_tokens, qe_kv_pool_tokens(e));
 }
 
 static void print_batch(const bench_workload *w, const bench_batch *b, int budget) {
@@ -413,12 +389,13 @@ static void print_batch(const bench_workload *w, const bench_batch *b, int budge
     else
         printf("batch      %d sequence%s x %d tokens = %d tokens per call\n", b->n,
                b->n == 1 ? "" : "s", w->seq_len, b->tokens);
-    int chunks, longest;
-    const int steps = steps_per_call(b, budget, &chunks, &longest);
-    printf("steps      %d per call under the budget of %d tokens", steps, budget);
-    if (chunks)
-        printf(": the %d-token sequence runs in %d chunks (chunked prefill)", longest, chunks);
-    printf("\n");
+    int longest = 0;
+    for (int i = 0; i < b->n; i++)
+        if (b->lens[i] > longest) longest = b->lens[i];
+    printf("steps      under the budget of %d tokens", budget);
+    if (longest > budget / 2)
+        printf(": sequences longer than %d run in chunks through the K/V pool", budget / 2);
+    printf(" (the result line counts them)\n");
     printf("calls      %d timed after %d warm-up\n", w->iters, w->warmup);
 }
 
@@ -563,13 +540,10 @@ static void print_result(qe_engine *e, const qe_config *cfg, const bench_workloa
         printf(" = %.1f%% of the %.0f TFLOP/s bf16 ceiling", 100.0 * tflops / BENCH_CEILING_TFLOPS,
                BENCH_CEILING_TFLOPS);
     printf("\n");
-    int chunks, longest;
-    long long steps = steps_per_call(b, budget, &chunks, &longest), n_chunks = chunks;
+    /* what the engine counted, per call */
     const long long calls = w->warmup + w->iters;
-    if (cuda) { /* what the backend counted, rather than what it should have done */
-        steps = (after->steps - before->steps) / calls;
-        n_chunks = (after->chunks - before->chunks) / calls;
-    }
+    const long long steps = (after->steps - before->steps) / calls;
+    const long long n_chunks = (after->chunks - before->chunks) / calls;
     printf("result backend=%s tokens=%d seqs=%d ms_per_step=%.4f tokens_per_s=%.1f tflops=%.4f "
            "workload=%s budget=%d steps=%lld chunks=%lld graphs=%s",
            qe_backend_name(e), b->tokens, b->n, med * 1e3, b->tokens / med, tflops, w->spec, budget,

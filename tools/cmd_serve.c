@@ -22,13 +22,17 @@ static void usage(FILE *f) {
         "  --port N                 port (default 8080; 0 picks a free one)\n"
         "  --api-key KEY            require \"Authorization: Bearer KEY\" (401 otherwise;\n"
         "                           /health and /metrics stay open)\n"
-        "  --max-batch-tokens N     tokens per engine step (default 16384); a longer input runs\n"
-        "                           in chunks of this size, and the engine can stop between\n"
-        "                           them (a client that left, a shutdown)\n"
+        "  --max-batch-tokens N     tokens per engine step (default 16384). An input longer\n"
+        "                           than half of it runs in chunks through the K/V pool, mixed\n"
+        "                           into the steps with short inputs; the engine can stop\n"
+        "                           between steps (a client that left, a shutdown)\n"
+        "  --kv-pool-tokens N       tokens of K/V the paged pool holds for the long inputs in\n"
+        "                           flight, made at startup (default --max-input-tokens when\n"
+        "                           given, else the model's max positions; -1: no pool). An\n"
+        "                           input that needs more waits for pages; one longer than the\n"
+        "                           pool and than a step is refused\n"
         "  --max-client-batch N     inputs per request (default 2048; 413 past it)\n"
-        "  --max-input-tokens N     tokens per input (default the model's max positions); with\n"
-        "                           --backend cuda the K/V cache for inputs this long is\n"
-        "                           reserved at startup\n"
+        "  --max-input-tokens N     tokens per input (default the model's max positions)\n"
         "  --max-queue-tokens N     tokens queued or computing before 429 (default 1048576)\n"
         "  --max-body BYTES         request body limit (default 33554432; 413 past it)\n"
         "  --served-model-name S    the name clients pass as `model` (default the folder's name)\n"
@@ -120,6 +124,9 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--max-input-tokens")) {
             if (flag_long("serve", a, v, 1, 1 << 26, &x)) return 2;
             c.max_input_tokens = (int)x;
+        } else if (!strcmp(a, "--kv-pool-tokens")) {
+            if (flag_long("serve", a, v, -1, 1 << 30, &x)) return 2;
+            c.kv_pool_tokens = x == 0 ? -1 : (int)x;
         } else if (!strcmp(a, "--max-queue-tokens")) {
             if (flag_long("serve", a, v, 1, 1L << 40, &x)) return 2;
             c.max_queue_tokens = x;

@@ -29,6 +29,7 @@ typedef struct serve_config {
     int max_batch_tokens;          /* tokens per engine call; default 16384 */
     int max_client_batch;          /* inputs per request; default 2048 (413 past it) */
     int max_input_tokens;          /* 0: the model's max positions */
+    int kv_pool_tokens;            /* qe_options.kv_pool_tokens; 0: max_input_tokens if set */
     long max_queue_tokens;         /* tokens queued or computing; past it 429. default 1<<20 */
     size_t max_body;               /* bytes; default 32 MiB (413 past it) */
     const char *served_model_name; /* default: basename of model_dir */

@@ -54,9 +54,10 @@ static void *loader_main(void *arg) {
                     .backend = s->cfg.backend,
                     .threads = s->cfg.engine_threads,
                     .max_batch_tokens = s->cfg.max_batch_tokens,
-                    /* the K/V cache for the longest input accepted: an out-of-memory shows at
-                     * startup, not as a failed request */
-                    .reserve_tokens = s->cfg.max_input_tokens > 0 ? s->cfg.max_input_tokens : -1};
+                    /* the pool is made now: an out-of-memory shows at startup, not as a failed
+                     * request; by default it holds one input of the longest length accepted */
+                    .kv_pool_tokens =
+                        s->cfg.kv_pool_tokens ? s->cfg.kv_pool_tokens : s->cfg.max_input_tokens};
     char err[512] = "";
     qe_engine *e = NULL;
     qe_status st = qe_open(&o, &e, err, sizeof err);
