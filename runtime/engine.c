@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "backend.h"
 #include "kv_pool.h"
@@ -202,6 +203,13 @@ static void gone_cancelled(void *ctx, void *tag) {
     if (h && h->gone) h->gone(h->ctx, tag, QE_ERR_CANCELLED);
 }
 
+static void pool_stats(const qe_engine *e, const sched *sc, qe_sched_stats *stats) {
+    if (!stats) return;
+    stats->waiting = sched_pending(sc);
+    stats->kv_used_tokens = kv_pool_used(&e->kv) * e->kv.page_size;
+    stats->kv_total_tokens = e->kv.n_pages * e->kv.page_size;
+}
+
 /* Forms up to a window of steps and runs them; max_steps 1 for one step at a time. Delivers the
  * finished vectors through h->done. *stats (may be NULL) describes the first step. Returns QE_OK
  * with nothing run when nothing waits; a stall (long sequences waiting for pages another
@@ -235,13 +243,19 @@ static qe_status run_window(qe_engine *e, sched *sc, int dims, int normalize, in
         }
     }
     if (n == 0) {
+        pool_stats(e, sc, stats); /* a sweep may have freed pages */
         if (sched_pending(sc) == 0) return QE_OK;
         return fail(e, QE_ERR_NOMEM,
                     "%ld long sequences wait for K/V pages that another caller holds",
                     sched_pending(sc));
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     qe_status st = e->ops->forward(e->backend, batches, n, dims, normalize, e->last_error,
                                    sizeof e->last_error);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    /* a window's steps run overlapped: each is charged its share of the window's time */
+    const double step_s = ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec)) / n;
     for (int i = 0; st == QE_OK && i < n; i++)
         e->steps++, e->chunks += batches[i].n_paged;
     for (int i = 0; i < n; i++) {
@@ -249,6 +263,8 @@ static qe_status run_window(qe_engine *e, sched *sc, int dims, int normalize, in
             abandon(sc, &steps[i], h, st);
             continue;
         }
+        for (int k = 0; h && h->ran && k < steps[i].b.n_seqs; k++)
+            h->ran(h->ctx, steps[i].seqs[k]->tag, step_s);
         for (int k = 0; k < steps[i].b.n_seqs; k++)
             if (steps[i].final[k]) {
                 if (h && h->done)
@@ -257,11 +273,8 @@ static qe_status run_window(qe_engine *e, sched *sc, int dims, int normalize, in
             }
         sched_step_release(&steps[i]);
     }
-    if (st == QE_OK && stats) {
-        stats->waiting = sched_pending(sc);
-        stats->kv_used_tokens = kv_pool_used(&e->kv) * e->kv.page_size;
-        stats->kv_total_tokens = e->kv.n_pages * e->kv.page_size;
-    }
+    if (stats) stats->seconds = step_s;
+    pool_stats(e, sc, stats);
     return st;
 }
 

@@ -76,6 +76,9 @@ typedef struct qe_sched_hooks {
     /* A sequence that will get no vector: dropped (QE_ERR_CANCELLED) or lost with a failed step
      * (the step's error). */
     void (*gone)(void *ctx, void *tag, qe_status why);
+    /* Optional: called for every sequence of a step that ran (whole, or a chunk), after it ran
+     * and before its done(), with the step's seconds: lets a server charge compute time. */
+    void (*ran)(void *ctx, void *tag, double step_s);
     void *ctx;
 } qe_sched_hooks;
 typedef struct qe_sched_stats {
@@ -84,6 +87,7 @@ typedef struct qe_sched_stats {
     int finished;     /* vectors delivered */
     long waiting;     /* sequences queued or in flight after the step */
     int kv_used_tokens, kv_total_tokens;
+    double seconds; /* the step's time */
 } qe_sched_stats;
 /* Vectors dims wide (0 = qe_dim), L2-normalised when normalize. */
 qe_status qe_sched_open(qe_engine *e, int dims, int normalize, qe_sched **out);

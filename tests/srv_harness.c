@@ -318,7 +318,7 @@ char *srvt_ids_body(int n) {
     return b;
 }
 
-long srvt_metric(const char *base, const char *name) {
+double srvt_metric_value(const char *base, const char *name) {
     srvt_resp r;
     if (srvt_get(base, "/metrics", &r) != 200) {
         srvt_resp_free(&r);
@@ -327,7 +327,11 @@ long srvt_metric(const char *base, const char *name) {
     char key[128];
     snprintf(key, sizeof key, "\n%s ", name);
     const char *p = strstr(r.body, key);
-    long v = p ? atol(p + strlen(key)) : -1;
+    double v = p ? strtod(p + strlen(key), NULL) : -1;
     srvt_resp_free(&r);
     return v;
+}
+
+long srvt_metric(const char *base, const char *name) {
+    return (long)srvt_metric_value(base, name);
 }

@@ -87,6 +87,7 @@ void srvt_bg_join(srvt_bg *b);  /* then status and r hold the answer */
 char *srvt_long_text(int words, int seed);
 /* The value of one /metrics line (name, no labels), or -1 when it or /metrics is missing. */
 long srvt_metric(const char *base, const char *name);
+double srvt_metric_value(const char *base, const char *name); /* the same, unrounded */
 /* {"input":[[ids]]}: one input of n token ids (100 + i % 5000), as a malloc'd string. */
 char *srvt_ids_body(int n);
 

@@ -524,3 +524,113 @@ Test(cancel, stops_at_the_next_step_or_chunk, .timeout = 120) {
         free(ids[s]);
     qe_close(e);
 }
+
+/* --- the paged pool and mixed steps (qe_sched: the scheduler a server feeds across calls) --- */
+
+typedef struct mixed_run {
+    float *out; /* [n, D] by tag */
+    int D, done, gone;
+} mixed_run;
+static void mixed_done(void *ctx, void *tag, const float *vec) {
+    mixed_run *r = ctx;
+    memcpy(r->out + (size_t)(intptr_t)tag * r->D, vec, sizeof(float) * (size_t)r->D);
+    r->done++;
+}
+static int drop_everything(void *ctx, void *tag) {
+    (void)ctx, (void)tag;
+    return 1;
+}
+static void mixed_gone(void *ctx, void *tag, qe_status why) {
+    (void)tag, (void)why;
+    ((mixed_run *)ctx)->gone++;
+}
+
+/* 4 documents through the pool, with short queries added between steps: every
+ * vector equals the same sequence embedded alone (bitwise: chunk boundaries change neither a key
+ * nor the order keys are summed in, and the CPU GEMM is row-deterministic), every query finishes
+ * in the step after it was added, and the pool never holds more than its size. */
+Test(mixed, documents_and_queries_equal_isolated_runs, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/model.safetensors");
+    qe_options o = {.model_dir = TINY_MODEL,
+                    .backend = QE_BACKEND_CPU,
+                    .threads = 2,
+                    .max_batch_tokens = 128,
+                    .kv_pool_tokens = 1600,
+                    .kv_page_tokens = 32};
+    qe_engine *e = NULL;
+    cr_assert_eq(qe_open(&o, &e, err, sizeof err), QE_OK, "%s", err);
+    cr_expect_eq(qe_kv_pool_tokens(e), 1600);
+    const int D = qe_dim(e), n_docs = 4, n_q = 6, n = n_docs + n_q;
+    int lens[10];
+    int32_t *ids[10];
+    for (int s = 0; s < n; s++) {
+        lens[s] = s < n_docs ? 390 + 3 * s : 3 + 5 * s;
+        ids[s] = malloc(sizeof(int32_t) * (size_t)lens[s]);
+        for (int t = 0; t < lens[s]; t++)
+            ids[s][t] = (s * 131 + t * 7717 + 11) % 151669;
+    }
+    float *alone = malloc(sizeof(float) * (size_t)n * D);
+    for (int s = 0; s < n; s++)
+        cr_assert_eq(
+            qe_embed_ids(e, (const int32_t *const *)&ids[s], &lens[s], 1, 0, alone + (size_t)s * D),
+            QE_OK, "%s", qe_last_error(e));
+    qe_sched *sc = NULL;
+    cr_assert_eq(qe_sched_open(e, 0, 1, &sc), QE_OK);
+    mixed_run r = {malloc(sizeof(float) * (size_t)n * D), D, 0, 0};
+    const qe_sched_hooks h = {.done = mixed_done, .gone = mixed_gone, .ctx = &r};
+    for (int s = 0; s < n_docs; s++)
+        cr_assert_eq(qe_sched_add(sc, ids[s], lens[s], (void *)(intptr_t)s), QE_OK);
+    qe_sched_stats st;
+    int steps = 0, max_used = 0, max_chunks = 0;
+    for (int q = n_docs; qe_sched_waiting(sc) > 0 || q < n; steps++) {
+        const int before = r.done;
+        const int adding = q < n && steps % 2 == 1; /* a query every other step */
+        if (adding) cr_assert_eq(qe_sched_add(sc, ids[q], lens[q], (void *)(intptr_t)q), QE_OK);
+        cr_assert_eq(qe_sched_step(sc, &h, &st), QE_OK, "%s", qe_last_error(e));
+        cr_assert_leq(st.tokens, 128, "step of %d tokens", st.tokens);
+        cr_assert_leq(st.kv_used_tokens, st.kv_total_tokens);
+        if (st.kv_used_tokens > max_used) max_used = st.kv_used_tokens;
+        if (st.chunks > max_chunks) max_chunks = st.chunks;
+        if (adding) {
+            cr_expect_gt(r.done, before, "query %d did not finish in the next step", q);
+            q++;
+        }
+        cr_assert_lt(steps, 1000);
+    }
+    cr_expect_eq(r.done, n);
+    cr_expect_eq(r.gone, 0);
+    /* first come first served among documents: the oldest takes what the queries leave, the next
+     * is admitted into the room its last chunk leaves (two documents' chunks in one step) */
+    cr_expect_eq(max_chunks, 2, "at most %d documents' chunks in a step", max_chunks);
+    cr_expect_gt(max_used, 0);
+    cr_expect_eq(qe_kv_pool_used_tokens(e), 0, "pages held after the documents finished");
+    for (int s = 0; s < n; s++)
+        cr_expect(memcmp(alone + (size_t)s * D, r.out + (size_t)s * D, sizeof(float) * D) == 0,
+                  "sequence %d (%d tokens): mixed differs from alone", s, lens[s]);
+    /* the same through one qe_embed_ids call */
+    float *one_call = malloc(sizeof(float) * (size_t)n * D);
+    cr_assert_eq(qe_embed_ids(e, (const int32_t *const *)ids, lens, n, 0, one_call), QE_OK);
+    cr_expect(memcmp(alone, one_call, sizeof(float) * (size_t)n * D) == 0,
+              "one call differs from sequences alone");
+    /* a document dropped mid-way gives its pages back before the next step runs */
+    cr_assert_eq(qe_sched_add(sc, ids[0], lens[0], (void *)(intptr_t)0), QE_OK);
+    cr_assert_eq(qe_sched_step(sc, &h, &st), QE_OK);
+    cr_expect_gt(st.kv_used_tokens, 0);
+    qe_sched_hooks drop = h;
+    drop.drop = drop_everything;
+    cr_assert_eq(qe_sched_step(sc, &drop, &st), QE_OK);
+    cr_expect_eq(st.seqs, 0);
+    cr_expect_eq(st.kv_used_tokens, 0, "pages held after the drop");
+    cr_expect_eq(r.gone, 1, "the dropped document was not reported");
+    qe_sched_close(sc, &h);
+    /* too long for a step and for the pool: refused, naming the flag */
+    int32_t *huge = calloc(2000, sizeof(int32_t));
+    const int huge_len = 2000;
+    qe_status s = qe_embed_ids(e, (const int32_t *const *)&huge, &huge_len, 1, 0, one_call);
+    cr_expect_eq(s, QE_ERR_TOO_LONG, "got %s", qe_status_name(s));
+    cr_expect(strstr(qe_last_error(e), "--kv-pool-tokens"), "message: %s", qe_last_error(e));
+    free(huge), free(one_call), free(r.out), free(alone);
+    for (int s2 = 0; s2 < n; s2++)
+        free(ids[s2]);
+    qe_close(e);
+}

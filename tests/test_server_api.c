@@ -481,7 +481,7 @@ Test(server_units, base64_matches_rfc4648_vectors) {
     }
 }
 
-/* ---- the batch former's packing policy, on a hand-built queue ---- */
+/* ---- taking the queue into the scheduler, on a hand-built queue ---- */
 
 typedef struct fake_queue {
     serve_server *s;
@@ -490,10 +490,9 @@ typedef struct fake_queue {
 } fake_queue;
 
 /* Queues one job per length (one sequence each), in order. */
-static void fq_init(fake_queue *f, long budget, const int *lens, int n) {
+static void fq_init(fake_queue *f, const int *lens, int n) {
     memset(f, 0, sizeof *f);
     f->s = calloc(1, sizeof *f->s);
-    f->s->cfg.max_batch_tokens = (int)budget;
     for (int i = 0; i < n; i++) {
         srv_job *j = srv_job_new(1);
         j->lens[0] = lens[i];
@@ -516,89 +515,37 @@ static void fq_free(fake_queue *f) {
     free(f->s);
 }
 
-/* Forms one batch; returns the job numbers in it as a string like "0,2". */
-static void fq_batch(fake_queue *f, int lookahead, char *out, size_t cap, int *n_dropped) {
-    srv_batch b;
-    srv_seq **dropped = NULL;
-    int dcap = 0;
-    *n_dropped = srv_form_batch(f->s, &b, &dropped, &dcap, lookahead);
-    out[0] = 0;
+/* The job numbers of a list, like "0,2". */
+static void fq_list(const fake_queue *f, const srv_seq *q, char *out, size_t cap) {
     size_t o = 0;
-    for (int i = 0; i < b.n; i++)
+    out[0] = 0;
+    for (int i = 0; q; q = q->next, i++)
         for (int k = 0; k < f->n_jobs; k++)
-            if (b.seqs[i]->job == f->jobs[k])
+            if (q->job == f->jobs[k])
                 o += (size_t)snprintf(out + o, cap - o, "%s%d", i ? "," : "", k);
-    long tokens = 0;
-    for (int i = 0; i < b.n; i++)
-        tokens += b.seqs[i]->job->lens[0];
-    cr_assert_eq(tokens, b.tokens);
-    free(b.seqs);
-    free(dropped);
 }
 
-Test(server_units, packing_is_fcfs_under_the_budget) {
-    const int lens[] = {10, 10, 10, 10};
+/* Everything queued moves at once, in arrival order; the sequences of clients that left are set
+ * apart and leave the 429 budget. */
+Test(server_units, taking_the_queue_keeps_order_and_drops_the_departed) {
+    const int lens[] = {10, 7, 100, 9, 5};
     fake_queue f;
-    fq_init(&f, 25, lens, 4);
-    char got[64];
-    int nd;
-    fq_batch(&f, 100, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "0,1");
-    fq_batch(&f, 100, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "2,3");
-    cr_assert_null(f.s->q_head);
-    cr_assert_eq(f.s->q_tokens, 0);
-    cr_assert_eq(f.s->q_seqs, 0);
-    fq_free(&f);
-}
-
-Test(server_units, packing_never_starves_a_long_sequence) {
-    const int lens[] = {100, 5, 5};
-    fake_queue f;
-    fq_init(&f, 64, lens, 3);
-    char got[64];
-    int nd;
-    fq_batch(&f, 100, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "0", "the oldest sequence runs even past the budget, alone");
-    fq_batch(&f, 100, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "1,2");
-    fq_free(&f);
-}
-
-Test(server_units, packing_lets_short_sequences_pass_a_long_one) {
-    const int lens[] = {10, 60, 5, 8, 40};
-    fake_queue f;
-    fq_init(&f, 30, lens, 5);
-    char got[64];
-    int nd;
-    fq_batch(&f, 100, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "0,2,3", "shorts behind the long one fill the budget");
-    fq_batch(&f, 100, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "1", "then the long one, first in line now");
-    fq_batch(&f, 100, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "4");
-    fq_free(&f);
-    /* skip-ahead is bounded */
-    fq_init(&f, 30, lens, 5);
-    fq_batch(&f, 1, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "0", "look-ahead 1 stops at the first sequence that does not fit");
-    fq_free(&f);
-}
-
-Test(server_units, packing_drops_cancelled_jobs) {
-    const int lens[] = {10, 7, 10, 9};
-    fake_queue f;
-    fq_init(&f, 100, lens, 4);
+    fq_init(&f, lens, 5);
     atomic_store(&f.jobs[1]->cancelled, 1);
     atomic_store(&f.jobs[3]->cancelled, 1);
+    srv_seq *dropped = NULL;
+    srv_seq *live = srv_take_queue(f.s, &dropped);
     char got[64];
-    int nd;
-    fq_batch(&f, 100, got, sizeof got, &nd);
-    cr_assert_str_eq(got, "0,2");
-    cr_assert_eq(nd, 2);
-    cr_assert_eq(f.s->inflight_tokens, 20, "dropped tokens leave the budget (%ld)",
-                 f.s->inflight_tokens);
+    fq_list(&f, live, got, sizeof got);
+    cr_assert_str_eq(got, "0,2,4");
+    fq_list(&f, dropped, got, sizeof got);
+    cr_assert_str_eq(got, "1,3");
     cr_assert_null(f.s->q_head);
+    cr_assert_null(f.s->q_tail);
+    cr_assert_eq(f.s->q_seqs, 0);
+    cr_assert_eq(f.s->q_tokens, 0);
+    cr_assert_eq(f.s->inflight_tokens, 115, "dropped tokens leave the budget (%ld)",
+                 f.s->inflight_tokens);
     fq_free(&f);
 }
 

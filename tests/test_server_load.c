@@ -193,11 +193,73 @@ Test(server_load, departed_clients_long_document_stops_at_a_chunk) {
         if (inflight != 0) usleep(10000);
     }
     cr_assert_eq(inflight, 0, "the document's tokens were never released");
+    cr_expect_eq(srvt_metric(t.base, "qembed_kv_pool_used_tokens"), 0,
+                 "the document's pages were never released");
     cr_expect_eq(srvt_metric(t.base, "qembed_sequences_processed_total"), 0,
                  "the document ran to its end after its client left");
     cr_expect_eq(srvt_metric(t.base, "qembed_cancelled_sequences_total"), 1,
                  "the stopped document is counted as cancelled");
     srvt_expect_serves(&t, "hello", "after a stopped document");
+    srvt_stop(&t);
+}
+
+/* Four long documents in flight (chunks through the K/V pool): a short query joins the next step
+ * instead of waiting behind them, so its latency stays within a few steps' time; the documents'
+ * vectors are those of the engine alone. */
+Test(server_load, a_query_is_not_stuck_behind_long_documents, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.max_batch_tokens = 256;
+    c.kv_pool_tokens = 4 * 1024;
+    srvt_server t;
+    srvt_start(&t, &c);
+    enum { DOCS = 4, DOC_LEN = 1024 };
+    char *body = srvt_ids_body(DOC_LEN);
+    srvt_bg docs[DOCS];
+    for (int i = 0; i < DOCS; i++) {
+        docs[i] = (srvt_bg){.body = body, .timeout_ms = 280000};
+        snprintf(docs[i].base, sizeof docs[i].base, "%s", t.base);
+        srvt_bg_start(&docs[i]);
+    }
+    while (srvt_metric(t.base, "qembed_kv_pool_used_tokens") <= 0 &&
+           srvt_metric(t.base, "qembed_sequences_processed_total") <= 0)
+        usleep(2000);
+    const double t0 = srv_now();
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\": \"a short query\"}", &r), 200);
+    const double latency = srv_now() - t0;
+    srvt_resp_free(&r);
+    const long docs_done = srvt_metric(t.base, "qembed_sequences_processed_total") - 1;
+    for (int i = 0; i < DOCS; i++)
+        srvt_bg_join(&docs[i]);
+    const double steps = srvt_metric_value(t.base, "qembed_inference_duration_seconds_count");
+    const double step_s =
+        srvt_metric_value(t.base, "qembed_inference_duration_seconds_sum") / steps;
+    cr_log_info("query latency %.1f ms with %ld of %d documents done; mean step %.1f ms (%.0f "
+                "steps)",
+                latency * 1e3, docs_done, DOCS, step_s * 1e3, steps);
+    cr_expect_lt(docs_done, DOCS, "the documents were done before the query: nothing measured");
+    cr_expect_lt(latency, 4 * step_s + 0.05, "query latency %.1f ms vs a mean step of %.1f ms",
+                 latency * 1e3, step_s * 1e3);
+    int32_t ids[DOC_LEN];
+    for (int i = 0; i < DOC_LEN; i++)
+        ids[i] = 100 + i % 5000; /* srvt_ids_body's ids */
+    const int32_t *one[] = {ids};
+    const int len[] = {DOC_LEN};
+    float *want = srvt_engine_ids(t.e, one, len, 1, 0);
+    for (int i = 0; i < DOCS; i++) {
+        cr_assert_eq(docs[i].status, 200, "document %d: %ld", i, docs[i].status);
+        cJSON *j = srvt_json(&docs[i].r);
+        int dim = 0;
+        float *got = srvt_openai_embedding(j, 0, &dim);
+        srvt_assert_close(got, want, dim, "a document mixed with a query");
+        free(got);
+        cJSON_Delete(j);
+        srvt_resp_free(&docs[i].r);
+    }
+    free(want), free(body);
+    cr_expect_eq(srvt_metric(t.base, "qembed_kv_pool_used_tokens"), 0);
     srvt_stop(&t);
 }
 

@@ -10,8 +10,9 @@
  * connection of the same worker (the head-of-line blocking that blocking waits in a pool have).
  * The resume is issued under the job's mutex after the suspend, so it can never come first.
  * MHD does not watch a suspended socket, so a watcher thread polls the sockets of suspended
- * requests for POLLRDHUP every 50 ms and marks a departed client's job cancelled: the batch former
- * drops its queued sequences, and the connection is closed once the job settles. */
+ * requests for POLLRDHUP every 50 ms and marks a departed client's job cancelled: the engine's
+ * scheduler drops its sequences before the next step, and the connection is closed once the job
+ * settles. */
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>

@@ -118,6 +118,7 @@ typedef struct srv_metrics {
     srv_hist batch_size, batch_tokens, t_tokenize, t_queue, t_inference, t_total;
     unsigned long tokens_processed, sequences_processed, batches, cancelled_seqs;
     unsigned long inputs_total, prompt_tokens_total;
+    int kv_used_tokens; /* K/V pool tokens held after the last step */
 } srv_metrics;
 
 void srv_metrics_init(srv_metrics *m);
@@ -128,12 +129,6 @@ void srv_hist_observe(srv_metrics *m, srv_hist *h, double v);
 char *srv_metrics_render(serve_server *s, size_t *len);
 
 /* ---- the server ---- */
-typedef struct srv_batch {
-    srv_seq **seqs;
-    int n;
-    long tokens;
-} srv_batch;
-
 struct serve_server {
     serve_config cfg;
     char *served_name;
@@ -166,18 +161,18 @@ struct serve_server {
     int n_tok_threads;
     int tok_stop;
 
-    /* sequence queue (FCFS) and the batch handed to the engine */
+    /* sequence queue (FCFS), emptied into the engine's scheduler between steps */
     pthread_mutex_t q_mu;
-    pthread_cond_t q_cv; /* queue got work / slot freed / stop */
+    pthread_cond_t q_cv; /* queue got work / stop */
     srv_seq *q_head, *q_tail;
     long q_seqs;
     long q_tokens;        /* waiting in the queue */
-    long inflight_tokens; /* queued + in the batch slot + computing (the 429 budget) */
-    srv_batch slot;       /* formed, waiting for the engine; slot.n == 0 when empty */
+    long inflight_tokens; /* queued + in the scheduler + computing (the 429 budget) */
     int q_stop;
-    pthread_t former, engine_thread;
+    pthread_t engine_thread;
     int pipeline_started;
     int engine_busy;
+    unsigned long engine_steps; /* steps the engine thread ran (charges compute time per step) */
 
     /* suspended requests whose sockets the watcher polls for hang-ups */
     pthread_mutex_t watch_mu;
@@ -188,7 +183,7 @@ struct serve_server {
     srv_metrics metrics;
 };
 
-/* serve_queue.c: the tokenizer pool and the batch former */
+/* serve_queue.c: the tokenizer pool and the sequence queue */
 int srv_pipeline_start(serve_server *s);
 void srv_pipeline_stop(serve_server *s);
 /* Queues a job: tokenization first if it has texts, then admission to the sequence queue. The job
@@ -199,11 +194,10 @@ void srv_admit(serve_server *s, srv_job *j);
 /* A queued sequence is finished with (computed or dropped): the last one answers the job and
  * releases the queue's reference. */
 void srv_seq_done(serve_server *s, srv_seq *q);
-/* The packing policy (caller holds q_mu): unlinks the next batch from the queue into *b (b->n == 0
- * when nothing fits or memory ran out) and the sequences of cancelled jobs met on the way into
- * *dropped (returns how many; the caller passes them to srv_seq_done). */
-int srv_form_batch(serve_server *s, srv_batch *b, srv_seq ***dropped, int *dropped_cap,
-                   int lookahead);
+/* Unlinks every queued sequence (caller holds q_mu): returns the live ones as a list in arrival
+ * order (linked by next) and puts those of cancelled jobs in *dropped (their tokens leave
+ * inflight_tokens; the caller passes them to srv_seq_done). */
+srv_seq *srv_take_queue(serve_server *s, srv_seq **dropped);
 /* serve_engine.c */
 void *srv_engine_main(void *arg);
 

@@ -127,7 +127,7 @@ char *srv_metrics_render(serve_server *s, size_t *len) {
         "# TYPE qembed_tokens_processed_total counter\nqembed_tokens_processed_total %lu\n"
         "# HELP qembed_sequences_processed_total Sequences embedded.\n"
         "# TYPE qembed_sequences_processed_total counter\nqembed_sequences_processed_total %lu\n"
-        "# HELP qembed_batches_total Engine calls.\n"
+        "# HELP qembed_batches_total Engine steps.\n"
         "# TYPE qembed_batches_total counter\nqembed_batches_total %lu\n"
         "# HELP qembed_cancelled_sequences_total Sequences dropped because the client left "
         "(queued, "
@@ -145,15 +145,22 @@ char *srv_metrics_render(serve_server *s, size_t *len) {
     sb_printf(&b,
               "# HELP qembed_gpu_memory_bytes Device memory the engine holds (weights + "
               "activations); 0 on the CPU backend.\n# TYPE qembed_gpu_memory_bytes gauge\n"
-              "qembed_gpu_memory_bytes %zu\n",
-              eng ? qe_device_bytes(eng) : (size_t)0);
-    put_hist(&b, "qembed_batch_size", "Sequences per engine call.", &m->batch_size);
-    put_hist(&b, "qembed_batch_tokens", "Tokens per engine call.", &m->batch_tokens);
+              "qembed_gpu_memory_bytes %zu\n"
+              "# HELP qembed_kv_pool_tokens Tokens the paged K/V pool holds for long inputs.\n"
+              "# TYPE qembed_kv_pool_tokens gauge\nqembed_kv_pool_tokens %d\n"
+              "# HELP qembed_kv_pool_used_tokens Pool tokens held by long inputs in flight (after "
+              "the last step).\n"
+              "# TYPE qembed_kv_pool_used_tokens gauge\nqembed_kv_pool_used_tokens %d\n",
+              eng ? qe_device_bytes(eng) : (size_t)0, eng ? qe_kv_pool_tokens(eng) : 0,
+              m->kv_used_tokens);
+    put_hist(&b, "qembed_batch_size", "Sequences (whole, or chunks) per engine step.",
+             &m->batch_size);
+    put_hist(&b, "qembed_batch_tokens", "Tokens per engine step.", &m->batch_tokens);
     put_hist(&b, "qembed_tokenization_duration_seconds", "Parse and tokenization time per request.",
              &m->t_tokenize);
-    put_hist(&b, "qembed_queue_duration_seconds", "Time from admission to the first engine call.",
+    put_hist(&b, "qembed_queue_duration_seconds", "Time from admission to the first engine step.",
              &m->t_queue);
-    put_hist(&b, "qembed_inference_duration_seconds", "Engine time per batch.", &m->t_inference);
+    put_hist(&b, "qembed_inference_duration_seconds", "Engine time per step.", &m->t_inference);
     put_hist(&b, "qembed_request_duration_seconds", "Total time per embedding request.",
              &m->t_total);
     pthread_mutex_unlock(&m->mu);

@@ -1,12 +1,7 @@
-/* serve_queue.c — the CPU side of the pipeline: a pool of tokenizer threads, admission of
- * tokenized jobs to the sequence queue (429 past --max-queue-tokens), and the batch-forming thread
- * that packs queued sequences for the engine thread under --max-batch-tokens.
- *
- * Packing policy: first come, first served with bounded skip-ahead. The oldest live sequence always
- * opens the next batch (so a long sequence is never starved, even one longer than the budget, which
- * then runs alone); the rest of the budget is filled with the next sequences, in arrival order,
- * that still fit, looking at most LOOKAHEAD entries past the head (so short sequences are not stuck
- * behind a long one that does not fit). Sequences of cancelled jobs are dropped as they are met. */
+/* serve_queue.c — the CPU side of the pipeline: a pool of tokenizer threads, and admission of
+ * tokenized jobs to the sequence queue (429 past --max-queue-tokens), from which the engine thread
+ * takes every sequence into the engine's scheduler between two steps (serve_engine.c; the packing
+ * policy is the scheduler's, runtime/scheduler.h). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,7 +12,6 @@
 #define TOK_CHUNK                                                                                  \
     8 /* inputs per tokenizer task: small enough to spread one request over threads                \
        */
-#define LOOKAHEAD 4096
 
 struct srv_tok_task {
     srv_job *job;
@@ -256,101 +250,22 @@ void srv_admit(serve_server *s, srv_job *j) {
     pthread_mutex_unlock(&s->q_mu);
 }
 
-int srv_form_batch(serve_server *s, srv_batch *b, srv_seq ***dropped, int *dropped_cap,
-                   int lookahead) {
-    memset(b, 0, sizeof *b);
-    int nd = 0, cap = 0;
-    const long budget = s->cfg.max_batch_tokens;
-    int looked = 0;
-    srv_seq *prev = NULL, *q = s->q_head;
-    while (q && looked < lookahead && b->tokens < budget) {
-        srv_seq *next = q->next;
-        int len = q->job->lens[q->index];
-        int drop = atomic_load(&q->job->cancelled);
-        int take = !drop && (b->n == 0 || b->tokens + len <= budget);
-        /* room in the output arrays first; out of memory leaves q queued for the next round */
-        if (drop && nd == *dropped_cap) {
-            int nc = *dropped_cap ? 2 * *dropped_cap : 64;
-            srv_seq **nb = realloc(*dropped, (size_t)nc * sizeof *nb);
-            if (nb) {
-                *dropped = nb;
-                *dropped_cap = nc;
-            } else {
-                drop = 0;
-            }
-        }
-        if (take && b->n == cap) {
-            int nc = cap ? 2 * cap : 256;
-            srv_seq **nb = realloc(b->seqs, (size_t)nc * sizeof *nb);
-            if (nb) {
-                b->seqs = nb;
-                cap = nc;
-            } else {
-                break;
-            }
-        }
-        if (drop || take) {
-            if (prev)
-                prev->next = next;
-            else
-                s->q_head = next;
-            if (s->q_tail == q) s->q_tail = prev;
-            q->next = NULL;
-            s->q_seqs--;
-            s->q_tokens -= len;
-            if (drop) {
-                s->inflight_tokens -= len;
-                (*dropped)[nd++] = q;
-            } else {
-                b->seqs[b->n++] = q;
-                b->tokens += len;
-            }
+srv_seq *srv_take_queue(serve_server *s, srv_seq **dropped) {
+    srv_seq *live = NULL, **live_tail = &live, **drop_tail = dropped;
+    *dropped = NULL;
+    for (srv_seq *q = s->q_head, *next; q; q = next) {
+        next = q->next;
+        q->next = NULL;
+        if (atomic_load(&q->job->cancelled)) {
+            s->inflight_tokens -= q->job->lens[q->index];
+            *drop_tail = q, drop_tail = &q->next;
         } else {
-            prev = q;
-            looked++;
-        }
-        q = next;
-    }
-    if (b->n == 0) {
-        free(b->seqs);
-        b->seqs = NULL;
-    }
-    return nd;
-}
-
-static void *former_main(void *arg) {
-    serve_server *s = arg;
-    srv_seq **dropped = NULL;
-    int dcap = 0;
-    pthread_mutex_lock(&s->q_mu);
-    for (;;) {
-        while (!s->q_stop && (s->slot.n > 0 || !s->q_head))
-            pthread_cond_wait(&s->q_cv, &s->q_mu);
-        if (s->q_stop) break;
-        srv_batch b;
-        int nd = srv_form_batch(s, &b, &dropped, &dcap, LOOKAHEAD);
-        if (b.n > 0) {
-            s->slot = b; /* the array now belongs to the engine thread */
-            pthread_cond_broadcast(&s->q_cv);
-        }
-        if (nd) {
-            pthread_mutex_lock(&s->metrics.mu);
-            s->metrics.cancelled_seqs += (unsigned long)nd;
-            pthread_mutex_unlock(&s->metrics.mu);
-            pthread_mutex_unlock(&s->q_mu);
-            for (int i = 0; i < nd; i++)
-                srv_seq_done(s, dropped[i]);
-            pthread_mutex_lock(&s->q_mu);
-        }
-        if (b.n == 0 && nd == 0) { /* out of memory: let the engine free some, then retry */
-            pthread_mutex_unlock(&s->q_mu);
-            usleep(1000);
-            pthread_mutex_lock(&s->q_mu);
+            *live_tail = q, live_tail = &q->next;
         }
     }
-    pthread_mutex_unlock(&s->q_mu);
-    free(dropped);
-    return NULL;
+    s->q_head = s->q_tail = NULL;
+    s->q_seqs = s->q_tokens = 0;
+    return live;
 }
 
 int srv_pipeline_start(serve_server *s) {
@@ -362,15 +277,7 @@ int srv_pipeline_start(serve_server *s) {
         if (pthread_create(&s->tok_threads[started], NULL, tok_main, s) != 0) break;
     s->n_tok_threads = started;
     if (started == 0) return -1;
-    if (pthread_create(&s->former, NULL, former_main, s) != 0) return -1;
-    if (pthread_create(&s->engine_thread, NULL, srv_engine_main, s) != 0) {
-        pthread_mutex_lock(&s->q_mu);
-        s->q_stop = 1;
-        pthread_cond_broadcast(&s->q_cv);
-        pthread_mutex_unlock(&s->q_mu);
-        pthread_join(s->former, NULL);
-        return -1;
-    }
+    if (pthread_create(&s->engine_thread, NULL, srv_engine_main, s) != 0) return -1;
     s->pipeline_started = 1;
     return 0;
 }
@@ -392,19 +299,12 @@ void srv_pipeline_stop(serve_server *s) {
     pthread_cond_broadcast(&s->q_cv);
     pthread_mutex_unlock(&s->q_mu);
     if (s->pipeline_started) {
-        pthread_join(s->former, NULL);
         pthread_join(s->engine_thread, NULL);
         s->pipeline_started = 0;
     }
     srv_error e;
     srv_err_set(&e, 503, "server_error", "shutting_down", "", "the server is stopping");
-    /* the slot the engine did not take, then the queue */
-    for (int i = 0; i < s->slot.n; i++) {
-        srv_job_fail(s->slot.seqs[i]->job, &e);
-        srv_seq_done(s, s->slot.seqs[i]);
-    }
-    free(s->slot.seqs);
-    memset(&s->slot, 0, sizeof s->slot);
+    /* what the engine thread did not take (it answered what it held) */
     while (s->q_head) {
         srv_seq *q = s->q_head;
         s->q_head = q->next;
