@@ -133,6 +133,20 @@ int qe_vocab_size(const qe_engine *e) {
 const char *qe_backend_name(const qe_engine *e) {
     return e->ops->name;
 }
+/* Per token, the GEMMs do 2 * linear parameters FLOPs; causal attention over L keys does
+ * 2 * layers * q_dim * L on average (QK^T and PV, 2 FLOPs each, half the keys): equal at A. */
+double qe_attention_equal_length(const qe_engine *e) {
+    const qe_config *c = &e->model.cfg;
+    const double q = (double)c->num_heads * c->head_dim, kv = (double)c->num_kv_heads * c->head_dim;
+    const double per_layer = (double)c->hidden_size * (q + 2 * kv) + q * c->hidden_size +
+                             3.0 * c->hidden_size * c->intermediate_size;
+    return per_layer / q;
+}
+
+double qe_cost_tokens(const qe_engine *e, int len) {
+    return (double)len * (1.0 + (double)len / qe_attention_equal_length(e));
+}
+
 int qe_kv_pool_tokens(const qe_engine *e) {
     return e->kv.n_pages * e->kv.page_size;
 }

@@ -113,6 +113,13 @@ const struct tok_tokenizer *qe_tokenizer(const qe_engine *e);
 int qe_max_positions(const qe_engine *e);
 int qe_vocab_size(const qe_engine *e);
 const char *qe_backend_name(const qe_engine *e);
+/* The work of embedding one sequence of len tokens, in tokens' worth of the layers' linear part
+ * (the GEMMs): len * (1 + len / A), A = linear parameters / (layers * heads * head_dim), the
+ * length whose attention costs as much as the GEMMs (7,670 for Qwen3-Embedding-0.6B). A server
+ * weighs its queue with it, so a long document counts for what it costs. */
+double qe_cost_tokens(const qe_engine *e, int len);
+/* A, as above. */
+double qe_attention_equal_length(const qe_engine *e);
 /* Tokens the paged K/V pool holds (0: none), and how many of them are taken now. */
 int qe_kv_pool_tokens(const qe_engine *e);
 int qe_kv_pool_used_tokens(qe_engine *e);

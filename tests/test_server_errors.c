@@ -225,9 +225,12 @@ Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
     serve_config c;
     srvt_config(&c);
-    c.max_queue_tokens = 3000;
+    /* the queue weighs an input of L tokens L * (1 + L / A), A = 264 for the tiny model: 2500
+     * tokens weigh 26174, 1000 weigh 4788, 3001 weigh 37115 */
+    c.max_queue_tokens = 30000;
     srvt_server t;
     srvt_start(&t, &c);
+    cr_assert_eq(qe_attention_equal_length(t.e), 264.0);
     /* a 2500-token request keeps the CPU engine busy for a while (past the harness's 30 s client
      * timeout under ASan on 2 cores: it gets the test's own limit) ... */
     char *first_body = srvt_ids_body(2500);
@@ -243,7 +246,7 @@ Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
         if (!admitted) usleep(5000);
     }
     cr_assert(admitted, "the first request never showed in qembed_inflight_tokens");
-    /* ... so 1000 more tokens exceed the 3000 limit: 429 with Retry-After */
+    /* ... so 1000 more tokens exceed the limit: 429 with Retry-After */
     char *second = srvt_ids_body(1000);
     cr_assert_eq(srvt_post(t.base, "/v1/embeddings", second, &r), 429, "%s", r.body);
     char ra[32];
@@ -251,6 +254,7 @@ Test(server_errors, queue_full_is_429_with_retry_after, .timeout = 120) {
     cr_assert(atoi(ra) >= 1);
     cJSON *j = srvt_json(&r);
     cr_assert_not_null(strstr(srvt_error_message(j), "queue"));
+    cr_assert_not_null(strstr(srvt_error_message(j), "4788"), "%s", srvt_error_message(j));
     cJSON_Delete(j);
     srvt_resp_free(&r);
     /* a request larger than the whole limit could never be queued: 413, not a retry loop */

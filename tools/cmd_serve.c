@@ -33,7 +33,13 @@ static void usage(FILE *f) {
         "                           pool and than a step is refused\n"
         "  --max-client-batch N     inputs per request (default 2048; 413 past it)\n"
         "  --max-input-tokens N     tokens per input (default the model's max positions)\n"
-        "  --max-queue-tokens N     tokens queued or computing before 429 (default 1048576)\n"
+        "  --max-queue-tokens N     work queued or computing before 429 (default 1048576), in\n"
+        "                           token-equivalents: an input of L tokens weighs\n"
+        "                           L * (1 + L / A), A the length whose attention costs as much\n"
+        "                           as the rest of a layer (7680 for Qwen3-Embedding-0.6B; the\n"
+        "                           startup line prints it), so a long document counts for what\n"
+        "                           it costs. A 429's Retry-After is the measured time for the\n"
+        "                           queue to drain enough; a request over the limit alone is 413\n"
         "  --max-body BYTES         request body limit (default 33554432; 413 past it)\n"
         "  --served-model-name S    the name clients pass as `model` (default the folder's name)\n"
         "  --threads N              tokenizer threads (default 2)\n"
@@ -191,8 +197,11 @@ int cmd_serve(int argc, char **argv) {
         }
         if (!announced && st == SERVE_READY) {
             qe_engine *e = serve_engine(s);
-            fprintf(stderr, "qembed serve: ready: %s, width %d, max positions %d, backend %s\n",
-                    c.model_dir, qe_dim(e), qe_max_positions(e), qe_backend_name(e));
+            fprintf(stderr,
+                    "qembed serve: ready: %s, width %d, max positions %d, backend %s, K/V pool "
+                    "%d tokens, queue weight of an input of L tokens L * (1 + L / %.0f)\n",
+                    c.model_dir, qe_dim(e), qe_max_positions(e), qe_backend_name(e),
+                    qe_kv_pool_tokens(e), qe_attention_equal_length(e));
             announced = 1;
         }
     }

@@ -33,6 +33,7 @@ static int seq_len(const srv_seq *q) {
 static void seq_leaves(serve_server *s, srv_seq *q) {
     pthread_mutex_lock(&s->q_mu);
     s->inflight_tokens -= seq_len(q);
+    s->inflight_cost -= q->cost;
     pthread_mutex_unlock(&s->q_mu);
     srv_seq_done(s, q);
 }
@@ -41,6 +42,9 @@ static void on_done(void *ctx, void *tag, const float *vec) {
     serve_server *s = ctx;
     srv_seq *q = tag;
     if (!atomic_load(&q->job->cancelled)) scatter(vec, q->job, q->index);
+    pthread_mutex_lock(&s->q_mu);
+    s->cost_done += q->cost;
+    pthread_mutex_unlock(&s->q_mu);
     pthread_mutex_lock(&s->metrics.mu);
     s->metrics.tokens_processed += (unsigned long)seq_len(q);
     s->metrics.sequences_processed++;
@@ -167,6 +171,7 @@ void *srv_engine_main(void *arg) {
         }
         pthread_mutex_lock(&s->q_mu);
         s->engine_busy = 0;
+        if (status == QE_OK) s->engine_seconds += st.seconds;
     }
     pthread_mutex_unlock(&s->q_mu);
     qe_sched_close(sc, &hooks); /* the q_stop path: gone() answers each with 503 */

@@ -74,7 +74,11 @@ static enum MHD_Result send_body(serve_server *s, struct MHD_Connection *c, srv_
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    if (status == 429) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 429) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%d", err && err->retry_after > 0 ? err->retry_after : 1);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, secs);
+    }
     if (status == 503 && atomic_load(&s->state) == SERVE_LOADING)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");

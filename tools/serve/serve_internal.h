@@ -25,6 +25,7 @@ typedef struct srv_error {
     const char *code; /* short machine code, e.g. "input_too_long"; NULL -> null */
     char param[48];   /* offending field, "" -> null */
     char message[400];
+    int retry_after; /* seconds for the Retry-After header of a 429 (0: 1) */
 } srv_error;
 void srv_err_set(srv_error *e, int status, const char *type, const char *code, const char *param,
                  const char *fmt, ...) __attribute__((format(printf, 6, 7)));
@@ -40,6 +41,7 @@ typedef struct srv_job srv_job;
 typedef struct srv_seq {
     srv_job *job;
     int index;
+    double cost;          /* qe_cost_tokens of its length: its weight in the queue budget */
     struct srv_seq *next; /* queue link */
 } srv_seq;
 
@@ -166,8 +168,11 @@ struct serve_server {
     pthread_cond_t q_cv; /* queue got work / stop */
     srv_seq *q_head, *q_tail;
     long q_seqs;
-    long q_tokens;        /* waiting in the queue */
-    long inflight_tokens; /* queued + in the scheduler + computing (the 429 budget) */
+    long q_tokens;         /* waiting in the queue */
+    long inflight_tokens;  /* queued + in the scheduler + computing */
+    double inflight_cost;  /* the same weighed by qe_cost_tokens: the 429 budget */
+    double cost_done;      /* cost of the sequences embedded, and the engine seconds they took: */
+    double engine_seconds; /* their ratio is the rate that predicts a queue's wait */
     int q_stop;
     pthread_t engine_thread;
     int pipeline_started;

@@ -212,23 +212,32 @@ void srv_admit(serve_server *s, srv_job *j) {
         srv_job_fail(j, &e);
         return;
     }
-    if (total > s->cfg.max_queue_tokens) { /* could never fit: retrying is pointless */
+    double cost = 0;
+    for (int i = 0; i < j->n; i++)
+        cost += j->seqs[i].cost = qe_cost_tokens(s->engine, j->lens[i]);
+    const double limit = (double)s->cfg.max_queue_tokens;
+    if (cost > limit) { /* could never fit: retrying is pointless */
         pthread_mutex_unlock(&s->q_mu);
         srv_err_set(&e, 413, "invalid_request_error", "request_too_large", "input",
-                    "this request has %ld tokens, more than the server queues at once (%ld, "
-                    "--max-queue-tokens); send fewer inputs per request",
-                    total, s->cfg.max_queue_tokens);
+                    "this request weighs %.0f token-equivalents (%ld tokens; a long input weighs "
+                    "more, see qembed serve --help), more than the server queues at once (%ld, "
+                    "--max-queue-tokens); send fewer or shorter inputs per request",
+                    cost, total, s->cfg.max_queue_tokens);
         srv_job_fail(j, &e);
         return;
     }
-    if (s->inflight_tokens + total > s->cfg.max_queue_tokens) {
-        long queued = s->inflight_tokens;
+    if (s->inflight_cost + cost > limit) {
+        const double queued = s->inflight_cost;
+        /* the wait until enough of what is queued has run, at the rate measured so far */
+        const double rate = s->engine_seconds > 0.5 ? s->cost_done / s->engine_seconds : 0;
+        const double wait = rate > 0 ? (queued + cost - limit) / rate : 1;
         pthread_mutex_unlock(&s->q_mu);
         srv_err_set(
             &e, 429, "rate_limit_error", "queue_full", "",
-            "the queue is full: %ld tokens queued, this request adds %ld, the limit is %ld; "
-            "retry later",
-            queued, total, s->cfg.max_queue_tokens);
+            "the queue is full: %.0f token-equivalents queued, this request adds %.0f, the limit "
+            "is %ld; retry in about %.0f s",
+            queued, cost, s->cfg.max_queue_tokens, wait < 1 ? 1 : wait);
+        e.retry_after = wait < 1 ? 1 : wait > 3600 ? 3600 : (int)(wait + 0.999);
         srv_job_fail(j, &e);
         return;
     }
@@ -246,6 +255,7 @@ void srv_admit(serve_server *s, srv_job *j) {
     s->q_seqs += j->n;
     s->q_tokens += total;
     s->inflight_tokens += total;
+    s->inflight_cost += cost;
     pthread_cond_broadcast(&s->q_cv);
     pthread_mutex_unlock(&s->q_mu);
 }
@@ -258,6 +268,7 @@ srv_seq *srv_take_queue(serve_server *s, srv_seq **dropped) {
         q->next = NULL;
         if (atomic_load(&q->job->cancelled)) {
             s->inflight_tokens -= q->job->lens[q->index];
+            s->inflight_cost -= q->cost;
             *drop_tail = q, drop_tail = &q->next;
         } else {
             *live_tail = q, live_tail = &q->next;
