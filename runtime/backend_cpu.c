@@ -27,6 +27,8 @@ typedef struct cpu_state {
     int q_dim, kv_dim, qkv_dim;
     cpu_layer *layers;
     float *final_norm;
+    /* [heads] for an ALiBi model (cfg_alibi_slopes; at the end of weights), else NULL */
+    float *alibi_slopes;
     float *weights; /* one allocation for every converted weight */
     qe_pool *pool;
     int max_tokens; /* the step budget: a longer sequence runs in chunks of at most this many */
@@ -57,7 +59,7 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
     s->kv_dim = c->num_kv_heads * c->head_dim;
     s->qkv_dim = s->q_dim + 2 * s->kv_dim;
     /* Everything but the embedding table, which is gathered row by row from the mapping. */
-    size_t total = (size_t)c->hidden_size;
+    size_t total = (size_t)c->hidden_size + (c->alibi ? (size_t)c->num_heads : 0);
     for (int l = 0; l < c->num_layers; l++) {
         const qe_layer_tensors *L = &m->layers[l];
         const st_tensor *all[] = {L->attn_norm, L->wq,     L->wk,    L->wv,
@@ -95,6 +97,10 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
         W->wdown = take(&cur, L->w_down);
     }
     s->final_norm = take(&cur, m->final_norm);
+    if (c->alibi) { /* no rotation either: the config's rope_theta is 0 (ref_qk_norm_rope) */
+        s->alibi_slopes = cur;
+        cfg_alibi_slopes(c->num_heads, cur);
+    }
     s->max_tokens = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : QE_DEFAULT_BATCH_TOKENS;
     *out = s;
     return QE_OK;
@@ -179,6 +185,7 @@ static int attention(cpu_state *s, const qe_batch *b, int past, int l) {
     p.cu_seqlens_q = b->cu_seqlens, p.n_seqs = b->n_seqs;
     p.heads = c->num_heads, p.kv_heads = c->num_kv_heads, p.head_dim = c->head_dim;
     p.scale = (float)(1.0 / sqrt((double)c->head_dim));
+    p.alibi_slopes = s->alibi_slopes;
     int32_t cu_k[2] = {0, 0};
     if (past < 0) {
         p.k = s->qkv + s->q_dim, p.v = s->qkv + s->q_dim + s->kv_dim;
