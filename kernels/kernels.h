@@ -52,7 +52,8 @@ int qe_add_rmsnorm(float *residual, const float *delta, const float *w, int rows
 /* In place on the q and k heads of each qkv row ([q heads*hd | k kv*hd | v kv*hd], bf16):
  * per-head RMSNorm (fp32) with the shared q_norm_w / k_norm_w [head_dim], then NeoX RoPE at
  * positions[t] with inv_freq_i = theta^(-2i/head_dim). Angles are formed and reduced mod 2*pi in
- * double, then sincosf on the reduced fp32 angle. head_dim must be even and <= 256. */
+ * double, then sincosf on the reduced fp32 angle. theta 0: the RMSNorm only, no rotation (ALiBi
+ * models; positions is not read and may be NULL). head_dim must be even and <= 256. */
 int qe_qk_norm_rope(qe_bf16 *qkv, int n_tokens, int heads, int kv_heads, int head_dim,
                     const int32_t *positions, const float *q_norm_w, const float *k_norm_w,
                     float eps, double theta, qe_stream s);

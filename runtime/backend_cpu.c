@@ -27,6 +27,8 @@ typedef struct cpu_state {
     int q_dim, kv_dim, qkv_dim;
     cpu_layer *layers;
     float *final_norm;
+    /* [heads] for an ALiBi model (cfg_alibi_slopes; at the end of weights), else NULL */
+    float *alibi_slopes;
     float *weights; /* one allocation for every converted weight */
     qe_pool *pool;
     /* activations, grown to the largest step seen */
@@ -76,7 +78,7 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
     s->kv_dim = c->num_kv_heads * c->head_dim;
     s->qkv_dim = s->q_dim + 2 * s->kv_dim;
     /* Everything but the embedding table, which is gathered row by row from the mapping. */
-    size_t total = (size_t)c->hidden_size;
+    size_t total = (size_t)c->hidden_size + (c->alibi ? (size_t)c->num_heads : 0);
     for (int l = 0; l < c->num_layers; l++) {
         const qe_layer_tensors *L = &m->layers[l];
         const st_tensor *all[] = {L->attn_norm, L->wq,     L->wk,    L->wv,
@@ -114,6 +116,10 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
         W->wdown = take(&cur, L->w_down);
     }
     s->final_norm = take(&cur, m->final_norm);
+    if (c->alibi) { /* no rotation either: the config's rope_theta is 0 (ref_qk_norm_rope) */
+        s->alibi_slopes = cur;
+        cfg_alibi_slopes(c->num_heads, cur);
+    }
     /* The pool is host memory: pages the OS has not been asked to touch cost nothing, so the
      * default size is made in full unless the allocation itself is refused (then halved). */
     int is_default;
@@ -198,6 +204,7 @@ static int attention(cpu_state *s, const qe_batch *b, int l) {
     p.q_stride = s->qkv_dim, p.out_stride = s->q_dim;
     p.heads = c->num_heads, p.kv_heads = c->num_kv_heads, p.head_dim = c->head_dim;
     p.scale = (float)(1.0 / sqrt((double)c->head_dim));
+    p.alibi_slopes = s->alibi_slopes;
     if (n_whole > 0) {
         cpu_attn_params w = p;
         w.k = s->qkv + s->q_dim, w.v = s->qkv + s->q_dim + s->kv_dim;

@@ -92,6 +92,13 @@ static int upload_f32(float *dst, const st_tensor *t, size_t n, float *tmp) {
     return QE_K_OK;
 }
 
+/* An ALiBi model's slopes, computed on the host (tmp holds heads floats). */
+static int upload_alibi_slopes(float *dst, int heads, float *tmp) {
+    cfg_alibi_slopes(heads, tmp);
+    CUDA_CHECK(cudaMemcpy(dst, tmp, (size_t)heads * sizeof(float), cudaMemcpyHostToDevice));
+    return QE_K_OK;
+}
+
 /* Element count of t when it matches want and its dtype is one we convert; else 0. */
 static size_t tensor_elems(const st_tensor *t, size_t want) {
     if (!t || (t->dtype != ST_BF16 && t->dtype != ST_F16 && t->dtype != ST_F32)) return 0;
@@ -145,6 +152,7 @@ static size_t layout_weights(cuda_state *st, char *base) {
     const size_t H = (size_t)st->hidden;
     st->embed = carve(&c, (size_t)st->vocab * H * 2);
     st->final_norm = carve(&c, H * 4);
+    st->alibi_slopes = st->cfg.alibi ? carve(&c, (size_t)st->heads * 4) : NULL;
     for (int l = 0; l < st->layers; l++) {
         cuda_layer *L = &st->layer[l];
         L->wqkv = carve(&c, (size_t)st->qkv_dim * H * 2);
@@ -180,6 +188,7 @@ static int upload_weights(cuda_state *st, const qe_model *m) {
     const size_t H = (size_t)st->hidden;
     uint16_t *stage = malloc(STAGE_ELEMS * 2);
     size_t big = H > (size_t)st->head_dim ? H : (size_t)st->head_dim;
+    if (big < (size_t)st->heads) big = (size_t)st->heads;
     float *tmp = malloc(big * sizeof(float));
     int rc = QE_K_ERR;
     if (!stage || !tmp) {
@@ -187,7 +196,8 @@ static int upload_weights(cuda_state *st, const qe_model *m) {
         goto done;
     }
     if (upload_bf16(st->embed, m->embed, (size_t)st->vocab * H, stage) ||
-        upload_f32(st->final_norm, m->final_norm, H, tmp))
+        upload_f32(st->final_norm, m->final_norm, H, tmp) ||
+        (st->alibi_slopes && upload_alibi_slopes(st->alibi_slopes, st->heads, tmp)))
         goto done;
     for (int l = 0; l < st->layers; l++) {
         const qe_layer_tensors *T = &m->layers[l];
@@ -513,6 +523,7 @@ static int attend(cuda_state *st, const step_geom *g, int l, int first, int n, i
     ap.n_seqs = n;
     ap.heads = st->heads, ap.kv_heads = st->kv_heads, ap.head_dim = st->head_dim;
     ap.scale = 1.0f / sqrtf((float)st->head_dim);
+    ap.alibi_slopes = st->alibi_slopes; /* ALiBi: cfg.rope_theta 0, so q/k were not rotated */
     return qe_attention(&ap, st->stream);
 }
 

@@ -97,6 +97,8 @@ typedef struct cuda_state {
     size_t abytes;
     qe_bf16 *embed;    /* [vocab, hidden] */
     float *final_norm; /* [hidden] */
+    /* [heads] for an ALiBi model (cfg_alibi_slopes), else NULL */
+    float *alibi_slopes;
     cuda_layer *layer;
     /* activations, T = max_tokens rows */
     float *x;          /* [T, hidden] residual stream */

@@ -157,3 +157,43 @@ Test(cli, instruction_and_prompt_name_format_queries, .timeout = 60) {
     cr_assert(strstr(a, "nope"), "%s", a);
     free(a);
 }
+
+/* make-random --alibi: the config names ALiBi (and no rope_theta), inspect says so, and the
+ * engine runs it: the same weights embed differently than under RoPE. */
+Test(cli, make_random_alibi_inspects_and_embeds, .timeout = 120) {
+    char dir[1100], rope[1100], cmd[4096], *out, *a, *b;
+    cr_assert_eq(run(QEMBED " make-random --help", &out), 0);
+    cr_assert(out && strstr(out, "--alibi"), "make-random --help: %s", out);
+    free(out);
+    make_demo(rope, sizeof rope);
+    tu_scratch_dir(dir, sizeof dir, "cli-alibi");
+    snprintf(cmd, sizeof cmd, QEMBED " make-random --preset tiny --alibi --out '%s/m' --quiet",
+             dir);
+    cr_assert_eq(run(cmd, NULL), 0);
+    strcat(dir, "/m");
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char *cfg = tu_read_file(path, NULL);
+    cr_assert(cfg, "no %s", path);
+    cr_expect(strstr(cfg, "\"position_embedding_type\": \"alibi\""), "%s", cfg);
+    cr_expect(!strstr(cfg, "rope_theta"), "%s", cfg);
+    free(cfg);
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s'", dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_expect(out && strstr(out, "ALiBi"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s'", rope);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_expect(out && strstr(out, "RoPE, theta 1e+06"), "%s", out);
+    free(out);
+    const char *in = "printf '%%s\\n' '{\"ids\": [11, 22, 33, 44, 55, 66, 77]}' | " QEMBED
+                     " embed --model '%s' --dims 32";
+    snprintf(cmd, sizeof cmd, in, dir);
+    cr_assert_eq(run(cmd, &a), 0);
+    snprintf(cmd, sizeof cmd, in, rope);
+    cr_assert_eq(run(cmd, &b), 0);
+    cr_assert(a && b && strstr(a, "\"embedding\""), "%s", a);
+    cr_expect(strcmp(a, b) != 0, "ALiBi and RoPE give the same vector: %s", a);
+    free(a);
+    free(b);
+}

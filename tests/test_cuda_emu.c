@@ -445,6 +445,38 @@ Test(cuda_emu, chunked_full_last_layer_residual_and_nomem, .timeout = 600) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
+/* An ALiBi model (position_embedding_type "alibi"; 6 heads, a count that is not a power of two):
+ * the slopes uploaded with the weights, q/k normed and not rotated, the kernel's bias with the
+ * last-layer shortcut's one query per sequence, in graphs, and in 64-token chunks against the
+ * K/V cache (bottom-right alignment: i_abs = i + Lk - Lq). Vs the CPU backend, and chunked vs
+ * whole bitwise. */
+Test(cuda_emu, alibi_whole_and_chunked_match_cpu, .timeout = 900) {
+    char dir[1100], err[512] = "";
+    tu_make_model_with(dir, sizeof dir, "hs-al", (tu_geometry){2048, 64, 192, 2, 6, 2}, ST_BF16, 0,
+                       3, 1);
+    qe_engine *whole = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *chunk = open_cuda(dir, 64, QE_OK, err, sizeof err);
+    qe_engine *cpu = open_cpu(dir);
+    const int D = qe_dim(cpu);
+    const int lens[] = {1, 7, 200, 40, 65};
+    const int n = 5;
+    rs = 4321;
+    int32_t **ids = rand_ids(lens, n, qe_vocab_size(cpu));
+    float *a = run(cpu, ids, lens, n, 0), *b = run(whole, ids, lens, n, 0),
+          *c = run(chunk, ids, lens, n, 0);
+    const double wb = worst_cos(a, b, n, D), wc = worst_cos(a, c, n, D);
+    cr_log_info("emulated ALiBi: worst cosine vs cpu %.6f whole, %.6f chunked", wb, wc);
+    cr_expect(wb >= SIM_COS, "ALiBi whole vs cpu: worst cosine %.6f", wb);
+    cr_expect(wc >= SIM_COS, "ALiBi in 64-token chunks vs cpu: worst cosine %.6f", wc);
+    cr_expect(memcmp(b, c, sizeof(float) * (size_t)n * D) == 0,
+              "ALiBi chunked vs whole differ (worst cosine %.7f)", worst_cos(b, c, n, D));
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
+    free(ids), free(a), free(b), free(c);
+    qe_close(cpu), qe_close(chunk), qe_close(whole);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
 /* ================================================================== graphs and the pipeline */
 
 /* Runs one batch (lens[n], fresh random ids) on both engines; they must agree bitwise. Returns

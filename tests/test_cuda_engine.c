@@ -411,6 +411,18 @@ Test(cuda_engine, chunked_prefill_matches_cpu, .timeout = 900) {
     chunked_vs_cpu(dir, "hidden 256, 4/4 heads, bf16", 1024, large, 5);
 }
 
+/* An ALiBi model (the config of make-random --alibi; 12 heads: slopes of a head count that is
+ * not a power of two): whole, and in 100-token chunks against the K/V cache. */
+Test(cuda_engine, alibi_vs_cpu_whole_and_chunked, .timeout = 900) {
+    require_gpu("CUDA engine test");
+    char dir[1100];
+    const int lens[] = {101, 3, 250, 100, 1, 777, 64};
+    tu_make_model_with(dir, sizeof dir, "cuda-alibi", (tu_geometry){4096, 256, 512, 2, 12, 4},
+                       ST_BF16, 0, 34, 1);
+    cuda_vs_cpu(dir, "ALiBi, hidden 256, 12/4 heads, bf16");
+    chunked_vs_cpu(dir, "ALiBi, hidden 256, 12/4 heads, bf16", 100, lens, 7);
+}
+
 /* ------------------------------------------------------------------ errors */
 
 /* A sequence longer than the budget is no longer an error; the engine keeps working after it. */

@@ -212,6 +212,8 @@ static void lin(const double *W, const double *x, int out, int in, double *y) {
     }
 }
 
+/* The forward of MODEL.md for one sequence of T tokens at positions 0..T-1. An ALiBi model
+ * (c->alibi) skips the rotation and adds slope[h] * (j - t) to the logit of query t, key j. */
 static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *out) {
     const qe_config *c = &m->cfg;
     const int H = c->hidden_size, hd = c->head_dim, nh = c->num_heads, nk = c->num_kv_heads;
@@ -223,6 +225,8 @@ static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *ou
     double *a = malloc(sizeof(double) * (size_t)nh * hd), *p = malloc(sizeof(double) * T);
     double *g = malloc(sizeof(double) * F), *u = malloc(sizeof(double) * F),
            *y = malloc(sizeof(double) * H);
+    float *slopes = malloc(sizeof(float) * (size_t)nh);
+    cfg_alibi_slopes(nh, slopes);
     double *E = tensor_d(m->embed);
     for (int t = 0; t < T; t++)
         memcpy(x + (size_t)t * H, E + (size_t)ids[t] * H, sizeof(double) * H);
@@ -243,7 +247,7 @@ static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *ou
                 double *vec =
                     j < nh ? q + ((size_t)t * nh + j) * hd : k + ((size_t)t * nk + j - nh) * hd;
                 rms(vec, j < nh ? qn : kn, hd, c->rms_norm_eps);
-                for (int i = 0; i < hd / 2; i++) {
+                for (int i = 0; i < hd / 2 && !c->alibi; i++) {
                     double ang = t * pow(c->rope_theta, -2.0 * i / hd), x0 = vec[i],
                            x1 = vec[i + hd / 2];
                     vec[i] = x0 * cos(ang) - x1 * sin(ang);
@@ -259,7 +263,7 @@ static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *ou
                     double s = 0;
                     for (int d = 0; d < hd; d++)
                         s += q[((size_t)t * nh + hh) * hd + d] * k[((size_t)j * nk + kh) * hd + d];
-                    p[j] = s / sqrt(hd);
+                    p[j] = s / sqrt(hd) + (c->alibi ? slopes[hh] * (double)(j - t) : 0.0);
                     if (p[j] > mx) mx = p[j];
                 }
                 for (int j = 0; j <= t; j++)
@@ -297,10 +301,11 @@ static void naive_embed(const qe_model *m, const int32_t *ids, int T, double *ou
     double *bufs[] = {x, h, q, k, v, a, p, g, u, y};
     for (int i = 0; i < 10; i++)
         free(bufs[i]);
+    free(slopes);
 }
 
 static void geometry(const char *tag, int hidden, int inter, int layers, int heads, int kv,
-                     int head_dim, st_dtype dtype, int prefixed, size_t shard) {
+                     int head_dim, st_dtype dtype, int prefixed, size_t shard, int alibi) {
     char dir[1024];
     tu_scratch_dir(dir, sizeof dir, tag);
     random_model_opts o = {0};
@@ -311,6 +316,8 @@ static void geometry(const char *tag, int hidden, int inter, int layers, int hea
     o.cfg.num_heads = heads;
     o.cfg.num_kv_heads = kv;
     o.cfg.head_dim = head_dim;
+    o.cfg.alibi = alibi; /* what make-random --alibi writes */
+    o.cfg.rope_theta = alibi ? 0 : o.cfg.rope_theta;
     o.out_dir = dir;
     o.seed = 11;
     o.dtype = dtype;
@@ -320,12 +327,14 @@ static void geometry(const char *tag, int hidden, int inter, int layers, int hea
     cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
     qe_model m;
     cr_assert_eq(model_open(dir, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(m.cfg.alibi, alibi, "%s: config.json does not say the position scheme", tag);
     /* whole, and with a 16-token budget: the 40-token sequence then runs in three chunks */
     qe_engine *e = open_cpu(dir, 2, 0), *chunked = open_cpu(dir, 2, 16);
     const int lens[3] = {1, 9, 40};
     int32_t ids[40];
     double *want = malloc(sizeof(double) * (size_t)hidden);
-    float *got = malloc(sizeof(float) * (size_t)hidden);
+    float *got = malloc(sizeof(float) * (size_t)hidden),
+          *whole = malloc(sizeof(float) * (size_t)hidden);
     for (int i = 0; i < 40; i++)
         ids[i] = (i * 7919 + 13) % 151643;
     for (int c = 0; c < 3; c++) {
@@ -337,23 +346,36 @@ static void geometry(const char *tag, int hidden, int inter, int layers, int hea
             double cos = tu_cosine(got, want, hidden);
             cr_assert_geq(cos, 0.99999, "%s length %d%s: cosine %.7f", tag, lens[c],
                           k ? " in 16-token chunks" : "", cos);
+            if (!k) memcpy(whole, got, sizeof(float) * (size_t)hidden);
         }
+        cr_expect(memcmp(whole, got, sizeof(float) * (size_t)hidden) == 0,
+                  "%s length %d: chunked differs from whole", tag, lens[c]);
     }
     free(want);
     free(got);
+    free(whole);
     qe_close(chunked);
     qe_close(e);
     model_close(&m);
 }
 
 Test(unseen, mha_f32, .timeout = 120) {
-    geometry("mha", 40, 72, 2, 2, 2, 64, ST_F32, 0, 0);
+    geometry("mha", 40, 72, 2, 2, 2, 64, ST_F32, 0, 0, 0);
 }
 Test(unseen, gqa4_bf16_prefixed, .timeout = 120) {
-    geometry("gqa4", 96, 160, 2, 8, 2, 32, ST_BF16, 1, 0);
+    geometry("gqa4", 96, 160, 2, 8, 2, 32, ST_BF16, 1, 0, 0);
 }
 Test(unseen, gqa8_f16_sharded, .timeout = 120) {
-    geometry("gqa8", 64, 100, 3, 8, 1, 128, ST_F16, 0, 10000000);
+    geometry("gqa8", 64, 100, 3, 8, 1, 128, ST_F16, 0, 10000000, 0);
+}
+/* ALiBi models (position_embedding_type "alibi"): no rotation, slopes on the logits, whole and
+ * in chunks against the K/V cache. 6 heads: the slopes of a head count that is not a power of
+ * two; 8/8: the paper's plain geometric set, MHA. */
+Test(unseen, alibi_gqa3_bf16, .timeout = 120) {
+    geometry("alibi6", 64, 100, 2, 6, 2, 64, ST_BF16, 0, 0, 1);
+}
+Test(unseen, alibi_mha8_f32, .timeout = 120) {
+    geometry("alibi8", 48, 80, 2, 8, 8, 32, ST_F32, 0, 0, 1);
 }
 
 /* --- invariances --- */

@@ -221,6 +221,15 @@ Test(kernels, add_rmsnorm) {
 
 /* ------------------------------------------------------------------ qk_norm + rope */
 
+/* 1 when the v part of every qkv row of out (bf16) is bit for bit that of in. */
+static int v_untouched(const uint16_t *out, const uint16_t *in, int T, int H, int KV, int HD) {
+    const int row = (H + 2 * KV) * HD;
+    for (int t = 0; t < T; t++)
+        for (int i = (H + KV) * HD; i < row; i++)
+            if (out[(size_t)t * row + i] != in[(size_t)t * row + i]) return 0;
+    return 1;
+}
+
 Test(kernels, qk_norm_rope) {
     require_gpu("GPU kernel test");
     const int hk[][2] = {{4, 4}, {4, 2}, {8, 2}, {16, 8}};
@@ -253,11 +262,8 @@ Test(kernels, qk_norm_rope) {
             const out_layout l = {.cols = row};
             cr_expect(check_close_at("qk_norm_rope", got, qf, n, 1.6e-2, BF_RTOL, &l),
                       "H %d KV %d T %d", H, KV, T);
-            int v_same = 1;
-            for (int t = 0; t < T && v_same; t++)
-                for (int i = (H + KV) * HD; i < row; i++)
-                    if (ob[(size_t)t * row + i] != qb[(size_t)t * row + i]) v_same = 0;
-            cr_expect(v_same, "qk_norm_rope modified v (H %d KV %d T %d)", H, KV, T);
+            cr_expect(v_untouched(ob, qb, T, H, KV, HD),
+                      "qk_norm_rope modified v (H %d KV %d T %d)", H, KV, T);
             /* Angle accuracy at large positions, below what a bf16 tolerance can see: an angle
              * formed in fp32 is off by ~3e-3 rad at 40959, under one bf16 ulp of the output, yet
              * it moves 3.6% of the values there to another bf16 than the double-precision
@@ -275,6 +281,50 @@ Test(kernels, qk_norm_rope) {
                       moved, far, H, KV, T);
             cudaFree(d_q), cudaFree(d_pos), cudaFree(d_qw), cudaFree(d_kw);
             free(qb), free(ob), free(qf), free(got), free(pos);
+        }
+}
+
+/* theta 0 (ALiBi models): the RMSNorm alone, positions not read (NULL here). The kernel against
+ * the reference in that mode, and the reference's mode against its RoPE path at position 0 with
+ * a real theta (a zero angle rotates nothing): the norm-only mode is the same norm, not a second
+ * definition. */
+Test(kernels, qk_norm_only) {
+    require_gpu("GPU kernel test");
+    const int hk[][2] = {{4, 2}, {12, 4}};
+    const int HD = 128;
+    for (int gi = 0; gi < 2; gi++)
+        for (int ri = 0; ri < N_ROWS; ri++) {
+            const int H = hk[gi][0], KV = hk[gi][1], T = ROWS[ri];
+            const int row = (H + 2 * KV) * HD;
+            const size_t n = (size_t)T * row;
+            rng_seed(350 + gi * 10 + ri);
+            uint16_t *qb = malloc(n * 2), *ob = malloc(n * 2);
+            float *qf = malloc(n * 4), *at0 = malloc(n * 4), *got = malloc(n * 4);
+            int32_t *zeros = calloc((size_t)T, sizeof(int32_t));
+            float qw[128], kw[128];
+            rand_bf16(qb, qf, n, 2.0f);
+            for (int i = 0; i < HD; i++)
+                qw[i] = 0.5f + frand(0.5f), kw[i] = 0.5f + frand(0.5f);
+            memcpy(at0, qf, n * 4);
+            ref_qk_norm_rope(qf, T, H, KV, HD, NULL, qw, kw, 1e-6f, 0.0);
+            ref_qk_norm_rope(at0, T, H, KV, HD, zeros, qw, kw, 1e-6f, 1e6);
+            size_t differ = 0;
+            for (size_t i = 0; i < n; i++)
+                differ += qf[i] != at0[i];
+            cr_expect_eq(differ, 0, "ref norm-only vs RoPE at position 0: %zu of %zu differ",
+                         differ, n);
+            uint16_t *d_q = dup_to_dev(qb, n * 2);
+            float *d_qw = dup_to_dev(qw, sizeof qw), *d_kw = dup_to_dev(kw, sizeof kw);
+            KOK(qe_qk_norm_rope(d_q, T, H, KV, HD, NULL, d_qw, d_kw, 1e-6f, 0.0, NULL));
+            to_host(ob, d_q, n * 2);
+            bf_to_f(ob, got, n);
+            const out_layout l = {.cols = row};
+            cr_expect(check_close_at("qk_norm_only", got, qf, n, 1.6e-2, BF_RTOL, &l),
+                      "H %d KV %d T %d", H, KV, T);
+            cr_expect(v_untouched(ob, qb, T, H, KV, HD),
+                      "qk_norm_only modified v (H %d KV %d T %d)", H, KV, T);
+            cudaFree(d_q), cudaFree(d_qw), cudaFree(d_kw);
+            free(qb), free(ob), free(qf), free(at0), free(got), free(zeros);
         }
 }
 
@@ -715,5 +765,11 @@ Test(kernels, launcher_argument_errors) {
     cr_expect_eq(qe_attention(&p, NULL), QE_K_ERR);
     cr_expect(strstr(qe_k_last_error(), "head_dim") != NULL, "message: %s", qe_k_last_error());
     cr_expect_eq(qe_qk_norm_rope(NULL, 1, 4, 2, 7, NULL, NULL, NULL, 1e-6f, 1e6, NULL), QE_K_ERR);
+    cr_expect_eq(qe_qk_norm_rope(NULL, 1, 4, 2, 128, NULL, NULL, NULL, 1e-6f, -1.0, NULL),
+                 QE_K_ERR);
+    cr_expect(strstr(qe_k_last_error(), "theta") != NULL, "message: %s", qe_k_last_error());
+    /* RoPE reads positions; only the norm-only mode (theta 0) may go without */
+    cr_expect_eq(qe_qk_norm_rope(NULL, 1, 4, 2, 128, NULL, NULL, NULL, 1e-6f, 1e6, NULL), QE_K_ERR);
+    cr_expect(strstr(qe_k_last_error(), "positions") != NULL, "message: %s", qe_k_last_error());
     cr_expect_eq(qe_pool_last(NULL, 64, NULL, 1, NULL, 1e-6f, 65, 1, NULL, NULL), QE_K_ERR);
 }

@@ -92,6 +92,92 @@ Test(config, refuses_unknown_model_type_and_bad_values) {
     cr_assert_neq(cfg_parse("{", 1, &c, err, sizeof err), 0);
 }
 
+/* GOOD_CFG with text inserted after its opening brace, and rope_theta renamed away when drop. */
+static int parse_with(const char *extra, int drop_theta, qe_config *c) {
+    char json[1024];
+    snprintf(json, sizeof json, "{%s%s", extra, GOOD_CFG + 1);
+    char *theta = strstr(json, "\"rope_theta\":");
+    if (drop_theta) memcpy(theta + 1, "zz", 2);
+    return cfg_parse(json, strlen(json), c, err, sizeof err);
+}
+
+/* "position_embedding_type" selects ALiBi; RoPE is the default and keeps its theta. */
+Test(config, position_embedding_type_selects_alibi) {
+    qe_config c;
+    cr_assert_eq(parse_with("\"position_embedding_type\":\"alibi\",", 1, &c), 0, "%s", err);
+    cr_expect(c.alibi);
+    cr_expect_eq(c.rope_theta, 0.0, "ALiBi needs no rope_theta and rotates nothing");
+    /* a leftover rope_theta in an ALiBi config is ignored: nothing rotates */
+    cr_assert_eq(parse_with("\"position_embedding_type\":\"alibi\",", 0, &c), 0, "%s", err);
+    cr_expect(c.alibi);
+    cr_expect_eq(c.rope_theta, 0.0);
+    const char *rope[] = {"", "\"position_embedding_type\":null,",
+                          "\"position_embedding_type\":\"rope\",",
+                          "\"position_embedding_type\":\"rotary\","};
+    for (size_t i = 0; i < sizeof rope / sizeof rope[0]; i++) {
+        cr_assert_eq(parse_with(rope[i], 0, &c), 0, "%s: %s", rope[i], err);
+        cr_expect(!c.alibi, "%s", rope[i]);
+        cr_expect_float_eq(c.rope_theta, 1e6, 1e-3, "%s", rope[i]);
+        cr_expect_neq(parse_with(rope[i], 1, &c), 0, "RoPE without rope_theta: %s", rope[i]);
+        cr_expect(strstr(err, "rope_theta"), "%s", err);
+    }
+    const char *bad[] = {"\"position_embedding_type\":\"absolute\",",
+                         "\"position_embedding_type\":\"ALiBi\",",
+                         "\"position_embedding_type\":1,"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_expect_neq(parse_with(bad[i], 0, &c), 0, "accepted %s", bad[i]);
+        cr_expect(strstr(err, "position_embedding_type") && strstr(err, "\"alibi\""), "%s", err);
+    }
+}
+
+/* What make-random writes parses back to the same scheme. */
+Test(config, alibi_round_trips_through_cfg_to_json) {
+    qe_config c, back;
+    cr_assert_eq(cfg_parse(GOOD_CFG, strlen(GOOD_CFG), &c, err, sizeof err), 0, "%s", err);
+    for (int alibi = 0; alibi < 2; alibi++) {
+        c.alibi = alibi;
+        c.rope_theta = alibi ? 0 : 1e6;
+        char *json = cfg_to_json(&c);
+        cr_assert(json);
+        cr_expect_eq(strstr(json, "\"position_embedding_type\": \"alibi\"") != NULL, alibi, "%s",
+                     json);
+        cr_expect_eq(strstr(json, "rope_theta") == NULL, alibi, "%s", json);
+        cr_assert_eq(cfg_parse(json, strlen(json), &back, err, sizeof err), 0, "%s", err);
+        cr_expect_eq(back.alibi, alibi);
+        cr_expect_float_eq(back.rope_theta, c.rope_theta, 1e-3);
+        free(json);
+    }
+}
+
+/* Slopes worked out by hand from Press et al. / BLOOM's get_slopes: n a power of two gives
+ * 2^(-8(h+1)/n); n = 12 gives the 8-head set, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5 (every other
+ * slope of the 16-head set 2^(-(h+1)/2)); n = 6: 2^-2, 2^-4, 2^-6, 2^-8, then 2^-1, 2^-3. */
+Test(config, alibi_slopes_match_hand_computed_values) {
+    static const struct {
+        int n;
+        double want[12];
+    } cases[] = {
+        {1, {0.00390625}},
+        {2, {0.0625, 0.00390625}},
+        {8, {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625}},
+        {12,
+         {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625, 0.70710678118654752,
+          0.35355339059327376, 0.17677669529663688, 0.08838834764831844}},
+        {6, {0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float got[12];
+        cfg_alibi_slopes(cases[i].n, got);
+        for (int h = 0; h < cases[i].n; h++)
+            cr_expect_float_eq(got[h], cases[i].want[h], 1e-7 * cases[i].want[h],
+                               "%d heads, head %d: %.9g, want %.9g", cases[i].n, h, got[h],
+                               cases[i].want[h]);
+    }
+    float s16[16];
+    cfg_alibi_slopes(16, s16);
+    for (int h = 0; h < 16; h++)
+        cr_expect_float_eq(s16[h], exp2(-0.5 * (h + 1)), 1e-7, "16 heads, head %d", h);
+}
 /* --- safetensors files built by hand --- */
 
 static size_t build_file(uint8_t *buf, const char *header, size_t data_len) {

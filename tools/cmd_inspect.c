@@ -59,7 +59,11 @@ int cmd_inspect(int argc, char **argv) {
     printf("intermediate   %d\n", c->intermediate_size);
     printf("vocab          %d\n", c->vocab_size);
     printf("max positions  %d\n", c->max_position_embeddings);
-    printf("rope theta     %g, rms eps %g\n", c->rope_theta, c->rms_norm_eps);
+    if (c->alibi)
+        printf("positions      ALiBi (position_embedding_type \"alibi\"), no RoPE; rms eps %g\n",
+               c->rms_norm_eps);
+    else
+        printf("positions      RoPE, theta %g; rms eps %g\n", c->rope_theta, c->rms_norm_eps);
     printf("dtype          %s (config says %s)\n", st_dtype_name(m.dtype), c->torch_dtype);
     printf("parameters     %.3f B (%.3f B in linear layers: %.2f GFLOP per token)\n", total / 1e9,
            linear / 1e9, 2.0 * linear / 1e9);

@@ -13,7 +13,7 @@ static void usage(FILE *f) {
     fprintf(
         f, "usage: qembed make-random (--preset tiny|0.6b|4b|8b | --config FILE) --out DIR\n"
            "                          [--seed N] [--dtype bf16|f16|f32] [--layout plain|prefixed]\n"
-           "                          [--shard-mb N] [--quiet]\n\n"
+           "                          [--shard-mb N] [--alibi] [--quiet]\n\n"
            "Writes a Hugging Face-layout Qwen3 model folder with random weights: config.json,\n"
            "safetensors (sharded past 4 GB, or --shard-mb), and a small byte-level BPE\n"
            "tokenizer.json in the real format, so `qembed embed` runs text with nothing\n"
@@ -24,7 +24,10 @@ static void usage(FILE *f) {
            "  --dtype D        weight dtype on disk (default bf16)\n"
            "  --layout L       plain: keys without prefix (embedding repos); prefixed: \"model.\"\n"
            "                   keys plus lm_head.weight (Qwen3ForCausalLM checkpoints)\n"
-           "  --shard-mb N     start a new shard past N MB (default 4096)\n");
+           "  --shard-mb N     start a new shard past N MB (default 4096)\n"
+           "  --alibi          ALiBi instead of RoPE, same weights: the config.json says\n"
+           "                   \"position_embedding_type\": \"alibi\" and has no rope_theta\n"
+           "                   (Qwen3 models use RoPE; this exercises the engine's ALiBi path)\n");
 }
 
 int cmd_make_random(int argc, char **argv) {
@@ -32,6 +35,7 @@ int cmd_make_random(int argc, char **argv) {
     o.dtype = ST_BF16;
     o.seed = 1;
     const char *preset = NULL, *config = NULL;
+    int alibi = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -39,6 +43,9 @@ int cmd_make_random(int argc, char **argv) {
             return 0;
         } else if (!strcmp(a, "--quiet")) {
             o.quiet = 1;
+            continue;
+        } else if (!strcmp(a, "--alibi")) {
+            alibi = 1;
             continue;
         }
         if (!v) {
@@ -102,6 +109,10 @@ int cmd_make_random(int argc, char **argv) {
             fprintf(stderr, "qembed make-random: %s\n", err);
             return 1;
         }
+    }
+    if (alibi) { /* after --config, which may name either scheme */
+        o.cfg.alibi = 1;
+        o.cfg.rope_theta = 0;
     }
     if (random_model_write(&o, err, sizeof err)) {
         fprintf(stderr, "qembed make-random: %s\n", err);

@@ -42,6 +42,33 @@ static int get_double(const cJSON *root, const char *key, double *out, char *err
     return 0;
 }
 
+/* "position_embedding_type" picks how positions enter attention. Absent, null, "rope" or
+ * "rotary" (ESM's spelling): RoPE, as every Qwen3 model. "alibi" (JinaBERT's spelling): ALiBi
+ * biases on the logits and no rotation. Anything else ("absolute", "relative_key", ... of
+ * BERT-style configs) would need weights this engine does not have: refused. MPT's
+ * attn_config.alibi is not read: model_type "mpt" is refused before this. */
+static int get_position_type(const cJSON *root, int *alibi, char *err, size_t errlen) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "position_embedding_type");
+    *alibi = 0;
+    if (!v || cJSON_IsNull(v)) return 0;
+    const char *s = cJSON_IsString(v) ? v->valuestring : NULL;
+    if (s && (!strcmp(s, "rope") || !strcmp(s, "rotary"))) return 0;
+    if (s && !strcmp(s, "alibi")) {
+        *alibi = 1;
+        return 0;
+    }
+    if (s)
+        snprintf(err, errlen,
+                 "config.json: position_embedding_type \"%.40s\" is not supported (\"rope\", the "
+                 "default, or \"alibi\")",
+                 s);
+    else
+        snprintf(err, errlen,
+                 "config.json: position_embedding_type must be a string (\"rope\", the default, "
+                 "or \"alibi\")");
+    return -1;
+}
+
 int cfg_parse(const char *json, size_t len, qe_config *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     cJSON *root = cJSON_ParseWithLength(json, len);
@@ -63,6 +90,7 @@ int cfg_parse(const char *json, size_t len, qe_config *c, char *err, size_t errl
         goto out;
     }
     snprintf(c->model_type, sizeof c->model_type, "%s", mt->valuestring);
+    if (get_position_type(root, &c->alibi, err, errlen)) goto out;
     if (get_int(root, "vocab_size", 1, &c->vocab_size, err, errlen) ||
         get_int(root, "hidden_size", 1, &c->hidden_size, err, errlen) ||
         get_int(root, "intermediate_size", 1, &c->intermediate_size, err, errlen) ||
@@ -72,8 +100,8 @@ int cfg_parse(const char *json, size_t len, qe_config *c, char *err, size_t errl
         get_int(root, "head_dim", 2, &c->head_dim, err, errlen) ||
         get_int(root, "max_position_embeddings", 1, &c->max_position_embeddings, err, errlen) ||
         get_double(root, "rms_norm_eps", &c->rms_norm_eps, err, errlen) ||
-        get_double(root, "rope_theta", &c->rope_theta, err, errlen))
-        goto out;
+        (!c->alibi && get_double(root, "rope_theta", &c->rope_theta, err, errlen)))
+        goto out; /* an ALiBi model has no rotation: rope_theta stays 0, even if the file has one */
     if (c->num_heads % c->num_kv_heads != 0) {
         snprintf(err, errlen,
                  "config.json: num_attention_heads %d is not a multiple of num_key_value_heads %d",
@@ -145,23 +173,42 @@ int cfg_load(const char *dir, qe_config *out, char *err, size_t errlen) {
 }
 
 char *cfg_to_json(const qe_config *c) {
-    char *s = malloc(2048);
+    char *s = malloc(2048), position[64];
     if (!s) return NULL;
+    if (c->alibi)
+        snprintf(position, sizeof position, "\"position_embedding_type\": \"alibi\"");
+    else
+        snprintf(position, sizeof position, "\"rope_theta\": %.17g", c->rope_theta);
     snprintf(s, 2048,
              "{\n  \"architectures\": [\"Qwen3Model\"],\n  \"model_type\": \"qwen3\",\n"
              "  \"vocab_size\": %d,\n  \"hidden_size\": %d,\n  \"intermediate_size\": %d,\n"
              "  \"num_hidden_layers\": %d,\n  \"num_attention_heads\": %d,\n"
              "  \"num_key_value_heads\": %d,\n  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n"
              "  \"max_position_embeddings\": %d,\n  \"rms_norm_eps\": %.9g,\n"
-             "  \"rope_theta\": %.17g,\n  \"rope_scaling\": null,\n"
+             "  %s,\n  \"rope_scaling\": null,\n"
              "  \"tie_word_embeddings\": %s,\n  \"attention_bias\": false,\n"
              "  \"attention_dropout\": 0.0,\n  \"bos_token_id\": 151643,\n"
              "  \"eos_token_id\": 151643,\n  \"torch_dtype\": \"%s\",\n"
              "  \"use_sliding_window\": false,\n  \"sliding_window\": null\n}\n",
              c->vocab_size, c->hidden_size, c->intermediate_size, c->num_layers, c->num_heads,
-             c->num_kv_heads, c->head_dim, c->max_position_embeddings, c->rms_norm_eps,
-             c->rope_theta, c->tie_word_embeddings ? "true" : "false", c->torch_dtype);
+             c->num_kv_heads, c->head_dim, c->max_position_embeddings, c->rms_norm_eps, position,
+             c->tie_word_embeddings ? "true" : "false", c->torch_dtype);
     return s;
+}
+
+/* The paper's slopes for m heads, m a power of two, are the geometric sequence 2^(-8/m),
+ * 2^(-16/m), ..., 2^(-8): head h gets 2^(-8(h+1)/m). For other n, BLOOM's (and the paper's
+ * code's) rule: with m the largest power of two below n, heads [0, m) get their m-head slopes
+ * and the n - m heads left take every other slope of the 2m-head set, from its first:
+ * 2^(-8(2k+1)/(2m)) for k = h - m, values between the first ones, so all slopes stay distinct. */
+void cfg_alibi_slopes(int n_heads, float *out) {
+    int m = 1;
+    while (2 * m <= n_heads)
+        m *= 2;
+    for (int h = 0; h < n_heads; h++) {
+        const double e = h < m ? -8.0 * (h + 1) / m : -8.0 * (2 * (h - m) + 1) / (2.0 * m);
+        out[h] = (float)exp2(e);
+    }
 }
 
 long long cfg_linear_params(const qe_config *c) {

@@ -14,7 +14,8 @@ typedef struct qe_config {
     int head_dim;     /* explicit in the file; never hidden / heads */
     int max_position_embeddings;
     double rms_norm_eps;
-    double rope_theta;
+    double rope_theta; /* 0 for an ALiBi model: q/k are normed, never rotated (qe_qk_norm_rope) */
+    int alibi;         /* "position_embedding_type": "alibi" (else RoPE): see cfg_alibi_slopes */
     int tie_word_embeddings;
     char torch_dtype[16]; /* "bfloat16", "float16", "float32" */
 } qe_config;
@@ -25,6 +26,11 @@ int cfg_parse(const char *json, size_t len, qe_config *out, char *err, size_t er
 int cfg_load(const char *model_dir, qe_config *out, char *err, size_t errlen);
 /* Writes a config.json for the geometry (used by make-random). Returns a malloc'd string. */
 char *cfg_to_json(const qe_config *cfg);
+
+/* The ALiBi slope of each of n_heads query heads (Press et al. 2022; BLOOM's rule when n_heads is
+ * not a power of two), out[h] for h in [0, n_heads): attention logits get out[h] * (j - i) for
+ * query i and key j. The one definition both backends and the tests use. */
+void cfg_alibi_slopes(int n_heads, float *out);
 
 /* Parameters in the linear layers of the transformer blocks (no embedding). */
 long long cfg_linear_params(const qe_config *cfg);

@@ -19,7 +19,8 @@ void ref_add_rmsnorm(float *residual, const float *delta, const float *w, int ro
 
 /* In place on q and k of each qkv row: per-head RMSNorm over head_dim with the shared
  * q_norm_w / k_norm_w, then NeoX RoPE (dim i paired with i + head_dim/2,
- * inv_freq_i = theta^(-2i/head_dim)) at positions[t]. v is untouched. */
+ * inv_freq_i = theta^(-2i/head_dim)) at positions[t]. theta 0: the RMSNorm only (ALiBi models;
+ * positions is not read and may be NULL). v is untouched. */
 void ref_qk_norm_rope(float *qkv, int n_tokens, int heads, int kv_heads, int head_dim,
                       const int32_t *positions, const float *q_norm_w, const float *k_norm_w,
                       float eps, double theta);
