@@ -1,6 +1,6 @@
 /* test_cuda_emu.c — the CUDA backend end to end WITHOUT a GPU: runtime/backend_cuda.c and
  * cuda_graph.c (weight fusion and upload, arena carving, strides, the per-layer sequence, the
- * last-layer shortcut, step splitting, chunked prefill against the K/V cache, pooling, the
+ * last-layer shortcut, step splitting, paged chunks through the K/V pool, pooling, the
  * two-slot pipeline, CUDA graphs for small steps, error paths) running the project's own CUDA
  * kernels on the CPU kernel emulator (tests/emu), with the cuBLASLt stand-in for the GEMMs and
  * host stand-ins for the CUDA runtime (hostsim_runtime.c). "Device" memory is host memory
@@ -227,7 +227,7 @@ Test(cuda_emu, error_paths_return_status_and_message) {
     cr_expect_eq(sim.live_allocs, 0, "allocations leaked: %ld", sim.live_allocs);
 }
 
-/* ================================================================== chunked prefill */
+/* ================================================================== paged chunks */
 
 /* The attention kernel as chunked prefill uses it, against kernels.h: the last Lq queries of a
  * sequence attending to Lk keys (bottom-right alignment), keys contiguous at an offset or paged

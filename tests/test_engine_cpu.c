@@ -479,8 +479,8 @@ Test(invariance, unnormalized_is_the_scaled_normalized_vector) {
     qe_close(e);
 }
 
-/* --- chunked prefill: a sequence longer than the step budget runs in chunks against a K/V
- * cache, so no step exceeds the budget --- */
+/* --- paged chunks: a sequence longer than half the step budget runs in chunks through the K/V
+ * pool, so no step exceeds the budget --- */
 
 /* Chunking changes neither a key nor the order keys are summed in (the attention's key tiles
  * start at key 0 either way, matmuls and norms are per row): chunked and whole are bitwise

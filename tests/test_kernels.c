@@ -414,6 +414,47 @@ Test(kernels, pool_last_and_gather) {
     }
 }
 
+/* ------------------------------------------------------------------ K/V pool writes */
+
+/* qe_kv_append against a host loop: odd row counts and widths (the element path), even ones with
+ * strides (the word path), rows scattered over a pool in shuffled order; the pool rows nothing
+ * writes keep their poison. */
+Test(kernels, kv_append_scatters_rows) {
+    require_gpu("GPU kernel test");
+    const int widths[][3] = {{512, 768, 512}, {33, 41, 35}, {256, 256, 300}}; /* row, src, dst */
+    const int counts[] = {1, 7, 129};
+    for (int wi = 0; wi < 3; wi++)
+        for (int ci = 0; ci < 3; ci++) {
+            const int row = widths[wi][0], ss = widths[wi][1], ds = widths[wi][2], n = counts[ci];
+            const int pool_rows = 2 * n + 5;
+            rng_seed(700 + wi * 10 + ci);
+            uint16_t *src = malloc((size_t)n * ss * 2), *want = malloc((size_t)pool_rows * ds * 2);
+            uint16_t *got = malloc((size_t)pool_rows * ds * 2);
+            int32_t *perm = malloc(sizeof(int32_t) * (size_t)pool_rows);
+            rand_bf16(src, NULL, (size_t)n * ss, 1.0f);
+            for (int i = 0; i < pool_rows; i++)
+                perm[i] = i;
+            for (int i = pool_rows - 1; i > 0; i--) {
+                const int k = irand(i + 1), t = perm[i];
+                perm[i] = perm[k], perm[k] = t;
+            }
+            memset(want, 0xFF, (size_t)pool_rows * ds * 2);
+            for (int i = 0; i < n; i++)
+                memcpy(want + (size_t)perm[i] * ds, src + (size_t)i * ss, (size_t)row * 2);
+            void *d_src = dup_to_dev(src, (size_t)n * ss * 2);
+            void *d_rows = dup_to_dev(perm, sizeof(int32_t) * (size_t)n);
+            void *d_pool = dalloc((size_t)pool_rows * ds * 2);
+            KOK(qe_kv_append(d_src, ss, row, d_rows, n, d_pool, ds, NULL));
+            to_host(got, d_pool, (size_t)pool_rows * ds * 2);
+            cr_expect(memcmp(got, want, (size_t)pool_rows * ds * 2) == 0,
+                      "kv_append row %d strides %d/%d, %d rows: pool differs", row, ss, ds, n);
+            cudaFree(d_src), cudaFree(d_rows), cudaFree(d_pool);
+            free(src), free(want), free(got), free(perm);
+        }
+    KOK(qe_kv_append(NULL, 8, 8, NULL, 0, NULL, 8, NULL)); /* nothing to write */
+    cr_expect_eq(qe_kv_append(NULL, 4, 8, NULL, 1, NULL, 8, NULL), QE_K_ERR, "stride < row");
+}
+
 /* ------------------------------------------------------------------ GEMM */
 
 /* On the emulator the product is computed by the cuBLASLt stand-in, so what runs is gemm.cu's use
