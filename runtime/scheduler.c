@@ -100,8 +100,8 @@ static void unlink_pending(sched *s, sched_seq *prev, sched_seq *q) {
     s->n_pending--;
 }
 
-/* Chooses the step's sequences into picks (capacity: every queued or active sequence); returns
- * how many, of which *n_whole are whole; -1 when out of memory. */
+/* Chooses the step's sequences into picks (capacity: min(queued + active, budget)); returns how
+ * many, of which *n_whole are whole; -1 when out of memory. */
 static int choose(sched *s, pick *picks, int *n_whole) {
     const int B = s->budget;
     int n = 0, used = 0, long_waiting = s->n_active > 0;
@@ -169,8 +169,9 @@ static void requeue(sched *s, pick *picks, int n_whole) {
 
 int sched_form(sched *s, sched_step *st, int dims) {
     memset(st, 0, sizeof *st);
-    const long cap = sched_pending(s);
+    long cap = sched_pending(s);
     if (cap == 0) return 0;
+    if (cap > s->budget) cap = s->budget; /* every pick takes at least one of the budget's tokens */
     pick *picks = malloc(sizeof *picks * (size_t)cap);
     if (!picks) return -1;
     int n_whole = 0;

@@ -172,8 +172,9 @@ Test(server_load, disconnected_client_is_dropped) {
     srvt_stop(&t);
 }
 
-/* A client that leaves during a long document: the engine call stops at its next chunk (the
- * document counts as cancelled, not processed) instead of running its remaining chunks. */
+/* A client that leaves during a long document: the document leaves the scheduler before the next
+ * step, its pages with it (the document counts as cancelled, not processed), instead of running
+ * its remaining chunks. */
 Test(server_load, departed_clients_long_document_stops_at_a_chunk) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
     serve_config c;
@@ -187,14 +188,24 @@ Test(server_load, departed_clients_long_document_stops_at_a_chunk) {
     srvt_resp_free(&r);
     free(body);
     if (st == 200) cr_skip_test("the engine embedded 8192 tokens within 300 ms: nothing to stop");
-    long inflight = -1;
-    for (int i = 0; i < 3000 && inflight != 0; i++) {
+    const double left = srv_now();
+    long inflight = -1, used = -1;
+    double freed = 0;
+    for (int i = 0; i < 3000 && (inflight != 0 || used != 0); i++) {
         inflight = srvt_metric(t.base, "qembed_inflight_tokens");
-        if (inflight != 0) usleep(10000);
+        used = srvt_metric(t.base, "qembed_kv_pool_used_tokens");
+        if (used == 0 && freed == 0) freed = srv_now();
+        if (inflight != 0 || used != 0) usleep(2000);
     }
     cr_assert_eq(inflight, 0, "the document's tokens were never released");
-    cr_expect_eq(srvt_metric(t.base, "qembed_kv_pool_used_tokens"), 0,
-                 "the document's pages were never released");
+    cr_assert_eq(used, 0, "the document's pages were never released");
+    /* within the step in progress, once the watcher (50 ms polls) has seen the hang-up */
+    const double steps = srvt_metric_value(t.base, "qembed_inference_duration_seconds_count");
+    const double step_s = srvt_metric_value(t.base, "qembed_inference_duration_seconds_sum") / steps;
+    cr_log_info("pages freed %.0f ms after the client left; mean step %.1f ms",
+                (freed - left) * 1e3, step_s * 1e3);
+    cr_expect_lt(freed - left, 2 * step_s + 0.15, "pages freed %.0f ms after the client left",
+                 (freed - left) * 1e3);
     cr_expect_eq(srvt_metric(t.base, "qembed_sequences_processed_total"), 0,
                  "the document ran to its end after its client left");
     cr_expect_eq(srvt_metric(t.base, "qembed_cancelled_sequences_total"), 1,

@@ -134,10 +134,10 @@ Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
                     "--engine-threads",
                     "1",
                     NULL};
-    srvt_bg b = {0};
+    srvt_bg b = {.timeout_ms = 110000}; /* 9000 tokens take ~40 s under ASan on 2 busy cores */
     char *body;
     pid_t pid = spawn_ready(argv, log, b.base, sizeof b.base);
-    /* a request that takes a while (one sequence per engine call) */
+    /* a request that takes a while (a step of 64 tokens at a time) */
     const int N = 200;
     size_t cap = (size_t)N * 512 + 64;
     b.body = body = malloc(cap);
