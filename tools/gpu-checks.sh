@@ -21,7 +21,7 @@
 #     budget), a 24-token query with and without CUDA graphs, and profiles of L=512 and the query;
 #   sanitizers on small cases: memcheck on a kernel subset, racecheck on two attention tests;
 #   serving, if at least 60 s are left: qembed serve (4B, cuda) + loadgen, 64 clients x 16 inputs,
-#     30 s.
+#     30 s; then, if 30 s are left, benchmarks/mixed_steps.py: a query beside 4 long documents.
 #
 # Estimated durations on the H200 (ESTIMATES, counted from each stage's work, not measured yet;
 # replace them with summary.txt's seconds after the first call) and the stage timeouts:
@@ -47,7 +47,9 @@
 #                                             not attention_causal_gqa: its 2049-token cases)
 #   racecheck-attention      60 s     120 s   attention_alibi + attention_paged_and_chunked
 #   serve-4b                 50 s     100 s   load 8 GB, 30 s of load, drain
-#   total (no failures)     ~6 min    470 s   the budget clamps every timeout to the time left
+#   mixed-4b                 35 s      90 s   load 8 GB; 4 x 32k-token documents (~3 s at 40k
+#                                             tok/s) with 20 queries beside them
+#   total (no failures)     ~7 min    470 s   the budget clamps every timeout to the time left
 #
 # What comes back ($OUT, at most 8 files): env.txt, summary.txt, tests.log, sanitizer.log,
 # kernel-bench.log, engine-bench.log, serving.log. summary.txt gets one line per stage the moment
@@ -310,6 +312,16 @@ stage racecheck-attention sanitizer.log 120 15 sanitize racecheck "$T_KERNELS" "
   --filter 'kernels/@(attention_alibi|attention_paged_and_chunked)'
 
 stage serve-4b serving.log 100 60 serve_and_load "$WORK/m-large" "$BACKEND" "$SERVE_SECONDS" "$(corpus)"
+# A short query beside 4 long documents (mixed steps, docs/benchmarks.md): its latency vs the
+# steps' time, and the documents' throughput through the K/V pool.
+if ((DRY)); then MIXED=(--doc-len 512 --batch-tokens 64 --queries 3); else
+  MIXED=(--doc-len 32768 --batch-tokens 16384 --queries 20); fi
+if command -v python3 >/dev/null; then
+  stage mixed-4b serving.log 90 30 python3 benchmarks/mixed_steps.py --qembed "$QEMBED" \
+    --backend "$BACKEND" --model "$WORK/m-large" --docs 4 "${MIXED[@]}"
+else
+  summary_line mixed-4b skip 0 serving.log "no python3 on this machine"
+fi
 
 # ------------------------------------------------------------------ the digest
 
@@ -319,7 +331,7 @@ stage serve-4b serving.log 100 60 serve_and_load "$WORK/m-large" "$BACKEND" "$SE
   grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY" "$OUT/sanitizer.log" 2>/dev/null
   grep -hE "^check .*FAIL|FAIL$" "$OUT/kernel-bench.log" 2>/dev/null
   grep -hE "^(gpu|workload|graphs|result) " "$OUT/engine-bench.log" 2>/dev/null
-  grep -hE "^(throughput|latency|errors|requests)" "$OUT/serving.log" 2>/dev/null
+  grep -hE "^(throughput|latency|errors|requests|documents|queries|result) " "$OUT/serving.log" 2>/dev/null
 } >>"$OUT/summary.txt"
 
 # $OUT must come back whole: at most 8 files, plain names, at most 2 folders down.
@@ -337,7 +349,8 @@ cat "$OUT/summary.txt"
 # and the stages after it run, the earlier workload's result kept.
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b test_kernels test_cuda_engine test_kernels_bench \
-  bench_memops bench_attention bench-0.6b bench-4b memcheck-kernels racecheck-attention serve-4b; do
+  bench_memops bench_attention bench-0.6b bench-4b memcheck-kernels racecheck-attention serve-4b \
+  mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
 done
@@ -350,6 +363,7 @@ if [[ -x $T_KERNELS ]]; then # QE_REQUIRE_GPU=1 without a GPU: every kernel test
     { echo "dry run: no failed test was rerun under the sanitizer"; dry_ok=0; }
 fi
 grep -qE "^serve-4b  *rc=0 " "$OUT/summary.txt" || { echo "dry run: serving failed"; dry_ok=0; }
+grep -qE "^mixed-4b  *rc=(0|skip) " "$OUT/summary.txt" || { echo "dry run: mixed steps failed"; dry_ok=0; }
 ((dry_ok)) && echo "gpu-checks dry run: plumbing ok" && exit 0
 echo "gpu-checks dry run: FAILED (see above)"
 exit 1
