@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "kernels/ref/ref.h"
 #include "kv_pool.h"
 #include "qembed.h"
 #include "qembed_debug.h"
@@ -438,6 +439,26 @@ qe_status qe_debug_residual(qe_engine *e, const int32_t *ids, int len, int n_lay
     sched_clear(&sc, NULL, NULL);
     pthread_mutex_unlock(&e->lock);
     return s;
+}
+
+/* Every token's vector: the residual stream after the last layer (the backend's residual hook)
+ * through the final RMSNorm, the same arithmetic as the pooling, so the last row is what
+ * qe_embed_ids_ex(normalize 0) returns for the sequence. */
+qe_status qe_embed_tokens(qe_engine *e, const int32_t *ids, int len, float *out) {
+    const qe_config *c = &e->model.cfg;
+    qe_status s = qe_debug_residual(e, ids, len, c->num_layers, out);
+    if (s != QE_OK) return s;
+    const int H = c->hidden_size;
+    float *w = malloc(sizeof(float) * (size_t)H * 2);
+    if (!w) return fail_locked(e, QE_ERR_NOMEM, "out of host memory");
+    st_to_f32(e->model.final_norm, w);
+    float *row = w + H;
+    for (int t = 0; t < len; t++) {
+        ref_rmsnorm(out + (size_t)t * H, w, 1, H, (float)c->rms_norm_eps, row);
+        memcpy(out + (size_t)t * H, row, sizeof(float) * (size_t)H);
+    }
+    free(w);
+    return QE_OK;
 }
 
 qe_status qe_debug_counters_get(qe_engine *e, qe_debug_counters *out) {

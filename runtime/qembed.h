@@ -101,6 +101,12 @@ long qe_sched_waiting(const qe_sched *s);
 /* gone(QE_ERR_CANCELLED) for every sequence left, then frees the scheduler. h may be NULL. */
 void qe_sched_close(qe_sched *s, const qe_sched_hooks *h);
 
+/* Per-token vectors of one sequence, out [len, qe_dim]: the last layer's hidden state of every
+ * token after the final RMSNorm, not normalised (the last row equals qe_embed_ids_ex with
+ * normalize 0 at full width). For late chunking and TEI's /embed_all. Backends with a residual
+ * hook (cpu, cuda); QE_ERR_UNSUPPORTED elsewhere. */
+qe_status qe_embed_tokens(qe_engine *e, const int32_t *ids, int len, float *out);
+
 /* Tokenizes (end token appended, truncated to the model's positions) and embeds. */
 qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims, float *out);
 

@@ -3,6 +3,7 @@
 set(QE_SRV_TEST_LIBS qe_tools PkgConfig::CURL PkgConfig::CJSON)
 qe_add_test(test_server_api SOURCES test_server_api.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 120)
 qe_add_test(test_server_errors SOURCES test_server_errors.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 120)
+qe_add_test(test_server_tei SOURCES test_server_tei.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 180)
 qe_add_test(test_server_load SOURCES test_server_load.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 180)
 qe_add_test(test_server_proc SOURCES test_server_proc.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 120)
 add_dependencies(test_server_proc qembed_cli)

@@ -162,6 +162,17 @@ const char *srvt_error_message(const cJSON *j) {
     return m->valuestring;
 }
 
+const char *srvt_tei_error_message(const cJSON *j, const char *type) {
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(j, "error_type");
+    cr_assert(cJSON_IsString(e) && e->valuestring[0], "TEI error: no \"error\" string");
+    cr_assert(cJSON_IsString(t), "TEI error: no \"error_type\" string");
+    if (type)
+        cr_assert_str_eq(t->valuestring, type, "error_type %s, want %s (%s)", t->valuestring, type,
+                         e->valuestring);
+    return e->valuestring;
+}
+
 float *srvt_float_array(const cJSON *arr, int *n) {
     cr_assert(cJSON_IsArray(arr), "expected an array of numbers");
     *n = cJSON_GetArraySize(arr);

@@ -51,6 +51,9 @@ cJSON *srvt_json(const srvt_resp *r);
 /* Checks the OpenAI error shape {"error":{"message":str,"type":str,"param":..,"code":..}} and
  * returns the message (owned by j). */
 const char *srvt_error_message(const cJSON *j);
+/* Checks TEI's error shape {"error": str, "error_type": str} (error_type equal to type unless
+ * type is NULL) and returns the message (owned by j). */
+const char *srvt_tei_error_message(const cJSON *j, const char *type);
 /* The n-th embedding of an OpenAI response (floats or base64) as a malloc'd array; *dim its length.
  */
 float *srvt_openai_embedding(const cJSON *resp, int index, int *dim);

@@ -51,3 +51,14 @@ char *tok_format_instruction(const char *task, const char *text) {
     if (s) snprintf(s, n, "Instruct: %s\nQuery:%s", task, text);
     return s;
 }
+
+const char *tok_token_bytes(const tok_tokenizer *t, int32_t id, size_t *len) {
+    *len = 0;
+    if (id < 0 || id >= t->n_ids || !t->id_present[id]) return NULL;
+    *len = t->id_off[id + 1] - t->id_off[id];
+    return t->id_bytes + t->id_off[id];
+}
+
+int tok_is_special(const tok_tokenizer *t, int32_t id) {
+    return id >= 0 && id < t->n_ids && t->id_special[id];
+}

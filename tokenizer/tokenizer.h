@@ -53,6 +53,11 @@ const char *tok_prompt(const tok_tokenizer *t, const char *name);
 /* "Instruct: {task}\nQuery:{text}" as a malloc'd string. */
 char *tok_format_instruction(const char *task, const char *text);
 
+/* The raw bytes id stands for (byte-level alphabet undone; an added token's content), not
+ * NUL-terminated, and its length in *len; NULL for an id outside the vocabulary. */
+const char *tok_token_bytes(const tok_tokenizer *t, int32_t id, size_t *len);
+/* 1 for an added token marked special (what decode's skip_special drops), else 0. */
+int tok_is_special(const tok_tokenizer *t, int32_t id);
 const char *tok_status_name(tok_status s);
 
 #endif

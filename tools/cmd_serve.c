@@ -14,8 +14,9 @@ static void usage(FILE *f) {
     fprintf(
         f,
         "usage: qembed serve --model DIR [options]\n"
-        "OpenAI- and TEI-compatible embedding server (POST /v1/embeddings, /embed, /tokenize,\n"
-        "/decode; GET /v1/models, /info, /health, /metrics).\n\n"
+        "OpenAI- and TEI-compatible embedding server (POST /v1/embeddings, /, /embed,\n"
+        "/embed_all, /similarity, /tokenize, /decode; GET /v1/models, /v1/models/{id}, /info,\n"
+        "/health, /health/live, /health/ready, /metrics, /openapi.json; docs/serving.md).\n\n"
         "  --model DIR              model folder (required)\n"
         "  --backend cpu|cuda       engine backend (default cpu; pass cuda on a GPU build)\n"
         "  --host ADDR              address to bind (default 127.0.0.1)\n"
@@ -46,6 +47,8 @@ static void usage(FILE *f) {
         "  --http-threads N         HTTP worker threads (default 4; they never block)\n"
         "  --engine-threads N       CPU backend threads (default 0 = every core)\n"
         "  --drain-timeout S        seconds SIGTERM waits for queued work (default 60)\n"
+        "  --cors-allow-origin O    answer browsers from origin O (or *): Access-Control-*\n"
+        "                           headers on every answer, OPTIONS preflights answered 204\n"
         "  --quiet                  no per-request log lines\n"
         "  --help                   this text\n\n"
         "SIGTERM/SIGINT: /health turns 503, new work gets 503, queued work is finished and\n"
@@ -139,7 +142,9 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--max-body")) {
             if (flag_long("serve", a, v, 1, 1L << 40, &x)) return 2;
             c.max_body = (size_t)x;
-        } else if (!strcmp(a, "--served-model-name"))
+        } else if (!strcmp(a, "--cors-allow-origin"))
+            c.cors_allow_origin = v;
+        else if (!strcmp(a, "--served-model-name"))
             c.served_model_name = v;
         else if (!strcmp(a, "--threads")) {
             if (flag_long("serve", a, v, 1, 256, &x)) return 2;

@@ -1,19 +1,20 @@
 /* serve.h — the embedding HTTP service behind `qembed serve`, as a library: start it on a port
  * (0 = ephemeral), wait until the model is loaded, drain and stop. The tests drive it in-process.
  *
- * Routes (the contract is /work/shared/docs/SERVING.md):
- *   POST /v1/embeddings  OpenAI embeddings (+ instruction, prompt_name, truncate,
- *                        truncation_direction, normalize extensions)
- *   POST /embed          TEI: {"inputs": str | [str] | ids, normalize, truncate,
- * truncation_direction, prompt_name, dimensions} -> [[float, ...], ...] POST /tokenize {"inputs":
- * str | [str], "add_special_tokens": bool = true, "prompt_name"}
- *                        -> [[id, ...], ...]  (one array per input, also for a single string)
- *   POST /decode         {"ids": [id, ...] | [[id, ...], ...], "skip_special_tokens": bool = true}
- *                        -> ["text", ...]     (one string per sequence)
- *   GET  /v1/models, /info, /health (200 ready; 503 loading, draining, device fault), /metrics
- * Every error is {"error": {"message", "type", "param", "code"}} with SERVING.md's status. With an
- * API key, every route but /health and /metrics needs "Authorization: Bearer KEY". normalize:false
- * is refused (400): the engine returns L2-normalised vectors only. */
+ * Routes (the contract as built is docs/serving.md; the plan was /work/shared/docs/SERVING.md):
+ *   POST /v1/embeddings   OpenAI embeddings (+ instruction, prompt_name, truncate,
+ *                         truncation_direction, normalize extensions)
+ *   POST /, /embed        TEI: {"inputs": str | [str] | ids, normalize, truncate,
+ *                         truncation_direction, prompt_name, dimensions} -> [[float, ...], ...]
+ *   POST /embed_all       TEI: per-token vectors [[[float, ...] per token] per input]
+ *   POST /similarity      TEI: {"inputs": {"source_sentence", "sentences"}, "parameters"} -> [cos]
+ *   POST /tokenize        TEI: -> [[{"id", "text", "special", "start", "stop"}, ...], ...]
+ *   POST /decode          {"ids": [id, ...] | [[id, ...], ...], "skip_special_tokens"} -> [str]
+ *   GET  /v1/models, /v1/models/{id}, /info, /health, /health/live, /health/ready, /metrics,
+ *        /openapi.json
+ * OpenAI routes answer errors as {"error": {"message", "type", "param", "code"}}; TEI's routes as
+ * {"error", "error_type"} with TEI's statuses. With an API key, every route but the health probes,
+ * /metrics, /openapi.json and CORS preflights needs "Authorization: Bearer KEY". */
 #ifndef QE_SERVE_H
 #define QE_SERVE_H
 #include <stddef.h>
@@ -38,6 +39,8 @@ typedef struct serve_config {
     int engine_threads;            /* CPU backend threads; 0 = every core */
     double drain_timeout_s;        /* how long a drain waits for queued work; default 60 */
     int quiet;                     /* 1: no per-request log lines */
+    const char *cors_allow_origin; /* NULL: no CORS. Else Access-Control-Allow-Origin value ("*"
+                                    * or an origin) on every answer, and OPTIONS preflights */
 } serve_config;
 
 typedef enum {

@@ -89,10 +89,15 @@ static void on_gone(void *ctx, void *tag, qe_status why) {
 
 /* Charges a step's time to the job once per step (several of its sequences may share one). */
 static void on_ran(void *ctx, void *tag, double step_s) {
-    const unsigned long step_no = ((serve_server *)ctx)->engine_steps;
+    serve_server *s = ctx;
+    const unsigned long step_no = s->engine_steps;
     srv_job *j = ((srv_seq *)tag)->job;
     pthread_mutex_lock(&j->time_mu);
-    if (j->t_first_compute == 0) j->t_first_compute = srv_now() - step_s;
+    if (j->t_first_compute == 0) { /* waiting -> running */
+        j->t_first_compute = srv_now() - step_s;
+        atomic_fetch_sub(&s->jobs_waiting, 1);
+        atomic_fetch_add(&s->jobs_running, 1);
+    }
     if (j->last_batch != step_no) {
         j->last_batch = step_no;
         j->compute_s += step_s;

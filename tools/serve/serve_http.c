@@ -47,7 +47,14 @@ typedef struct srv_req {
 
 static const char *route_label(const char *url) {
     if (!strcmp(url, "/v1/embeddings")) return "/v1/embeddings";
+    if (!strcmp(url, "/")) return "/"; /* TEI's root: what its clients post to */
     if (!strcmp(url, "/embed")) return "/embed";
+    if (!strcmp(url, "/embed_all")) return "/embed_all";
+    if (!strcmp(url, "/similarity")) return "/similarity";
+    if (!strcmp(url, "/health/live")) return "/health/live";
+    if (!strcmp(url, "/health/ready")) return "/health/ready";
+    if (!strcmp(url, "/openapi.json")) return "/openapi.json";
+    if (!strncmp(url, "/v1/models/", 11) && url[11]) return "/v1/models/{id}";
     if (!strcmp(url, "/tokenize")) return "/tokenize";
     if (!strcmp(url, "/decode")) return "/decode";
     if (!strcmp(url, "/v1/models")) return "/v1/models";
@@ -74,6 +81,11 @@ static enum MHD_Result send_body(serve_server *s, struct MHD_Connection *c, srv_
         return MHD_NO;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (s->cfg.cors_allow_origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_allow_origin);
+        if (strcmp(s->cfg.cors_allow_origin, "*") != 0)
+            MHD_add_response_header(resp, "Vary", "Origin");
+    }
     if (status == 429) {
         char secs[16];
         snprintf(secs, sizeof secs, "%d", err && err->retry_after > 0 ? err->retry_after : 1);
@@ -86,14 +98,17 @@ static enum MHD_Result send_body(serve_server *s, struct MHD_Connection *c, srv_
     MHD_destroy_response(resp);
     r->status = status;
     srv_metrics_request(&s->metrics, r->label, status, err ? srv_err_reason(err) : NULL);
+    if (r->route <= ROUTE_EMBED_ALL) srv_metrics_te_request(&s->metrics, r->n_inputs, status, err);
     return ret;
 }
 
 static enum MHD_Result send_error(serve_server *s, struct MHD_Connection *c, srv_req *r,
                                   const srv_error *e) {
     size_t len = 0;
-    char *body = srv_render_error(e, &len);
-    return send_body(s, c, r, e->status, body, len, "application/json", e);
+    int status = e->status;
+    char *body = srv_route_is_tei(r->route) ? srv_render_tei_error(e, &status, &len)
+                                            : srv_render_error(e, &len);
+    return send_body(s, c, r, status, body, len, "application/json", e);
 }
 
 static enum MHD_Result send_json(serve_server *s, struct MHD_Connection *c, srv_req *r, int status,
@@ -192,7 +207,8 @@ static enum MHD_Result handle_embed(serve_server *s, struct MHD_Connection *c, s
     if (!j) {
         srv_error e = {0};
         const char *body = r->body.p ? r->body.p : "";
-        j = srv_parse_embed(s, r->route, body, r->body.len, &e);
+        j = r->route == ROUTE_SIMILARITY ? srv_parse_similarity(s, body, r->body.len, &e)
+                                         : srv_parse_embed(s, r->route, body, r->body.len, &e);
         if (!j) return send_error(s, c, r, &e);
         sb_free(&r->body);
         j->t_start = r->t_start;
@@ -223,6 +239,9 @@ static enum MHD_Result handle_embed(serve_server *s, struct MHD_Connection *c, s
         r->cancelled = 1;
         r->status = 499; /* nginx's "client closed request", for the log and metrics only */
         srv_metrics_request(&s->metrics, r->label, 499, "client_disconnected");
+        srv_error gone;
+        srv_err_set(&gone, 499, NULL, "client_disconnected", "", "the client left");
+        srv_metrics_te_request(&s->metrics, r->n_inputs, 499, &gone);
         return MHD_NO; /* closes the connection */
     }
     enum MHD_Result ret;
@@ -240,10 +259,32 @@ static enum MHD_Result handle_embed(serve_server *s, struct MHD_Connection *c, s
         if (j->t_first_compute > 0)
             srv_hist_observe(&s->metrics, &s->metrics.t_queue, j->t_first_compute - j->t_queued);
         srv_hist_observe(&s->metrics, &s->metrics.t_total, now - j->t_start);
+        srv_hist_observe(&s->metrics, &s->metrics.t_req_inference, j->compute_s);
+        srv_hist_observe(&s->metrics, &s->metrics.input_length, (double)j->prompt_tokens);
         pthread_mutex_lock(&s->metrics.mu);
         s->metrics.prompt_tokens_total += (unsigned long)j->prompt_tokens;
         pthread_mutex_unlock(&s->metrics.mu);
     }
+    return ret;
+}
+
+/* A browser's CORS preflight: what a cross-origin page may send (answered before auth, as the
+ * browser sends no credentials with it). */
+static enum MHD_Result cors_preflight(serve_server *s, struct MHD_Connection *c, srv_req *r) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, "Access-Control-Allow-Origin", s->cfg.cors_allow_origin);
+    if (strcmp(s->cfg.cors_allow_origin, "*") != 0) MHD_add_response_header(resp, "Vary", "Origin");
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    const char *want =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                            want && want[0] ? want : "Authorization, Content-Type");
+    MHD_add_response_header(resp, "Access-Control-Max-Age", "86400");
+    enum MHD_Result ret = MHD_queue_response(c, 204, resp);
+    MHD_destroy_response(resp);
+    r->status = 204;
+    srv_metrics_request(&s->metrics, r->label, 204, NULL);
     return ret;
 }
 
@@ -256,6 +297,7 @@ static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_r
     int known = strcmp(label, "other") != 0;
     int wants_post = r->route != ROUTE_OTHER;
 
+    if (!strcmp(method, "OPTIONS") && s->cfg.cors_allow_origin) return cors_preflight(s, c, r);
     if (!known) {
         srv_err_set(&e, 404, "invalid_request_error", "not_found", "", "no route %.100s %.200s",
                     method, url);
@@ -274,6 +316,15 @@ static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_r
         snprintf(body, sizeof body, "{\"status\":\"%s\"}", names[st]);
         return send_json(s, c, r, st == SERVE_READY ? 200 : 503, body);
     }
+    if (!strcmp(label, "/health/live") || !strcmp(label, "/health/ready")) {
+        /* live: the process can still serve (loading and draining included); ready: send work */
+        int st = atomic_load(&s->state);
+        int ok = label[8] == 'l' ? st == SERVE_LOADING || st == SERVE_READY || st == SERVE_DRAINING
+                                 : st == SERVE_READY;
+        return send_json(s, c, r, ok ? 200 : 503,
+                         ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}");
+    }
+    if (!strcmp(label, "/openapi.json")) return send_json(s, c, r, 200, srv_openapi_json());
     if (!strcmp(label, "/metrics")) {
         size_t len = 0;
         char *m = srv_metrics_render(s, &len);
@@ -287,6 +338,18 @@ static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_r
     if (!strcmp(label, "/v1/models")) {
         size_t len = 0;
         char *m = srv_render_models(s, &len);
+        return send_body(s, c, r, 200, m, len, "application/json", NULL);
+    }
+    if (!strcmp(label, "/v1/models/{id}")) {
+        const char *id = url + 11;
+        if (strcmp(id, s->served_name) != 0) {
+            srv_err_set(&e, 404, "invalid_request_error", "model_not_found", "model",
+                        "model '%.100s' is not served here; this server serves '%.100s'", id,
+                        s->served_name);
+            return send_error(s, c, r, &e);
+        }
+        size_t len = 0;
+        char *m = srv_render_model(s, &len);
         return send_body(s, c, r, 200, m, len, "application/json", NULL);
     }
     /* everything else needs the loaded model */
@@ -339,8 +402,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         snprintf(r->method, sizeof r->method, "%s", method);
         if (!strcmp(r->label, "/v1/embeddings"))
             r->route = ROUTE_OPENAI;
-        else if (!strcmp(r->label, "/embed"))
+        else if (!strcmp(r->label, "/embed") || !strcmp(r->label, "/"))
             r->route = ROUTE_TEI;
+        else if (!strcmp(r->label, "/similarity"))
+            r->route = ROUTE_SIMILARITY;
+        else if (!strcmp(r->label, "/embed_all"))
+            r->route = ROUTE_EMBED_ALL;
         else if (!strcmp(r->label, "/tokenize"))
             r->route = ROUTE_TOKENIZE;
         else if (!strcmp(r->label, "/decode"))
@@ -393,7 +460,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
      * has accepted, never for a client that is still (or forever) uploading. */
     pthread_mutex_lock(&s->state_mu);
     int st = atomic_load(&s->state);
-    if (st != SERVE_DRAINING && st != SERVE_STOPPED) {
+    /* a scrape is not work in flight: qembed_requests_in_flight must not count itself */
+    if (st != SERVE_DRAINING && st != SERVE_STOPPED && strcmp(r->label, "/metrics") != 0) {
         r->counted = 1;
         s->active_requests++;
     }
@@ -439,6 +507,17 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     free(r);
 }
 
+/* MHD's unescaping, except that a %00 stays visible: "/%00" must not read as the root route "/"
+ * (TEI's embed) once the NUL ends the C string. */
+static size_t unescape_keep_nul(void *cls, struct MHD_Connection *c, char *s) {
+    (void)cls;
+    (void)c;
+    size_t n = MHD_http_unescape(s);
+    for (size_t i = 0; i < n; i++)
+        if (!s[i]) s[i] = '\x7f';
+    return n;
+}
+
 int srv_http_start(serve_server *s, char *err, size_t errlen) {
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -457,8 +536,9 @@ int srv_http_start(serve_server *s, char *err, size_t errlen) {
     s->mhd = MHD_start_daemon(
         flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-        (unsigned)1, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)300, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) {
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this machine)",

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "sbuf.h"
 #include "serve.h"
 
@@ -34,7 +36,20 @@ void srv_err_oom(srv_error *e); /* 500 out_of_memory */
 const char *srv_err_reason(const srv_error *e);
 
 /* ---- a request turned into work ---- */
-typedef enum { ROUTE_OPENAI = 0, ROUTE_TEI, ROUTE_TOKENIZE, ROUTE_DECODE, ROUTE_OTHER } srv_route;
+typedef enum {
+    ROUTE_OPENAI = 0,
+    ROUTE_TEI,        /* POST / and /embed */
+    ROUTE_SIMILARITY, /* TEI /similarity: input 0 is the source sentence */
+    ROUTE_EMBED_ALL,  /* TEI /embed_all: per-token vectors (tok_out) */
+    ROUTE_TOKENIZE,
+    ROUTE_DECODE,
+    ROUTE_OTHER
+} srv_route;
+/* Routes answered in TEI's shapes, errors included ({"error", "error_type"}). */
+static inline int srv_route_is_tei(srv_route r) {
+    return r == ROUTE_TEI || r == ROUTE_SIMILARITY || r == ROUTE_EMBED_ALL || r == ROUTE_TOKENIZE ||
+           r == ROUTE_DECODE;
+}
 
 typedef struct srv_job srv_job;
 
@@ -59,7 +74,10 @@ struct srv_job {
     size_t *text_lens;
     int32_t **ids; /* n sequences after tokenization (or as given) */
     int *lens;
-    int max_len; /* tokens kept per input */
+    size_t *prefix_lens; /* bytes of texts[i] that are the instruction or prompt (never cut) */
+    float **tok_out;     /* ROUTE_EMBED_ALL: per input, lens[i] rows of width floats */
+    int end_id;          /* the tokenizer's end token (-1: none), kept by truncation */
+    int max_len;         /* tokens kept per input */
     int truncate, truncate_left;
     int dims;      /* output width (<= model width) */
     int normalize; /* L2-normalise the cut vector (the default) */
@@ -101,7 +119,7 @@ typedef struct srv_hist {
     unsigned long total;
 } srv_hist;
 
-#define SRV_MAX_ROUTES 12
+#define SRV_MAX_ROUTES 20
 #define SRV_MAX_STATUS 16
 #define SRV_MAX_REASONS 24
 typedef struct srv_metrics {
@@ -121,12 +139,23 @@ typedef struct srv_metrics {
     unsigned long tokens_processed, sequences_processed, batches, cancelled_seqs;
     unsigned long inputs_total, prompt_tokens_total;
     int kv_used_tokens; /* K/V pool tokens held after the last step */
+    /* TEI's te_* names: requests by method ("single" = one input, "batch"), failures by TEI's err
+     */
+    unsigned long te_count[2], te_success[2];
+    struct {
+        char err[24];
+        unsigned long count;
+    } te_fail[SRV_MAX_REASONS];
+    int n_te_fail;
+    srv_hist t_req_inference, input_length;
 } srv_metrics;
 
 void srv_metrics_init(srv_metrics *m);
 void srv_metrics_free(srv_metrics *m);
 void srv_metrics_request(srv_metrics *m, const char *route, int status, const char *fail_reason);
 void srv_hist_observe(srv_metrics *m, srv_hist *h, double v);
+/* An embedding-family request answered with status (TEI's te_request_* counters). */
+void srv_metrics_te_request(srv_metrics *m, int n_inputs, int status, const srv_error *err);
 /* Prometheus text exposition of everything, plus the server's gauges. */
 char *srv_metrics_render(serve_server *s, size_t *len);
 
@@ -141,7 +170,8 @@ struct serve_server {
     atomic_int state;          /* serve_state */
     atomic_int cancel_running; /* serve_cancel_running: the engine call stops at its next step */
     char load_error[512];
-    char dtype[32];
+    char dtype[32];     /* the checkpoint's (config.json torch_dtype) */
+    char model_sha[48]; /* the Hugging Face snapshot folder's commit, when the folder is one */
 
     struct MHD_Daemon *mhd;
     qe_engine *engine;
@@ -185,6 +215,10 @@ struct serve_server {
     pthread_t watcher;
     int watcher_started, watch_stop;
 
+    /* embedding requests admitted and not answered: before their first step, and after it
+     * (qembed:num_requests_waiting / _running) */
+    atomic_long jobs_waiting, jobs_running;
+
     srv_metrics metrics;
 };
 
@@ -209,6 +243,41 @@ void *srv_engine_main(void *arg);
 /* serve_request.c: parse and validate bodies into a job (NULL + err on failure) */
 srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, size_t len,
                          srv_error *err);
+/* The same from a parsed body (the caller keeps root): what /similarity builds on. */
+srv_job *srv_embed_from_json(serve_server *s, srv_route route, const cJSON *root, srv_error *e);
+/* Helpers shared with serve_tei.c: a field with JSON null read as absent; a boolean field; strict
+ * UTF-8; the 413 past --max-client-batch; an id array; a strict JSON object body. */
+const cJSON *srv_json_field(const cJSON *obj, const char *name);
+int srv_read_bool(const cJSON *obj, const char *name, int dflt, int *out, srv_error *e);
+int srv_utf8_valid(const unsigned char *s, size_t n);
+int srv_over_client_batch(const serve_server *s, int n, const char *param, const char *what,
+                          srv_error *e);
+int srv_read_id_array(const cJSON *arr, int vocab, int32_t **ids, int *n, srv_error *e,
+                      const char *param);
+cJSON *srv_parse_body_object(const char *body, size_t len, srv_error *e);
+/* Byte offset of the first lone UTF-16 surrogate escape (\uD800-\uDFFF not in a high-low pair)
+ * inside a JSON string of buf, or -1. */
+long srv_json_lone_surrogate_at(const char *buf, size_t len);
+
+/* serve_tei.c: TEI's shapes */
+/* /similarity: {"inputs": {"source_sentence", "sentences"}, "parameters": {truncate,
+ * truncation_direction, prompt_name}} into a job of 1 + n texts. */
+srv_job *srv_parse_similarity(serve_server *s, const char *body, size_t len, srv_error *e);
+/* /embed_all: runs a tokenized job through qe_embed_tokens (on a tokenizer thread) and answers
+ * it. */
+void srv_embed_all_run(serve_server *s, srv_job *j);
+char *srv_render_tei(serve_server *s, const srv_job *j, size_t *len); /* similarity, embed_all */
+/* TEI's error: {"error": message, "error_type": ...}; *status becomes TEI's status. */
+char *srv_render_tei_error(const srv_error *e, int *status, size_t *len);
+/* How left truncation keeps a text's prompt: ids[0..n) of the untruncated text, prefix_len bytes
+ * of prompt; the ids to keep are written back (n becomes max). -1 when the prompt alone does not
+ * fit. */
+int srv_truncate_after_prompt(const struct tok_tokenizer *t, int32_t *ids, int *n, int max,
+                              size_t prefix_len);
+
+/* serve_openapi.c */
+const char *srv_openapi_json(void);
+
 /* /tokenize and /decode run synchronously on the HTTP thread: the response body or NULL + err */
 char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t *out_len,
                           srv_error *err);
@@ -220,6 +289,7 @@ char *srv_render_embeddings(serve_server *s, const srv_job *j, size_t *len);
 char *srv_render_error(const srv_error *e, size_t *len);
 char *srv_render_info(serve_server *s, size_t *len);
 char *srv_render_models(serve_server *s, size_t *len);
+char *srv_render_model(serve_server *s, size_t *len); /* GET /v1/models/{id}: the one object */
 /* Shortest-enough decimal of a float that reads back to the same float; returns chars written
  * (at most 16, buf needs 24). */
 int srv_format_float(float x, char *buf);

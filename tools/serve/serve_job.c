@@ -39,7 +39,10 @@ void srv_job_unref(srv_job *j) {
     for (int i = 0; i < j->n; i++) {
         free(j->ids ? j->ids[i] : NULL);
         free(j->texts ? j->texts[i] : NULL);
+        free(j->tok_out ? j->tok_out[i] : NULL);
     }
+    free(j->tok_out);
+    free(j->prefix_lens);
     free(j->ids);
     free(j->lens);
     free(j->texts);

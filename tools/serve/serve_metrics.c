@@ -26,6 +26,41 @@ void srv_metrics_init(srv_metrics *m) {
     hist_init(&m->t_queue, secs, ns);
     hist_init(&m->t_inference, secs, ns);
     hist_init(&m->t_total, secs, ns);
+    hist_init(&m->t_req_inference, secs, ns);
+    hist_init(&m->input_length, toks, (int)(sizeof toks / sizeof toks[0]));
+}
+
+/* TEI's err label of a failure (core/src/infer.rs, router/src/http/server.rs). */
+static const char *te_err(const srv_error *e) {
+    const char *code = e->code ? e->code : "";
+    if (e->status == 499) return "dropped";
+    if (!strcmp(code, "too_many_inputs")) return "batch_size";
+    if (e->status == 429) return "overloaded";
+    if (!strcmp(code, "tokenizer_error") || !strcmp(code, "tokenization_failed"))
+        return "tokenization";
+    if (e->status == 503) return "unhealthy";
+    if (e->status >= 500) return "inference";
+    return "validation";
+}
+
+void srv_metrics_te_request(srv_metrics *m, int n_inputs, int status, const srv_error *err) {
+    const int batch = n_inputs > 1;
+    pthread_mutex_lock(&m->mu);
+    m->te_count[batch]++;
+    if (status == 200) m->te_success[batch]++;
+    if (status >= 400 && err) {
+        const char *why = te_err(err);
+        int k;
+        for (k = 0; k < m->n_te_fail; k++)
+            if (!strcmp(m->te_fail[k].err, why)) break;
+        if (k == m->n_te_fail && m->n_te_fail < SRV_MAX_REASONS) {
+            snprintf(m->te_fail[k].err, sizeof m->te_fail[k].err, "%s", why);
+            m->te_fail[k].count = 0;
+            m->n_te_fail++;
+        }
+        if (k < m->n_te_fail) m->te_fail[k].count++;
+    }
+    pthread_mutex_unlock(&m->mu);
 }
 
 void srv_metrics_free(srv_metrics *m) {
@@ -79,6 +114,64 @@ static void put_hist(sbuf *b, const char *name, const char *help, const srv_hist
     cum += h->counts[h->n];
     sb_printf(b, "%s_bucket{le=\"+Inf\"} %lu\n%s_sum %.6f\n%s_count %lu\n", name, cum, name, h->sum,
               name, h->total);
+}
+
+/* TEI's names for the same measurements (what TEI dashboards and autoscalers query), and the
+ * gauges Kubernetes inference routers read with vLLM's meaning. Caller holds m->mu. */
+static void put_te(sbuf *b, serve_server *s, const srv_metrics *m) {
+    static const char *method[2] = {"single", "batch"};
+    sb_puts(b, "# HELP te_request_count Embedding requests received, by method (single: one "
+               "input).\n# TYPE te_request_count counter\n");
+    for (int k = 0; k < 2; k++)
+        sb_printf(b, "te_request_count{method=\"%s\"} %lu\n", method[k], m->te_count[k]);
+    sb_puts(b, "# HELP te_request_success Embedding requests answered 200.\n"
+               "# TYPE te_request_success counter\n");
+    for (int k = 0; k < 2; k++)
+        sb_printf(b, "te_request_success{method=\"%s\"} %lu\n", method[k], m->te_success[k]);
+    sb_puts(b, "# HELP te_request_failure Failed embedding requests by TEI's err label.\n"
+               "# TYPE te_request_failure counter\n");
+    for (int k = 0; k < m->n_te_fail; k++)
+        sb_printf(b, "te_request_failure{err=\"%s\"} %lu\n", m->te_fail[k].err,
+                  m->te_fail[k].count);
+    put_hist(b, "te_request_duration", "Total time per request (seconds).", &m->t_total);
+    put_hist(b, "te_request_tokenization_duration", "Tokenization time per request (seconds).",
+             &m->t_tokenize);
+    put_hist(b, "te_request_queue_duration", "Queue time per request (seconds).", &m->t_queue);
+    put_hist(b, "te_request_inference_duration", "Engine time per request (seconds).",
+             &m->t_req_inference);
+    put_hist(b, "te_request_input_length", "Tokens per request.", &m->input_length);
+    put_hist(b, "te_embed_duration", "Total time per embedding request (seconds).", &m->t_total);
+    put_hist(b, "te_embed_tokenization_duration", "Tokenization time per embedding request.",
+             &m->t_tokenize);
+    put_hist(b, "te_embed_queue_duration", "Queue time per embedding request.", &m->t_queue);
+    put_hist(b, "te_embed_inference_duration", "Engine time per embedding request.",
+             &m->t_req_inference);
+    put_hist(b, "te_batch_next_size", "Sequences per engine step.", &m->batch_size);
+    put_hist(b, "te_batch_next_tokens", "Tokens per engine step.", &m->batch_tokens);
+    put_hist(b, "te_batch_inference_duration", "Engine time per step (seconds).", &m->t_inference);
+    const long waiting = atomic_load(&s->jobs_waiting), running = atomic_load(&s->jobs_running);
+    const qe_engine *eng = atomic_load(&s->state) == SERVE_READY ? s->engine : NULL;
+    const int pool = eng ? qe_kv_pool_tokens(eng) : 0;
+    double inflight_cost;
+    pthread_mutex_lock(&s->q_mu);
+    inflight_cost = s->inflight_cost;
+    pthread_mutex_unlock(&s->q_mu);
+    sb_printf(b,
+              "# HELP te_queue_size Embedding requests admitted and waiting for their first "
+              "step.\n# TYPE te_queue_size gauge\nte_queue_size %ld\n"
+              "# HELP qembed:num_requests_waiting Requests admitted, not yet in an engine step "
+              "(vLLM's meaning).\n# TYPE qembed:num_requests_waiting gauge\n"
+              "qembed:num_requests_waiting %ld\n"
+              "# HELP qembed:num_requests_running Requests whose sequences are being computed.\n"
+              "# TYPE qembed:num_requests_running gauge\nqembed:num_requests_running %ld\n"
+              "# HELP qembed:kv_cache_usage_perc Fraction (0..1) of the paged K/V pool held by "
+              "long inputs in flight; 0 without a pool.\n"
+              "# TYPE qembed:kv_cache_usage_perc gauge\nqembed:kv_cache_usage_perc %.6f\n"
+              "# HELP qembed:queue_budget_usage_perc Fraction (0..1) of --max-queue-tokens in "
+              "use (past 1 a request gets 429).\n"
+              "# TYPE qembed:queue_budget_usage_perc gauge\nqembed:queue_budget_usage_perc %.6f\n",
+              waiting, waiting, running, pool > 0 ? (double)m->kv_used_tokens / pool : 0.0,
+              inflight_cost / (double)s->cfg.max_queue_tokens);
 }
 
 char *srv_metrics_render(serve_server *s, size_t *len) {
@@ -163,6 +256,7 @@ char *srv_metrics_render(serve_server *s, size_t *len) {
     put_hist(&b, "qembed_inference_duration_seconds", "Engine time per step.", &m->t_inference);
     put_hist(&b, "qembed_request_duration_seconds", "Total time per embedding request.",
              &m->t_total);
+    put_te(&b, s, m);
     pthread_mutex_unlock(&m->mu);
     return sb_take(&b, len);
 }

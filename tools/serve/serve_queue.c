@@ -20,23 +20,41 @@ struct srv_tok_task {
 };
 
 void srv_seq_done(serve_server *s, srv_seq *q) {
-    (void)s;
     srv_job *j = q->job;
     if (atomic_fetch_sub(&j->seqs_left, 1) == 1) {
+        pthread_mutex_lock(&j->time_mu);
+        const int started = j->t_first_compute > 0;
+        pthread_mutex_unlock(&j->time_mu);
+        if (s) atomic_fetch_sub(started ? &s->jobs_running : &s->jobs_waiting, 1);
         srv_job_finish(j); /* no-op when the job already failed */
         srv_job_unref(j);  /* the queue's reference */
     }
 }
 
 static void tokenize_one(serve_server *s, srv_job *j, int i) {
+    /* Left truncation of a text behind an instruction or prompt cuts the text only: the whole
+     * is tokenized uncut, then the tokens after the prompt lose their start (the end token
+     * stays last either way; right truncation already cuts the text's end). */
+    const int keep_prompt =
+        j->truncate && j->truncate_left && j->prefix_lens && j->prefix_lens[i] > 0;
     tok_encode_opts o = {.add_special = 1,
-                         .max_length = j->max_len,
+                         .max_length = keep_prompt ? 0 : j->max_len,
                          .truncate_left = j->truncate_left,
                          .no_truncate = !j->truncate};
     char terr[256];
     srv_error e;
     tok_status st = tok_encode(s->tok, j->texts[i], j->text_lens[i], &o, &j->ids[i], &j->lens[i],
                                terr, sizeof terr);
+    if (st == TOK_OK && keep_prompt && j->lens[i] > j->max_len &&
+        srv_truncate_after_prompt(s->tok, j->ids[i], &j->lens[i], j->max_len, j->prefix_lens[i]) !=
+            0) {
+        srv_err_set(&e, 413, "invalid_request_error", "input_too_long", "input",
+                    "input %d: the instruction or prompt alone leaves no room in the limit of %d "
+                    "tokens",
+                    i, j->max_len);
+        srv_job_fail(j, &e);
+        return;
+    }
     /* The tokenizer may know ids the model's embedding table lacks (the 4B and 8B configs say
      * vocab_size 151665 while <think> is 151667): refuse this input here, so the engine never
      * fails a whole batch of other clients' sequences because of it. */
@@ -124,6 +142,8 @@ static void *tok_main(void *arg) {
                     srv_err_set(&e, 503, "server_error", "shutting_down", "",
                                 "the server is stopping");
                     srv_job_fail(j, &e);
+                } else if (j->route == ROUTE_EMBED_ALL) {
+                    srv_embed_all_run(s, j); /* per-token vectors: no pooled step to join */
                 } else {
                     srv_admit(s, j);
                 }
@@ -146,7 +166,10 @@ static void free_tasks(struct srv_tok_task *t) {
 
 void srv_submit(serve_server *s, srv_job *j) {
     if (!j->texts) {
-        srv_admit(s, j);
+        if (j->route == ROUTE_EMBED_ALL)
+            srv_embed_all_run(s, j); /* ids as given: on this thread, nothing to tokenize */
+        else
+            srv_admit(s, j);
         return;
     }
     int chunks = (j->n + TOK_CHUNK - 1) / TOK_CHUNK;
@@ -256,6 +279,7 @@ void srv_admit(serve_server *s, srv_job *j) {
     s->q_tokens += total;
     s->inflight_tokens += total;
     s->inflight_cost += cost;
+    atomic_fetch_add(&s->jobs_waiting, 1);
     pthread_cond_broadcast(&s->q_cv);
     pthread_mutex_unlock(&s->q_mu);
 }

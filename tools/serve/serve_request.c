@@ -1,6 +1,7 @@
-/* serve_request.c — parses and validates request bodies (OpenAI /v1/embeddings, TEI /embed,
- * /tokenize, /decode) into jobs or direct answers. Every rejection carries the status of
- * SERVING.md's error table and names the offending field. */
+/* serve_request.c — parses and validates request bodies (OpenAI /v1/embeddings, TEI /embed and
+ * /, /decode; /tokenize, /similarity and /embed_all are in serve_tei.c) into jobs or direct
+ * answers. Every rejection carries the status of SERVING.md's error table and names the offending
+ * field. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -15,13 +16,13 @@
     srv_err_set((e), 400, "invalid_request_error", NULL, (param), __VA_ARGS__)
 
 /* A field, with JSON null read as absent (clients send "dimensions": null). */
-static const cJSON *field(const cJSON *obj, const char *name) {
+const cJSON *srv_json_field(const cJSON *obj, const char *name) {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
     return (f && !cJSON_IsNull(f)) ? f : NULL;
 }
 
 /* Strict UTF-8: no overlongs, no surrogates, nothing past U+10FFFF. */
-static int utf8_valid(const unsigned char *s, size_t n) {
+int srv_utf8_valid(const unsigned char *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         unsigned c = s[i];
@@ -50,8 +51,8 @@ static int utf8_valid(const unsigned char *s, size_t n) {
 }
 
 /* 413 when a request carries more inputs than --max-client-batch. */
-static int over_client_batch(const serve_server *s, int n, const char *param, const char *what,
-                             srv_error *e) {
+int srv_over_client_batch(const serve_server *s, int n, const char *param, const char *what,
+                          srv_error *e) {
     if (n <= s->cfg.max_client_batch) return 0;
     srv_err_set(e, 413, "invalid_request_error", "too_many_inputs", param,
                 "%d %s is more than the limit of %d per request", n, what, s->cfg.max_client_batch);
@@ -79,8 +80,8 @@ static int read_id(const cJSON *v, int vocab, int32_t *out, srv_error *e, const 
     return 0;
 }
 
-static int read_bool(const cJSON *obj, const char *name, int dflt, int *out, srv_error *e) {
-    const cJSON *f = field(obj, name);
+int srv_read_bool(const cJSON *obj, const char *name, int dflt, int *out, srv_error *e) {
+    const cJSON *f = srv_json_field(obj, name);
     if (!f) {
         *out = dflt;
         return 0;
@@ -94,8 +95,8 @@ static int read_bool(const cJSON *obj, const char *name, int dflt, int *out, srv
 }
 
 /* Reads an array of ids into a fresh array. */
-static int read_id_array(const cJSON *arr, int vocab, int32_t **ids, int *n, srv_error *e,
-                         const char *param) {
+int srv_read_id_array(const cJSON *arr, int vocab, int32_t **ids, int *n, srv_error *e,
+                      const char *param) {
     int m = cJSON_GetArraySize(arr);
     if (m == 0) {
         BAD(e, param, "a token id sequence must not be empty");
@@ -129,37 +130,56 @@ static int limit_ids(srv_job *j, int i, srv_error *e, const char *param) {
                     i, j->lens[i], j->max_len);
         return -1;
     }
-    if (j->truncate_left)
+    if (j->truncate_left) {
         memmove(j->ids[i], j->ids[i] + (j->lens[i] - j->max_len), (size_t)j->max_len * 4);
+    } else if (j->end_id >= 0 && j->ids[i][j->lens[i] - 1] == j->end_id && j->max_len > 1) {
+        /* an end token the client appended stays last, as it does for text (the pooled token) */
+        j->ids[i][j->max_len - 1] = j->end_id;
+    }
     j->lens[i] = j->max_len;
     return 0;
 }
 
-/* Every POST body: one strict JSON value that is an object, else a 400 saying why. */
-static cJSON *parse_body_object(const char *body, size_t len, srv_error *e) {
+/* Every POST body: one strict JSON value that is an object, else a 400 saying why. A lone UTF-16
+ * surrogate escape (what JavaScript sends for a string cut in a pair) makes the parser refuse the
+ * body; it is named as the invalid UTF-8 it would decode to, with its byte offset. */
+cJSON *srv_parse_body_object(const char *body, size_t len, srv_error *e) {
     const char *why = "not a JSON object";
     cJSON *root = json_parse_strict(body, len, &why);
     if (root && cJSON_IsObject(root)) return root;
-    BAD(e, "", "the body is %s", why);
+    long at = root ? -1 : srv_json_lone_surrogate_at(body, len);
+    if (at >= 0)
+        srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "",
+                    "the body is not valid UTF-8: a lone UTF-16 surrogate escape %.6s at byte %ld "
+                    "(a string cut inside a surrogate pair)",
+                    body + at, at);
+    else
+        BAD(e, "", "the body is %s", why);
     cJSON_Delete(root);
     return NULL;
 }
 
 srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, size_t len,
                          srv_error *e) {
-    const int tei = route == ROUTE_TEI;
-    const char *in_name = tei ? "inputs" : "input";
-    cJSON *root = parse_body_object(body, len, e);
-    srv_job *j = NULL;
+    cJSON *root = srv_parse_body_object(body, len, e);
     if (!root) return NULL;
-    const cJSON *input = field(root, in_name);
+    srv_job *j = srv_embed_from_json(s, route, root, e);
+    cJSON_Delete(root);
+    return j;
+}
+
+srv_job *srv_embed_from_json(serve_server *s, srv_route route, const cJSON *root, srv_error *e) {
+    const int tei = route != ROUTE_OPENAI;
+    const char *in_name = tei ? "inputs" : "input";
+    srv_job *j = NULL;
+    const cJSON *input = srv_json_field(root, in_name);
     if (!input) {
         BAD(e, in_name, "'%s' is required", in_name);
         goto fail;
     }
 
     /* model: must name what we serve when given */
-    const cJSON *model = field(root, "model");
+    const cJSON *model = srv_json_field(root, "model");
     if (model && !cJSON_IsString(model)) {
         BAD(e, "model", "'model' must be a string");
         goto fail;
@@ -170,14 +190,14 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
                     model->valuestring, s->served_name);
         goto fail;
     }
-    const cJSON *user = field(root, "user");
+    const cJSON *user = srv_json_field(root, "user");
     if (user && !cJSON_IsString(user)) {
         BAD(e, "user", "'user' must be a string");
         goto fail;
     }
 
     int dims = s->width;
-    const cJSON *d = field(root, "dimensions");
+    const cJSON *d = srv_json_field(root, "dimensions");
     if (d) {
         int lo = s->width < 32 ? s->width : 32;
         if (!cJSON_IsNumber(d) || d->valuedouble != floor(d->valuedouble)) {
@@ -194,7 +214,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
     }
 
     int base64 = 0;
-    const cJSON *ef = field(root, "encoding_format");
+    const cJSON *ef = srv_json_field(root, "encoding_format");
     if (ef) {
         if (!cJSON_IsString(ef)) {
             BAD(e, "encoding_format", "'encoding_format' must be a string");
@@ -215,10 +235,10 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
     }
 
     int truncate, normalize, truncate_left = 0;
-    if (read_bool(root, "truncate", 1, &truncate, e) ||
-        read_bool(root, "normalize", 1, &normalize, e))
+    if (srv_read_bool(root, "truncate", 1, &truncate, e) ||
+        srv_read_bool(root, "normalize", 1, &normalize, e))
         goto fail;
-    const cJSON *td = field(root, "truncation_direction");
+    const cJSON *td = srv_json_field(root, "truncation_direction");
     if (td) {
         if (!cJSON_IsString(td)) {
             BAD(e, "truncation_direction", "'truncation_direction' must be a string");
@@ -232,8 +252,8 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
         }
     }
 
-    const cJSON *instr = field(root, "instruction");
-    const cJSON *pname = field(root, "prompt_name");
+    const cJSON *instr = srv_json_field(root, "instruction");
+    const cJSON *pname = srv_json_field(root, "prompt_name");
     if (instr && !cJSON_IsString(instr)) {
         BAD(e, "instruction", "'instruction' must be a string");
         goto fail;
@@ -243,7 +263,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
         goto fail;
     }
     if (instr &&
-        !utf8_valid((const unsigned char *)instr->valuestring, strlen(instr->valuestring))) {
+        !srv_utf8_valid((const unsigned char *)instr->valuestring, strlen(instr->valuestring))) {
         srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "instruction",
                     "'instruction' is not valid UTF-8");
         goto fail;
@@ -272,7 +292,8 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
     } else if (cJSON_IsArray(input)) {
         n = cJSON_GetArraySize(input);
         if (n == 0) {
-            BAD(e, in_name, "'%s' must not be an empty array", in_name);
+            srv_err_set(e, 400, "invalid_request_error", "empty_input", in_name,
+                        "'%s' must not be an empty array", in_name);
             goto fail;
         }
         const cJSON *first = input->child;
@@ -296,7 +317,7 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
             in_name);
         goto fail;
     }
-    if (over_client_batch(s, n, in_name, "inputs", e)) goto fail;
+    if (srv_over_client_batch(s, n, in_name, "inputs", e)) goto fail;
     if (kind != IN_TEXTS && (instr || pname)) {
         BAD(e, instr ? "instruction" : "prompt_name",
             "'%s' applies to text inputs only, not token ids",
@@ -317,11 +338,13 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
     j->max_len = s->max_input_tokens;
     j->truncate = truncate;
     j->truncate_left = truncate_left;
+    j->end_id = s->tok ? tok_end_id(s->tok) : -1;
 
     if (kind == IN_TEXTS) {
         j->texts = calloc((size_t)n, sizeof *j->texts);
         j->text_lens = calloc((size_t)n, sizeof *j->text_lens);
-        if (!j->texts || !j->text_lens) {
+        j->prefix_lens = calloc((size_t)n, sizeof *j->prefix_lens);
+        if (!j->texts || !j->text_lens || !j->prefix_lens) {
             srv_err_oom(e);
             goto fail;
         }
@@ -334,10 +357,11 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
             const char *t = x->valuestring;
             size_t tl = strlen(t);
             if (tl == 0) {
-                BAD(e, in_name, "input %d is an empty string", i);
+                srv_err_set(e, 400, "invalid_request_error", "empty_input", in_name,
+                            "input %d is an empty string", i);
                 goto fail;
             }
-            if (!utf8_valid((const unsigned char *)t, tl)) {
+            if (!srv_utf8_valid((const unsigned char *)t, tl)) {
                 srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", in_name,
                             "input %d is not valid UTF-8", i);
                 goto fail;
@@ -360,9 +384,10 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
             }
             j->texts[i] = full;
             j->text_lens[i] = strlen(full);
+            j->prefix_lens[i] = j->text_lens[i] - tl; /* the instruction or prompt before it */
         }
     } else if (kind == IN_IDS) {
-        if (read_id_array(input, s->vocab, &j->ids[0], &j->lens[0], e, in_name) ||
+        if (srv_read_id_array(input, s->vocab, &j->ids[0], &j->lens[0], e, in_name) ||
             limit_ids(j, 0, e, in_name))
             goto fail;
     } else {
@@ -374,92 +399,15 @@ srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, siz
                     in_name, i);
                 goto fail;
             }
-            if (read_id_array(x, s->vocab, &j->ids[i], &j->lens[i], e, in_name) ||
+            if (srv_read_id_array(x, s->vocab, &j->ids[i], &j->lens[i], e, in_name) ||
                 limit_ids(j, i, e, in_name))
                 goto fail;
             i++;
         }
     }
-    cJSON_Delete(root);
     return j;
 fail:
     srv_job_unref(j);
-    cJSON_Delete(root);
-    return NULL;
-}
-
-/* /tokenize {"inputs": str | [str], "add_special_tokens": bool = true, "prompt_name": str}
- *   -> [[id, ...], ...] (one array of ids per input, also for a single string) */
-char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t *out_len,
-                          srv_error *e) {
-    cJSON *root = parse_body_object(body, len, e);
-    sbuf b = {0};
-    if (!root) return NULL;
-    const cJSON *in = field(root, "inputs");
-    int add_special;
-    const char *prefix = "";
-    if (read_bool(root, "add_special_tokens", 1, &add_special, e)) goto fail;
-    const cJSON *pn = field(root, "prompt_name");
-    if (pn) {
-        prefix = cJSON_IsString(pn) ? tok_prompt(s->tok, pn->valuestring) : NULL;
-        if (!prefix) {
-            BAD(e, "prompt_name", "unknown prompt_name");
-            goto fail;
-        }
-    }
-    if (!in || !(cJSON_IsString(in) || (cJSON_IsArray(in) && cJSON_GetArraySize(in) > 0))) {
-        BAD(e, "inputs", "'inputs' must be a string or a non-empty array of strings");
-        goto fail;
-    }
-    int n = cJSON_IsString(in) ? 1 : cJSON_GetArraySize(in);
-    if (over_client_batch(s, n, "inputs", "inputs", e)) goto fail;
-    sb_put(&b, "[", 1);
-    const cJSON *x = cJSON_IsString(in) ? in : in->child;
-    for (int i = 0; i < n; i++, x = x->next) {
-        if (!cJSON_IsString(x)) {
-            BAD(e, "inputs", "'inputs' must contain strings only");
-            goto fail;
-        }
-        size_t tl = strlen(x->valuestring);
-        if (!utf8_valid((const unsigned char *)x->valuestring, tl)) {
-            srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "inputs",
-                        "input %d is not valid UTF-8", i);
-            goto fail;
-        }
-        size_t pl = strlen(prefix);
-        char *full = malloc(pl + tl + 1);
-        if (!full) goto oom;
-        memcpy(full, prefix, pl);
-        memcpy(full + pl, x->valuestring, tl + 1);
-        tok_encode_opts o = {.add_special = add_special};
-        int32_t *ids = NULL;
-        int nid = 0;
-        char terr[200];
-        tok_status st = tok_encode(s->tok, full, pl + tl, &o, &ids, &nid, terr, sizeof terr);
-        free(full);
-        if (st != TOK_OK) {
-            srv_err_set(e, st == TOK_ERR_NOMEM ? 500 : 400, "invalid_request_error",
-                        st == TOK_ERR_UTF8 ? "invalid_utf8" : "tokenization_failed", "inputs",
-                        "input %d: %s", i, terr);
-            free(ids);
-            goto fail;
-        }
-        sb_put(&b, i ? ",[" : "[", i ? 2 : 1);
-        for (int k = 0; k < nid; k++)
-            sb_printf(&b, k ? ",%d" : "%d", (int)ids[k]);
-        sb_put(&b, "]", 1);
-        free(ids);
-    }
-    sb_put(&b, "]", 1);
-    cJSON_Delete(root);
-    char *r = sb_take(&b, out_len);
-    if (!r) srv_err_oom(e);
-    return r;
-oom:
-    srv_err_oom(e);
-fail:
-    sb_free(&b);
-    cJSON_Delete(root);
     return NULL;
 }
 
@@ -467,19 +415,19 @@ fail:
  *   -> ["text", ...] (one string per sequence, also for a single flat array) */
 char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *out_len,
                         srv_error *e) {
-    cJSON *root = parse_body_object(body, len, e);
+    cJSON *root = srv_parse_body_object(body, len, e);
     sbuf b = {0};
     if (!root) return NULL;
-    const cJSON *in = field(root, "ids");
+    const cJSON *in = srv_json_field(root, "ids");
     int skip;
-    if (read_bool(root, "skip_special_tokens", 1, &skip, e)) goto fail;
+    if (srv_read_bool(root, "skip_special_tokens", 1, &skip, e)) goto fail;
     if (!in || !cJSON_IsArray(in) || cJSON_GetArraySize(in) == 0) {
         BAD(e, "ids", "'ids' must be a non-empty array of token ids or of arrays of token ids");
         goto fail;
     }
     int nested = cJSON_IsArray(in->child);
     int n = nested ? cJSON_GetArraySize(in) : 1;
-    if (over_client_batch(s, n, "ids", "sequences", e)) goto fail;
+    if (srv_over_client_batch(s, n, "ids", "sequences", e)) goto fail;
     sb_put(&b, "[", 1);
     const cJSON *x = nested ? in->child : in;
     for (int i = 0; i < n; i++, x = x->next) {
@@ -489,7 +437,7 @@ char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *o
         }
         int32_t *ids = NULL;
         int nid = 0;
-        if (read_id_array(x, s->vocab, &ids, &nid, e, "ids")) goto fail;
+        if (srv_read_id_array(x, s->vocab, &ids, &nid, e, "ids")) goto fail;
         char *text = NULL;
         size_t tl = 0;
         char terr[200];

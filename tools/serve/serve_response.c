@@ -157,6 +157,8 @@ static void put_float_array(sbuf *b, const float *v, int n) {
 
 char *srv_render_embeddings(serve_server *s, const srv_job *j, size_t *len) {
     sbuf b = {0};
+    if (j->route == ROUTE_SIMILARITY || j->route == ROUTE_EMBED_ALL)
+        return srv_render_tei(s, j, len);
     if (j->route == ROUTE_TEI) {
         sb_put(&b, "[", 1);
         for (int i = 0; i < j->n; i++) {
@@ -203,22 +205,37 @@ char *srv_render_error(const srv_error *e, size_t *len) {
     return sb_take(&b, len);
 }
 
+/* TEI's Info fields first (router/src/lib.rs), then ours. model_dtype is what the checkpoint
+ * stores (config.json's torch_dtype), compute_dtype what the backend computes in: the CPU
+ * backend converts every weight to float32; the CUDA backend runs bf16 GEMMs over an fp32
+ * residual stream. max_concurrent_requests 0: no cap on connections of its own. */
 char *srv_render_info(serve_server *s, size_t *len) {
     sbuf b = {0};
     sb_puts(&b, "{\"model_id\":");
     sb_json_string(&b, s->served_name, strlen(s->served_name));
-    sb_puts(&b, ",\"model_dir\":");
-    sb_json_string(&b, s->model_dir, strlen(s->model_dir));
+    sb_puts(&b, ",\"model_sha\":");
+    if (s->model_sha[0])
+        sb_json_string(&b, s->model_sha, strlen(s->model_sha));
+    else
+        sb_puts(&b, "null");
     const char *backend = qe_backend_name(s->engine);
     if (!backend) backend = "unknown";
+    const char *compute = s->cfg.backend == QE_BACKEND_CPU ? "float32" : "bfloat16";
     sb_printf(&b,
-              ",\"dim\":%d,\"max_input_length\":%d,\"max_positions\":%d,\"vocab_size\":%d,"
-              "\"dtype\":\"%s\",\"backend\":\"%s\",\"version\":\"%s\",\"max_batch_tokens\":%d,"
-              "\"max_client_batch_size\":%d,\"max_queue_tokens\":%ld,\"pooling\":\"last_token\","
+              ",\"model_dtype\":\"%s\",\"compute_dtype\":\"%s\",\"model_type\":{\"embedding\":"
+              "{\"pooling\":\"last_token\"}},\"max_concurrent_requests\":0,"
+              "\"max_input_length\":%d,\"max_batch_tokens\":%d,\"max_batch_requests\":null,"
+              "\"max_client_batch_size\":%d,\"auto_truncate\":true,\"tokenization_workers\":%d,"
+              "\"version\":\"%s\",\"sha\":null,\"docker_label\":null",
+              s->dtype, compute, s->max_input_tokens, s->cfg.max_batch_tokens,
+              s->cfg.max_client_batch, s->n_tok_threads, QE_SERVE_VERSION);
+    sb_puts(&b, ",\"model_dir\":");
+    sb_json_string(&b, s->model_dir, strlen(s->model_dir));
+    sb_printf(&b,
+              ",\"dim\":%d,\"max_positions\":%d,\"vocab_size\":%d,\"dtype\":\"%s\","
+              "\"backend\":\"%s\",\"max_queue_tokens\":%ld,\"pooling\":\"last_token\","
               "\"normalized\":true}",
-              s->width, s->max_input_tokens, s->max_positions, s->vocab, s->dtype, backend,
-              QE_SERVE_VERSION, s->cfg.max_batch_tokens, s->cfg.max_client_batch,
-              s->cfg.max_queue_tokens);
+              s->width, s->max_positions, s->vocab, s->dtype, backend, s->cfg.max_queue_tokens);
     return sb_take(&b, len);
 }
 
@@ -227,6 +244,15 @@ char *srv_render_models(serve_server *s, size_t *len) {
     sb_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
     sb_json_string(&b, s->served_name, strlen(s->served_name));
     sb_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"qembed\"}]}",
+              (long)time(NULL));
+    return sb_take(&b, len);
+}
+
+char *srv_render_model(serve_server *s, size_t *len) {
+    sbuf b = {0};
+    sb_puts(&b, "{\"id\":");
+    sb_json_string(&b, s->served_name, strlen(s->served_name));
+    sb_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"qembed\"}",
               (long)time(NULL));
     return sb_take(&b, len);
 }

@@ -48,6 +48,22 @@ static void read_dtype(serve_server *s) {
     cJSON_Delete(j);
 }
 
+/* A folder of the Hugging Face cache (.../snapshots/<40 hex>/) names its commit: TEI's model_sha.
+ */
+static void read_sha(serve_server *s) {
+    size_t n = strlen(s->model_dir);
+    while (n > 1 && s->model_dir[n - 1] == '/')
+        n--;
+    size_t b = n;
+    while (b > 0 && s->model_dir[b - 1] != '/')
+        b--;
+    if (n - b != 40) return;
+    for (size_t i = b; i < n; i++)
+        if (!strchr("0123456789abcdef", s->model_dir[i])) return;
+    memcpy(s->model_sha, s->model_dir + b, 40);
+    s->model_sha[40] = 0;
+}
+
 static void *loader_main(void *arg) {
     serve_server *s = arg;
     qe_options o = {.model_dir = s->model_dir,
@@ -77,7 +93,7 @@ static void *loader_main(void *arg) {
     if (s->cfg.max_input_tokens > 0 && s->cfg.max_input_tokens < s->max_positions)
         s->max_input_tokens = s->cfg.max_input_tokens;
     read_dtype(s);
-    if (s->cfg.backend == QE_BACKEND_CPU) snprintf(s->dtype, sizeof s->dtype, "float32");
+    read_sha(s);
     if (srv_pipeline_start(s) != 0) {
         snprintf(s->load_error, sizeof s->load_error, "cannot start the pipeline threads");
         set_state(s, SERVE_FAILED);
@@ -109,6 +125,7 @@ static void free_server(serve_server *s) {
     free(s->model_dir);
     free(s->host);
     free(s->api_key);
+    free((char *)s->cfg.cors_allow_origin);
     pthread_mutex_destroy(&s->state_mu);
     pthread_cond_destroy(&s->state_cv);
     pthread_mutex_destroy(&s->tok_mu);
@@ -146,6 +163,9 @@ int serve_start(const serve_config *c, serve_server **out, char *err, size_t err
     s->cfg.host = s->host;
     s->cfg.api_key = s->api_key;
     s->cfg.served_model_name = s->served_name;
+    s->cfg.cors_allow_origin = c->cors_allow_origin && c->cors_allow_origin[0]
+                                   ? strdup(c->cors_allow_origin) /* freed with the server */
+                                   : NULL;
     atomic_init(&s->state, SERVE_LOADING);
     atomic_init(&s->cancel_running, 0);
     atomic_init(&s->next_request_id, 0);
