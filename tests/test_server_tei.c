@@ -659,3 +659,29 @@ Test(server_units, lone_surrogate_scanner) {
     const char *e = "{\"x\":\"\\ud800\\u0041\"}";
     cr_assert_eq(srv_json_lone_surrogate_at(e, strlen(e)), 6);
 }
+
+/* A long sequence runs in chunks through the paged K/V pool (here a step holds 64 tokens), beside
+ * the server's own scheduler: the per-token rows still end in the pooled vector. */
+Test(server_tei, engine_tokens_of_a_chunked_sequence) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.max_batch_tokens = 64;
+    c.max_input_tokens = 512;
+    srvt_server t;
+    srvt_start(&t, &c);
+    const int len = 200, W = qe_dim(t.e);
+    int32_t *a = malloc(sizeof(int32_t) * len);
+    for (int i = 0; i < len; i++)
+        a[i] = 100 + (i * 37) % 5000;
+    float *rows = malloc(sizeof(float) * (size_t)len * W);
+    cr_assert_eq(qe_embed_tokens(t.e, a, len, rows), QE_OK, "%s", qe_last_error(t.e));
+    const int32_t *ids[] = {a};
+    float *pooled = malloc(sizeof(float) * (size_t)W);
+    cr_assert_eq(qe_embed_ids_ex(t.e, ids, &len, 1, 0, 0, pooled), QE_OK);
+    srvt_assert_close(rows + (size_t)(len - 1) * W, pooled, W, "chunked last row");
+    free(pooled);
+    free(rows);
+    free(a);
+    srvt_stop(&t);
+}

@@ -124,7 +124,7 @@ static void *tok_main(void *arg) {
             failed = j->done;
             pthread_mutex_unlock(&j->mu);
             if (failed || atomic_load(&j->cancelled) || s->tok_stop) break;
-            tokenize_one(s, j, i);
+            if (j->texts) tokenize_one(s, j, i);
         }
         if (atomic_fetch_sub(&j->tok_chunks_left, 1) == 1) {
             int failed;
@@ -165,11 +165,10 @@ static void free_tasks(struct srv_tok_task *t) {
 }
 
 void srv_submit(serve_server *s, srv_job *j) {
-    if (!j->texts) {
-        if (j->route == ROUTE_EMBED_ALL)
-            srv_embed_all_run(s, j); /* ids as given: on this thread, nothing to tokenize */
-        else
-            srv_admit(s, j);
+    /* /embed_all of ids goes through the pool too (nothing to tokenize): its engine call must
+     * not block an HTTP worker */
+    if (!j->texts && j->route != ROUTE_EMBED_ALL) {
+        srv_admit(s, j);
         return;
     }
     int chunks = (j->n + TOK_CHUNK - 1) / TOK_CHUNK;
