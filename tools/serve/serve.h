@@ -38,6 +38,10 @@ typedef struct serve_config {
     int engine_threads;            /* CPU backend threads; 0 = every core */
     double drain_timeout_s;        /* how long a drain waits for queued work; default 60 */
     int quiet;                     /* 1: no per-request log lines */
+    double request_timeout_s;      /* a request's head and body must arrive within this; and a
+                                      kept-alive connection idles at most this. default 60 */
+    int max_connections;           /* open connections in total; 0: 1024, kept under the fd limit */
+    int max_connections_per_ip;    /* open connections from one client address; default 128 */
 } serve_config;
 
 typedef enum {
