@@ -410,6 +410,48 @@ Test(server_hostile, normal_client_is_served_during_a_slowloris, .timeout = 150)
     srvt_stop(&t);
 }
 
+/* Item 11: when the attack fills every slot (no per-address cap here, a long deadline), the
+ * head that has waited longest makes room for a new connection, so a normal client still gets in.
+ */
+Test(server_hostile, oldest_waiting_head_makes_room_at_the_cap, .timeout = 120) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.request_timeout_s = 60;
+    c.max_connections = 64;
+    c.max_connections_per_ip = 0;
+    srvt_server t;
+    srvt_start(&t, &c);
+    loris L = {.port = t.port, .n = 300};
+    pthread_t th;
+    pthread_create(&th, NULL, loris_main, &L);
+    sleep(2);
+    enum { REQS = 10 };
+    int ok = 0;
+    double worst = 0;
+    for (int i = 0; i < REQS; i++) {
+        srvt_resp r;
+        double t0 = now_s();
+        ok += srvt_post_timeout(t.base, "/v1/embeddings", "{\"input\":\"a normal client\"}", 20000,
+                                &r) == 200;
+        if (now_s() - t0 > worst) worst = now_s() - t0;
+        srvt_resp_free(&r);
+        usleep(200 * 1000);
+    }
+    atomic_store(&L.stop, 1);
+    pthread_join(th, NULL);
+    pthread_mutex_lock(&t.s->conn_mu);
+    unsigned long evicted = t.s->conns_evicted;
+    pthread_mutex_unlock(&t.s->conn_mu);
+    fprintf(stderr,
+            "slots full: 300 attacking connections, cap 64: %lu evicted; normal client "
+            "%d/%d answered 200, worst %.1f ms\n",
+            evicted, ok, REQS, worst * 1e3);
+    cr_assert_eq(ok, REQS, "the normal client was locked out (%d/%d answered)", ok, REQS);
+    cr_assert_gt(evicted, 0);
+    srvt_stop(&t);
+}
+
 /* Item 12: a client that sends its whole body before reading (Python's urllib) reads the 413;
  * the socket closed with the body unread made it a broken pipe before. */
 Test(server_hostile, a_413_is_readable_by_a_client_that_sends_everything, .timeout = 60) {

@@ -90,10 +90,33 @@ static int same_addr(const gate_conn *a, const struct sockaddr_storage *b) {
     return 0;
 }
 
+/* At the cap, the connection that has waited longest for its head makes room: a well-behaved
+ * client sends its head at once, so under a slowloris spread over many addresses (which the
+ * per-address cap does not stop) the oldest waiting head is the attacker's, and a new client is
+ * still let in. Returns 0 when nothing could be evicted. */
+static int evict_oldest(srv_gate *g) {
+    gate_conn *old = NULL;
+    for (gate_conn *k = g->head; k; k = k->next) {
+        if (k->lingering) { /* answered already: it goes first */
+            old = k;
+            break;
+        }
+        if (!old || k->t0 <= old->t0) old = k;
+    }
+    if (!old) return 0;
+    pthread_mutex_lock(&g->s->conn_mu);
+    g->s->conns_evicted++;
+    pthread_mutex_unlock(&g->s->conn_mu);
+    drop(g, old);
+    return 1;
+}
+
 static void accept_all(srv_gate *g) {
     const serve_server *s = g->s;
     const unsigned limit = srv_conn_limit(s);
-    for (;;) {
+    /* a few at a time: the heads of those accepted get looked at between batches, so a burst of
+     * connections cannot evict a client whose head has arrived but was not examined yet */
+    for (int batch = 0; batch < 16; batch++) {
         struct sockaddr_storage a;
         socklen_t al = sizeof a;
         int fd = accept4(g->lfd, (struct sockaddr *)&a, &al, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -101,9 +124,12 @@ static void accept_all(srv_gate *g) {
         int from_addr = 0;
         for (gate_conn *k = g->head; k && s->cfg.max_connections_per_ip > 0; k = k->next)
             from_addr += !k->lingering && same_addr(k, &a);
-        if ((unsigned)g->n >= limit ||
-            (s->cfg.max_connections_per_ip > 0 && from_addr >= s->cfg.max_connections_per_ip)) {
+        if (s->cfg.max_connections_per_ip > 0 && from_addr >= s->cfg.max_connections_per_ip) {
             close(fd); /* as libmicrohttpd does past its limits */
+            continue;
+        }
+        if ((unsigned)g->n >= limit && !evict_oldest(g)) {
+            close(fd);
             continue;
         }
         gate_conn *k = calloc(1, sizeof *k);

@@ -190,7 +190,8 @@ struct serve_server {
     /* every open connection, for the request deadline (serve_conn.c) */
     pthread_mutex_t conn_mu;
     struct srv_conn *conn_head;
-    unsigned long conns_timed_out;
+    unsigned long conns_timed_out; /* closed at the request deadline */
+    unsigned long conns_evicted;   /* waiting heads dropped to make room at the cap */
 
     srv_metrics metrics;
 };
