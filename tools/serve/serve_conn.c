@@ -1,8 +1,7 @@
 /* serve_conn.c — connection-level defences against hostile clients: a deadline for each request's
  * head and body (libmicrohttpd's own timeout is an idle timeout, which a client sending a byte a
  * second resets forever), the connection limit kept under the fd limit, and the raw JSON answer
- * for the requests libmicrohttpd 0.9.75 mishandles itself (a malformed Content-Length: it queues
- * an HTML 400/413 and then calls the handler anyway, which made it write two header blocks).
+ * written straight to a socket (the gate's refusals, a 408).
  *
  * Every connection is tracked from MHD_CONNECTION_NOTIFY_STARTED to _CLOSED (the library calls
  * CLOSED before it closes the socket, so a listed fd is always the connection's own). A late

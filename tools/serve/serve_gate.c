@@ -46,6 +46,7 @@ struct srv_gate {
     atomic_int stop;
     pthread_t thread;
     gate_conn *head;
+    gate_conn *dead; /* dropped, freed after the batch of events */
     int n;
     char *buf; /* GATE_HEAD_MAX + 1 */
 };
@@ -59,11 +60,23 @@ static void unlink_conn(srv_gate *g, gate_conn *k) {
     g->n--;
 }
 
+/* Closes k; its memory is freed after the current batch of epoll events, which may still name it
+ * (an eviction while accepting frees a connection whose event comes later in the batch). */
 static void drop(srv_gate *g, gate_conn *k) {
     epoll_ctl(g->ep, EPOLL_CTL_DEL, k->fd, NULL);
     close(k->fd);
     unlink_conn(g, k);
-    free(k);
+    k->fd = -1;
+    k->next = g->dead;
+    g->dead = k;
+}
+
+static void free_dead(srv_gate *g) {
+    while (g->dead) {
+        gate_conn *k = g->dead;
+        g->dead = k->next;
+        free(k);
+    }
 }
 
 /* Answers e, then lingers: the client's unread bytes are read and dropped until it closes. */
@@ -177,35 +190,9 @@ static int find_header(const char *h, size_t n, const char *name, char *out, siz
 }
 
 /* 0: wait for more; 1: handed to libmicrohttpd; -1: refused (lingering). */
-static int examine(srv_gate *g, gate_conn *k) {
-    ssize_t got = recv(k->fd, g->buf, GATE_HEAD_MAX, MSG_PEEK | MSG_DONTWAIT);
-    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-        drop(g, k);
-        return -1;
-    }
-    if (got < 0) return 0;
-    size_t n = (size_t)got;
-    char *b = g->buf;
-    b[n] = 0;
-    size_t start = strspn(b, "\r\n"); /* empty lines before a request line are ignored */
-    const char *h = b + start;
-    size_t hn = n - start;
-    const char *end = NULL;
-    for (const char *p = memchr(h, '\n', hn); p; p = memchr(p + 1, '\n', hn - (size_t)(p + 1 - h)))
-        if (p + 1 < h + hn && (p[1] == '\n' || (p[1] == '\r' && p + 2 < h + hn && p[2] == '\n'))) {
-            end = p + 1;
-            break;
-        }
-    if (!end) {
-        if (n < GATE_HEAD_MAX) return 0;
-        if (!memchr(h, '\n', hn))
-            refuse(g, k, 414, "uri_too_long", "the request line is longer than %s bytes", "16384");
-        else
-            refuse(g, k, 431, "headers_too_large", "the request head is larger than %s bytes",
-                   "16384");
-        return -1;
-    }
-    hn = (size_t)(end - h);
+/* The checks of a complete head h[0..hn): 0 when libmicrohttpd may have it, else -1 (refused,
+ * lingering). */
+static int vet_head(srv_gate *g, gate_conn *k, const char *h, size_t hn) {
     for (size_t i = 0; i < hn; i++) { /* a NUL would cut the C string the library hands over */
         unsigned char ch = (unsigned char)h[i];
         if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f) {
@@ -265,13 +252,47 @@ static int examine(srv_gate *g, gate_conn *k) {
                    "the Content-Length '%.40s' is not a number of bytes", cl);
         return -1;
     }
+    return 0;
+}
+
+static int examine(srv_gate *g, gate_conn *k) {
+    ssize_t got = recv(k->fd, g->buf, GATE_HEAD_MAX, MSG_PEEK | MSG_DONTWAIT);
+    if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        drop(g, k);
+        return -1;
+    }
+    if (got < 0) return 0;
+    size_t n = (size_t)got;
+    char *b = g->buf;
+    b[n] = 0;
+    size_t start = strspn(b, "\r\n"); /* empty lines before a request line are ignored */
+    const char *h = b + start;
+    size_t hn = n - start;
+    const char *end = NULL;
+    for (const char *p = memchr(h, '\n', hn); p; p = memchr(p + 1, '\n', hn - (size_t)(p + 1 - h)))
+        if (p + 1 < h + hn && (p[1] == '\n' || (p[1] == '\r' && p + 2 < h + hn && p[2] == '\n'))) {
+            end = p + 1;
+            break;
+        }
+    if (!end) {
+        if (n < GATE_HEAD_MAX) return 0;
+        if (!memchr(h, '\n', hn))
+            refuse(g, k, 414, "uri_too_long", "the request line is longer than %s bytes", "16384");
+        else
+            refuse(g, k, 431, "headers_too_large", "the request head is larger than %s bytes",
+                   "16384");
+        return -1;
+    }
+    if (vet_head(g, k, h, (size_t)(end - h))) return -1;
     /* a good head: libmicrohttpd takes the connection and reads the same bytes */
     epoll_ctl(g->ep, EPOLL_CTL_DEL, k->fd, NULL);
     int fd = k->fd;
     struct sockaddr_storage a = k->addr;
     socklen_t al = k->alen;
     unlink_conn(g, k);
-    free(k);
+    k->fd = -1; /* freed after the batch, like a dropped one */
+    k->next = g->dead;
+    g->dead = k;
     MHD_add_connection(g->s->mhd, fd, (struct sockaddr *)&a, al); /* closes fd on failure */
     return 1;
 }
@@ -287,6 +308,7 @@ static void *gate_main(void *arg) {
                 continue;
             }
             gate_conn *k = evs[i].data.ptr;
+            if (k->fd < 0) continue; /* dropped earlier in this batch */
             if (k->lingering) {
                 ssize_t r;
                 while ((r = recv(k->fd, g->buf, GATE_HEAD_MAX, MSG_DONTWAIT)) > 0) {
@@ -312,6 +334,7 @@ static void *gate_main(void *arg) {
                 pthread_mutex_unlock(&g->s->conn_mu);
             }
         }
+        free_dead(g);
     }
     return NULL;
 }
@@ -346,6 +369,7 @@ void srv_gate_stop(serve_server *s) {
     pthread_join(g->thread, NULL);
     while (g->head)
         drop(g, g->head);
+    free_dead(g);
     close(g->ep);
     close(g->lfd);
     free(g->buf);

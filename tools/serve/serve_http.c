@@ -392,25 +392,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         if (srv_conn_head(s, c)) return MHD_NO; /* the request deadline closed it meanwhile */
         const char *cl =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        const char *te =
-            MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+        /* a malformed Content-Length never gets here: the gate answers it (serve_gate.c) */
         srv_error e;
-        if (cl && !te && !srv_content_length_ok(cl)) {
-            /* libmicrohttpd has queued its own HTML answer and would send it with ours: write
-             * the JSON one to the socket and close, so the client reads exactly one answer */
-            int digits = strspn(cl, "0123456789") == strlen(cl) && *cl;
-            srv_err_set(&e, digits ? 413 : 400, "invalid_request_error",
-                        digits ? "body_too_large" : "invalid_content_length", "",
-                        digits ? "the Content-Length %.40s is larger than any body accepted"
-                               : "the Content-Length '%.40s' is not a number of bytes",
-                        cl);
-            const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-            srv_conn_write_error(ci ? ci->connect_fd : -1, &e);
-            r->status = e.status;
-            srv_metrics_request(&s->metrics, r->label, e.status, srv_err_reason(&e));
-            return MHD_NO;
-        }
         /* refuse a keyless request and an announced oversized body before reading the body */
         if (needs_key(r) && !authorized(s, c)) {
             srv_err_set(&e, 401, "invalid_request_error", "invalid_api_key", "",

@@ -252,9 +252,9 @@ void srv_conn_reap(serve_server *s);
 unsigned srv_conn_limit(const serve_server *s);
 /* 1 when a Content-Length value is one that libmicrohttpd parses (digits, fits 64 bits). */
 int srv_content_length_ok(const char *v);
-/* Writes a complete JSON error response with "Connection: close" straight to the socket: for
- * the requests libmicrohttpd has already answered itself (a malformed Content-Length), whose
- * own answer is never sent because the handler then closes the connection. */
+/* Writes a complete JSON error response with "Connection: close" straight to the socket, then
+ * shuts it for writing: for connections libmicrohttpd does not hold or has written nothing on
+ * (the gate's refusals, a 408 for a head that never came). */
 void srv_conn_write_error(int fd, const srv_error *e);
 
 /* serve_gate.c: the listener. Takes listen_fd (bound, listening, non-blocking). */
