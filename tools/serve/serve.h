@@ -11,7 +11,9 @@
  *   POST /decode         {"ids": [id, ...] | [[id, ...], ...], "skip_special_tokens": bool = true}
  *                        -> ["text", ...]     (one string per sequence)
  *   GET  /v1/models, /info, /health (200 ready; 503 loading, draining, device fault), /metrics
- * Every error is {"error": {"message", "type", "param", "code"}} with SERVING.md's status. With an
+ * Every error is {"error": {"message", "type", "param", "code"}} with SERVING.md's status, those
+ * about the HTTP request itself too (400/413/414/431/505 for a malformed head, 408 for a late one:
+ * answered by the gate, serve_gate.c, before libmicrohttpd sees the connection). With an
  * API key, every route but /health and /metrics needs "Authorization: Bearer KEY". normalize:false
  * is refused (400): the engine returns L2-normalised vectors only. */
 #ifndef QE_SERVE_H
