@@ -128,6 +128,20 @@ int qe_dim(const qe_engine *e) {
 int qe_max_positions(const qe_engine *e) {
     return e->model.cfg.max_position_embeddings;
 }
+qe_status qe_tokenizer_fits(const qe_engine *e, char *err, size_t errlen) {
+    if (!e->tok) return QE_OK;
+    /* The end token goes after every input: past the embedding table, every text would fail.
+     * Other added tokens past it are refused per input (the 4B/8B tokenizers carry four such
+     * tokens, which text seldom holds). */
+    const int end = tok_end_id(e->tok), vocab = e->model.cfg.vocab_size;
+    if (end < vocab) return QE_OK;
+    snprintf(err, errlen,
+             "tokenizer.json appends token id %d to every input, but config.json's vocab_size is "
+             "%d (ids 0..%d): the tokenizer does not fit the model",
+             end, vocab, vocab - 1);
+    return QE_ERR_FORMAT;
+}
+
 int qe_vocab_size(const qe_engine *e) {
     return e->model.cfg.vocab_size;
 }

@@ -7,3 +7,4 @@ qe_add_test(test_server_tei SOURCES test_server_tei.c srv_harness.c LIBS ${QE_SR
 qe_add_test(test_server_load SOURCES test_server_load.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 180)
 qe_add_test(test_server_proc SOURCES test_server_proc.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 120)
 add_dependencies(test_server_proc qembed_cli)
+qe_add_test(test_server_hostile SOURCES test_server_hostile.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 300)

@@ -379,6 +379,27 @@ Test(tokenizer_api, refuses_what_it_does_not_implement) {
     cr_expect(strstr(err, "tokenizer.json") != NULL, "message: %s", err);
 }
 
+/* An added token whose id is past any vocabulary is named with its id (issue 11, item 14): not
+ * "entry without id or content". */
+Test(tokenizer_api, added_token_id_out_of_range_is_named) {
+    tok_tokenizer *t = NULL;
+    char err[512] = "";
+    tok_status st = load_json_text(
+        "added-2p40",
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+        "\"added_tokens\":[{\"id\":1099511627776,\"content\":\"<big>\",\"special\":true}]}",
+        &t, err, sizeof err);
+    cr_expect_eq(st, TOK_ERR_FORMAT);
+    cr_expect(strstr(err, "1099511627776") && strstr(err, "out of range") && strstr(err, "<big>"),
+              "message: %s", err);
+    st = load_json_text("added-noid",
+                        "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]},"
+                        "\"added_tokens\":[{\"content\":\"<x>\"}]}",
+                        &t, err, sizeof err);
+    cr_expect_eq(st, TOK_ERR_FORMAT);
+    cr_expect(strstr(err, "without id") != NULL, "message: %s", err);
+}
+
 /* A tiny byte-level BPE: the 256 byte tokens plus merges, in either spelling. */
 static char *tiny_bpe_json(int pair_form, const char *normalizer) {
     cJSON *root = cJSON_CreateObject(), *model = cJSON_AddObjectToObject(root, "model");

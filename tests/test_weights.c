@@ -2,7 +2,9 @@
  * binding a model folder by name in every supported layout and dtype. */
 #include <stdint.h>
 
+#include "qembed.h"
 #include "random_model.h"
+#include "serve/serve.h"
 #include "test_util.h"
 #include "weights/model.h"
 
@@ -470,4 +472,74 @@ Test(model, sharded_index_errors) {
     replace_in_file(path, "\"norm.weight\": \"model-00002-of-00002",
                     "\"norm.weight\": \"model-00001-of-00002");
     expect_refused(bad, "norm.weight");
+}
+
+/* --- loader messages for hostile or mismatched folders (issue 11, item 14) --- */
+
+/* A range error names the whole range, not only its lower bound. */
+Test(config, range_errors_print_the_range) {
+    char json[1024];
+    const char *at = strstr(GOOD_CFG, "\"hidden_size\":64");
+    cr_assert(at);
+    snprintf(json, sizeof json, "%.*s\"hidden_size\":0%s", (int)(at - GOOD_CFG), GOOD_CFG,
+             at + strlen("\"hidden_size\":64"));
+    qe_config c;
+    cr_assert_neq(cfg_parse(json, strlen(json), &c, err, sizeof err), 0);
+    cr_assert(strstr(err, "[1, 1000000000]"), "%s", err);
+}
+
+/* num_hidden_layers far past the file's layers names the first missing layer, before any
+ * allocation for them ("out of memory binding tensors" before). */
+Test(model, too_many_layers_names_the_missing_tensors) {
+    char base[1024], good[1100], bad[1100], path[1300];
+    tu_scratch_dir(base, sizeof base, "layers1e9");
+    snprintf(good, sizeof good, "%s/good", base);
+    snprintf(bad, sizeof bad, "%s/bad", base);
+    write_model(good, ST_BF16, 0, 0);
+    copy_model(good, bad);
+    snprintf(path, sizeof path, "%s/config.json", bad);
+    replace_in_file(path, "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1e9");
+    expect_refused(bad, "missing tensor \"layers.2.input_layernorm.weight\"");
+    expect_refused(bad, "num_hidden_layers = 1000000000, the weights hold 2 layers");
+    copy_model(good, bad);
+    replace_in_file(path, "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+    expect_refused(bad, "missing tensor \"layers.2.input_layernorm.weight\"");
+}
+
+/* A tokenizer whose end token (appended to every input) lies past the model's embedding table
+ * is refused when the server loads the folder, not at the first embed. */
+Test(model, tokenizer_past_the_vocabulary_is_refused_at_load) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/tokenizer.json");
+    char dir[1024], e2[512];
+    tu_scratch_dir(dir, sizeof dir, "tok-past-vocab");
+    random_model_opts o = {0};
+    random_model_preset("tiny", &o.cfg);
+    o.cfg.vocab_size = 151643; /* <|endoftext|> is 151643: one past the table */
+    o.cfg.num_layers = 1;
+    o.out_dir = dir;
+    o.quiet = 1;
+    cr_assert_eq(random_model_write(&o, e2, sizeof e2), 0, "%s", e2);
+    qe_options opt = {.model_dir = dir, .backend = QE_BACKEND_CPU, .threads = 1};
+    qe_engine *e = NULL;
+    cr_assert_eq(qe_open(&opt, &e, e2, sizeof e2), QE_OK, "%s", e2); /* ids still work */
+    cr_assert_eq(qe_tokenizer_fits(e, e2, sizeof e2), QE_ERR_FORMAT);
+    cr_assert(strstr(e2, "151643") && strstr(e2, "vocab_size"), "%s", e2);
+    qe_close(e);
+    serve_config c;
+    serve_config_defaults(&c);
+    c.model_dir = dir;
+    c.port = 0;
+    c.quiet = 1;
+    c.engine_threads = 1;
+    serve_server *s = NULL;
+    cr_assert_eq(serve_start(&c, &s, e2, sizeof e2), 0, "%s", e2);
+    cr_assert_eq(serve_wait_ready(s, e2, sizeof e2), -1, "the server loaded it");
+    cr_assert(strstr(e2, "does not fit the model"), "%s", e2);
+    serve_stop(s);
+    /* the 4B/8B layout (four rarely used added tokens past the table) still loads */
+    o.cfg.vocab_size = 151665;
+    cr_assert_eq(random_model_write(&o, e2, sizeof e2), 0, "%s", e2);
+    cr_assert_eq(qe_open(&opt, &e, e2, sizeof e2), QE_OK, "%s", e2);
+    cr_assert_eq(qe_tokenizer_fits(e, e2, sizeof e2), QE_OK, "%s", e2);
+    qe_close(e);
 }

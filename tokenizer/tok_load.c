@@ -191,9 +191,16 @@ static tok_status load_ids(tok_loader *L, const cJSON *vocab, const cJSON *added
     for (const cJSON *a = added ? added->child : NULL; a; a = a->next) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(a, "id");
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(a, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 1e8 ||
-            !cJSON_IsString(content) || !content->valuestring[0]) {
+        if (!cJSON_IsNumber(id) || !cJSON_IsString(content) || !content->valuestring[0]) {
             tok_set_err(L->err, L->errlen, "%s: added_tokens entry without id or content", L->path);
+            return TOK_ERR_FORMAT;
+        }
+        if (id->valuedouble < 0 || id->valuedouble > 1e8 ||
+            id->valuedouble != (double)(long long)id->valuedouble) {
+            tok_set_err(
+                L->err, L->errlen,
+                "%s: added token '%.80s' has id %.0f, out of range (an integer in [0, %.0f])",
+                L->path, content->valuestring, id->valuedouble, 1e8);
             return TOK_ERR_FORMAT;
         }
         if (tok_json_flag(a, "single_word")) {

@@ -49,6 +49,13 @@ static void usage(FILE *f) {
         "  --drain-timeout S        seconds SIGTERM waits for queued work (default 60)\n"
         "  --cors-allow-origin O    answer browsers from origin O (or *): Access-Control-*\n"
         "                           headers on every answer, OPTIONS preflights answered 204\n"
+        "  --request-timeout S      a request's head and body must arrive within S seconds, and\n"
+        "                           a kept-alive connection idles at most S (default 60); a late\n"
+        "                           connection is closed (408 when its head never came)\n"
+        "  --max-connections N      open connections in total (default 1024, kept under the\n"
+        "                           fd limit); past it new connections wait to be accepted\n"
+        "  --max-connections-per-ip N  open connections from one client address (default 128;\n"
+        "                           0: no limit); past it a new one is closed at once\n"
         "  --quiet                  no per-request log lines\n"
         "  --help                   this text\n\n"
         "SIGTERM/SIGINT: /health turns 503, new work gets 503, queued work is finished and\n"
@@ -155,6 +162,15 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--engine-threads")) {
             if (flag_long("serve", a, v, 0, 1024, &x)) return 2;
             c.engine_threads = (int)x;
+        } else if (!strcmp(a, "--request-timeout")) {
+            if (flag_long("serve", a, v, 1, 86400, &x)) return 2;
+            c.request_timeout_s = (double)x;
+        } else if (!strcmp(a, "--max-connections")) {
+            if (flag_long("serve", a, v, 1, 1 << 20, &x)) return 2;
+            c.max_connections = (int)x;
+        } else if (!strcmp(a, "--max-connections-per-ip")) {
+            if (flag_long("serve", a, v, 0, 1 << 20, &x)) return 2;
+            c.max_connections_per_ip = (int)x;
         } else if (!strcmp(a, "--drain-timeout")) {
             if (flag_long("serve", a, v, 1, 86400, &x)) return 2;
             c.drain_timeout_s = (double)x;

@@ -1,6 +1,9 @@
 /* json_strict.h — cJSON parsing for untrusted input (HTTP bodies, JSONL lines), stricter than
- * cJSON alone: exactly one value with only whitespace after it, and no escaped NUL (\u0000) in a
- * string, which cJSON would silently cut at. */
+ * cJSON alone: exactly one value with only whitespace after it; no raw control byte
+ * (U+0000..U+001F) inside a string and none but space, tab, CR and LF between values (RFC 8259;
+ * cJSON takes raw bytes into strings, and a raw NUL silently cuts the C string it makes); no
+ * escaped NUL (\u0000) in a string, which cJSON would cut at too; no key twice in one object (cJSON
+ * would keep both and lookups would see the first). */
 #ifndef QE_TOOLS_JSON_STRICT_H
 #define QE_TOOLS_JSON_STRICT_H
 #include <cjson/cJSON.h>
@@ -16,5 +19,12 @@ int json_has_escaped_nul(const char *buf, size_t len);
  * (at least strlen(p) + 1 bytes, NUL-terminated); returns its byte length. For text cJSON already
  * accepted that holds an escaped NUL, which cJSON's C strings cannot carry. */
 size_t json_unescape_string(const char *p, char *out);
+
+/* Strict UTF-8: no overlongs, no surrogates, nothing past U+10FFFF. */
+int json_utf8_valid(const unsigned char *s, size_t n);
+
+/* 1 when a key or string value anywhere in root is not valid UTF-8: path gets where ("user",
+ * "input[1]", "extra.k"), *is_key whether the key itself is the invalid one. */
+int json_find_invalid_utf8(const cJSON *root, char *path, size_t cap, int *is_key);
 
 #endif

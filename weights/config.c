@@ -20,8 +20,8 @@ static int get_int(const cJSON *root, const char *key, int min, int *out, char *
         return -1;
     }
     if (v->valuedouble < min || v->valuedouble > 1e9) {
-        snprintf(err, errlen, "config.json: field \"%s\" = %.0f is out of range (>= %d)", key,
-                 v->valuedouble, min);
+        snprintf(err, errlen, "config.json: field \"%s\" = %.0f is out of range [%d, %.0f]", key,
+                 v->valuedouble, min, 1e9);
         return -1;
     }
     *out = (int)v->valuedouble;

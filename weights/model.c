@@ -71,7 +71,30 @@ int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
     BIND(m->embed, "embed_tokens.weight", c->vocab_size, h);
     BIND(m->final_norm, "norm.weight", h, 0);
     m->dtype = m->embed->dtype;
-    m->layers = calloc((size_t)c->num_layers, sizeof *m->layers);
+    /* The layers the file has, before allocating what config.json asks for: a config that claims
+     * 1e9 layers is a missing tensor, not "out of memory". */
+    int have_layers = 0;
+    {
+        int n_t = st_count(m->archive);
+        size_t pl = strlen(m->prefix);
+        for (int i = 0; i < n_t; i++) {
+            const char *name = st_at(m->archive, i)->name;
+            int layer = -1;
+            if (!strncmp(name, m->prefix, pl) && sscanf(name + pl, "layers.%d.", &layer) == 1 &&
+                layer >= have_layers && layer < c->num_layers)
+                have_layers = layer + 1;
+        }
+    }
+    if (have_layers < c->num_layers) {
+        char n[128];
+        snprintf(n, sizeof n, "%slayers.%d.input_layernorm.weight", m->prefix, have_layers);
+        snprintf(err, errlen,
+                 "%s: missing tensor \"%s\" (and the rest of layers.%d.*): config.json says "
+                 "num_hidden_layers = %d, the weights hold %d layer%s",
+                 dir, n, have_layers, c->num_layers, have_layers, have_layers == 1 ? "" : "s");
+        goto fail;
+    }
+    m->layers = calloc((unsigned)have_layers, sizeof *m->layers);
     if (!m->layers) goto fail;
     for (int l = 0; l < c->num_layers; l++) {
         qe_layer_tensors *L = &m->layers[l];

@@ -13,8 +13,11 @@
  *   GET  /v1/models, /v1/models/{id}, /info, /health, /health/live, /health/ready, /metrics,
  *        /openapi.json
  * OpenAI routes answer errors as {"error": {"message", "type", "param", "code"}}; TEI's routes as
- * {"error", "error_type"} with TEI's statuses. With an API key, every route but the health probes,
- * /metrics, /openapi.json and CORS preflights needs "Authorization: Bearer KEY". */
+ * {"error", "error_type"} with TEI's statuses. Errors about the HTTP request itself (400/413/414/
+ * 431/505 for a malformed head, 408 for a late one) are answered as JSON by the gate
+ * (serve_gate.c) before libmicrohttpd sees the connection. With an API key, every route but the
+ * health probes, /metrics, /openapi.json and CORS preflights needs "Authorization: Bearer KEY",
+ * checked on the headers before any body is read. */
 #ifndef QE_SERVE_H
 #define QE_SERVE_H
 #include <stddef.h>
@@ -41,6 +44,10 @@ typedef struct serve_config {
     int quiet;                     /* 1: no per-request log lines */
     const char *cors_allow_origin; /* NULL: no CORS. Else Access-Control-Allow-Origin value ("*"
                                     * or an origin) on every answer, and OPTIONS preflights */
+    double request_timeout_s;      /* a request's head and body must arrive within this; and a
+                                      kept-alive connection idles at most this. default 60 */
+    int max_connections;           /* open connections in total; 0: 1024, kept under the fd limit */
+    int max_connections_per_ip;    /* open connections from one client address; default 128 */
 } serve_config;
 
 typedef enum {

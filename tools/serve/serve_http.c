@@ -15,6 +15,7 @@
  * settles. */
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,10 @@ typedef struct srv_req {
     char method[8];
     int counted; /* in active_requests (body complete before a drain began) */
     int too_big;
+    int close_after; /* answer with "Connection: close" (the body was not read) */
+    int has_early;   /* an answer decided on the head (401, 413), sent once the body is drained */
+    srv_error early; /* that answer */
+    size_t drained;  /* body bytes read and dropped */
     sbuf body;
     int status;
     int n_inputs;
@@ -94,6 +99,7 @@ static enum MHD_Result send_body(serve_server *s, struct MHD_Connection *c, srv_
     if (status == 503 && atomic_load(&s->state) == SERVE_LOADING)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->status = status;
@@ -193,6 +199,7 @@ static void *watcher_main(void *arg) {
                 atomic_store(&r->job->cancelled, 1);
         pthread_mutex_unlock(&s->watch_mu);
         if (stop) return NULL;
+        srv_conn_reap(s);
         usleep(50 * 1000);
     }
 }
@@ -386,6 +393,41 @@ static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_r
     return handle_embed(s, c, r);
 }
 
+/* Bodies past this are not drained after an early answer: the connection is closed instead. */
+static size_t drain_cap(const serve_server *s) {
+    size_t cap = 2 * s->cfg.max_body, floor = (size_t)16 << 20;
+    return cap > floor ? cap : floor;
+}
+
+/* Routes open without the API key: health probes, Prometheus, CORS preflights. */
+static int needs_key(const srv_req *r) {
+    return strcmp(r->label, "other") != 0 && strncmp(r->label, "/health", 7) != 0 &&
+           strcmp(r->label, "/metrics") != 0 && strcmp(r->method, "OPTIONS") != 0;
+}
+
+/* An answer decided on the head alone (no key, a body announced too large). A client that sends
+ * its whole body before reading (Python's urllib) would see a reset instead of the answer if the
+ * socket closed with its body unread, so a body up to drain_cap is read and dropped first (never
+ * buffered), then the answer goes out. A client that asked "Expect: 100-continue" gets it at once
+ * and sends no body; so does one announcing more than drain_cap (then the connection closes). */
+static enum MHD_Result answer_early(serve_server *s, struct MHD_Connection *c, srv_req *r,
+                                    const srv_error *e) {
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
+    int body_follows = te || n > 0;
+    if (body_follows && !(ex && !strcasecmp(ex, "100-continue")) && (te || n <= drain_cap(s))) {
+        r->early = *e;
+        r->has_early = 1;
+        return MHD_YES;
+    }
+    r->close_after = body_follows;
+    return send_error(s, c, r, e);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls) {
@@ -414,27 +456,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             r->route = ROUTE_DECODE;
         else
             r->route = ROUTE_OTHER;
-        /* refuse an announced oversized body before reading it */
+        if (srv_conn_head(s, c)) return MHD_NO; /* the request deadline closed it meanwhile */
         const char *cl =
             MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            char *end;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if (end != cl && n > s->cfg.max_body) {
-                srv_error e;
-                srv_err_set(&e, 413, "invalid_request_error", "body_too_large", "",
-                            "the body (%llu bytes) is larger than the limit of %zu bytes", n,
-                            s->cfg.max_body);
-                r->too_big = 1;
-                return send_error(s, c, r, &e);
-            }
+        /* a malformed Content-Length never gets here: the gate answers it (serve_gate.c) */
+        srv_error e;
+        /* refuse a keyless request and an announced oversized body before reading the body */
+        if (needs_key(r) && !authorized(s, c)) {
+            srv_err_set(&e, 401, "invalid_request_error", "invalid_api_key", "",
+                        "missing or wrong API key: send \"Authorization: Bearer <key>\"");
+            return answer_early(s, c, r, &e);
+        }
+        unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
+        if (n > s->cfg.max_body) {
+            srv_err_set(&e, 413, "invalid_request_error", "body_too_large", "",
+                        "the body (%llu bytes) is larger than the limit of %zu bytes", n,
+                        s->cfg.max_body);
+            r->too_big = 1;
+            return answer_early(s, c, r, &e);
         }
         return MHD_YES;
     }
     if (*upload_size) {
-        if (r->status) { /* already answered (oversized): discard */
+        if (r->status || r->has_early || r->too_big) { /* answered or to be: drop, bounded */
+            r->drained += *upload_size;
             *upload_size = 0;
-            return MHD_YES;
+            return r->drained > drain_cap(s) ? MHD_NO : MHD_YES;
         }
         if (!r->too_big) {
             if (r->body.len + *upload_size > s->cfg.max_body) {
@@ -448,8 +495,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_size = 0;
         return MHD_YES;
     }
-    if (r->status) return MHD_YES;            /* the response is already queued */
-    if (r->job) return handle_embed(s, c, r); /* resumed: the job is answered */
+    if (r->status) return MHD_YES;              /* the response is already queued */
+    if (r->job) return handle_embed(s, c, r);   /* resumed: the job is answered */
+    if (srv_conn_received(s, c)) return MHD_NO; /* the request deadline closed it meanwhile */
+    if (r->has_early) return send_error(s, c, r, &r->early);
     if (r->too_big && r->route != ROUTE_OTHER) {
         srv_error e;
         srv_err_set(&e, 413, "invalid_request_error", "body_too_large", "",
@@ -471,8 +520,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)c;
     serve_server *s = cls;
+    srv_conn_answered(s, c);
     srv_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
@@ -530,26 +579,53 @@ int srv_http_start(serve_server *s, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot resolve --host %s: %s", s->host, gai_strerror(rc));
         return -1;
     }
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    unsigned pool = s->cfg.http_threads > 0 ? (unsigned)s->cfg.http_threads : 4;
-    s->mhd = MHD_start_daemon(
-        flags, (uint16_t)s->cfg.port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, pool, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_UNESCAPE_CALLBACK, unescape_keep_nul, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)300, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned)1,
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
-    freeaddrinfo(ai);
-    if (!s->mhd) {
+    /* the listener belongs to the gate (serve_gate.c), which hands over connections whose first
+     * head is complete and good; libmicrohttpd never listens itself */
+    int lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (lfd >= 0) {
+        setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (ai->ai_family == AF_INET6) setsockopt(lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    if (lfd < 0 || bind(lfd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(lfd, 4096) != 0) {
+        if (lfd >= 0) close(lfd);
+        freeaddrinfo(ai);
         snprintf(err, errlen, "cannot listen on %s:%d (in use, or not an address of this machine)",
                  s->host, s->cfg.port);
         return -1;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : s->cfg.port;
+    freeaddrinfo(ai);
+    struct sockaddr_storage bound;
+    socklen_t bl = sizeof bound;
+    getsockname(lfd, (struct sockaddr *)&bound, &bl);
+    s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    unsigned pool = s->cfg.http_threads > 0 ? (unsigned)s->cfg.http_threads : 4;
+    /* 64 KiB per connection: a head the gate let through (16 KiB, 100 lines) always fits */
+    s->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_request, s, MHD_OPTION_THREAD_POOL_SIZE, pool,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK,
+        unescape_keep_nul, NULL, MHD_OPTION_NOTIFY_CONNECTION, srv_conn_notify, s,
+        MHD_OPTION_CONNECTION_LIMIT, srv_conn_limit(s), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)(s->cfg.max_connections_per_ip > 0 ? s->cfg.max_connections_per_ip : 0),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)300, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
+    if (!s->mhd) {
+        close(lfd);
+        snprintf(err, errlen, "cannot start the HTTP server on %s:%d", s->host, s->cfg.port);
+        return -1;
+    }
+    if (srv_gate_start(s, lfd, err, errlen) != 0) {
+        close(lfd);
+        MHD_stop_daemon(s->mhd);
+        s->mhd = NULL;
+        return -1;
+    }
     s->watch_stop = 0;
     if (pthread_create(&s->watcher, NULL, watcher_main, s) != 0) {
         snprintf(err, errlen, "cannot start the connection watcher thread");
+        srv_gate_stop(s);
         MHD_stop_daemon(s->mhd);
         s->mhd = NULL;
         return -1;
@@ -569,6 +645,7 @@ void srv_http_stop(serve_server *s, double timeout_s) {
         pthread_mutex_lock(&s->state_mu);
     }
     pthread_mutex_unlock(&s->state_mu);
+    srv_gate_stop(s);
     if (s->mhd) MHD_stop_daemon(s->mhd);
     s->mhd = NULL;
     if (s->watcher_started) {

@@ -219,6 +219,14 @@ struct serve_server {
      * (qembed:num_requests_waiting / _running) */
     atomic_long jobs_waiting, jobs_running;
 
+    struct srv_gate *gate; /* accepts, and hands over connections whose head is good */
+
+    /* every open connection, for the request deadline (serve_conn.c) */
+    pthread_mutex_t conn_mu;
+    struct srv_conn *conn_head;
+    unsigned long conns_timed_out; /* closed at the request deadline */
+    unsigned long conns_evicted;   /* waiting heads dropped to make room at the cap */
+
     srv_metrics metrics;
 };
 
@@ -294,6 +302,35 @@ char *srv_render_model(serve_server *s, size_t *len); /* GET /v1/models/{id}: th
  * (at most 16, buf needs 24). */
 int srv_format_float(float x, char *buf);
 void srv_base64(sbuf *b, const unsigned char *p, size_t n);
+
+/* serve_conn.c: connection-level defences against hostile clients */
+struct MHD_Connection;
+enum MHD_ConnectionNotificationCode;
+/* MHD_OPTION_NOTIFY_CONNECTION: tracks each connection and when its current request began. */
+void srv_conn_notify(void *cls, struct MHD_Connection *c, void **socket_context,
+                     enum MHD_ConnectionNotificationCode code);
+/* The request's head has arrived (the handler's first call): from now on the handler may answer,
+ * so a deadline closes the connection without a 408. -1 when the deadline already closed it. */
+int srv_conn_head(serve_server *s, struct MHD_Connection *c);
+/* The request's head and body have arrived (the deadline stops), or it was answered (the next
+ * head's deadline starts). Returns -1 when the deadline already closed the connection. */
+int srv_conn_received(serve_server *s, struct MHD_Connection *c);
+void srv_conn_answered(serve_server *s, struct MHD_Connection *c);
+/* Closes the connections whose head or body is late; called every 50 ms by the watcher. */
+void srv_conn_reap(serve_server *s);
+/* The connection limit in effect (config, kept under the process's fd limit). */
+unsigned srv_conn_limit(const serve_server *s);
+/* 1 when a Content-Length value is one that libmicrohttpd parses (digits, fits 64 bits). */
+int srv_content_length_ok(const char *v);
+/* Writes a complete JSON error response with "Connection: close" straight to the socket, then
+ * shuts it for writing: for connections libmicrohttpd does not hold or has written nothing on
+ * (the gate's refusals, a 408 for a head that never came). */
+void srv_conn_write_error(int fd, const srv_error *e);
+
+/* serve_gate.c: the listener. Takes listen_fd (bound, listening, non-blocking). */
+typedef struct srv_gate srv_gate;
+int srv_gate_start(serve_server *s, int listen_fd, char *err, size_t errlen);
+void srv_gate_stop(serve_server *s); /* closes the listener and every waiting connection */
 
 /* serve_http.c */
 int srv_http_start(serve_server *s, char *err, size_t errlen);

@@ -4,6 +4,7 @@
  * field. */
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -21,33 +22,9 @@ const cJSON *srv_json_field(const cJSON *obj, const char *name) {
     return (f && !cJSON_IsNull(f)) ? f : NULL;
 }
 
-/* Strict UTF-8: no overlongs, no surrogates, nothing past U+10FFFF. */
+/* Strict UTF-8 (json_strict.c's: no overlongs, no surrogates, nothing past U+10FFFF). */
 int srv_utf8_valid(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        int k;
-        unsigned cp, min;
-        if ((c & 0xE0) == 0xC0)
-            k = 1, cp = c & 0x1F, min = 0x80;
-        else if ((c & 0xF0) == 0xE0)
-            k = 2, cp = c & 0x0F, min = 0x800;
-        else if ((c & 0xF8) == 0xF0)
-            k = 3, cp = c & 0x07, min = 0x10000;
-        else
-            return 0;
-        for (int t = 1; t <= k; t++) {
-            if (i + (size_t)t >= n || (s[i + t] & 0xC0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + t] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-        i += (size_t)k + 1;
-    }
-    return 1;
+    return json_utf8_valid(s, n);
 }
 
 /* 413 when a request carries more inputs than --max-client-batch. */
@@ -146,17 +123,39 @@ static int limit_ids(srv_job *j, int i, srv_error *e, const char *param) {
 cJSON *srv_parse_body_object(const char *body, size_t len, srv_error *e) {
     const char *why = "not a JSON object";
     cJSON *root = json_parse_strict(body, len, &why);
-    if (root && cJSON_IsObject(root)) return root;
-    long at = root ? -1 : srv_json_lone_surrogate_at(body, len);
-    if (at >= 0)
-        srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "",
-                    "the body is not valid UTF-8: a lone UTF-16 surrogate escape %.6s at byte %ld "
-                    "(a string cut inside a surrogate pair)",
-                    body + at, at);
-    else
-        BAD(e, "", "the body is %s", why);
-    cJSON_Delete(root);
-    return NULL;
+    if (!root || !cJSON_IsObject(root)) {
+        long at = root ? -1 : srv_json_lone_surrogate_at(body, len);
+        if (at >= 0)
+            srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "",
+                        "the body is not valid UTF-8: a lone UTF-16 surrogate escape %.6s at byte "
+                        "%ld (a string cut inside a surrogate pair)",
+                        body + at, at);
+        else
+            BAD(e, "", "the body is %s", why);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    /* every key and string, the ones this server ignores ("user", unknown keys) too */
+    char where[48];
+    int is_key = 0;
+    if (json_find_invalid_utf8(root, where, sizeof where, &is_key)) {
+        char top[48];
+        snprintf(top, sizeof top, "%s", where);
+        top[strcspn(top, ".[")] = 0;
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(root, top);
+        if (is_key)
+            srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", top,
+                        "a key of the body (at '%s') is not valid UTF-8", where);
+        else if (f && cJSON_IsString(f)) /* echoed with U+FFFD for the bad bytes */
+            srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", top,
+                        "'%s' is not valid UTF-8: \"%.40s\"", where, f->valuestring);
+        else
+            srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", top,
+                        "'%s' is not valid UTF-8", where);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
 }
 
 srv_job *srv_parse_embed(serve_server *s, srv_route route, const char *body, size_t len,

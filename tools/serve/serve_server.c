@@ -21,6 +21,8 @@ void serve_config_defaults(serve_config *c) {
     c->tokenizer_threads = 2;
     c->http_threads = 4;
     c->drain_timeout_s = 60;
+    c->request_timeout_s = 60;
+    c->max_connections_per_ip = 128;
 }
 
 static void set_state(serve_server *s, serve_state st) {
@@ -77,6 +79,10 @@ static void *loader_main(void *arg) {
     char err[512] = "";
     qe_engine *e = NULL;
     qe_status st = qe_open(&o, &e, err, sizeof err);
+    if (st == QE_OK && (st = qe_tokenizer_fits(e, err, sizeof err)) != QE_OK) {
+        qe_close(e);
+        e = NULL;
+    }
     if (st != QE_OK) {
         snprintf(s->load_error, sizeof s->load_error, "%s: %s", qe_status_name(st), err);
         set_state(s, SERVE_FAILED);
@@ -133,6 +139,7 @@ static void free_server(serve_server *s) {
     pthread_mutex_destroy(&s->q_mu);
     pthread_cond_destroy(&s->q_cv);
     pthread_mutex_destroy(&s->watch_mu);
+    pthread_mutex_destroy(&s->conn_mu);
     srv_metrics_free(&s->metrics);
     free(s);
 }
@@ -176,6 +183,7 @@ int serve_start(const serve_config *c, serve_server **out, char *err, size_t err
     pthread_mutex_init(&s->q_mu, NULL);
     pthread_cond_init(&s->q_cv, NULL);
     pthread_mutex_init(&s->watch_mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
     srv_metrics_init(&s->metrics);
     snprintf(s->dtype, sizeof s->dtype, "unknown");
     if (!s->model_dir || !s->host || !s->served_name ||
