@@ -250,6 +250,7 @@ static pid_t serve_with_a_long_document(const char *tag, const char *drain, char
         computing = srvt_metric(b->base, "qembed_inflight_tokens") == 20000;
         if (!computing) usleep(1000);
     }
+    if (!computing) kill(pid, SIGKILL); /* no server outlives a failed test */
     cr_assert(computing, "the document never reached the engine");
     return pid;
 }
