@@ -3,14 +3,15 @@
  * With BLIS (QE_HAVE_BLAS) a panel is all m rows x a 1/threads share of the n columns, and each
  * task runs one single-threaded bli_sgemm on it, on BLIS's packed path. Why BLIS, why this path
  * and why the pool's threads (figures in docs/benchmarks.md, "CPU GEMM"):
- *   - OpenBLAS 0.3.21 was as fast or a little faster, but its result for a row depends on where
- *     the row sits in the call (moved by 6 rows every row changes, by 12 none does), so a
- *     sequence's vector would change with whatever shares its step, and chunked prefill would no
- *     longer equal a whole run bitwise. BLIS computes every element with the same micro-kernel
- *     and the same k order wherever it falls (edge tiles are zero-padded, not special-cased), so
- *     rows and columns come out bitwise the same in any batch and any panel split.
+ *   - OpenBLAS 0.3.21 was within 12 % either way (up to 7 % faster from 256 tokens on), but its
+ *     result for a row depends on where the row sits in the call (moved by 6 rows every row
+ *     changes, by 12 none does), so a sequence's vector would change with whatever shares its
+ *     step, and chunked prefill would no longer equal a whole run bitwise. BLIS computes every
+ *     element with the same micro-kernel and the same k order wherever it falls (edge tiles are
+ *     zero-padded, not special-cased): rows and columns come out bitwise the same in any batch
+ *     and any panel split.
  *   - BLIS's small-matrix ("sup") path is off: it is another kernel family, so a step of 64
- *     tokens and one of 1,024 would round differently, and it was slower at 64-256 tokens.
+ *     tokens and one of 1,024 would round differently, and it was 2x slower at 64-256 tokens.
  *   - The engine's pool runs the panels (a serial BLIS build has no threads of its own): one set
  *     of threads for GEMMs and attention alike, sized by the engine's `threads` option, none
  *     spinning against the other. One panel per thread: each call packs all of x, so finer
