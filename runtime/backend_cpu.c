@@ -1,7 +1,8 @@
-/* backend_cpu.c — the CPU reference backend: fp32 weights, the C reference kernels, pthreads
- * over tiles of each matmul, and the tiled fp32 attention of cpu_attention.c (threads over
- * sequences, kv heads and query blocks). Plain and readable: the oracle for the CUDA backend and
- * the CI path. */
+/* backend_cpu.c — the CPU backend: fp32 weights, the C reference kernels for the small ops, the
+ * GEMMs of cpu_gemm.c (BLIS, one single-threaded call per column panel on the engine's pool), and
+ * the tiled fp32 attention of cpu_attention.c (threads over sequences, kv heads and query
+ * blocks), a paged K/V pool for long sequences. Plain and readable: the oracle for the CUDA backend
+ * and the CI path. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "backend.h"
 #include "cpu_attention.h"
+#include "cpu_gemm.h"
 #include "kernels/ref/ref.h"
 #include "parallel.h"
 
@@ -163,28 +165,10 @@ static int reserve(cpu_state *s, int tokens) {
     return 0;
 }
 
-/* --- parallel matmul: tiles of TILE_M rows x TILE_N output columns --- */
-enum { TILE_M = 64, TILE_N = 64 };
-
-typedef struct {
-    const float *x, *w;
-    float *y;
-    int m, k, n, ldy, accumulate, tiles_n;
-} matmul_job;
-
-static void matmul_tile(void *ctx, int task) {
-    const matmul_job *j = ctx;
-    int r0 = (task / j->tiles_n) * TILE_M, c0 = (task % j->tiles_n) * TILE_N;
-    int rows = j->m - r0 < TILE_M ? j->m - r0 : TILE_M;
-    int cols = j->n - c0 < TILE_N ? j->n - c0 : TILE_N;
-    ref_matmul(j->x + (size_t)r0 * j->k, rows, j->k, j->w + (size_t)c0 * j->k, cols,
-               j->y + (size_t)r0 * j->ldy + c0, j->ldy, j->accumulate);
-}
-
+/* y[m, n] (+)= x[m, k] w[n, k]^T: cpu_gemm.c (BLIS, or the reference tiles) on the engine's pool */
 static void matmul(cpu_state *s, const float *x, int m, int k, const float *w, int n, float *y,
                    int accumulate) {
-    matmul_job j = {x, w, y, m, k, n, n, accumulate, (n + TILE_N - 1) / TILE_N};
-    pool_run(s->pool, ((m + TILE_M - 1) / TILE_M) * j.tiles_n, matmul_tile, &j);
+    cpu_gemm(s->pool, x, m, k, w, n, y, n, accumulate);
 }
 
 /* Pool rows of layer l. */

@@ -22,6 +22,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include "../runtime/cpu_gemm.h"
 #include "../runtime/qembed.h"
 #include "../runtime/qembed_debug.h"
 #include "../weights/config.h"
@@ -589,7 +590,8 @@ static int run_workload(qe_engine *e, const qe_config *cfg, const bench_args *a,
             if (cuda)
                 print_gemms(cfg, &plans[0], &plans[1]);
             else
-                printf("gemm       n/a (the cpu backend plans no cuBLASLt GEMMs)\n");
+                printf("gemm       n/a (no cuBLASLt plans on cpu; its GEMMs: %s)\n",
+                       cpu_gemm_library());
             print_result(e, cfg, w, &b, a->batch_tokens, times, &before, &after);
         }
     } else {

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pkgs="build-essential cmake ninja-build pkg-config libcriterion-dev libutf8proc-dev libcjson-dev
-      libmicrohttpd-dev libcurl4-openssl-dev"
+      libmicrohttpd-dev libcurl4-openssl-dev libblis-serial-dev"
 if command -v apt-get >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   dpkg -s $pkgs >/dev/null 2>&1 ||
