@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json_strict.h"
 #include "serve/serve_internal.h"
 #include "srv_harness.h"
 #include "test_util.h"
@@ -649,15 +650,15 @@ Test(server_tei, lone_surrogate_is_invalid_utf8_with_position) {
 
 Test(server_units, lone_surrogate_scanner) {
     const char *a = "{\"x\":\"a\\ud800b\"}";
-    cr_assert_eq(srv_json_lone_surrogate_at(a, strlen(a)), 7);
+    cr_assert_eq(json_lone_surrogate_at(a, strlen(a)), 7);
     const char *b = "{\"x\":\"\\ud83d\\ude00\"}";
-    cr_assert_eq(srv_json_lone_surrogate_at(b, strlen(b)), -1);
+    cr_assert_eq(json_lone_surrogate_at(b, strlen(b)), -1);
     const char *c = "{\"x\":\"\\\\ud800\"}";
-    cr_assert_eq(srv_json_lone_surrogate_at(c, strlen(c)), -1);
+    cr_assert_eq(json_lone_surrogate_at(c, strlen(c)), -1);
     const char *d = "{\"\\udfff\":1}";
-    cr_assert_eq(srv_json_lone_surrogate_at(d, strlen(d)), 2);
+    cr_assert_eq(json_lone_surrogate_at(d, strlen(d)), 2);
     const char *e = "{\"x\":\"\\ud800\\u0041\"}";
-    cr_assert_eq(srv_json_lone_surrogate_at(e, strlen(e)), 6);
+    cr_assert_eq(json_lone_surrogate_at(e, strlen(e)), 6);
 }
 
 /* A long sequence runs in chunks through the paged K/V pool (here a step holds 64 tokens), beside

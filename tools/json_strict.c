@@ -262,3 +262,36 @@ int json_find_invalid_utf8(const cJSON *root, char *path, size_t cap, int *is_ke
     if (!cJSON_IsObject(root) && !cJSON_IsArray(root)) return 0;
     return find_invalid_utf8(root, path, cap, 0, is_key);
 }
+
+long json_lone_surrogate_at(const char *buf, size_t len) {
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if (!in_string) {
+            in_string = c == '"';
+            continue;
+        }
+        if (c == '"') {
+            in_string = 0;
+            continue;
+        }
+        if (c != '\\') continue;
+        if (i + 1 >= len) return -1;
+        unsigned cp, lo;
+        if (buf[i + 1] != 'u' || i + 6 > len || hex4(buf + i + 2, &cp)) {
+            i++; /* a two-character escape, or a broken one the parser already names */
+            continue;
+        }
+        if (cp >= 0xDC00 && cp <= 0xDFFF) return (long)i; /* a low half with no high half */
+        if (cp >= 0xD800 && cp <= 0xDBFF) {
+            if (i + 12 <= len && buf[i + 6] == '\\' && buf[i + 7] == 'u' &&
+                !hex4(buf + i + 8, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) {
+                i += 11; /* a well-formed pair */
+                continue;
+            }
+            return (long)i;
+        }
+        i += 5;
+    }
+    return -1;
+}

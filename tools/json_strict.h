@@ -27,4 +27,9 @@ int json_utf8_valid(const unsigned char *s, size_t n);
  * "input[1]", "extra.k"), *is_key whether the key itself is the invalid one. */
 int json_find_invalid_utf8(const cJSON *root, char *path, size_t cap, int *is_key);
 
+/* Where (byte offset) a JSON text holds a lone UTF-16 surrogate escape (what JavaScript writes
+ * for a string cut inside a surrogate pair, "\ud800"), -1 if none: what json_parse_strict's
+ * refusal does not say, so a server can answer "invalid UTF-8 at byte N". */
+long json_lone_surrogate_at(const char *buf, size_t len);
+
 #endif

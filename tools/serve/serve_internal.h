@@ -263,9 +263,6 @@ int srv_over_client_batch(const serve_server *s, int n, const char *param, const
 int srv_read_id_array(const cJSON *arr, int vocab, int32_t **ids, int *n, srv_error *e,
                       const char *param);
 cJSON *srv_parse_body_object(const char *body, size_t len, srv_error *e);
-/* Byte offset of the first lone UTF-16 surrogate escape (\uD800-\uDFFF not in a high-low pair)
- * inside a JSON string of buf, or -1. */
-long srv_json_lone_surrogate_at(const char *buf, size_t len);
 
 /* serve_tei.c: TEI's shapes */
 /* /similarity: {"inputs": {"source_sentence", "sentences"}, "parameters": {truncate,

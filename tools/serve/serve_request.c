@@ -124,7 +124,7 @@ cJSON *srv_parse_body_object(const char *body, size_t len, srv_error *e) {
     const char *why = "not a JSON object";
     cJSON *root = json_parse_strict(body, len, &why);
     if (!root || !cJSON_IsObject(root)) {
-        long at = root ? -1 : srv_json_lone_surrogate_at(body, len);
+        long at = root ? -1 : json_lone_surrogate_at(body, len);
         if (at >= 0)
             srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "",
                         "the body is not valid UTF-8: a lone UTF-16 surrogate escape %.6s at byte "
