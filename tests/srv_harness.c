@@ -173,6 +173,19 @@ const char *srvt_tei_error_message(const cJSON *j, const char *type) {
     return e->valuestring;
 }
 
+void srvt_expect_tei_error(srvt_server *t, const char *path, const char *body, long status,
+                           const char *type, const char *in_message) {
+    srvt_resp r;
+    long got = srvt_post(t->base, path, body, &r);
+    cr_assert_eq(got, status, "%s %.200s: got %ld (%s), want %ld", path, body, got, r.body, status);
+    cJSON *j = srvt_json(&r);
+    const char *m = srvt_tei_error_message(j, type);
+    if (in_message)
+        cr_assert_not_null(strstr(m, in_message), "message '%s' lacks '%s'", m, in_message);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+}
+
 float *srvt_float_array(const cJSON *arr, int *n) {
     cr_assert(cJSON_IsArray(arr), "expected an array of numbers");
     *n = cJSON_GetArraySize(arr);

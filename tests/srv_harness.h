@@ -54,6 +54,10 @@ const char *srvt_error_message(const cJSON *j);
 /* Checks TEI's error shape {"error": str, "error_type": str} (error_type equal to type unless
  * type is NULL) and returns the message (owned by j). */
 const char *srvt_tei_error_message(const cJSON *j, const char *type);
+/* POST body to path answers status in TEI's error shape with error_type type, its message holding
+ * in_message (when not NULL). */
+void srvt_expect_tei_error(srvt_server *t, const char *path, const char *body, long status,
+                           const char *type, const char *in_message);
 /* The n-th embedding of an OpenAI response (floats or base64) as a malloc'd array; *dim its length.
  */
 float *srvt_openai_embedding(const cJSON *resp, int index, int *dim);

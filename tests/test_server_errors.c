@@ -25,20 +25,6 @@ static void expect_error(srvt_server *t, const char *path, const char *body, lon
     srvt_resp_free(&r);
 }
 
-/* The same for TEI's routes: TEI's status and {"error", "error_type"} shape. */
-static void expect_tei(srvt_server *t, const char *path, const char *body, long status,
-                       const char *type, const char *in_message) {
-    srvt_resp r;
-    long got = srvt_post(t->base, path, body, &r);
-    cr_assert_eq(got, status, "%s %.200s: got %ld (%s), want %ld", path, body, got, r.body, status);
-    cJSON *j = srvt_json(&r);
-    const char *m = srvt_tei_error_message(j, type);
-    if (in_message)
-        cr_assert_not_null(strstr(m, in_message), "message '%s' lacks '%s'", m, in_message);
-    cJSON_Delete(j);
-    srvt_resp_free(&r);
-}
-
 static void expect_ok(srvt_server *t) {
     srvt_resp r;
     cr_assert_eq(srvt_post(t->base, "/v1/embeddings", "{\"input\":\"still serving\"}", &r), 200,
@@ -109,12 +95,12 @@ Test(server_errors, bad_requests_are_400) {
     expect_error(&t, E, "{\"input\":\"abc\\u0000def\"}", 400, "NUL");
     expect_error(&t, E, "{\"input\":\"\\u0000abc\"}", 400, "NUL");
     expect_error(&t, E, "{\"input\":\"a\",\"model\":\"tiny-qwen3-embed\\u0000x\"}", 400, "NUL");
-    expect_tei(&t, "/tokenize", "{\"inputs\":\"a\\u0000b\"}", 422, "Validation", "NUL");
+    srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":\"a\\u0000b\"}", 422, "Validation", "NUL");
     /* an escaped backslash followed by the letters u0000 is text, not a NUL */
     srvt_resp ok;
     cr_assert_eq(srvt_post(t.base, E, "{\"input\":\"a\\\\u0000b\"}", &ok), 200, "%s", ok.body);
     srvt_resp_free(&ok);
-    expect_tei(&t, "/decode", "{\"ids\":[1,2]}]", 422, "Validation", "JSON");
+    srvt_expect_tei_error(&t, "/decode", "{\"ids\":[1,2]}]", 422, "Validation", "JSON");
     expect_error(&t, E, "{\"input\":[true]}", 400, NULL);
     expect_error(&t, E, "{\"input\":[]}", 400, "empty");
     expect_error(&t, E, "{\"input\":\"\"}", 400, "empty");
@@ -144,18 +130,21 @@ Test(server_errors, bad_requests_are_400) {
     expect_error(&t, E, "{\"input\":[99999999999]}", 400, NULL);
     /* far past any integer type: named in the message without a cast (found by fuzzing) */
     expect_error(&t, E, "{\"input\":[1e300]}", 400, "vocabulary");
-    expect_tei(&t, "/decode", "{\"ids\":[[0,2,3],[1.4e79]]}", 422, "Validation", "vocabulary");
+    srvt_expect_tei_error(&t, "/decode", "{\"ids\":[[0,2,3],[1.4e79]]}", 422, "Validation",
+                          "vocabulary");
     /* invalid UTF-8: raw bytes inside the JSON string (an overlong and a lone continuation byte) */
     expect_error(&t, E, "{\"input\":\"abc\xC0\xAF\"}", 400, "UTF-8");
     expect_error(&t, E, "{\"input\":[\"ok\",\"\x80zz\"]}", 400, "UTF-8");
     expect_error(&t, E, "{\"input\":\"\xED\xA0\x80\"}", 400, NULL); /* UTF-8 encoded surrogate */
     /* TEI route and the token routes */
-    expect_tei(&t, "/embed", "{\"input\":\"wrong field name\"}", 422, "Validation", "inputs");
-    expect_tei(&t, "/embed", "{\"inputs\":[]}", 400, "Empty", NULL);
-    expect_tei(&t, "/embed", "{\"inputs\":\"a\",\"normalize\":1}", 422, "Validation", NULL);
-    expect_tei(&t, "/tokenize", "{\"inputs\":5}", 422, "Validation", NULL);
-    expect_tei(&t, "/decode", "{\"ids\":[1,-4]}", 422, "Validation", NULL);
-    expect_tei(&t, "/decode", "{\"ids\":\"x\"}", 422, "Validation", NULL);
+    srvt_expect_tei_error(&t, "/embed", "{\"input\":\"wrong field name\"}", 422, "Validation",
+                          "inputs");
+    srvt_expect_tei_error(&t, "/embed", "{\"inputs\":[]}", 400, "Empty", NULL);
+    srvt_expect_tei_error(&t, "/embed", "{\"inputs\":\"a\",\"normalize\":1}", 422, "Validation",
+                          NULL);
+    srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":5}", 422, "Validation", NULL);
+    srvt_expect_tei_error(&t, "/decode", "{\"ids\":[1,-4]}", 422, "Validation", NULL);
+    srvt_expect_tei_error(&t, "/decode", "{\"ids\":\"x\"}", 422, "Validation", NULL);
     expect_ok(&t);
     /* unknown route and wrong method */
     srvt_resp r;
@@ -186,8 +175,8 @@ Test(server_errors, limits_are_413) {
     const char *E = "/v1/embeddings";
     expect_error(&t, E, "{\"input\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 413, "limit of 4");
     expect_error(&t, E, "{\"input\":[[1],[2],[3],[4],[5]]}", 413, NULL);
-    expect_tei(&t, "/embed", "{\"inputs\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 413, "Validation",
-               NULL);
+    srvt_expect_tei_error(&t, "/embed", "{\"inputs\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 413,
+                          "Validation", NULL);
     /* too long with truncate: false names the length and the limit */
     char *text = srvt_long_text(40, 1);
     char body[1024];
@@ -202,7 +191,7 @@ Test(server_errors, limits_are_413) {
     expect_error(&t, E, body, 413, want);
     expect_error(&t, E, body, 413, "limit of 8");
     snprintf(body, sizeof body, "{\"inputs\":\"%s\",\"truncate\":false}", text);
-    expect_tei(&t, "/embed", body, 413, "Validation", "limit of 8");
+    srvt_expect_tei_error(&t, "/embed", body, 413, "Validation", "limit of 8");
     expect_error(&t, E, "{\"input\":[1,2,3,4,5,6,7,8,9],\"truncate\":false}", 413, "has 9 tokens");
     /* ... and is truncated by default */
     snprintf(body, sizeof body, "{\"input\":\"%s\"}", text);
@@ -406,6 +395,6 @@ Test(server_errors, draining_is_503) {
     cr_assert_eq(srvt_get(t.base, "/health", &r), 503);
     srvt_resp_free(&r);
     expect_error(&t, "/v1/embeddings", "{\"input\":\"late\"}", 503, "shutting down");
-    expect_tei(&t, "/embed", "{\"inputs\":\"late\"}", 503, "Unhealthy", NULL);
+    srvt_expect_tei_error(&t, "/embed", "{\"inputs\":\"late\"}", 503, "Unhealthy", NULL);
     srvt_stop(&t);
 }

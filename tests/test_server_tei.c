@@ -32,19 +32,6 @@ static void start_default(srvt_server *t) {
     srvt_start(t, &c);
 }
 
-static void expect_tei(srvt_server *t, const char *path, const char *body, long status,
-                       const char *type, const char *in_message) {
-    srvt_resp r;
-    long got = srvt_post(t->base, path, body, &r);
-    cr_assert_eq(got, status, "%s %.200s: got %ld (%s), want %ld", path, body, got, r.body, status);
-    cJSON *j = srvt_json(&r);
-    const char *m = srvt_tei_error_message(j, type);
-    if (in_message)
-        cr_assert_not_null(strstr(m, in_message), "message '%s' lacks '%s'", m, in_message);
-    cJSON_Delete(j);
-    srvt_resp_free(&r);
-}
-
 /* Item 1: POST / answers as /embed, for the bodies and headers the HF clients send. */
 Test(server_tei, root_route_is_tei_embed_as_hf_clients_post_it) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
@@ -80,16 +67,17 @@ Test(server_tei, tei_routes_answer_tei_errors) {
     c.max_client_batch = 2;
     srvt_server t;
     srvt_start(&t, &c);
-    expect_tei(&t, "/", "{}", 422, "Validation", "inputs");
-    expect_tei(&t, "/", "{\"inputs\":\"\"}", 400, "Empty", NULL);
-    expect_tei(&t, "/embed", "{\"inputs\":[]}", 400, "Empty", NULL);
-    expect_tei(&t, "/", "{\"inputs\":[\"a\",\"b\",\"c\"]}", 413, "Validation", "limit of 2");
-    expect_tei(&t, "/embed", "not json", 422, "Validation", "JSON");
-    expect_tei(&t, "/similarity", "{\"inputs\":{\"source_sentence\":\"a\"}}", 422, "Validation",
-               NULL);
-    expect_tei(&t, "/embed_all", "{\"inputs\":[1.5]}", 422, "Validation", NULL);
-    expect_tei(&t, "/tokenize", "{\"inputs\":[]}", 400, "Empty", NULL);
-    expect_tei(&t, "/tokenize", "{}", 422, "Validation", "inputs");
+    srvt_expect_tei_error(&t, "/", "{}", 422, "Validation", "inputs");
+    srvt_expect_tei_error(&t, "/", "{\"inputs\":\"\"}", 400, "Empty", NULL);
+    srvt_expect_tei_error(&t, "/embed", "{\"inputs\":[]}", 400, "Empty", NULL);
+    srvt_expect_tei_error(&t, "/", "{\"inputs\":[\"a\",\"b\",\"c\"]}", 413, "Validation",
+                          "limit of 2");
+    srvt_expect_tei_error(&t, "/embed", "not json", 422, "Validation", "JSON");
+    srvt_expect_tei_error(&t, "/similarity", "{\"inputs\":{\"source_sentence\":\"a\"}}", 422,
+                          "Validation", NULL);
+    srvt_expect_tei_error(&t, "/embed_all", "{\"inputs\":[1.5]}", 422, "Validation", NULL);
+    srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":[]}", 400, "Empty", NULL);
+    srvt_expect_tei_error(&t, "/tokenize", "{}", 422, "Validation", "inputs");
     /* the OpenAI route keeps OpenAI's shape and 400 */
     srvt_resp r;
     cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{}", &r), 400);
@@ -637,7 +625,7 @@ Test(server_tei, lone_surrogate_is_invalid_utf8_with_position) {
     cr_assert_not_null(strstr(srvt_error_message(j), "UTF-8"));
     cJSON_Delete(j);
     srvt_resp_free(&r);
-    expect_tei(&t, "/embed", "{\"inputs\":\"x\\ud83d\"}", 422, "Validation", "UTF-8");
+    srvt_expect_tei_error(&t, "/embed", "{\"inputs\":\"x\\ud83d\"}", 422, "Validation", "UTF-8");
     /* a well-formed pair is fine, and an escaped backslash before "ud800" is text */
     cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{\"input\":\"smile \\ud83d\\ude00\"}", &r),
                  200, "%s", r.body);
