@@ -13,6 +13,7 @@
 #include "kv_pool.h"
 #include "qembed.h"
 #include "qembed_debug.h"
+#include "rerank.h"
 #include "scheduler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -21,6 +22,7 @@ struct qe_engine {
     const qe_backend_ops *ops;
     void *backend;
     tok_tokenizer *tok;
+    rerank_head rerank; /* the task, and for a reranker its output row pair (rerank.c) */
     int max_batch_tokens;
     kv_pool kv;              /* which pages of the backend's K/V pool are free */
     long long steps, chunks; /* run since qe_open (qe_debug_counters) */
@@ -45,6 +47,19 @@ static qe_status fail_locked(qe_engine *e, qe_status st, const char *fmt, ...) {
     pthread_mutex_unlock(&e->lock);
     va_end(ap);
     return st;
+}
+
+qe_status engine_fail(qe_engine *e, qe_status st, const char *fmt, ...) {
+    char msg[sizeof e->last_error];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return fail_locked(e, st, "%s", msg);
+}
+
+const rerank_head *engine_rerank_head(const qe_engine *e) {
+    return &e->rerank;
 }
 
 const char *qe_status_name(qe_status s) {
@@ -84,6 +99,10 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
             return QE_ERR_FORMAT;
         }
     }
+    if (rerank_head_open(&e->rerank, opt->model_dir, &e->model, e->tok, opt->task, err, errlen)) {
+        qe_close(e);
+        return QE_ERR_FORMAT;
+    }
     if (opt->backend == QE_BACKEND_CPU) e->ops = &qe_cpu_backend;
 #ifdef QE_HAVE_CUDA
     else if (opt->backend == QE_BACKEND_CUDA)
@@ -116,6 +135,7 @@ void qe_close(qe_engine *e) {
     if (!e) return;
     if (e->backend) e->ops->destroy(e->backend);
     tok_free(e->tok);
+    rerank_head_free(&e->rerank);
     kv_pool_free(&e->kv);
     model_close(&e->model);
     pthread_mutex_destroy(&e->lock);

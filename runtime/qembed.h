@@ -22,6 +22,12 @@ typedef enum {
 
 typedef enum { QE_BACKEND_CPU = 0, QE_BACKEND_CUDA = 1 } qe_backend;
 
+/* What a model folder is for. AUTO decides from the folder (qe_model_task says what it chose):
+ * sentence-transformers files (modules.json, config_sentence_transformers.json) mean an embedding
+ * model; without them, an lm_head.weight or a tokenizer that appends no end token mean a
+ * Qwen3-Reranker checkpoint; anything else is an embedding model. */
+typedef enum { QE_TASK_AUTO = 0, QE_TASK_EMBED, QE_TASK_RERANK } qe_task;
+
 typedef struct qe_options {
     const char *model_dir;
     qe_backend backend;
@@ -38,6 +44,7 @@ typedef struct qe_options {
      * the pool has is refused with QE_ERR_TOO_LONG; one that needs more than are free waits. */
     int kv_pool_tokens;
     int kv_page_tokens;
+    qe_task task; /* AUTO (0) by default; RERANK needs a tokenizer with "yes" and "no" */
 } qe_options;
 
 typedef struct qe_engine qe_engine;
@@ -109,6 +116,51 @@ qe_status qe_embed_tokens(qe_engine *e, const int32_t *ids, int len, float *out)
 
 /* Tokenizes (end token appended, truncated to the model's positions) and embeds. */
 qe_status qe_embed_texts(qe_engine *e, const char *const *texts, int n, int dims, float *out);
+
+/* ---- Reranking (Qwen3-Reranker): the relevance of documents to a query ----
+ * score = sigmoid((W[yes] - W[no]) . h): h the last token's hidden state after the final RMSNorm,
+ * W lm_head.weight (embed_tokens.weight when the embeddings are tied), "yes" and "no" resolved
+ * through the tokenizer; the difference row is made once, in fp32, at qe_open. Every call below
+ * answers QE_ERR_UNSUPPORTED on an engine whose task is not QE_TASK_RERANK. */
+typedef struct qe_rerank_opts {
+    const char *instruction; /* NULL: QE_RERANK_DEFAULT_INSTRUCTION; "" is an empty one */
+    int max_tokens;          /* the whole prompt's limit; 0 = 8192, at most the model's positions */
+    int raw;                 /* 1: no template: the query's ids, then the document's */
+    int truncate_left;       /* 1: a document too long loses its start instead of its end */
+    int no_truncate;         /* 1: a prompt over max_tokens is QE_ERR_TOO_LONG */
+} qe_rerank_opts;
+#define QE_RERANK_DEFAULT_INSTRUCTION                                                              \
+    "Given a web search query, retrieve relevant passages that answer the query"
+#define QE_RERANK_DEFAULT_TOKENS 8192
+
+/* The prompt of one (query, document) pair, as the official construction makes it: the template's
+ * prefix, "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}" and the suffix,
+ * each tokenized on its own without special tokens, ids concatenated; only the document is cut
+ * (the body from its end, as the official code does) so the whole fits max_tokens. *ids is
+ * malloc'd; *truncated (may be NULL) says whether anything was cut. o may be NULL. */
+qe_status qe_rerank_prompt(qe_engine *e, const char *query, size_t query_len, const char *document,
+                           size_t document_len, const qe_rerank_opts *o, int32_t **ids, int *len,
+                           int *truncated);
+/* Scores of n prompts given as ids (each a whole prompt, used as given), into scores[n]; packed and
+ * batched like qe_embed_ids. */
+qe_status qe_rerank_ids(qe_engine *e, const int32_t *const *ids, const int *lens, int n,
+                        float *scores);
+/* Scores of n documents against one query (NUL-terminated texts). o may be NULL. */
+qe_status qe_rerank_texts(qe_engine *e, const char *query, const char *const *documents, int n,
+                          const qe_rerank_opts *o, float *scores);
+/* qe_rerank_texts with the default options but the instruction (NULL for the default). */
+qe_status qe_rerank(qe_engine *e, const char *query, const char *const *documents, int n,
+                    const char *instruction, float *scores);
+/* The logit (W[yes] - W[no]) . h of a hidden state h (qe_dim floats, as qe_embed_ids_ex gives with
+ * normalize 0 at full width, or a qe_sched opened that way): what a server turns into a score
+ * (qe_rerank_sigmoid) or returns raw. 0 on an engine that is not a reranker. */
+float qe_rerank_logit(const qe_engine *e, const float *hidden);
+float qe_rerank_sigmoid(float logit);
+
+qe_task qe_model_task(const qe_engine *e);
+const char *qe_task_name(qe_task t);
+/* Why AUTO chose the task (for inspect and the server's startup line). */
+const char *qe_task_reason(const qe_engine *e);
 
 int qe_dim(const qe_engine *e);
 /* The message of the last failed call on this engine (thread-local to the engine lock). */

@@ -26,8 +26,8 @@ static void make_demo(char *dir, size_t cap) {
 }
 
 Test(cli, help_on_every_command) {
-    const char *cmds[] = {"embed",   "tokenize", "serve",      "bench",
-                          "loadgen", "inspect",  "make-random"};
+    const char *cmds[] = {"embed",   "tokenize", "serve",       "bench",
+                          "loadgen", "inspect",  "make-random", "rerank"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char cmd[256], *out;
         snprintf(cmd, sizeof cmd, QEMBED " %s --help", cmds[i]);
@@ -196,4 +196,74 @@ Test(cli, make_random_alibi_inspects_and_embeds, .timeout = 120) {
     cr_expect(strcmp(a, b) != 0, "ALiBi and RoPE give the same vector: %s", a);
     free(a);
     free(b);
+}
+
+/* A reranker from make-random (tied, and untied with its own lm_head): inspect names the task and
+ * the rows, `qembed rerank` scores JSONL documents in input order or sorted, and each command
+ * refuses the other kind of model with a message saying what to do. */
+Test(cli, make_random_reranker_inspects_and_ranks, .timeout = 300) {
+    char dir[1100], emb[1100], cmd[4096], *out;
+    make_demo(emb, sizeof emb);
+    tu_scratch_dir(dir, sizeof dir, "cli-rerank");
+    for (int untied = 0; untied <= 1; untied++) {
+        snprintf(cmd, sizeof cmd,
+                 QEMBED " make-random --preset tiny --task rerank%s --out '%s/m%d' --quiet",
+                 untied ? " --untied" : "", dir, untied);
+        cr_assert_eq(run(cmd, NULL), 0, "%s", cmd);
+        snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s/m%d'", dir, untied);
+        cr_assert_eq(run(cmd, &out), 0);
+        cr_expect(out && strstr(out, "task           rerank"), "%s", out);
+        cr_expect(out && strstr(out, untied ? "of lm_head.weight" : "embed_tokens.weight (tied)"),
+                  "%s", out);
+        free(out);
+    }
+    const char *docs = "printf '%s\\n' '{\"text\": \"the fox jumps\"}' '\"search vectors\"' "
+                       "'{\"text\": \"the weather\"}' '{\"text\": \"\"}' | ";
+    snprintf(cmd, sizeof cmd, "%s" QEMBED " rerank --model '%s/m1' --query 'a fox'", docs, dir);
+    cr_assert_eq(run(cmd, &out), 0, "%s", cmd);
+    float score[4];
+    int index[4], n = 0;
+    for (char *line = out; line && *line && n < 4; n++) {
+        int tokens;
+        cr_assert_eq(sscanf(line, "{\"index\": %d, \"score\": %f, \"tokens\": %d}", &index[n],
+                            &score[n], &tokens),
+                     3, "line: %s", line);
+        cr_expect_eq(index[n], n, "input order");
+        cr_expect(score[n] > 0 && score[n] < 1 && tokens > 100, "%s", line);
+        line = strchr(line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    cr_expect_eq(n, 4, "%s", out);
+    free(out);
+    /* --sort --top-n 2: the two best, best first */
+    int best = 0, second = -1;
+    for (int i = 1; i < 4; i++)
+        if (score[i] > score[best]) best = i;
+    for (int i = 0; i < 4; i++)
+        if (i != best && (second < 0 || score[i] > score[second])) second = i;
+    snprintf(cmd, sizeof cmd,
+             "%s" QEMBED " rerank --model '%s/m1' --query 'a fox' --sort --top-n 2", docs, dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    int i0 = -1, i1 = -1;
+    cr_assert(out && sscanf(out, "{\"index\": %d", &i0) == 1, "%s", out);
+    cr_assert(strchr(out, '\n') && sscanf(strchr(out, '\n') + 1, "{\"index\": %d", &i1) == 1, "%s",
+              out);
+    cr_expect(i0 == best && i1 == second, "sorted: %d, %d; want %d, %d:\n%s", i0, i1, best, second,
+              out);
+    cr_expect(!strchr(strchr(out, '\n') + 1, '\n')[1], "more than 2 lines: %s", out);
+    free(out);
+    /* each command refuses the other kind of folder, naming the way out */
+    snprintf(cmd, sizeof cmd, "%s" QEMBED " embed --model '%s/m0' 2>&1", docs, dir);
+    cr_expect_eq(run(cmd, &out), 1);
+    cr_expect(out && strstr(out, "is a reranker") && strstr(out, "--task embed"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s" QEMBED " rerank --model '%s' --query q 2>&1", docs, emb);
+    cr_expect_eq(run(cmd, &out), 1);
+    cr_expect(out && strstr(out, "is not a reranker") && strstr(out, "--task rerank"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "printf 'not json\\n' | " QEMBED " rerank --model '%s/m0' --query q 2>&1", dir);
+    cr_expect_eq(run(cmd, &out), 1);
+    cr_expect(out && strstr(out, "line 1"), "%s", out);
+    free(out);
 }

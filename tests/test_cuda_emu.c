@@ -477,6 +477,59 @@ Test(cuda_emu, alibi_whole_and_chunked_match_cpu, .timeout = 900) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
+/* A Qwen3-Reranker (tied and untied output rows) on the CUDA backend: its scores are the pooled
+ * hidden state's dot product with the yes-minus-no row, so they follow the CPU's within the
+ * reranker's GPU tolerance, whole and in 64-token chunks. */
+Test(cuda_emu, reranker_scores_match_cpu, .timeout = 900) {
+    for (int tied = 0; tied <= 1; tied++) {
+        char dir[1100], err[512] = "";
+        tu_scratch_dir(dir, sizeof dir, tied ? "hs-rr-tied" : "hs-rr-untied");
+        random_model_opts o;
+        memset(&o, 0, sizeof o);
+        cr_assert_eq(random_model_preset("tiny", &o.cfg), 0);
+        o.cfg.vocab_size = 2048; /* the demo tokenizer's "yes" and "no" fall inside */
+        o.cfg.num_layers = 2;
+        o.cfg.tie_word_embeddings = tied;
+        o.out_dir = dir, o.seed = 9, o.dtype = ST_BF16, o.reranker = 1, o.quiet = 1;
+        cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+        qe_engine *whole = open_cuda(dir, 0, QE_OK, err, sizeof err);
+        qe_engine *chunk = open_cuda(dir, 64, QE_OK, err, sizeof err);
+        qe_engine *cpu = open_cpu(dir);
+        cr_assert_eq(qe_model_task(whole), QE_TASK_RERANK, "%s", qe_task_reason(whole));
+        const int lens[] = {150, 3, 90, 1};
+        enum { N = 4 };
+        rs = 99 + (uint64_t)tied;
+        int32_t **ids = rand_ids(lens, N, qe_vocab_size(cpu));
+        float a[N], b[N], c[N];
+        qe_engine *engines[] = {cpu, whole, chunk};
+        float *outs[] = {a, b, c};
+        for (int k = 0; k < 3; k++)
+            cr_assert_eq(qe_rerank_ids(engines[k], (const int32_t *const *)ids, lens, N, outs[k]),
+                         QE_OK, "%s", qe_last_error(engines[k]));
+        /* and the logits, relative: a random model's scores may sit where the sigmoid is flat */
+        const int H = qe_dim(cpu);
+        float *h = malloc(sizeof(float) * (size_t)H * N * 2);
+        cr_assert_eq(qe_embed_ids_ex(cpu, (const int32_t *const *)ids, lens, N, H, 0, h), QE_OK);
+        cr_assert_eq(qe_embed_ids_ex(chunk, (const int32_t *const *)ids, lens, N, H, 0, h + N * H),
+                     QE_OK);
+        for (int i = 0; i < N; i++) {
+            const float la = qe_rerank_logit(cpu, h + i * H),
+                        lc = qe_rerank_logit(chunk, h + (N + i) * H);
+            cr_log_info("reranker (%s), %d tokens: cpu %.6f, cuda %.6f, chunked %.6f (logits %.4f, "
+                        "%.4f)",
+                        tied ? "tied" : "untied", lens[i], a[i], b[i], c[i], la, lc);
+            cr_expect_leq(fabsf(a[i] - b[i]), 2e-3f, "whole, sequence %d", i);
+            cr_expect_leq(fabsf(a[i] - c[i]), 2e-3f, "chunked, sequence %d", i);
+            cr_expect_leq(fabsf(la - lc), 2e-2f * fmaxf(1, fabsf(la)), "logit, sequence %d", i);
+            free(ids[i]);
+        }
+        free(h);
+        free(ids);
+        qe_close(cpu), qe_close(chunk), qe_close(whole);
+    }
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
 /* ================================================================== graphs and the pipeline */
 
 /* Runs one batch (lens[n], fresh random ids) on both engines; they must agree bitwise. Returns

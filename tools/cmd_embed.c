@@ -18,7 +18,8 @@ static void usage(FILE *f) {
         f,
         "usage: qembed embed --model DIR [--backend cpu|cuda] [--dims N] [--input FILE|-]\n"
         "                    [--output FILE|-] [--instruction TEXT | --prompt-name NAME]\n"
-        "                    [--max-length N] [--threads N] [--max-batch-tokens N]\n\n"
+        "                    [--max-length N] [--threads N] [--max-batch-tokens N]\n"
+        "                    [--task embed]\n\n"
         "Reads JSONL, one object per line: {\"ids\": [..]} (used exactly as given, no token\n"
         "appended) or {\"text\": \"..\"} (tokenized with the model's tokenizer.json, end token\n"
         "appended). Writes one line per input, in order:\n"
@@ -32,7 +33,9 @@ static void usage(FILE *f) {
         "  --max-length N       truncate texts to N tokens, end token kept (default: the\n"
         "                       model's max positions)\n"
         "  --threads N          CPU backend threads (default: all cores)\n"
-        "  --max-batch-tokens N tokens per forward step (default 16384)\n");
+        "  --max-batch-tokens N tokens per forward step (default 16384)\n"
+        "  --task embed         embed with a folder that looks like a reranker (qembed inspect\n"
+        "                       says which a folder is; rerankers score with qembed rerank)\n");
 }
 
 typedef struct {
@@ -192,6 +195,13 @@ int cmd_embed(int argc, char **argv) {
             if (flag_int("embed", a, v, 1, 1024, &opt.threads)) return 2;
         } else if (!strcmp(a, "--max-batch-tokens")) {
             if (flag_int("embed", a, v, 1, 1 << 30, &opt.max_batch_tokens)) return 2;
+        } else if (!strcmp(a, "--task")) {
+            if (strcmp(v, "embed")) {
+                fprintf(stderr, "qembed embed: --task takes only embed here (qembed rerank "
+                                "reranks)\n");
+                return 2;
+            }
+            opt.task = QE_TASK_EMBED;
         } else {
             fprintf(stderr, "qembed embed: unknown option %s (see --help)\n", a);
             return 2;
@@ -217,6 +227,13 @@ int cmd_embed(int argc, char **argv) {
     FILE *in = NULL, *out = NULL;
     const tok_tokenizer *tok = qe_tokenizer(e);
     const char *prefix = NULL;
+    if (qe_model_task(e) == QE_TASK_RERANK) {
+        fprintf(stderr,
+                "qembed embed: %s is a reranker (%s): score with qembed rerank, or embed anyway "
+                "with --task embed\n",
+                opt.model_dir, qe_task_reason(e));
+        goto done;
+    }
     if (dims == 0) dims = qe_dim(e);
     if (dims < 1 || dims > qe_dim(e)) {
         fprintf(stderr, "qembed embed: --dims %d out of range 1..%d\n", dims, qe_dim(e));

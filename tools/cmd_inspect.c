@@ -4,13 +4,16 @@
 #include <string.h>
 
 #include "commands.h"
+#include "rerank.h"
+#include "tokenizer/tokenizer.h"
 #include "weights/model.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: qembed inspect --model DIR [--tensors]\n\n"
-               "Prints the model's geometry, dtype, parameter count and the tensors found, after\n"
-               "checking every tensor against config.json as the engine does.\n"
-               "  --tensors   list every tensor (default: a summary)\n");
+    fprintf(f, "usage: qembed inspect --model DIR [--tensors] [--task embed|rerank]\n\n"
+               "Prints the model's geometry, dtype, parameter count, task and the tensors found,\n"
+               "after checking every tensor against config.json as the engine does.\n"
+               "  --tensors   list every tensor (default: a summary)\n"
+               "  --task T    check the folder as this task (default: decided from the folder)\n");
 }
 
 static void print_tensor(const st_tensor *t) {
@@ -23,6 +26,7 @@ static void print_tensor(const st_tensor *t) {
 int cmd_inspect(int argc, char **argv) {
     const char *dir = NULL;
     int all = 0;
+    qe_task task = QE_TASK_AUTO;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -31,7 +35,14 @@ int cmd_inspect(int argc, char **argv) {
             dir = argv[++i];
         else if (!strcmp(argv[i], "--tensors"))
             all = 1;
-        else {
+        else if (!strcmp(argv[i], "--task") && i + 1 < argc) {
+            const char *v = argv[++i];
+            task = !strcmp(v, "embed") ? QE_TASK_EMBED : !strcmp(v, "rerank") ? QE_TASK_RERANK : -1;
+            if ((int)task < 0) {
+                fprintf(stderr, "qembed inspect: --task must be embed or rerank\n");
+                return 2;
+            }
+        } else {
             fprintf(stderr, "qembed inspect: unknown option %s\n", argv[i]);
             usage(stderr);
             return 2;
@@ -47,11 +58,37 @@ int cmd_inspect(int argc, char **argv) {
         fprintf(stderr, "qembed inspect: %s\n", err);
         return 1;
     }
+    /* the task, decided as qe_open decides it (the tokenizer is needed for a reranker's ids) */
+    tok_tokenizer *tok = NULL;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    FILE *tf = fopen(path, "rb");
+    if (tf) {
+        fclose(tf);
+        if (tok_load(dir, &tok, err, sizeof err) != TOK_OK) {
+            fprintf(stderr, "qembed inspect: %s\n", err);
+            model_close(&m);
+            return 1;
+        }
+    }
+    rerank_head rr;
+    if (rerank_head_open(&rr, dir, &m, tok, task, err, sizeof err)) {
+        fprintf(stderr, "qembed inspect: %s\n", err);
+        tok_free(tok);
+        model_close(&m);
+        return 1;
+    }
     const qe_config *c = &m.cfg;
     long long total = cfg_total_params(c), linear = cfg_linear_params(c);
     printf("model          %s\n", dir);
     printf("type           %s, key layout: %s\n", c->model_type,
            m.prefix[0] ? "\"model.\" prefix (Qwen3ForCausalLM)" : "no prefix (embedding repo)");
+    printf("task           %s: %s\n", qe_task_name(rr.task), rr.reason);
+    if (rr.task == QE_TASK_RERANK)
+        printf("rerank head    rows \"yes\" %d and \"no\" %d of %s; template %d + %d tokens\n",
+               rr.yes_id, rr.no_id,
+               c->tie_word_embeddings ? "embed_tokens.weight (tied)" : "lm_head.weight",
+               rr.n_prefix, rr.n_suffix);
     printf("embedding      %d (hidden_size)\n", c->hidden_size);
     printf("layers         %d\n", c->num_layers);
     printf("heads          %d query / %d kv (GQA %d:1), head_dim %d\n", c->num_heads,
@@ -69,7 +106,10 @@ int cmd_inspect(int argc, char **argv) {
            linear / 1e9, 2.0 * linear / 1e9);
     printf("files          %d safetensors, %d tensors%s\n", st_file_count(m.archive),
            st_count(m.archive),
-           st_find(m.archive, "lm_head.weight") ? " (lm_head.weight ignored)" : "");
+           !st_find(m.archive, "lm_head.weight") ? ""
+           : rr.task == QE_TASK_RERANK && !c->tie_word_embeddings
+               ? " (2 rows of lm_head.weight used)"
+               : " (lm_head.weight ignored)");
     if (all) {
         for (int i = 0; i < st_count(m.archive); i++)
             print_tensor(st_at(m.archive, i));
@@ -85,6 +125,8 @@ int cmd_inspect(int argc, char **argv) {
             printf("  ... (%d more layers; --tensors lists all)\n", c->num_layers - 1);
         print_tensor(m.final_norm);
     }
+    rerank_head_free(&rr);
+    tok_free(tok);
     model_close(&m);
     return 0;
 }

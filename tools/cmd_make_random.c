@@ -13,7 +13,8 @@ static void usage(FILE *f) {
     fprintf(
         f, "usage: qembed make-random (--preset tiny|0.6b|4b|8b | --config FILE) --out DIR\n"
            "                          [--seed N] [--dtype bf16|f16|f32] [--layout plain|prefixed]\n"
-           "                          [--shard-mb N] [--alibi] [--quiet]\n\n"
+           "                          [--shard-mb N] [--alibi] [--task embed|rerank] [--untied]\n"
+           "                          [--quiet]\n\n"
            "Writes a Hugging Face-layout Qwen3 model folder with random weights: config.json,\n"
            "safetensors (sharded past 4 GB, or --shard-mb), and a small byte-level BPE\n"
            "tokenizer.json in the real format, so `qembed embed` runs text with nothing\n"
@@ -35,7 +36,7 @@ int cmd_make_random(int argc, char **argv) {
     o.dtype = ST_BF16;
     o.seed = 1;
     const char *preset = NULL, *config = NULL;
-    int alibi = 0;
+    int alibi = 0, untied = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -46,6 +47,9 @@ int cmd_make_random(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--alibi")) {
             alibi = 1;
+            continue;
+        } else if (!strcmp(a, "--untied")) {
+            untied = 1;
             continue;
         }
         if (!v) {
@@ -59,7 +63,13 @@ int cmd_make_random(int argc, char **argv) {
             config = v;
         else if (!strcmp(a, "--out"))
             o.out_dir = v;
-        else if (!strcmp(a, "--seed")) {
+        else if (!strcmp(a, "--task")) {
+            if (strcmp(v, "embed") && strcmp(v, "rerank")) {
+                fprintf(stderr, "qembed make-random: --task must be embed or rerank\n");
+                return 2;
+            }
+            o.reranker = !strcmp(v, "rerank");
+        } else if (!strcmp(a, "--seed")) {
             long seed;
             if (flag_long("make-random", a, v, 0, LONG_MAX, &seed)) return 2;
             o.seed = (uint64_t)seed;
@@ -114,6 +124,7 @@ int cmd_make_random(int argc, char **argv) {
         o.cfg.alibi = 1;
         o.cfg.rope_theta = 0;
     }
+    if (untied) o.cfg.tie_word_embeddings = 0;
     if (random_model_write(&o, err, sizeof err)) {
         fprintf(stderr, "qembed make-random: %s\n", err);
         return 1;

@@ -103,7 +103,37 @@ static int split_words(word *words, int cap) {
     return n;
 }
 
-int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen) {
+/* Makes word one token: its pieces under the merges so far (applied in rank order, as BPE does for
+ * a word this short), then merges joining them left to right, ranked after every other. */
+static void add_whole_word(const char *word, char (*text)[64], int (*pairs)[2], int *n_tok,
+                           int *n_merged, int cap) {
+    int toks[64], n = 0;
+    for (const char *p = word; *p && n < 64; p++)
+        toks[n++] = (unsigned char)*p;
+    for (int m = 0; m < *n_merged; m++) {
+        int o = 0;
+        char joined[64];
+        snprintf(joined, sizeof joined, "%s%s", text[pairs[m][0]], text[pairs[m][1]]);
+        for (int i = 0; i < n; i++) {
+            if (i + 1 < n && toks[i] == pairs[m][0] && toks[i + 1] == pairs[m][1]) {
+                for (int t = 256; t < *n_tok; t++)
+                    if (!strcmp(text[t], joined)) toks[o] = t;
+                o++, i++;
+            } else
+                toks[o++] = toks[i];
+        }
+        n = o;
+    }
+    while (n > 1 && *n_tok < cap && *n_merged < cap) {
+        pairs[*n_merged][0] = toks[0], pairs[*n_merged][1] = toks[1];
+        (*n_merged)++;
+        snprintf(text[*n_tok], 64, "%s%s", text[toks[0]], text[toks[1]]);
+        toks[1] = (*n_tok)++;
+        memmove(toks, toks + 1, sizeof(int) * (size_t)--n);
+    }
+}
+
+int demo_tokenizer_write(const char *dir, int n_merges, int reranker, char *err, size_t errlen) {
     enum { MAX_TOKENS = 4096, MAX_WORDS = 4096 };
     char(*text)[64] = calloc(MAX_TOKENS, 64); /* token id -> byte-level text */
     int(*pairs)[2] = calloc(MAX_TOKENS, sizeof *pairs);
@@ -159,6 +189,10 @@ int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen
         }
     }
 
+    /* a reranker's answer tokens: "yes" and "no", one token each as in Qwen3's vocabulary */
+    for (int w = 0; reranker && w < 2; w++)
+        add_whole_word(w ? "no" : "yes", text, pairs, &n_tok, &n_merged, MAX_TOKENS);
+
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "version", "1.0");
     cJSON_AddNullToObject(root, "truncation");
@@ -185,16 +219,21 @@ int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen
             "|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},"
             "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":false,"
             "\"use_regex\":false}]}"));
+    /* an embedding model's tokenizer appends <|endoftext|>, a reranker's (Qwen3's base) none */
     cJSON_AddItemToObject(
         root, "post_processor",
-        cJSON_Parse("{\"type\":\"Sequence\",\"processors\":[{\"type\":\"ByteLevel\","
-                    "\"add_prefix_space\":false,\"trim_offsets\":false,\"use_regex\":false},"
-                    "{\"type\":\"TemplateProcessing\",\"single\":[{\"Sequence\":{\"id\":\"A\","
-                    "\"type_id\":0}},{\"SpecialToken\":{\"id\":\"<|endoftext|>\",\"type_id\":0}}],"
-                    "\"pair\":[{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},{\"Sequence\":{\"id\":"
-                    "\"B\",\"type_id\":0}},{\"SpecialToken\":{\"id\":\"<|endoftext|>\","
-                    "\"type_id\":0}}],\"special_tokens\":{\"<|endoftext|>\":{\"id\":"
-                    "\"<|endoftext|>\",\"ids\":[151643],\"tokens\":[\"<|endoftext|>\"]}}}]}"));
+        cJSON_Parse(
+            reranker
+                ? "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":false,"
+                  "\"use_regex\":false}"
+                : "{\"type\":\"Sequence\",\"processors\":[{\"type\":\"ByteLevel\","
+                  "\"add_prefix_space\":false,\"trim_offsets\":false,\"use_regex\":false},"
+                  "{\"type\":\"TemplateProcessing\",\"single\":[{\"Sequence\":{\"id\":\"A\","
+                  "\"type_id\":0}},{\"SpecialToken\":{\"id\":\"<|endoftext|>\",\"type_id\":0}}],"
+                  "\"pair\":[{\"Sequence\":{\"id\":\"A\",\"type_id\":0}},{\"Sequence\":{\"id\":"
+                  "\"B\",\"type_id\":0}},{\"SpecialToken\":{\"id\":\"<|endoftext|>\","
+                  "\"type_id\":0}}],\"special_tokens\":{\"<|endoftext|>\":{\"id\":"
+                  "\"<|endoftext|>\",\"ids\":[151643],\"tokens\":[\"<|endoftext|>\"]}}}]}"));
     cJSON_AddItemToObject(root, "decoder",
                           cJSON_Parse("{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
                                       "\"trim_offsets\":false,\"use_regex\":false}"));
@@ -228,7 +267,8 @@ int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen
          "{\n  \"prompts\": {\n    \"query\": \"Instruct: Given a web search query, retrieve "
          "relevant passages that answer the query\\nQuery:\",\n    \"document\": \"\"\n  },\n"
          "  \"default_prompt_name\": null,\n  \"similarity_fn_name\": \"cosine\"\n}\n"}};
-    for (int i = 0; i < 3 && !rc; i++) {
+    /* the sentence-transformers file marks an embedding folder (a reranker has none) */
+    for (int i = 0; i < (reranker ? 2 : 3) && !rc; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i][0]);
         FILE *f = fopen(path, "wb");
         if (!f || !files[i][1] || fputs(files[i][1], f) < 0) {

@@ -5,7 +5,9 @@
 #define QE_TOOLS_DEMO_TOKENIZER_H
 #include <stddef.h>
 
-/* Writes DIR/tokenizer.json, DIR/tokenizer_config.json, DIR/config_sentence_transformers.json. */
-int demo_tokenizer_write(const char *dir, int n_merges, char *err, size_t errlen);
+/* Writes DIR/tokenizer.json, DIR/tokenizer_config.json, DIR/config_sentence_transformers.json.
+ * reranker: a Qwen3-Reranker's tokenizer instead: no end token appended, "yes" and "no" one token
+ * each, and no sentence-transformers file. */
+int demo_tokenizer_write(const char *dir, int n_merges, int reranker, char *err, size_t errlen);
 
 #endif

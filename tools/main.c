@@ -12,6 +12,7 @@ typedef struct {
 
 static const subcommand COMMANDS[] = {
     {"embed", cmd_embed, "embed JSONL ({\"ids\":[..]} or {\"text\":..}) into JSONL vectors"},
+    {"rerank", cmd_rerank, "score JSONL documents against a query with a Qwen3-Reranker"},
     {"tokenize", cmd_tokenize, "tokenize JSONL text into JSONL ids, with throughput"},
     {"serve", cmd_serve, "OpenAI- and TEI-compatible HTTP embedding server"},
     {"bench", cmd_bench, "time the engine on synthetic batches (tokens/s, per-op breakdown)"},

@@ -148,7 +148,7 @@ static void fill(const planned *t, uint64_t seed, st_dtype dtype, size_t first, 
 
 static int plan(const random_model_opts *o, planned **out) {
     const qe_config *c = &o->cfg;
-    const char *pre = o->prefixed ? "model." : "";
+    const char *pre = o->prefixed || o->reranker ? "model." : "";
     int64_t h = c->hidden_size, q = (int64_t)c->num_heads * c->head_dim;
     int64_t kv = (int64_t)c->num_kv_heads * c->head_dim, f = c->intermediate_size;
     planned *t = calloc((size_t)(11 * c->num_layers + 3), sizeof *t);
@@ -177,7 +177,8 @@ static int plan(const random_model_opts *o, planned **out) {
         ADD(INIT_LINEAR, h, f, "%slayers.%d.mlp.down_proj.weight", pre, l);
     }
     ADD(INIT_GAIN, h, 0, "%snorm.weight", pre);
-    if (o->prefixed) ADD(INIT_LINEAR, c->vocab_size, h, "lm_head.weight");
+    if (o->reranker ? !c->tie_word_embeddings : o->prefixed)
+        ADD(INIT_LINEAR, c->vocab_size, h, "lm_head.weight");
 #undef ADD
     *out = t;
     return n;
@@ -324,8 +325,8 @@ int random_model_write(const random_model_opts *o, char *err, size_t errlen) {
         free(idx);
     }
     if (!rc)
-        rc = demo_tokenizer_write(o->out_dir, o->tokenizer_merges ? o->tokenizer_merges : 300, err,
-                                  errlen);
+        rc = demo_tokenizer_write(o->out_dir, o->tokenizer_merges ? o->tokenizer_merges : 300,
+                                  o->reranker, err, errlen);
     if (!o->quiet && written)
         fprintf(stderr, "\rmake-random: %.2f GB in %d file(s)      \n", written / 1e9, n_shards);
     free(t);

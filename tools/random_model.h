@@ -13,6 +13,8 @@ typedef struct random_model_opts {
     uint64_t seed;
     st_dtype dtype;       /* ST_BF16 (default), ST_F16, ST_F32 */
     int prefixed;         /* 1: "model." keys plus an lm_head.weight (Qwen3ForCausalLM layout) */
+    int reranker;         /* 1: a Qwen3-Reranker folder: "model." keys, lm_head.weight only when
+                           * cfg.tie_word_embeddings is 0, the reranker's demo tokenizer */
     size_t shard_bytes;   /* start a new shard past this many bytes; 0 = 4 GB */
     int tokenizer_merges; /* merges in the demo tokenizer; 0 = 300 */
     int quiet;            /* no progress on stderr */

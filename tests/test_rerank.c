@@ -1,0 +1,373 @@
+/* test_rerank.c — Qwen3-Reranker on the CPU backend: scores against an independent
+ * double-precision forward (naive_forward.h) on random tied and untied reranker models, the
+ * prompt against the official construction on the real Qwen3 tokenizer, truncation, task
+ * detection and the errors of folders that cannot rerank. */
+#include <math.h>
+
+#include "naive_forward.h"
+#include "qembed.h"
+#include "random_model.h"
+#include "test_util.h"
+#include "tokenizer/tokenizer.h"
+
+#define TINY TINY_MODEL
+
+/* The template of MODEL.md, written out again here (the test does not share the engine's). */
+static const char PREFIX[] =
+    "<|im_start|>system\nJudge whether the Document meets the requirements "
+    "based on the Query and the Instruct provided. Note that the answer "
+    "can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n";
+static const char SUFFIX[] = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n";
+
+/* A random reranker folder (the tiny preset's vocabulary, so the template's special ids exist). */
+static void make_reranker(char *dir, size_t cap, const char *tag, int tied, int heads, int kv,
+                          uint64_t seed) {
+    tu_scratch_dir(dir, cap, tag);
+    strncat(dir, "/model", cap - strlen(dir) - 1);
+    random_model_opts o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(random_model_preset("tiny", &o.cfg), 0);
+    o.cfg.num_heads = heads;
+    o.cfg.num_kv_heads = kv;
+    o.cfg.num_layers = 2;
+    o.cfg.tie_word_embeddings = tied;
+    o.out_dir = dir;
+    o.seed = seed;
+    o.dtype = ST_BF16;
+    o.reranker = 1;
+    o.quiet = 1;
+    char err[512];
+    cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s: %s", tag, err);
+}
+
+static qe_engine *open_engine(const char *dir, qe_task task, int batch_tokens) {
+    qe_options opt = {.model_dir = dir, .threads = 2, .max_batch_tokens = batch_tokens};
+    opt.task = task;
+    qe_engine *e = NULL;
+    char err[512];
+    cr_assert_eq(qe_open(&opt, &e, err, sizeof err), QE_OK, "%s: %s", dir, err);
+    return e;
+}
+
+static int32_t *encode(const tok_tokenizer *t, const char *s, int *n) {
+    const tok_encode_opts o = {0, 0, 0, 0};
+    int32_t *ids = NULL;
+    char err[256];
+    cr_assert_eq(tok_encode(t, s, strlen(s), &o, &ids, n, err, sizeof err), TOK_OK, "%s", err);
+    return ids;
+}
+
+/* The official construction: prefix, body and suffix tokenized on their own, ids concatenated. */
+static int32_t *official(const tok_tokenizer *t, const char *instr, const char *q, const char *d,
+                         int *n) {
+    size_t cap = strlen(instr) + strlen(q) + strlen(d) + 64;
+    char *body = malloc(cap);
+    snprintf(body, cap, "<Instruct>: %s\n<Query>: %s\n<Document>: %s", instr, q, d);
+    int np, nb, ns;
+    int32_t *p = encode(t, PREFIX, &np), *b = encode(t, body, &nb), *s = encode(t, SUFFIX, &ns);
+    int32_t *all = malloc(sizeof(int32_t) * (size_t)(np + nb + ns));
+    memcpy(all, p, sizeof(int32_t) * (size_t)np);
+    memcpy(all + np, b, sizeof(int32_t) * (size_t)nb);
+    memcpy(all + np + nb, s, sizeof(int32_t) * (size_t)ns);
+    *n = np + nb + ns;
+    free(body), free(p), free(b), free(s);
+    return all;
+}
+
+/* The logit of one prompt in double: (W[yes] - W[no]) . h, W chosen as MODEL.md says. */
+static double naive_logit(const qe_model *m, const int32_t *ids, int n, int yes, int no) {
+    const int H = m->cfg.hidden_size;
+    double *h = malloc(sizeof(double) * (size_t)H);
+    naive_embed(m, ids, n, h);
+    const st_tensor *w =
+        m->cfg.tie_word_embeddings ? m->embed : st_find(m->archive, "lm_head.weight");
+    cr_assert(w, "no output layer in the folder");
+    double *W = tensor_d(w), logit = 0;
+    for (int i = 0; i < H; i++)
+        logit += (W[(size_t)yes * H + i] - W[(size_t)no * H + i]) * h[i];
+    free(W), free(h);
+    return logit;
+}
+
+static int single(const tok_tokenizer *t, const char *word) {
+    int n;
+    int32_t *ids = encode(t, word, &n);
+    cr_assert_eq(n, 1, "\"%s\" is %d tokens", word, n);
+    const int id = ids[0];
+    free(ids);
+    return id;
+}
+
+/* Engine scores of prompts of several lengths, packed in one call (and in chunks at a small step
+ * budget), against the double-precision forward. */
+static void against_oracle(const char *tag, int tied, int heads, int kv) {
+    char dir[1024], err[512];
+    make_reranker(dir, sizeof dir, tag, tied, heads, kv, 7 + (uint64_t)tied);
+    qe_model m;
+    cr_assert_eq(model_open(dir, &m, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(st_find(m.archive, "lm_head.weight") != NULL, !tied, "%s: lm_head", tag);
+    const char *docs[] = {"the fox jumps over the lazy dog", "",
+                          "int main(void) { return 0; } for (int i = 0; i < n; i++) sum += x[i];",
+                          "When the question is about the weather, the answer is in the forecast. "
+                          "Documents can be long: a knowledge base holds manuals, articles, source "
+                          "code and messages in many languages."};
+    enum { N = 4 };
+    for (int budget = 0; budget <= 64; budget += 64) {
+        qe_engine *e = open_engine(dir, QE_TASK_AUTO, budget);
+        cr_assert_eq(qe_model_task(e), QE_TASK_RERANK, "%s: %s", tag, qe_task_reason(e));
+        const tok_tokenizer *t = qe_tokenizer(e);
+        const int yes = single(t, "yes"), no = single(t, "no");
+        int32_t *ids[N];
+        int lens[N];
+        float got[N];
+        for (int i = 0; i < N; i++)
+            cr_assert_eq(qe_rerank_prompt(e, "what does the fox do", 20, docs[i], strlen(docs[i]),
+                                          NULL, &ids[i], &lens[i], NULL),
+                         QE_OK, "%s", qe_last_error(e));
+        cr_assert_eq(qe_rerank_ids(e, (const int32_t *const *)ids, lens, N, got), QE_OK, "%s",
+                     qe_last_error(e));
+        /* the logits too: a random model's scores may sit where the sigmoid is flat */
+        const int H = qe_dim(e);
+        float *hidden = malloc(sizeof(float) * (size_t)N * H);
+        cr_assert_eq(qe_embed_ids_ex(e, (const int32_t *const *)ids, lens, N, H, 0, hidden), QE_OK);
+        for (int i = 0; i < N; i++) {
+            const double logit = naive_logit(&m, ids[i], lens[i], yes, no);
+            const double want = 1 / (1 + exp(-logit));
+            const double lg = qe_rerank_logit(e, hidden + (size_t)i * H);
+            cr_expect_leq(fabs(got[i] - want), 1e-5,
+                          "%s, budget %d, doc %d (%d tokens): %.8f vs %.8f", tag, budget, i,
+                          lens[i], got[i], want);
+            cr_expect_leq(fabs(lg - logit), 1e-5 * fmax(1, fabs(logit)),
+                          "%s, budget %d, doc %d: logit %.7f vs %.7f", tag, budget, i, lg, logit);
+            cr_expect_eq(got[i], qe_rerank_sigmoid((float)lg));
+            cr_log_info("%s, budget %d, %d tokens: logit %.6f (double %.6f)", tag, budget, lens[i],
+                        lg, logit);
+            free(ids[i]);
+        }
+        free(hidden);
+        qe_close(e);
+    }
+    model_close(&m);
+}
+
+Test(oracle, tied_gqa, .timeout = 300) {
+    against_oracle("rerank-tied", 1, 4, 2);
+}
+
+Test(oracle, untied_gqa4, .timeout = 300) {
+    against_oracle("rerank-untied", 0, 8, 2);
+}
+
+/* The score uses the right rows: with the real tokenizer (the tiny fixture forced to rerank),
+ * "yes" is 9693 and "no" 2152, and the score is sigmoid of their embedding rows' difference
+ * against the pooled hidden state the embedding path returns. */
+Test(prompt, real_tokenizer_rows_and_score, .timeout = 120) {
+    qe_engine *e = open_engine(TINY, QE_TASK_RERANK, 0);
+    const tok_tokenizer *t = qe_tokenizer(e);
+    cr_assert_eq(single(t, "yes"), 9693);
+    cr_assert_eq(single(t, "no"), 2152);
+    int32_t *ids;
+    int n;
+    cr_assert_eq(qe_rerank_prompt(e, "capital of France", 17, "Paris is the capital.", 21, NULL,
+                                  &ids, &n, NULL),
+                 QE_OK);
+    const int H = qe_dim(e);
+    float *h = malloc(sizeof(float) * (size_t)H), score;
+    cr_assert_eq(qe_embed_ids_ex(e, (const int32_t *const *)&ids, &n, 1, H, 0, h), QE_OK);
+    cr_assert_eq(qe_rerank_ids(e, (const int32_t *const *)&ids, &n, 1, &score), QE_OK);
+    char err[512];
+    qe_model m;
+    cr_assert_eq(model_open(TINY, &m, err, sizeof err), 0, "%s", err);
+    double *E = tensor_d(m.embed), logit = 0;
+    for (int i = 0; i < H; i++)
+        logit += (E[(size_t)9693 * H + i] - E[(size_t)2152 * H + i]) * (double)h[i];
+    cr_expect_leq(fabs(score - 1 / (1 + exp(-logit))), 1e-6, "%.8f vs %.8f", score,
+                  1 / (1 + exp(-logit)));
+    cr_expect_leq(fabs(qe_rerank_logit(e, h) - logit), 1e-5);
+    free(E), free(h), free(ids);
+    model_close(&m);
+    qe_close(e);
+}
+
+/* The prompt's ids are the official construction's, on the real Qwen3 tokenizer: multilingual
+ * queries and documents, the default, an empty and a custom instruction. */
+Test(prompt, official_construction_on_the_real_tokenizer, .timeout = 120) {
+    qe_engine *e = open_engine(TINY, QE_TASK_RERANK, 0);
+    const tok_tokenizer *t = qe_tokenizer(e);
+    static const struct {
+        const char *instr, *query, *doc;
+    } cases[] = {
+        {NULL, "What is the capital of China?", "The capital of China is Beijing."},
+        {"", "Explain gravity", "Gravity is a force that attracts two bodies towards each other."},
+        {"Find the code that answers the question", "如何反转一个链表？",
+         "def reverse(head):\n    prev = None\n    while head:\n        head.next, prev, head = "
+         "prev, head, head.next\n    return prev"},
+        {NULL, "ما هي عاصمة مصر؟", "القاهرة هي عاصمة مصر 🇪🇬 и крупнейший город."},
+        {NULL, "", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *instr = cases[i].instr ? cases[i].instr : QE_RERANK_DEFAULT_INSTRUCTION;
+        int nw, ng, cut = 1;
+        int32_t *want = official(t, instr, cases[i].query, cases[i].doc, &nw), *got;
+        const qe_rerank_opts o = {.instruction = cases[i].instr};
+        cr_assert_eq(qe_rerank_prompt(e, cases[i].query, strlen(cases[i].query), cases[i].doc,
+                                      strlen(cases[i].doc), &o, &got, &ng, &cut),
+                     QE_OK, "case %zu: %s", i, qe_last_error(e));
+        cr_expect_eq(cut, 0);
+        cr_assert_eq(ng, nw, "case %zu: %d ids, the official construction %d", i, ng, nw);
+        cr_expect_arr_eq(got, want, sizeof(int32_t) * (size_t)nw, "case %zu", i);
+        free(want), free(got);
+    }
+    /* The template's fixed parts, as Qwen3's chat template ids are known. */
+    int n;
+    int32_t *s = encode(t, SUFFIX, &n);
+    const int32_t suffix[] = {151645, 198, 151644, 77091, 198, 151667, 271, 151668, 271};
+    cr_assert_eq(n, 9);
+    cr_expect_arr_eq(s, suffix, sizeof suffix);
+    free(s);
+    int32_t *p = encode(t, PREFIX, &n);
+    cr_expect_eq(p[0], 151644); /* <|im_start|> */
+    cr_expect_eq(p[1], 8948);   /* system */
+    cr_expect_eq(p[n - 1], 198);
+    free(p);
+    qe_close(e);
+}
+
+/* A document past the limit: only the body is cut, from its end (or, asked, the document from its
+ * start); the template stays whole, and the whole is exactly the limit. */
+Test(prompt, long_documents_are_cut_to_the_limit, .timeout = 120) {
+    qe_engine *e = open_engine(TINY, QE_TASK_RERANK, 0);
+    const tok_tokenizer *t = qe_tokenizer(e);
+    size_t len = 0;
+    char *doc = malloc(200000);
+    while (len + 40 < 200000)
+        len += (size_t)snprintf(doc + len, 200000 - len, "word%zu is a token or two. ", len);
+    int nw;
+    int32_t *full = official(t, QE_RERANK_DEFAULT_INSTRUCTION, "long", doc, &nw);
+    int np, ns;
+    int32_t *pre = encode(t, PREFIX, &np), *suf = encode(t, SUFFIX, &ns);
+    cr_assert_gt(nw, QE_RERANK_DEFAULT_TOKENS);
+    const int limits[] = {0, 300};
+    for (int k = 0; k < 2; k++) {
+        const int max = limits[k] ? limits[k] : QE_RERANK_DEFAULT_TOKENS;
+        for (int left = 0; left <= 1; left++) {
+            const qe_rerank_opts o = {.max_tokens = limits[k], .truncate_left = left};
+            int32_t *got;
+            int ng, cut = 0;
+            cr_assert_eq(qe_rerank_prompt(e, "long", 4, doc, len, &o, &got, &ng, &cut), QE_OK, "%s",
+                         qe_last_error(e));
+            cr_expect_eq(ng, max, "limit %d, left %d: %d ids", max, left, ng);
+            cr_expect_eq(cut, 1);
+            cr_expect_arr_eq(got, pre, sizeof(int32_t) * (size_t)np, "the prefix is whole");
+            cr_expect_arr_eq(got + ng - ns, suf, sizeof(int32_t) * (size_t)ns, "the suffix too");
+            if (!left) /* the body's first ids, as the official code keeps them */
+                cr_expect_arr_eq(got + np, full + np, sizeof(int32_t) * (size_t)(ng - np - ns));
+            else {                   /* the body's head, then the document's last ids */
+                const int head = 20; /* "<Instruct>: ...<Document>:" is longer than this */
+                cr_expect_arr_eq(got + np, full + np, sizeof(int32_t) * head);
+                const int tail = 50;
+                cr_expect_arr_eq(got + ng - ns - tail, full + nw - ns - tail,
+                                 sizeof(int32_t) * tail, "left cut keeps the document's end");
+            }
+            free(got);
+        }
+    }
+    const qe_rerank_opts strict = {.no_truncate = 1};
+    int32_t *got = NULL;
+    int ng;
+    cr_expect_eq(qe_rerank_prompt(e, "long", 4, doc, len, &strict, &got, &ng, NULL),
+                 QE_ERR_TOO_LONG);
+    cr_expect(strstr(qe_last_error(e), "truncation is off"), "%s", qe_last_error(e));
+    /* an instruction that leaves no room for the document: a right cut takes the body's end as
+     * the official code does (the query and the instruction's end go too); a left cut, which
+     * keeps all before the document, is refused */
+    const qe_rerank_opts tiny_limit = {.max_tokens = 60, .instruction = doc + 100000};
+    cr_expect_eq(qe_rerank_prompt(e, "q", 1, "d", 1, &tiny_limit, &got, &ng, NULL), QE_OK);
+    cr_expect_eq(ng, 60);
+    free(got);
+    const qe_rerank_opts left_limit = {.max_tokens = 60,
+                                       .truncate_left = 1,
+                                       .instruction = "a long instruction that fills the limit "
+                                                      "with words and more words"};
+    cr_expect_eq(qe_rerank_prompt(e, "q", 1, doc, len, &left_limit, &got, &ng, NULL),
+                 QE_ERR_TOO_LONG);
+    cr_expect(strstr(qe_last_error(e), "before the document"), "%s", qe_last_error(e));
+    free(doc), free(full), free(pre), free(suf);
+    qe_close(e);
+}
+
+/* Texts in, scores out: qe_rerank equals scoring its prompts as ids, bit for bit; the raw mode is
+ * the query's ids then the document's. */
+Test(api, texts_equal_prompt_ids, .timeout = 300) {
+    char dir[1024];
+    make_reranker(dir, sizeof dir, "rerank-api", 1, 4, 2, 3);
+    qe_engine *e = open_engine(dir, QE_TASK_AUTO, 0);
+    const char *docs[] = {"vectors for search", "the weather forecast", "a fox"};
+    float a[3], b[3];
+    cr_assert_eq(qe_rerank(e, "what is a search engine", docs, 3, NULL, a), QE_OK, "%s",
+                 qe_last_error(e));
+    for (int i = 0; i < 3; i++) {
+        int32_t *ids;
+        int n;
+        cr_assert_eq(qe_rerank_prompt(e, "what is a search engine", 23, docs[i], strlen(docs[i]),
+                                      NULL, &ids, &n, NULL),
+                     QE_OK);
+        cr_assert_eq(qe_rerank_ids(e, (const int32_t *const *)&ids, &n, 1, &b[i]), QE_OK);
+        cr_expect_eq(a[i], b[i], "document %d: %.9g vs %.9g", i, a[i], b[i]);
+        free(ids);
+    }
+    /* another instruction changes the scores */
+    cr_assert_eq(qe_rerank(e, "what is a search engine", docs, 3, "Judge the grammar", b), QE_OK);
+    cr_expect(a[0] != b[0] || a[1] != b[1] || a[2] != b[2]);
+    const qe_rerank_opts raw = {.raw = 1};
+    int32_t *ids;
+    int n, nq, nd;
+    cr_assert_eq(qe_rerank_prompt(e, "query", 5, " document", 9, &raw, &ids, &n, NULL), QE_OK);
+    int32_t *q = encode(qe_tokenizer(e), "query", &nq),
+            *d = encode(qe_tokenizer(e), " document", &nd);
+    cr_assert_eq(n, nq + nd);
+    cr_expect_arr_eq(ids, q, sizeof(int32_t) * (size_t)nq);
+    cr_expect_arr_eq(ids + nq, d, sizeof(int32_t) * (size_t)nd);
+    free(ids), free(q), free(d);
+    cr_expect_eq(qe_rerank_prompt(e, "", 0, "", 0, &raw, &ids, &n, NULL), QE_ERR_ARG);
+    qe_close(e);
+}
+
+/* Which task a folder is for, and what cannot rerank. */
+Test(api, task_detection_and_refusals, .timeout = 300) {
+    char dir[1024], err[512];
+    make_reranker(dir, sizeof dir, "rerank-detect", 1, 4, 2, 5);
+    qe_engine *e = open_engine(dir, QE_TASK_EMBED, 0); /* forced: embeds, cannot score */
+    cr_expect_eq(qe_model_task(e), QE_TASK_EMBED);
+    float s;
+    const char *doc = "d";
+    cr_expect_eq(qe_rerank(e, "q", &doc, 1, NULL, &s), QE_ERR_UNSUPPORTED);
+    cr_expect(strstr(qe_last_error(e), "--task rerank"), "%s", qe_last_error(e));
+    qe_close(e);
+    /* the embedding fixture: an embedding model unless told otherwise */
+    e = open_engine(TINY, QE_TASK_AUTO, 0);
+    cr_expect_eq(qe_model_task(e), QE_TASK_EMBED);
+    cr_expect(strstr(qe_task_reason(e), "sentence-transformers"), "%s", qe_task_reason(e));
+    qe_close(e);
+    /* untied with no lm_head: neither output layer, refused at open */
+    char cfg[1100];
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    qe_config c;
+    cr_assert_eq(cfg_load(dir, &c, err, sizeof err), 0, "%s", err);
+    c.tie_word_embeddings = 0;
+    char *text = cfg_to_json(&c);
+    FILE *f = fopen(cfg, "wb");
+    cr_assert(f && fputs(text, f) >= 0);
+    fclose(f);
+    free(text);
+    qe_options opt = {.model_dir = dir};
+    cr_expect_eq(qe_open(&opt, &e, err, sizeof err), QE_ERR_FORMAT);
+    cr_expect(strstr(err, "no lm_head.weight"), "%s", err);
+    /* and a reranker needs its tokenizer */
+    char tok[1100];
+    snprintf(tok, sizeof tok, "%s/tokenizer.json", dir);
+    cr_assert_eq(remove(tok), 0);
+    opt.task = QE_TASK_RERANK;
+    cr_expect_eq(qe_open(&opt, &e, err, sizeof err), QE_ERR_FORMAT);
+    cr_expect(strstr(err, "needs tokenizer.json"), "%s", err);
+}
