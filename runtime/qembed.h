@@ -135,12 +135,14 @@ typedef struct qe_rerank_opts {
 
 /* The prompt of one (query, document) pair, as the official construction makes it: the template's
  * prefix, "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}" and the suffix,
- * each tokenized on its own without special tokens, ids concatenated; only the document is cut
- * (the body from its end, as the official code does) so the whole fits max_tokens. *ids is
- * malloc'd; *truncated (may be NULL) says whether anything was cut. o may be NULL. */
-qe_status qe_rerank_prompt(qe_engine *e, const char *query, size_t query_len, const char *document,
-                           size_t document_len, const qe_rerank_opts *o, int32_t **ids, int *len,
-                           int *truncated);
+ * each tokenized on its own without special tokens, ids concatenated; only the body is cut (from
+ * its end, the document first, as the official code does; with truncate_left the document's
+ * start) so the whole fits max_tokens. *ids is malloc'd; *truncated (may be NULL) says whether
+ * anything was cut. o may be NULL. A failure's message goes to err (the engine's last error is
+ * untouched: this reads only the tokenizer and the template, and never waits for the engine). */
+qe_status qe_rerank_prompt(const qe_engine *e, const char *query, size_t query_len,
+                           const char *document, size_t document_len, const qe_rerank_opts *o,
+                           int32_t **ids, int *len, int *truncated, char *err, size_t errlen);
 /* Scores of n prompts given as ids (each a whole prompt, used as given), into scores[n]; packed and
  * batched like qe_embed_ids. */
 qe_status qe_rerank_ids(qe_engine *e, const int32_t *const *ids, const int *lens, int n,

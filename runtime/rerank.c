@@ -10,6 +10,7 @@
 #include "rerank.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,17 @@ int rerank_head_open(rerank_head *h, const char *dir, const qe_model *m, const t
         rerank_head_free(h);
         return -1;
     }
+    /* every prompt holds the template: past the embedding table, every request would fail */
+    for (int k = 0; k < h->n_prefix + h->n_suffix; k++) {
+        const int id = k < h->n_prefix ? h->prefix[k] : h->suffix[k - h->n_prefix];
+        if (id < c->vocab_size) continue;
+        snprintf(err, errlen,
+                 "reranker: the prompt template holds token id %d, outside the model's vocabulary "
+                 "(0..%d): the tokenizer does not fit the model",
+                 id, c->vocab_size - 1);
+        rerank_head_free(h);
+        return -1;
+    }
     return 0;
 }
 
@@ -245,20 +257,34 @@ static int document_start(const tok_tokenizer *tok, const char *head, size_t hea
     return at;
 }
 
-qe_status qe_rerank_prompt(qe_engine *e, const char *query, size_t query_len, const char *document,
-                           size_t document_len, const qe_rerank_opts *o, int32_t **ids, int *len,
-                           int *truncated) {
+/* A failure of qe_rerank_prompt: the message in err. */
+static qe_status prompt_fail(char *err, size_t errlen, qe_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static qe_status prompt_fail(char *err, size_t errlen, qe_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (errlen) vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+qe_status qe_rerank_prompt(const qe_engine *e, const char *query, size_t query_len,
+                           const char *document, size_t document_len, const qe_rerank_opts *o,
+                           int32_t **ids, int *len, int *truncated, char *err, size_t errlen) {
     *ids = NULL, *len = 0;
     if (truncated) *truncated = 0;
     const rerank_head *h = engine_rerank_head(e);
-    if (!h->diff) return not_reranker(e);
+    if (!h->diff)
+        return prompt_fail(err, errlen, QE_ERR_UNSUPPORTED,
+                           "this is an embedding model (%s); force the task with --task rerank",
+                           qe_task_reason(e));
     const tok_tokenizer *tok = qe_tokenizer(e);
     const int raw = o && o->raw, left = o && o->truncate_left, max = prompt_limit(e, o);
     const char *instr = o && o->instruction ? o->instruction : QE_RERANK_DEFAULT_INSTRUCTION;
     /* the body: the template's middle, or (raw) the query then the document */
     const size_t cap = strlen(instr) + query_len + document_len + 64;
     char *body = malloc(cap);
-    if (!body) return engine_fail(e, QE_ERR_NOMEM, "out of host memory");
+    if (!body) return prompt_fail(err, errlen, QE_ERR_NOMEM, "out of host memory");
     size_t blen = 0, head_len = 0;
     if (!raw) {
         blen = (size_t)snprintf(body, cap, "<Instruct>: %s\n<Query>: ", instr);
@@ -278,18 +304,18 @@ qe_status qe_rerank_prompt(qe_engine *e, const char *query, size_t query_len, co
     char sub[256];
     qe_status s = QE_OK;
     if (encode_plain(tok, body, blen, 0, 0, &mid, &n_mid, sub, sizeof sub))
-        s = engine_fail(e, QE_ERR_ARG, "%s", sub);
+        s = prompt_fail(err, errlen, QE_ERR_ARG, "%s", sub);
     const int fixed = raw ? 0 : h->n_prefix + h->n_suffix, room = max - fixed;
     if (s == QE_OK && n_mid > room) {
         /* a left cut starts at the document's first id; a right one takes the body's end */
         const int from = left ? document_start(tok, body, head_len, mid, n_mid) : 0;
         const int keep_before = left ? from : 0; /* ids a cut may not touch */
         if (o && o->no_truncate)
-            s = engine_fail(e, QE_ERR_TOO_LONG,
+            s = prompt_fail(err, errlen, QE_ERR_TOO_LONG,
                             "the prompt has %d tokens; the limit is %d (truncation is off)",
                             n_mid + fixed, max);
         else if (room <= keep_before)
-            s = engine_fail(e, QE_ERR_TOO_LONG,
+            s = prompt_fail(err, errlen, QE_ERR_TOO_LONG,
                             "the prompt has %d tokens before the document; the limit is %d",
                             keep_before + fixed, max);
         else {
@@ -299,7 +325,7 @@ qe_status qe_rerank_prompt(qe_engine *e, const char *query, size_t query_len, co
     }
     free(body);
     int32_t *out = s == QE_OK ? malloc(sizeof(int32_t) * (size_t)(n_mid + fixed + 1)) : NULL;
-    if (s == QE_OK && !out) s = engine_fail(e, QE_ERR_NOMEM, "out of host memory");
+    if (s == QE_OK && !out) s = prompt_fail(err, errlen, QE_ERR_NOMEM, "out of host memory");
     if (s == QE_OK) {
         int n = 0;
         if (!raw) memcpy(out, h->prefix, sizeof(int32_t) * (size_t)h->n_prefix), n = h->n_prefix;
@@ -308,7 +334,7 @@ qe_status qe_rerank_prompt(qe_engine *e, const char *query, size_t query_len, co
         n += raw ? 0 : h->n_suffix;
         if (n == 0) {
             free(out), out = NULL;
-            s = engine_fail(e, QE_ERR_ARG, "the query and the document are both empty");
+            s = prompt_fail(err, errlen, QE_ERR_ARG, "the query and the document are both empty");
         }
         *ids = out, *len = n;
     }
@@ -325,13 +351,10 @@ qe_status qe_rerank_texts(qe_engine *e, const char *query, const char *const *do
     int *lens = calloc((size_t)(n > 0 ? n : 1), sizeof *lens);
     qe_status s = ids && lens ? QE_OK : engine_fail(e, QE_ERR_NOMEM, "out of host memory");
     for (int i = 0; s == QE_OK && i < n; i++) {
+        char why[400];
         s = qe_rerank_prompt(e, query, strlen(query), documents[i], strlen(documents[i]), o,
-                             &ids[i], &lens[i], NULL);
-        if (s != QE_OK) {
-            char why[512];
-            snprintf(why, sizeof why, "%s", qe_last_error(e));
-            engine_fail(e, s, "document %d: %s", i, why);
-        }
+                             &ids[i], &lens[i], NULL, why, sizeof why);
+        if (s != QE_OK) engine_fail(e, s, "document %d: %s", i, why);
     }
     if (s == QE_OK) s = qe_rerank_ids(e, (const int32_t *const *)ids, lens, n, scores);
     for (int i = 0; ids && i < n; i++)

@@ -12,6 +12,8 @@
 
 #define TINY TINY_MODEL
 
+static char err[512]; /* the last failure's message, for the assertions */
+
 /* The template of MODEL.md, written out again here (the test does not share the engine's). */
 static const char PREFIX[] =
     "<|im_start|>system\nJudge whether the Document meets the requirements "
@@ -36,7 +38,6 @@ static void make_reranker(char *dir, size_t cap, const char *tag, int tied, int 
     o.dtype = ST_BF16;
     o.reranker = 1;
     o.quiet = 1;
-    char err[512];
     cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s: %s", tag, err);
 }
 
@@ -44,7 +45,6 @@ static qe_engine *open_engine(const char *dir, qe_task task, int batch_tokens) {
     qe_options opt = {.model_dir = dir, .threads = 2, .max_batch_tokens = batch_tokens};
     opt.task = task;
     qe_engine *e = NULL;
-    char err[512];
     cr_assert_eq(qe_open(&opt, &e, err, sizeof err), QE_OK, "%s: %s", dir, err);
     return e;
 }
@@ -101,7 +101,7 @@ static int single(const tok_tokenizer *t, const char *word) {
 /* Engine scores of prompts of several lengths, packed in one call (and in chunks at a small step
  * budget), against the double-precision forward. */
 static void against_oracle(const char *tag, int tied, int heads, int kv) {
-    char dir[1024], err[512];
+    char dir[1024];
     make_reranker(dir, sizeof dir, tag, tied, heads, kv, 7 + (uint64_t)tied);
     qe_model m;
     cr_assert_eq(model_open(dir, &m, err, sizeof err), 0, "%s", err);
@@ -122,8 +122,8 @@ static void against_oracle(const char *tag, int tied, int heads, int kv) {
         float got[N];
         for (int i = 0; i < N; i++)
             cr_assert_eq(qe_rerank_prompt(e, "what does the fox do", 20, docs[i], strlen(docs[i]),
-                                          NULL, &ids[i], &lens[i], NULL),
-                         QE_OK, "%s", qe_last_error(e));
+                                          NULL, &ids[i], &lens[i], NULL, err, sizeof err),
+                         QE_OK, "%s", err);
         cr_assert_eq(qe_rerank_ids(e, (const int32_t *const *)ids, lens, N, got), QE_OK, "%s",
                      qe_last_error(e));
         /* the logits too: a random model's scores may sit where the sigmoid is flat */
@@ -169,13 +169,12 @@ Test(prompt, real_tokenizer_rows_and_score, .timeout = 120) {
     int32_t *ids;
     int n;
     cr_assert_eq(qe_rerank_prompt(e, "capital of France", 17, "Paris is the capital.", 21, NULL,
-                                  &ids, &n, NULL),
+                                  &ids, &n, NULL, err, sizeof err),
                  QE_OK);
     const int H = qe_dim(e);
     float *h = malloc(sizeof(float) * (size_t)H), score;
     cr_assert_eq(qe_embed_ids_ex(e, (const int32_t *const *)&ids, &n, 1, H, 0, h), QE_OK);
     cr_assert_eq(qe_rerank_ids(e, (const int32_t *const *)&ids, &n, 1, &score), QE_OK);
-    char err[512];
     qe_model m;
     cr_assert_eq(model_open(TINY, &m, err, sizeof err), 0, "%s", err);
     double *E = tensor_d(m.embed), logit = 0;
@@ -211,8 +210,8 @@ Test(prompt, official_construction_on_the_real_tokenizer, .timeout = 120) {
         int32_t *want = official(t, instr, cases[i].query, cases[i].doc, &nw), *got;
         const qe_rerank_opts o = {.instruction = cases[i].instr};
         cr_assert_eq(qe_rerank_prompt(e, cases[i].query, strlen(cases[i].query), cases[i].doc,
-                                      strlen(cases[i].doc), &o, &got, &ng, &cut),
-                     QE_OK, "case %zu: %s", i, qe_last_error(e));
+                                      strlen(cases[i].doc), &o, &got, &ng, &cut, err, sizeof err),
+                     QE_OK, "case %zu: %s", i, err);
         cr_expect_eq(cut, 0);
         cr_assert_eq(ng, nw, "case %zu: %d ids, the official construction %d", i, ng, nw);
         cr_expect_arr_eq(got, want, sizeof(int32_t) * (size_t)nw, "case %zu", i);
@@ -254,8 +253,9 @@ Test(prompt, long_documents_are_cut_to_the_limit, .timeout = 120) {
             const qe_rerank_opts o = {.max_tokens = limits[k], .truncate_left = left};
             int32_t *got;
             int ng, cut = 0;
-            cr_assert_eq(qe_rerank_prompt(e, "long", 4, doc, len, &o, &got, &ng, &cut), QE_OK, "%s",
-                         qe_last_error(e));
+            cr_assert_eq(
+                qe_rerank_prompt(e, "long", 4, doc, len, &o, &got, &ng, &cut, err, sizeof err),
+                QE_OK, "%s", err);
             cr_expect_eq(ng, max, "limit %d, left %d: %d ids", max, left, ng);
             cr_expect_eq(cut, 1);
             cr_expect_arr_eq(got, pre, sizeof(int32_t) * (size_t)np, "the prefix is whole");
@@ -275,23 +275,26 @@ Test(prompt, long_documents_are_cut_to_the_limit, .timeout = 120) {
     const qe_rerank_opts strict = {.no_truncate = 1};
     int32_t *got = NULL;
     int ng;
-    cr_expect_eq(qe_rerank_prompt(e, "long", 4, doc, len, &strict, &got, &ng, NULL),
-                 QE_ERR_TOO_LONG);
-    cr_expect(strstr(qe_last_error(e), "truncation is off"), "%s", qe_last_error(e));
+    cr_expect_eq(
+        qe_rerank_prompt(e, "long", 4, doc, len, &strict, &got, &ng, NULL, err, sizeof err),
+        QE_ERR_TOO_LONG);
+    cr_expect(strstr(err, "truncation is off"), "%s", err);
     /* an instruction that leaves no room for the document: a right cut takes the body's end as
      * the official code does (the query and the instruction's end go too); a left cut, which
      * keeps all before the document, is refused */
     const qe_rerank_opts tiny_limit = {.max_tokens = 60, .instruction = doc + 100000};
-    cr_expect_eq(qe_rerank_prompt(e, "q", 1, "d", 1, &tiny_limit, &got, &ng, NULL), QE_OK);
+    cr_expect_eq(qe_rerank_prompt(e, "q", 1, "d", 1, &tiny_limit, &got, &ng, NULL, err, sizeof err),
+                 QE_OK);
     cr_expect_eq(ng, 60);
     free(got);
     const qe_rerank_opts left_limit = {.max_tokens = 60,
                                        .truncate_left = 1,
                                        .instruction = "a long instruction that fills the limit "
                                                       "with words and more words"};
-    cr_expect_eq(qe_rerank_prompt(e, "q", 1, doc, len, &left_limit, &got, &ng, NULL),
-                 QE_ERR_TOO_LONG);
-    cr_expect(strstr(qe_last_error(e), "before the document"), "%s", qe_last_error(e));
+    cr_expect_eq(
+        qe_rerank_prompt(e, "q", 1, doc, len, &left_limit, &got, &ng, NULL, err, sizeof err),
+        QE_ERR_TOO_LONG);
+    cr_expect(strstr(err, "before the document"), "%s", err);
     free(doc), free(full), free(pre), free(suf);
     qe_close(e);
 }
@@ -310,7 +313,7 @@ Test(api, texts_equal_prompt_ids, .timeout = 300) {
         int32_t *ids;
         int n;
         cr_assert_eq(qe_rerank_prompt(e, "what is a search engine", 23, docs[i], strlen(docs[i]),
-                                      NULL, &ids, &n, NULL),
+                                      NULL, &ids, &n, NULL, err, sizeof err),
                      QE_OK);
         cr_assert_eq(qe_rerank_ids(e, (const int32_t *const *)&ids, &n, 1, &b[i]), QE_OK);
         cr_expect_eq(a[i], b[i], "document %d: %.9g vs %.9g", i, a[i], b[i]);
@@ -322,20 +325,23 @@ Test(api, texts_equal_prompt_ids, .timeout = 300) {
     const qe_rerank_opts raw = {.raw = 1};
     int32_t *ids;
     int n, nq, nd;
-    cr_assert_eq(qe_rerank_prompt(e, "query", 5, " document", 9, &raw, &ids, &n, NULL), QE_OK);
+    cr_assert_eq(
+        qe_rerank_prompt(e, "query", 5, " document", 9, &raw, &ids, &n, NULL, err, sizeof err),
+        QE_OK);
     int32_t *q = encode(qe_tokenizer(e), "query", &nq),
             *d = encode(qe_tokenizer(e), " document", &nd);
     cr_assert_eq(n, nq + nd);
     cr_expect_arr_eq(ids, q, sizeof(int32_t) * (size_t)nq);
     cr_expect_arr_eq(ids + nq, d, sizeof(int32_t) * (size_t)nd);
     free(ids), free(q), free(d);
-    cr_expect_eq(qe_rerank_prompt(e, "", 0, "", 0, &raw, &ids, &n, NULL), QE_ERR_ARG);
+    cr_expect_eq(qe_rerank_prompt(e, "", 0, "", 0, &raw, &ids, &n, NULL, err, sizeof err),
+                 QE_ERR_ARG);
     qe_close(e);
 }
 
 /* Which task a folder is for, and what cannot rerank. */
 Test(api, task_detection_and_refusals, .timeout = 300) {
-    char dir[1024], err[512];
+    char dir[1024];
     make_reranker(dir, sizeof dir, "rerank-detect", 1, 4, 2, 5);
     qe_engine *e = open_engine(dir, QE_TASK_EMBED, 0); /* forced: embeds, cannot score */
     cr_expect_eq(qe_model_task(e), QE_TASK_EMBED);

@@ -74,10 +74,11 @@ static int score(qe_engine *e, const char *query, char **docs, int n, long first
     float scores[DOCS_PER_CALL];
     qe_status s = QE_OK;
     for (; k < n && s == QE_OK; k++) {
+        char why[400];
         s = qe_rerank_prompt(e, query, strlen(query), docs[k], strlen(docs[k]), o, &ids[k],
-                             &lens[k], NULL);
+                             &lens[k], NULL, why, sizeof why);
         if (s != QE_OK) {
-            fprintf(stderr, "qembed rerank: document %ld: %s\n", first + k, qe_last_error(e));
+            fprintf(stderr, "qembed rerank: document %ld: %s\n", first + k, why);
             break;
         }
     }
