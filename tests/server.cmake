@@ -8,3 +8,5 @@ qe_add_test(test_server_load SOURCES test_server_load.c srv_harness.c LIBS ${QE_
 qe_add_test(test_server_proc SOURCES test_server_proc.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 120)
 add_dependencies(test_server_proc qembed_cli)
 qe_add_test(test_server_hostile SOURCES test_server_hostile.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 300)
+# Reranking routes on a random Qwen3-Reranker: TEI's /rerank and the Cohere / Jina / vLLM shape.
+qe_add_test(test_server_rerank SOURCES test_server_rerank.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} qe_tools TIMEOUT 180)

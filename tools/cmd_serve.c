@@ -16,8 +16,11 @@ static void usage(FILE *f) {
         "usage: qembed serve --model DIR [options]\n"
         "OpenAI- and TEI-compatible embedding server (POST /v1/embeddings, /, /embed,\n"
         "/embed_all, /similarity, /tokenize, /decode; GET /v1/models, /v1/models/{id}, /info,\n"
-        "/health, /health/live, /health/ready, /metrics, /openapi.json; docs/serving.md).\n\n"
+        "/health, /health/live, /health/ready, /metrics, /openapi.json; docs/serving.md), and\n"
+        "with a Qwen3-Reranker a reranking server (POST /rerank, /v1/rerank, /v2/rerank).\n\n"
         "  --model DIR              model folder (required)\n"
+        "  --task embed|rerank      what the model is for (default: decided from the folder;\n"
+        "                           qembed inspect says which)\n"
         "  --backend cpu|cuda       engine backend (default cpu; pass cuda on a GPU build)\n"
         "  --host ADDR              address to bind (default 127.0.0.1)\n"
         "  --port N                 port (default 8080; 0 picks a free one)\n"
@@ -124,6 +127,12 @@ int cmd_serve(int argc, char **argv) {
                 fprintf(stderr, "qembed serve: --backend is cpu or cuda, got '%s'\n", v);
                 return 2;
             }
+        } else if (!strcmp(a, "--task")) {
+            if (strcmp(v, "embed") && strcmp(v, "rerank")) {
+                fprintf(stderr, "qembed serve: --task is embed or rerank, got '%s'\n", v);
+                return 2;
+            }
+            c.task = !strcmp(v, "rerank") ? QE_TASK_RERANK : QE_TASK_EMBED;
         } else if (!strcmp(a, "--host"))
             c.host = v;
         else if (!strcmp(a, "--port")) {
@@ -219,10 +228,10 @@ int cmd_serve(int argc, char **argv) {
         if (!announced && st == SERVE_READY) {
             qe_engine *e = serve_engine(s);
             fprintf(stderr,
-                    "qembed serve: ready: %s, width %d, max positions %d, backend %s, K/V pool "
-                    "%d tokens, queue weight of an input of L tokens L * (1 + L / %.0f)\n",
-                    c.model_dir, qe_dim(e), qe_max_positions(e), qe_backend_name(e),
-                    qe_kv_pool_tokens(e), qe_attention_equal_length(e));
+                    "qembed serve: ready: %s (%s), width %d, max positions %d, backend %s, K/V "
+                    "pool %d tokens, queue weight of an input of L tokens L * (1 + L / %.0f)\n",
+                    c.model_dir, qe_task_name(qe_model_task(e)), qe_dim(e), qe_max_positions(e),
+                    qe_backend_name(e), qe_kv_pool_tokens(e), qe_attention_equal_length(e));
             announced = 1;
         }
     }

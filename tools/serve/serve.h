@@ -10,6 +10,12 @@
  *   POST /similarity      TEI: {"inputs": {"source_sentence", "sentences"}, "parameters"} -> [cos]
  *   POST /tokenize        TEI: -> [[{"id", "text", "special", "start", "stop"}, ...], ...]
  *   POST /decode          {"ids": [id, ...] | [[id, ...], ...], "skip_special_tokens"} -> [str]
+ *   POST /rerank          TEI: {"query", "texts", "raw_scores", "return_text"} -> [{"index",
+ *                         "score"}] (with "documents" instead of "texts": as /v1/rerank)
+ *   POST /v1/rerank, /v2/rerank  Cohere / Jina / vLLM: {"model", "query", "documents", "top_n",
+ *                         "return_documents"} -> {"id", "model", "results": [{"index",
+ *                         "relevance_score", "document"?}], "usage"} (a reranker model only;
+ *                         the embedding routes need an embedding model)
  *   GET  /v1/models, /v1/models/{id}, /info, /health, /health/live, /health/ready, /metrics,
  *        /openapi.json
  * OpenAI routes answer errors as {"error": {"message", "type", "param", "code"}}; TEI's routes as
@@ -26,6 +32,7 @@
 
 typedef struct serve_config {
     const char *model_dir;         /* required */
+    qe_task task;                  /* QE_TASK_AUTO: the folder says (qe_options.task) */
     qe_backend backend;            /* default QE_BACKEND_CPU */
     const char *host;              /* default "127.0.0.1" */
     int port;                      /* default 8080; 0 = ephemeral (see serve_port) */

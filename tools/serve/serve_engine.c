@@ -14,7 +14,11 @@
 
 #include "serve_internal.h"
 
-static void scatter(const float *row, srv_job *j, int index) {
+static void scatter(serve_server *s, const float *row, srv_job *j, int index) {
+    if (j->rerank) { /* a document's relevance: the logit of the hidden state */
+        j->out[index] = qe_rerank_logit(s->engine, row);
+        return;
+    }
     float *dst = j->out + (size_t)index * j->dims;
     double ss = 0;
     for (int k = 0; k < j->dims; k++)
@@ -41,7 +45,7 @@ static void seq_leaves(serve_server *s, srv_seq *q) {
 static void on_done(void *ctx, void *tag, const float *vec) {
     serve_server *s = ctx;
     srv_seq *q = tag;
-    if (!atomic_load(&q->job->cancelled)) scatter(vec, q->job, q->index);
+    if (!atomic_load(&q->job->cancelled)) scatter(s, vec, q->job, q->index);
     pthread_mutex_lock(&s->q_mu);
     s->cost_done += q->cost;
     pthread_mutex_unlock(&s->q_mu);

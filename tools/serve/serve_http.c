@@ -56,6 +56,9 @@ static const char *route_label(const char *url) {
     if (!strcmp(url, "/embed")) return "/embed";
     if (!strcmp(url, "/embed_all")) return "/embed_all";
     if (!strcmp(url, "/similarity")) return "/similarity";
+    if (!strcmp(url, "/rerank")) return "/rerank";
+    if (!strcmp(url, "/v1/rerank")) return "/v1/rerank";
+    if (!strcmp(url, "/v2/rerank")) return "/v2/rerank";
     if (!strcmp(url, "/health/live")) return "/health/live";
     if (!strcmp(url, "/health/ready")) return "/health/ready";
     if (!strcmp(url, "/openapi.json")) return "/openapi.json";
@@ -112,8 +115,9 @@ static enum MHD_Result send_error(serve_server *s, struct MHD_Connection *c, srv
                                   const srv_error *e) {
     size_t len = 0;
     int status = e->status;
-    char *body = srv_route_is_tei(r->route) ? srv_render_tei_error(e, &status, &len)
-                                            : srv_render_error(e, &len);
+    char *body = srv_route_is_tei(r->route)     ? srv_render_tei_error(e, &status, &len)
+                 : r->route == ROUTE_RERANK_API ? srv_render_rerank_error(e, &len)
+                                                : srv_render_error(e, &len);
     return send_body(s, c, r, status, body, len, "application/json", e);
 }
 
@@ -214,9 +218,15 @@ static enum MHD_Result handle_embed(serve_server *s, struct MHD_Connection *c, s
     if (!j) {
         srv_error e = {0};
         const char *body = r->body.p ? r->body.p : "";
-        j = r->route == ROUTE_SIMILARITY ? srv_parse_similarity(s, body, r->body.len, &e)
-                                         : srv_parse_embed(s, r->route, body, r->body.len, &e);
+        if (r->route == ROUTE_SIMILARITY)
+            j = srv_parse_similarity(s, body, r->body.len, &e);
+        else if (r->route == ROUTE_RERANK || r->route == ROUTE_RERANK_API)
+            j = srv_parse_rerank(s, r->route, body, r->body.len, &e);
+        else
+            j = srv_parse_embed(s, r->route, body, r->body.len, &e);
         if (!j) return send_error(s, c, r, &e);
+        r->route = j->route; /* /rerank with "documents" answers in Cohere's shape */
+        j->request_id = r->id;
         sb_free(&r->body);
         j->t_start = r->t_start;
         r->n_inputs = j->n;
@@ -257,7 +267,7 @@ static enum MHD_Result handle_embed(serve_server *s, struct MHD_Connection *c, s
         ret = send_error(s, c, r, &j->err);
     } else {
         size_t len = 0;
-        char *out = srv_render_embeddings(s, j, &len);
+        char *out = j->rerank ? srv_render_rerank(s, j, &len) : srv_render_embeddings(s, j, &len);
         ret = send_body(s, c, r, 200, out, len, "application/json", NULL);
         double now = srv_now();
         r->queue_ms = j->t_first_compute > 0 ? (j->t_first_compute - j->t_queued) * 1e3 : 0;
@@ -454,6 +464,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             r->route = ROUTE_TOKENIZE;
         else if (!strcmp(r->label, "/decode"))
             r->route = ROUTE_DECODE;
+        else if (!strcmp(r->label, "/rerank"))
+            r->route = ROUTE_RERANK;
+        else if (!strcmp(r->label, "/v1/rerank") || !strcmp(r->label, "/v2/rerank"))
+            r->route = ROUTE_RERANK_API;
         else
             r->route = ROUTE_OTHER;
         if (srv_conn_head(s, c)) return MHD_NO; /* the request deadline closed it meanwhile */

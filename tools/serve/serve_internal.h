@@ -43,12 +43,14 @@ typedef enum {
     ROUTE_EMBED_ALL,  /* TEI /embed_all: per-token vectors (tok_out) */
     ROUTE_TOKENIZE,
     ROUTE_DECODE,
+    ROUTE_RERANK,     /* TEI /rerank: {"query", "texts"} -> [{"index", "score"}] */
+    ROUTE_RERANK_API, /* /v1/rerank, /v2/rerank (and /rerank with "documents"): Cohere's shape */
     ROUTE_OTHER
 } srv_route;
 /* Routes answered in TEI's shapes, errors included ({"error", "error_type"}). */
 static inline int srv_route_is_tei(srv_route r) {
     return r == ROUTE_TEI || r == ROUTE_SIMILARITY || r == ROUTE_EMBED_ALL || r == ROUTE_TOKENIZE ||
-           r == ROUTE_DECODE;
+           r == ROUTE_DECODE || r == ROUTE_RERANK;
 }
 
 typedef struct srv_job srv_job;
@@ -84,6 +86,16 @@ struct srv_job {
     int base64;    /* encoding_format */
     int width;     /* model width */
     float *out;    /* n * dims */
+    unsigned long request_id;
+
+    /* reranking (serve_rerank.c): texts are the documents, out one logit per document */
+    int rerank;
+    char *query;
+    size_t query_len;
+    char *instruction; /* NULL: the reranker's default */
+    int raw_scores;    /* TEI: logits, not probabilities */
+    int return_text;   /* echo each document (return_text / return_documents) */
+    int top_n;         /* 0: every document */
     atomic_int tok_chunks_left;
     atomic_int seqs_left;
     long prompt_tokens;
@@ -279,6 +291,16 @@ char *srv_render_tei_error(const srv_error *e, int *status, size_t *len);
  * fit. */
 int srv_truncate_after_prompt(const struct tok_tokenizer *t, int32_t *ids, int *n, int max,
                               size_t prefix_len);
+
+/* serve_rerank.c: /rerank (TEI) and /v1/rerank, /v2/rerank (Cohere, Jina, vLLM) */
+srv_job *srv_parse_rerank(serve_server *s, srv_route route, const char *body, size_t len,
+                          srv_error *e);
+void srv_rerank_tokenize(serve_server *s, srv_job *j, int i); /* document i's prompt */
+char *srv_render_rerank(serve_server *s, const srv_job *j, size_t *len);
+/* The OpenAI error shape plus "detail": the message where Jina's clients look for it. */
+char *srv_render_rerank_error(const srv_error *e, size_t *len);
+/* Tokens per reranker prompt: --max-input-tokens, else 8192, at most the model's positions. */
+int srv_rerank_limit(const serve_server *s);
 
 /* serve_openapi.c */
 const char *srv_openapi_json(void);

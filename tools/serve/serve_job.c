@@ -42,6 +42,8 @@ void srv_job_unref(srv_job *j) {
         free(j->tok_out ? j->tok_out[i] : NULL);
     }
     free(j->tok_out);
+    free(j->query);
+    free(j->instruction);
     free(j->prefix_lens);
     free(j->ids);
     free(j->lens);

@@ -2,12 +2,33 @@
  * an OpenAPI 3 document (generated once from that table; keep the two in step). */
 #include "serve_internal.h"
 
+/* /v1/rerank and /v2/rerank: the Cohere / Jina / vLLM shape */
+#define RERANK_API_ITEM                                                                            \
+    "{\"post\":{\"summary\":\"Cohere / Jina / vLLM rerank\",\"requestBody\":{\"required\":true,"    \
+    "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/"            \
+    "RerankRequest\"}}}},\"responses\":{\"200\":{\"description\":\"OK\",\"content\":{"           \
+    "\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/RerankResponse\"}}}},"     \
+    "\"4XX\":{\"description\":\"client error\",\"content\":{\"application/json\":{\"schema\":"   \
+    "{\"$ref\":\"#/components/schemas/OpenAIError\"}}}}}}}"
+
 static const char OPENAPI[] =
     "{\"openapi\":\"3.1.0\",\"info\":{\"title\":\"qembed serve\",\"description\":\"OpenAI- and "
     "TEI-compatibl"
     "e embedding server (docs/serving.md)\",\"version\":\"0.1.0\",\"license\":{\"name\":\"see the "
     "reposit"
-    "ory\"}},\"paths\":{\"/v1/embeddings\":{\"post\":{\"summary\":\"OpenAI "
+    "ory\"}},\"paths\":{"
+    /* the reranking routes (serve_rerank.c) */
+    "\"/rerank\":{\"post\":{\"summary\":\"TEI rerank: [{index, score, text?}] sorted by score; with "
+    "documents instead of texts, as /v1/rerank\",\"requestBody\":{\"required\":true,\"content\":{"
+    "\"application/json\":{\"schema\":{\"type\":\"object\",\"required\":[\"query\"],\"properties\":{"
+    "\"query\":{\"type\":\"string\"},\"texts\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+    "\"truncate\":{\"type\":\"boolean\"},\"truncation_direction\":{\"type\":\"string\"},"
+    "\"raw_scores\":{\"type\":\"boolean\"},\"return_text\":{\"type\":\"boolean\"},\"instruction\":"
+    "{\"type\":\"string\"}}}}}},\"responses\":{\"200\":{\"description\":\"OK\"},\"4XX\":{"
+    "\"description\":\"client error\",\"content\":{\"application/json\":{\"schema\":{\"$ref\":"
+    "\"#/components/schemas/TEIError\"}}}}}}},"
+    "\"/v1/rerank\":" RERANK_API_ITEM ",\"/v2/rerank\":" RERANK_API_ITEM ","
+    "\"/v1/embeddings\":{\"post\":{\"summary\":\"OpenAI "
     "embeddings\",\"requestBody\":{\"re"
     "quired\":true,\"content\":{\"application/"
     "json\":{\"schema\":{\"type\":\"object\",\"required\":[\"input\"]"
@@ -181,7 +202,19 @@ static const char OPENAPI[] =
     "openapi.json\":{\"get\":{\"summary\":\"this docu"
     "ment\",\"responses\":{\"200\":{\"description\":\"OK\",\"content\":{\"application/"
     "json\":{\"schema\":{\"typ"
-    "e\":\"object\"}}}}}}}},\"components\":{\"schemas\":{\"OpenAIError\":{\"type\":\"object\","
+    "e\":\"object\"}}}}}}}},\"components\":{\"schemas\":{"
+    "\"RerankRequest\":{\"type\":\"object\",\"required\":[\"query\",\"documents\"],\"properties\":{"
+    "\"model\":{\"type\":\"string\"},\"query\":{\"type\":\"string\"},\"documents\":{\"type\":"
+    "\"array\",\"items\":{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"object\",\"required\":["
+    "\"text\"],\"properties\":{\"text\":{\"type\":\"string\"}}}]}},\"top_n\":{\"type\":"
+    "\"integer\"},\"return_documents\":{\"type\":\"boolean\"},\"instruction\":{\"type\":"
+    "\"string\"},\"truncate\":{\"type\":\"boolean\"},\"truncation_direction\":{\"type\":"
+    "\"string\"}}},\"RerankResponse\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":"
+    "\"string\"},\"model\":{\"type\":\"string\"},\"results\":{\"type\":\"array\",\"items\":{"
+    "\"type\":\"object\",\"properties\":{\"index\":{\"type\":\"integer\"},\"relevance_score\":{"
+    "\"type\":\"number\"},\"document\":{\"type\":\"object\",\"properties\":{\"text\":{\"type\":"
+    "\"string\"}}}}}},\"usage\":{\"type\":\"object\"}}},"
+    "\"OpenAIError\":{\"type\":\"object\","
     "\"properties\":{"
     "\"error\":{\"type\":\"object\",\"properties\":{\"message\":{\"type\":\"string\"},\"type\":{"
     "\"type\":\"string\""

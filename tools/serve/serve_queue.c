@@ -32,6 +32,10 @@ void srv_seq_done(serve_server *s, srv_seq *q) {
 }
 
 static void tokenize_one(serve_server *s, srv_job *j, int i) {
+    if (j->rerank) { /* a document: the reranker's whole prompt */
+        srv_rerank_tokenize(s, j, i);
+        return;
+    }
     /* Left truncation of a text behind an instruction or prompt cuts the text only: the whole
      * is tokenized uncut, then the tokens after the prompt lose their start (the end token
      * stays last either way; right truncation already cuts the text's end). */

@@ -171,6 +171,13 @@ srv_job *srv_embed_from_json(serve_server *s, srv_route route, const cJSON *root
     const int tei = route != ROUTE_OPENAI;
     const char *in_name = tei ? "inputs" : "input";
     srv_job *j = NULL;
+    if (qe_model_task(s->engine) == QE_TASK_RERANK) {
+        srv_err_set(e, 400, "invalid_request_error", "model_not_embedding", "model",
+                    "model '%.100s' is a reranker: it answers /rerank, /v1/rerank and /v2/rerank, "
+                    "not embeddings",
+                    s->served_name);
+        goto fail;
+    }
     const cJSON *input = srv_json_field(root, in_name);
     if (!input) {
         BAD(e, in_name, "'%s' is required", in_name);

@@ -221,13 +221,19 @@ char *srv_render_info(serve_server *s, size_t *len) {
     const char *backend = qe_backend_name(s->engine);
     if (!backend) backend = "unknown";
     const char *compute = s->cfg.backend == QE_BACKEND_CPU ? "float32" : "bfloat16";
+    /* TEI's model_type: a reranker is its classifier kind, with one label (the relevance) */
+    const int rerank = qe_model_task(s->engine) == QE_TASK_RERANK;
     sb_printf(&b,
-              ",\"model_dtype\":\"%s\",\"compute_dtype\":\"%s\",\"model_type\":{\"embedding\":"
-              "{\"pooling\":\"last_token\"}},\"max_concurrent_requests\":0,"
+              ",\"model_dtype\":\"%s\",\"compute_dtype\":\"%s\",\"model_type\":%s,"
+              "\"max_concurrent_requests\":0,"
               "\"max_input_length\":%d,\"max_batch_tokens\":%d,\"max_batch_requests\":null,"
               "\"max_client_batch_size\":%d,\"auto_truncate\":true,\"tokenization_workers\":%d,"
               "\"version\":\"%s\",\"sha\":null,\"docker_label\":null",
-              s->dtype, compute, s->max_input_tokens, s->cfg.max_batch_tokens,
+              s->dtype, compute,
+              rerank ? "{\"reranker\":{\"id2label\":{\"0\":\"relevance\"},"
+                       "\"label2id\":{\"relevance\":0}}}"
+                     : "{\"embedding\":{\"pooling\":\"last_token\"}}",
+              rerank ? srv_rerank_limit(s) : s->max_input_tokens, s->cfg.max_batch_tokens,
               s->cfg.max_client_batch, s->n_tok_threads, QE_SERVE_VERSION);
     sb_puts(&b, ",\"model_dir\":");
     sb_json_string(&b, s->model_dir, strlen(s->model_dir));

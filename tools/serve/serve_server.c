@@ -69,6 +69,7 @@ static void read_sha(serve_server *s) {
 static void *loader_main(void *arg) {
     serve_server *s = arg;
     qe_options o = {.model_dir = s->model_dir,
+                    .task = s->cfg.task,
                     .backend = s->cfg.backend,
                     .threads = s->cfg.engine_threads,
                     .max_batch_tokens = s->cfg.max_batch_tokens,

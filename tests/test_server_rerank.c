@@ -1,0 +1,281 @@
+/* test_server_rerank.c — the reranking routes (issue 12, part 4) on a random Qwen3-Reranker: TEI's
+ * /rerank, and /v1/rerank, /v2/rerank in the Cohere / Jina / vLLM shape, with the bodies those
+ * clients send; scores compared with the engine the server uses; errors and the model-kind checks.
+ *
+ * Request bodies as the clients build them (read from their source):
+ *  - cohere (Python 5.x) Client.rerank -> POST {base}/v1/rerank, snake_case keys, documents strings
+ *    or objects, parameters the caller set: {"model", "query", "documents", "top_n",
+ *    "rank_fields", "return_documents", "max_chunks_per_doc"}.
+ *  - langchain_cohere CohereRerank (ClientV2) -> POST {base}/v2/rerank with "max_tokens_per_doc":
+ *    null when unset; reads results[].index and .relevance_score only.
+ *  - LlamaIndex / LangChain JinaRerank -> POST {base}/rerank of api.jina.ai/v1 (= /v1/rerank) with
+ *    {"query", "documents", "model", "top_n"}; reads results, or "detail" on an error.
+ *  - vLLM's clients: {"model", "query", "documents", "top_n": 0 (= all)}.
+ *  - LlamaIndex TEI rerank -> POST {base}/rerank {"query", "texts"}; wants a bare array of one
+ *    {"index", "score"} per text. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "random_model.h"
+#include "srv_harness.h"
+#include "test_util.h"
+
+static char model_dir[1100];
+
+/* A random reranker (tiny geometry, 2 layers; the reranker's demo tokenizer), once per process. */
+static const char *reranker(void) {
+    if (model_dir[0]) return model_dir;
+    tu_scratch_dir(model_dir, sizeof model_dir, "srv-rerank");
+    strncat(model_dir, "/qwen3-reranker-test", sizeof model_dir - strlen(model_dir) - 1);
+    random_model_opts o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(random_model_preset("tiny", &o.cfg), 0);
+    o.cfg.num_layers = 2;
+    o.out_dir = model_dir, o.seed = 21, o.dtype = ST_BF16, o.reranker = 1, o.quiet = 1;
+    char err[512];
+    cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+    return model_dir;
+}
+
+static void start_reranker(srvt_server *t) {
+    serve_config c;
+    srvt_config(&c);
+    c.model_dir = reranker();
+    srvt_start(t, &c);
+    cr_assert_eq(qe_model_task(t->e), QE_TASK_RERANK);
+}
+
+static const char *QUERY = "what does the fox do";
+static const char *DOCS[] = {"the fox jumps over the lazy dog", "vectors for search",
+                             "the weather forecast", "a fox and a dog"};
+enum { N_DOCS = 4 };
+
+/* The engine's own scores for DOCS against QUERY (default instruction). */
+static void engine_scores(qe_engine *e, float *out) {
+    cr_assert_eq(qe_rerank(e, QUERY, DOCS, N_DOCS, NULL, out), QE_OK, "%s", qe_last_error(e));
+}
+
+/* results[k] are sorted by score (descending), every index once, each score the engine's. */
+static void expect_ranked(const cJSON *results, const char *score_key, const float *want, int n,
+                          const char *what) {
+    cr_assert(cJSON_IsArray(results), "%s: no results array", what);
+    cr_assert_eq(cJSON_GetArraySize(results), n, "%s: %d results", what,
+                 cJSON_GetArraySize(results));
+    int seen[64] = {0};
+    double prev = INFINITY;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, results) {
+        const cJSON *idx = cJSON_GetObjectItem(x, "index"), *sc = cJSON_GetObjectItem(x, score_key);
+        cr_assert(cJSON_IsNumber(idx) && cJSON_IsNumber(sc), "%s: index and %s", what, score_key);
+        const int i = idx->valueint;
+        cr_assert(i >= 0 && i < N_DOCS && !seen[i], "%s: index %d", what, i);
+        seen[i] = 1;
+        cr_expect_leq(fabs(sc->valuedouble - want[i]), 1e-6, "%s: document %d: %.8f vs engine %.8f",
+                      what, i, sc->valuedouble, want[i]);
+        cr_expect_leq(sc->valuedouble, prev, "%s: not sorted by score", what);
+        prev = sc->valuedouble;
+    }
+}
+
+static cJSON *post_json(srvt_server *t, const char *path, const char *body, long status) {
+    srvt_resp r;
+    cr_assert_eq(srvt_post(t->base, path, body, &r), status, "%s %s: %s", path, body, r.body);
+    cJSON *j = srvt_json(&r);
+    srvt_resp_free(&r);
+    return j;
+}
+
+/* TEI's /rerank as LlamaIndex's TEI postprocessor posts it: a bare array of every text, sorted by
+ * score; raw_scores gives the logits, return_text the texts. */
+Test(server_rerank, tei_rerank_scores_match_the_engine, .timeout = 120) {
+    srvt_server t;
+    start_reranker(&t);
+    float want[N_DOCS];
+    engine_scores(t.e, want);
+    const char *body = "{\"query\": \"what does the fox do\", \"texts\": [\"the fox jumps over the "
+                       "lazy dog\", \"vectors for search\", \"the weather forecast\", \"a fox and "
+                       "a dog\"]}";
+    cJSON *j = post_json(&t, "/rerank", body, 200);
+    expect_ranked(j, "score", want, N_DOCS, "/rerank");
+    cr_expect_null(cJSON_GetObjectItem(cJSON_GetArrayItem(j, 0), "text"));
+    cJSON_Delete(j);
+    const char *raw = "{\"query\": \"what does the fox do\", \"texts\": [\"the fox jumps over the "
+                      "lazy dog\", \"vectors for search\", \"the weather forecast\", \"a fox and "
+                      "a dog\"], \"raw_scores\": true, \"return_text\": true}";
+    j = post_json(&t, "/rerank", raw, 200);
+    const cJSON *x;
+    cJSON_ArrayForEach(x, j) {
+        const int i = cJSON_GetObjectItem(x, "index")->valueint;
+        const double logit = cJSON_GetObjectItem(x, "score")->valuedouble;
+        cr_expect_leq(fabs(1 / (1 + exp(-logit)) - want[i]), 1e-6, "raw score of %d", i);
+        const cJSON *text = cJSON_GetObjectItem(x, "text");
+        cr_expect(cJSON_IsString(text) && !strcmp(text->valuestring, DOCS[i]), "text of %d", i);
+    }
+    cJSON_Delete(j);
+    srvt_stop(&t);
+}
+
+/* The Cohere, LangChain, Jina and vLLM bodies on /v1/rerank and /v2/rerank (and /rerank with
+ * "documents"): results sorted, top_n applied, documents echoed unless return_documents is false,
+ * usage counting the prompts' tokens. */
+Test(server_rerank, cohere_jina_vllm_bodies, .timeout = 120) {
+    srvt_server t;
+    start_reranker(&t);
+    float want[N_DOCS];
+    engine_scores(t.e, want);
+    char bodies[4][1024];
+    const char *docs_json = "[\"the fox jumps over the lazy dog\", \"vectors for search\", \"the "
+                            "weather forecast\", \"a fox and a dog\"]";
+    snprintf(bodies[0], sizeof bodies[0], /* cohere Python v1, documents as objects */
+             "{\"model\": \"qwen3-reranker-test\", \"query\": \"what does the fox do\", "
+             "\"documents\": [{\"text\": \"the fox jumps over the lazy dog\"}, \"vectors for "
+             "search\", {\"title\": \"t\", \"text\": \"the weather forecast\"}, \"a fox and a "
+             "dog\"], \"top_n\": 3, \"rank_fields\": [\"text\"], \"return_documents\": true, "
+             "\"max_chunks_per_doc\": 10}");
+    snprintf(bodies[1], sizeof bodies[1], /* langchain_cohere, ClientV2 */
+             "{\"model\": \"qwen3-reranker-test\", \"query\": \"what does the fox do\", "
+             "\"documents\": %s, \"top_n\": 3, \"max_tokens_per_doc\": null}",
+             docs_json);
+    snprintf(bodies[2], sizeof bodies[2], /* Jina's clients */
+             "{\"query\": \"what does the fox do\", \"documents\": %s, \"model\": "
+             "\"qwen3-reranker-test\", \"top_n\": 3}",
+             docs_json);
+    snprintf(bodies[3], sizeof bodies[3], /* vLLM's: top_n 0 is every document */
+             "{\"model\": \"qwen3-reranker-test\", \"query\": \"what does the fox do\", "
+             "\"documents\": %s, \"top_n\": 0, \"return_documents\": false}",
+             docs_json);
+    const char *paths[] = {"/v1/rerank", "/v2/rerank", "/v1/rerank", "/rerank"};
+    const int shown[] = {3, 3, 3, N_DOCS}, echoed[] = {1, 1, 1, 0};
+    for (int b = 0; b < 4; b++) {
+        cJSON *j = post_json(&t, paths[b], bodies[b], 200);
+        const cJSON *results = cJSON_GetObjectItem(j, "results");
+        cr_assert(cJSON_IsArray(results), "%s: %s", paths[b], cJSON_PrintUnformatted(j));
+        /* top_n keeps the best: the first shown of the whole ranking */
+        float top[N_DOCS];
+        memcpy(top, want, sizeof top);
+        cr_expect_eq(cJSON_GetArraySize(results), shown[b], "body %d", b);
+        const cJSON *x;
+        double prev = INFINITY;
+        int k = 0;
+        cJSON_ArrayForEach(x, results) {
+            const int i = cJSON_GetObjectItem(x, "index")->valueint;
+            const double sc = cJSON_GetObjectItem(x, "relevance_score")->valuedouble;
+            cr_expect_leq(fabs(sc - want[i]), 1e-6, "body %d, document %d", b, i);
+            cr_expect_leq(sc, prev, "body %d: not sorted", b);
+            prev = sc;
+            int better = 0; /* documents ranked above this one */
+            for (int d = 0; d < N_DOCS; d++)
+                better += want[d] > want[i] || (want[d] == want[i] && d < i);
+            cr_expect_eq(better, k, "body %d: result %d is document %d, ranked %d", b, k, i,
+                         better);
+            const cJSON *doc = cJSON_GetObjectItem(x, "document");
+            if (echoed[b])
+                cr_expect(cJSON_IsObject(doc) &&
+                              !strcmp(cJSON_GetObjectItem(doc, "text")->valuestring, DOCS[i]),
+                          "body %d: document %d not echoed as {\"text\"}", b, i);
+            else
+                cr_expect_null(doc, "body %d: return_documents false", b);
+            k++;
+        }
+        const cJSON *usage = cJSON_GetObjectItem(j, "usage");
+        cr_expect(cJSON_IsObject(usage) &&
+                      cJSON_GetObjectItem(usage, "total_tokens")->valueint > N_DOCS * 100,
+                  "usage: %s", cJSON_PrintUnformatted(j));
+        cr_expect_str_eq(cJSON_GetObjectItem(j, "model")->valuestring, "qwen3-reranker-test");
+        cr_expect(cJSON_IsString(cJSON_GetObjectItem(j, "id")));
+        cJSON_Delete(j);
+    }
+    srvt_stop(&t);
+}
+
+/* Bad requests get the route's error shape, with "detail" for Jina's clients; each kind of model
+ * refuses the other kind's routes; a long document is cut (or, with truncate false, refused). */
+Test(server_rerank, errors_and_limits, .timeout = 120) {
+    srvt_server t;
+    serve_config c;
+    srvt_config(&c);
+    c.model_dir = reranker();
+    c.max_client_batch = 3;
+    c.max_input_tokens = 300;
+    srvt_start(&t, &c);
+    static const struct {
+        const char *path, *body;
+        long status;
+        const char *in_message;
+    } cases[] = {
+        {"/v1/rerank", "{\"query\": \"q\", \"documents\": []}", 400, "must not be empty"},
+        {"/v1/rerank", "{\"documents\": [\"a\"]}", 400, "'query' is required"},
+        {"/v2/rerank", "{\"query\": \"q\", \"documents\": [1]}", 400, "{\"text\": string}"},
+        {"/v1/rerank", "{\"query\": \"q\", \"documents\": [\"a\", \"b\", \"c\", \"d\"]}", 413,
+         "limit of 3"},
+        {"/v1/rerank", "{\"query\": \"q\", \"documents\": [\"a\"], \"top_n\": -1}", 400, "top_n"},
+        {"/v1/rerank", "{\"model\": \"other\", \"query\": \"q\", \"documents\": [\"a\"]}", 400,
+         "not served here"},
+        {"/v1/embeddings", "{\"input\": \"a\"}", 400, "is a reranker"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        srvt_resp r;
+        cr_expect_eq(srvt_post(t.base, cases[i].path, cases[i].body, &r), cases[i].status,
+                     "%s %s: %ld %s", cases[i].path, cases[i].body, r.status, r.body);
+        cJSON *j = srvt_json(&r);
+        const char *msg = srvt_error_message(j);
+        cr_expect(msg && strstr(msg, cases[i].in_message), "%s: %s", cases[i].body, msg);
+        if (strstr(cases[i].path, "rerank")) {
+            const cJSON *detail = cJSON_GetObjectItem(j, "detail");
+            cr_expect(cJSON_IsString(detail) && !strcmp(detail->valuestring, msg), "detail: %s",
+                      r.body);
+        }
+        cJSON_Delete(j);
+        srvt_resp_free(&r);
+    }
+    srvt_expect_tei_error(&t, "/rerank", "{\"query\": \"q\", \"texts\": []}", 400, NULL,
+                          "must not be empty");
+    /* a document past --max-input-tokens: cut to it, or refused with truncate false */
+    char *long_doc = srvt_long_text(600, 3);
+    size_t cap = strlen(long_doc) + 200;
+    char *body = malloc(cap);
+    snprintf(body, cap, "{\"query\": \"q\", \"documents\": [\"%s\"]}", long_doc);
+    cJSON *j = post_json(&t, "/v1/rerank", body, 200);
+    cr_expect_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "usage"), "total_tokens")->valueint,
+                 300, "a cut prompt is exactly the limit");
+    cJSON_Delete(j);
+    snprintf(body, cap, "{\"query\": \"q\", \"texts\": [\"%s\"], \"truncate\": false}", long_doc);
+    srvt_expect_tei_error(&t, "/rerank", body, 413, NULL, "truncate");
+    free(body), free(long_doc);
+    srvt_stop(&t);
+    /* an embedding model refuses the rerank routes */
+    srvt_config(&c);
+    srvt_start(&t, &c);
+    srvt_resp r;
+    cr_expect_eq(srvt_post(t.base, "/v1/rerank", "{\"query\": \"q\", \"documents\": [\"a\"]}", &r),
+                 400, "%s", r.body);
+    cr_expect(strstr(r.body, "not a reranker"), "%s", r.body);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+/* /openapi.json lists the reranking routes; /info says the model is a reranker and its limit. */
+Test(server_rerank, openapi_and_info, .timeout = 60) {
+    srvt_server t;
+    start_reranker(&t);
+    srvt_resp r;
+    cr_assert_eq(srvt_get(t.base, "/openapi.json", &r), 200);
+    cJSON *j = srvt_json(&r);
+    const cJSON *paths = cJSON_GetObjectItem(j, "paths");
+    const char *routes[] = {"/rerank", "/v1/rerank", "/v2/rerank"};
+    for (int i = 0; i < 3; i++)
+        cr_expect_not_null(cJSON_GetObjectItem(paths, routes[i]), "openapi lacks %s", routes[i]);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    cr_assert_eq(srvt_get(t.base, "/info", &r), 200);
+    j = srvt_json(&r);
+    cr_expect_not_null(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model_type"), "reranker"), "%s",
+                       r.body);
+    cr_expect_eq(cJSON_GetObjectItem(j, "max_input_length")->valueint, QE_RERANK_DEFAULT_TOKENS);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
