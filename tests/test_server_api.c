@@ -484,7 +484,7 @@ Test(server_units, base64_matches_rfc4648_vectors) {
 /* ---- taking the queue into the scheduler, on a hand-built queue ---- */
 
 typedef struct fake_queue {
-    serve_server *s;
+    srv_model *s; /* one model's queue */
     srv_job *jobs[16];
     int n_jobs;
 } fake_queue;

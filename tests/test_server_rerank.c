@@ -1,6 +1,8 @@
 /* test_server_rerank.c — the reranking routes (issue 12, part 4) on a random Qwen3-Reranker: TEI's
  * /rerank, and /v1/rerank, /v2/rerank in the Cohere / Jina / vLLM shape, with the bodies those
- * clients send; scores compared with the engine the server uses; errors and the model-kind checks.
+ * clients send; scores compared with the engine the server uses; errors and the model-kind checks;
+ * and several models behind one port (part 5): an embedding model and a reranker answering
+ * interleaved requests from many clients at once.
  *
  * Request bodies as the clients build them (read from their source):
  *  - cohere (Python 5.x) Client.rerank -> POST {base}/v1/rerank, snake_case keys, documents strings
@@ -276,6 +278,182 @@ Test(server_rerank, openapi_and_info, .timeout = 60) {
                        r.body);
     cr_expect_eq(cJSON_GetObjectItem(j, "max_input_length")->valueint, QE_RERANK_DEFAULT_TOKENS);
     cJSON_Delete(j);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+/* ---- several models behind one port (issue 12, part 5) ---- */
+
+static void start_pair(srvt_server *t) {
+    serve_config c;
+    srvt_config(&c);
+    c.served_model_name = "embedder";
+    c.more_models[0] = (serve_model_config){reranker(), "reranker", QE_TASK_AUTO};
+    c.n_more_models = 1;
+    srvt_start(t, &c);
+}
+
+/* One request of a worker: an embedding (kind 0) or a rerank (kind 1) of text k. */
+typedef struct pair_worker {
+    const char *base;
+    int id, n_requests;
+    float scores[16][N_DOCS]; /* per rerank request, by document */
+    float vecs[16][64];       /* per embedding request */
+    int kind[16], text[16];
+    long status[16];
+    pthread_t thread;
+} pair_worker;
+
+static const char *TEXTS[] = {"the fox jumps", "vectors for search", "weather today"};
+
+static void *pair_main(void *p) {
+    pair_worker *w = p;
+    for (int r = 0; r < w->n_requests; r++) {
+        const int kind = (w->id + r) % 2, k = (w->id * 7 + r) % 3;
+        w->kind[r] = kind, w->text[r] = k;
+        char body[512];
+        if (kind == 0)
+            snprintf(body, sizeof body, "{\"model\": \"embedder\", \"input\": \"%s\"}", TEXTS[k]);
+        else
+            snprintf(body, sizeof body,
+                     "{\"model\": \"reranker\", \"query\": \"%s\", \"documents\": [\"the fox "
+                     "jumps over the lazy dog\", \"vectors for search\", \"the weather "
+                     "forecast\", \"a fox and a dog\"], \"return_documents\": false}",
+                     TEXTS[k]);
+        srvt_resp resp;
+        w->status[r] = srvt_post(w->base, kind == 0 ? "/v1/embeddings" : "/v1/rerank", body, &resp);
+        cJSON *j = w->status[r] == 200 ? cJSON_Parse(resp.body) : NULL;
+        if (j && kind == 0) {
+            const cJSON *emb = cJSON_GetObjectItem(
+                cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0), "embedding");
+            int d = 0;
+            const cJSON *x;
+            cJSON_ArrayForEach(x, emb) if (d < 64) w->vecs[r][d++] = (float)x->valuedouble;
+        } else if (j) {
+            const cJSON *x;
+            cJSON_ArrayForEach(x, cJSON_GetObjectItem(j, "results")) {
+                const int i = cJSON_GetObjectItem(x, "index")->valueint;
+                if (i >= 0 && i < N_DOCS)
+                    w->scores[r][i] = (float)cJSON_GetObjectItem(x, "relevance_score")->valuedouble;
+            }
+        }
+        if (!j && w->status[r] == 200) w->status[r] = -1; /* not JSON */
+        cJSON_Delete(j);
+        srvt_resp_free(&resp);
+    }
+    return NULL;
+}
+
+/* An embedding model and a reranker in one server: /v1/models lists both, each route goes to its
+ * kind (by name, or the first of the kind), and embeddings and reranks interleaved from 6 clients
+ * at once all equal what each engine computes alone. */
+Test(server_multi, embeddings_and_reranks_interleaved, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    srvt_server t;
+    start_pair(&t);
+    qe_engine *emb = serve_model_engine(t.s, 0), *rr = serve_model_engine(t.s, 1);
+    cr_assert(emb && rr && qe_model_task(emb) == QE_TASK_EMBED &&
+              qe_model_task(rr) == QE_TASK_RERANK);
+    cr_assert_leq(qe_dim(emb), 64);
+    srvt_resp r;
+    cr_assert_eq(srvt_get(t.base, "/v1/models", &r), 200);
+    cJSON *j = srvt_json(&r);
+    const cJSON *data = cJSON_GetObjectItem(j, "data");
+    cr_assert_eq(cJSON_GetArraySize(data), 2, "%s", r.body);
+    cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(data, 0), "id")->valuestring,
+                     "embedder");
+    cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(data, 1), "id")->valuestring,
+                     "reranker");
+    cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(data, 1), "task")->valuestring,
+                     "rerank");
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    cr_expect_eq(srvt_get(t.base, "/v1/models/reranker", &r), 200, "%s", r.body);
+    srvt_resp_free(&r);
+    cr_expect_eq(srvt_get(t.base, "/v1/models/nope", &r), 404, "%s", r.body);
+    srvt_resp_free(&r);
+
+    /* what each engine computes alone */
+    float want_vec[3][64], want_score[3][N_DOCS];
+    for (int k = 0; k < 3; k++) {
+        float *v = srvt_engine_texts(emb, &TEXTS[k], 1, 0);
+        memcpy(want_vec[k], v, sizeof(float) * (size_t)qe_dim(emb));
+        free(v);
+        cr_assert_eq(qe_rerank(rr, TEXTS[k], DOCS, N_DOCS, NULL, want_score[k]), QE_OK);
+    }
+    enum { WORKERS = 6, REQUESTS = 8 };
+    pair_worker *w = calloc(WORKERS, sizeof *w);
+    for (int i = 0; i < WORKERS; i++) {
+        w[i].base = t.base, w[i].id = i, w[i].n_requests = REQUESTS;
+        cr_assert_eq(pthread_create(&w[i].thread, NULL, pair_main, &w[i]), 0);
+    }
+    for (int i = 0; i < WORKERS; i++)
+        pthread_join(w[i].thread, NULL);
+    for (int i = 0; i < WORKERS; i++)
+        for (int q = 0; q < REQUESTS; q++) {
+            const int k = w[i].text[q];
+            cr_assert_eq(w[i].status[q], 200, "worker %d request %d: status %ld", i, q,
+                         w[i].status[q]);
+            if (w[i].kind[q] == 0) {
+                const double cos = tu_cosine_ff(w[i].vecs[q], want_vec[k], qe_dim(emb));
+                cr_expect_geq(cos, 0.99999, "worker %d request %d: cosine %.7f", i, q, cos);
+            } else
+                for (int d = 0; d < N_DOCS; d++)
+                    cr_expect_leq(fabsf(w[i].scores[q][d] - want_score[k][d]), 1e-6f,
+                                  "worker %d request %d document %d", i, q, d);
+        }
+    free(w);
+    /* routes without a model go to the first of their kind; a model of the other kind is refused */
+    cJSON *x = post_json(&t, "/rerank", "{\"query\": \"q\", \"texts\": [\"a\", \"b\"]}", 200);
+    cr_expect_eq(cJSON_GetArraySize(x), 2);
+    cJSON_Delete(x);
+    x = post_json(&t, "/embed", "{\"inputs\": \"a\"}", 200);
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetArrayItem(x, 0)), qe_dim(emb));
+    cJSON_Delete(x);
+    cr_expect_eq(
+        srvt_post(t.base, "/v1/embeddings", "{\"model\": \"reranker\", \"input\": \"a\"}", &r),
+        400);
+    cr_expect(strstr(r.body, "is a reranker"), "%s", r.body);
+    srvt_resp_free(&r);
+    cr_expect_eq(srvt_post(t.base, "/v1/rerank",
+                           "{\"model\": \"embedder\", \"query\": \"q\", \"documents\": [\"a\"]}",
+                           &r),
+                 400);
+    cr_expect(strstr(r.body, "not a reranker"), "%s", r.body);
+    srvt_resp_free(&r);
+    /* each model's gauges, by name */
+    cr_assert_eq(srvt_get(t.base, "/metrics", &r), 200);
+    cr_expect(strstr(r.body, "qembed_model_requests_waiting{model=\"embedder\"} 0"), "%s", r.body);
+    cr_expect(strstr(r.body, "qembed_model_requests_waiting{model=\"reranker\"} 0"), "%s", r.body);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+/* Two models may not share a served name; a server of two embedding models picks by name. */
+Test(server_multi, names_are_unique_and_choose_the_model, .timeout = 120) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.more_models[0] = (serve_model_config){TINY_MODEL, NULL, QE_TASK_AUTO};
+    c.n_more_models = 1;
+    serve_server *s = NULL;
+    char err[512];
+    cr_expect_neq(serve_start(&c, &s, err, sizeof err), 0);
+    cr_expect(strstr(err, "--served-model-name"), "%s", err);
+    c.served_model_name = "a";
+    c.more_models[0].served_name = "b";
+    srvt_server t;
+    srvt_start(&t, &c);
+    srvt_resp r;
+    cr_expect_eq(srvt_post(t.base, "/v1/embeddings", "{\"model\": \"b\", \"input\": \"x\"}", &r),
+                 200, "%s", r.body);
+    cJSON *j = srvt_json(&r);
+    cr_expect_str_eq(cJSON_GetObjectItem(j, "model")->valuestring, "b");
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    cr_expect_eq(srvt_post(t.base, "/v1/embeddings", "{\"model\": \"c\", \"input\": \"x\"}", &r),
+                 400);
+    cr_expect(strstr(r.body, "'a', 'b'"), "names the served models: %s", r.body);
     srvt_resp_free(&r);
     srvt_stop(&t);
 }

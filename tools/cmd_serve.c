@@ -18,9 +18,13 @@ static void usage(FILE *f) {
         "/embed_all, /similarity, /tokenize, /decode; GET /v1/models, /v1/models/{id}, /info,\n"
         "/health, /health/live, /health/ready, /metrics, /openapi.json; docs/serving.md), and\n"
         "with a Qwen3-Reranker a reranking server (POST /rerank, /v1/rerank, /v2/rerank).\n\n"
-        "  --model DIR              model folder (required)\n"
-        "  --task embed|rerank      what the model is for (default: decided from the folder;\n"
-        "                           qembed inspect says which)\n"
+        "  --model DIR              model folder (required). Give it again to serve several\n"
+        "                           models behind the port (embedding models and rerankers,\n"
+        "                           each with its own engine and queue on the one GPU or CPU);\n"
+        "                           requests choose by \"model\", and routes without one use the\n"
+        "                           first model of their kind\n"
+        "  --task embed|rerank      what the last --model is for (default: decided from the\n"
+        "                           folder; qembed inspect says which)\n"
         "  --backend cpu|cuda       engine backend (default cpu; pass cuda on a GPU build)\n"
         "  --host ADDR              address to bind (default 127.0.0.1)\n"
         "  --port N                 port (default 8080; 0 picks a free one)\n"
@@ -45,7 +49,8 @@ static void usage(FILE *f) {
         "                           it costs. A 429's Retry-After is the measured time for the\n"
         "                           queue to drain enough; a request over the limit alone is 413\n"
         "  --max-body BYTES         request body limit (default 33554432; 413 past it)\n"
-        "  --served-model-name S    the name clients pass as `model` (default the folder's name)\n"
+        "  --served-model-name S    the name clients pass as `model` for the last --model\n"
+        "                           (default the folder's name)\n"
         "  --threads N              tokenizer threads (default 2)\n"
         "  --http-threads N         HTTP worker threads (default 4; they never block)\n"
         "  --engine-threads N       CPU backend threads (default 0 = every core)\n"
@@ -96,6 +101,16 @@ static int drain_and_stop(serve_server *s, const sigset_t *sigs, int first, doub
     return rc;
 }
 
+/* --served-model-name and --task belong to the --model given last before them (the first
+ * model when none was given yet). */
+static const char **latest_name(serve_config *c) {
+    return c->n_more_models ? &c->more_models[c->n_more_models - 1].served_name
+                            : &c->served_model_name;
+}
+static qe_task *latest_task(serve_config *c) {
+    return c->n_more_models ? &c->more_models[c->n_more_models - 1].task : &c->task;
+}
+
 int cmd_serve(int argc, char **argv) {
     serve_config c;
     serve_config_defaults(&c);
@@ -116,9 +131,16 @@ int cmd_serve(int argc, char **argv) {
             return 2;
         }
         i++;
-        if (!strcmp(a, "--model"))
-            c.model_dir = v;
-        else if (!strcmp(a, "--backend")) {
+        if (!strcmp(a, "--model")) {
+            if (!c.model_dir)
+                c.model_dir = v;
+            else if (c.n_more_models + 1 < SERVE_MAX_MODELS)
+                c.more_models[c.n_more_models++].dir = v;
+            else {
+                fprintf(stderr, "qembed serve: at most %d --model\n", SERVE_MAX_MODELS);
+                return 2;
+            }
+        } else if (!strcmp(a, "--backend")) {
             if (!strcmp(v, "cpu"))
                 c.backend = QE_BACKEND_CPU;
             else if (!strcmp(v, "cuda"))
@@ -132,7 +154,7 @@ int cmd_serve(int argc, char **argv) {
                 fprintf(stderr, "qembed serve: --task is embed or rerank, got '%s'\n", v);
                 return 2;
             }
-            c.task = !strcmp(v, "rerank") ? QE_TASK_RERANK : QE_TASK_EMBED;
+            *latest_task(&c) = !strcmp(v, "rerank") ? QE_TASK_RERANK : QE_TASK_EMBED;
         } else if (!strcmp(a, "--host"))
             c.host = v;
         else if (!strcmp(a, "--port")) {
@@ -161,7 +183,7 @@ int cmd_serve(int argc, char **argv) {
         } else if (!strcmp(a, "--cors-allow-origin"))
             c.cors_allow_origin = v;
         else if (!strcmp(a, "--served-model-name"))
-            c.served_model_name = v;
+            *latest_name(&c) = v;
         else if (!strcmp(a, "--threads")) {
             if (flag_long("serve", a, v, 1, 256, &x)) return 2;
             c.tokenizer_threads = (int)x;
@@ -226,12 +248,16 @@ int cmd_serve(int argc, char **argv) {
             return 1;
         }
         if (!announced && st == SERVE_READY) {
-            qe_engine *e = serve_engine(s);
-            fprintf(stderr,
-                    "qembed serve: ready: %s (%s), width %d, max positions %d, backend %s, K/V "
-                    "pool %d tokens, queue weight of an input of L tokens L * (1 + L / %.0f)\n",
-                    c.model_dir, qe_task_name(qe_model_task(e)), qe_dim(e), qe_max_positions(e),
-                    qe_backend_name(e), qe_kv_pool_tokens(e), qe_attention_equal_length(e));
+            for (int i = 0; i <= c.n_more_models; i++) {
+                qe_engine *e = serve_model_engine(s, i);
+                fprintf(stderr,
+                        "qembed serve: ready: %s (%s), width %d, max positions %d, backend %s, "
+                        "K/V pool %d tokens, queue weight of an input of L tokens L * (1 + L / "
+                        "%.0f)\n",
+                        i ? c.more_models[i - 1].dir : c.model_dir, qe_task_name(qe_model_task(e)),
+                        qe_dim(e), qe_max_positions(e), qe_backend_name(e), qe_kv_pool_tokens(e),
+                        qe_attention_equal_length(e));
+            }
             announced = 1;
         }
     }

@@ -16,7 +16,8 @@
  *                         "return_documents"} -> {"id", "model", "results": [{"index",
  *                         "relevance_score", "document"?}], "usage"} (a reranker model only;
  *                         the embedding routes need an embedding model)
- *   GET  /v1/models, /v1/models/{id}, /info, /health, /health/live, /health/ready, /metrics,
+ *   GET  /v1/models (every model served), /v1/models/{id}, /info (the first model), /health,
+ *        /health/live, /health/ready, /metrics,
  *        /openapi.json
  * OpenAI routes answer errors as {"error": {"message", "type", "param", "code"}}; TEI's routes as
  * {"error", "error_type"} with TEI's statuses. Errors about the HTTP request itself (400/413/414/
@@ -30,9 +31,23 @@
 
 #include "qembed.h"
 
+#define SERVE_MAX_MODELS 8
+
+/* A model behind the port beside the first (serve_config.more_models). */
+typedef struct serve_model_config {
+    const char *dir;
+    const char *served_name; /* NULL: the folder's name */
+    qe_task task;            /* QE_TASK_AUTO: the folder says */
+} serve_model_config;
+
 typedef struct serve_config {
-    const char *model_dir;         /* required */
-    qe_task task;                  /* QE_TASK_AUTO: the folder says (qe_options.task) */
+    const char *model_dir; /* required: the first model */
+    qe_task task;          /* QE_TASK_AUTO: the folder says (qe_options.task) */
+    /* More models behind the same port (embedding models and rerankers): each gets its own
+     * engine (on the one GPU or CPU), queue and engine thread; requests choose by `model`, and
+     * routes without one use the first model of their kind. Served names must differ. */
+    serve_model_config more_models[SERVE_MAX_MODELS - 1];
+    int n_more_models;
     qe_backend backend;            /* default QE_BACKEND_CPU */
     const char *host;              /* default "127.0.0.1" */
     int port;                      /* default 8080; 0 = ephemeral (see serve_port) */
@@ -77,9 +92,10 @@ int serve_start(const serve_config *c, serve_server **out, char *err, size_t err
 int serve_wait_ready(serve_server *s, char *err, size_t errlen);
 int serve_port(const serve_server *s);
 serve_state serve_get_state(const serve_server *s);
-/* The engine the server embeds with (NULL until loaded); calls on it are serialised by the engine.
- */
+/* The engine of the first model (NULL until loaded); calls on it are serialised by the engine. */
 qe_engine *serve_engine(serve_server *s);
+/* The engine of model i (0 = the first, then more_models in order); NULL until loaded. */
+qe_engine *serve_model_engine(serve_server *s, int i);
 /* Graceful drain: new work gets 503, work already accepted is finished and answered. Returns 0 when
  * everything accepted was answered, -1 if the drain timeout passed first. Idempotent. */
 int serve_drain(serve_server *s);

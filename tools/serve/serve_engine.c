@@ -14,9 +14,9 @@
 
 #include "serve_internal.h"
 
-static void scatter(serve_server *s, const float *row, srv_job *j, int index) {
+static void scatter(const float *row, srv_job *j, int index) {
     if (j->rerank) { /* a document's relevance: the logit of the hidden state */
-        j->out[index] = qe_rerank_logit(s->engine, row);
+        j->out[index] = qe_rerank_logit(j->m->engine, row);
         return;
     }
     float *dst = j->out + (size_t)index * j->dims;
@@ -34,30 +34,31 @@ static int seq_len(const srv_seq *q) {
 }
 
 /* A sequence leaves the engine: its tokens leave the in-flight count (the 429 budget). */
-static void seq_leaves(serve_server *s, srv_seq *q) {
-    pthread_mutex_lock(&s->q_mu);
-    s->inflight_tokens -= seq_len(q);
-    s->inflight_cost -= q->cost;
-    pthread_mutex_unlock(&s->q_mu);
-    srv_seq_done(s, q);
+static void seq_leaves(srv_model *m, srv_seq *q) {
+    pthread_mutex_lock(&m->q_mu);
+    m->inflight_tokens -= seq_len(q);
+    m->inflight_cost -= q->cost;
+    pthread_mutex_unlock(&m->q_mu);
+    srv_seq_done(m->s, q);
 }
 
 static void on_done(void *ctx, void *tag, const float *vec) {
-    serve_server *s = ctx;
+    srv_model *m = ctx;
+    serve_server *s = m->s;
     srv_seq *q = tag;
-    if (!atomic_load(&q->job->cancelled)) scatter(s, vec, q->job, q->index);
-    pthread_mutex_lock(&s->q_mu);
-    s->cost_done += q->cost;
-    pthread_mutex_unlock(&s->q_mu);
+    if (!atomic_load(&q->job->cancelled)) scatter(vec, q->job, q->index);
+    pthread_mutex_lock(&m->q_mu);
+    m->cost_done += q->cost;
+    pthread_mutex_unlock(&m->q_mu);
     pthread_mutex_lock(&s->metrics.mu);
     s->metrics.tokens_processed += (unsigned long)seq_len(q);
     s->metrics.sequences_processed++;
     pthread_mutex_unlock(&s->metrics.mu);
-    seq_leaves(s, q);
+    seq_leaves(m, q);
 }
 
 static int on_drop(void *ctx, void *tag) {
-    serve_server *s = ctx;
+    const serve_server *s = ((const srv_model *)ctx)->s;
     const srv_seq *q = tag;
     return atomic_load(&s->cancel_running) || atomic_load(&s->state) == SERVE_FAULT ||
            atomic_load(&q->job->cancelled);
@@ -66,7 +67,8 @@ static int on_drop(void *ctx, void *tag) {
 /* A sequence that gets no vector: its client left (nothing to answer), or the server cancelled
  * it, or its step failed. */
 static void on_gone(void *ctx, void *tag, qe_status why) {
-    serve_server *s = ctx;
+    srv_model *m = ctx;
+    serve_server *s = m->s;
     srv_seq *q = tag;
     srv_job *j = q->job;
     srv_error e = {0};
@@ -82,25 +84,25 @@ static void on_gone(void *ctx, void *tag, qe_status why) {
         const int client = why == QE_ERR_ARG || why == QE_ERR_TOO_LONG;
         srv_err_set(&e, client ? 400 : 500, client ? "invalid_request_error" : "server_error",
                     "engine_error", "", "engine: %s: %.300s", qe_status_name(why),
-                    qe_last_error(s->engine));
+                    qe_last_error(m->engine));
     }
     if (e.status) srv_job_fail(j, &e);
     pthread_mutex_lock(&s->metrics.mu);
     s->metrics.cancelled_seqs += why == QE_ERR_CANCELLED;
     pthread_mutex_unlock(&s->metrics.mu);
-    seq_leaves(s, q);
+    seq_leaves(m, q);
 }
 
 /* Charges a step's time to the job once per step (several of its sequences may share one). */
 static void on_ran(void *ctx, void *tag, double step_s) {
-    serve_server *s = ctx;
-    const unsigned long step_no = s->engine_steps;
+    srv_model *m = ctx;
+    const unsigned long step_no = m->engine_steps;
     srv_job *j = ((srv_seq *)tag)->job;
     pthread_mutex_lock(&j->time_mu);
     if (j->t_first_compute == 0) { /* waiting -> running */
         j->t_first_compute = srv_now() - step_s;
-        atomic_fetch_sub(&s->jobs_waiting, 1);
-        atomic_fetch_add(&s->jobs_running, 1);
+        atomic_fetch_sub(&m->jobs_waiting, 1);
+        atomic_fetch_add(&m->jobs_running, 1);
     }
     if (j->last_batch != step_no) {
         j->last_batch = step_no;
@@ -112,9 +114,10 @@ static void on_ran(void *ctx, void *tag, double step_s) {
 /* Moves every queued sequence into the scheduler (caller holds q_mu, released meanwhile): the
  * new work joins the next step. One the engine refuses (too long for its pool and its steps)
  * fails its job with 413; those of clients that left are only released. */
-static void take_queue(serve_server *s, qe_sched *sc) {
-    srv_seq *dropped = NULL, *live = srv_take_queue(s, &dropped);
-    pthread_mutex_unlock(&s->q_mu);
+static void take_queue(srv_model *m, qe_sched *sc) {
+    serve_server *s = m->s;
+    srv_seq *dropped = NULL, *live = srv_take_queue(m, &dropped);
+    pthread_mutex_unlock(&m->q_mu);
     for (srv_seq *q = live, *next; q; q = next) {
         next = q->next;
         srv_job *j = q->job;
@@ -123,9 +126,9 @@ static void take_queue(serve_server *s, qe_sched *sc) {
         srv_error e;
         srv_err_set(&e, st == QE_ERR_TOO_LONG ? 413 : 400, "invalid_request_error",
                     st == QE_ERR_TOO_LONG ? "input_too_long" : "engine_error", "input",
-                    "input %d: %.300s", q->index, qe_last_error(s->engine));
+                    "input %d: %.300s", q->index, qe_last_error(m->engine));
         srv_job_fail(j, &e);
-        seq_leaves(s, q);
+        seq_leaves(m, q);
     }
     unsigned long n_dropped = 0;
     for (srv_seq *q = dropped, *next; q; q = next, n_dropped++) {
@@ -137,40 +140,40 @@ static void take_queue(serve_server *s, qe_sched *sc) {
         s->metrics.cancelled_seqs += n_dropped;
         pthread_mutex_unlock(&s->metrics.mu);
     }
-    pthread_mutex_lock(&s->q_mu);
+    pthread_mutex_lock(&m->q_mu);
 }
 
 void *srv_engine_main(void *arg) {
-    serve_server *s = arg;
+    srv_model *m = arg;
+    serve_server *s = m->s;
     qe_sched *sc = NULL;
-    if (qe_sched_open(s->engine, 0, 0, &sc) != QE_OK) {
-        fprintf(stderr, "qembed serve: cannot open the engine's scheduler: %s\n",
-                qe_last_error(s->engine));
+    if (qe_sched_open(m->engine, 0, 0, &sc) != QE_OK) {
+        fprintf(stderr, "qembed serve: %s: cannot open the engine's scheduler: %s\n",
+                m->served_name, qe_last_error(m->engine));
         return NULL; /* srv_pipeline_stop answers what is queued */
     }
     const qe_sched_hooks hooks = {
-        .done = on_done, .drop = on_drop, .gone = on_gone, .ran = on_ran, .ctx = s};
-    pthread_mutex_lock(&s->q_mu);
+        .done = on_done, .drop = on_drop, .gone = on_gone, .ran = on_ran, .ctx = m};
+    pthread_mutex_lock(&m->q_mu);
     for (;;) {
-        while (!s->q_stop && !s->q_head && qe_sched_waiting(sc) == 0)
-            pthread_cond_wait(&s->q_cv, &s->q_mu);
-        if (s->q_stop) break; /* srv_pipeline_stop answers what is queued; we, what we hold */
-        if (s->q_head) take_queue(s, sc);
+        while (!m->q_stop && !m->q_head && qe_sched_waiting(sc) == 0)
+            pthread_cond_wait(&m->q_cv, &m->q_mu);
+        if (m->q_stop) break; /* srv_pipeline_stop answers what is queued; we, what we hold */
+        if (m->q_head) take_queue(m, sc);
         if (qe_sched_waiting(sc) == 0) continue;
-        s->engine_busy = 1;
-        s->engine_steps++;
-        pthread_mutex_unlock(&s->q_mu);
+        m->engine_busy = 1;
+        m->engine_steps++;
+        pthread_mutex_unlock(&m->q_mu);
 
         qe_sched_stats st;
         qe_status status = qe_sched_step(sc, &hooks, &st);
         if (status == QE_ERR_DEVICE && atomic_load(&s->state) != SERVE_FAULT) {
             atomic_store(&s->state, SERVE_FAULT);
             fprintf(stderr, "qembed serve: device fault: %s; /health now answers 503\n",
-                    qe_last_error(s->engine));
+                    qe_last_error(m->engine));
         }
         if (status != QE_OK && st.seqs == 0) usleep(1000); /* nothing could run: no spinning */
         pthread_mutex_lock(&s->metrics.mu);
-        s->metrics.kv_used_tokens = st.kv_used_tokens;
         s->metrics.batches += status == QE_OK && st.seqs > 0;
         pthread_mutex_unlock(&s->metrics.mu);
         if (status == QE_OK && st.seqs > 0) {
@@ -178,11 +181,12 @@ void *srv_engine_main(void *arg) {
             srv_hist_observe(&s->metrics, &s->metrics.batch_tokens, st.tokens);
             srv_hist_observe(&s->metrics, &s->metrics.t_inference, st.seconds);
         }
-        pthread_mutex_lock(&s->q_mu);
-        s->engine_busy = 0;
-        if (status == QE_OK) s->engine_seconds += st.seconds;
+        pthread_mutex_lock(&m->q_mu);
+        m->engine_busy = 0;
+        m->kv_used_tokens = st.kv_used_tokens;
+        if (status == QE_OK) m->engine_seconds += st.seconds;
     }
-    pthread_mutex_unlock(&s->q_mu);
+    pthread_mutex_unlock(&m->q_mu);
     qe_sched_close(sc, &hooks); /* the q_stop path: gone() answers each with 503 */
     return NULL;
 }

@@ -267,7 +267,7 @@ static enum MHD_Result handle_embed(serve_server *s, struct MHD_Connection *c, s
         ret = send_error(s, c, r, &j->err);
     } else {
         size_t len = 0;
-        char *out = j->rerank ? srv_render_rerank(s, j, &len) : srv_render_embeddings(s, j, &len);
+        char *out = j->rerank ? srv_render_rerank(j, &len) : srv_render_embeddings(s, j, &len);
         ret = send_body(s, c, r, 200, out, len, "application/json", NULL);
         double now = srv_now();
         r->queue_ms = j->t_first_compute > 0 ? (j->t_first_compute - j->t_queued) * 1e3 : 0;
@@ -359,15 +359,17 @@ static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_r
     }
     if (!strcmp(label, "/v1/models/{id}")) {
         const char *id = url + 11;
-        if (strcmp(id, s->served_name) != 0) {
-            srv_err_set(&e, 404, "invalid_request_error", "model_not_found", "model",
-                        "model '%.100s' is not served here; this server serves '%.100s'", id,
-                        s->served_name);
+        cJSON *name = cJSON_CreateString(id);
+        srv_model *m = name ? srv_model_named(s, name, &e) : NULL;
+        cJSON_Delete(name);
+        if (!m) {
+            if (!e.status) srv_err_oom(&e);
+            e.status = e.status == 400 ? 404 : e.status; /* an unknown id is a missing resource */
             return send_error(s, c, r, &e);
         }
         size_t len = 0;
-        char *m = srv_render_model(s, &len);
-        return send_body(s, c, r, 200, m, len, "application/json", NULL);
+        char *body = srv_render_model(m, &len);
+        return send_body(s, c, r, 200, body, len, "application/json", NULL);
     }
     /* everything else needs the loaded model */
     int st = atomic_load(&s->state);
@@ -383,11 +385,6 @@ static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_r
     if (r->too_big) {
         srv_err_set(&e, 413, "invalid_request_error", "body_too_large", "",
                     "the body is larger than the limit of %zu bytes", s->cfg.max_body);
-        return send_error(s, c, r, &e);
-    }
-    if ((r->route == ROUTE_TOKENIZE || r->route == ROUTE_DECODE) && !s->tok) {
-        srv_err_set(&e, 400, "invalid_request_error", "no_tokenizer", "",
-                    "the model folder has no tokenizer.json");
         return send_error(s, c, r, &e);
     }
     const char *body = r->body.p ? r->body.p : "";

@@ -54,6 +54,7 @@ static inline int srv_route_is_tei(srv_route r) {
 }
 
 typedef struct srv_job srv_job;
+typedef struct srv_model srv_model;
 
 typedef struct srv_seq {
     srv_job *job;
@@ -87,6 +88,7 @@ struct srv_job {
     int width;     /* model width */
     float *out;    /* n * dims */
     unsigned long request_id;
+    srv_model *m; /* the model it runs on */
 
     /* reranking (serve_rerank.c): texts are the documents, out one logit per document */
     int rerank;
@@ -150,7 +152,6 @@ typedef struct srv_metrics {
     srv_hist batch_size, batch_tokens, t_tokenize, t_queue, t_inference, t_total;
     unsigned long tokens_processed, sequences_processed, batches, cancelled_seqs;
     unsigned long inputs_total, prompt_tokens_total;
-    int kv_used_tokens; /* K/V pool tokens held after the last step */
     /* TEI's te_* names: requests by method ("single" = one input, "batch"), failures by TEI's err
      */
     unsigned long te_count[2], te_success[2];
@@ -171,39 +172,19 @@ void srv_metrics_te_request(srv_metrics *m, int n_inputs, int status, const srv_
 /* Prometheus text exposition of everything, plus the server's gauges. */
 char *srv_metrics_render(serve_server *s, size_t *len);
 
-/* ---- the server ---- */
-struct serve_server {
-    serve_config cfg;
+/* ---- one model behind the port: its engine, its sequence queue and its engine thread ---- */
+struct srv_model {
+    serve_server *s;
+    int index; /* in s->models */
     char *served_name;
-    char *model_dir;
-    char *host;
-    char *api_key;
-    int port;
-    atomic_int state;          /* serve_state */
-    atomic_int cancel_running; /* serve_cancel_running: the engine call stops at its next step */
-    char load_error[512];
+    char *dir;
+    qe_task task_asked; /* QE_TASK_AUTO: the folder says */
     char dtype[32];     /* the checkpoint's (config.json torch_dtype) */
     char model_sha[48]; /* the Hugging Face snapshot folder's commit, when the folder is one */
-
-    struct MHD_Daemon *mhd;
     qe_engine *engine;
     const struct tok_tokenizer *tok;
+    qe_task task; /* what the loaded engine is (embed or rerank) */
     int width, max_positions, vocab, max_input_tokens;
-
-    pthread_t loader;
-    int loader_started;
-    pthread_mutex_t state_mu;
-    pthread_cond_t state_cv; /* state changes, active request count */
-    long active_requests;    /* accepted requests not yet answered */
-    atomic_ulong next_request_id;
-
-    /* tokenizer pool: a FIFO of (job, chunk) tasks */
-    pthread_mutex_t tok_mu;
-    pthread_cond_t tok_cv;
-    struct srv_tok_task *tok_head, *tok_tail;
-    pthread_t *tok_threads;
-    int n_tok_threads;
-    int tok_stop;
 
     /* sequence queue (FCFS), emptied into the engine's scheduler between steps */
     pthread_mutex_t q_mu;
@@ -217,19 +198,58 @@ struct serve_server {
     double engine_seconds; /* their ratio is the rate that predicts a queue's wait */
     int q_stop;
     pthread_t engine_thread;
-    int pipeline_started;
+    int engine_started;
     int engine_busy;
     unsigned long engine_steps; /* steps the engine thread ran (charges compute time per step) */
+    int kv_used_tokens;         /* K/V pool tokens held after the last step */
+
+    /* requests admitted and not answered: before their first step, and after it
+     * (qembed:num_requests_waiting / _running) */
+    atomic_long jobs_waiting, jobs_running;
+};
+
+/* The model a request names (its "model" field, NULL when absent) for a task: by served name, else
+ * the first model of that task. NULL with a 400 (unknown name, or the model is of the other
+ * task, or none of the task is served). */
+srv_model *srv_pick_model(serve_server *s, const cJSON *model_field, qe_task task, srv_error *e);
+/* The model a request names, of either task; the first model when it names none. */
+srv_model *srv_model_named(serve_server *s, const cJSON *model_field, srv_error *e);
+
+/* ---- the server ---- */
+struct serve_server {
+    serve_config cfg;
+    char *host;
+    char *api_key;
+    int port;
+    atomic_int state;          /* serve_state */
+    atomic_int cancel_running; /* serve_cancel_running: the engine call stops at its next step */
+    char load_error[512];
+
+    struct MHD_Daemon *mhd;
+    srv_model models[SERVE_MAX_MODELS]; /* in --model order; every request picks one */
+    int n_models;
+
+    pthread_t loader;
+    int loader_started;
+    pthread_mutex_t state_mu;
+    pthread_cond_t state_cv; /* state changes, active request count */
+    long active_requests;    /* accepted requests not yet answered */
+    atomic_ulong next_request_id;
+
+    /* tokenizer pool (every model's): a FIFO of (job, chunk) tasks */
+    pthread_mutex_t tok_mu;
+    pthread_cond_t tok_cv;
+    struct srv_tok_task *tok_head, *tok_tail;
+    pthread_t *tok_threads;
+    int n_tok_threads;
+    int tok_stop;
+    int pipeline_started;
 
     /* suspended requests whose sockets the watcher polls for hang-ups */
     pthread_mutex_t watch_mu;
     struct srv_req *watch_head;
     pthread_t watcher;
     int watcher_started, watch_stop;
-
-    /* embedding requests admitted and not answered: before their first step, and after it
-     * (qembed:num_requests_waiting / _running) */
-    atomic_long jobs_waiting, jobs_running;
 
     struct srv_gate *gate; /* accepts, and hands over connections whose head is good */
 
@@ -253,11 +273,11 @@ void srv_admit(serve_server *s, srv_job *j);
 /* A queued sequence is finished with (computed or dropped): the last one answers the job and
  * releases the queue's reference. */
 void srv_seq_done(serve_server *s, srv_seq *q);
-/* Unlinks every queued sequence (caller holds q_mu): returns the live ones as a list in arrival
- * order (linked by next) and puts those of cancelled jobs in *dropped (their tokens leave
+/* Unlinks every queued sequence of m (caller holds m->q_mu): returns the live ones as a list in
+ * arrival order (linked by next) and puts those of cancelled jobs in *dropped (their tokens leave
  * inflight_tokens; the caller passes them to srv_seq_done). */
-srv_seq *srv_take_queue(serve_server *s, srv_seq **dropped);
-/* serve_engine.c */
+srv_seq *srv_take_queue(srv_model *m, srv_seq **dropped);
+/* serve_engine.c: one engine thread per model (arg: the srv_model) */
 void *srv_engine_main(void *arg);
 
 /* serve_request.c: parse and validate bodies into a job (NULL + err on failure) */
@@ -282,7 +302,7 @@ cJSON *srv_parse_body_object(const char *body, size_t len, srv_error *e);
 srv_job *srv_parse_similarity(serve_server *s, const char *body, size_t len, srv_error *e);
 /* /embed_all: runs a tokenized job through qe_embed_tokens (on a tokenizer thread) and answers
  * it. */
-void srv_embed_all_run(serve_server *s, srv_job *j);
+void srv_embed_all_run(srv_job *j);
 char *srv_render_tei(serve_server *s, const srv_job *j, size_t *len); /* similarity, embed_all */
 /* TEI's error: {"error": message, "error_type": ...}; *status becomes TEI's status. */
 char *srv_render_tei_error(const srv_error *e, int *status, size_t *len);
@@ -295,12 +315,12 @@ int srv_truncate_after_prompt(const struct tok_tokenizer *t, int32_t *ids, int *
 /* serve_rerank.c: /rerank (TEI) and /v1/rerank, /v2/rerank (Cohere, Jina, vLLM) */
 srv_job *srv_parse_rerank(serve_server *s, srv_route route, const char *body, size_t len,
                           srv_error *e);
-void srv_rerank_tokenize(serve_server *s, srv_job *j, int i); /* document i's prompt */
-char *srv_render_rerank(serve_server *s, const srv_job *j, size_t *len);
+void srv_rerank_tokenize(srv_job *j, int i); /* document i's prompt */
+char *srv_render_rerank(const srv_job *j, size_t *len);
 /* The OpenAI error shape plus "detail": the message where Jina's clients look for it. */
 char *srv_render_rerank_error(const srv_error *e, size_t *len);
 /* Tokens per reranker prompt: --max-input-tokens, else 8192, at most the model's positions. */
-int srv_rerank_limit(const serve_server *s);
+int srv_rerank_limit(const srv_model *m);
 
 /* serve_openapi.c */
 const char *srv_openapi_json(void);
@@ -316,7 +336,7 @@ char *srv_render_embeddings(serve_server *s, const srv_job *j, size_t *len);
 char *srv_render_error(const srv_error *e, size_t *len);
 char *srv_render_info(serve_server *s, size_t *len);
 char *srv_render_models(serve_server *s, size_t *len);
-char *srv_render_model(serve_server *s, size_t *len); /* GET /v1/models/{id}: the one object */
+char *srv_render_model(const srv_model *m, size_t *len); /* GET /v1/models/{id}: the one object */
 /* Shortest-enough decimal of a float that reads back to the same float; returns chars written
  * (at most 16, buf needs 24). */
 int srv_format_float(float x, char *buf);

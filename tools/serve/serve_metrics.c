@@ -118,6 +118,37 @@ static void put_hist(sbuf *b, const char *name, const char *help, const srv_hist
 
 /* TEI's names for the same measurements (what TEI dashboards and autoscalers query), and the
  * gauges Kubernetes inference routers read with vLLM's meaning. Caller holds m->mu. */
+/* The gauges summed over the models (the fullest queue for the 429 budget). */
+typedef struct srv_totals {
+    long waiting, running, q_seqs, q_tokens, inflight;
+    int busy, kv_pool, kv_used;
+    double max_cost;
+    size_t device_bytes;
+} srv_totals;
+
+static void totals(serve_server *s, srv_totals *t) {
+    memset(t, 0, sizeof *t);
+    /* the engines are only settled once the server is ready */
+    const int ready = atomic_load(&s->state) == SERVE_READY;
+    for (int i = 0; i < s->n_models; i++) {
+        srv_model *m = &s->models[i];
+        t->waiting += atomic_load(&m->jobs_waiting);
+        t->running += atomic_load(&m->jobs_running);
+        pthread_mutex_lock(&m->q_mu);
+        t->q_seqs += m->q_seqs;
+        t->q_tokens += m->q_tokens;
+        t->inflight += m->inflight_tokens;
+        t->busy += m->engine_busy;
+        t->kv_used += m->kv_used_tokens;
+        if (m->inflight_cost > t->max_cost) t->max_cost = m->inflight_cost;
+        pthread_mutex_unlock(&m->q_mu);
+        if (ready && m->engine) {
+            t->kv_pool += qe_kv_pool_tokens(m->engine);
+            t->device_bytes += qe_device_bytes(m->engine);
+        }
+    }
+}
+
 static void put_te(sbuf *b, serve_server *s, const srv_metrics *m) {
     static const char *method[2] = {"single", "batch"};
     sb_puts(b, "# HELP te_request_count Embedding requests received, by method (single: one "
@@ -149,13 +180,8 @@ static void put_te(sbuf *b, serve_server *s, const srv_metrics *m) {
     put_hist(b, "te_batch_next_size", "Sequences per engine step.", &m->batch_size);
     put_hist(b, "te_batch_next_tokens", "Tokens per engine step.", &m->batch_tokens);
     put_hist(b, "te_batch_inference_duration", "Engine time per step (seconds).", &m->t_inference);
-    const long waiting = atomic_load(&s->jobs_waiting), running = atomic_load(&s->jobs_running);
-    const qe_engine *eng = atomic_load(&s->state) == SERVE_READY ? s->engine : NULL;
-    const int pool = eng ? qe_kv_pool_tokens(eng) : 0;
-    double inflight_cost;
-    pthread_mutex_lock(&s->q_mu);
-    inflight_cost = s->inflight_cost;
-    pthread_mutex_unlock(&s->q_mu);
+    srv_totals t;
+    totals(s, &t);
     sb_printf(b,
               "# HELP te_queue_size Embedding requests admitted and waiting for their first "
               "step.\n# TYPE te_queue_size gauge\nte_queue_size %ld\n"
@@ -164,26 +190,46 @@ static void put_te(sbuf *b, serve_server *s, const srv_metrics *m) {
               "qembed:num_requests_waiting %ld\n"
               "# HELP qembed:num_requests_running Requests whose sequences are being computed.\n"
               "# TYPE qembed:num_requests_running gauge\nqembed:num_requests_running %ld\n"
-              "# HELP qembed:kv_cache_usage_perc Fraction (0..1) of the paged K/V pool held by "
+              "# HELP qembed:kv_cache_usage_perc Fraction (0..1) of the paged K/V pools held by "
               "long inputs in flight; 0 without a pool.\n"
               "# TYPE qembed:kv_cache_usage_perc gauge\nqembed:kv_cache_usage_perc %.6f\n"
               "# HELP qembed:queue_budget_usage_perc Fraction (0..1) of --max-queue-tokens in "
-              "use (past 1 a request gets 429).\n"
+              "use in the fullest model's queue (past 1 a request gets 429).\n"
               "# TYPE qembed:queue_budget_usage_perc gauge\nqembed:queue_budget_usage_perc %.6f\n",
-              waiting, waiting, running, pool > 0 ? (double)m->kv_used_tokens / pool : 0.0,
-              inflight_cost / (double)s->cfg.max_queue_tokens);
+              t.waiting, t.waiting, t.running, t.kv_pool > 0 ? (double)t.kv_used / t.kv_pool : 0.0,
+              t.max_cost / (double)s->cfg.max_queue_tokens);
+}
+
+/* One gauge per model, labelled with its served name. */
+static void put_per_model(sbuf *b, serve_server *s) {
+    static const char *const names[] = {"qembed_model_requests_waiting",
+                                        "qembed_model_requests_running",
+                                        "qembed_model_queue_tokens", "qembed_model_kv_used_tokens"};
+    static const char *const help[] = {"Requests admitted to the model, not yet in a step.",
+                                       "Requests whose sequences the model is computing.",
+                                       "Tokens queued or computing on the model.",
+                                       "K/V pool tokens the model's long inputs hold."};
+    for (int g = 0; g < 4; g++) {
+        sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", names[g], help[g], names[g]);
+        for (int i = 0; i < s->n_models; i++) {
+            srv_model *md = &s->models[i];
+            pthread_mutex_lock(&md->q_mu);
+            const long v = g == 0   ? atomic_load(&md->jobs_waiting)
+                           : g == 1 ? atomic_load(&md->jobs_running)
+                           : g == 2 ? md->inflight_tokens
+                                    : md->kv_used_tokens;
+            pthread_mutex_unlock(&md->q_mu);
+            sb_printf(b, "%s{model=", names[g]);
+            sb_json_string(b, md->served_name, strlen(md->served_name));
+            sb_printf(b, "} %ld\n", v);
+        }
+    }
 }
 
 char *srv_metrics_render(serve_server *s, size_t *len) {
     sbuf b = {0};
-    long q_seqs, q_tokens, inflight;
-    int busy;
-    pthread_mutex_lock(&s->q_mu);
-    q_seqs = s->q_seqs;
-    q_tokens = s->q_tokens;
-    inflight = s->inflight_tokens;
-    busy = s->engine_busy;
-    pthread_mutex_unlock(&s->q_mu);
+    srv_totals t;
+    totals(s, &t);
     long active;
     pthread_mutex_lock(&s->state_mu);
     active = s->active_requests;
@@ -230,11 +276,9 @@ char *srv_metrics_render(serve_server *s, size_t *len) {
         "# TYPE qembed_inputs_total counter\nqembed_inputs_total %lu\n"
         "# HELP qembed_prompt_tokens_total Prompt tokens of answered embedding requests.\n"
         "# TYPE qembed_prompt_tokens_total counter\nqembed_prompt_tokens_total %lu\n",
-        atomic_load(&s->state) == SERVE_READY, active, q_seqs, q_tokens, inflight, busy,
+        atomic_load(&s->state) == SERVE_READY, active, t.q_seqs, t.q_tokens, t.inflight, t.busy,
         m->tokens_processed, m->sequences_processed, m->batches, m->cancelled_seqs, m->inputs_total,
         m->prompt_tokens_total);
-    /* the engine pointer is only settled once the server is ready */
-    const qe_engine *eng = atomic_load(&s->state) == SERVE_READY ? s->engine : NULL;
     sb_printf(&b,
               "# HELP qembed_gpu_memory_bytes Device memory the engine holds (weights + "
               "activations); 0 on the CPU backend.\n# TYPE qembed_gpu_memory_bytes gauge\n"
@@ -244,8 +288,8 @@ char *srv_metrics_render(serve_server *s, size_t *len) {
               "# HELP qembed_kv_pool_used_tokens Pool tokens held by long inputs in flight (after "
               "the last step).\n"
               "# TYPE qembed_kv_pool_used_tokens gauge\nqembed_kv_pool_used_tokens %d\n",
-              eng ? qe_device_bytes(eng) : (size_t)0, eng ? qe_kv_pool_tokens(eng) : 0,
-              m->kv_used_tokens);
+              t.device_bytes, t.kv_pool, t.kv_used);
+    put_per_model(&b, s);
     put_hist(&b, "qembed_batch_size", "Sequences (whole, or chunks) per engine step.",
              &m->batch_size);
     put_hist(&b, "qembed_batch_tokens", "Tokens per engine step.", &m->batch_tokens);

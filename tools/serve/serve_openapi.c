@@ -4,11 +4,11 @@
 
 /* /v1/rerank and /v2/rerank: the Cohere / Jina / vLLM shape */
 #define RERANK_API_ITEM                                                                            \
-    "{\"post\":{\"summary\":\"Cohere / Jina / vLLM rerank\",\"requestBody\":{\"required\":true,"    \
-    "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/"            \
-    "RerankRequest\"}}}},\"responses\":{\"200\":{\"description\":\"OK\",\"content\":{"           \
-    "\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/RerankResponse\"}}}},"     \
-    "\"4XX\":{\"description\":\"client error\",\"content\":{\"application/json\":{\"schema\":"   \
+    "{\"post\":{\"summary\":\"Cohere / Jina / vLLM rerank\",\"requestBody\":{\"required\":true,"   \
+    "\"content\":{\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/"              \
+    "RerankRequest\"}}}},\"responses\":{\"200\":{\"description\":\"OK\",\"content\":{"             \
+    "\"application/json\":{\"schema\":{\"$ref\":\"#/components/schemas/RerankResponse\"}}}},"      \
+    "\"4XX\":{\"description\":\"client error\",\"content\":{\"application/json\":{\"schema\":"     \
     "{\"$ref\":\"#/components/schemas/OpenAIError\"}}}}}}}"
 
 static const char OPENAPI[] =
@@ -18,10 +18,13 @@ static const char OPENAPI[] =
     "reposit"
     "ory\"}},\"paths\":{"
     /* the reranking routes (serve_rerank.c) */
-    "\"/rerank\":{\"post\":{\"summary\":\"TEI rerank: [{index, score, text?}] sorted by score; with "
+    "\"/rerank\":{\"post\":{\"summary\":\"TEI rerank: [{index, score, text?}] sorted by score; "
+    "with "
     "documents instead of texts, as /v1/rerank\",\"requestBody\":{\"required\":true,\"content\":{"
-    "\"application/json\":{\"schema\":{\"type\":\"object\",\"required\":[\"query\"],\"properties\":{"
-    "\"query\":{\"type\":\"string\"},\"texts\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}},"
+    "\"application/"
+    "json\":{\"schema\":{\"type\":\"object\",\"required\":[\"query\"],\"properties\":{"
+    "\"query\":{\"type\":\"string\"},\"texts\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}"
+    ","
     "\"truncate\":{\"type\":\"boolean\"},\"truncation_direction\":{\"type\":\"string\"},"
     "\"raw_scores\":{\"type\":\"boolean\"},\"return_text\":{\"type\":\"boolean\"},\"instruction\":"
     "{\"type\":\"string\"}}}}}},\"responses\":{\"200\":{\"description\":\"OK\"},\"4XX\":{"

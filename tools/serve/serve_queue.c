@@ -25,15 +25,15 @@ void srv_seq_done(serve_server *s, srv_seq *q) {
         pthread_mutex_lock(&j->time_mu);
         const int started = j->t_first_compute > 0;
         pthread_mutex_unlock(&j->time_mu);
-        if (s) atomic_fetch_sub(started ? &s->jobs_running : &s->jobs_waiting, 1);
+        if (s) atomic_fetch_sub(started ? &j->m->jobs_running : &j->m->jobs_waiting, 1);
         srv_job_finish(j); /* no-op when the job already failed */
         srv_job_unref(j);  /* the queue's reference */
     }
 }
 
-static void tokenize_one(serve_server *s, srv_job *j, int i) {
+static void tokenize_one(srv_job *j, int i) {
     if (j->rerank) { /* a document: the reranker's whole prompt */
-        srv_rerank_tokenize(s, j, i);
+        srv_rerank_tokenize(j, i);
         return;
     }
     /* Left truncation of a text behind an instruction or prompt cuts the text only: the whole
@@ -47,10 +47,11 @@ static void tokenize_one(serve_server *s, srv_job *j, int i) {
                          .no_truncate = !j->truncate};
     char terr[256];
     srv_error e;
-    tok_status st = tok_encode(s->tok, j->texts[i], j->text_lens[i], &o, &j->ids[i], &j->lens[i],
-                               terr, sizeof terr);
+    const struct tok_tokenizer *tok = j->m->tok;
+    tok_status st = tok_encode(tok, j->texts[i], j->text_lens[i], &o, &j->ids[i], &j->lens[i], terr,
+                               sizeof terr);
     if (st == TOK_OK && keep_prompt && j->lens[i] > j->max_len &&
-        srv_truncate_after_prompt(s->tok, j->ids[i], &j->lens[i], j->max_len, j->prefix_lens[i]) !=
+        srv_truncate_after_prompt(tok, j->ids[i], &j->lens[i], j->max_len, j->prefix_lens[i]) !=
             0) {
         srv_err_set(&e, 413, "invalid_request_error", "input_too_long", "input",
                     "input %d: the instruction or prompt alone leaves no room in the limit of %d "
@@ -64,11 +65,11 @@ static void tokenize_one(serve_server *s, srv_job *j, int i) {
      * fails a whole batch of other clients' sequences because of it. */
     int bad = -1;
     for (int k = 0; st == TOK_OK && k < j->lens[i] && bad < 0; k++)
-        if (j->ids[i][k] >= s->vocab) bad = k;
+        if (j->ids[i][k] >= j->m->vocab) bad = k;
     if (bad >= 0) {
         srv_err_set(&e, 400, "invalid_request_error", "token_outside_model_vocabulary", "input",
                     "input %d: token %d (id %d) is outside the model's vocabulary of %d", i, bad,
-                    j->ids[i][bad], s->vocab);
+                    j->ids[i][bad], j->m->vocab);
         srv_job_fail(j, &e);
         return;
     }
@@ -78,7 +79,7 @@ static void tokenize_one(serve_server *s, srv_job *j, int i) {
         tok_encode_opts full = {.add_special = 1};
         int32_t *ids = NULL;
         int n = -1;
-        if (tok_encode(s->tok, j->texts[i], j->text_lens[i], &full, &ids, &n, terr, sizeof terr) !=
+        if (tok_encode(tok, j->texts[i], j->text_lens[i], &full, &ids, &n, terr, sizeof terr) !=
             TOK_OK)
             n = -1;
         free(ids);
@@ -128,7 +129,7 @@ static void *tok_main(void *arg) {
             failed = j->done;
             pthread_mutex_unlock(&j->mu);
             if (failed || atomic_load(&j->cancelled) || s->tok_stop) break;
-            if (j->texts) tokenize_one(s, j, i);
+            if (j->texts) tokenize_one(j, i);
         }
         if (atomic_fetch_sub(&j->tok_chunks_left, 1) == 1) {
             int failed;
@@ -147,7 +148,7 @@ static void *tok_main(void *arg) {
                                 "the server is stopping");
                     srv_job_fail(j, &e);
                 } else if (j->route == ROUTE_EMBED_ALL) {
-                    srv_embed_all_run(s, j); /* per-token vectors: no pooled step to join */
+                    srv_embed_all_run(j); /* per-token vectors: no pooled step to join */
                 } else {
                     srv_admit(s, j);
                 }
@@ -216,6 +217,7 @@ void srv_submit(serve_server *s, srv_job *j) {
 }
 
 void srv_admit(serve_server *s, srv_job *j) {
+    srv_model *m = j->m;
     srv_error e;
     long total = 0;
     for (int i = 0; i < j->n; i++)
@@ -227,10 +229,10 @@ void srv_admit(serve_server *s, srv_job *j) {
         srv_job_fail(j, &e);
         return;
     }
-    pthread_mutex_lock(&s->q_mu);
+    pthread_mutex_lock(&m->q_mu);
     int st = atomic_load(&s->state);
-    if (s->q_stop || (st != SERVE_READY && st != SERVE_DRAINING)) {
-        pthread_mutex_unlock(&s->q_mu);
+    if (m->q_stop || (st != SERVE_READY && st != SERVE_DRAINING)) {
+        pthread_mutex_unlock(&m->q_mu);
         srv_err_set(&e, 503, "server_error", st == SERVE_FAULT ? "device_fault" : "unavailable", "",
                     st == SERVE_FAULT
                         ? "the engine had a device fault; this server no longer embeds"
@@ -240,10 +242,10 @@ void srv_admit(serve_server *s, srv_job *j) {
     }
     double cost = 0;
     for (int i = 0; i < j->n; i++)
-        cost += j->seqs[i].cost = qe_cost_tokens(s->engine, j->lens[i]);
+        cost += j->seqs[i].cost = qe_cost_tokens(m->engine, j->lens[i]);
     const double limit = (double)s->cfg.max_queue_tokens;
     if (cost > limit) { /* could never fit: retrying is pointless */
-        pthread_mutex_unlock(&s->q_mu);
+        pthread_mutex_unlock(&m->q_mu);
         srv_err_set(&e, 413, "invalid_request_error", "request_too_large", "input",
                     "this request weighs %.0f token-equivalents (%ld tokens; a long input weighs "
                     "more, see qembed serve --help), more than the server queues at once (%ld, "
@@ -252,12 +254,12 @@ void srv_admit(serve_server *s, srv_job *j) {
         srv_job_fail(j, &e);
         return;
     }
-    if (s->inflight_cost + cost > limit) {
-        const double queued = s->inflight_cost;
+    if (m->inflight_cost + cost > limit) {
+        const double queued = m->inflight_cost;
         /* the wait until enough of what is queued has run, at the rate measured so far */
-        const double rate = s->engine_seconds > 0.5 ? s->cost_done / s->engine_seconds : 0;
+        const double rate = m->engine_seconds > 0.5 ? m->cost_done / m->engine_seconds : 0;
         const double wait = rate > 0 ? (queued + cost - limit) / rate : 1;
-        pthread_mutex_unlock(&s->q_mu);
+        pthread_mutex_unlock(&m->q_mu);
         srv_err_set(
             &e, 429, "rate_limit_error", "queue_full", "",
             "the queue is full: %.0f token-equivalents queued, this request adds %.0f, the limit "
@@ -272,37 +274,37 @@ void srv_admit(serve_server *s, srv_job *j) {
     for (int i = 0; i < j->n; i++) {
         srv_seq *q = &j->seqs[i];
         q->next = NULL;
-        if (s->q_tail)
-            s->q_tail->next = q;
+        if (m->q_tail)
+            m->q_tail->next = q;
         else
-            s->q_head = q;
-        s->q_tail = q;
+            m->q_head = q;
+        m->q_tail = q;
     }
-    s->q_seqs += j->n;
-    s->q_tokens += total;
-    s->inflight_tokens += total;
-    s->inflight_cost += cost;
-    atomic_fetch_add(&s->jobs_waiting, 1);
-    pthread_cond_broadcast(&s->q_cv);
-    pthread_mutex_unlock(&s->q_mu);
+    m->q_seqs += j->n;
+    m->q_tokens += total;
+    m->inflight_tokens += total;
+    m->inflight_cost += cost;
+    atomic_fetch_add(&m->jobs_waiting, 1);
+    pthread_cond_broadcast(&m->q_cv);
+    pthread_mutex_unlock(&m->q_mu);
 }
 
-srv_seq *srv_take_queue(serve_server *s, srv_seq **dropped) {
+srv_seq *srv_take_queue(srv_model *m, srv_seq **dropped) {
     srv_seq *live = NULL, **live_tail = &live, **drop_tail = dropped;
     *dropped = NULL;
-    for (srv_seq *q = s->q_head, *next; q; q = next) {
+    for (srv_seq *q = m->q_head, *next; q; q = next) {
         next = q->next;
         q->next = NULL;
         if (atomic_load(&q->job->cancelled)) {
-            s->inflight_tokens -= q->job->lens[q->index];
-            s->inflight_cost -= q->cost;
+            m->inflight_tokens -= q->job->lens[q->index];
+            m->inflight_cost -= q->cost;
             *drop_tail = q, drop_tail = &q->next;
         } else {
             *live_tail = q, live_tail = &q->next;
         }
     }
-    s->q_head = s->q_tail = NULL;
-    s->q_seqs = s->q_tokens = 0;
+    m->q_head = m->q_tail = NULL;
+    m->q_seqs = m->q_tokens = 0;
     return live;
 }
 
@@ -314,10 +316,36 @@ int srv_pipeline_start(serve_server *s) {
     for (; started < s->n_tok_threads; started++)
         if (pthread_create(&s->tok_threads[started], NULL, tok_main, s) != 0) break;
     s->n_tok_threads = started;
+    s->pipeline_started = 1; /* srv_pipeline_stop joins what started, whatever fails next */
     if (started == 0) return -1;
-    if (pthread_create(&s->engine_thread, NULL, srv_engine_main, s) != 0) return -1;
-    s->pipeline_started = 1;
+    for (int i = 0; i < s->n_models; i++) {
+        srv_model *m = &s->models[i];
+        if (pthread_create(&m->engine_thread, NULL, srv_engine_main, m) != 0) return -1;
+        m->engine_started = 1;
+    }
     return 0;
+}
+
+/* Stops one model's engine thread; whatever is still in its queue is answered 503. */
+static void stop_engine(serve_server *s, srv_model *m) {
+    pthread_mutex_lock(&m->q_mu);
+    m->q_stop = 1;
+    pthread_cond_broadcast(&m->q_cv);
+    pthread_mutex_unlock(&m->q_mu);
+    if (m->engine_started) {
+        pthread_join(m->engine_thread, NULL);
+        m->engine_started = 0;
+    }
+    srv_error e;
+    srv_err_set(&e, 503, "server_error", "shutting_down", "", "the server is stopping");
+    /* what the engine thread did not take (it answered what it held) */
+    while (m->q_head) {
+        srv_seq *q = m->q_head;
+        m->q_head = q->next;
+        srv_job_fail(q->job, &e);
+        srv_seq_done(s, q);
+    }
+    m->q_tail = NULL;
 }
 
 /* Stops every pipeline thread; whatever is still queued is answered 503. */
@@ -331,23 +359,7 @@ void srv_pipeline_stop(serve_server *s) {
     free(s->tok_threads);
     s->tok_threads = NULL;
     s->n_tok_threads = 0;
-
-    pthread_mutex_lock(&s->q_mu);
-    s->q_stop = 1;
-    pthread_cond_broadcast(&s->q_cv);
-    pthread_mutex_unlock(&s->q_mu);
-    if (s->pipeline_started) {
-        pthread_join(s->engine_thread, NULL);
-        s->pipeline_started = 0;
-    }
-    srv_error e;
-    srv_err_set(&e, 503, "server_error", "shutting_down", "", "the server is stopping");
-    /* what the engine thread did not take (it answered what it held) */
-    while (s->q_head) {
-        srv_seq *q = s->q_head;
-        s->q_head = q->next;
-        srv_job_fail(q->job, &e);
-        srv_seq_done(s, q);
-    }
-    s->q_tail = NULL;
+    for (int i = 0; i < s->n_models; i++)
+        stop_engine(s, &s->models[i]);
+    s->pipeline_started = 0;
 }

@@ -171,48 +171,31 @@ srv_job *srv_embed_from_json(serve_server *s, srv_route route, const cJSON *root
     const int tei = route != ROUTE_OPENAI;
     const char *in_name = tei ? "inputs" : "input";
     srv_job *j = NULL;
-    if (qe_model_task(s->engine) == QE_TASK_RERANK) {
-        srv_err_set(e, 400, "invalid_request_error", "model_not_embedding", "model",
-                    "model '%.100s' is a reranker: it answers /rerank, /v1/rerank and /v2/rerank, "
-                    "not embeddings",
-                    s->served_name);
-        goto fail;
-    }
     const cJSON *input = srv_json_field(root, in_name);
     if (!input) {
         BAD(e, in_name, "'%s' is required", in_name);
         goto fail;
     }
-
-    /* model: must name what we serve when given */
-    const cJSON *model = srv_json_field(root, "model");
-    if (model && !cJSON_IsString(model)) {
-        BAD(e, "model", "'model' must be a string");
-        goto fail;
-    }
-    if (model && strcmp(model->valuestring, s->served_name) != 0) {
-        srv_err_set(e, 400, "invalid_request_error", "model_not_found", "model",
-                    "model '%.100s' is not served here; this server serves '%.100s'",
-                    model->valuestring, s->served_name);
-        goto fail;
-    }
+    /* model: the one named, else the first embedding model */
+    srv_model *m = srv_pick_model(s, srv_json_field(root, "model"), QE_TASK_EMBED, e);
+    if (!m) goto fail;
     const cJSON *user = srv_json_field(root, "user");
     if (user && !cJSON_IsString(user)) {
         BAD(e, "user", "'user' must be a string");
         goto fail;
     }
 
-    int dims = s->width;
+    int dims = m->width;
     const cJSON *d = srv_json_field(root, "dimensions");
     if (d) {
-        int lo = s->width < 32 ? s->width : 32;
+        int lo = m->width < 32 ? m->width : 32;
         if (!cJSON_IsNumber(d) || d->valuedouble != floor(d->valuedouble)) {
             BAD(e, "dimensions", "'dimensions' must be an integer");
             goto fail;
         }
-        if (d->valuedouble < lo || d->valuedouble > s->width) {
+        if (d->valuedouble < lo || d->valuedouble > m->width) {
             srv_err_set(e, 400, "invalid_request_error", "invalid_dimensions", "dimensions",
-                        "'dimensions' must be between %d and %d (got %g)", lo, s->width,
+                        "'dimensions' must be between %d and %d (got %g)", lo, m->width,
                         d->valuedouble);
             goto fail;
         }
@@ -280,7 +263,7 @@ srv_job *srv_embed_from_json(serve_server *s, srv_route route, const cJSON *root
     }
     const char *prefix = NULL;
     if (pname) {
-        prefix = s->tok ? tok_prompt(s->tok, pname->valuestring) : NULL;
+        prefix = m->tok ? tok_prompt(m->tok, pname->valuestring) : NULL;
         if (!prefix) {
             BAD(e, "prompt_name",
                 "unknown prompt_name \"%.60s\" (the model folder defines none by that name)",
@@ -337,14 +320,15 @@ srv_job *srv_embed_from_json(serve_server *s, srv_route route, const cJSON *root
         goto fail;
     }
     j->route = route;
+    j->m = m;
     j->dims = dims;
     j->normalize = normalize;
     j->base64 = base64;
-    j->width = s->width;
-    j->max_len = s->max_input_tokens;
+    j->width = m->width;
+    j->max_len = m->max_input_tokens;
     j->truncate = truncate;
     j->truncate_left = truncate_left;
-    j->end_id = s->tok ? tok_end_id(s->tok) : -1;
+    j->end_id = m->tok ? tok_end_id(m->tok) : -1;
 
     if (kind == IN_TEXTS) {
         j->texts = calloc((size_t)n, sizeof *j->texts);
@@ -393,7 +377,7 @@ srv_job *srv_embed_from_json(serve_server *s, srv_route route, const cJSON *root
             j->prefix_lens[i] = j->text_lens[i] - tl; /* the instruction or prompt before it */
         }
     } else if (kind == IN_IDS) {
-        if (srv_read_id_array(input, s->vocab, &j->ids[0], &j->lens[0], e, in_name) ||
+        if (srv_read_id_array(input, m->vocab, &j->ids[0], &j->lens[0], e, in_name) ||
             limit_ids(j, 0, e, in_name))
             goto fail;
     } else {
@@ -405,7 +389,7 @@ srv_job *srv_embed_from_json(serve_server *s, srv_route route, const cJSON *root
                     in_name, i);
                 goto fail;
             }
-            if (srv_read_id_array(x, s->vocab, &j->ids[i], &j->lens[i], e, in_name) ||
+            if (srv_read_id_array(x, m->vocab, &j->ids[i], &j->lens[i], e, in_name) ||
                 limit_ids(j, i, e, in_name))
                 goto fail;
             i++;
@@ -424,6 +408,13 @@ char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *o
     cJSON *root = srv_parse_body_object(body, len, e);
     sbuf b = {0};
     if (!root) return NULL;
+    const srv_model *m = srv_model_named(s, srv_json_field(root, "model"), e);
+    if (!m) goto fail;
+    if (!m->tok) {
+        srv_err_set(e, 400, "invalid_request_error", "no_tokenizer", "",
+                    "the model folder has no tokenizer.json");
+        goto fail;
+    }
     const cJSON *in = srv_json_field(root, "ids");
     int skip;
     if (srv_read_bool(root, "skip_special_tokens", 1, &skip, e)) goto fail;
@@ -443,11 +434,11 @@ char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *o
         }
         int32_t *ids = NULL;
         int nid = 0;
-        if (srv_read_id_array(x, s->vocab, &ids, &nid, e, "ids")) goto fail;
+        if (srv_read_id_array(x, m->vocab, &ids, &nid, e, "ids")) goto fail;
         char *text = NULL;
         size_t tl = 0;
         char terr[200];
-        tok_status st = tok_decode(s->tok, ids, nid, skip, &text, &tl, terr, sizeof terr);
+        tok_status st = tok_decode(m->tok, ids, nid, skip, &text, &tl, terr, sizeof terr);
         free(ids);
         if (st != TOK_OK) {
             srv_err_set(e, st == TOK_ERR_NOMEM ? 500 : 400, "invalid_request_error",

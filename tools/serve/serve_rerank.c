@@ -54,10 +54,10 @@ static int read_documents(srv_job *j, const cJSON *arr, const char *name, srv_er
     return 0;
 }
 
-int srv_rerank_limit(const serve_server *s) {
-    const int want =
-        s->cfg.max_input_tokens > 0 ? s->cfg.max_input_tokens : QE_RERANK_DEFAULT_TOKENS;
-    return want < s->max_positions ? want : s->max_positions;
+int srv_rerank_limit(const srv_model *m) {
+    const serve_config *c = &m->s->cfg;
+    const int want = c->max_input_tokens > 0 ? c->max_input_tokens : QE_RERANK_DEFAULT_TOKENS;
+    return want < m->max_positions ? want : m->max_positions;
 }
 
 srv_job *srv_parse_rerank(serve_server *s, srv_route route, const char *body, size_t len,
@@ -71,20 +71,9 @@ srv_job *srv_parse_rerank(serve_server *s, srv_route route, const char *body, si
     const int tei = route == ROUTE_RERANK;
     const char *list_name = tei ? "texts" : "documents";
     const cJSON *list = tei ? texts : docs;
-    if (qe_model_task(s->engine) != QE_TASK_RERANK) {
-        srv_err_set(e, 400, "invalid_request_error", "model_not_reranker", "model",
-                    "model '%.100s' is an embedding model, not a reranker (start the server with "
-                    "a Qwen3-Reranker, or --task rerank)",
-                    s->served_name);
-        goto fail;
-    }
-    const cJSON *model = srv_json_field(root, "model");
-    if (model && (!cJSON_IsString(model) || strcmp(model->valuestring, s->served_name) != 0)) {
-        srv_err_set(e, 400, "invalid_request_error", "model_not_found", "model",
-                    "model '%.100s' is not served here; this server serves '%.100s'",
-                    cJSON_IsString(model) ? model->valuestring : "(not a string)", s->served_name);
-        goto fail;
-    }
+    /* the reranker named, else the first one served */
+    srv_model *m = srv_pick_model(s, srv_json_field(root, "model"), QE_TASK_RERANK, e);
+    if (!m) goto fail;
     const char *query = NULL, *instruction = NULL;
     size_t query_len = 0, instruction_len = 0;
     if (read_string(root, "query", &query, &query_len, e) ||
@@ -136,10 +125,11 @@ srv_job *srv_parse_rerank(serve_server *s, srv_route route, const char *body, si
         goto fail;
     }
     j->route = route;
+    j->m = m;
     j->rerank = 1;
     j->dims = 1; /* one logit per document */
-    j->width = s->width;
-    j->max_len = srv_rerank_limit(s);
+    j->width = m->width;
+    j->max_len = srv_rerank_limit(m);
     j->truncate = truncate;
     j->truncate_left = truncate_left;
     j->raw_scores = raw_scores;
@@ -166,14 +156,15 @@ fail:
 }
 
 /* On a tokenizer thread: document i's prompt. */
-void srv_rerank_tokenize(serve_server *s, srv_job *j, int i) {
+void srv_rerank_tokenize(srv_job *j, int i) {
     const qe_rerank_opts o = {.instruction = j->instruction,
                               .max_tokens = j->max_len,
                               .truncate_left = j->truncate_left,
                               .no_truncate = !j->truncate};
     char why[400];
-    qe_status st = qe_rerank_prompt(s->engine, j->query, j->query_len, j->texts[i], j->text_lens[i],
-                                    &o, &j->ids[i], &j->lens[i], NULL, why, sizeof why);
+    qe_status st =
+        qe_rerank_prompt(j->m->engine, j->query, j->query_len, j->texts[i], j->text_lens[i], &o,
+                         &j->ids[i], &j->lens[i], NULL, why, sizeof why);
     if (st == QE_OK) return;
     srv_error e;
     const char *param = j->route == ROUTE_RERANK ? "texts" : "documents";
@@ -200,7 +191,7 @@ static int by_logit(const void *a, const void *b) {
     return x->index - y->index; /* ties in input order */
 }
 
-char *srv_render_rerank(serve_server *s, const srv_job *j, size_t *len) {
+char *srv_render_rerank(const srv_job *j, size_t *len) {
     ranked *r = malloc(sizeof *r * (size_t)j->n);
     if (!r) return NULL;
     for (int i = 0; i < j->n; i++)
@@ -213,7 +204,7 @@ char *srv_render_rerank(serve_server *s, const srv_job *j, size_t *len) {
         sb_puts(&b, "[");
     else {
         sb_printf(&b, "{\"id\":\"rerank-%lu\",\"model\":", j->request_id);
-        sb_json_string(&b, s->served_name, strlen(s->served_name));
+        sb_json_string(&b, j->m->served_name, strlen(j->m->served_name));
         sb_puts(&b, ",\"results\":[");
     }
     for (int k = 0; k < shown; k++) {

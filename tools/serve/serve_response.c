@@ -178,7 +178,7 @@ char *srv_render_embeddings(serve_server *s, const srv_job *j, size_t *len) {
         sb_put(&b, "}", 1);
     }
     sb_puts(&b, "],\"model\":");
-    sb_json_string(&b, s->served_name, strlen(s->served_name));
+    sb_json_string(&b, j->m->served_name, strlen(j->m->served_name));
     sb_printf(&b, ",\"usage\":{\"prompt_tokens\":%ld,\"total_tokens\":%ld}}", j->prompt_tokens,
               j->prompt_tokens);
     return sb_take(&b, len);
@@ -210,55 +210,69 @@ char *srv_render_error(const srv_error *e, size_t *len) {
  * backend converts every weight to float32; the CUDA backend runs bf16 GEMMs over an fp32
  * residual stream. max_concurrent_requests 0: no cap on connections of its own. */
 char *srv_render_info(serve_server *s, size_t *len) {
+    const srv_model *m = &s->models[0]; /* TEI describes one model: the first */
     sbuf b = {0};
     sb_puts(&b, "{\"model_id\":");
-    sb_json_string(&b, s->served_name, strlen(s->served_name));
+    sb_json_string(&b, m->served_name, strlen(m->served_name));
     sb_puts(&b, ",\"model_sha\":");
-    if (s->model_sha[0])
-        sb_json_string(&b, s->model_sha, strlen(s->model_sha));
+    if (m->model_sha[0])
+        sb_json_string(&b, m->model_sha, strlen(m->model_sha));
     else
         sb_puts(&b, "null");
-    const char *backend = qe_backend_name(s->engine);
+    const char *backend = qe_backend_name(m->engine);
     if (!backend) backend = "unknown";
     const char *compute = s->cfg.backend == QE_BACKEND_CPU ? "float32" : "bfloat16";
     /* TEI's model_type: a reranker is its classifier kind, with one label (the relevance) */
-    const int rerank = qe_model_task(s->engine) == QE_TASK_RERANK;
+    const int rerank = m->task == QE_TASK_RERANK;
     sb_printf(&b,
               ",\"model_dtype\":\"%s\",\"compute_dtype\":\"%s\",\"model_type\":%s,"
               "\"max_concurrent_requests\":0,"
               "\"max_input_length\":%d,\"max_batch_tokens\":%d,\"max_batch_requests\":null,"
               "\"max_client_batch_size\":%d,\"auto_truncate\":true,\"tokenization_workers\":%d,"
               "\"version\":\"%s\",\"sha\":null,\"docker_label\":null",
-              s->dtype, compute,
+              m->dtype, compute,
               rerank ? "{\"reranker\":{\"id2label\":{\"0\":\"relevance\"},"
                        "\"label2id\":{\"relevance\":0}}}"
                      : "{\"embedding\":{\"pooling\":\"last_token\"}}",
-              rerank ? srv_rerank_limit(s) : s->max_input_tokens, s->cfg.max_batch_tokens,
+              rerank ? srv_rerank_limit(m) : m->max_input_tokens, s->cfg.max_batch_tokens,
               s->cfg.max_client_batch, s->n_tok_threads, QE_SERVE_VERSION);
     sb_puts(&b, ",\"model_dir\":");
-    sb_json_string(&b, s->model_dir, strlen(s->model_dir));
+    sb_json_string(&b, m->dir, strlen(m->dir));
     sb_printf(&b,
               ",\"dim\":%d,\"max_positions\":%d,\"vocab_size\":%d,\"dtype\":\"%s\","
               "\"backend\":\"%s\",\"max_queue_tokens\":%ld,\"pooling\":\"last_token\","
-              "\"normalized\":true}",
-              s->width, s->max_positions, s->vocab, s->dtype, backend, s->cfg.max_queue_tokens);
+              "\"normalized\":%s,\"served_models\":[",
+              m->width, m->max_positions, m->vocab, m->dtype, backend, s->cfg.max_queue_tokens,
+              rerank ? "false" : "true");
+    for (int i = 0; i < s->n_models; i++) { /* every model behind the port, in --model order */
+        if (i) sb_puts(&b, ",");
+        sb_json_string(&b, s->models[i].served_name, strlen(s->models[i].served_name));
+    }
+    sb_puts(&b, "]}");
     return sb_take(&b, len);
+}
+
+/* One entry of /v1/models; qembed's "task" beside OpenAI's fields. */
+static void put_model(sbuf *b, const srv_model *m) {
+    sb_puts(b, "{\"id\":");
+    sb_json_string(b, m->served_name, strlen(m->served_name));
+    sb_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"qembed\",\"task\":\"%s\"}",
+              (long)time(NULL), qe_task_name(m->task));
 }
 
 char *srv_render_models(serve_server *s, size_t *len) {
     sbuf b = {0};
-    sb_puts(&b, "{\"object\":\"list\",\"data\":[{\"id\":");
-    sb_json_string(&b, s->served_name, strlen(s->served_name));
-    sb_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"qembed\"}]}",
-              (long)time(NULL));
+    sb_puts(&b, "{\"object\":\"list\",\"data\":[");
+    for (int i = 0; i < s->n_models; i++) {
+        if (i) sb_puts(&b, ",");
+        put_model(&b, &s->models[i]);
+    }
+    sb_puts(&b, "]}");
     return sb_take(&b, len);
 }
 
-char *srv_render_model(serve_server *s, size_t *len) {
+char *srv_render_model(const srv_model *m, size_t *len) {
     sbuf b = {0};
-    sb_puts(&b, "{\"id\":");
-    sb_json_string(&b, s->served_name, strlen(s->served_name));
-    sb_printf(&b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"qembed\"}",
-              (long)time(NULL));
+    put_model(&b, m);
     return sb_take(&b, len);
 }

@@ -33,10 +33,10 @@ static void set_state(serve_server *s, serve_state st) {
 }
 
 /* torch_dtype from config.json: what the weights are stored in. */
-static void read_dtype(serve_server *s) {
+static void read_dtype(srv_model *s) {
     snprintf(s->dtype, sizeof s->dtype, "unknown");
     char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", s->model_dir);
+    snprintf(path, sizeof path, "%s/config.json", s->dir);
     FILE *f = fopen(path, "rb");
     if (!f) return;
     char buf[65536];
@@ -52,24 +52,24 @@ static void read_dtype(serve_server *s) {
 
 /* A folder of the Hugging Face cache (.../snapshots/<40 hex>/) names its commit: TEI's model_sha.
  */
-static void read_sha(serve_server *s) {
-    size_t n = strlen(s->model_dir);
-    while (n > 1 && s->model_dir[n - 1] == '/')
+static void read_sha(srv_model *s) {
+    size_t n = strlen(s->dir);
+    while (n > 1 && s->dir[n - 1] == '/')
         n--;
     size_t b = n;
-    while (b > 0 && s->model_dir[b - 1] != '/')
+    while (b > 0 && s->dir[b - 1] != '/')
         b--;
     if (n - b != 40) return;
     for (size_t i = b; i < n; i++)
-        if (!strchr("0123456789abcdef", s->model_dir[i])) return;
-    memcpy(s->model_sha, s->model_dir + b, 40);
+        if (!strchr("0123456789abcdef", s->dir[i])) return;
+    memcpy(s->model_sha, s->dir + b, 40);
     s->model_sha[40] = 0;
 }
 
-static void *loader_main(void *arg) {
-    serve_server *s = arg;
-    qe_options o = {.model_dir = s->model_dir,
-                    .task = s->cfg.task,
+/* Opens one model's engine and reads what the routes need of it. 0, or -1 with the reason. */
+static int load_model(serve_server *s, srv_model *m, char *err, size_t errlen) {
+    qe_options o = {.model_dir = m->dir,
+                    .task = m->task_asked,
                     .backend = s->cfg.backend,
                     .threads = s->cfg.engine_threads,
                     .max_batch_tokens = s->cfg.max_batch_tokens,
@@ -77,30 +77,43 @@ static void *loader_main(void *arg) {
                      * request; by default it holds one input of the longest length accepted */
                     .kv_pool_tokens =
                         s->cfg.kv_pool_tokens ? s->cfg.kv_pool_tokens : s->cfg.max_input_tokens};
-    char err[512] = "";
     qe_engine *e = NULL;
-    qe_status st = qe_open(&o, &e, err, sizeof err);
-    if (st == QE_OK && (st = qe_tokenizer_fits(e, err, sizeof err)) != QE_OK) {
+    qe_status st = qe_open(&o, &e, err, errlen);
+    if (st == QE_OK && (st = qe_tokenizer_fits(e, err, errlen)) != QE_OK) {
         qe_close(e);
         e = NULL;
     }
     if (st != QE_OK) {
-        snprintf(s->load_error, sizeof s->load_error, "%s: %s", qe_status_name(st), err);
-        set_state(s, SERVE_FAILED);
-        return NULL;
+        char why[400];
+        snprintf(why, sizeof why, "%s", err);
+        snprintf(err, errlen, "%s (%s): %s: %s", m->served_name, m->dir, qe_status_name(st), why);
+        return -1;
     }
-    s->engine = e;
-    s->tok = qe_tokenizer(e);
-    s->width = qe_dim(e);
-    s->max_positions = qe_max_positions(e);
-    s->vocab = qe_vocab_size(e);
-    if (s->tok && tok_vocab_size(s->tok) > 0 && tok_vocab_size(s->tok) < s->vocab)
-        s->vocab = tok_vocab_size(s->tok);
-    s->max_input_tokens = s->max_positions;
-    if (s->cfg.max_input_tokens > 0 && s->cfg.max_input_tokens < s->max_positions)
-        s->max_input_tokens = s->cfg.max_input_tokens;
-    read_dtype(s);
-    read_sha(s);
+    m->engine = e;
+    m->task = qe_model_task(e);
+    m->tok = qe_tokenizer(e);
+    m->width = qe_dim(e);
+    m->max_positions = qe_max_positions(e);
+    m->vocab = qe_vocab_size(e);
+    if (m->tok && tok_vocab_size(m->tok) > 0 && tok_vocab_size(m->tok) < m->vocab)
+        m->vocab = tok_vocab_size(m->tok);
+    m->max_input_tokens = m->max_positions;
+    if (s->cfg.max_input_tokens > 0 && s->cfg.max_input_tokens < m->max_positions)
+        m->max_input_tokens = s->cfg.max_input_tokens;
+    read_dtype(m);
+    read_sha(m);
+    return 0;
+}
+
+static void *loader_main(void *arg) {
+    serve_server *s = arg;
+    char err[512] = "";
+    for (int i = 0; i < s->n_models; i++)
+        if (load_model(s, &s->models[i], err, sizeof err)) {
+            snprintf(s->load_error, sizeof s->load_error, "%s", err);
+            set_state(s, SERVE_FAILED);
+            return NULL;
+        }
     if (srv_pipeline_start(s) != 0) {
         snprintf(s->load_error, sizeof s->load_error, "cannot start the pipeline threads");
         set_state(s, SERVE_FAILED);
@@ -128,8 +141,13 @@ static char *basename_of(const char *dir) {
 }
 
 static void free_server(serve_server *s) {
-    free(s->served_name);
-    free(s->model_dir);
+    for (int i = 0; i < s->n_models; i++) {
+        srv_model *m = &s->models[i];
+        free(m->served_name);
+        free(m->dir);
+        pthread_mutex_destroy(&m->q_mu);
+        pthread_cond_destroy(&m->q_cv);
+    }
     free(s->host);
     free(s->api_key);
     free((char *)s->cfg.cors_allow_origin);
@@ -137,20 +155,60 @@ static void free_server(serve_server *s) {
     pthread_cond_destroy(&s->state_cv);
     pthread_mutex_destroy(&s->tok_mu);
     pthread_cond_destroy(&s->tok_cv);
-    pthread_mutex_destroy(&s->q_mu);
-    pthread_cond_destroy(&s->q_cv);
     pthread_mutex_destroy(&s->watch_mu);
     pthread_mutex_destroy(&s->conn_mu);
     srv_metrics_free(&s->metrics);
     free(s);
 }
 
-int serve_start(const serve_config *c, serve_server **out, char *err, size_t errlen) {
-    *out = NULL;
-    if (!c->model_dir || !c->model_dir[0]) {
-        snprintf(err, errlen, "--model DIR is required");
+/* Model i of the config: the first is model_dir / served_model_name / task. */
+static serve_model_config model_config(const serve_config *c, int i) {
+    if (i > 0) return c->more_models[i - 1];
+    return (serve_model_config){c->model_dir, c->served_model_name, c->task};
+}
+
+/* Fills s->models from the config; -1 with err for a missing folder or a repeated name. */
+static int add_models(serve_server *s, const serve_config *c, char *err, size_t errlen) {
+    const int n = 1 + (c->n_more_models > 0 ? c->n_more_models : 0);
+    if (n > SERVE_MAX_MODELS) {
+        snprintf(err, errlen, "at most %d models per server", SERVE_MAX_MODELS);
         return -1;
     }
+    for (int i = 0; i < n; i++) {
+        const serve_model_config mc = model_config(c, i);
+        srv_model *m = &s->models[i];
+        m->s = s, m->index = i, m->task_asked = mc.task;
+        pthread_mutex_init(&m->q_mu, NULL);
+        pthread_cond_init(&m->q_cv, NULL);
+        atomic_init(&m->jobs_waiting, 0);
+        atomic_init(&m->jobs_running, 0);
+        snprintf(m->dtype, sizeof m->dtype, "unknown");
+        s->n_models = i + 1;
+        if (!mc.dir || !mc.dir[0]) {
+            snprintf(err, errlen, "--model DIR is required");
+            return -1;
+        }
+        m->dir = strdup(mc.dir);
+        m->served_name =
+            mc.served_name && mc.served_name[0] ? strdup(mc.served_name) : basename_of(mc.dir);
+        if (!m->dir || !m->served_name) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (int k = 0; k < i; k++)
+            if (!strcmp(s->models[k].served_name, m->served_name)) {
+                snprintf(err, errlen,
+                         "two models are served as '%s' (%s and %s): give each its own "
+                         "--served-model-name",
+                         m->served_name, s->models[k].dir, m->dir);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+int serve_start(const serve_config *c, serve_server **out, char *err, size_t errlen) {
+    *out = NULL;
     serve_server *s = calloc(1, sizeof *s);
     if (!s) {
         snprintf(err, errlen, "out of memory");
@@ -162,15 +220,10 @@ int serve_start(const serve_config *c, serve_server **out, char *err, size_t err
     if (s->cfg.max_queue_tokens <= 0) s->cfg.max_queue_tokens = 1L << 20;
     if (s->cfg.max_body == 0) s->cfg.max_body = (size_t)32 << 20;
     if (s->cfg.drain_timeout_s <= 0) s->cfg.drain_timeout_s = 60;
-    s->model_dir = strdup(c->model_dir);
     s->host = strdup(c->host ? c->host : "127.0.0.1");
     s->api_key = c->api_key && c->api_key[0] ? strdup(c->api_key) : NULL;
-    s->served_name = c->served_model_name && c->served_model_name[0] ? strdup(c->served_model_name)
-                                                                     : basename_of(c->model_dir);
-    s->cfg.model_dir = s->model_dir;
     s->cfg.host = s->host;
     s->cfg.api_key = s->api_key;
-    s->cfg.served_model_name = s->served_name;
     s->cfg.cors_allow_origin = c->cors_allow_origin && c->cors_allow_origin[0]
                                    ? strdup(c->cors_allow_origin) /* freed with the server */
                                    : NULL;
@@ -181,14 +234,21 @@ int serve_start(const serve_config *c, serve_server **out, char *err, size_t err
     pthread_cond_init(&s->state_cv, NULL);
     pthread_mutex_init(&s->tok_mu, NULL);
     pthread_cond_init(&s->tok_cv, NULL);
-    pthread_mutex_init(&s->q_mu, NULL);
-    pthread_cond_init(&s->q_cv, NULL);
     pthread_mutex_init(&s->watch_mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
     srv_metrics_init(&s->metrics);
-    snprintf(s->dtype, sizeof s->dtype, "unknown");
-    if (!s->model_dir || !s->host || !s->served_name ||
-        (c->api_key && c->api_key[0] && !s->api_key)) {
+    if (add_models(s, c, err, errlen)) {
+        free_server(s);
+        return -1;
+    }
+    /* the config's strings now point at the server's own copies */
+    s->cfg.model_dir = s->models[0].dir;
+    s->cfg.served_model_name = s->models[0].served_name;
+    for (int i = 1; i < s->n_models; i++) {
+        s->cfg.more_models[i - 1].dir = s->models[i].dir;
+        s->cfg.more_models[i - 1].served_name = s->models[i].served_name;
+    }
+    if (!s->host || (c->api_key && c->api_key[0] && !s->api_key)) {
         snprintf(err, errlen, "out of memory");
         free_server(s);
         return -1;
@@ -227,9 +287,75 @@ int serve_port(const serve_server *s) {
 serve_state serve_get_state(const serve_server *s) {
     return (serve_state)atomic_load(&s->state);
 }
-qe_engine *serve_engine(serve_server *s) {
+qe_engine *serve_model_engine(serve_server *s, int i) {
     int st = atomic_load(&s->state);
-    return st == SERVE_LOADING || st == SERVE_FAILED ? NULL : s->engine;
+    if (st == SERVE_LOADING || st == SERVE_FAILED || i < 0 || i >= s->n_models) return NULL;
+    return s->models[i].engine;
+}
+qe_engine *serve_engine(serve_server *s) {
+    return serve_model_engine(s, 0);
+}
+
+/* "'a', 'b'": the served names, for a message. */
+static void served_names(const serve_server *s, char *out, size_t cap) {
+    size_t at = 0;
+    out[0] = 0;
+    for (int i = 0; i < s->n_models && at + 110 < cap; i++)
+        at += (size_t)snprintf(out + at, cap - at, "%s'%.100s'", i ? ", " : "",
+                               s->models[i].served_name);
+}
+
+static srv_model *not_served(serve_server *s, const char *name, srv_error *e) {
+    char names[300];
+    served_names(s, names, sizeof names);
+    srv_err_set(e, 400, "invalid_request_error", "model_not_found", "model",
+                "model '%.100s' is not served here; this server serves %s", name, names);
+    return NULL;
+}
+
+srv_model *srv_model_named(serve_server *s, const cJSON *model_field, srv_error *e) {
+    if (!model_field) return &s->models[0];
+    if (!cJSON_IsString(model_field)) {
+        srv_err_set(e, 400, "invalid_request_error", NULL, "model", "'model' must be a string");
+        return NULL;
+    }
+    for (int i = 0; i < s->n_models; i++)
+        if (!strcmp(s->models[i].served_name, model_field->valuestring)) return &s->models[i];
+    return not_served(s, model_field->valuestring, e);
+}
+
+srv_model *srv_pick_model(serve_server *s, const cJSON *model_field, qe_task task, srv_error *e) {
+    const char *kind = task == QE_TASK_RERANK ? "reranker" : "embedding model";
+    if (model_field && !cJSON_IsString(model_field)) {
+        srv_err_set(e, 400, "invalid_request_error", NULL, "model", "'model' must be a string");
+        return NULL;
+    }
+    if (!model_field) {
+        for (int i = 0; i < s->n_models; i++)
+            if (s->models[i].task == task) return &s->models[i];
+        srv_err_set(e, 400, "invalid_request_error",
+                    task == QE_TASK_RERANK ? "model_not_reranker" : "model_not_embedding", "model",
+                    "this server serves no %s: '%.100s' is %s", kind, s->models[0].served_name,
+                    task == QE_TASK_RERANK ? "an embedding model, not a reranker"
+                                           : "a reranker, not an embedding model");
+        return NULL;
+    }
+    const char *name = model_field->valuestring;
+    for (int i = 0; i < s->n_models; i++) {
+        srv_model *m = &s->models[i];
+        if (strcmp(m->served_name, name) != 0) continue;
+        if (m->task == task) return m;
+        srv_err_set(e, 400, "invalid_request_error",
+                    task == QE_TASK_RERANK ? "model_not_reranker" : "model_not_embedding", "model",
+                    task == QE_TASK_RERANK
+                        ? "model '%.100s' is an embedding model, not a reranker: it answers "
+                          "/v1/embeddings and TEI's embedding routes"
+                        : "model '%.100s' is a reranker: it answers /rerank, /v1/rerank and "
+                          "/v2/rerank, not embeddings",
+                    name);
+        return NULL;
+    }
+    return not_served(s, name, e);
 }
 
 void serve_drain_begin(serve_server *s) {
@@ -281,7 +407,9 @@ void serve_stop(serve_server *s) {
     pthread_mutex_unlock(&s->state_mu);
     srv_pipeline_stop(s); /* answers whatever is still queued with 503, resuming every connection */
     srv_http_stop(s, 5);
-    if (s->engine) qe_close(s->engine);
-    s->engine = NULL;
+    for (int i = 0; i < s->n_models; i++) {
+        if (s->models[i].engine) qe_close(s->models[i].engine);
+        s->models[i].engine = NULL;
+    }
     free_server(s);
 }

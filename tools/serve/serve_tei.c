@@ -106,13 +106,20 @@ char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t 
     cJSON *root = srv_parse_body_object(body, len, e);
     sbuf b = {0};
     if (!root) return NULL;
+    const srv_model *m = srv_model_named(s, srv_json_field(root, "model"), e);
+    if (!m) goto fail;
+    if (!m->tok) {
+        srv_err_set(e, 400, "invalid_request_error", "no_tokenizer", "",
+                    "the model folder has no tokenizer.json");
+        goto fail;
+    }
     const cJSON *in = srv_json_field(root, "inputs");
     int add_special;
     const char *prefix = "";
     if (srv_read_bool(root, "add_special_tokens", 1, &add_special, e)) goto fail;
     const cJSON *pn = srv_json_field(root, "prompt_name");
     if (pn) {
-        prefix = cJSON_IsString(pn) ? tok_prompt(s->tok, pn->valuestring) : NULL;
+        prefix = cJSON_IsString(pn) ? tok_prompt(m->tok, pn->valuestring) : NULL;
         if (!prefix) {
             srv_err_set(e, 400, "invalid_request_error", NULL, "prompt_name",
                         "unknown prompt_name (the model folder defines none by that name)");
@@ -150,7 +157,7 @@ char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t 
         int32_t *ids = NULL;
         int nid = 0;
         char terr[200];
-        tok_status st = tok_encode(s->tok, full, pl + tl, &o, &ids, &nid, terr, sizeof terr);
+        tok_status st = tok_encode(m->tok, full, pl + tl, &o, &ids, &nid, terr, sizeof terr);
         if (st != TOK_OK) {
             srv_err_set(e, st == TOK_ERR_NOMEM ? 500 : 400, "invalid_request_error",
                         st == TOK_ERR_UTF8 ? "invalid_utf8" : "tokenization_failed", "inputs",
@@ -160,7 +167,7 @@ char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t 
             goto fail;
         }
         if (i) sb_put(&b, ",", 1);
-        put_tokens(&b, s->tok, full, pl + tl, ids, nid);
+        put_tokens(&b, m->tok, full, pl + tl, ids, nid);
         free(full);
         free(ids);
     }
@@ -229,7 +236,7 @@ done:
     return j;
 }
 
-void srv_embed_all_run(serve_server *s, srv_job *j) {
+void srv_embed_all_run(srv_job *j) {
     srv_error e = {0};
     j->tok_out = calloc((size_t)j->n, sizeof *j->tok_out);
     if (!j->tok_out) {
@@ -249,7 +256,7 @@ void srv_embed_all_run(serve_server *s, srv_job *j) {
             srv_job_fail(j, &e);
             return;
         }
-        qe_status st = qe_embed_tokens(s->engine, j->ids[i], j->lens[i], j->tok_out[i]);
+        qe_status st = qe_embed_tokens(j->m->engine, j->ids[i], j->lens[i], j->tok_out[i]);
         if (st != QE_OK) {
             srv_err_set(&e,
                         st == QE_ERR_TOO_LONG ? 413
@@ -258,7 +265,7 @@ void srv_embed_all_run(serve_server *s, srv_job *j) {
                         st == QE_ERR_ARG || st == QE_ERR_TOO_LONG ? "invalid_request_error"
                                                                   : "server_error",
                         "engine_error", "inputs", "input %d: %s: %.300s", i, qe_status_name(st),
-                        qe_last_error(s->engine));
+                        qe_last_error(j->m->engine));
             srv_job_fail(j, &e);
             return;
         }
