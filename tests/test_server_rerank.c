@@ -457,3 +457,47 @@ Test(server_multi, names_are_unique_and_choose_the_model, .timeout = 120) {
     srvt_resp_free(&r);
     srvt_stop(&t);
 }
+
+/* A client that leaves a long rerank request: its documents leave the queue and the scheduler
+ * (as an embedding request's do), and the server reranks correctly right after. */
+Test(server_rerank, departed_client_is_dropped, .timeout = 120) {
+    srvt_server t;
+    serve_config c;
+    srvt_config(&c);
+    c.model_dir = reranker();
+    c.max_batch_tokens = 256; /* about one prompt per step: the request takes a while */
+    srvt_start(&t, &c);
+    enum { DOCS_N = 1024 };
+    size_t cap = DOCS_N * 200 + 64, o = 0;
+    char *body = malloc(cap);
+    o += (size_t)snprintf(body, cap, "{\"query\": \"what does the fox do\", \"documents\": [");
+    for (int i = 0; i < DOCS_N; i++)
+        o += (size_t)snprintf(body + o, cap - o,
+                              "%s\"document %d: the fox jumps over the lazy dog again\"",
+                              i ? "," : "", i);
+    snprintf(body + o, cap - o, "]}");
+    srvt_resp r;
+    long st = srvt_post_timeout(t.base, "/v1/rerank", body, 300, &r); /* gives up, closes */
+    srvt_resp_free(&r);
+    free(body);
+    if (st == 200) cr_skip_test("the server reranked %d documents within 300 ms", DOCS_N);
+    long inflight = -1;
+    for (int i = 0; i < 400 && inflight != 0; i++) {
+        inflight = srvt_metric(t.base, "qembed_inflight_tokens");
+        if (inflight != 0) usleep(10000);
+    }
+    cr_assert_eq(inflight, 0, "queued tokens released after the client left");
+    const long dropped = srvt_metric(t.base, "qembed_cancelled_sequences_total");
+    cr_assert_gt(dropped, 0, "documents dropped (processed %ld)",
+                 srvt_metric(t.base, "qembed_sequences_processed_total"));
+    float want[N_DOCS];
+    engine_scores(t.e, want);
+    cJSON *j = post_json(&t, "/rerank",
+                         "{\"query\": \"what does the fox do\", \"texts\": [\"the fox jumps over "
+                         "the lazy dog\", \"vectors for search\", \"the weather forecast\", \"a "
+                         "fox and a dog\"]}",
+                         200);
+    expect_ranked(j, "score", want, N_DOCS, "after a cancel");
+    cJSON_Delete(j);
+    srvt_stop(&t);
+}
