@@ -154,6 +154,13 @@ qe_status qe_tokenizer_fits(const qe_engine *e, char *err, size_t errlen) {
      * Other added tokens past it are refused per input (the 4B/8B tokenizers carry four such
      * tokens, which text seldom holds). */
     const int end = tok_end_id(e->tok), vocab = e->model.cfg.vocab_size;
+    if (e->rerank.template_outside >= 0) { /* a reranker's every prompt holds its template */
+        snprintf(err, errlen,
+                 "the reranker's prompt template holds token id %d, but config.json's vocab_size "
+                 "is %d (ids 0..%d): the tokenizer does not fit the model",
+                 e->rerank.template_outside, vocab, vocab - 1);
+        return QE_ERR_FORMAT;
+    }
     if (end < vocab) return QE_OK;
     snprintf(err, errlen,
              "tokenizer.json appends token id %d to every input, but config.json's vocab_size is "

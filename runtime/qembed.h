@@ -169,8 +169,8 @@ int qe_dim(const qe_engine *e);
 const char *qe_last_error(const qe_engine *e);
 /* The tokenizer of the model folder, or NULL if it has no tokenizer.json. */
 const struct tok_tokenizer *qe_tokenizer(const qe_engine *e);
-/* QE_OK when the tokenizer (if any) fits the model: the token it appends to every input is inside
- * the embedding table. Else QE_ERR_FORMAT and why: a server refuses to load such a folder, where
+/* QE_OK when the tokenizer (if any) fits the model: the token it appends to every input (and a
+ * reranker's prompt template) is inside the embedding table. Else QE_ERR_FORMAT and why: a server refuses to load such a folder, where
  * every text request would fail (ids-only users, like the benchmarks' random models, may go on). */
 qe_status qe_tokenizer_fits(const qe_engine *e, char *err, size_t errlen);
 /* Geometry for tools: NULL-safe accessors. */

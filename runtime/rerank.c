@@ -128,6 +128,7 @@ static int encode_plain(const tok_tokenizer *tok, const char *text, size_t len, 
 int rerank_head_open(rerank_head *h, const char *dir, const qe_model *m, const tok_tokenizer *tok,
                      qe_task asked, char *err, size_t errlen) {
     memset(h, 0, sizeof *h);
+    h->template_outside = -1;
     if (asked == QE_TASK_AUTO)
         h->task = detect(dir, m, tok, h->reason, sizeof h->reason);
     else {
@@ -165,16 +166,11 @@ int rerank_head_open(rerank_head *h, const char *dir, const qe_model *m, const t
         rerank_head_free(h);
         return -1;
     }
-    /* every prompt holds the template: past the embedding table, every request would fail */
-    for (int k = 0; k < h->n_prefix + h->n_suffix; k++) {
+    /* every prompt holds the template: past the embedding table, no text can be scored (ids
+     * still can: qe_tokenizer_fits refuses it for a server, qe_rerank_prompt per call) */
+    for (int k = 0; k < h->n_prefix + h->n_suffix && h->template_outside < 0; k++) {
         const int id = k < h->n_prefix ? h->prefix[k] : h->suffix[k - h->n_prefix];
-        if (id < c->vocab_size) continue;
-        snprintf(err, errlen,
-                 "reranker: the prompt template holds token id %d, outside the model's vocabulary "
-                 "(0..%d): the tokenizer does not fit the model",
-                 id, c->vocab_size - 1);
-        rerank_head_free(h);
-        return -1;
+        if (id >= c->vocab_size) h->template_outside = id;
     }
     return 0;
 }
@@ -278,6 +274,11 @@ qe_status qe_rerank_prompt(const qe_engine *e, const char *query, size_t query_l
         return prompt_fail(err, errlen, QE_ERR_UNSUPPORTED,
                            "this is an embedding model (%s); force the task with --task rerank",
                            qe_task_reason(e));
+    if (h->template_outside >= 0 && !(o && o->raw))
+        return prompt_fail(err, errlen, QE_ERR_UNSUPPORTED,
+                           "the reranker's prompt template holds token id %d, outside the model's "
+                           "vocabulary (0..%d): the tokenizer does not fit the model",
+                           h->template_outside, qe_vocab_size(e) - 1);
     const tok_tokenizer *tok = qe_tokenizer(e);
     const int raw = o && o->raw, left = o && o->truncate_left, max = prompt_limit(e, o);
     const char *instr = o && o->instruction ? o->instruction : QE_RERANK_DEFAULT_INSTRUCTION;

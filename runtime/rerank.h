@@ -16,6 +16,7 @@ typedef struct rerank_head {
     int yes_id, no_id;        /* through the tokenizer */
     int32_t *prefix, *suffix; /* the template's fixed parts, tokenized once */
     int n_prefix, n_suffix;
+    int template_outside; /* a template id past the embedding table, or -1 */
 } rerank_head;
 
 /* Decides the task (asked, or from the folder when AUTO) and, for a reranker, makes the head.

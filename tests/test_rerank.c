@@ -377,3 +377,30 @@ Test(api, task_detection_and_refusals, .timeout = 300) {
     cr_expect_eq(qe_open(&opt, &e, err, sizeof err), QE_ERR_FORMAT);
     cr_expect(strstr(err, "needs tokenizer.json"), "%s", err);
 }
+
+/* A vocabulary too small for the template's special tokens: ids still score, texts are refused
+ * with the reason, and a server would refuse the folder (qe_tokenizer_fits). */
+Test(api, template_outside_the_vocabulary, .timeout = 120) {
+    char dir[1024];
+    tu_scratch_dir(dir, sizeof dir, "rerank-small-vocab");
+    random_model_opts o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(random_model_preset("tiny", &o.cfg), 0);
+    o.cfg.vocab_size = 2048, o.cfg.num_layers = 1;
+    o.out_dir = dir, o.seed = 4, o.dtype = ST_BF16, o.reranker = 1, o.quiet = 1;
+    cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+    qe_engine *e = open_engine(dir, QE_TASK_AUTO, 0);
+    const int32_t ids[] = {10, 20, 30};
+    const int32_t *p = ids;
+    const int n = 3;
+    float s;
+    cr_expect_eq(qe_rerank_ids(e, &p, &n, 1, &s), QE_OK, "%s", qe_last_error(e));
+    int32_t *got = NULL;
+    int ng;
+    cr_expect_eq(qe_rerank_prompt(e, "q", 1, "d", 1, NULL, &got, &ng, NULL, err, sizeof err),
+                 QE_ERR_UNSUPPORTED);
+    cr_expect(strstr(err, "template holds token id 151644"), "%s", err);
+    cr_expect_eq(qe_tokenizer_fits(e, err, sizeof err), QE_ERR_FORMAT);
+    cr_expect(strstr(err, "does not fit"), "%s", err);
+    qe_close(e);
+}

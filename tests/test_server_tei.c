@@ -245,6 +245,11 @@ Test(server_tei, metrics_have_te_names_and_router_gauges) {
     srvt_resp_free(&r);
     cr_assert_eq(srvt_post(t.base, "/embed", "{\"inputs\":\"a\",\"dimensions\":1}", &r), 422);
     srvt_resp_free(&r);
+    /* the last request leaves the in-flight count just after its answer is sent (the library's
+     * completion callback), so a scrape may come first: wait for it to settle. A scrape that
+     * counted itself would never read 0. */
+    for (int i = 0; i < 100 && srvt_metric(t.base, "qembed_requests_in_flight") != 0; i++)
+        usleep(10000);
     cr_assert_eq(srvt_get(t.base, "/metrics", &r), 200);
     static const char *lines[] = {
         "te_request_count{method=\"single\"} 2\n",

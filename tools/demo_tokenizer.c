@@ -127,7 +127,9 @@ static void add_whole_word(const char *word, char (*text)[64], int (*pairs)[2], 
     while (n > 1 && *n_tok < cap && *n_merged < cap) {
         pairs[*n_merged][0] = toks[0], pairs[*n_merged][1] = toks[1];
         (*n_merged)++;
-        snprintf(text[*n_tok], 64, "%s%s", text[toks[0]], text[toks[1]]);
+        char joined[64]; /* apart from text: the new entry is written from two others */
+        snprintf(joined, sizeof joined, "%s%s", text[toks[0]], text[toks[1]]);
+        memcpy(text[*n_tok], joined, sizeof joined);
         toks[1] = (*n_tok)++;
         memmove(toks, toks + 1, sizeof(int) * (size_t)--n);
     }
