@@ -267,3 +267,54 @@ Test(cli, make_random_reranker_inspects_and_ranks, .timeout = 300) {
     cr_expect(out && strstr(out, "line 1"), "%s", out);
     free(out);
 }
+
+/* --shard I/N: N runs split one input by record index, keep the global index, and the merge that
+ * --help and docs/scaling.md give (paste the outputs line by line) is byte for byte the output of
+ * one unsharded run. */
+Test(cli, embed_shards_merge_to_the_unsharded_output, .timeout = 300) {
+    char dir[1100], model[1100], cmd[4096];
+    make_demo(model, sizeof model);
+    tu_scratch_dir(dir, sizeof dir, "cli-shard");
+    char in[1200];
+    snprintf(in, sizeof in, "%s/in.jsonl", dir);
+    FILE *f = fopen(in, "w");
+    cr_assert(f);
+    for (int i = 0; i < 11; i++) {
+        if (i == 4) fputs("\n", f); /* a blank line is not a record */
+        if (i % 2)
+            fprintf(f, "{\"text\": \"record %d: the quick brown fox %d\"}\n", i, i * i);
+        else
+            fprintf(f, "{\"ids\": [%d, %d, %d]}\n", 100 + i, 7, 200 + i);
+    }
+    fclose(f);
+    snprintf(cmd, sizeof cmd, QEMBED " embed --model '%s' --input '%s' --output '%s/all.jsonl'",
+             model, in, dir);
+    cr_assert_eq(run(cmd, NULL), 0, "%s", cmd);
+    for (int s = 0; s < 3; s++) {
+        snprintf(cmd, sizeof cmd,
+                 QEMBED " embed --model '%s' --input '%s' --shard %d/3 --output '%s/out.%d'", model,
+                 in, s, dir, s);
+        cr_assert_eq(run(cmd, NULL), 0, "%s", cmd);
+        char path[1300], *text;
+        snprintf(path, sizeof path, "%s/out.%d", dir, s);
+        cr_assert((text = tu_read_file(path, NULL)));
+        int lines = 0;
+        for (char *l = text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL, lines++) {
+            int index = -1;
+            cr_assert_eq(sscanf(l, "{\"index\": %d", &index), 1, "%s", l);
+            cr_expect_eq(index % 3, s, "shard %d holds index %d", s, index);
+        }
+        cr_expect_eq(lines, s < 2 ? 4 : 3, "shard %d: %d lines", s, lines);
+        free(text);
+    }
+    char *merged, *all;
+    snprintf(cmd, sizeof cmd, "cd '%s' && paste -d '\\n' out.0 out.1 out.2 | grep -v '^$'", dir);
+    cr_assert_eq(run(cmd, &merged), 0);
+    snprintf(cmd, sizeof cmd, "cat '%s/all.jsonl'", dir);
+    cr_assert_eq(run(cmd, &all), 0);
+    cr_assert(merged && all && strlen(all) > 0);
+    cr_expect_str_eq(merged, all, "the merged shards differ from the unsharded run");
+    free(merged), free(all);
+    cr_expect_eq(run(QEMBED " embed --model x --shard 3/3 2>/dev/null", NULL), 2);
+    cr_expect_eq(run(QEMBED " embed --model x --shard 1/0 2>/dev/null", NULL), 2);
+}

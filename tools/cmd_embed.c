@@ -19,7 +19,7 @@ static void usage(FILE *f) {
         "usage: qembed embed --model DIR [--backend cpu|cuda] [--dims N] [--input FILE|-]\n"
         "                    [--output FILE|-] [--instruction TEXT | --prompt-name NAME]\n"
         "                    [--max-length N] [--threads N] [--max-batch-tokens N]\n"
-        "                    [--task embed]\n\n"
+        "                    [--shard I/N] [--task embed]\n\n"
         "Reads JSONL, one object per line: {\"ids\": [..]} (used exactly as given, no token\n"
         "appended) or {\"text\": \"..\"} (tokenized with the model's tokenizer.json, end token\n"
         "appended). Writes one line per input, in order:\n"
@@ -34,6 +34,11 @@ static void usage(FILE *f) {
         "                       model's max positions)\n"
         "  --threads N          CPU backend threads (default: all cores)\n"
         "  --max-batch-tokens N tokens per forward step (default 16384)\n"
+        "  --shard I/N          embed only the records (non-blank lines) whose index is I\n"
+        "                       modulo N, keeping their global index: N runs (machines, array\n"
+        "                       jobs) split one input; `paste -d '\\n' out.0 ... out.N-1 |\n"
+        "                       grep -v '^$'` merges their outputs into the unsharded file\n"
+        "                       (docs/scaling.md)\n"
         "  --task embed         embed with a folder that looks like a reranker (qembed inspect\n"
         "                       says which a folder is; rerankers score with qembed rerank)\n");
 }
@@ -41,6 +46,7 @@ static void usage(FILE *f) {
 typedef struct {
     int32_t *ids;
     int len;
+    long index; /* the input's place in the whole input (its line among the records) */
 } seq;
 
 enum { LINES_PER_CALL = 256 };
@@ -118,7 +124,23 @@ out:
     return rc;
 }
 
-static int flush(qe_engine *e, seq *seqs, int n, long first_index, int dims, FILE *out) {
+/* "I/N" with 0 <= I < N: this run's share of the records. */
+static int parse_shard(const char *v, long *i, long *n) {
+    char *end = NULL;
+    *i = strtol(v, &end, 10);
+    int ok = end != v && *end == '/';
+    if (ok) {
+        const char *d = end + 1;
+        *n = strtol(d, &end, 10);
+        ok = end != d && *end == 0 && *n >= 1 && *n <= 1000000 && *i >= 0 && *i < *n;
+    }
+    if (!ok)
+        fprintf(stderr, "qembed embed: --shard wants I/N with 0 <= I < N (e.g. 0/4), got '%s'\n",
+                v);
+    return ok ? 0 : -1;
+}
+
+static int flush(qe_engine *e, seq *seqs, int n, int dims, FILE *out) {
     const int32_t **ids = calloc((size_t)n, sizeof *ids);
     int *lens = calloc((size_t)n, sizeof *lens);
     float *vec = malloc(sizeof(float) * (size_t)n * (size_t)dims);
@@ -137,10 +159,10 @@ static int flush(qe_engine *e, seq *seqs, int n, long first_index, int dims, FIL
     }
     qe_status s = qe_embed_ids(e, ids, lens, n, dims, vec);
     if (s != QE_OK)
-        fprintf(stderr, "qembed embed: inputs %ld..%ld: %s\n", first_index, first_index + n - 1,
+        fprintf(stderr, "qembed embed: inputs %ld..%ld: %s\n", seqs[0].index, seqs[n - 1].index,
                 qe_last_error(e));
     for (int i = 0; i < n && s == QE_OK; i++) {
-        fprintf(out, "{\"index\": %ld, \"tokens\": %d, \"embedding\": [", first_index + i, lens[i]);
+        fprintf(out, "{\"index\": %ld, \"tokens\": %d, \"embedding\": [", seqs[i].index, lens[i]);
         for (int d = 0; d < dims; d++)
             fprintf(out, d ? ", %.9g" : "%.9g", vec[(size_t)i * dims + d]);
         fputs("]}\n", out);
@@ -157,6 +179,7 @@ int cmd_embed(int argc, char **argv) {
     qe_options opt = {0};
     const char *in_path = "-", *out_path = "-", *instruction = NULL, *prompt_name = NULL;
     int dims = 0, max_len = 0;
+    long shard_i = 0, shard_n = 1; /* --shard I/N: the records whose index is I modulo N */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -195,6 +218,8 @@ int cmd_embed(int argc, char **argv) {
             if (flag_int("embed", a, v, 1, 1024, &opt.threads)) return 2;
         } else if (!strcmp(a, "--max-batch-tokens")) {
             if (flag_int("embed", a, v, 1, 1 << 30, &opt.max_batch_tokens)) return 2;
+        } else if (!strcmp(a, "--shard")) {
+            if (parse_shard(v, &shard_i, &shard_n)) return 2;
         } else if (!strcmp(a, "--task")) {
             if (strcmp(v, "embed")) {
                 fprintf(stderr, "qembed embed: --task takes only embed here (qembed rerank "
@@ -257,19 +282,20 @@ int cmd_embed(int argc, char **argv) {
     }
     seq seqs[LINES_PER_CALL];
     int n = 0, bad = 0;
-    long lineno = 0, index = 0;
+    long lineno = 0, record = -1; /* records are the non-blank lines, counted from 0 */
     char *line = NULL;
     size_t cap = 0;
     for (ssize_t len; !bad && (len = getline(&line, &cap, in)) >= 0;) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue; /* blank line */
+        if (++record % shard_n != shard_i) continue;          /* another shard's */
         if (parse_line(line, lineno, tok, prefix, instruction, max_len, &seqs[n])) {
             bad = 1;
             break;
         }
+        seqs[n].index = record;
         if (++n == LINES_PER_CALL) {
-            bad = flush(e, seqs, n, index, dims, out);
-            index += n;
+            bad = flush(e, seqs, n, dims, out);
             n = 0;
         }
     }
@@ -278,7 +304,7 @@ int cmd_embed(int argc, char **argv) {
         for (int i = 0; i < n; i++)
             free(seqs[i].ids);
     else if (n)
-        bad = flush(e, seqs, n, index, dims, out);
+        bad = flush(e, seqs, n, dims, out);
     if (!bad && fflush(out) == 0) rc = 0;
 done:
     if (in && in != stdin) fclose(in);
