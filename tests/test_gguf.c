@@ -52,6 +52,13 @@ static gw_file sample(void) {
     gw_put(&f.kv, "\x09", 1);
     gw_key(&f, "i16", 3);
     gw_put(&f.kv, "\xfe\xff", 2);
+    gw_key(&f, "i8", 1);
+    gw_put(&f.kv, "\x80", 1);
+    gw_key(&f, "u16", 2);
+    gw_put(&f.kv, "\x34\x12", 2);
+    const int64_t big = -(1LL << 40);
+    gw_key(&f, "i64", 11);
+    gw_put(&f.kv, &big, 8);
     gw_tensor_add(&f, "a.f32", QT_F32, 3, 2, 0, 0);    /* 24 bytes, padded to 32 */
     gw_tensor_add(&f, "b.q4k", QT_Q4_K, 256, 2, 0, 0); /* 288 bytes */
     gw_tensor_add(&f, "c.q8", QT_Q8_0, 32, 1, 1, 3);   /* 102 bytes, 4 dims */
@@ -92,7 +99,7 @@ Test(gguf, reads_a_good_file_back) {
     cr_expect_null(gguf_find(g, "missing"));
     cr_expect_null(gguf_at(g, 3));
 
-    cr_assert_eq(gguf_kv_count(g), 11);
+    cr_assert_eq(gguf_kv_count(g), 14);
     cr_expect_str_eq(gguf_kv_key(g, 0), "general.architecture");
     gguf_vtype et;
     uint64_t n;
@@ -129,6 +136,14 @@ Test(gguf, typed_lookups) {
     cr_expect_eq(i32, -2);
     cr_expect_eq(gguf_get_i32(g, "u32", &i32, err, sizeof err), 0, "%s", err);
     cr_expect_eq(i32, 7);
+    cr_expect_eq(gguf_get_i32(g, "i8", &i32, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(i32, -128);
+    cr_expect_eq(gguf_get_u32(g, "u16", &u32, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(u32, 0x1234);
+    cr_expect_neq(gguf_get_u64(g, "i64", &u64, err, sizeof err), 0);
+    cr_expect(strstr(err, "-1099511627776") && strstr(err, "u64"), "%s", err);
+    cr_expect_neq(gguf_get_i32(g, "i64", &i32, err, sizeof err), 0);
+    cr_expect(strstr(err, "does not fit in i32"), "%s", err);
     cr_expect_eq(gguf_get_u64(g, "u64", &u64, err, sizeof err), 0, "%s", err);
     cr_expect_eq(u64, 1ULL << 40);
     cr_expect_eq(gguf_get_f32(g, "f32", &f32, err, sizeof err), 0, "%s", err);
