@@ -271,3 +271,147 @@ Test(quant_ref, consecutive_k_blocks) {
             cr_expect_eq(out[256 * i + 32 * k + 5], (float)(1 << i) * (float)K_SCALE[k],
                          "block %d sub-block %d", i, k);
 }
+
+/* --- quantize -> dequantize round trips: seeded inputs, every element within the error the
+ * block's own scales allow (worked out from the inputs, independently of the quantizer) --- */
+
+static uint64_t rng_state;
+static float frand(float lo, float hi) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return lo + (hi - lo) * (float)((rng_state >> 11) * 0x1p-53);
+}
+
+/* Input shapes: centred, all positive (K-quants' offset is then 0), all negative, with outliers,
+ * zeros (whole blocks) then a constant. */
+static void fill(float *x, int n, int kind) {
+    for (int i = 0; i < n; i++) {
+        switch (kind) {
+        case 0:
+            x[i] = frand(-1, 1);
+            break;
+        case 1:
+            x[i] = frand(0.5f, 2);
+            break;
+        case 2:
+            x[i] = frand(-3, -0.25f);
+            break;
+        case 3:
+            x[i] = frand(-0.1f, 0.1f) * (i % 37 == 5 ? 300.0f : 1.0f);
+            break;
+        default:
+            x[i] = i < n / 2 ? 0.0f : 0.75f;
+        }
+    }
+}
+
+/* The error bound of element i from its block's inputs. */
+static double bound_of(uint32_t type, const float *blk, int i) {
+    double amax = 0, mx = 0;
+    switch (type) {
+    case QT_Q8_0:
+        for (int k = 0; k < 32; k++)
+            amax = fmax(amax, fabs(blk[k]));
+        return 0.501 * amax / 127;
+    case QT_Q4_0:
+        for (int k = 0; k < 32; k++)
+            amax = fmax(amax, fabs(blk[k]));
+        return 1.001 * amax / 8; /* one step: the side opposite the extreme tops out at +7 */
+    case QT_Q4_K:
+    case QT_Q5_K: {
+        const int levels = type == QT_Q4_K ? 15 : 31;
+        double range[8], max_step = 0, max_off = 0;
+        for (int j = 0; j < 8; j++) {
+            double lo = 0, hi = -INFINITY;
+            for (int l = 0; l < 32; l++) {
+                lo = fmin(lo, blk[32 * j + l]);
+                hi = fmax(hi, blk[32 * j + l]);
+            }
+            range[j] = hi - lo;
+            max_step = fmax(max_step, range[j] / levels);
+            max_off = fmax(max_off, -lo);
+        }
+        /* half a step, plus the rounding of the 6-bit scale and min (one unit of d, dmin) */
+        return 0.5 * range[i / 32] / levels + (max_step + max_off) / 63;
+    }
+    case QT_Q6_K: {
+        double max_abs = 0;
+        for (int j = 0; j < 16; j++) {
+            double m = 0;
+            for (int l = 0; l < 16; l++)
+                m = fmax(m, fabs(blk[16 * j + l]));
+            max_abs = fmax(max_abs, m / 32);
+            if (j == i / 16) mx = m / 32;
+        }
+        /* one step (the side opposite the extreme tops out at +31), plus the 8-bit scale's
+         * rounding times the 32 steps to the extreme */
+        return mx + 0.15 * max_abs;
+    }
+    case QT_F16:
+        return fmax(fabs(blk[i]) * 0x1p-11, 0x1p-25); /* subnormals: half of 2^-24 */
+    case QT_BF16:
+        return fabs(blk[i]) * 0x1p-8 + 1e-38;
+    default:
+        return 0;
+    }
+}
+
+Test(quant_ref, round_trip_within_the_block_error) {
+    const uint32_t types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const int counts[] = {1, 3, 7};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const ref_qtype_info *t = ref_qtype_get(types[ti]);
+        const int block = t->block > 1 ? t->block : 256;
+        for (int kind = 0; kind < 5; kind++)
+            for (size_t ci = 0; ci < 3; ci++) {
+                const int n = block * counts[ci] * (kind == 4 ? 2 : 1);
+                rng_state = 0x9e3779b97f4a7c15ULL ^ (uint64_t)(ti * 131 + kind * 17 + ci);
+                float *x = malloc(sizeof *x * (size_t)n), *y = malloc(sizeof *y * (size_t)n);
+                uint8_t *q = malloc(ref_qtype_bytes(types[ti], (uint64_t)n));
+                fill(x, n, kind);
+                for (int i = 0; i < n; i++)
+                    y[i] = NAN; /* poisoned: every element must be written */
+                cr_assert_eq(ref_quantize(types[ti], x, q, n), 0, "%s", t->name);
+                cr_assert_eq(ref_dequantize(types[ti], q, y, n), 0, "%s", t->name);
+                double worst = -1;
+                int at = 0;
+                for (int i = 0; i < n; i++) {
+                    const int b0 = t->block > 1 ? i / t->block * t->block : i;
+                    const double e = fabs((double)y[i] - x[i]);
+                    const double bnd = bound_of(types[ti], x + b0, t->block > 1 ? i - b0 : 0);
+                    if (!(e <= bnd + 1e-30) && (worst < 0 || !(e - bnd <= worst))) {
+                        worst = isnan(e) ? INFINITY : e - bnd;
+                        at = i;
+                    }
+                }
+                cr_expect_lt(worst, 0,
+                             "%s, input kind %d, %d elements: element %d is %.7g for %.7g", t->name,
+                             kind, n, at, y[at], x[at]);
+                if (kind == 4 && t->block > 1) /* the zero block comes back exactly zero */
+                    for (int i = 0; i < n / 2; i++)
+                        cr_assert_eq(y[i], 0.0f, "%s: element %d of a zero block", t->name, i);
+                free(x);
+                free(y);
+                free(q);
+            }
+    }
+}
+
+Test(quant_ref, f16_and_bf16_rounding) {
+    cr_expect_eq(ref_f32_to_f16(1.0f), H_ONE);
+    cr_expect_eq(ref_f32_to_f16(-2.0f), H_MTWO);
+    cr_expect_eq(ref_f32_to_f16(65520.0f), 0x7c00, "rounds up past 65504 to inf");
+    cr_expect_eq(ref_f32_to_f16(0x1p-25f), 0x0000, "half of the least subnormal: ties to even 0");
+    cr_expect_eq(ref_f32_to_f16(0x1.8p-25f), 0x0001);
+    cr_expect_eq(ref_f32_to_f16(1.0f + 0x1p-11f), H_ONE, "tie to even");
+    cr_expect_eq(ref_f32_to_f16(1.0f + 0x1.8p-11f), H_ONE + 1);
+    cr_expect_eq(ref_f32_to_f16(NAN) & 0x7e00, 0x7e00);
+    cr_expect_eq(ref_f32_to_bf16(1.0f + 0x1p-8f), 0x3f80, "tie to even");
+    cr_expect_eq(ref_f32_to_bf16(-3.0f), 0xc040);
+    /* every finite half round-trips exactly */
+    for (uint32_t u = 0; u < 0x10000; u++) {
+        const float f = ref_f16_to_f32((uint16_t)u);
+        if (!isnan(f)) cr_assert_eq(ref_f32_to_f16(f), u, "half 0x%04x", u);
+    }
+}

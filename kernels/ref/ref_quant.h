@@ -47,8 +47,17 @@ uint64_t ref_qtype_bytes(uint32_t type, uint64_t n);
  */
 int ref_dequantize(uint32_t type, const void *src, float *dst, int64_t n);
 
+/* Quantizes n floats (n a multiple of the type's block) into n / block blocks at dst, same types.
+ * Plain rounding against the scales the dequantizer will see (the f16-rounded ones), not ggml's
+ * error-minimising search: the same format, a somewhat larger error, and not bit-identical to
+ * llama.cpp's output. For building test data. Returns 0, or -1 like ref_dequantize. */
+int ref_quantize(uint32_t type, const float *src, void *dst, int64_t n);
+
 /* IEEE half and bfloat16 to float, exact (the scales d/dmin of every block are halves). */
 float ref_f16_to_f32(uint16_t h);
 float ref_bf16_to_f32(uint16_t h);
+/* float to half / bfloat16, round to nearest even (NaN stays NaN, overflow gives inf). */
+uint16_t ref_f32_to_f16(float f);
+uint16_t ref_f32_to_bf16(float f);
 
 #endif
