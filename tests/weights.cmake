@@ -4,3 +4,8 @@ qe_add_test(test_engine_cpu SOURCES test_engine_cpu.c LIBS qe_tools)
 qe_add_test(test_cli SOURCES test_cli.c LIBS qe_tools)
 # Qwen3-Reranker: scores against the double-precision forward, the prompt on the real tokenizer.
 qe_add_test(test_rerank SOURCES test_rerank.c LIBS qe_tools)
+# GGUF: the reader on hand-built good and hostile files, metadata to qe_config, the fuzz corpus.
+qe_add_test(test_gguf SOURCES test_gguf.c fuzz/fuzz_gguf.c LIBS qe_weights)
+target_compile_definitions(test_gguf PRIVATE QE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
+# The ggml block formats: reference dequantizers on hand-made blocks with known values.
+qe_add_test(test_quant_ref SOURCES test_quant_ref.c LIBS qe_kernels_ref)
