@@ -214,6 +214,8 @@ struct srv_model {
 srv_model *srv_pick_model(serve_server *s, const cJSON *model_field, qe_task task, srv_error *e);
 /* The model a request names, of either task; the first model when it names none. */
 srv_model *srv_model_named(serve_server *s, const cJSON *model_field, srv_error *e);
+/* srv_model_named of the body's "model", which must have a tokenizer (/tokenize, /decode). */
+srv_model *srv_model_with_tokenizer(serve_server *s, const cJSON *body, srv_error *e);
 
 /* ---- the server ---- */
 struct serve_server {

@@ -324,6 +324,16 @@ srv_model *srv_model_named(serve_server *s, const cJSON *model_field, srv_error 
     return not_served(s, model_field->valuestring, e);
 }
 
+srv_model *srv_model_with_tokenizer(serve_server *s, const cJSON *body, srv_error *e) {
+    srv_model *m = srv_model_named(s, srv_json_field(body, "model"), e);
+    if (m && !m->tok) {
+        srv_err_set(e, 400, "invalid_request_error", "no_tokenizer", "",
+                    "the model folder has no tokenizer.json");
+        return NULL;
+    }
+    return m;
+}
+
 srv_model *srv_pick_model(serve_server *s, const cJSON *model_field, qe_task task, srv_error *e) {
     const char *kind = task == QE_TASK_RERANK ? "reranker" : "embedding model";
     if (model_field && !cJSON_IsString(model_field)) {

@@ -106,13 +106,8 @@ char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t 
     cJSON *root = srv_parse_body_object(body, len, e);
     sbuf b = {0};
     if (!root) return NULL;
-    const srv_model *m = srv_model_named(s, srv_json_field(root, "model"), e);
+    const srv_model *m = srv_model_with_tokenizer(s, root, e);
     if (!m) goto fail;
-    if (!m->tok) {
-        srv_err_set(e, 400, "invalid_request_error", "no_tokenizer", "",
-                    "the model folder has no tokenizer.json");
-        goto fail;
-    }
     const cJSON *in = srv_json_field(root, "inputs");
     int add_special;
     const char *prefix = "";
