@@ -5,7 +5,14 @@
  * normalisation per job, since one step mixes requests asking for different `dimensions` and
  * `normalize`). Before every step the scheduler drops the sequences of clients that left (a long
  * document's pages come back at once) and, after serve_cancel_running, everything. A device fault
- * turns the server's health to 503 for good. */
+ * turns the server's health to 503 for good.
+ *
+ * /embed_all's sequences (per-token vectors) come through the same queue, so they count in the
+ * 429 budget and the waiting and running gauges like any other, but run here between two steps
+ * as one qe_embed_tokens call each: the scheduler's steps pool a vector per sequence, and the
+ * per-token rows are the residual hook's. A long one needs K/V pages for all its tokens while the
+ * scheduler's long documents hold theirs: it then waits, first in line, and the queue behind it
+ * stays queued (arrival order) while the scheduler's steps run its pages free. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,15 +112,84 @@ static void on_ran(void *ctx, void *tag, double step_s) {
     pthread_mutex_unlock(&j->time_mu);
 }
 
+/* /embed_all's sequences taken from the queue, in arrival order; the first may wait for pages. */
+typedef struct tok_list {
+    srv_seq *head, *tail;
+} tok_list;
+
+/* Runs the first per-token sequence of l; 0 when it must wait for K/V pages the scheduler's
+ * sequences hold (it stays first), 1 when it left the list (answered, or failed). */
+static int run_tokens(serve_server *s, qe_sched *sc, tok_list *l) {
+    srv_seq *q = l->head;
+    srv_job *j = q->job;
+    if (on_drop(s, q)) {
+        l->head = q->next;
+        on_gone(s, q, QE_ERR_CANCELLED);
+        return 1;
+    }
+    const int len = seq_len(q);
+    pthread_mutex_lock(&s->q_mu);
+    s->engine_steps++; /* a step of its own, for on_ran's charge */
+    pthread_mutex_unlock(&s->q_mu);
+    float *rows = malloc((size_t)len * (size_t)j->width * sizeof(float));
+    const double t0 = srv_now();
+    qe_status st = rows ? qe_embed_tokens(s->engine, j->ids[q->index], len, rows) : QE_ERR_NOMEM;
+    const double secs = srv_now() - t0;
+    if (rows && st == QE_ERR_NOMEM && qe_sched_waiting(sc) > 0) {
+        free(rows); /* pages taken: the scheduler's next steps give them back */
+        return 0;
+    }
+    l->head = q->next;
+    if (st != QE_OK) {
+        free(rows);
+        srv_error e;
+        if (!rows)
+            srv_err_oom(&e);
+        else
+            srv_err_set(&e,
+                        st == QE_ERR_TOO_LONG ? 413
+                        : st == QE_ERR_ARG    ? 400
+                                              : 500,
+                        st == QE_ERR_ARG || st == QE_ERR_TOO_LONG ? "invalid_request_error"
+                                                                  : "server_error",
+                        "engine_error", "inputs", "input %d: %s: %.300s", q->index,
+                        qe_status_name(st), qe_last_error(s->engine));
+        srv_job_fail(j, &e);
+        seq_leaves(s, q);
+        return 1;
+    }
+    j->tok_out[q->index] = rows; /* freed with the job */
+    on_ran(s, q, secs);
+    pthread_mutex_lock(&s->q_mu);
+    s->cost_done += q->cost;
+    s->engine_seconds += secs;
+    pthread_mutex_unlock(&s->q_mu);
+    pthread_mutex_lock(&s->metrics.mu);
+    s->metrics.tokens_processed += (unsigned long)len;
+    s->metrics.sequences_processed++;
+    pthread_mutex_unlock(&s->metrics.mu);
+    seq_leaves(s, q);
+    return 1;
+}
+
 /* Moves every queued sequence into the scheduler (caller holds q_mu, released meanwhile): the
- * new work joins the next step. One the engine refuses (too long for its pool and its steps)
- * fails its job with 413; those of clients that left are only released. */
-static void take_queue(serve_server *s, qe_sched *sc) {
+ * new work joins the next step; /embed_all's go to l. One the engine refuses (too long for its
+ * pool and its steps) fails its job with 413; those of clients that left are only released. */
+static void take_queue(serve_server *s, qe_sched *sc, tok_list *l) {
     srv_seq *dropped = NULL, *live = srv_take_queue(s, &dropped);
     pthread_mutex_unlock(&s->q_mu);
     for (srv_seq *q = live, *next; q; q = next) {
         next = q->next;
         srv_job *j = q->job;
+        if (j->route == ROUTE_EMBED_ALL) {
+            q->next = NULL;
+            if (l->tail && l->head)
+                l->tail->next = q;
+            else
+                l->head = q;
+            l->tail = q;
+            continue;
+        }
         qe_status st = qe_sched_add(sc, j->ids[q->index], seq_len(q), q);
         if (st == QE_OK) continue;
         srv_error e;
@@ -146,12 +222,21 @@ void *srv_engine_main(void *arg) {
     }
     const qe_sched_hooks hooks = {
         .done = on_done, .drop = on_drop, .gone = on_gone, .ran = on_ran, .ctx = s};
+    tok_list tl = {0};
+    int tok_waits = 0; /* the first of tl waits for pages: the queue stays queued behind it */
     pthread_mutex_lock(&s->q_mu);
     for (;;) {
-        while (!s->q_stop && !s->q_head && qe_sched_waiting(sc) == 0)
+        while (!s->q_stop && !s->q_head && qe_sched_waiting(sc) == 0 && !tl.head)
             pthread_cond_wait(&s->q_cv, &s->q_mu);
         if (s->q_stop) break; /* srv_pipeline_stop answers what is queued; we, what we hold */
-        if (s->q_head) take_queue(s, sc);
+        if (s->q_head && !tok_waits) take_queue(s, sc, &tl);
+        if (tl.head) {
+            pthread_mutex_unlock(&s->q_mu);
+            while (tl.head && run_tokens(s, sc, &tl)) {
+            }
+            tok_waits = tl.head != NULL;
+            pthread_mutex_lock(&s->q_mu);
+        }
         if (qe_sched_waiting(sc) == 0) continue;
         s->engine_busy = 1;
         s->engine_steps++;
@@ -179,6 +264,11 @@ void *srv_engine_main(void *arg) {
         if (status == QE_OK) s->engine_seconds += st.seconds;
     }
     pthread_mutex_unlock(&s->q_mu);
-    qe_sched_close(sc, &hooks); /* the q_stop path: gone() answers each with 503 */
+    while (tl.head) { /* the q_stop path: gone() answers each with 503 */
+        srv_seq *q = tl.head;
+        tl.head = q->next;
+        on_gone(s, q, QE_ERR_CANCELLED);
+    }
+    qe_sched_close(sc, &hooks);
     return NULL;
 }

@@ -268,9 +268,6 @@ cJSON *srv_parse_body_object(const char *body, size_t len, srv_error *e);
 /* /similarity: {"inputs": {"source_sentence", "sentences"}, "parameters": {truncate,
  * truncation_direction, prompt_name}} into a job of 1 + n texts. */
 srv_job *srv_parse_similarity(serve_server *s, const char *body, size_t len, srv_error *e);
-/* /embed_all: runs a tokenized job through qe_embed_tokens (on a tokenizer thread) and answers
- * it. */
-void srv_embed_all_run(serve_server *s, srv_job *j);
 char *srv_render_tei(serve_server *s, const srv_job *j, size_t *len); /* similarity, embed_all */
 /* TEI's error: {"error": message, "error_type": ...}; *status becomes TEI's status. */
 char *srv_render_tei_error(const srv_error *e, int *status, size_t *len);
