@@ -663,6 +663,19 @@ Test(server_hostile, later_heads_of_a_kept_alive_connection_get_json_errors, .ti
     cr_assert_eq(expect_one_json_answer(resp, n), 505, "%s", resp);
     free(resp);
     close(fd);
+    /* pipelined: a good request and a bad head in one send; the answers keep their order */
+    fd = raw_connect(t.port, NULL);
+    char two[512];
+    int tl =
+        snprintf(two, sizeof two, "%sGET /health HTTP/1.1\r\nContent-Length: 12abc\r\n\r\n", good);
+    cr_assert_eq(send_all(fd, two, (size_t)tl), 0);
+    resp = read_all(fd, 20, &n, &err);
+    cr_assert(!strncmp(resp, "HTTP/1.1 200", 12), "%s", resp);
+    const char *second = strstr(resp + 12, "HTTP/1.1 ");
+    cr_assert(second, "no second answer: %s", resp);
+    cr_assert_eq(expect_one_json_answer(second, n - (size_t)(second - resp)), 400, "%s", resp);
+    free(resp);
+    close(fd);
     srvt_expect_serves(&t, "still serving", "after the later heads");
     srvt_stop(&t);
 }

@@ -45,7 +45,7 @@
 #include "serve_internal.h"
 
 #define GATE_IN_CAP (2 * SRV_HEAD_MAX) /* client -> library: a whole head fits behind a body */
-#define GATE_OUT_CAP (64 << 10)        /* library -> client */
+#define GATE_OUT_CAP (32 << 10)        /* library -> client */
 #define GATE_LINGER_S 2.0      /* how long a refused connection is drained after its answer */
 #define GATE_RATE_FLOOR 1024   /* bytes/s: a request arriving slower may be evicted at the cap */
 #define GATE_MAX_LINGERING 256 /* past this many lingering connections the oldest is closed */
@@ -71,6 +71,7 @@ typedef struct gate_conn {
     int refusing; /* a bad head: answer refusal once the library is done with the rest */
     srv_error refusal;
     int closing;      /* nothing more will be relayed: flush out, then linger */
+    double t_closing; /* since when: a client that never reads the rest is dropped */
     int lingering;    /* answered: draining until EOF or the linger deadline */
     double t0;        /* accepted; lingering: since when */
     double t_req;     /* when the current request's first byte came (accepted, for the first) */
@@ -365,11 +366,13 @@ static int pump_once(srv_gate *g, gate_conn *k) {
                 srv_conn_render_error(&k->refusal, k->out + k->out_len, GATE_OUT_CAP - k->out_len);
             srv_metrics_request(&g->s->metrics, "other", k->refusal.status, k->refusal.code);
             k->closing = moved = 1;
+            k->t_closing = srv_now();
         }
     }
     if (k->library_eof && !k->refusing && !k->closing) { /* the library ended the connection */
         close_library(g, k);
         k->closing = moved = 1;
+        k->t_closing = srv_now();
     }
     if (k->out_len > 0) {
         ssize_t w = send(k->fd, k->out, k->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -434,6 +437,8 @@ static int sweep(srv_gate *g) {
             pthread_mutex_lock(&g->s->conn_mu);
             g->s->conns_timed_out++;
             pthread_mutex_unlock(&g->s->conn_mu);
+        } else if (k->closing && now - k->t_closing > (limit > 0 ? limit : 60)) {
+            drop(g, k); /* the rest of its answer waited that long for a client that reads */
         } else if (k->again || (k->refusing && !k->closing)) {
             pump(g, k);
             waiting |= k->fd >= 0 && (k->again || (k->refusing && !k->closing));
