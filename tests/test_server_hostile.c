@@ -744,3 +744,45 @@ Test(server_hostile, slowest_body_makes_room_at_the_cap, .timeout = 120) {
     cr_assert_gt(atomic_load(&L.got_408), 0, "no evicted connection read a 408");
     srvt_stop(&t);
 }
+
+/* The gate's frame scanner finds every head of a stream however the bytes arrive: three requests
+ * (a Content-Length body, a chunked one with an extension and a trailer, a GET) cut at every
+ * point, and fed a byte at a time. */
+Test(server_hostile, frame_scanner_follows_bodies_across_any_split) {
+    static const char stream[] =
+        "\r\nPOST /a HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+        "POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n"
+        "0\r\nX-T: 1\r\n\r\n"
+        "GET /c HTTP/1.1\nHost: x\n\n";
+    const size_t n = sizeof stream - 1;
+    for (size_t cut = 0; cut <= n; cut++) {
+        srv_frame f = {0};
+        srv_error e;
+        size_t used = srv_frame_scan(&f, stream, cut, &e);
+        cr_assert_eq(e.status, 0, "cut %zu: %s", cut, e.message);
+        used += srv_frame_scan(&f, stream + used, n - used, &e);
+        cr_assert_eq(e.status, 0, "cut %zu: %s", cut, e.message);
+        cr_assert_eq(used, n, "cut %zu: %zu of %zu bytes passed", cut, used, n);
+        cr_assert_eq(f.heads, 3, "cut %zu", cut);
+        cr_assert_eq(f.state, FRAME_HEAD, "cut %zu", cut);
+    }
+    srv_frame f = {0};
+    srv_error e;
+    size_t used = 0;
+    for (size_t end = 1; end <= n; end++) /* the bytes one at a time, the unused ones kept */
+        used += srv_frame_scan(&f, stream + used, end - used, &e);
+    cr_assert_eq(used, n);
+    cr_assert_eq(f.heads, 3);
+    /* broken chunked framing, and two lengths */
+    static const char *bad[] = {
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        srv_frame g = {0};
+        srv_frame_scan(&g, bad[i], strlen(bad[i]), &e);
+        cr_assert_eq(e.status, 400, "case %zu: %d", i, e.status);
+    }
+}

@@ -50,17 +50,10 @@
 #define GATE_RATE_FLOOR 1024   /* bytes/s: a request arriving slower may be evicted at the cap */
 #define GATE_MAX_LINGERING 256 /* past this many lingering connections the oldest is closed */
 
-struct gate_conn;
-typedef struct gate_end { /* what an epoll event names: one of a connection's two sockets */
-    struct gate_conn *k;
-    int library;
-} gate_end;
-
 typedef struct gate_conn {
     int fd;     /* the client's socket */
     int mfd;    /* the gate's end of the socketpair; -1 until the first head passes, and after */
     int lib_fd; /* the library's end (its number, for srv_conn_answered_on) */
-    gate_end cend, mend;
     srv_frame fr;
     char *in; /* client -> library: [0, in_ok) vetted and to be forwarded, [in_ok, in_len) not */
     size_t in_len, in_ok;
@@ -237,15 +230,13 @@ static void accept_all(srv_gate *g) {
         }
         k->fd = fd;
         k->mfd = -1;
-        k->cend = (gate_end){k, 0};
-        k->mend = (gate_end){k, 1};
         k->t0 = k->t_req = srv_now();
         k->addr = a;
         k->alen = al;
         /* edge-triggered: a pass moves everything it can, and is redone on any edge of either
          * socket, so no interest masks need keeping */
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                                 .data.ptr = &k->cend};
+                                 .data.ptr = k};
         if (epoll_ctl(g->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
             close(fd);
             free(k->in);
@@ -269,8 +260,7 @@ static int hand_over(srv_gate *g, gate_conn *k) {
     }
     k->mfd = sv[0];
     k->lib_fd = sv[1];
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                             .data.ptr = &k->mend};
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = k};
     if (epoll_ctl(g->ep, EPOLL_CTL_ADD, k->mfd, &ev) != 0) {
         close(sv[1]);
         drop(g, k);
@@ -289,11 +279,11 @@ static int library_done(srv_gate *g, const gate_conn *k) {
            (k->in_ok == 0 && srv_conn_answered_on(g->s, k->lib_fd) >= k->fr.heads);
 }
 
-/* One pass of everything that can move on k without blocking; 1 when something moved, 0 when
- * nothing did or k was dropped or began lingering. */
-static int pump_once(srv_gate *g, gate_conn *k) {
+/* The client's bytes toward the library: read (while there is room), vetted, forwarded; the
+ * client's EOF passed on once its bytes are delivered. -1 when k was dropped or began lingering,
+ * else whether anything moved. */
+static int client_to_library(srv_gate *g, gate_conn *k) {
     int moved = 0;
-    const int done_before = k->refusing && k->mfd >= 0 && library_done(g, k);
     if (!k->client_eof && !k->refusing && !k->closing && k->in_len < GATE_IN_CAP) {
         ssize_t r = recv(k->fd, k->in + k->in_len, GATE_IN_CAP - k->in_len, MSG_DONTWAIT);
         if (r > 0) {
@@ -309,7 +299,7 @@ static int pump_once(srv_gate *g, gate_conn *k) {
             k->client_eof = moved = 1;
         } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
             drop(g, k);
-            return 0;
+            return -1;
         }
     }
     if (!k->refusing && !k->closing && k->in_ok < k->in_len) {
@@ -321,7 +311,7 @@ static int pump_once(srv_gate *g, gate_conn *k) {
             k->refusal = e;
             k->in_len = k->in_ok; /* the rest is never forwarded */
         }
-        if (heads == 0 && k->fr.heads > 0 && hand_over(g, k)) return 0;
+        if (heads == 0 && k->fr.heads > 0 && hand_over(g, k)) return -1;
     }
     if (k->mfd >= 0 && k->in_ok > 0 && !k->library_eof) {
         ssize_t w = send(k->mfd, k->in, k->in_ok, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -336,12 +326,36 @@ static int pump_once(srv_gate *g, gate_conn *k) {
     }
     if (k->client_eof && k->mfd < 0 && !k->refusing && !k->closing) { /* left before a head */
         drop(g, k);
-        return 0;
+        return -1;
     }
     if (k->client_eof && k->mfd >= 0 && k->in_ok == 0 && !k->library_shut) {
         shutdown(k->mfd, SHUT_WR); /* the library's watcher sees the client depart */
         k->library_shut = moved = 1;
     }
+    return moved;
+}
+
+/* Writes what waits for the client. -1 when k was dropped, else whether anything moved. */
+static int flush_to_client(srv_gate *g, gate_conn *k) {
+    if (k->out_len == 0) return 0;
+    ssize_t w = send(k->fd, k->out, k->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+        memmove(k->out, k->out + w, k->out_len - (size_t)w);
+        k->out_len -= (size_t)w;
+        k->out_total += (size_t)w;
+        return 1;
+    }
+    if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+        drop(g, k); /* the client is gone */
+        return -1;
+    }
+    return 0;
+}
+
+/* The library's bytes toward the client: read while there is room (library_dry: it had none
+ * left), written. -1 when k was dropped, else whether anything moved. */
+static int library_to_client(srv_gate *g, gate_conn *k) {
+    int moved = 0;
     k->library_dry = 0;
     if (k->mfd >= 0 && !k->library_eof && k->out_len < GATE_OUT_CAP) {
         ssize_t r = recv(k->mfd, k->out + k->out_len, GATE_OUT_CAP - k->out_len, MSG_DONTWAIT);
@@ -354,10 +368,18 @@ static int pump_once(srv_gate *g, gate_conn *k) {
             k->library_dry = 1;
         }
     }
+    return moved | flush_to_client(g, k);
+}
+
+/* The end of a connection: a refusal once the library is done with what came before it
+ * (done_before: it was, as the pass began), or the library's close; then the rest of the answer
+ * is flushed and the connection lingers. -1 when k was dropped or began lingering. */
+static int settle(srv_gate *g, gate_conn *k, int done_before) {
+    int moved = 0;
     if (k->refusing && !k->closing) {
         if (k->mfd < 0) { /* a first head: the library never saw the connection */
             refuse_now(g, k, &k->refusal);
-            return 0;
+            return -1;
         }
         if ((k->library_eof || (done_before && k->library_dry)) &&
             k->out_len + SRV_RAW_ERROR_MAX <= GATE_OUT_CAP) {
@@ -374,23 +396,27 @@ static int pump_once(srv_gate *g, gate_conn *k) {
         k->closing = moved = 1;
         k->t_closing = srv_now();
     }
-    if (k->out_len > 0) {
-        ssize_t w = send(k->fd, k->out, k->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w > 0) {
-            memmove(k->out, k->out + w, k->out_len - (size_t)w);
-            k->out_len -= (size_t)w;
-            k->out_total += (size_t)w;
-            moved = 1;
-        } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            drop(g, k); /* the client is gone */
-            return 0;
+    if (k->closing) {
+        if (flush_to_client(g, k) < 0) return -1;
+        if (k->out_len == 0) {
+            start_lingering(g, k);
+            return -1;
         }
     }
-    if (k->closing && k->out_len == 0) {
-        start_lingering(g, k);
-        return 0;
-    }
     return moved;
+}
+
+/* One pass of everything that can move on k without blocking; 1 when something moved, 0 when
+ * nothing did or k was dropped or began lingering. */
+static int pump_once(srv_gate *g, gate_conn *k) {
+    const int done_before = k->refusing && k->mfd >= 0 && library_done(g, k);
+    const int a = client_to_library(g, k);
+    if (a < 0) return 0;
+    const int b = library_to_client(g, k);
+    if (b < 0) return 0;
+    const int c = settle(g, k, done_before);
+    if (c < 0) return 0;
+    return a || b || c;
 }
 
 /* Drains a lingering connection's input; drops it at EOF or an error. */
@@ -458,8 +484,8 @@ static void *gate_main(void *arg) {
                 accept_all(g);
                 continue;
             }
-            gate_conn *k = ((gate_end *)evs[i].data.ptr)->k;
-            if (k->fd >= 0) pump(g, k); /* else dropped earlier in this batch */
+            gate_conn *k = evs[i].data.ptr; /* either of its sockets: one pump serves both */
+            if (k->fd >= 0) pump(g, k);     /* else dropped earlier in this batch */
         }
         waiting = sweep(g);
         free_dead(g);
