@@ -11,8 +11,9 @@
  * 429 budget and the waiting and running gauges like any other, but run here between two steps
  * as one qe_embed_tokens call each: the scheduler's steps pool a vector per sequence, and the
  * per-token rows are the residual hook's. A long one needs K/V pages for all its tokens while the
- * scheduler's long documents hold theirs: it then waits, first in line, and the queue behind it
- * stays queued (arrival order) while the scheduler's steps run its pages free. */
+ * scheduler's long documents hold theirs: it then waits, first in line among the long work (the
+ * long sequences that come after it are held back until it ran; short ones still join every
+ * step), while the scheduler's steps run the pages free. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,32 +173,44 @@ static int run_tokens(serve_server *s, qe_sched *sc, tok_list *l) {
     return 1;
 }
 
-/* Moves every queued sequence into the scheduler (caller holds q_mu, released meanwhile): the
- * new work joins the next step; /embed_all's go to l. One the engine refuses (too long for its
- * pool and its steps) fails its job with 413; those of clients that left are only released. */
-static void take_queue(serve_server *s, qe_sched *sc, tok_list *l) {
+static void list_push(tok_list *l, srv_seq *q) {
+    q->next = NULL;
+    if (l->head)
+        l->tail->next = q;
+    else
+        l->head = q;
+    l->tail = q;
+}
+
+/* Into the scheduler: the new work joins the next step. One the engine refuses (too long for its
+ * pool and its steps) fails its job with 413. */
+static void into_sched(serve_server *s, qe_sched *sc, srv_seq *q) {
+    srv_job *j = q->job;
+    qe_status st = qe_sched_add(sc, j->ids[q->index], seq_len(q), q);
+    if (st == QE_OK) return;
+    srv_error e;
+    srv_err_set(&e, st == QE_ERR_TOO_LONG ? 413 : 400, "invalid_request_error",
+                st == QE_ERR_TOO_LONG ? "input_too_long" : "engine_error", "input",
+                "input %d: %.300s", q->index, qe_last_error(s->engine));
+    srv_job_fail(j, &e);
+    seq_leaves(s, q);
+}
+
+/* Moves every queued sequence on (caller holds q_mu, released meanwhile): /embed_all's to tl, the
+ * rest into the scheduler, except, while hold_long, those long enough to need K/V pages, which
+ * wait in held (a waiting /embed_all came first; short ones never take pages, so they still join
+ * the next step). Those of clients that left are only released. */
+static void take_queue(serve_server *s, qe_sched *sc, tok_list *tl, tok_list *held, int hold_long) {
     srv_seq *dropped = NULL, *live = srv_take_queue(s, &dropped);
     pthread_mutex_unlock(&s->q_mu);
     for (srv_seq *q = live, *next; q; q = next) {
         next = q->next;
-        srv_job *j = q->job;
-        if (j->route == ROUTE_EMBED_ALL) {
-            q->next = NULL;
-            if (l->tail && l->head)
-                l->tail->next = q;
-            else
-                l->head = q;
-            l->tail = q;
-            continue;
-        }
-        qe_status st = qe_sched_add(sc, j->ids[q->index], seq_len(q), q);
-        if (st == QE_OK) continue;
-        srv_error e;
-        srv_err_set(&e, st == QE_ERR_TOO_LONG ? 413 : 400, "invalid_request_error",
-                    st == QE_ERR_TOO_LONG ? "input_too_long" : "engine_error", "input",
-                    "input %d: %.300s", q->index, qe_last_error(s->engine));
-        srv_job_fail(j, &e);
-        seq_leaves(s, q);
+        if (q->job->route == ROUTE_EMBED_ALL)
+            list_push(tl, q);
+        else if (hold_long && seq_len(q) > s->cfg.max_batch_tokens / 2)
+            list_push(held, q);
+        else
+            into_sched(s, sc, q);
     }
     unsigned long n_dropped = 0;
     for (srv_seq *q = dropped, *next; q; q = next, n_dropped++) {
@@ -212,6 +225,15 @@ static void take_queue(serve_server *s, qe_sched *sc, tok_list *l) {
     pthread_mutex_lock(&s->q_mu);
 }
 
+/* Answers with 503 (gone) every sequence of l: the q_stop path. */
+static void list_gone(serve_server *s, tok_list *l) {
+    while (l->head) {
+        srv_seq *q = l->head;
+        l->head = q->next;
+        on_gone(s, q, QE_ERR_CANCELLED);
+    }
+}
+
 void *srv_engine_main(void *arg) {
     serve_server *s = arg;
     qe_sched *sc = NULL;
@@ -222,19 +244,24 @@ void *srv_engine_main(void *arg) {
     }
     const qe_sched_hooks hooks = {
         .done = on_done, .drop = on_drop, .gone = on_gone, .ran = on_ran, .ctx = s};
-    tok_list tl = {0};
-    int tok_waits = 0; /* the first of tl waits for pages: the queue stays queued behind it */
+    tok_list tl = {0}, held = {0};
+    int tok_waits = 0; /* the first of tl waits for pages: long sequences behind it are held */
     pthread_mutex_lock(&s->q_mu);
     for (;;) {
         while (!s->q_stop && !s->q_head && qe_sched_waiting(sc) == 0 && !tl.head)
             pthread_cond_wait(&s->q_cv, &s->q_mu);
         if (s->q_stop) break; /* srv_pipeline_stop answers what is queued; we, what we hold */
-        if (s->q_head && !tok_waits) take_queue(s, sc, &tl);
-        if (tl.head) {
+        if (s->q_head) take_queue(s, sc, &tl, &held, tok_waits);
+        if (tl.head || held.head) {
             pthread_mutex_unlock(&s->q_mu);
             while (tl.head && run_tokens(s, sc, &tl)) {
             }
             tok_waits = tl.head != NULL;
+            while (!tok_waits && held.head) { /* in arrival order, behind the /embed_all */
+                srv_seq *q = held.head;
+                held.head = q->next;
+                into_sched(s, sc, q);
+            }
             pthread_mutex_lock(&s->q_mu);
         }
         if (qe_sched_waiting(sc) == 0) continue;
@@ -264,11 +291,8 @@ void *srv_engine_main(void *arg) {
         if (status == QE_OK) s->engine_seconds += st.seconds;
     }
     pthread_mutex_unlock(&s->q_mu);
-    while (tl.head) { /* the q_stop path: gone() answers each with 503 */
-        srv_seq *q = tl.head;
-        tl.head = q->next;
-        on_gone(s, q, QE_ERR_CANCELLED);
-    }
-    qe_sched_close(sc, &hooks);
+    list_gone(s, &tl);
+    list_gone(s, &held);
+    qe_sched_close(sc, &hooks); /* the q_stop path: gone() answers each with 503 */
     return NULL;
 }
