@@ -4,7 +4,9 @@
  * written straight to a socket (the gate's refusals, a 408).
  *
  * Every connection is tracked from MHD_CONNECTION_NOTIFY_STARTED to _CLOSED (the library calls
- * CLOSED before it closes the socket, so a listed fd is always the connection's own). A late
+ * CLOSED before it closes the socket, so a listed fd is always the connection's own); its fd is
+ * the library's end of the gate's socketpair (serve_gate.c), whose shutdown the gate relays to the
+ * client, and the gate asks here how many requests the library completed on it. A late
  * connection is shut down (shutdown(2), never close(2): the library owns the fd and closes it when
  * it sees the end); the library then runs its usual close path. One that never finished its first
  * head gets a 408 first: nothing else has been written on it, and the handler, which would write,

@@ -219,13 +219,13 @@ struct serve_server {
      * (qembed:num_requests_waiting / _running) */
     atomic_long jobs_waiting, jobs_running;
 
-    struct srv_gate *gate; /* accepts, and hands over connections whose head is good */
+    struct srv_gate *gate; /* accepts every connection and relays it, vetting each head */
 
     /* every open connection, for the request deadline (serve_conn.c) */
     pthread_mutex_t conn_mu;
     struct srv_conn *conn_head;
     unsigned long conns_timed_out; /* closed at the request deadline */
-    unsigned long conns_evicted;   /* waiting heads dropped to make room at the cap */
+    unsigned long conns_evicted;   /* slowest arriving requests evicted at the cap */
 
     srv_metrics metrics;
 };
@@ -351,7 +351,9 @@ size_t srv_frame_scan(srv_frame *f, const char *b, size_t n, srv_error *e);
 /* serve_gate.c: the listener. Takes listen_fd (bound, listening, non-blocking). */
 typedef struct srv_gate srv_gate;
 int srv_gate_start(serve_server *s, int listen_fd, char *err, size_t errlen);
-void srv_gate_stop(serve_server *s); /* closes the listener and every waiting connection */
+/* Relays the answers already written for a moment, then closes the listener and every
+ * connection. */
+void srv_gate_stop(serve_server *s);
 
 /* serve_http.c */
 int srv_http_start(serve_server *s, char *err, size_t errlen);
