@@ -4,7 +4,9 @@
  * written straight to a socket (the gate's refusals, a 408).
  *
  * Every connection is tracked from MHD_CONNECTION_NOTIFY_STARTED to _CLOSED (the library calls
- * CLOSED before it closes the socket, so a listed fd is always the connection's own). A late
+ * CLOSED before it closes the socket, so a listed fd is always the connection's own); its fd is
+ * the library's end of the gate's socketpair (serve_gate.c), whose shutdown the gate relays to the
+ * client, and the gate asks here how many requests the library completed on it. A late
  * connection is shut down (shutdown(2), never close(2): the library owns the fd and closes it when
  * it sees the end); the library then runs its usual close path. One that never finished its first
  * head gets a 408 first: nothing else has been written on it, and the handler, which would write,
@@ -97,11 +99,10 @@ void srv_conn_answered(serve_server *s, struct MHD_Connection *c) {
     pthread_mutex_unlock(&s->conn_mu);
 }
 
-void srv_conn_write_error(int fd, const srv_error *e) {
-    if (fd < 0) return;
+size_t srv_conn_render_error(const srv_error *e, char *out, size_t cap) {
     size_t blen = 0;
     char *body = srv_render_error(e, &blen);
-    if (!body) return;
+    if (!body) return 0;
     const char *reason = e->status == 400   ? "Bad Request"
                          : e->status == 408 ? "Request Timeout"
                          : e->status == 413 ? "Content Too Large"
@@ -109,17 +110,39 @@ void srv_conn_write_error(int fd, const srv_error *e) {
                          : e->status == 431 ? "Request Header Fields Too Large"
                          : e->status == 505 ? "HTTP Version Not Supported"
                                             : "Error";
-    char head[256];
-    int hl = snprintf(head, sizeof head,
+    int hl = snprintf(out, cap,
                       "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: "
                       "%zu\r\nConnection: close\r\n\r\n",
                       e->status, reason, blen);
+    size_t n = 0;
+    if (hl > 0 && (size_t)hl + blen <= cap) {
+        memcpy(out + hl, body, blen);
+        n = (size_t)hl + blen;
+    }
+    free(body);
+    return n;
+}
+
+void srv_conn_write_error(int fd, const srv_error *e) {
+    if (fd < 0) return;
+    char buf[SRV_RAW_ERROR_MAX];
+    size_t n = srv_conn_render_error(e, buf, sizeof buf);
     /* a fresh socket's send buffer takes these few hundred bytes at once; a short write only
      * happens to a client that stopped reading, which then loses an answer it would not read */
-    if (hl > 0 && send(fd, head, (size_t)hl, MSG_NOSIGNAL | MSG_DONTWAIT) == hl)
-        (void)!send(fd, body, blen, MSG_NOSIGNAL | MSG_DONTWAIT);
-    free(body);
+    if (n) (void)!send(fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     shutdown(fd, SHUT_WR); /* the end of the answer: the client reads it, then EOF */
+}
+
+long srv_conn_answered_on(serve_server *s, int fd) {
+    long n = -1;
+    pthread_mutex_lock(&s->conn_mu);
+    for (srv_conn *k = s->conn_head; k; k = k->next)
+        if (k->fd == fd) {
+            n = k->answered;
+            break;
+        }
+    pthread_mutex_unlock(&s->conn_mu);
+    return n;
 }
 
 void srv_conn_reap(serve_server *s) {
@@ -144,10 +167,10 @@ void srv_conn_reap(serve_server *s) {
 unsigned srv_conn_limit(const serve_server *s) {
     long want = s->cfg.max_connections > 0 ? s->cfg.max_connections : 1024;
     struct rlimit rl;
-    /* each connection is one fd, in the gate or in the library; leave room for the model files,
-     * the listener, epoll, pipes */
+    /* each connection is three fds: the client's socket and the socketpair to the library (the
+     * gate relays, serve_gate.c); leave room for the model files, the listener, epoll, pipes */
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-        long room = ((long)rl.rlim_cur - 64) / 2; /* the gate's waiting heads and the library's */
+        long room = ((long)rl.rlim_cur - 64) / 3;
         if (room < 16) room = 16;
         if (want > room) want = room;
     }

@@ -5,7 +5,15 @@
  * normalisation per job, since one step mixes requests asking for different `dimensions` and
  * `normalize`). Before every step the scheduler drops the sequences of clients that left (a long
  * document's pages come back at once) and, after serve_cancel_running, everything. A device fault
- * turns the server's health to 503 for good. */
+ * turns the server's health to 503 for good.
+ *
+ * /embed_all's sequences (per-token vectors) come through the same queue, so they count in the
+ * 429 budget and the waiting and running gauges like any other, but run here between two steps
+ * as one qe_embed_tokens call each: the scheduler's steps pool a vector per sequence, and the
+ * per-token rows are the residual hook's. A long one needs K/V pages for all its tokens while the
+ * scheduler's long documents hold theirs: it then waits, first in line among the long work (the
+ * long sequences that come after it are held back until it ran; short ones still join every
+ * step), while the scheduler's steps run the pages free. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,24 +119,106 @@ static void on_ran(void *ctx, void *tag, double step_s) {
     pthread_mutex_unlock(&j->time_mu);
 }
 
-/* Moves every queued sequence into the scheduler (caller holds q_mu, released meanwhile): the
- * new work joins the next step. One the engine refuses (too long for its pool and its steps)
- * fails its job with 413; those of clients that left are only released. */
-static void take_queue(srv_model *m, qe_sched *sc) {
+/* /embed_all's sequences taken from the queue, in arrival order; the first may wait for pages. */
+typedef struct tok_list {
+    srv_seq *head, *tail;
+} tok_list;
+
+/* Runs the first per-token sequence of l; 0 when it must wait for K/V pages the scheduler's
+ * sequences hold (it stays first), 1 when it left the list (answered, or failed). */
+static int run_tokens(srv_model *m, qe_sched *sc, tok_list *l) {
+    serve_server *s = m->s;
+    srv_seq *q = l->head;
+    srv_job *j = q->job;
+    if (on_drop(m, q)) {
+        l->head = q->next;
+        on_gone(m, q, QE_ERR_CANCELLED);
+        return 1;
+    }
+    const int len = seq_len(q);
+    pthread_mutex_lock(&m->q_mu);
+    m->engine_steps++; /* a step of its own, for on_ran's charge */
+    pthread_mutex_unlock(&m->q_mu);
+    float *rows = malloc((size_t)len * (size_t)j->width * sizeof(float));
+    const double t0 = srv_now();
+    qe_status st = rows ? qe_embed_tokens(m->engine, j->ids[q->index], len, rows) : QE_ERR_NOMEM;
+    const double secs = srv_now() - t0;
+    if (rows && st == QE_ERR_NOMEM && qe_sched_waiting(sc) > 0) {
+        free(rows); /* pages taken: the scheduler's next steps give them back */
+        return 0;
+    }
+    l->head = q->next;
+    if (st != QE_OK) {
+        free(rows);
+        srv_error e;
+        if (!rows)
+            srv_err_oom(&e);
+        else
+            srv_err_set(&e,
+                        st == QE_ERR_TOO_LONG ? 413
+                        : st == QE_ERR_ARG    ? 400
+                                              : 500,
+                        st == QE_ERR_ARG || st == QE_ERR_TOO_LONG ? "invalid_request_error"
+                                                                  : "server_error",
+                        "engine_error", "inputs", "input %d: %s: %.300s", q->index,
+                        qe_status_name(st), qe_last_error(m->engine));
+        srv_job_fail(j, &e);
+        seq_leaves(m, q);
+        return 1;
+    }
+    j->tok_out[q->index] = rows; /* freed with the job */
+    on_ran(m, q, secs);
+    pthread_mutex_lock(&m->q_mu);
+    m->cost_done += q->cost;
+    m->engine_seconds += secs;
+    pthread_mutex_unlock(&m->q_mu);
+    pthread_mutex_lock(&s->metrics.mu);
+    s->metrics.tokens_processed += (unsigned long)len;
+    s->metrics.sequences_processed++;
+    pthread_mutex_unlock(&s->metrics.mu);
+    seq_leaves(m, q);
+    return 1;
+}
+
+static void list_push(tok_list *l, srv_seq *q) {
+    q->next = NULL;
+    if (l->head)
+        l->tail->next = q;
+    else
+        l->head = q;
+    l->tail = q;
+}
+
+/* Into the scheduler: the new work joins the next step. One the engine refuses (too long for its
+ * pool and its steps) fails its job with 413. */
+static void into_sched(srv_model *m, qe_sched *sc, srv_seq *q) {
+    srv_job *j = q->job;
+    qe_status st = qe_sched_add(sc, j->ids[q->index], seq_len(q), q);
+    if (st == QE_OK) return;
+    srv_error e;
+    srv_err_set(&e, st == QE_ERR_TOO_LONG ? 413 : 400, "invalid_request_error",
+                st == QE_ERR_TOO_LONG ? "input_too_long" : "engine_error", "input",
+                "input %d: %.300s", q->index, qe_last_error(m->engine));
+    srv_job_fail(j, &e);
+    seq_leaves(m, q);
+}
+
+/* Moves every queued sequence on (caller holds q_mu, released meanwhile): /embed_all's to tl, the
+ * rest into the scheduler, except, while hold_long, those long enough to need K/V pages, which
+ * wait in held (a waiting /embed_all came first; short ones never take pages, so they still join
+ * the next step). Those of clients that left are only released. */
+static void take_queue(srv_model *m, qe_sched *sc, tok_list *tl, tok_list *held, int hold_long) {
     serve_server *s = m->s;
     srv_seq *dropped = NULL, *live = srv_take_queue(m, &dropped);
     pthread_mutex_unlock(&m->q_mu);
     for (srv_seq *q = live, *next; q; q = next) {
         next = q->next;
-        srv_job *j = q->job;
-        qe_status st = qe_sched_add(sc, j->ids[q->index], seq_len(q), q);
-        if (st == QE_OK) continue;
-        srv_error e;
-        srv_err_set(&e, st == QE_ERR_TOO_LONG ? 413 : 400, "invalid_request_error",
-                    st == QE_ERR_TOO_LONG ? "input_too_long" : "engine_error", "input",
-                    "input %d: %.300s", q->index, qe_last_error(m->engine));
-        srv_job_fail(j, &e);
-        seq_leaves(m, q);
+        if (q->job->route == ROUTE_EMBED_ALL)
+            list_push(tl, q);
+        else if (hold_long && seq_len(q) > s->cfg.max_batch_tokens / 2)
+            list_push(held, q);
+        else
+            into_sched(m, sc, q);
     }
     unsigned long n_dropped = 0;
     for (srv_seq *q = dropped, *next; q; q = next, n_dropped++) {
@@ -143,6 +233,15 @@ static void take_queue(srv_model *m, qe_sched *sc) {
     pthread_mutex_lock(&m->q_mu);
 }
 
+/* Answers with 503 (gone) every sequence of l: the q_stop path. */
+static void list_gone(srv_model *m, tok_list *l) {
+    while (l->head) {
+        srv_seq *q = l->head;
+        l->head = q->next;
+        on_gone(m, q, QE_ERR_CANCELLED);
+    }
+}
+
 void *srv_engine_main(void *arg) {
     srv_model *m = arg;
     serve_server *s = m->s;
@@ -154,12 +253,26 @@ void *srv_engine_main(void *arg) {
     }
     const qe_sched_hooks hooks = {
         .done = on_done, .drop = on_drop, .gone = on_gone, .ran = on_ran, .ctx = m};
+    tok_list tl = {0}, held = {0};
+    int tok_waits = 0; /* the first of tl waits for pages: long sequences behind it are held */
     pthread_mutex_lock(&m->q_mu);
     for (;;) {
-        while (!m->q_stop && !m->q_head && qe_sched_waiting(sc) == 0)
+        while (!m->q_stop && !m->q_head && qe_sched_waiting(sc) == 0 && !tl.head)
             pthread_cond_wait(&m->q_cv, &m->q_mu);
         if (m->q_stop) break; /* srv_pipeline_stop answers what is queued; we, what we hold */
-        if (m->q_head) take_queue(m, sc);
+        if (m->q_head) take_queue(m, sc, &tl, &held, tok_waits);
+        if (tl.head || held.head) {
+            pthread_mutex_unlock(&m->q_mu);
+            while (tl.head && run_tokens(m, sc, &tl)) {
+            }
+            tok_waits = tl.head != NULL;
+            while (!tok_waits && held.head) { /* in arrival order, behind the /embed_all */
+                srv_seq *q = held.head;
+                held.head = q->next;
+                into_sched(m, sc, q);
+            }
+            pthread_mutex_lock(&m->q_mu);
+        }
         if (qe_sched_waiting(sc) == 0) continue;
         m->engine_busy = 1;
         m->engine_steps++;
@@ -187,6 +300,8 @@ void *srv_engine_main(void *arg) {
         if (status == QE_OK) m->engine_seconds += st.seconds;
     }
     pthread_mutex_unlock(&m->q_mu);
+    list_gone(m, &tl);
+    list_gone(m, &held);
     qe_sched_close(sc, &hooks); /* the q_stop path: gone() answers each with 503 */
     return NULL;
 }

@@ -590,8 +590,9 @@ int srv_http_start(serve_server *s, char *err, size_t errlen) {
         snprintf(err, errlen, "cannot resolve --host %s: %s", s->host, gai_strerror(rc));
         return -1;
     }
-    /* the listener belongs to the gate (serve_gate.c), which hands over connections whose first
-     * head is complete and good; libmicrohttpd never listens itself */
+    /* the listener belongs to the gate (serve_gate.c), which relays every connection to
+     * libmicrohttpd through a socketpair, vetting each request head; the library never listens
+     * itself */
     int lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
     if (lfd >= 0) {
         setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -613,15 +614,17 @@ int srv_http_start(serve_server *s, char *err, size_t errlen) {
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     unsigned pool = s->cfg.http_threads > 0 ? (unsigned)s->cfg.http_threads : 4;
-    /* 64 KiB per connection: a head the gate let through (16 KiB, 100 lines) always fits */
+    /* 64 KiB per connection: a head the gate let through (16 KiB, 100 lines) always fits. The
+     * gate enforces the connection caps (it holds every client socket, and the per-address cap
+     * needs the client's address); the library's own limit is only a backstop, with room for
+     * the connections the gate evicted and the library has yet to close. */
     s->mhd = MHD_start_daemon(
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_THREAD_POOL_SIZE, pool,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_UNESCAPE_CALLBACK,
         unescape_keep_nul, NULL, MHD_OPTION_NOTIFY_CONNECTION, srv_conn_notify, s,
-        MHD_OPTION_CONNECTION_LIMIT, srv_conn_limit(s), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)(s->cfg.max_connections_per_ip > 0 ? s->cfg.max_connections_per_ip : 0),
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 << 10), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)300, MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, 2 * srv_conn_limit(s) + 64, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(64 << 10), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024), MHD_OPTION_END);
     if (!s->mhd) {
         close(lfd);
         snprintf(err, errlen, "cannot start the HTTP server on %s:%d", s->host, s->cfg.port);

@@ -253,13 +253,13 @@ struct serve_server {
     pthread_t watcher;
     int watcher_started, watch_stop;
 
-    struct srv_gate *gate; /* accepts, and hands over connections whose head is good */
+    struct srv_gate *gate; /* accepts every connection and relays it, vetting each head */
 
     /* every open connection, for the request deadline (serve_conn.c) */
     pthread_mutex_t conn_mu;
     struct srv_conn *conn_head;
     unsigned long conns_timed_out; /* closed at the request deadline */
-    unsigned long conns_evicted;   /* waiting heads dropped to make room at the cap */
+    unsigned long conns_evicted;   /* slowest arriving requests evicted at the cap */
 
     srv_metrics metrics;
 };
@@ -302,9 +302,6 @@ cJSON *srv_parse_body_object(const char *body, size_t len, srv_error *e);
 /* /similarity: {"inputs": {"source_sentence", "sentences"}, "parameters": {truncate,
  * truncation_direction, prompt_name}} into a job of 1 + n texts. */
 srv_job *srv_parse_similarity(serve_server *s, const char *body, size_t len, srv_error *e);
-/* /embed_all: runs a tokenized job through qe_embed_tokens (on a tokenizer thread) and answers
- * it. */
-void srv_embed_all_run(srv_job *j);
 char *srv_render_tei(serve_server *s, const srv_job *j, size_t *len); /* similarity, embed_all */
 /* TEI's error: {"error": message, "error_type": ...}; *status becomes TEI's status. */
 char *srv_render_tei_error(const srv_error *e, int *status, size_t *len);
@@ -367,11 +364,40 @@ int srv_content_length_ok(const char *v);
  * shuts it for writing: for connections libmicrohttpd does not hold or has written nothing on
  * (the gate's refusals, a 408 for a head that never came). */
 void srv_conn_write_error(int fd, const srv_error *e);
+/* The same response into out[0..cap): its length, 0 when it does not fit. */
+#define SRV_RAW_ERROR_MAX 2048
+size_t srv_conn_render_error(const srv_error *e, char *out, size_t cap);
+/* Requests libmicrohttpd has completed on the connection whose fd (its end of the gate's
+ * socketpair) is fd; -1 when it tracks no such connection (not started yet, or closed). */
+long srv_conn_answered_on(serve_server *s, int fd);
+
+/* serve_frame.c: the request stream of a connection, scanned as the gate relays it */
+#define SRV_HEAD_MAX (16 << 10) /* a request head past this is 431 (414 if one line) */
+typedef enum {
+    FRAME_HEAD = 0,   /* awaiting (the rest of) a head */
+    FRAME_BODY,       /* left bytes of a Content-Length body */
+    FRAME_CHUNK_SIZE, /* chunked: a chunk-size line */
+    FRAME_CHUNK_DATA, /* left bytes of a chunk */
+    FRAME_CHUNK_END,  /* the CRLF after a chunk */
+    FRAME_TRAILER     /* trailer lines after the last chunk, until an empty one */
+} srv_frame_state;
+typedef struct srv_frame {
+    srv_frame_state state;
+    unsigned long long left;
+    long heads; /* heads that passed */
+} srv_frame;
+/* Scans b[0..n), the stream's next bytes: returns how many of them may go to libmicrohttpd
+ * (whole heads that passed the checks, body bytes); a partial head or chunk line is left for the
+ * next call, with more bytes after it. A refused head or broken chunked framing sets e (status
+ * nonzero: the JSON answer to give); the bytes returned before it may still go. */
+size_t srv_frame_scan(srv_frame *f, const char *b, size_t n, srv_error *e);
 
 /* serve_gate.c: the listener. Takes listen_fd (bound, listening, non-blocking). */
 typedef struct srv_gate srv_gate;
 int srv_gate_start(serve_server *s, int listen_fd, char *err, size_t errlen);
-void srv_gate_stop(serve_server *s); /* closes the listener and every waiting connection */
+/* Relays the answers already written for a moment, then closes the listener and every
+ * connection. */
+void srv_gate_stop(serve_server *s);
 
 /* serve_http.c */
 int srv_http_start(serve_server *s, char *err, size_t errlen);

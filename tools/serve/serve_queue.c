@@ -1,7 +1,8 @@
 /* serve_queue.c — the CPU side of the pipeline: a pool of tokenizer threads, and admission of
  * tokenized jobs to the sequence queue (429 past --max-queue-tokens), from which the engine thread
  * takes every sequence into the engine's scheduler between two steps (serve_engine.c; the packing
- * policy is the scheduler's, runtime/scheduler.h). */
+ * policy is the scheduler's, runtime/scheduler.h). /embed_all's sequences are admitted the same
+ * way (the engine thread runs them per token). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -147,8 +148,6 @@ static void *tok_main(void *arg) {
                     srv_err_set(&e, 503, "server_error", "shutting_down", "",
                                 "the server is stopping");
                     srv_job_fail(j, &e);
-                } else if (j->route == ROUTE_EMBED_ALL) {
-                    srv_embed_all_run(j); /* per-token vectors: no pooled step to join */
                 } else {
                     srv_admit(s, j);
                 }
@@ -170,9 +169,7 @@ static void free_tasks(struct srv_tok_task *t) {
 }
 
 void srv_submit(serve_server *s, srv_job *j) {
-    /* /embed_all of ids goes through the pool too (nothing to tokenize): its engine call must
-     * not block an HTTP worker */
-    if (!j->texts && j->route != ROUTE_EMBED_ALL) {
+    if (!j->texts) {
         srv_admit(s, j);
         return;
     }
@@ -224,7 +221,9 @@ void srv_admit(serve_server *s, srv_job *j) {
         total += j->lens[i];
     j->prompt_tokens = total;
     j->out = malloc((size_t)j->n * (size_t)j->dims * sizeof(float));
-    if (!j->out) {
+    if (j->route == ROUTE_EMBED_ALL) /* per-token rows, filled by the engine thread */
+        j->tok_out = calloc((size_t)j->n, sizeof *j->tok_out);
+    if (!j->out || (j->route == ROUTE_EMBED_ALL && !j->tok_out)) {
         srv_err_oom(&e);
         srv_job_fail(j, &e);
         return;

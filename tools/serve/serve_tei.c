@@ -1,5 +1,5 @@
 /* serve_tei.c — what only TEI's API has: its error shape and statuses, /tokenize with offsets,
- * /similarity, /embed_all (per-token vectors), and the left truncation that keeps a prompt. The
+ * /similarity, /embed_all's per-token answer, and the left truncation that keeps a prompt. The
  * shapes follow text-embeddings-inference's router (router/src/http/types.rs) so its clients
  * (huggingface_hub, @huggingface/inference) read our answers as TEI's. */
 #include <cjson/cJSON.h>
@@ -229,44 +229,6 @@ done:
     cJSON_Delete(req);
     cJSON_Delete(root);
     return j;
-}
-
-void srv_embed_all_run(srv_job *j) {
-    srv_error e = {0};
-    j->tok_out = calloc((size_t)j->n, sizeof *j->tok_out);
-    if (!j->tok_out) {
-        srv_err_oom(&e);
-        srv_job_fail(j, &e);
-        return;
-    }
-    long total = 0;
-    for (int i = 0; i < j->n; i++)
-        total += j->lens[i];
-    j->prompt_tokens = total;
-    j->t_queued = j->t_first_compute = srv_now();
-    for (int i = 0; i < j->n && !atomic_load(&j->cancelled); i++) {
-        j->tok_out[i] = malloc((size_t)j->lens[i] * (size_t)j->width * sizeof(float));
-        if (!j->tok_out[i]) {
-            srv_err_oom(&e);
-            srv_job_fail(j, &e);
-            return;
-        }
-        qe_status st = qe_embed_tokens(j->m->engine, j->ids[i], j->lens[i], j->tok_out[i]);
-        if (st != QE_OK) {
-            srv_err_set(&e,
-                        st == QE_ERR_TOO_LONG ? 413
-                        : st == QE_ERR_ARG    ? 400
-                                              : 500,
-                        st == QE_ERR_ARG || st == QE_ERR_TOO_LONG ? "invalid_request_error"
-                                                                  : "server_error",
-                        "engine_error", "inputs", "input %d: %s: %.300s", i, qe_status_name(st),
-                        qe_last_error(j->m->engine));
-            srv_job_fail(j, &e);
-            return;
-        }
-    }
-    j->compute_s = srv_now() - j->t_first_compute;
-    srv_job_finish(j);
 }
 
 static void put_floats(sbuf *b, const float *v, int n) {
