@@ -26,6 +26,7 @@ struct qe_engine {
     int max_batch_tokens;
     kv_pool kv;              /* which pages of the backend's K/V pool are free */
     long long steps, chunks; /* run since qe_open (qe_debug_counters) */
+    int inject_fault;        /* qe_debug_inject_fault: the next step fails as a device would */
     pthread_mutex_t lock;    /* one forward at a time; guards last_error and kv */
     char last_error[512];
 };
@@ -307,8 +308,13 @@ static qe_status run_window(qe_engine *e, sched *sc, int dims, int normalize, in
     }
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    qe_status st = e->ops->forward(e->backend, batches, n, dims, normalize, e->last_error,
-                                   sizeof e->last_error);
+    qe_status st = QE_OK;
+    if (e->inject_fault) {
+        e->inject_fault = 0;
+        st = fail(e, QE_ERR_DEVICE, "injected device fault (qe_debug_inject_fault)");
+    } else
+        st = e->ops->forward(e->backend, batches, n, dims, normalize, e->last_error,
+                             sizeof e->last_error);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     /* a window's steps run overlapped: each is charged its share of the window's time */
     const double step_s = ((double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec)) / n;
@@ -539,4 +545,10 @@ int qe_debug_gemm_plans(qe_engine *e, qe_debug_gemm_plan *out, int cap) {
     const int n = e->ops->gemm_plans ? e->ops->gemm_plans(e->backend, out, cap) : 0;
     pthread_mutex_unlock(&e->lock);
     return n;
+}
+
+void qe_debug_inject_fault(qe_engine *e) {
+    pthread_mutex_lock(&e->lock);
+    e->inject_fault = 1;
+    pthread_mutex_unlock(&e->lock);
 }

@@ -49,4 +49,9 @@ typedef struct qe_debug_gemm_plan {
  * the cpu backend, which plans none). */
 int qe_debug_gemm_plans(qe_engine *e, qe_debug_gemm_plan *out, int cap);
 
+/* The engine's next forward step fails as a device fault would (QE_ERR_DEVICE, its sequences
+ * lost with it), without running: lets a test take one engine of several out, as a GPU that
+ * faulted would be. Once; the engine runs normally after it. */
+void qe_debug_inject_fault(qe_engine *e);
+
 #endif

@@ -65,8 +65,8 @@ if(QE_CUDA)
   # the cuBLASLt stand-in and the stand-in runtime: vs the CPU backend and the goldens; and
   # `qembed bench` on it (one engine for several workloads, chunks, graph and GEMM lines).
   foreach(t test_cuda_emu test_bench_emu)
-    qe_add_test(${t} TIMEOUT 1500 SOURCES ${t}.c hostsim_runtime.c
-                LIBS qe_kernels_emu qe_emu_core qe_tools PkgConfig::CJSON)
+    qe_add_test(${t} TIMEOUT 1500 SOURCES ${t}.c hostsim_runtime.c srv_harness.c
+                LIBS qe_kernels_emu qe_emu_core qe_tools PkgConfig::CJSON PkgConfig::CURL)
     target_compile_definitions(${t} PRIVATE QE_EMU_TEST=1)
     target_include_directories(${t} PRIVATE ${QE_EMU_DIR})
     set_target_properties(${t} PROPERTIES LINKER_LANGUAGE CXX)

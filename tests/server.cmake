@@ -15,3 +15,5 @@ qe_add_test(test_server_rerank SOURCES test_server_rerank.c srv_harness.c LIBS $
 add_test(NAME client_sdks COMMAND bash ${CMAKE_SOURCE_DIR}/tests/clients/run_clients.sh
          $<TARGET_FILE:qembed_cli> ${CMAKE_BINARY_DIR}/test-scratch/client-sdks)
 set_tests_properties(client_sdks PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
+# Data parallel serving on the CPU backend: engines sharing a queue, failover on a device fault.
+qe_add_test(test_server_dp SOURCES test_server_dp.c srv_harness.c LIBS ${QE_SRV_TEST_LIBS} TIMEOUT 300)

@@ -47,6 +47,8 @@ Test(cli, bad_number_flags_are_refused) {
         {"make-random --preset tiny --out /nonexistent/x --seed abc", "--seed"},
         {"make-random --preset tiny --out /nonexistent/x --shard-mb -1", "--shard-mb"},
         {"serve --model x --port http", "--port"},
+        {"serve --model x --devices 1-0", "--devices"},
+        {"serve --model x --devices 0,,1", "--devices"},
         {"loadgen --concurrency 0", "--concurrency"},
         {"embed --model x --dims 12x", "--dims"},
         {"tokenize --threads 0", "--threads"},

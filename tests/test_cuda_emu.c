@@ -19,6 +19,7 @@
 #include "runtime/qembed.h"
 #include "runtime/qembed_debug.h"
 #include "hostsim.h"
+#include "srv_harness.h"
 #include "test_cancel.h"
 #include "test_models.h"
 #include "test_util.h"
@@ -527,6 +528,62 @@ Test(cuda_emu, reranker_scores_match_cpu, .timeout = 900) {
         free(ids);
         qe_close(cpu), qe_close(chunk), qe_close(whole);
     }
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* Data parallel on the CUDA backend (issue 14): engines on two (emulated) devices give the CPU's
+ * vectors, a device that does not exist is refused, and a server with --devices 0,1 serves through
+ * both engines. */
+Test(cuda_emu, data_parallel_engines_on_two_devices, .timeout = 900) {
+    fake_devices = 2;
+    char dir[1100], err[512] = "";
+    /* the full vocabulary: a server refuses a tokenizer whose end token the model lacks */
+    tu_make_model(dir, sizeof dir, "hs-dp", (tu_geometry){151669, 64, 128, 2, 4, 2}, ST_BF16, 0, 5);
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir, o.backend = QE_BACKEND_CUDA;
+    qe_engine *dev[2] = {NULL, NULL}, *cpu = open_cpu(dir);
+    for (int d = 0; d < 2; d++) {
+        o.device = d;
+        cr_assert_eq(qe_open(&o, &dev[d], err, sizeof err), QE_OK, "device %d: %s", d, err);
+    }
+    o.device = 2;
+    qe_engine *none = NULL;
+    cr_expect_eq(qe_open(&o, &none, err, sizeof err), QE_ERR_ARG);
+    cr_expect(strstr(err, "device 2 does not exist"), "%s", err);
+    const int lens[] = {5, 70, 1};
+    rs = 77;
+    int32_t **ids = rand_ids(lens, 3, qe_vocab_size(cpu));
+    float *a = run(cpu, ids, lens, 3, 0), *b = run(dev[0], ids, lens, 3, 0),
+          *c = run(dev[1], ids, lens, 3, 0);
+    cr_expect(worst_cos(a, b, 3, qe_dim(cpu)) >= SIM_COS);
+    cr_expect(memcmp(b, c, sizeof(float) * 3 * (size_t)qe_dim(cpu)) == 0, "the two devices differ");
+    for (int i = 0; i < 3; i++)
+        free(ids[i]);
+    free(ids), free(a), free(b), free(c);
+    qe_close(dev[0]), qe_close(dev[1]), qe_close(cpu);
+
+    serve_config sc;
+    srvt_config(&sc);
+    sc.model_dir = dir, sc.backend = QE_BACKEND_CUDA;
+    sc.devices[0] = 0, sc.devices[1] = 1, sc.n_devices = 2;
+    srvt_server t;
+    srvt_start(&t, &sc);
+    cr_assert_not_null(serve_replica_engine(t.s, 0, 1));
+    cr_assert_str_eq(qe_backend_name(serve_replica_engine(t.s, 0, 1)), "cuda");
+    const char *body = "{\"input\": [[11, 12, 13], [14, 15, 16, 17], [18], [19, 20]]}";
+    for (int k = 0; k < 3; k++) {
+        srvt_resp r;
+        cr_expect_eq(srvt_post(t.base, "/v1/embeddings", body, &r), 200, "%s", r.body);
+        srvt_resp_free(&r);
+    }
+    srvt_stop(&t);
+    sc.devices[1] = 3; /* a device the machine lacks: the server does not come up */
+    srvt_start_nowait(&t, &sc);
+    cr_expect_neq(serve_wait_ready(t.s, err, sizeof err), 0);
+    cr_expect(strstr(err, "device 3"), "%s", err);
+    srvt_stop(&t);
+    fake_devices = 1;
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 

@@ -2,6 +2,7 @@
  * qe_embed_texts / qe_embed_ids on the very engine the server uses; the exact bodies the `openai`
  * Python client and TEI clients send; the float formatter and base64 encoder. */
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -534,7 +535,7 @@ Test(server_units, taking_the_queue_keeps_order_and_drops_the_departed) {
     atomic_store(&f.jobs[1]->cancelled, 1);
     atomic_store(&f.jobs[3]->cancelled, 1);
     srv_seq *dropped = NULL;
-    srv_seq *live = srv_take_queue(f.s, &dropped);
+    srv_seq *live = srv_take_queue(f.s, LONG_MAX, &dropped);
     char got[64];
     fq_list(&f, live, got, sizeof got);
     cr_assert_str_eq(got, "0,2,4");
@@ -546,6 +547,35 @@ Test(server_units, taking_the_queue_keeps_order_and_drops_the_departed) {
     cr_assert_eq(f.s->q_tokens, 0);
     cr_assert_eq(f.s->inflight_tokens, 115, "dropped tokens leave the budget (%ld)",
                  f.s->inflight_tokens);
+    fq_free(&f);
+}
+
+/* A replica of several takes about a step's worth from the head and leaves the rest queued (the
+ * first is taken whatever its length); the departed met on the way are set apart. */
+Test(server_units, a_replica_takes_a_steps_worth) {
+    const int lens[] = {10, 7, 100, 9, 5};
+    fake_queue f;
+    fq_init(&f, lens, 5);
+    atomic_store(&f.jobs[1]->cancelled, 1);
+    srv_seq *dropped = NULL;
+    char got[64];
+    srv_seq *live = srv_take_queue(f.s, 15, &dropped); /* 10, then 100 passes the 15 */
+    fq_list(&f, live, got, sizeof got);
+    cr_assert_str_eq(got, "0,2");
+    fq_list(&f, dropped, got, sizeof got);
+    cr_assert_str_eq(got, "1");
+    cr_assert_eq(f.s->q_seqs, 2);
+    cr_assert_eq(f.s->q_tokens, 14);
+    live = srv_take_queue(f.s, 1, &dropped); /* the first always goes */
+    fq_list(&f, live, got, sizeof got);
+    cr_assert_str_eq(got, "3");
+    live = srv_take_queue(f.s, LONG_MAX, &dropped);
+    fq_list(&f, live, got, sizeof got);
+    cr_assert_str_eq(got, "4");
+    cr_assert_null(f.s->q_head);
+    cr_assert_null(f.s->q_tail);
+    cr_assert_eq(f.s->q_seqs, 0);
+    cr_assert_eq(f.s->q_tokens, 0);
     fq_free(&f);
 }
 

@@ -26,6 +26,13 @@ static void usage(FILE *f) {
         "  --task embed|rerank      what the last --model is for (default: decided from the\n"
         "                           folder; qembed inspect says which)\n"
         "  --backend cpu|cuda       engine backend (default cpu; pass cuda on a GPU build)\n"
+        "  --devices LIST           data parallel: one engine per entry for every model, all\n"
+        "                           fed by the model's one queue, each taking a step's worth of\n"
+        "                           work when free (CUDA device ordinals: 0,1 or 0-3; a repeat\n"
+        "                           such as 0,0 puts two engines on one GPU; on the CPU backend\n"
+        "                           each entry is one more engine). An engine whose device\n"
+        "                           faults leaves the rotation and its work is retried on the\n"
+        "                           others (default: one engine, device 0)\n"
         "  --host ADDR              address to bind (default 127.0.0.1)\n"
         "  --port N                 port (default 8080; 0 picks a free one)\n"
         "  --api-key KEY            require \"Authorization: Bearer KEY\" (401 otherwise;\n"
@@ -101,6 +108,40 @@ static int drain_and_stop(serve_server *s, const sigset_t *sigs, int first, doub
     return rc;
 }
 
+/* --devices LIST: "0,1,2", ranges "0-3", repeats "0,0" (two engines on one GPU). */
+static int parse_devices(const char *v, serve_config *c) {
+    c->n_devices = 0;
+    for (const char *p = v; *p;) {
+        char *end;
+        long lo = strtol(p, &end, 10), hi = lo;
+        if (end == p || lo < 0) goto bad;
+        if (*end == '-') {
+            const char *q = end + 1;
+            hi = strtol(q, &end, 10);
+            if (end == q || hi < lo) goto bad;
+        }
+        for (long d = lo; d <= hi; d++) {
+            if (c->n_devices == SERVE_MAX_DEVICES) {
+                fprintf(stderr, "qembed serve: --devices: at most %d engines\n", SERVE_MAX_DEVICES);
+                return -1;
+            }
+            c->devices[c->n_devices++] = (int)d;
+        }
+        if (*end == ',')
+            end++;
+        else if (*end)
+            goto bad;
+        p = end;
+    }
+    if (c->n_devices > 0) return 0;
+bad:
+    fprintf(stderr,
+            "qembed serve: --devices wants device ordinals like 0,1 or 0-3 (a repeat runs two "
+            "engines on one device), got '%s'\n",
+            v);
+    return -1;
+}
+
 /* --served-model-name and --task belong to the --model given last before them (the first
  * model when none was given yet). */
 static const char **latest_name(serve_config *c) {
@@ -114,6 +155,7 @@ static qe_task *latest_task(serve_config *c) {
 int cmd_serve(int argc, char **argv) {
     serve_config c;
     serve_config_defaults(&c);
+    const char *devices_arg = "0";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -155,6 +197,9 @@ int cmd_serve(int argc, char **argv) {
                 return 2;
             }
             *latest_task(&c) = !strcmp(v, "rerank") ? QE_TASK_RERANK : QE_TASK_EMBED;
+        } else if (!strcmp(a, "--devices")) {
+            if (parse_devices(v, &c)) return 2;
+            devices_arg = v;
         } else if (!strcmp(a, "--host"))
             c.host = v;
         else if (!strcmp(a, "--port")) {
@@ -250,6 +295,10 @@ int cmd_serve(int argc, char **argv) {
         if (!announced && st == SERVE_READY) {
             for (int i = 0; i <= c.n_more_models; i++) {
                 qe_engine *e = serve_model_engine(s, i);
+                const int replicas = c.n_devices > 0 ? c.n_devices : 1;
+                if (replicas > 1)
+                    fprintf(stderr, "qembed serve: %s: %d engines (--devices %s)\n",
+                            i ? c.more_models[i - 1].dir : c.model_dir, replicas, devices_arg);
                 fprintf(stderr,
                         "qembed serve: ready: %s (%s), width %d, max positions %d, backend %s, "
                         "K/V pool %d tokens, queue weight of an input of L tokens L * (1 + L / "

@@ -32,6 +32,7 @@
 #include "qembed.h"
 
 #define SERVE_MAX_MODELS 8
+#define SERVE_MAX_DEVICES 16
 
 /* A model behind the port beside the first (serve_config.more_models). */
 typedef struct serve_model_config {
@@ -48,6 +49,13 @@ typedef struct serve_config {
      * routes without one use the first model of their kind. Served names must differ. */
     serve_model_config more_models[SERVE_MAX_MODELS - 1];
     int n_more_models;
+    /* Data parallel: every model gets one engine per entry (0: one engine on device 0), fed by
+     * the model's one queue; an engine takes a step's worth of work whenever it is free. On CUDA
+     * the entries are device ordinals (one repeated: several engines on one GPU); the CPU
+     * backend runs one engine per entry. An engine whose device faults leaves the rotation, its
+     * work is retried on the others; the server faults when a model has none left. */
+    int devices[SERVE_MAX_DEVICES];
+    int n_devices;
     qe_backend backend;            /* default QE_BACKEND_CPU */
     const char *host;              /* default "127.0.0.1" */
     int port;                      /* default 8080; 0 = ephemeral (see serve_port) */
@@ -96,6 +104,8 @@ serve_state serve_get_state(const serve_server *s);
 qe_engine *serve_engine(serve_server *s);
 /* The engine of model i (0 = the first, then more_models in order); NULL until loaded. */
 qe_engine *serve_model_engine(serve_server *s, int i);
+/* Replica r of model i (data parallel, in --devices order); NULL until loaded or past the end. */
+qe_engine *serve_replica_engine(serve_server *s, int i, int r);
 /* Graceful drain: new work gets 503, work already accepted is finished and answered. Returns 0 when
  * everything accepted was answered, -1 if the drain timeout passed first. Idempotent. */
 int serve_drain(serve_server *s);

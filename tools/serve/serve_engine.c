@@ -1,11 +1,18 @@
-/* serve_engine.c — the engine thread: between two steps it moves every queued sequence into the
- * engine's scheduler (qe_sched, runtime/scheduler.h), then runs one step, so the short sequences
- * of later requests join the very next step between the chunks of long documents. Vectors come
- * back at full width without normalising and are scattered into their jobs (Matryoshka cut and L2
- * normalisation per job, since one step mixes requests asking for different `dimensions` and
- * `normalize`). Before every step the scheduler drops the sequences of clients that left (a long
- * document's pages come back at once) and, after serve_cancel_running, everything. A device fault
- * turns the server's health to 503 for good.
+/* serve_engine.c — the engine threads, one per replica of a model (data parallel: one engine per
+ * --devices entry, all fed by the model's one queue). Between two steps a thread moves queued
+ * sequences into its engine's scheduler (qe_sched, runtime/scheduler.h), then runs one step, so
+ * the short sequences of later requests join the very next step between the chunks of long
+ * documents. A model with one engine takes the whole queue each time; with several, an engine
+ * takes about a step's worth of tokens whenever it is free, so the others get the rest. Vectors
+ * come back at full width without normalising and are scattered into their jobs (Matryoshka cut
+ * and L2 normalisation per job, since one step mixes requests asking for different `dimensions`
+ * and `normalize`; a rerank job keeps the logit). Before every step the scheduler drops the
+ * sequences of clients that left (a long document's pages come back at once) and, after
+ * serve_cancel_running, everything.
+ *
+ * A device fault takes the replica out of rotation: the sequences of the failed step and every
+ * other one it held go back to the head of the queue for the others, and its thread ends. When
+ * a model has no replica left, the server faults (/health 503 for good).
  *
  * /embed_all's sequences (per-token vectors) come through the same queue, so they count in the
  * 429 budget and the waiting and running gauges like any other, but run here between two steps
@@ -14,6 +21,7 @@
  * scheduler's long documents hold theirs: it then waits, first in line among the long work (the
  * long sequences that come after it are held back until it ran; short ones still join every
  * step), while the scheduler's steps run the pages free. */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,17 +49,61 @@ static int seq_len(const srv_seq *q) {
     return q->job->lens[q->index];
 }
 
-/* A sequence leaves the engine: its tokens leave the in-flight count (the 429 budget). */
-static void seq_leaves(srv_model *m, srv_seq *q) {
+/* A sequence leaves the engine: its tokens leave the in-flight count (the 429 budget) and the
+ * replica's share. */
+static void seq_leaves(srv_replica *r, srv_seq *q) {
+    srv_model *m = r->m;
     pthread_mutex_lock(&m->q_mu);
     m->inflight_tokens -= seq_len(q);
     m->inflight_cost -= q->cost;
+    r->pending_tokens -= seq_len(q);
     pthread_mutex_unlock(&m->q_mu);
     srv_seq_done(m->s, q);
 }
 
+/* Back to the head of the queue, for another replica (this one faulted). 0 when the server is
+ * stopping or no replica is left: the caller answers it. */
+static int requeue(srv_replica *r, srv_seq *q) {
+    srv_model *m = r->m;
+    pthread_mutex_lock(&m->q_mu);
+    const int ok = !m->q_stop && m->replicas_up > 0 && !atomic_load(&m->s->cancel_running);
+    if (ok) {
+        r->pending_tokens -= seq_len(q);
+        q->next = m->q_head;
+        m->q_head = q;
+        if (!m->q_tail) m->q_tail = q;
+        m->q_seqs++;
+        m->q_tokens += seq_len(q);
+        pthread_cond_broadcast(&m->q_cv);
+    }
+    pthread_mutex_unlock(&m->q_mu);
+    return ok;
+}
+
+/* A device fault on r: out of rotation (once). Returns the replicas the model has left. */
+static int replica_faulted(srv_replica *r) {
+    srv_model *m = r->m;
+    pthread_mutex_lock(&m->q_mu);
+    const int first = !r->dead;
+    if (first) r->dead = 1, m->replicas_up--;
+    const int left = m->replicas_up;
+    pthread_mutex_unlock(&m->q_mu);
+    if (first && left > 0)
+        fprintf(stderr,
+                "qembed serve: %s: device fault on replica %d (device %d): %s; %d replica%s "
+                "left, its work goes to them\n",
+                m->served_name, r->index, r->device, qe_last_error(r->engine), left,
+                left == 1 ? "" : "s");
+    /* no engine left: the server faults now, before the failed step's requests are answered */
+    if (left == 0 && atomic_exchange(&m->s->state, SERVE_FAULT) != SERVE_FAULT)
+        fprintf(stderr, "qembed serve: device fault: %s; /health now answers 503\n",
+                qe_last_error(r->engine));
+    return left;
+}
+
 static void on_done(void *ctx, void *tag, const float *vec) {
-    srv_model *m = ctx;
+    srv_replica *r = ctx;
+    srv_model *m = r->m;
     serve_server *s = m->s;
     srv_seq *q = tag;
     if (!atomic_load(&q->job->cancelled)) scatter(vec, q->job, q->index);
@@ -62,27 +114,32 @@ static void on_done(void *ctx, void *tag, const float *vec) {
     s->metrics.tokens_processed += (unsigned long)seq_len(q);
     s->metrics.sequences_processed++;
     pthread_mutex_unlock(&s->metrics.mu);
-    seq_leaves(m, q);
+    seq_leaves(r, q);
 }
 
 static int on_drop(void *ctx, void *tag) {
-    const serve_server *s = ((const srv_model *)ctx)->s;
+    const serve_server *s = ((const srv_replica *)ctx)->m->s;
     const srv_seq *q = tag;
     return atomic_load(&s->cancel_running) || atomic_load(&s->state) == SERVE_FAULT ||
            atomic_load(&q->job->cancelled);
 }
 
-/* A sequence that gets no vector: its client left (nothing to answer), or the server cancelled
- * it, or its step failed. */
+/* A sequence that gets no vector here: its client left (nothing to answer), or the server
+ * cancelled it, or its step failed; a device fault sends it to another replica when one is
+ * left. */
 static void on_gone(void *ctx, void *tag, qe_status why) {
-    srv_model *m = ctx;
+    srv_replica *r = ctx;
+    srv_model *m = r->m;
     serve_server *s = m->s;
     srv_seq *q = tag;
     srv_job *j = q->job;
+    if (!atomic_load(&j->cancelled) && (why == QE_ERR_DEVICE || r->dead) &&
+        replica_faulted(r) > 0 && requeue(r, q))
+        return; /* retried on another replica */
     srv_error e = {0};
     if (atomic_load(&j->cancelled)) {
         /* the client is gone: nothing to answer */
-    } else if (atomic_load(&s->state) == SERVE_FAULT) {
+    } else if (atomic_load(&s->state) == SERVE_FAULT || why == QE_ERR_DEVICE) {
         srv_err_set(&e, 503, "server_error", "device_fault", "",
                     "the engine had a device fault; this server no longer embeds");
     } else if (why == QE_ERR_CANCELLED) {
@@ -92,19 +149,20 @@ static void on_gone(void *ctx, void *tag, qe_status why) {
         const int client = why == QE_ERR_ARG || why == QE_ERR_TOO_LONG;
         srv_err_set(&e, client ? 400 : 500, client ? "invalid_request_error" : "server_error",
                     "engine_error", "", "engine: %s: %.300s", qe_status_name(why),
-                    qe_last_error(m->engine));
+                    qe_last_error(r->engine));
     }
     if (e.status) srv_job_fail(j, &e);
     pthread_mutex_lock(&s->metrics.mu);
     s->metrics.cancelled_seqs += why == QE_ERR_CANCELLED;
     pthread_mutex_unlock(&s->metrics.mu);
-    seq_leaves(m, q);
+    seq_leaves(r, q);
 }
 
 /* Charges a step's time to the job once per step (several of its sequences may share one). */
 static void on_ran(void *ctx, void *tag, double step_s) {
-    srv_model *m = ctx;
-    const unsigned long step_no = m->engine_steps;
+    srv_replica *r = ctx;
+    srv_model *m = r->m;
+    const unsigned long step_no = r->step_id;
     srv_job *j = ((srv_seq *)tag)->job;
     pthread_mutex_lock(&j->time_mu);
     if (j->t_first_compute == 0) { /* waiting -> running */
@@ -119,35 +177,49 @@ static void on_ran(void *ctx, void *tag, double step_s) {
     pthread_mutex_unlock(&j->time_mu);
 }
 
+/* A new step of r (caller holds m->q_mu): numbered across the model's replicas, so a job whose
+ * sequences run on two of them is charged each step once. */
+static void begin_step(srv_replica *r) {
+    r->step_id = ++r->m->steps;
+    r->steps++;
+}
+
 /* /embed_all's sequences taken from the queue, in arrival order; the first may wait for pages. */
 typedef struct tok_list {
     srv_seq *head, *tail;
 } tok_list;
 
 /* Runs the first per-token sequence of l; 0 when it must wait for K/V pages the scheduler's
- * sequences hold (it stays first), 1 when it left the list (answered, or failed). */
-static int run_tokens(srv_model *m, qe_sched *sc, tok_list *l) {
+ * sequences hold (it stays first), 1 when it left the list (answered, failed or sent to another
+ * replica). */
+static int run_tokens(srv_replica *r, qe_sched *sc, tok_list *l) {
+    srv_model *m = r->m;
     serve_server *s = m->s;
     srv_seq *q = l->head;
     srv_job *j = q->job;
-    if (on_drop(m, q)) {
+    if (on_drop(r, q)) {
         l->head = q->next;
-        on_gone(m, q, QE_ERR_CANCELLED);
+        on_gone(r, q, QE_ERR_CANCELLED);
         return 1;
     }
     const int len = seq_len(q);
     pthread_mutex_lock(&m->q_mu);
-    m->engine_steps++; /* a step of its own, for on_ran's charge */
+    begin_step(r); /* a step of its own, for on_ran's charge */
     pthread_mutex_unlock(&m->q_mu);
     float *rows = malloc((size_t)len * (size_t)j->width * sizeof(float));
     const double t0 = srv_now();
-    qe_status st = rows ? qe_embed_tokens(m->engine, j->ids[q->index], len, rows) : QE_ERR_NOMEM;
+    qe_status st = rows ? qe_embed_tokens(r->engine, j->ids[q->index], len, rows) : QE_ERR_NOMEM;
     const double secs = srv_now() - t0;
     if (rows && st == QE_ERR_NOMEM && qe_sched_waiting(sc) > 0) {
         free(rows); /* pages taken: the scheduler's next steps give them back */
         return 0;
     }
     l->head = q->next;
+    if (st == QE_ERR_DEVICE) {
+        free(rows);
+        on_gone(r, q, st);
+        return 1;
+    }
     if (st != QE_OK) {
         free(rows);
         srv_error e;
@@ -161,13 +233,13 @@ static int run_tokens(srv_model *m, qe_sched *sc, tok_list *l) {
                         st == QE_ERR_ARG || st == QE_ERR_TOO_LONG ? "invalid_request_error"
                                                                   : "server_error",
                         "engine_error", "inputs", "input %d: %s: %.300s", q->index,
-                        qe_status_name(st), qe_last_error(m->engine));
+                        qe_status_name(st), qe_last_error(r->engine));
         srv_job_fail(j, &e);
-        seq_leaves(m, q);
+        seq_leaves(r, q);
         return 1;
     }
     j->tok_out[q->index] = rows; /* freed with the job */
-    on_ran(m, q, secs);
+    on_ran(r, q, secs);
     pthread_mutex_lock(&m->q_mu);
     m->cost_done += q->cost;
     m->engine_seconds += secs;
@@ -176,7 +248,7 @@ static int run_tokens(srv_model *m, qe_sched *sc, tok_list *l) {
     s->metrics.tokens_processed += (unsigned long)len;
     s->metrics.sequences_processed++;
     pthread_mutex_unlock(&s->metrics.mu);
-    seq_leaves(m, q);
+    seq_leaves(r, q);
     return 1;
 }
 
@@ -191,25 +263,35 @@ static void list_push(tok_list *l, srv_seq *q) {
 
 /* Into the scheduler: the new work joins the next step. One the engine refuses (too long for its
  * pool and its steps) fails its job with 413. */
-static void into_sched(srv_model *m, qe_sched *sc, srv_seq *q) {
+static void into_sched(srv_replica *r, qe_sched *sc, srv_seq *q) {
     srv_job *j = q->job;
     qe_status st = qe_sched_add(sc, j->ids[q->index], seq_len(q), q);
     if (st == QE_OK) return;
     srv_error e;
     srv_err_set(&e, st == QE_ERR_TOO_LONG ? 413 : 400, "invalid_request_error",
                 st == QE_ERR_TOO_LONG ? "input_too_long" : "engine_error", "input",
-                "input %d: %.300s", q->index, qe_last_error(m->engine));
+                "input %d: %.300s", q->index, qe_last_error(r->engine));
     srv_job_fail(j, &e);
-    seq_leaves(m, q);
+    seq_leaves(r, q);
 }
 
-/* Moves every queued sequence on (caller holds q_mu, released meanwhile): /embed_all's to tl, the
- * rest into the scheduler, except, while hold_long, those long enough to need K/V pages, which
- * wait in held (a waiting /embed_all came first; short ones never take pages, so they still join
- * the next step). Those of clients that left are only released. */
-static void take_queue(srv_model *m, qe_sched *sc, tok_list *tl, tok_list *held, int hold_long) {
+/* What r may take from the queue now (caller holds q_mu): everything when it is the model's only
+ * engine; else the tokens that fill its next step, so the other replicas get the rest. */
+static long take_limit(const srv_replica *r) {
+    if (r->m->n_replicas == 1) return LONG_MAX;
+    return r->m->s->cfg.max_batch_tokens - r->pending_tokens;
+}
+
+/* Moves queued sequences on (caller holds q_mu, released meanwhile): /embed_all's to tl, the rest
+ * into the scheduler, except, while hold_long, those long enough to need K/V pages, which wait
+ * in held (a waiting /embed_all came first; short ones never take pages, so they still join the
+ * next step). Those of clients that left are only released. */
+static void take_queue(srv_replica *r, qe_sched *sc, tok_list *tl, tok_list *held, int hold_long) {
+    srv_model *m = r->m;
     serve_server *s = m->s;
-    srv_seq *dropped = NULL, *live = srv_take_queue(m, &dropped);
+    srv_seq *dropped = NULL, *live = srv_take_queue(m, take_limit(r), &dropped);
+    for (srv_seq *q = live; q; q = q->next)
+        r->pending_tokens += seq_len(q);
     pthread_mutex_unlock(&m->q_mu);
     for (srv_seq *q = live, *next; q; q = next) {
         next = q->next;
@@ -218,7 +300,7 @@ static void take_queue(srv_model *m, qe_sched *sc, tok_list *tl, tok_list *held,
         else if (hold_long && seq_len(q) > s->cfg.max_batch_tokens / 2)
             list_push(held, q);
         else
-            into_sched(m, sc, q);
+            into_sched(r, sc, q);
     }
     unsigned long n_dropped = 0;
     for (srv_seq *q = dropped, *next; q; q = next, n_dropped++) {
@@ -233,58 +315,60 @@ static void take_queue(srv_model *m, qe_sched *sc, tok_list *tl, tok_list *held,
     pthread_mutex_lock(&m->q_mu);
 }
 
-/* Answers with 503 (gone) every sequence of l: the q_stop path. */
-static void list_gone(srv_model *m, tok_list *l) {
+/* Every sequence of l leaves as gone: answered 503 on the stop path, retried elsewhere when r
+ * faulted. */
+static void list_gone(srv_replica *r, tok_list *l) {
     while (l->head) {
         srv_seq *q = l->head;
         l->head = q->next;
-        on_gone(m, q, QE_ERR_CANCELLED);
+        on_gone(r, q, QE_ERR_CANCELLED);
     }
 }
 
 void *srv_engine_main(void *arg) {
-    srv_model *m = arg;
+    srv_replica *r = arg;
+    srv_model *m = r->m;
     serve_server *s = m->s;
     qe_sched *sc = NULL;
-    if (qe_sched_open(m->engine, 0, 0, &sc) != QE_OK) {
-        fprintf(stderr, "qembed serve: %s: cannot open the engine's scheduler: %s\n",
-                m->served_name, qe_last_error(m->engine));
+    if (qe_sched_open(r->engine, 0, 0, &sc) != QE_OK) {
+        fprintf(stderr, "qembed serve: %s: cannot open the scheduler of replica %d: %s\n",
+                m->served_name, r->index, qe_last_error(r->engine));
         return NULL; /* srv_pipeline_stop answers what is queued */
     }
     const qe_sched_hooks hooks = {
-        .done = on_done, .drop = on_drop, .gone = on_gone, .ran = on_ran, .ctx = m};
+        .done = on_done, .drop = on_drop, .gone = on_gone, .ran = on_ran, .ctx = r};
     tok_list tl = {0}, held = {0};
     int tok_waits = 0; /* the first of tl waits for pages: long sequences behind it are held */
     pthread_mutex_lock(&m->q_mu);
     for (;;) {
-        while (!m->q_stop && !m->q_head && qe_sched_waiting(sc) == 0 && !tl.head)
+        /* a faulted replica leaves while others are left (the last one stays: the FAULT state
+         * then drops and answers whatever comes) */
+        while (!m->q_stop && !(r->dead && m->replicas_up > 0) &&
+               !(m->q_head && take_limit(r) > 0) && qe_sched_waiting(sc) == 0 && !tl.head)
             pthread_cond_wait(&m->q_cv, &m->q_mu);
-        if (m->q_stop) break; /* srv_pipeline_stop answers what is queued; we, what we hold */
-        if (m->q_head) take_queue(m, sc, &tl, &held, tok_waits);
+        if (m->q_stop || (r->dead && m->replicas_up > 0))
+            break; /* what we hold is answered, or retried, below */
+        if (m->q_head && take_limit(r) > 0) take_queue(r, sc, &tl, &held, tok_waits);
         if (tl.head || held.head) {
             pthread_mutex_unlock(&m->q_mu);
-            while (tl.head && run_tokens(m, sc, &tl)) {
+            while (tl.head && run_tokens(r, sc, &tl)) {
             }
             tok_waits = tl.head != NULL;
             while (!tok_waits && held.head) { /* in arrival order, behind the /embed_all */
                 srv_seq *q = held.head;
                 held.head = q->next;
-                into_sched(m, sc, q);
+                into_sched(r, sc, q);
             }
             pthread_mutex_lock(&m->q_mu);
         }
-        if (qe_sched_waiting(sc) == 0) continue;
-        m->engine_busy = 1;
-        m->engine_steps++;
+        if ((r->dead && m->replicas_up > 0) || qe_sched_waiting(sc) == 0) continue;
+        r->busy = 1;
+        begin_step(r);
         pthread_mutex_unlock(&m->q_mu);
 
         qe_sched_stats st;
         qe_status status = qe_sched_step(sc, &hooks, &st);
-        if (status == QE_ERR_DEVICE && atomic_load(&s->state) != SERVE_FAULT) {
-            atomic_store(&s->state, SERVE_FAULT);
-            fprintf(stderr, "qembed serve: device fault: %s; /health now answers 503\n",
-                    qe_last_error(m->engine));
-        }
+        if (status == QE_ERR_DEVICE) replica_faulted(r); /* once; the sequences went in gone() */
         if (status != QE_OK && st.seqs == 0) usleep(1000); /* nothing could run: no spinning */
         pthread_mutex_lock(&s->metrics.mu);
         s->metrics.batches += status == QE_OK && st.seqs > 0;
@@ -295,13 +379,13 @@ void *srv_engine_main(void *arg) {
             srv_hist_observe(&s->metrics, &s->metrics.t_inference, st.seconds);
         }
         pthread_mutex_lock(&m->q_mu);
-        m->engine_busy = 0;
-        m->kv_used_tokens = st.kv_used_tokens;
+        r->busy = 0;
+        r->kv_used_tokens = st.kv_used_tokens;
         if (status == QE_OK) m->engine_seconds += st.seconds;
     }
     pthread_mutex_unlock(&m->q_mu);
-    list_gone(m, &tl);
-    list_gone(m, &held);
-    qe_sched_close(sc, &hooks); /* the q_stop path: gone() answers each with 503 */
+    list_gone(r, &tl);
+    list_gone(r, &held);
+    qe_sched_close(sc, &hooks); /* gone() answers each with 503, or retries it elsewhere */
     return NULL;
 }

@@ -330,7 +330,12 @@ static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_r
         static const char *names[] = {"loading",      "ready",       "draining",
                                       "device_fault", "load_failed", "stopped"};
         char body[96];
-        snprintf(body, sizeof body, "{\"status\":\"%s\"}", names[st]);
+        const int down = srv_replicas_down(s); /* still serving, on the engines left */
+        if (down && st == SERVE_READY)
+            snprintf(body, sizeof body, "{\"status\":\"%s\",\"replicas_down\":%d}", names[st],
+                     down);
+        else
+            snprintf(body, sizeof body, "{\"status\":\"%s\"}", names[st]);
         return send_json(s, c, r, st == SERVE_READY ? 200 : 503, body);
     }
     if (!strcmp(label, "/health/live") || !strcmp(label, "/health/ready")) {

@@ -172,7 +172,24 @@ void srv_metrics_te_request(srv_metrics *m, int n_inputs, int status, const srv_
 /* Prometheus text exposition of everything, plus the server's gauges. */
 char *srv_metrics_render(serve_server *s, size_t *len);
 
-/* ---- one model behind the port: its engine, its sequence queue and its engine thread ---- */
+/* ---- one engine of a model (data parallel: one per --devices entry) and its thread ---- */
+typedef struct srv_replica {
+    srv_model *m;
+    int index;  /* in m->replicas */
+    int device; /* the CUDA device (the CPU backend runs one engine per entry too) */
+    qe_engine *engine;
+    pthread_t thread;
+    int started;
+    /* under m->q_mu: */
+    int busy;              /* in a step */
+    int dead;              /* a device fault took it out of rotation */
+    long pending_tokens;   /* taken from the queue, not yet finished */
+    unsigned long steps;   /* steps run */
+    unsigned long step_id; /* the model-wide number of its current step (on_ran's charge) */
+    int kv_used_tokens;    /* K/V pool tokens held after the last step */
+} srv_replica;
+
+/* ---- one model behind the port: its engines, its sequence queue ---- */
 struct srv_model {
     serve_server *s;
     int index; /* in s->models */
@@ -181,27 +198,27 @@ struct srv_model {
     qe_task task_asked; /* QE_TASK_AUTO: the folder says */
     char dtype[32];     /* the checkpoint's (config.json torch_dtype) */
     char model_sha[48]; /* the Hugging Face snapshot folder's commit, when the folder is one */
-    qe_engine *engine;
+    qe_engine *engine;  /* replicas[0]'s: the geometry, tokenizer and rerank row every replica
+                         * shares */
     const struct tok_tokenizer *tok;
     qe_task task; /* what the loaded engine is (embed or rerank) */
     int width, max_positions, vocab, max_input_tokens;
+    srv_replica replicas[SERVE_MAX_DEVICES];
+    int n_replicas;
 
-    /* sequence queue (FCFS), emptied into the engine's scheduler between steps */
+    /* sequence queue (FCFS), emptied into the engines' schedulers between steps */
     pthread_mutex_t q_mu;
     pthread_cond_t q_cv; /* queue got work / stop */
     srv_seq *q_head, *q_tail;
     long q_seqs;
     long q_tokens;         /* waiting in the queue */
-    long inflight_tokens;  /* queued + in the scheduler + computing */
+    long inflight_tokens;  /* queued + in a scheduler + computing */
     double inflight_cost;  /* the same weighed by qe_cost_tokens: the 429 budget */
     double cost_done;      /* cost of the sequences embedded, and the engine seconds they took: */
     double engine_seconds; /* their ratio is the rate that predicts a queue's wait */
     int q_stop;
-    pthread_t engine_thread;
-    int engine_started;
-    int engine_busy;
-    unsigned long engine_steps; /* steps the engine thread ran (charges compute time per step) */
-    int kv_used_tokens;         /* K/V pool tokens held after the last step */
+    int replicas_up;     /* replicas not taken out by a fault */
+    unsigned long steps; /* steps of all its replicas, numbering them */
 
     /* requests admitted and not answered: before their first step, and after it
      * (qembed:num_requests_waiting / _running) */
@@ -214,6 +231,8 @@ struct srv_model {
 srv_model *srv_pick_model(serve_server *s, const cJSON *model_field, qe_task task, srv_error *e);
 /* The model a request names, of either task; the first model when it names none. */
 srv_model *srv_model_named(serve_server *s, const cJSON *model_field, srv_error *e);
+/* Engines of every model that a device fault took out of rotation. */
+int srv_replicas_down(serve_server *s);
 /* srv_model_named of the body's "model", which must have a tokenizer (/tokenize, /decode). */
 srv_model *srv_model_with_tokenizer(serve_server *s, const cJSON *body, srv_error *e);
 
@@ -275,11 +294,12 @@ void srv_admit(serve_server *s, srv_job *j);
 /* A queued sequence is finished with (computed or dropped): the last one answers the job and
  * releases the queue's reference. */
 void srv_seq_done(serve_server *s, srv_seq *q);
-/* Unlinks every queued sequence of m (caller holds m->q_mu): returns the live ones as a list in
- * arrival order (linked by next) and puts those of cancelled jobs in *dropped (their tokens leave
- * inflight_tokens; the caller passes them to srv_seq_done). */
-srv_seq *srv_take_queue(srv_model *m, srv_seq **dropped);
-/* serve_engine.c: one engine thread per model (arg: the srv_model) */
+/* Unlinks queued sequences of m from the head (caller holds m->q_mu): returns the live ones as a
+ * list in arrival order (linked by next), stopping once they hold max_tokens (the first is always
+ * taken; LONG_MAX takes all), and puts those of cancelled jobs met on the way in *dropped (their
+ * tokens leave inflight_tokens; the caller passes them to srv_seq_done). */
+srv_seq *srv_take_queue(srv_model *m, long max_tokens, srv_seq **dropped);
+/* serve_engine.c: one engine thread per replica (arg: the srv_replica) */
 void *srv_engine_main(void *arg);
 
 /* serve_request.c: parse and validate bodies into a job (NULL + err on failure) */

@@ -138,14 +138,17 @@ static void totals(serve_server *s, srv_totals *t) {
         t->q_seqs += m->q_seqs;
         t->q_tokens += m->q_tokens;
         t->inflight += m->inflight_tokens;
-        t->busy += m->engine_busy;
-        t->kv_used += m->kv_used_tokens;
+        for (int r = 0; r < m->n_replicas; r++) {
+            t->busy += m->replicas[r].busy;
+            t->kv_used += m->replicas[r].kv_used_tokens;
+        }
         if (m->inflight_cost > t->max_cost) t->max_cost = m->inflight_cost;
         pthread_mutex_unlock(&m->q_mu);
-        if (ready && m->engine) {
-            t->kv_pool += qe_kv_pool_tokens(m->engine);
-            t->device_bytes += qe_device_bytes(m->engine);
-        }
+        for (int r = 0; ready && r < m->n_replicas; r++)
+            if (m->replicas[r].engine) {
+                t->kv_pool += qe_kv_pool_tokens(m->replicas[r].engine);
+                t->device_bytes += qe_device_bytes(m->replicas[r].engine);
+            }
     }
 }
 
@@ -200,30 +203,63 @@ static void put_te(sbuf *b, serve_server *s, const srv_metrics *m) {
               t.max_cost / (double)s->cfg.max_queue_tokens);
 }
 
+/* Each engine (data parallel: one per --devices entry), by model, replica and device. */
+static void put_per_replica(sbuf *b, serve_server *s) {
+    static const char *const names[] = {"qembed_replica_up", "qembed_replica_busy",
+                                        "qembed_replica_steps_total"};
+    static const char *const help[] = {
+        "1 while the engine is in rotation, 0 once a device fault took it out.",
+        "1 while the engine computes a step.", "Steps the engine ran."};
+    static const char *const types[] = {"gauge", "gauge", "counter"};
+    for (int g = 0; g < 3; g++) {
+        sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", names[g], help[g], names[g], types[g]);
+        for (int i = 0; i < s->n_models; i++) {
+            srv_model *md = &s->models[i];
+            for (int r = 0; r < md->n_replicas; r++) {
+                pthread_mutex_lock(&md->q_mu);
+                const srv_replica *rp = &md->replicas[r];
+                const unsigned long v = g == 0   ? (unsigned long)!rp->dead
+                                        : g == 1 ? (unsigned long)rp->busy
+                                                 : rp->steps;
+                pthread_mutex_unlock(&md->q_mu);
+                sb_printf(b, "%s{model=", names[g]);
+                sb_json_string(b, md->served_name, strlen(md->served_name));
+                sb_printf(b, ",replica=\"%d\",device=\"%d\"} %lu\n", r, rp->device, v);
+            }
+        }
+    }
+}
+
 /* One gauge per model, labelled with its served name. */
 static void put_per_model(sbuf *b, serve_server *s) {
-    static const char *const names[] = {"qembed_model_requests_waiting",
-                                        "qembed_model_requests_running",
-                                        "qembed_model_queue_tokens", "qembed_model_kv_used_tokens"};
-    static const char *const help[] = {"Requests admitted to the model, not yet in a step.",
-                                       "Requests whose sequences the model is computing.",
-                                       "Tokens queued or computing on the model.",
-                                       "K/V pool tokens the model's long inputs hold."};
-    for (int g = 0; g < 4; g++) {
+    static const char *const names[] = {
+        "qembed_model_requests_waiting", "qembed_model_requests_running",
+        "qembed_model_queue_tokens", "qembed_model_kv_used_tokens", "qembed_model_replicas_up"};
+    static const char *const help[] = {
+        "Requests admitted to the model, not yet in a step.",
+        "Requests whose sequences the model is computing.",
+        "Tokens queued or computing on the model.", "K/V pool tokens the model's long inputs hold.",
+        "The model's engines in rotation (not taken out by a device fault)."};
+    for (int g = 0; g < 5; g++) {
         sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", names[g], help[g], names[g]);
         for (int i = 0; i < s->n_models; i++) {
             srv_model *md = &s->models[i];
             pthread_mutex_lock(&md->q_mu);
+            long kv = 0;
+            for (int r = 0; r < md->n_replicas; r++)
+                kv += md->replicas[r].kv_used_tokens;
             const long v = g == 0   ? atomic_load(&md->jobs_waiting)
                            : g == 1 ? atomic_load(&md->jobs_running)
                            : g == 2 ? md->inflight_tokens
-                                    : md->kv_used_tokens;
+                           : g == 3 ? kv
+                                    : md->replicas_up;
             pthread_mutex_unlock(&md->q_mu);
             sb_printf(b, "%s{model=", names[g]);
             sb_json_string(b, md->served_name, strlen(md->served_name));
             sb_printf(b, "} %ld\n", v);
         }
     }
+    put_per_replica(b, s);
 }
 
 char *srv_metrics_render(serve_server *s, size_t *len) {
@@ -260,7 +296,7 @@ char *srv_metrics_render(serve_server *s, size_t *len) {
         "# HELP qembed_inflight_tokens Tokens queued or computing (bounded by "
         "--max-queue-tokens).\n"
         "# TYPE qembed_inflight_tokens gauge\nqembed_inflight_tokens %ld\n"
-        "# HELP qembed_engine_busy 1 while the engine computes a batch.\n"
+        "# HELP qembed_engine_busy Engines computing a step now.\n"
         "# TYPE qembed_engine_busy gauge\nqembed_engine_busy %d\n"
         "# HELP qembed_tokens_processed_total Tokens embedded.\n"
         "# TYPE qembed_tokens_processed_total counter\nqembed_tokens_processed_total %lu\n"

@@ -288,22 +288,27 @@ void srv_admit(serve_server *s, srv_job *j) {
     pthread_mutex_unlock(&m->q_mu);
 }
 
-srv_seq *srv_take_queue(srv_model *m, srv_seq **dropped) {
+srv_seq *srv_take_queue(srv_model *m, long max_tokens, srv_seq **dropped) {
     srv_seq *live = NULL, **live_tail = &live, **drop_tail = dropped;
     *dropped = NULL;
-    for (srv_seq *q = m->q_head, *next; q; q = next) {
-        next = q->next;
+    long taken = 0;
+    while (m->q_head && (taken == 0 || taken < max_tokens)) {
+        srv_seq *q = m->q_head;
+        const int len = q->job->lens[q->index];
+        m->q_head = q->next;
         q->next = NULL;
+        m->q_seqs--;
+        m->q_tokens -= len;
         if (atomic_load(&q->job->cancelled)) {
-            m->inflight_tokens -= q->job->lens[q->index];
+            m->inflight_tokens -= len;
             m->inflight_cost -= q->cost;
             *drop_tail = q, drop_tail = &q->next;
         } else {
             *live_tail = q, live_tail = &q->next;
+            taken += len;
         }
     }
-    m->q_head = m->q_tail = NULL;
-    m->q_seqs = m->q_tokens = 0;
+    if (!m->q_head) m->q_tail = NULL;
     return live;
 }
 
@@ -317,24 +322,26 @@ int srv_pipeline_start(serve_server *s) {
     s->n_tok_threads = started;
     s->pipeline_started = 1; /* srv_pipeline_stop joins what started, whatever fails next */
     if (started == 0) return -1;
-    for (int i = 0; i < s->n_models; i++) {
-        srv_model *m = &s->models[i];
-        if (pthread_create(&m->engine_thread, NULL, srv_engine_main, m) != 0) return -1;
-        m->engine_started = 1;
-    }
+    for (int i = 0; i < s->n_models; i++)
+        for (int r = 0; r < s->models[i].n_replicas; r++) {
+            srv_replica *rp = &s->models[i].replicas[r];
+            if (pthread_create(&rp->thread, NULL, srv_engine_main, rp) != 0) return -1;
+            rp->started = 1;
+        }
     return 0;
 }
 
-/* Stops one model's engine thread; whatever is still in its queue is answered 503. */
+/* Stops one model's engine threads; whatever is still in its queue is answered 503. */
 static void stop_engine(serve_server *s, srv_model *m) {
     pthread_mutex_lock(&m->q_mu);
     m->q_stop = 1;
     pthread_cond_broadcast(&m->q_cv);
     pthread_mutex_unlock(&m->q_mu);
-    if (m->engine_started) {
-        pthread_join(m->engine_thread, NULL);
-        m->engine_started = 0;
-    }
+    for (int r = 0; r < m->n_replicas; r++)
+        if (m->replicas[r].started) {
+            pthread_join(m->replicas[r].thread, NULL);
+            m->replicas[r].started = 0;
+        }
     srv_error e;
     srv_err_set(&e, 503, "server_error", "shutting_down", "", "the server is stopping");
     /* what the engine thread did not take (it answered what it held) */

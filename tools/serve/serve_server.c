@@ -66,11 +66,13 @@ static void read_sha(srv_model *s) {
     s->model_sha[40] = 0;
 }
 
-/* Opens one model's engine and reads what the routes need of it. 0, or -1 with the reason. */
-static int load_model(serve_server *s, srv_model *m, char *err, size_t errlen) {
+/* Opens one engine of model m on device (every replica: the same folder). 0, or -1 with err. */
+static int open_replica(serve_server *s, srv_model *m, int device, qe_engine **out, char *err,
+                        size_t errlen) {
     qe_options o = {.model_dir = m->dir,
                     .task = m->task_asked,
                     .backend = s->cfg.backend,
+                    .device = device,
                     .threads = s->cfg.engine_threads,
                     .max_batch_tokens = s->cfg.max_batch_tokens,
                     /* the pool is made now: an out-of-memory shows at startup, not as a failed
@@ -86,10 +88,27 @@ static int load_model(serve_server *s, srv_model *m, char *err, size_t errlen) {
     if (st != QE_OK) {
         char why[400];
         snprintf(why, sizeof why, "%s", err);
-        snprintf(err, errlen, "%s (%s): %s: %s", m->served_name, m->dir, qe_status_name(st), why);
+        if (s->cfg.n_devices > 1)
+            snprintf(err, errlen, "%s (%s) on device %d: %s: %s", m->served_name, m->dir, device,
+                     qe_status_name(st), why);
+        else
+            snprintf(err, errlen, "%s (%s): %s: %s", m->served_name, m->dir, qe_status_name(st),
+                     why);
         return -1;
     }
-    m->engine = e;
+    *out = e;
+    return 0;
+}
+
+/* Opens every engine of model m and reads what the routes need of it. 0, or -1 with the reason.
+ */
+static int load_model(serve_server *s, srv_model *m, char *err, size_t errlen) {
+    for (int r = 0; r < m->n_replicas; r++) {
+        srv_replica *rp = &m->replicas[r];
+        if (open_replica(s, m, rp->device, &rp->engine, err, errlen)) return -1;
+    }
+    m->replicas_up = m->n_replicas;
+    qe_engine *e = m->engine = m->replicas[0].engine;
     m->task = qe_model_task(e);
     m->tok = qe_tokenizer(e);
     m->width = qe_dim(e);
@@ -174,10 +193,22 @@ static int add_models(serve_server *s, const serve_config *c, char *err, size_t 
         snprintf(err, errlen, "at most %d models per server", SERVE_MAX_MODELS);
         return -1;
     }
+    if (c->n_devices > SERVE_MAX_DEVICES) {
+        snprintf(err, errlen, "at most %d --devices entries", SERVE_MAX_DEVICES);
+        return -1;
+    }
+    for (int d = 0; d < c->n_devices; d++)
+        if (c->devices[d] < 0) {
+            snprintf(err, errlen, "--devices: device %d is not a device ordinal", c->devices[d]);
+            return -1;
+        }
     for (int i = 0; i < n; i++) {
         const serve_model_config mc = model_config(c, i);
         srv_model *m = &s->models[i];
         m->s = s, m->index = i, m->task_asked = mc.task;
+        m->n_replicas = c->n_devices > 0 ? c->n_devices : 1;
+        for (int r = 0; r < m->n_replicas; r++)
+            m->replicas[r] = (srv_replica){.m = m, .index = r, .device = c->devices[r]};
         pthread_mutex_init(&m->q_mu, NULL);
         pthread_cond_init(&m->q_cv, NULL);
         atomic_init(&m->jobs_waiting, 0);
@@ -292,6 +323,10 @@ qe_engine *serve_model_engine(serve_server *s, int i) {
     if (st == SERVE_LOADING || st == SERVE_FAILED || i < 0 || i >= s->n_models) return NULL;
     return s->models[i].engine;
 }
+qe_engine *serve_replica_engine(serve_server *s, int i, int r) {
+    if (!serve_model_engine(s, i) || r < 0 || r >= s->models[i].n_replicas) return NULL;
+    return s->models[i].replicas[r].engine;
+}
 qe_engine *serve_engine(serve_server *s) {
     return serve_model_engine(s, 0);
 }
@@ -322,6 +357,17 @@ srv_model *srv_model_named(serve_server *s, const cJSON *model_field, srv_error 
     for (int i = 0; i < s->n_models; i++)
         if (!strcmp(s->models[i].served_name, model_field->valuestring)) return &s->models[i];
     return not_served(s, model_field->valuestring, e);
+}
+
+int srv_replicas_down(serve_server *s) {
+    int down = 0;
+    for (int i = 0; i < s->n_models; i++) {
+        srv_model *m = &s->models[i];
+        pthread_mutex_lock(&m->q_mu);
+        down += m->n_replicas - m->replicas_up;
+        pthread_mutex_unlock(&m->q_mu);
+    }
+    return down;
 }
 
 srv_model *srv_model_with_tokenizer(serve_server *s, const cJSON *body, srv_error *e) {
@@ -418,8 +464,12 @@ void serve_stop(serve_server *s) {
     srv_pipeline_stop(s); /* answers whatever is still queued with 503, resuming every connection */
     srv_http_stop(s, 5);
     for (int i = 0; i < s->n_models; i++) {
-        if (s->models[i].engine) qe_close(s->models[i].engine);
-        s->models[i].engine = NULL;
+        srv_model *m = &s->models[i];
+        for (int r = 0; r < m->n_replicas; r++) {
+            if (m->replicas[r].engine) qe_close(m->replicas[r].engine);
+            m->replicas[r].engine = NULL;
+        }
+        m->engine = NULL;
     }
     free_server(s);
 }
