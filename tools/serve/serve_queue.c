@@ -1,8 +1,8 @@
-/* serve_queue.c — the CPU side of the pipeline: a pool of tokenizer threads, and admission of
- * tokenized jobs to the sequence queue (429 past --max-queue-tokens), from which the engine thread
- * takes every sequence into the engine's scheduler between two steps (serve_engine.c; the packing
- * policy is the scheduler's, runtime/scheduler.h). /embed_all's sequences are admitted the same
- * way (the engine thread runs them per token). */
+/* serve_queue.c — the CPU side of the pipeline: a pool of tokenizer threads shared by every model,
+ * and admission of tokenized jobs to their model's sequence queue (429 past --max-queue-tokens),
+ * from which the model's engine threads take sequences into their schedulers between two steps
+ * (serve_engine.c; the packing policy is the scheduler's, runtime/scheduler.h). /embed_all's
+ * sequences are admitted the same way (an engine thread runs them per token). */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
