@@ -14,6 +14,7 @@
 #include "cpu_gemm.h"
 #include "kernels/ref/ref.h"
 #include "parallel.h"
+#include "tp_split.h"
 
 typedef struct cpu_layer {
     float *attn_norm, *q_norm, *k_norm, *mlp_norm; /* [hidden] / [head_dim] */
@@ -22,6 +23,18 @@ typedef struct cpu_layer {
     float *wgate_up; /* [2*inter, hidden]: gate rows then up rows */
     float *wdown;    /* [hidden, inter] */
 } cpu_layer;
+
+/* Tensor parallelism (qe_options.tensor_parallel > 1): rank r's slices of every layer
+ * (tp_split.h) and its activations. The ranks run one after another on the engine's pool, each a
+ * whole rank's work, and their partial residual updates are summed in rank order: an all-reduce
+ * in shared memory, so CI proves the split the GPU backend's ranks will use. */
+typedef struct cpu_rank {
+    tp_shard sh;
+    int q_dim, kv_dim, qkv_dim; /* this rank's widths */
+    cpu_layer *layers;          /* its wqkv, wo, wgate_up, wdown slices (norms are the shared) */
+    float *weights;
+    float *qkv, *attn, *gate_up, *act; /* [cap_tokens, its widths] */
+} cpu_rank;
 
 typedef struct cpu_state {
     const qe_model *model;
@@ -43,6 +56,9 @@ typedef struct cpu_state {
     size_t kv_rows;
     int32_t *cu_k; /* [n_paged + 1] scratch: the paged chunks' key counts, cumulated */
     int cu_k_cap;
+    int tp;          /* ranks (1: the plain path, ranks NULL) */
+    cpu_rank *ranks; /* [tp] */
+    float *y, *acc;  /* [cap_tokens, hidden]: a rank's partial update, and their sum */
 } cpu_state;
 
 static float *take(float **cursor, const st_tensor *t) {
@@ -66,7 +82,64 @@ static void cpu_destroy(void *state) {
     free(s->act);
     free(s->kv);
     free(s->cu_k);
+    for (int r = 0; s->ranks && r < s->tp; r++) {
+        cpu_rank *k = &s->ranks[r];
+        free(k->layers), free(k->weights);
+        free(k->qkv), free(k->attn), free(k->gate_up), free(k->act);
+    }
+    free(s->ranks);
+    free(s->y);
+    free(s->acc);
     free(s);
+}
+
+/* out[r, c] = t[row0 + r, col0 + c] for a 2-D tensor, converted to fp32 (a rank's slice). */
+static float *take_block(float **cursor, const st_tensor *t, int row0, int nrows, int col0,
+                         int ncols) {
+    float *out = *cursor;
+    const size_t es = st_dtype_size(t->dtype), cols = (size_t)t->shape[1];
+    for (int r = 0; r < nrows; r++) {
+        st_tensor view = *t;
+        view.data = (const char *)t->data + ((size_t)(row0 + r) * cols + (size_t)col0) * es;
+        view.nbytes = (size_t)ncols * es;
+        st_to_f32(&view, out + (size_t)r * ncols);
+    }
+    *cursor += (size_t)nrows * ncols;
+    return out;
+}
+
+/* The ranks' weight slices (tp_split.h): q/k/v rows of their heads, o_proj's columns of them,
+ * gate/up rows and down_proj columns of their intermediate run. */
+static int create_ranks(cpu_state *s, const qe_model *m, int n) {
+    const qe_config *c = &m->cfg;
+    const int H = c->hidden_size, hd = c->head_dim;
+    s->ranks = calloc((size_t)n, sizeof *s->ranks);
+    if (!s->ranks) return -1;
+    s->tp = n;
+    for (int r = 0; r < n; r++) {
+        cpu_rank *k = &s->ranks[r];
+        k->sh = tp_shard_of(c, n, r);
+        k->q_dim = k->sh.q_heads * hd, k->kv_dim = k->sh.kv_heads * hd;
+        k->qkv_dim = k->q_dim + 2 * k->kv_dim;
+        const size_t per_layer = (size_t)k->qkv_dim * H + (size_t)H * k->q_dim +
+                                 (size_t)2 * k->sh.f_len * H + (size_t)H * k->sh.f_len;
+        k->weights = malloc(per_layer * (size_t)c->num_layers * sizeof(float));
+        k->layers = calloc((size_t)c->num_layers, sizeof *k->layers);
+        if (!k->weights || !k->layers) return -1;
+        float *cur = k->weights;
+        for (int l = 0; l < c->num_layers; l++) {
+            const qe_layer_tensors *L = &m->layers[l];
+            cpu_layer *W = &k->layers[l];
+            W->wqkv = take_block(&cur, L->wq, k->sh.q_head0 * hd, k->q_dim, 0, H);
+            take_block(&cur, L->wk, k->sh.kv_head0 * hd, k->kv_dim, 0, H);
+            take_block(&cur, L->wv, k->sh.kv_head0 * hd, k->kv_dim, 0, H);
+            W->wo = take_block(&cur, L->wo, 0, H, k->sh.q_head0 * hd, k->q_dim);
+            W->wgate_up = take_block(&cur, L->w_gate, k->sh.f0, k->sh.f_len, 0, H);
+            take_block(&cur, L->w_up, k->sh.f0, k->sh.f_len, 0, H);
+            W->wdown = take_block(&cur, L->w_down, 0, H, k->sh.f0, k->sh.f_len);
+        }
+    }
+    return 0;
 }
 
 static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out, char *err,
@@ -79,14 +152,15 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
     s->q_dim = c->num_heads * c->head_dim;
     s->kv_dim = c->num_kv_heads * c->head_dim;
     s->qkv_dim = s->q_dim + 2 * s->kv_dim;
-    /* Everything but the embedding table, which is gathered row by row from the mapping. */
+    /* Everything but the embedding table, which is gathered row by row from the mapping; with
+     * tensor parallelism the matrices go to the ranks instead (create_ranks). */
+    const int tp = opt->tensor_parallel > 1 ? opt->tensor_parallel : 1;
     size_t total = (size_t)c->hidden_size + (c->alibi ? (size_t)c->num_heads : 0);
     for (int l = 0; l < c->num_layers; l++) {
         const qe_layer_tensors *L = &m->layers[l];
-        const st_tensor *all[] = {L->attn_norm, L->wq,     L->wk,    L->wv,
-                                  L->q_norm,    L->k_norm, L->wo,    L->mlp_norm,
-                                  L->w_gate,    L->w_up,   L->w_down};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        const st_tensor *all[] = {L->attn_norm, L->q_norm, L->k_norm, L->mlp_norm, L->wq,    L->wk,
+                                  L->wv,        L->wo,     L->w_gate, L->w_up,     L->w_down};
+        for (size_t i = 0; i < (tp > 1 ? 4 : sizeof all / sizeof all[0]); i++)
             total += all[i]->nbytes / st_dtype_size(all[i]->dtype);
     }
     s->weights = malloc(total * sizeof(float));
@@ -106,16 +180,22 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
         const qe_layer_tensors *L = &m->layers[l];
         cpu_layer *W = &s->layers[l];
         W->attn_norm = take(&cur, L->attn_norm);
+        W->q_norm = take(&cur, L->q_norm);
+        W->k_norm = take(&cur, L->k_norm);
+        W->mlp_norm = take(&cur, L->mlp_norm);
+        if (tp > 1) continue;        /* the ranks hold the matrices */
         W->wqkv = take(&cur, L->wq); /* wq, wk, wv land back to back: the fused matrix */
         take(&cur, L->wk);
         take(&cur, L->wv);
-        W->q_norm = take(&cur, L->q_norm);
-        W->k_norm = take(&cur, L->k_norm);
         W->wo = take(&cur, L->wo);
-        W->mlp_norm = take(&cur, L->mlp_norm);
         W->wgate_up = take(&cur, L->w_gate);
         take(&cur, L->w_up);
         W->wdown = take(&cur, L->w_down);
+    }
+    if (tp > 1 && create_ranks(s, m, tp)) {
+        snprintf(err, errlen, "out of host memory for the weights of %d tensor-parallel ranks", tp);
+        cpu_destroy(s);
+        return QE_ERR_NOMEM;
     }
     s->final_norm = take(&cur, m->final_norm);
     if (c->alibi) { /* no rotation either: the config's rope_theta is 0 (ref_qk_norm_rope) */
@@ -161,6 +241,28 @@ static int reserve(cpu_state *s, int tokens) {
             return -1;
         }
     }
+    for (int r = 0; s->ranks && r < s->tp; r++) {
+        cpu_rank *k = &s->ranks[r];
+        float **rb[] = {&k->qkv, &k->attn, &k->gate_up, &k->act};
+        size_t rw[] = {(size_t)k->qkv_dim, (size_t)k->q_dim, 2 * (size_t)k->sh.f_len,
+                       (size_t)k->sh.f_len};
+        for (int i = 0; i < 4; i++) {
+            free(*rb[i]);
+            if (!(*rb[i] = malloc(t * rw[i] * sizeof(float)))) {
+                s->cap_tokens = 0;
+                return -1;
+            }
+        }
+    }
+    if (s->ranks) {
+        free(s->y), free(s->acc);
+        s->y = malloc(t * (size_t)c->hidden_size * sizeof(float));
+        s->acc = malloc(t * (size_t)c->hidden_size * sizeof(float));
+        if (!s->y || !s->acc) {
+            s->cap_tokens = 0;
+            return -1;
+        }
+    }
     s->cap_tokens = tokens;
     return 0;
 }
@@ -176,32 +278,51 @@ static float *kv_layer(const cpu_state *s, int l) {
     return s->kv + (size_t)l * s->kv_rows * 2 * s->kv_dim;
 }
 
+/* The heads one attention call covers: all of them, or a tensor-parallel rank's. Its qkv rows
+ * are [q | k | v] of those heads; its K|V live in the pool at kv head kv_head0 of each row. */
+typedef struct attn_heads {
+    float *qkv, *out;
+    int qkv_dim, q_dim, kv_dim; /* of these heads */
+    int heads, kv_heads, kv_head0;
+    const float *alibi_slopes; /* of these heads, or NULL */
+} attn_heads;
+
+static attn_heads all_heads(cpu_state *s) {
+    return (attn_heads){s->qkv,         s->attn,          s->qkv_dim,          s->q_dim,
+                        s->kv_dim,      s->cfg.num_heads, s->cfg.num_kv_heads, 0,
+                        s->alibi_slopes};
+}
+
 /* Causal attention of the step's queries at layer l, in two parts (backend.h's qe_batch): the
  * whole sequences attend to their own rows of qkv; the paged chunks first write their K|V rows
  * to the pool, then attend to every key of their sequence through its block table. */
-static int attention(cpu_state *s, const qe_batch *b, int l) {
+static int attention(cpu_state *s, const qe_batch *b, int l, const attn_heads *a) {
     const qe_config *c = &s->cfg;
-    const int n_whole = b->n_seqs - b->n_paged;
+    const int n_whole = b->n_seqs - b->n_paged, hd = c->head_dim;
     cpu_attn_params p;
     memset(&p, 0, sizeof p);
-    p.q = s->qkv, p.out = s->attn;
-    p.q_stride = s->qkv_dim, p.out_stride = s->q_dim;
-    p.heads = c->num_heads, p.kv_heads = c->num_kv_heads, p.head_dim = c->head_dim;
-    p.scale = (float)(1.0 / sqrt((double)c->head_dim));
-    p.alibi_slopes = s->alibi_slopes;
+    p.q = a->qkv, p.out = a->out;
+    p.q_stride = a->qkv_dim, p.out_stride = a->q_dim;
+    p.heads = a->heads, p.kv_heads = a->kv_heads, p.head_dim = hd;
+    p.scale = (float)(1.0 / sqrt((double)hd));
+    p.alibi_slopes = a->alibi_slopes;
     if (n_whole > 0) {
         cpu_attn_params w = p;
-        w.k = s->qkv + s->q_dim, w.v = s->qkv + s->q_dim + s->kv_dim;
-        w.kv_stride = s->qkv_dim;
+        w.k = a->qkv + a->q_dim, w.v = a->qkv + a->q_dim + a->kv_dim;
+        w.kv_stride = a->qkv_dim;
         w.cu_seqlens_q = w.cu_seqlens_k = b->cu_seqlens, w.n_seqs = n_whole;
         if (cpu_attention(&w, s->pool)) return -1;
     }
     if (b->n_paged == 0) return 0;
-    float *pool = kv_layer(s, l);
+    /* this call's kv heads of each pool row: k at kv_head0, v at kv_dim + kv_head0 */
+    float *pool = kv_layer(s, l) + (size_t)a->kv_head0 * hd;
     const int t0 = b->cu_seqlens[n_whole];
-    for (int t = t0; t < b->n_tokens; t++)
-        memcpy(pool + (size_t)b->kv_rows[t - t0] * 2 * s->kv_dim,
-               s->qkv + (size_t)t * s->qkv_dim + s->q_dim, sizeof(float) * 2 * s->kv_dim);
+    for (int t = t0; t < b->n_tokens; t++) {
+        float *row = pool + (size_t)b->kv_rows[t - t0] * 2 * s->kv_dim;
+        const float *kv = a->qkv + (size_t)t * a->qkv_dim + a->q_dim;
+        memcpy(row, kv, sizeof(float) * a->kv_dim);
+        memcpy(row + s->kv_dim, kv + a->kv_dim, sizeof(float) * a->kv_dim);
+    }
     s->cu_k[0] = 0;
     for (int i = 0; i < b->n_paged; i++) {
         const int len = b->cu_seqlens[n_whole + i + 1] - b->cu_seqlens[n_whole + i];
@@ -237,6 +358,59 @@ static void gather_embeddings(const cpu_state *s, const qe_batch *b) {
     }
 }
 
+/* The all-reduce: x += the ranks' partial updates (in s->acc), summed in rank order. */
+static void add_partial(cpu_state *s, int T, int r) {
+    const size_t n = (size_t)T * s->cfg.hidden_size;
+    if (r > 0)
+        for (size_t i = 0; i < n; i++)
+            s->acc[i] += s->y[i];
+    if (r == s->tp - 1)
+        for (size_t i = 0; i < n; i++)
+            s->x[i] += s->acc[i];
+}
+
+/* Layer l's attention on every rank: its q/k/v heads from the shared normed rows s->h, its
+ * attention, its columns of o_proj (a partial update of the residual). */
+static int tp_attention(cpu_state *s, const qe_batch *b, int l) {
+    const qe_config *c = &s->cfg;
+    const int T = b->n_tokens, H = c->hidden_size;
+    for (int r = 0; r < s->tp; r++) {
+        cpu_rank *k = &s->ranks[r];
+        const cpu_layer *W = &k->layers[l], *N = &s->layers[l];
+        matmul(s, s->h, T, H, W->wqkv, k->qkv_dim, k->qkv, 0);
+        ref_qk_norm_rope(k->qkv, T, k->sh.q_heads, k->sh.kv_heads, c->head_dim, b->positions,
+                         N->q_norm, N->k_norm, (float)c->rms_norm_eps, c->rope_theta);
+        const attn_heads a = {k->qkv,
+                              k->attn,
+                              k->qkv_dim,
+                              k->q_dim,
+                              k->kv_dim,
+                              k->sh.q_heads,
+                              k->sh.kv_heads,
+                              k->sh.kv_head0,
+                              s->alibi_slopes ? s->alibi_slopes + k->sh.q_head0 : NULL};
+        if (attention(s, b, l, &a)) return -1;
+        matmul(s, k->attn, T, k->q_dim, W->wo, H, r ? s->y : s->acc, 0);
+        add_partial(s, T, r);
+    }
+    return 0;
+}
+
+/* Layer l's MLP on every rank: its run of the intermediate (gate and up rows, SwiGLU, its
+ * columns of down_proj), a partial update of the residual. */
+static void tp_mlp(cpu_state *s, int T, int l) {
+    const int H = s->cfg.hidden_size;
+    for (int r = 0; r < s->tp; r++) {
+        cpu_rank *k = &s->ranks[r];
+        const cpu_layer *W = &k->layers[l];
+        const int f = k->sh.f_len;
+        matmul(s, s->h, T, H, W->wgate_up, 2 * f, k->gate_up, 0);
+        ref_swiglu(k->gate_up, T, f, k->act);
+        matmul(s, k->act, T, f, W->wdown, H, r ? s->y : s->acc, 0);
+        add_partial(s, T, r);
+    }
+}
+
 /* Embeds the step and runs its first n_layers layers; the residual stream ends in s->x. */
 static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char *err,
                             size_t errlen) {
@@ -260,16 +434,20 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char 
         s->cu_k = c2, s->cu_k_cap = b->n_paged + 1;
     }
     gather_embeddings(s, b);
+    const attn_heads whole = all_heads(s);
     for (int l = 0; l < n_layers; l++) {
         const cpu_layer *W = &s->layers[l];
         ref_rmsnorm(s->x, W->attn_norm, T, H, eps, s->h);
+        if (s->ranks) { /* tensor parallel: every rank's share, then the sum of their updates */
+            if (tp_attention(s, b, l)) goto oom;
+            ref_rmsnorm(s->x, W->mlp_norm, T, H, eps, s->h);
+            tp_mlp(s, T, l);
+            continue;
+        }
         matmul(s, s->h, T, H, W->wqkv, s->qkv_dim, s->qkv, 0);
         ref_qk_norm_rope(s->qkv, T, c->num_heads, c->num_kv_heads, c->head_dim, b->positions,
                          W->q_norm, W->k_norm, eps, c->rope_theta);
-        if (attention(s, b, l)) {
-            snprintf(err, errlen, "out of host memory for the attention of %d tokens", T);
-            return QE_ERR_NOMEM;
-        }
+        if (attention(s, b, l, &whole)) goto oom;
         matmul(s, s->attn, T, s->q_dim, W->wo, H, s->x, 1);
         ref_rmsnorm(s->x, W->mlp_norm, T, H, eps, s->h);
         matmul(s, s->h, T, H, W->wgate_up, 2 * F, s->gate_up, 0);
@@ -277,6 +455,9 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char 
         matmul(s, s->act, T, F, W->wdown, H, s->x, 1);
     }
     return QE_OK;
+oom:
+    snprintf(err, errlen, "out of host memory for the attention of %d tokens", T);
+    return QE_ERR_NOMEM;
 }
 
 static qe_status cpu_forward(void *state, const qe_batch *steps, int n_steps, int dims,

@@ -16,6 +16,7 @@
 #include "rerank.h"
 #include "scheduler.h"
 #include "tokenizer/tokenizer.h"
+#include "tp_split.h"
 
 struct qe_engine {
     qe_model model;
@@ -103,6 +104,19 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
     if (rerank_head_open(&e->rerank, opt->model_dir, &e->model, e->tok, opt->task, err, errlen)) {
         qe_close(e);
         return QE_ERR_FORMAT;
+    }
+    if (opt->tensor_parallel > 1 &&
+        tp_check(&e->model.cfg, opt->tensor_parallel, err, errlen)) { /* names the valid values */
+        qe_close(e);
+        return QE_ERR_ARG;
+    }
+    if (opt->tensor_parallel > 1 && opt->backend != QE_BACKEND_CPU) {
+        snprintf(err, errlen,
+                 "tensor parallelism runs on the CPU backend only for now: the CUDA backend's "
+                 "NCCL ranks are not built yet (run one engine per GPU with qembed serve "
+                 "--devices)");
+        qe_close(e);
+        return QE_ERR_UNSUPPORTED;
     }
     if (opt->backend == QE_BACKEND_CPU) e->ops = &qe_cpu_backend;
 #ifdef QE_HAVE_CUDA

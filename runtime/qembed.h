@@ -45,6 +45,12 @@ typedef struct qe_options {
     int kv_pool_tokens;
     int kv_page_tokens;
     qe_task task; /* AUTO (0) by default; RERANK needs a tokenizer with "yes" and "no" */
+    /* Tensor parallelism: each layer split over this many ranks (Megatron-style: q/k/v by heads,
+     * gate/up by columns, o_proj and down_proj by rows, their partial updates summed); 0 or 1:
+     * none. It must divide the query and the kv heads (qe_open names the valid values). The CPU
+     * backend runs the ranks in process, summing in shared memory (it proves the split; it is no
+     * faster); the CUDA backend refuses more than one rank (NCCL ranks are not built yet). */
+    int tensor_parallel;
 } qe_options;
 
 typedef struct qe_engine qe_engine;
@@ -170,8 +176,9 @@ const char *qe_last_error(const qe_engine *e);
 /* The tokenizer of the model folder, or NULL if it has no tokenizer.json. */
 const struct tok_tokenizer *qe_tokenizer(const qe_engine *e);
 /* QE_OK when the tokenizer (if any) fits the model: the token it appends to every input (and a
- * reranker's prompt template) is inside the embedding table. Else QE_ERR_FORMAT and why: a server refuses to load such a folder, where
- * every text request would fail (ids-only users, like the benchmarks' random models, may go on). */
+ * reranker's prompt template) is inside the embedding table. Else QE_ERR_FORMAT and why: a server
+ * refuses to load such a folder, where every text request would fail (ids-only users, like the
+ * benchmarks' random models, may go on). */
 qe_status qe_tokenizer_fits(const qe_engine *e, char *err, size_t errlen);
 /* Geometry for tools: NULL-safe accessors. */
 int qe_max_positions(const qe_engine *e);

@@ -3,3 +3,5 @@
 qe_add_test(test_cpu_attention SOURCES test_cpu_attention.c LIBS qembed)
 # The step former on its own: budgets, pages and fairness on hand-made and random workloads.
 qe_add_test(test_scheduler SOURCES test_scheduler.c LIBS qembed)
+# Tensor parallelism on the CPU backend: N in-process ranks against one, and the goldens.
+qe_add_test(test_tp SOURCES test_tp.c LIBS qe_tools TIMEOUT 900)

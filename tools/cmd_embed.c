@@ -19,7 +19,7 @@ static void usage(FILE *f) {
         "usage: qembed embed --model DIR [--backend cpu|cuda] [--dims N] [--input FILE|-]\n"
         "                    [--output FILE|-] [--instruction TEXT | --prompt-name NAME]\n"
         "                    [--max-length N] [--threads N] [--max-batch-tokens N]\n"
-        "                    [--shard I/N] [--task embed]\n\n"
+        "                    [--shard I/N] [--tensor-parallel N] [--task embed]\n\n"
         "Reads JSONL, one object per line: {\"ids\": [..]} (used exactly as given, no token\n"
         "appended) or {\"text\": \"..\"} (tokenized with the model's tokenizer.json, end token\n"
         "appended). Writes one line per input, in order:\n"
@@ -39,6 +39,8 @@ static void usage(FILE *f) {
         "                       jobs) split one input; `paste -d '\\n' out.0 ... out.N-1 |\n"
         "                       grep -v '^$'` merges their outputs into the unsharded file\n"
         "                       (docs/scaling.md)\n"
+        "  --tensor-parallel N  split every layer over N ranks (CPU backend: in process, to\n"
+        "                       prove the split; it must divide the query and kv heads)\n"
         "  --task embed         embed with a folder that looks like a reranker (qembed inspect\n"
         "                       says which a folder is; rerankers score with qembed rerank)\n");
 }
@@ -218,6 +220,8 @@ int cmd_embed(int argc, char **argv) {
             if (flag_int("embed", a, v, 1, 1024, &opt.threads)) return 2;
         } else if (!strcmp(a, "--max-batch-tokens")) {
             if (flag_int("embed", a, v, 1, 1 << 30, &opt.max_batch_tokens)) return 2;
+        } else if (!strcmp(a, "--tensor-parallel")) {
+            if (flag_int("embed", a, v, 1, 64, &opt.tensor_parallel)) return 2;
         } else if (!strcmp(a, "--shard")) {
             if (parse_shard(v, &shard_i, &shard_n)) return 2;
         } else if (!strcmp(a, "--task")) {

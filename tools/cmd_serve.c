@@ -33,6 +33,9 @@ static void usage(FILE *f) {
         "                           each entry is one more engine). An engine whose device\n"
         "                           faults leaves the rotation and its work is retried on the\n"
         "                           others (default: one engine, device 0)\n"
+        "  --tensor-parallel N      split every layer of each engine over N ranks (it must\n"
+        "                           divide the query and kv heads; the CPU backend only for\n"
+        "                           now, where it proves the split: no faster)\n"
         "  --host ADDR              address to bind (default 127.0.0.1)\n"
         "  --port N                 port (default 8080; 0 picks a free one)\n"
         "  --api-key KEY            require \"Authorization: Bearer KEY\" (401 otherwise;\n"
@@ -197,6 +200,9 @@ int cmd_serve(int argc, char **argv) {
                 return 2;
             }
             *latest_task(&c) = !strcmp(v, "rerank") ? QE_TASK_RERANK : QE_TASK_EMBED;
+        } else if (!strcmp(a, "--tensor-parallel")) {
+            if (flag_long("serve", a, v, 1, 64, &x)) return 2;
+            c.tensor_parallel = (int)x;
         } else if (!strcmp(a, "--devices")) {
             if (parse_devices(v, &c)) return 2;
             devices_arg = v;

@@ -56,6 +56,7 @@ typedef struct serve_config {
      * work is retried on the others; the server faults when a model has none left. */
     int devices[SERVE_MAX_DEVICES];
     int n_devices;
+    int tensor_parallel;           /* qe_options.tensor_parallel of every engine (0/1: none) */
     qe_backend backend;            /* default QE_BACKEND_CPU */
     const char *host;              /* default "127.0.0.1" */
     int port;                      /* default 8080; 0 = ephemeral (see serve_port) */

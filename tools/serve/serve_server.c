@@ -73,6 +73,7 @@ static int open_replica(serve_server *s, srv_model *m, int device, qe_engine **o
                     .task = m->task_asked,
                     .backend = s->cfg.backend,
                     .device = device,
+                    .tensor_parallel = s->cfg.tensor_parallel,
                     .threads = s->cfg.engine_threads,
                     .max_batch_tokens = s->cfg.max_batch_tokens,
                     /* the pool is made now: an out-of-memory shows at startup, not as a failed
