@@ -320,3 +320,43 @@ Test(cli, embed_shards_merge_to_the_unsharded_output, .timeout = 300) {
     cr_expect_eq(run(QEMBED " embed --model x --shard 3/3 2>/dev/null", NULL), 2);
     cr_expect_eq(run(QEMBED " embed --model x --shard 1/0 2>/dev/null", NULL), 2);
 }
+
+/* --tensor-parallel N on the CPU: embed gives the one-rank vectors (to the last printed digit or
+ * so), bench says tp=N, and a split the heads do not allow is refused naming the valid values. */
+Test(cli, tensor_parallel_flags, .timeout = 120) {
+    char model[1100], cmd[4096], *one, *two, *out;
+    make_demo(model, sizeof model);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"ids\": [5, 6, 7, 8]}' | " QEMBED " embed --model '%s' --dims 8%s",
+             model, "");
+    cr_assert_eq(run(cmd, &one), 0);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"ids\": [5, 6, 7, 8]}' | " QEMBED
+             " embed --model '%s' --dims 8 --tensor-parallel 2",
+             model);
+    cr_assert_eq(run(cmd, &two), 0);
+    float a[8], b[8];
+    const char *fmt =
+        "{\"index\": 0, \"tokens\": 4, \"embedding\": [%f, %f, %f, %f, %f, %f, %f, %f";
+    cr_assert_eq(sscanf(one, fmt, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5], &a[6], &a[7]), 8, "%s",
+                 one);
+    cr_assert_eq(sscanf(two, fmt, &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7]), 8, "%s",
+                 two);
+    for (int i = 0; i < 8; i++)
+        cr_expect_leq(fabsf(a[i] - b[i]), 1e-5f, "value %d: %f vs %f", i, a[i], b[i]);
+    free(one), free(two);
+    snprintf(cmd, sizeof cmd,
+             QEMBED " bench --model '%s' --backend cpu --seq-len 16 --batch-tokens 32 --iters 1 "
+                    "--warmup 0 --tensor-parallel 2",
+             model);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_expect(out && strstr(out, " tp=2"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"ids\": [5]}' | " QEMBED
+             " embed --model '%s' --tensor-parallel 3 2>&1",
+             model);
+    cr_expect_eq(run(cmd, &out), 1);
+    cr_expect(out && strstr(out, "valid: 1, 2"), "%s", out);
+    free(out);
+}

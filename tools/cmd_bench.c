@@ -52,7 +52,7 @@ static void usage(FILE *f) {
         f,
         "usage: qembed bench --model DIR [--backend cuda|cpu] [--seq-len N | --mix MIN:MAX |\n"
         "                    --workload SPEC ...] [--batch-tokens N] [--iters N] [--warmup N]\n"
-        "                    [--seed N] [--dims N] [--profile]\n\n"
+        "                    [--seed N] [--dims N] [--tensor-parallel N] [--profile]\n\n"
         "Times qe_embed_ids on random-id batches; the model is opened once for every workload.\n"
         "  --model DIR        model folder (e.g. from qembed make-random)\n"
         "  --backend B        cuda (default when built with CUDA) or cpu\n"
@@ -79,6 +79,8 @@ static void usage(FILE *f) {
         "  --warmup N         untimed calls first (default 2)\n"
         "  --seed N           random ids and lengths (default 1)\n"
         "  --dims N           Matryoshka output width (default: full)\n"
+        "  --tensor-parallel N  each layer split over N ranks (the CPU backend for now; the\n"
+        "                     result line says tp=N)\n"
         "  --profile          per-op GPU time of every call, printed at exit (QE_PROFILE=1)\n\n"
         "Each workload ends with one line\n"
         "  result backend=B tokens=N seqs=N ms_per_step=X tokens_per_s=X tflops=X workload=SPEC\n"
@@ -102,6 +104,7 @@ typedef struct bench_args {
     const char *model;
     qe_backend backend;
     int seq_len, mix_min, mix_max, seq_given, batch_tokens, iters, warmup, seed, dims, profile;
+    int tensor_parallel; /* qe_options.tensor_parallel (1: none) */
     int n_specs;
     const char *specs[MAX_WORKLOADS];
 } bench_args;
@@ -216,6 +219,8 @@ static int parse_value_flag(bench_args *a, const char *f, const char *v) {
         return flag_int("bench", f, v, 0, BIG, &a->warmup) ? 2 : 0;
     } else if (!strcmp(f, "--seed")) {
         return flag_int("bench", f, v, 0, BIG, &a->seed) ? 2 : 0;
+    } else if (!strcmp(f, "--tensor-parallel")) {
+        return flag_int("bench", f, v, 1, 64, &a->tensor_parallel) ? 2 : 0;
     } else if (!strcmp(f, "--dims")) {
         return flag_int("bench", f, v, 0, BIG, &a->dims) ? 2 : 0;
     } else {
@@ -528,7 +533,7 @@ static int time_calls(qe_engine *e, const bench_workload *w, const bench_batch *
 }
 
 static void print_result(qe_engine *e, const qe_config *cfg, const bench_workload *w,
-                         const bench_batch *b, int budget, const double *sorted,
+                         const bench_batch *b, int budget, int tp, const double *sorted,
                          const qe_debug_counters *before, const qe_debug_counters *after) {
     const double med = sorted[w->iters / 2], best = sorted[0];
     const double flops = bench_step_flops(cfg, b->lens, b->n), tflops = flops / med / 1e12;
@@ -546,9 +551,9 @@ static void print_result(qe_engine *e, const qe_config *cfg, const bench_workloa
     const long long steps = (after->steps - before->steps) / calls;
     const long long n_chunks = (after->chunks - before->chunks) / calls;
     printf("result backend=%s tokens=%d seqs=%d ms_per_step=%.4f tokens_per_s=%.1f tflops=%.4f "
-           "workload=%s budget=%d steps=%lld chunks=%lld graphs=%s",
+           "workload=%s budget=%d steps=%lld chunks=%lld graphs=%s tp=%d",
            qe_backend_name(e), b->tokens, b->n, med * 1e3, b->tokens / med, tflops, w->spec, budget,
-           steps, n_chunks, graphs_word(after));
+           steps, n_chunks, graphs_word(after), tp);
     if (cuda)
         printf(" captures=%lld replays=%lld refused=%lld",
                after->graph_captures - before->graph_captures,
@@ -592,7 +597,8 @@ static int run_workload(qe_engine *e, const qe_config *cfg, const bench_args *a,
             else
                 printf("gemm       n/a (no cuBLASLt plans on cpu; its GEMMs: %s)\n",
                        cpu_gemm_library());
-            print_result(e, cfg, w, &b, a->batch_tokens, times, &before, &after);
+            print_result(e, cfg, w, &b, a->batch_tokens,
+                         a->tensor_parallel > 1 ? a->tensor_parallel : 1, times, &before, &after);
         }
     } else {
         fprintf(stderr, "qembed bench: out of host memory for workload %s\n", w->spec);
@@ -625,6 +631,7 @@ int cmd_bench(int argc, char **argv) {
     opt.model_dir = a.model;
     opt.backend = a.backend;
     opt.max_batch_tokens = a.batch_tokens; /* exactly: longer sequences run in chunks */
+    opt.tensor_parallel = a.tensor_parallel;
     qe_engine *e = NULL;
     qe_status st = qe_open(&opt, &e, err, sizeof err);
     if (st != QE_OK) {
