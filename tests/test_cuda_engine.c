@@ -7,6 +7,7 @@
  * GPU. */
 #include <cjson/cJSON.h>
 #include <cuda_runtime_api.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "runtime/qembed.h"
@@ -483,4 +484,54 @@ Test(cuda_engine, reranker_scores_match_cpu, .timeout = 600) {
         free_ids(ids, N);
         qe_close(chunked), qe_close(gpu), qe_close(cpu);
     }
+}
+
+/* Two engines on one GPU (qembed serve --devices 0,0), driven from two threads at once: each
+ * gives the CPU's vectors (issue 14: engines sharing a GPU serve correctly). */
+typedef struct twin_run {
+    qe_engine *e;
+    int32_t **ids;
+    const int *lens;
+    int n, rounds;
+    float *out;
+    qe_status st;
+} twin_run;
+
+static void *twin_main(void *p) {
+    twin_run *r = p;
+    for (int k = 0; k < r->rounds && r->st == QE_OK; k++)
+        r->st = qe_embed_ids(r->e, (const int32_t *const *)r->ids, r->lens, r->n, 0, r->out);
+    return NULL;
+}
+
+Test(cuda_engine, two_engines_share_one_gpu, .timeout = 600) {
+    require_gpu("CUDA two-engine test");
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "cuda-twin", (tu_geometry){4096, 256, 512, 2, 4, 2}, ST_BF16, 0,
+                  17);
+    qe_engine *cpu = open_engine(dir, QE_BACKEND_CPU, 0);
+    const int lens[] = {7, 300, 64, 1, 129};
+    enum { N = 5 };
+    int32_t **ids = random_ids(lens, N, 4096, 99);
+    float *want = embed(cpu, ids, lens, N, 0);
+    const int D = qe_dim(cpu);
+    twin_run r[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        r[i] = (twin_run){open_engine(dir, QE_BACKEND_CUDA, 0),  ids,  lens, N, 20,
+                          malloc(sizeof(float) * N * (size_t)D), QE_OK};
+        cr_assert_eq(pthread_create(&th[i], NULL, twin_main, &r[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(r[i].st, QE_OK, "engine %d: %s", i, qe_last_error(r[i].e));
+        int row;
+        const double w = worst_cosine(r[i].out, want, N, D, &row);
+        cr_expect_geq(w, GPU_COS, "engine %d vs cpu: worst cosine %.6f (row %d)", i, w, row);
+        free(r[i].out);
+        qe_close(r[i].e);
+    }
+    free(want);
+    free_ids(ids, N);
+    qe_close(cpu);
 }

@@ -31,7 +31,7 @@
 #   make-random-4b           25 s     180 s   8.0 GB likewise (background; 15 GB took 46 s on 2 cores)
 #   test_kernels             30 s     100 s   10 tests; the C references (attention at L = 2049,
 #                                             8 heads: ~9 GFLOP on the CPU) dominate
-#   test_cuda_engine         60 s     150 s   11 tests; the CPU backend as oracle: chunked prefill
+#   test_cuda_engine         60 s     150 s   12 tests; the CPU backend as oracle: chunked prefill
 #                                             runs 3000/2048-token sequences through it (~100 GFLOP)
 #   test_kernels_bench        3 s      30 s   CPU only (FLOP counts, bench on a small model)
 #   rerun-memcheck:*         30 s      60 s   each, only for failed tests: at most 3 per suite
