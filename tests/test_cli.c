@@ -360,3 +360,26 @@ Test(cli, tensor_parallel_flags, .timeout = 120) {
     cr_expect(out && strstr(out, "valid: 1, 2"), "%s", out);
     free(out);
 }
+
+/* bench --devices: after the one-engine timing, the workload on every engine at once, with the
+ * engines' tokens/s and the scaling efficiency in a result_dp line (CPU engines here). */
+Test(cli, bench_devices_reports_data_parallel_scaling, .timeout = 120) {
+    char model[1100], cmd[4096], *out;
+    make_demo(model, sizeof model);
+    snprintf(cmd, sizeof cmd,
+             QEMBED " bench --model '%s' --backend cpu --seq-len 16 --batch-tokens 64 --iters 2 "
+                    "--warmup 0 --devices 0,1",
+             model);
+    cr_assert_eq(run(cmd, &out), 0);
+    const char *dp = out ? strstr(out, "result_dp ") : NULL;
+    int devices = 0;
+    double tps = 0, one = 0, eff = 0;
+    cr_assert(dp && sscanf(dp,
+                           "result_dp devices=%d tokens_per_s=%lf one_engine_tokens_per_s=%lf "
+                           "efficiency=%lf",
+                           &devices, &tps, &one, &eff) == 4,
+              "%s", out);
+    cr_expect_eq(devices, 2);
+    cr_expect(tps > 0 && one > 0 && fabs(eff - tps / (2 * one)) < 1e-3, "%s", dp);
+    free(out);
+}

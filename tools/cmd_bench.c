@@ -26,6 +26,7 @@
 #include "../runtime/qembed.h"
 #include "../runtime/qembed_debug.h"
 #include "../weights/config.h"
+#include "bench_dp.h"
 #include "commands.h"
 #include "flags.h"
 
@@ -52,7 +53,8 @@ static void usage(FILE *f) {
         f,
         "usage: qembed bench --model DIR [--backend cuda|cpu] [--seq-len N | --mix MIN:MAX |\n"
         "                    --workload SPEC ...] [--batch-tokens N] [--iters N] [--warmup N]\n"
-        "                    [--seed N] [--dims N] [--tensor-parallel N] [--profile]\n\n"
+        "                    [--seed N] [--dims N] [--tensor-parallel N] [--devices LIST]\n"
+        "                    [--profile]\n\n"
         "Times qe_embed_ids on random-id batches; the model is opened once for every workload.\n"
         "  --model DIR        model folder (e.g. from qembed make-random)\n"
         "  --backend B        cuda (default when built with CUDA) or cpu\n"
@@ -81,6 +83,10 @@ static void usage(FILE *f) {
         "  --dims N           Matryoshka output width (default: full)\n"
         "  --tensor-parallel N  each layer split over N ranks (the CPU backend for now; the\n"
         "                     result line says tp=N)\n"
+        "  --devices LIST     data parallel: one engine per entry (CUDA devices 0,1 or 0-3; a\n"
+        "                     repeat puts two engines on one GPU); after the one-engine timing\n"
+        "                     every workload runs on all of them at once, and a result_dp line\n"
+        "                     gives their tokens/s and the scaling efficiency against one\n"
         "  --profile          per-op GPU time of every call, printed at exit (QE_PROFILE=1)\n\n"
         "Each workload ends with one line\n"
         "  result backend=B tokens=N seqs=N ms_per_step=X tokens_per_s=X tflops=X workload=SPEC\n"
@@ -104,7 +110,9 @@ typedef struct bench_args {
     const char *model;
     qe_backend backend;
     int seq_len, mix_min, mix_max, seq_given, batch_tokens, iters, warmup, seed, dims, profile;
-    int tensor_parallel; /* qe_options.tensor_parallel (1: none) */
+    int tensor_parallel;        /* qe_options.tensor_parallel (1: none) */
+    int devices[16], n_devices; /* --devices: one engine per entry, timed together too */
+    qe_engine **engines;        /* [n_devices] once open; engines[0] is the one timed alone */
     int n_specs;
     const char *specs[MAX_WORKLOADS];
 } bench_args;
@@ -219,6 +227,8 @@ static int parse_value_flag(bench_args *a, const char *f, const char *v) {
         return flag_int("bench", f, v, 0, BIG, &a->warmup) ? 2 : 0;
     } else if (!strcmp(f, "--seed")) {
         return flag_int("bench", f, v, 0, BIG, &a->seed) ? 2 : 0;
+    } else if (!strcmp(f, "--devices")) {
+        return flag_devices("bench", v, a->devices, 16, &a->n_devices) ? 2 : 0;
     } else if (!strcmp(f, "--tensor-parallel")) {
         return flag_int("bench", f, v, 1, 64, &a->tensor_parallel) ? 2 : 0;
     } else if (!strcmp(f, "--dims")) {
@@ -562,6 +572,23 @@ static void print_result(qe_engine *e, const qe_config *cfg, const bench_workloa
     printf("\n");
 }
 
+/* The workload on every engine at once (--devices): their tokens/s together against n times the
+ * one engine's (one_s per call). 0 or 1. */
+static int run_dp(const bench_args *a, const bench_workload *w, const bench_batch *b,
+                  double one_s) {
+    double med = 0;
+    if (bench_dp_rounds(a->engines, a->n_devices, (const int32_t *const *)b->ids, b->lens, b->n,
+                        w->dims, w->warmup, w->iters, &med))
+        return 1;
+    const double one = b->tokens / one_s, all = (double)a->n_devices * b->tokens / med;
+    printf("dp         %d engines at once: %.0f tokens/s, %.2f x one engine (%.1f%% of linear)\n",
+           a->n_devices, all, all / one, 100.0 * all / (one * a->n_devices));
+    printf("result_dp devices=%d tokens_per_s=%.1f one_engine_tokens_per_s=%.1f efficiency=%.4f "
+           "ms_per_round=%.4f workload=%s\n",
+           a->n_devices, all, one, all / (one * a->n_devices), med * 1e3, w->spec);
+    return 0;
+}
+
 /* One workload on the open engine: its batch, its calls, its lines. 0 or 1 (a call failed). */
 static int run_workload(qe_engine *e, const qe_config *cfg, const bench_args *a,
                         const bench_workload *w, int index, int count) {
@@ -599,6 +626,7 @@ static int run_workload(qe_engine *e, const qe_config *cfg, const bench_args *a,
                        cpu_gemm_library());
             print_result(e, cfg, w, &b, a->batch_tokens,
                          a->tensor_parallel > 1 ? a->tensor_parallel : 1, times, &before, &after);
+            if (a->n_devices > 1) rc = run_dp(a, w, &b, times[w->iters / 2]);
         }
     } else {
         fprintf(stderr, "qembed bench: out of host memory for workload %s\n", w->spec);
@@ -632,16 +660,32 @@ int cmd_bench(int argc, char **argv) {
     opt.backend = a.backend;
     opt.max_batch_tokens = a.batch_tokens; /* exactly: longer sequences run in chunks */
     opt.tensor_parallel = a.tensor_parallel;
+    opt.device = a.n_devices > 0 ? a.devices[0] : 0;
     qe_engine *e = NULL;
     qe_status st = qe_open(&opt, &e, err, sizeof err);
     if (st != QE_OK) {
         fprintf(stderr, "qembed bench: cannot open %s: %s\n", a.model, err);
         return 1;
     }
+    /* --devices: engines[0] is e (on the first entry's device), then one per further entry */
+    qe_engine *engines[16] = {e};
+    a.engines = engines;
+    for (int d = 1; d < a.n_devices; d++) {
+        opt.device = a.devices[d];
+        if ((st = qe_open(&opt, &engines[d], err, sizeof err)) != QE_OK) {
+            fprintf(stderr, "qembed bench: cannot open %s on device %d: %s\n", a.model,
+                    a.devices[d], err);
+            for (int k = 0; k < d; k++)
+                qe_close(engines[k]);
+            return 1;
+        }
+    }
     print_header(e, &a, &cfg);
     int rc = 0;
     for (int i = 0; i < n_work; i++) /* a failed workload does not stop the next */
         rc |= run_workload(e, &cfg, &a, &w[i], i, n_work);
+    for (int d = 1; d < a.n_devices; d++)
+        qe_close(engines[d]);
     qe_close(e); /* prints the per-op profile when QE_PROFILE=1 */
     return rc;
 }

@@ -111,40 +111,6 @@ static int drain_and_stop(serve_server *s, const sigset_t *sigs, int first, doub
     return rc;
 }
 
-/* --devices LIST: "0,1,2", ranges "0-3", repeats "0,0" (two engines on one GPU). */
-static int parse_devices(const char *v, serve_config *c) {
-    c->n_devices = 0;
-    for (const char *p = v; *p;) {
-        char *end;
-        long lo = strtol(p, &end, 10), hi = lo;
-        if (end == p || lo < 0) goto bad;
-        if (*end == '-') {
-            const char *q = end + 1;
-            hi = strtol(q, &end, 10);
-            if (end == q || hi < lo) goto bad;
-        }
-        for (long d = lo; d <= hi; d++) {
-            if (c->n_devices == SERVE_MAX_DEVICES) {
-                fprintf(stderr, "qembed serve: --devices: at most %d engines\n", SERVE_MAX_DEVICES);
-                return -1;
-            }
-            c->devices[c->n_devices++] = (int)d;
-        }
-        if (*end == ',')
-            end++;
-        else if (*end)
-            goto bad;
-        p = end;
-    }
-    if (c->n_devices > 0) return 0;
-bad:
-    fprintf(stderr,
-            "qembed serve: --devices wants device ordinals like 0,1 or 0-3 (a repeat runs two "
-            "engines on one device), got '%s'\n",
-            v);
-    return -1;
-}
-
 /* --served-model-name and --task belong to the --model given last before them (the first
  * model when none was given yet). */
 static const char **latest_name(serve_config *c) {
@@ -204,7 +170,7 @@ int cmd_serve(int argc, char **argv) {
             if (flag_long("serve", a, v, 1, 64, &x)) return 2;
             c.tensor_parallel = (int)x;
         } else if (!strcmp(a, "--devices")) {
-            if (parse_devices(v, &c)) return 2;
+            if (flag_devices("serve", v, c.devices, SERVE_MAX_DEVICES, &c.n_devices)) return 2;
             devices_arg = v;
         } else if (!strcmp(a, "--host"))
             c.host = v;

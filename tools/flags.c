@@ -38,3 +38,37 @@ int flag_double(const char *cmd, const char *flag, const char *v, double lo, dou
     *out = x;
     return 0;
 }
+
+int flag_devices(const char *cmd, const char *v, int *out, int cap, int *n) {
+    *n = 0;
+    for (const char *p = v ? v : ""; *p;) {
+        char *end;
+        const long lo = strtol(p, &end, 10);
+        long hi = lo;
+        if (end == p || lo < 0) goto bad;
+        if (*end == '-') {
+            const char *q = end + 1;
+            hi = strtol(q, &end, 10);
+            if (end == q || hi < lo) goto bad;
+        }
+        for (long d = lo; d <= hi; d++) {
+            if (*n == cap) {
+                fprintf(stderr, "qembed %s: --devices: at most %d engines\n", cmd, cap);
+                return -1;
+            }
+            out[(*n)++] = (int)d;
+        }
+        if (*end == ',')
+            end++;
+        else if (*end)
+            goto bad;
+        p = end;
+    }
+    if (*n > 0) return 0;
+bad:
+    fprintf(stderr,
+            "qembed %s: --devices wants device ordinals like 0,1 or 0-3 (a repeat runs two engines "
+            "on one device), got '%s'\n",
+            cmd, v ? v : "");
+    return -1;
+}

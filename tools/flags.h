@@ -8,4 +8,8 @@ int flag_int(const char *cmd, const char *flag, const char *v, int lo, int hi, i
 int flag_double(const char *cmd, const char *flag, const char *v, double lo, double hi,
                 double *out);
 
+/* A device list: "0,1,2", ranges "0-3", repeats "0,0" (two engines on one device); at most cap
+ * entries into out[*n]. */
+int flag_devices(const char *cmd, const char *v, int *out, int cap, int *n);
+
 #endif

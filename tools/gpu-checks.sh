@@ -43,6 +43,8 @@
 #   bench-0.6b               20 s     120 s   load 1.2 GB; 8 workloads, ~0.4 s of GPU work each
 #   bench-4b                 45 s     180 s   load 8 GB; 12 steps of 16384 tokens at ~190 ms each
 #                                             per long workload, 4 x 32k tokens, 110 queries
+#   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
+#                                             workloads alone and then both engines at once
 #   memcheck-kernels         40 s      90 s   8 small kernel tests under memcheck (not gemm: cuBLAS;
 #                                             not attention_causal_gqa: its 2049-token cases)
 #   racecheck-attention      60 s     120 s   attention_alibi + attention_paged_and_chunked
@@ -305,6 +307,12 @@ else
 fi
 stage bench-0.6b engine-bench.log 120 15 "$QEMBED" bench --model "$WORK/m-small" --backend "$BACKEND" "${BENCH_SMALL[@]}"
 stage bench-4b engine-bench.log 180 20 "$QEMBED" bench --model "$WORK/m-large" --backend "$BACKEND" "${BENCH_LARGE[@]}"
+# Two engines sharing the one GPU (qembed serve --devices 0,0): their tokens/s together against
+# one engine's (the result_dp line); on a multi-GPU machine --devices 0,1 gives the DP scaling.
+if ((DRY)); then DP=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
+  DP=(--batch-tokens 16384 --workload seq:512,iters=5,warmup=1 --workload seq:24,batch=24,iters=20); fi
+stage dp-0.6b engine-bench.log 60 10 "$QEMBED" bench --model "$WORK/m-small" --backend "$BACKEND" \
+  --devices 0,0 "${DP[@]}"
 
 KSUB='kernels/@(embed_gather|add_rmsnorm|qk_norm_rope|swiglu|pool_last_and_gather|attention_alibi|attention_paged_and_chunked|launcher_argument_errors)'
 stage memcheck-kernels sanitizer.log 90 15 sanitize memcheck "$T_KERNELS" "${CRITERION[@]}" --filter "$KSUB"
@@ -349,8 +357,8 @@ cat "$OUT/summary.txt"
 # and the stages after it run, the earlier workload's result kept.
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b test_kernels test_cuda_engine test_kernels_bench \
-  bench_memops bench_attention bench-0.6b bench-4b memcheck-kernels racecheck-attention serve-4b \
-  mixed-4b; do
+  bench_memops bench_attention bench-0.6b bench-4b dp-0.6b memcheck-kernels racecheck-attention \
+  serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
 done
