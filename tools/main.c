@@ -14,7 +14,7 @@ static const subcommand COMMANDS[] = {
     {"embed", cmd_embed, "embed JSONL ({\"ids\":[..]} or {\"text\":..}) into JSONL vectors"},
     {"rerank", cmd_rerank, "score JSONL documents against a query with a Qwen3-Reranker"},
     {"tokenize", cmd_tokenize, "tokenize JSONL text into JSONL ids, with throughput"},
-    {"serve", cmd_serve, "OpenAI- and TEI-compatible HTTP embedding server"},
+    {"serve", cmd_serve, "OpenAI-, TEI- and Cohere-compatible HTTP embedding and rerank server"},
     {"bench", cmd_bench, "time the engine on synthetic batches (tokens/s, per-op breakdown)"},
     {"loadgen", cmd_loadgen, "drive any OpenAI-compatible /v1/embeddings server with a corpus"},
     {"inspect", cmd_inspect, "show a model folder's geometry, dtype, parameters and tensors"},
