@@ -26,8 +26,8 @@ static void make_demo(char *dir, size_t cap) {
 }
 
 Test(cli, help_on_every_command) {
-    const char *cmds[] = {"embed",   "tokenize", "serve",       "bench",
-                          "loadgen", "inspect",  "make-random", "rerank"};
+    const char *cmds[] = {"embed",   "tokenize",    "serve",  "bench",   "loadgen",
+                          "inspect", "make-random", "rerank", "quantize"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char cmd[256], *out;
         snprintf(cmd, sizeof cmd, QEMBED " %s --help", cmds[i]);
@@ -317,4 +317,45 @@ Test(cli, embed_shards_merge_to_the_unsharded_output, .timeout = 300) {
     free(merged), free(all);
     cr_expect_eq(run(QEMBED " embed --model x --shard 3/3 2>/dev/null", NULL), 2);
     cr_expect_eq(run(QEMBED " embed --model x --shard 1/0 2>/dev/null", NULL), 2);
+}
+
+/* quantize: the demo folder as a q4_k_m GGUF; inspect reads it (types per kind of tensor,
+ * parameters, bytes) and embed runs it like the folder, text through the GGUF's tokenizer. */
+Test(cli, quantize_inspect_and_embed_a_gguf, .timeout = 120) {
+    char dir[1100], cmd[4096], *out;
+    make_demo(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd,
+             QEMBED " quantize --model '%s' --type q4_k_m --out '%s.gguf' 2>'%s.log'", dir, dir,
+             dir);
+    cr_assert_eq(run(cmd, NULL), 0);
+    snprintf(cmd, sizeof cmd, "%s.log", dir);
+    out = tu_read_file(cmd, NULL);
+    cr_expect(out && strstr(out, "tensor 35 of 35"), "progress line: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s.gguf'", dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_expect(out && strstr(out, "layers         3") && strstr(out, "attn_output.weight") &&
+                  strstr(out, "Q4_K x3") && strstr(out, "parameters") &&
+                  strstr(out, "bits per weight"),
+              "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"hello world\"}' | " QEMBED
+             " embed --model '%s.gguf' --input -",
+             dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_expect(out && strstr(out, "\"embedding\""), "%s", out);
+    free(out);
+    const char *bad[][2] = {{"--type q3_k", "not one of"}, {"", "required"}};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, QEMBED " quantize --model '%s' --out /dev/null %s 2>&1", dir,
+                 bad[i][0]);
+        cr_expect_eq(run(cmd, &out), 2, "%s", bad[i][0]);
+        cr_expect(out && strstr(out, bad[i][1]), "%s: %s", bad[i][0], out);
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, QEMBED " quantize --model /nonexistent --type f16 --out x.gguf 2>&1");
+    cr_expect_eq(run(cmd, &out), 1);
+    cr_expect(out && strstr(out, "/nonexistent"), "%s", out);
+    free(out);
 }

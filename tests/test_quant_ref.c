@@ -3,6 +3,7 @@
 #include <stdint.h>
 
 #include "kernels/ref/ref_quant.h"
+#include "quant_bound.h"
 #include "test_util.h"
 
 /* Halves used as scales below: exact in f16. */
@@ -306,57 +307,6 @@ static void fill(float *x, int n, int kind) {
     }
 }
 
-/* The error bound of element i from its block's inputs. */
-static double bound_of(uint32_t type, const float *blk, int i) {
-    double amax = 0, mx = 0;
-    switch (type) {
-    case QT_Q8_0:
-        for (int k = 0; k < 32; k++)
-            amax = fmax(amax, fabs(blk[k]));
-        return 0.501 * amax / 127;
-    case QT_Q4_0:
-        for (int k = 0; k < 32; k++)
-            amax = fmax(amax, fabs(blk[k]));
-        return 1.001 * amax / 8; /* one step: the side opposite the extreme tops out at +7 */
-    case QT_Q4_K:
-    case QT_Q5_K: {
-        const int levels = type == QT_Q4_K ? 15 : 31;
-        double range[8], max_step = 0, max_off = 0;
-        for (int j = 0; j < 8; j++) {
-            double lo = 0, hi = -INFINITY;
-            for (int l = 0; l < 32; l++) {
-                lo = fmin(lo, blk[32 * j + l]);
-                hi = fmax(hi, blk[32 * j + l]);
-            }
-            range[j] = hi - lo;
-            max_step = fmax(max_step, range[j] / levels);
-            max_off = fmax(max_off, -lo);
-        }
-        /* half a step, plus the rounding of the 6-bit scale and min (one unit of d, dmin) */
-        return 0.5 * range[i / 32] / levels + (max_step + max_off) / 63;
-    }
-    case QT_Q6_K: {
-        double max_abs = 0;
-        for (int j = 0; j < 16; j++) {
-            double m = 0;
-            for (int l = 0; l < 16; l++)
-                m = fmax(m, fabs(blk[16 * j + l]));
-            max_abs = fmax(max_abs, m / 32);
-            if (j == i / 16) mx = m / 32;
-        }
-        /* one step (the side opposite the extreme tops out at +31), plus the 8-bit scale's
-         * rounding times the 32 steps to the extreme */
-        return mx + 0.15 * max_abs;
-    }
-    case QT_F16:
-        return fmax(fabs(blk[i]) * 0x1p-11, 0x1p-25); /* subnormals: half of 2^-24 */
-    case QT_BF16:
-        return fabs(blk[i]) * 0x1p-8 + 1e-38;
-    default:
-        return 0;
-    }
-}
-
 Test(quant_ref, round_trip_within_the_block_error) {
     const uint32_t types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     const int counts[] = {1, 3, 7};
@@ -379,7 +329,7 @@ Test(quant_ref, round_trip_within_the_block_error) {
                 for (int i = 0; i < n; i++) {
                     const int b0 = t->block > 1 ? i / t->block * t->block : i;
                     const double e = fabs((double)y[i] - x[i]);
-                    const double bnd = bound_of(types[ti], x + b0, t->block > 1 ? i - b0 : 0);
+                    const double bnd = quant_bound(types[ti], x + b0, t->block > 1 ? i - b0 : 0);
                     if (!(e <= bnd + 1e-30) && (worst < 0 || !(e - bnd <= worst))) {
                         worst = isnan(e) ? INFINITY : e - bnd;
                         at = i;

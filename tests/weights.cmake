@@ -9,3 +9,5 @@ qe_add_test(test_gguf SOURCES test_gguf.c fuzz/fuzz_gguf.c LIBS qe_weights)
 target_compile_definitions(test_gguf PRIVATE QE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 # The ggml block formats: reference dequantizers on hand-made blocks with known values.
 qe_add_test(test_quant_ref SOURCES test_quant_ref.c LIBS qe_kernels_ref)
+# qembed quantize (HF folder -> GGUF) and GGUF models in the engine (CPU backend).
+qe_add_test(test_quantize SOURCES test_quantize.c LIBS qe_tools)
