@@ -346,6 +346,19 @@ Test(cli, quantize_inspect_and_embed_a_gguf, .timeout = 120) {
     cr_assert_eq(run(cmd, &out), 0);
     cr_expect(out && strstr(out, "\"embedding\""), "%s", out);
     free(out);
+    /* tokenize reads the GGUF's tokenizer: the same ids as the folder's tokenizer.json */
+    char *ids[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "printf '%%s\\n' '{\"text\": \"hello world <|endoftext|>\"}' | " QEMBED
+                 " tokenize --model '%s%s' 2>/dev/null",
+                 dir, k ? ".gguf" : "");
+        cr_assert_eq(run(cmd, &ids[k]), 0, "tokenize %s", k ? "gguf" : "folder");
+    }
+    cr_expect(ids[0] && ids[1] && strstr(ids[0], "\"ids\"") && !strcmp(ids[0], ids[1]),
+              "folder: %s\ngguf: %s", ids[0], ids[1]);
+    free(ids[0]);
+    free(ids[1]);
     const char *bad[][2] = {{"--type q3_k", "not one of"}, {"", "required"}};
     for (int i = 0; i < 2; i++) {
         snprintf(cmd, sizeof cmd, QEMBED " quantize --model '%s' --out /dev/null %s 2>&1", dir,

@@ -413,6 +413,20 @@ Test(quantize, gguf_refusals_name_the_tensor) {
         cr_expect(strstr(err, v[i].want), "variant %d: \"%s\" lacks \"%s\"", v[i].variant, err,
                   v[i].want);
     }
+    /* a Qwen3-Reranker folder is not written as an embedding GGUF */
+    random_model_opts ro = {0};
+    random_model_preset("tiny", &ro.cfg);
+    ro.cfg.num_layers = 1;
+    ro.cfg.vocab_size = 2048;
+    snprintf(path, sizeof path, "%s/rr", dir);
+    ro.out_dir = path, ro.seed = 2, ro.dtype = ST_BF16, ro.reranker = 1, ro.quiet = 1;
+    cr_assert_eq(random_model_write(&ro, err, sizeof err), 0, "%s", err);
+    char out[1300];
+    snprintf(out, sizeof out, "%s/rr.gguf", dir);
+    const qz_opts q = {.model_dir = path, .out_path = out, .ftype = QZ_Q8_0, .quiet = 1};
+    cr_expect_neq(qz_run(&q, err, sizeof err), 0, "a reranker was quantized");
+    cr_expect(strstr(err, "Reranker"), "%s", err);
+    cr_expect(!tu_exists(out), "a refused quantize left %s", out);
     qe_options opt = {.model_dir = "/nonexistent/x.gguf", .backend = QE_BACKEND_CPU};
     qe_engine *e = NULL;
     cr_expect_eq(qe_open(&opt, &e, err, sizeof err), QE_ERR_IO);

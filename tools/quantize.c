@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "kernels/ref/ref_quant.h"
 #include "tokenizer/tokenizer.h"
@@ -298,6 +299,15 @@ int qz_run(const qz_opts *o, char *err, size_t errlen) {
     char path[4200];
     snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
     if (tok_load_file(path, &tok, err, errlen) != TOK_OK) goto done;
+    if (tok_end_id(tok) < 0) {
+        /* Qwen3-Reranker folders ship a tokenizer that appends nothing; llama.cpp's form of a
+         * reranker (pooling_type 4, a cls.output tensor) is not written here */
+        snprintf(err, errlen,
+                 "%s: the tokenizer appends no end token, as a Qwen3-Reranker's does; only "
+                 "embedding models are written as GGUF (pooling_type last-token)",
+                 o->model_dir);
+        goto done;
+    }
     const st_tensor *lm_head = c->tie_word_embeddings ? NULL : st_find(m.archive, "lm_head.weight");
     const int tied = lm_head == NULL;
     items = calloc((size_t)(3 + 11 * c->num_layers), sizeof *items);
