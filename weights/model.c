@@ -84,13 +84,17 @@ static const char *const LAYER_GGUF[11] = {
     "attn_q_norm.weight", "attn_k_norm.weight", "attn_output.weight", "ffn_norm.weight",
     "ffn_gate.weight",    "ffn_up.weight",      "ffn_down.weight"};
 
+static int in_layer(const char *name) {
+    return !strncmp(name, "blk.", 4);
+}
+
 /* A GGUF file's tensors as st_tensor views: every type the dequantizers know is accepted (the
  * others are refused with the tensor named), shapes reversed to [out, in]. */
 static int gguf_views(qe_model *m, char *err, size_t errlen) {
     const int n = gguf_count(m->gguf);
     m->views = calloc((size_t)(n ? n : 1), sizeof *m->views);
     if (!m->views) return -1;
-    size_t dq = 0;
+    size_t dq[2] = {0, 0}; /* [0]: kept (token_embd, output), [1]: blk.* (released later) */
     for (int i = 0; i < n; i++) {
         const gguf_tensor *g = gguf_at(m->gguf, i);
         const ref_qtype_info *qi = ref_qtype_get(g->type);
@@ -102,13 +106,14 @@ static int gguf_views(qe_model *m, char *err, size_t errlen) {
             return -1;
         }
         if (g->type != QT_F32 && g->type != QT_F16 && g->type != QT_BF16)
-            dq += (size_t)g->n_elements;
+            dq[in_layer(g->name)] += (size_t)g->n_elements;
     }
-    if (dq && !(m->dequant = malloc(dq * sizeof(float)))) {
-        snprintf(err, errlen, "out of memory dequantizing %zu weights to fp32", dq);
+    if ((dq[0] && !(m->dequant = malloc(dq[0] * sizeof(float)))) ||
+        (dq[1] && !(m->dequant_layers = malloc(dq[1] * sizeof(float))))) {
+        snprintf(err, errlen, "out of memory dequantizing %zu weights to fp32", dq[0] + dq[1]);
         return -1;
     }
-    float *cursor = m->dequant;
+    float *cursor[2] = {m->dequant, m->dequant_layers};
     for (int i = 0; i < n; i++) {
         const gguf_tensor *g = gguf_at(m->gguf, i);
         st_tensor *v = &m->views[m->n_views++];
@@ -122,14 +127,15 @@ static int gguf_views(qe_model *m, char *err, size_t errlen) {
             v->data = g->data;
             v->nbytes = g->nbytes;
         } else {
-            if (ref_dequantize(g->type, g->data, cursor, g->n_elements)) {
+            float **at = &cursor[in_layer(g->name)];
+            if (ref_dequantize(g->type, g->data, *at, g->n_elements)) {
                 snprintf(err, errlen, "tensor \"%s\": cannot dequantize %s", g->name, g->type_name);
                 return -1;
             }
             v->dtype = ST_F32;
-            v->data = cursor;
+            v->data = *at;
             v->nbytes = (size_t)g->n_elements * sizeof(float);
-            cursor += g->n_elements;
+            *at += g->n_elements;
         }
     }
     return 0;
@@ -260,15 +266,31 @@ fail:
     return -1;
 }
 
+void model_release_layers(qe_model *m) {
+    if (!m->dequant_layers) return;
+    for (int i = 0; i < m->n_views; i++) {
+        st_tensor *v = &m->views[i];
+        /* a dequantized copy: seen as F32, stored as something else */
+        if (in_layer(v->name) && v->dtype == ST_F32 && strcmp(v->dtype_name, "F32") != 0) {
+            v->data = NULL;
+            v->nbytes = 0;
+        }
+    }
+    free(m->dequant_layers);
+    m->dequant_layers = NULL;
+}
+
 void model_close(qe_model *m) {
     st_close(m->archive);
     gguf_close(m->gguf);
     free(m->views);
     free(m->dequant);
+    free(m->dequant_layers);
     free(m->layers);
     m->archive = NULL;
     m->gguf = NULL;
     m->views = NULL;
     m->dequant = NULL;
+    m->dequant_layers = NULL;
     m->layers = NULL;
 }

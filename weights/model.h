@@ -32,9 +32,10 @@ typedef struct qe_model {
     gguf_file *gguf;
     st_tensor *views;
     int n_views;
-    float *dequant;
-    const char *prefix;          /* "" or "model." (safetensors) */
-    const st_tensor *embed;      /* [vocab, hidden] */
+    float *dequant;         /* token_embd / output, which backends and the reranker read later */
+    float *dequant_layers;  /* blk.* tensors: freed by model_release_layers */
+    const char *prefix;     /* "" or "model." (safetensors) */
+    const st_tensor *embed; /* [vocab, hidden] */
     const st_tensor *final_norm; /* [hidden] */
     const st_tensor *lm_head;    /* lm_head.weight / output.weight [vocab, hidden], or NULL */
     qe_layer_tensors *layers;    /* [num_layers] */
@@ -46,5 +47,9 @@ int model_open(const char *path, qe_model *m, char *err, size_t errlen);
 /* 1 when path names a GGUF file (ends in ".gguf"). */
 int model_is_gguf(const char *path);
 void model_close(qe_model *m);
+/* Frees the fp32 copies of a GGUF file's dequantized blk.* tensors once a backend holds its own
+ * (qe_open calls it after the backend is made); their views then point at nothing. The embedding
+ * table and the output layer stay. No effect on a folder. */
+void model_release_layers(qe_model *m);
 
 #endif
