@@ -20,6 +20,10 @@ static inline double quant_bound(uint32_t type, const float *blk, int i) {
         for (int k = 0; k < 32; k++)
             amax = fmax(amax, fabs(blk[k]));
         return 1.001 * amax / 8; /* one step: the side opposite the extreme tops out at +7 */
+    case QT_Q5_0:
+        for (int k = 0; k < 32; k++)
+            amax = fmax(amax, fabs(blk[k]));
+        return 1.001 * amax / 16; /* the same with 5 bits: +15 opposite the extreme */
     case QT_Q4_K:
     case QT_Q5_K: {
         const int levels = type == QT_Q4_K ? 15 : 31;

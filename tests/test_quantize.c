@@ -172,7 +172,9 @@ Test(quantize, every_type_round_trips_within_its_bound, .timeout = 300) {
 
 /* The fallbacks for rows that are not whole blocks (the tiny fixture's 64-wide rows). */
 Test(quantize, recipe_fallbacks) {
-    cr_expect_eq(qz_tensor_type(QZ_Q4_K_M, QZ_KIND_ATTN_Q, 1, 3, 64, 1), QT_Q8_0);
+    cr_expect_eq(qz_tensor_type(QZ_Q4_K_M, QZ_KIND_ATTN_Q, 1, 3, 64, 1), QT_Q5_0);
+    cr_expect_eq(qz_tensor_type(QZ_Q4_K_M, QZ_KIND_FFN_DOWN, 2, 3, 192, 1), QT_Q8_0, "Q6_K's");
+    cr_expect_eq(qz_tensor_type(QZ_Q4_K_M, QZ_KIND_FFN_DOWN, 0, 3, 192, 1), QT_Q5_0, "Q4_K's");
     cr_expect_eq(qz_tensor_type(QZ_Q4_K_M, QZ_KIND_ATTN_OUTPUT, 1, 3, 512, 1), QT_Q4_K);
     cr_expect_eq(qz_tensor_type(QZ_Q4_K_M, QZ_KIND_TOKEN_EMBD, 0, 3, 64, 1), QT_Q8_0);
     cr_expect_eq(qz_tensor_type(QZ_Q4_K_M, QZ_KIND_TOKEN_EMBD, 0, 3, 256, 0), QT_Q4_K);
@@ -336,7 +338,7 @@ Test(quantize, gguf_text_embeds_like_the_folder, .timeout = 300) {
 }
 
 /* A hand-made GGUF of a small geometry, every tensor F32 (zeros) but for what a variant breaks:
- * 1 gives blk.1.ffn_up a type the engine does not run (Q5_0), 2 gives blk.0.attn_k the wrong
+ * 1 gives blk.1.ffn_up a type the engine does not run (Q4_1), 2 gives blk.0.attn_k the wrong
  * shape, 3 leaves out blk.2.ffn_norm, 4 adds a bias. */
 static void build_gguf(const char *path, int variant) {
     const int H = 64, F = 192, L = 3, NH = 4, NK = 2, HD = 32, V = 512;
@@ -368,7 +370,7 @@ static void build_gguf(const char *path, int variant) {
             d[0] = in_out[k][0];
             d[1] = in_out[k][1];
             if (variant == 2 && l == 0 && k == 2) d[1] = kv + 32;
-            const uint32_t type = variant == 1 && l == 1 && k == 9 ? QT_Q5_0 : QT_F32;
+            const uint32_t type = variant == 1 && l == 1 && k == 9 ? QT_Q4_1 : QT_F32;
             cr_assert_geq(gguf_w_tensor(w, n, type, d[1] ? 2 : 1, d), 0, "%s", n);
         }
     d[0] = H;
@@ -403,7 +405,7 @@ Test(quantize, gguf_refusals_name_the_tensor) {
     const struct {
         int variant;
         const char *want;
-    } v[] = {{1, "\"blk.1.ffn_up.weight\": type Q5_0 is not supported"},
+    } v[] = {{1, "\"blk.1.ffn_up.weight\": type Q4_1 is not supported"},
              {2, "\"blk.0.attn_k.weight\": expected shape [64, 64] from the GGUF metadata"},
              {3, "missing tensor \"blk.2.ffn_norm.weight\""},
              {4, "\"blk.0.attn_q.bias\" is not part of a Qwen3 model"}};
@@ -412,6 +414,9 @@ Test(quantize, gguf_refusals_name_the_tensor) {
         cr_expect_neq(model_open(path, &m, err, sizeof err), 0, "variant %d opened", v[i].variant);
         cr_expect(strstr(err, v[i].want), "variant %d: \"%s\" lacks \"%s\"", v[i].variant, err,
                   v[i].want);
+        /* inspect's binding, without dequantizing, refuses the same way */
+        cr_expect_neq(model_open_ex(path, MODEL_NO_DEQUANT, &m, err, sizeof err), 0);
+        cr_expect(strstr(err, v[i].want), "variant %d (no dequant): %s", v[i].variant, err);
     }
     /* a Qwen3-Reranker folder is not written as an embedding GGUF */
     random_model_opts ro = {0};

@@ -52,6 +52,14 @@ static int inspect_gguf(const char *path, int all) {
         gguf_close(g);
         return 1;
     }
+    /* bound as the engine binds it (names, shapes, types), without dequantizing */
+    qe_model m;
+    if (model_open_ex(path, MODEL_NO_DEQUANT, &m, err, sizeof err)) {
+        fprintf(stderr, "qembed inspect: %s\n", err);
+        gguf_close(g);
+        return 1;
+    }
+    model_close(&m);
     gguf_span name = {"", 0};
     gguf_get_string(g, "general.name", &name, err, sizeof err);
     uint64_t n_tok = 0;
@@ -104,8 +112,9 @@ static int inspect_gguf(const char *path, int all) {
         kinds[j].bytes += t->nbytes;
     }
     printf("parameters     %.3f B (%lld)\n", params / 1e9, params);
-    printf("tensor bytes   %.1f MiB, %.2f bits per weight; %d tensors\n", bytes / 1048576.0,
-           params ? 8.0 * (double)bytes / (double)params : 0.0, gguf_count(g));
+    printf("tensor bytes   %.1f MiB, %.2f bits per weight; %d tensors, each bound and checked as "
+           "the engine loads them\n",
+           bytes / 1048576.0, params ? 8.0 * (double)bytes / (double)params : 0.0, gguf_count(g));
     printf("types          (per kind of tensor; blk.N. omitted)\n");
     for (int j = 0; j < n_kinds; j++) {
         char types[256] = "";

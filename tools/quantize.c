@@ -83,10 +83,9 @@ static int quantized(uint32_t t) {
  *    picks (layer i of n: i < n/8, i >= 7n/8, or (i - n/8) % 3 == 2; about a third of the layers
  *    plus both ends), which get Q6_K. llama.cpp counts attn_v tensors and ffn_down tensors in
  *    file order, which for a dense model is the layer index.
- *  - Row lengths that are not whole 256-element super-blocks fall back: Q6_K -> Q8_0 (as
- *    llama.cpp), Q4_K -> Q8_0 (llama.cpp picks Q5_0, a format this engine does not implement;
- *    Q8_0 is the nearest one it does, larger but more exact), and F16 when even 32 does not
- *    divide the row (as llama.cpp). */
+ *  - Row lengths that are not whole 256-element super-blocks fall back as in llama.cpp's
+ *    tensor_type_fallback: Q4_K -> Q5_0, Q6_K -> Q8_0, and F16 when even 32 does not divide the
+ *    row (so does Q4_0 / Q8_0 then). */
 uint32_t qz_tensor_type(qz_ftype ft, qz_kind kind, int layer, int n_layers, int64_t ncols,
                         int tied) {
     if (kind == QZ_KIND_NORM) return QT_F32;
@@ -98,7 +97,7 @@ uint32_t qz_tensor_type(qz_ftype ft, qz_kind kind, int layer, int n_layers, int6
     } else if (ft == QZ_Q4_K_M && (kind == QZ_KIND_ATTN_V || kind == QZ_KIND_FFN_DOWN) &&
                use_more_bits(layer, n_layers))
         t = QT_Q6_K;
-    if (ncols % ref_qtype_get(t)->block) t = QT_Q8_0;
+    if (ncols % ref_qtype_get(t)->block) t = t == QT_Q4_K ? QT_Q5_0 : QT_Q8_0;
     if (ncols % ref_qtype_get(t)->block) t = QT_F16;
     return t;
 }

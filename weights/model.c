@@ -90,7 +90,7 @@ static int in_layer(const char *name) {
 
 /* A GGUF file's tensors as st_tensor views: every type the dequantizers know is accepted (the
  * others are refused with the tensor named), shapes reversed to [out, in]. */
-static int gguf_views(qe_model *m, char *err, size_t errlen) {
+static int gguf_views(qe_model *m, int no_dequant, char *err, size_t errlen) {
     const int n = gguf_count(m->gguf);
     m->views = calloc((size_t)(n ? n : 1), sizeof *m->views);
     if (!m->views) return -1;
@@ -101,13 +101,14 @@ static int gguf_views(qe_model *m, char *err, size_t errlen) {
         if (!qi || !qi->can_dequantize) {
             snprintf(err, errlen,
                      "tensor \"%s\": type %s is not supported by this engine (F32, F16, BF16, "
-                     "Q8_0, Q4_0, Q4_K, Q5_K, Q6_K)",
+                     "Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)",
                      g->name, g->type_name);
             return -1;
         }
         if (g->type != QT_F32 && g->type != QT_F16 && g->type != QT_BF16)
             dq[in_layer(g->name)] += (size_t)g->n_elements;
     }
+    if (no_dequant) dq[0] = dq[1] = 0;
     if ((dq[0] && !(m->dequant = malloc(dq[0] * sizeof(float)))) ||
         (dq[1] && !(m->dequant_layers = malloc(dq[1] * sizeof(float))))) {
         snprintf(err, errlen, "out of memory dequantizing %zu weights to fp32", dq[0] + dq[1]);
@@ -127,6 +128,11 @@ static int gguf_views(qe_model *m, char *err, size_t errlen) {
             v->data = g->data;
             v->nbytes = g->nbytes;
         } else {
+            if (no_dequant) { /* bound and checked, never read */
+                v->dtype = ST_F32;
+                v->nbytes = (size_t)g->n_elements * sizeof(float);
+                continue;
+            }
             float **at = &cursor[in_layer(g->name)];
             if (ref_dequantize(g->type, g->data, *at, g->n_elements)) {
                 snprintf(err, errlen, "tensor \"%s\": cannot dequantize %s", g->name, g->type_name);
@@ -142,8 +148,8 @@ static int gguf_views(qe_model *m, char *err, size_t errlen) {
 }
 
 /* Opens the weights and config; sets the layer-name format. */
-static int open_source(const char *path, qe_model *m, const char **layer_fmt, char *err,
-                       size_t errlen) {
+static int open_source(const char *path, qe_model *m, int no_dequant, const char **layer_fmt,
+                       char *err, size_t errlen) {
     if (!model_is_gguf(path)) {
         *layer_fmt = "layers.%d.";
         if (cfg_load(path, &m->cfg, err, errlen) || st_open_dir(path, &m->archive, err, errlen))
@@ -169,15 +175,19 @@ static int open_source(const char *path, qe_model *m, const char **layer_fmt, ch
         snprintf(err, errlen, "%s: %s", path, sub);
         return -1;
     }
-    return gguf_views(m, err, errlen);
+    return gguf_views(m, no_dequant, err, errlen);
 }
 
 int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
+    return model_open_ex(dir, 0, m, err, errlen);
+}
+
+int model_open_ex(const char *dir, int flags, qe_model *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (errlen) err[0] = 0;
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     const char *layer_fmt;
-    if (open_source(dir, m, &layer_fmt, err, errlen)) goto fail;
+    if (open_source(dir, m, flags & MODEL_NO_DEQUANT, &layer_fmt, err, errlen)) goto fail;
     const int gg = m->gguf != NULL;
     const char *src =
         gg ? "the GGUF metadata says qwen3.block_count" : "config.json says num_hidden_layers";

@@ -44,6 +44,10 @@ typedef struct qe_model {
 
 /* Opens a model folder, or a GGUF file when path ends in ".gguf". */
 int model_open(const char *path, qe_model *m, char *err, size_t errlen);
+/* model_open with flags: MODEL_NO_DEQUANT binds and checks a GGUF file's quantized tensors
+ * without dequantizing them (their views have no data: for inspecting a file, not running it). */
+enum { MODEL_NO_DEQUANT = 1 };
+int model_open_ex(const char *path, int flags, qe_model *m, char *err, size_t errlen);
 /* 1 when path names a GGUF file (ends in ".gguf"). */
 int model_is_gguf(const char *path);
 void model_close(qe_model *m);

@@ -24,12 +24,15 @@ JSON
 printf '%s\n' '{"ids": [1, 2, 3, 151643]}' '{"ids": [220, 198, 7, 8, 9, 10, 11, 12, 13, 151643]}' \
   '{"ids": [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400, 151643]}' \
   > "$scratch/ids.jsonl"
+# and the tiny preset's 64- and 192-wide rows, whose q4_k_m falls back to Q5_0 and Q8_0
+"$qembed" make-random --preset tiny --out "$scratch/t" --seed 4 --quiet
 rc=0
-for type in q8_0 q4_k_m; do
-  "$qembed" quantize --model "$scratch/m" --type "$type" --out "$scratch/m-$type.gguf" --quiet
-  "$qembed" embed --model "$scratch/m-$type.gguf" --input "$scratch/ids.jsonl" \
-    --output "$scratch/ours-$type.jsonl" --threads 2
-  node "$here/gguf_crosscheck.mjs" --node-modules "$modules" --gguf "$scratch/m-$type.gguf" \
-    --ids "$scratch/ids.jsonl" --qembed "$scratch/ours-$type.jsonl" --min-cosine 0.999 || rc=1
+for run in m:q8_0 m:q4_k_m t:q4_k_m; do
+  dir=${run%%:*} type=${run##*:}
+  "$qembed" quantize --model "$scratch/$dir" --type "$type" --out "$scratch/$dir-$type.gguf" --quiet
+  "$qembed" embed --model "$scratch/$dir-$type.gguf" --input "$scratch/ids.jsonl" \
+    --output "$scratch/ours-$dir-$type.jsonl" --threads 2
+  node "$here/gguf_crosscheck.mjs" --node-modules "$modules" --gguf "$scratch/$dir-$type.gguf" \
+    --ids "$scratch/ids.jsonl" --qembed "$scratch/ours-$dir-$type.jsonl" --min-cosine 0.999 || rc=1
 done
 exit $rc
