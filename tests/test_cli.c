@@ -336,7 +336,7 @@ Test(cli, quantize_inspect_and_embed_a_gguf, .timeout = 120) {
     cr_assert_eq(run(cmd, &out), 0);
     cr_expect(out && strstr(out, "layers         3") && strstr(out, "attn_output.weight") &&
                   strstr(out, "Q4_K x3") && strstr(out, "parameters") &&
-                  strstr(out, "bits per weight"),
+                  strstr(out, "bits per weight") && strstr(out, "end token      151643 appended"),
               "%s", out);
     free(out);
     snprintf(cmd, sizeof cmd,
@@ -371,4 +371,33 @@ Test(cli, quantize_inspect_and_embed_a_gguf, .timeout = 120) {
     cr_expect_eq(run(cmd, &out), 1);
     cr_expect(out && strstr(out, "/nonexistent"), "%s", out);
     free(out);
+}
+
+/* A GGUF from another writer: the benchmark helper's (standard-library Python, f32 matrices)
+ * embeds ids exactly like the folder; it writes add_eos_token false, which inspect reports. */
+Test(cli, python_helper_gguf_embeds_like_the_folder, .timeout = 120) {
+    if (system("command -v python3 >/dev/null 2>&1") != 0) cr_skip_test("python3 absent");
+    char dir[1100], cmd[4096], *a, *b;
+    make_demo(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd,
+             "python3 " QE_SOURCE_DIR
+             "/benchmarks/llamacpp/safetensors_to_gguf.py '%s' '%s-py.gguf' "
+             "--type f32 >/dev/null",
+             dir, dir);
+    cr_assert_eq(run(cmd, NULL), 0);
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "printf '%%s\\n' '{\"ids\": [1, 2, 3, 151643]}' '{\"ids\": [7, 8]}' | " QEMBED
+                 " embed --model '%s%s' --input -",
+                 dir, k ? "-py.gguf" : "");
+        cr_assert_eq(run(cmd, k ? &b : &a), 0);
+    }
+    cr_expect(a && b && strstr(a, "embedding") && !strcmp(a, b), "folder: %.200s\ngguf: %.200s", a,
+              b);
+    free(a);
+    free(b);
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s-py.gguf'", dir);
+    cr_assert_eq(run(cmd, &a), 0);
+    cr_expect(a && strstr(a, "end token      none appended"), "%s", a);
+    free(a);
 }

@@ -2,6 +2,7 @@
 qe_add_test(test_weights SOURCES test_weights.c LIBS qe_tools)
 qe_add_test(test_engine_cpu SOURCES test_engine_cpu.c LIBS qe_tools)
 qe_add_test(test_cli SOURCES test_cli.c LIBS qe_tools)
+target_compile_definitions(test_cli PRIVATE QE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 # Qwen3-Reranker: scores against the double-precision forward, the prompt on the real tokenizer.
 qe_add_test(test_rerank SOURCES test_rerank.c LIBS qe_tools)
 # GGUF: the reader on hand-built good and hostile files, metadata to qe_config, the fuzz corpus.

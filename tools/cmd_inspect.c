@@ -79,6 +79,15 @@ static int inspect_gguf(const char *path, int all) {
     printf("intermediate   %d\n", c.intermediate_size);
     printf("vocab          %d (%llu tokens in tokenizer.ggml.tokens)\n", c.vocab_size,
            (unsigned long long)n_tok);
+    int add_eos = 0;
+    uint32_t eos = 0;
+    if (gguf_has(g, "tokenizer.ggml.add_eos_token"))
+        gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &add_eos, err, sizeof err);
+    if (add_eos && !gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &eos, err, sizeof err))
+        printf("end token      %u appended to every text (tokenizer.ggml.add_eos_token)\n", eos);
+    else if (tk >= 0)
+        printf("end token      none appended (tokenizer.ggml.add_eos_token is not true): texts "
+               "are pooled at their own last token, not at an appended <|endoftext|>\n");
     printf("max positions  %d\n", c.max_position_embeddings);
     printf("positions      RoPE, theta %g; rms eps %g\n", c.rope_theta, c.rms_norm_eps);
     printf("embeddings     %s\n", c.tie_word_embeddings ? "tied (no output.weight)" : "untied");
