@@ -10,6 +10,7 @@
 
 #include "backend.h"
 #include "kernels/ref/ref.h"
+#include "gguf_tokenizer.h"
 #include "kv_pool.h"
 #include "qembed.h"
 #include "qembed_debug.h"
@@ -78,7 +79,12 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
         return QE_ERR_ARG;
     }
     struct stat st;
-    if (stat(opt->model_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    const int gguf = model_is_gguf(opt->model_dir);
+    if (gguf && (stat(opt->model_dir, &st) != 0 || !S_ISREG(st.st_mode))) {
+        snprintf(err, errlen, "model file %s does not exist", opt->model_dir);
+        return QE_ERR_IO;
+    }
+    if (!gguf && (stat(opt->model_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
         snprintf(err, errlen, "model folder %s does not exist", opt->model_dir);
         return QE_ERR_IO;
     }
@@ -93,7 +99,15 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
     }
     char path[4200];
     snprintf(path, sizeof path, "%s/tokenizer.json", opt->model_dir);
-    if (stat(path, &st) == 0) {
+    if (gguf && gguf_has(e->model.gguf, "tokenizer.ggml.tokens")) {
+        char sub[400];
+        if (gguf_load_tokenizer(e->model.gguf, opt->model_dir, &e->tok, sub, sizeof sub) !=
+            TOK_OK) {
+            snprintf(err, errlen, "%s", sub);
+            qe_close(e);
+            return QE_ERR_FORMAT;
+        }
+    } else if (!gguf && stat(path, &st) == 0) {
         char sub[400];
         if (tok_load(opt->model_dir, &e->tok, sub, sizeof sub) != TOK_OK) {
             snprintf(err, errlen, "%s", sub);
@@ -137,6 +151,8 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
         qe_close(e);
         return s;
     }
+    /* the backend holds its own copy of every layer now: a GGUF file's fp32 copies can go */
+    model_release_layers(&e->model);
     if (kv_pool_init(&e->kv, e->ops->kv_pages(e->backend), o.kv_page_tokens)) {
         snprintf(err, errlen, "out of host memory for the K/V page list");
         qe_close(e);

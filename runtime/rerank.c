@@ -41,7 +41,12 @@ static qe_task detect(const char *dir, const qe_model *m, const tok_tokenizer *t
                  "config_sentence_transformers.json) make it an embedding model");
         return QE_TASK_EMBED;
     }
-    if (st_find(m->archive, "lm_head.weight")) {
+    if (m->gguf) {
+        snprintf(why, cap,
+                 "a GGUF file whose pooling_type is last-token (or none): an embedding model");
+        return QE_TASK_EMBED;
+    }
+    if (m->lm_head) {
         snprintf(why, cap,
                  "a causal-LM checkpoint with lm_head.weight and no sentence-transformers "
                  "files: a reranker");
@@ -100,7 +105,7 @@ static void row_f32(const st_tensor *t, int r, int n, float *out) {
 static const st_tensor *output_layer(const qe_model *m, char *err, size_t errlen) {
     const qe_config *c = &m->cfg;
     if (c->tie_word_embeddings) return m->embed;
-    const st_tensor *t = st_find(m->archive, "lm_head.weight");
+    const st_tensor *t = m->lm_head;
     if (!t) {
         snprintf(err, errlen,
                  "%s: a reranker needs its output layer: config.json says tie_word_embeddings "

@@ -26,8 +26,8 @@ static void make_demo(char *dir, size_t cap) {
 }
 
 Test(cli, help_on_every_command) {
-    const char *cmds[] = {"embed",   "tokenize", "serve",       "bench",
-                          "loadgen", "inspect",  "make-random", "rerank"};
+    const char *cmds[] = {"embed",   "tokenize",    "serve",  "bench",   "loadgen",
+                          "inspect", "make-random", "rerank", "quantize"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char cmd[256], *out;
         snprintf(cmd, sizeof cmd, QEMBED " %s --help", cmds[i]);
@@ -382,4 +382,87 @@ Test(cli, bench_devices_reports_data_parallel_scaling, .timeout = 120) {
     cr_expect_eq(devices, 2);
     cr_expect(tps > 0 && one > 0 && fabs(eff - tps / (2 * one)) < 1e-3, "%s", dp);
     free(out);
+}
+
+/* quantize: the demo folder as a q4_k_m GGUF; inspect reads it (types per kind of tensor,
+ * parameters, bytes) and embed runs it like the folder, text through the GGUF's tokenizer. */
+Test(cli, quantize_inspect_and_embed_a_gguf, .timeout = 120) {
+    char dir[1100], cmd[4096], *out;
+    make_demo(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd,
+             QEMBED " quantize --model '%s' --type q4_k_m --out '%s.gguf' 2>'%s.log'", dir, dir,
+             dir);
+    cr_assert_eq(run(cmd, NULL), 0);
+    snprintf(cmd, sizeof cmd, "%s.log", dir);
+    out = tu_read_file(cmd, NULL);
+    cr_expect(out && strstr(out, "tensor 35 of 35"), "progress line: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s.gguf'", dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_expect(out && strstr(out, "layers         3") && strstr(out, "attn_output.weight") &&
+                  strstr(out, "Q4_K x3") && strstr(out, "parameters") &&
+                  strstr(out, "bits per weight") && strstr(out, "end token      151643 appended"),
+              "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"hello world\"}' | " QEMBED
+             " embed --model '%s.gguf' --input -",
+             dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_expect(out && strstr(out, "\"embedding\""), "%s", out);
+    free(out);
+    /* tokenize reads the GGUF's tokenizer: the same ids as the folder's tokenizer.json */
+    char *ids[2];
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "printf '%%s\\n' '{\"text\": \"hello world <|endoftext|>\"}' | " QEMBED
+                 " tokenize --model '%s%s' 2>/dev/null",
+                 dir, k ? ".gguf" : "");
+        cr_assert_eq(run(cmd, &ids[k]), 0, "tokenize %s", k ? "gguf" : "folder");
+    }
+    cr_expect(ids[0] && ids[1] && strstr(ids[0], "\"ids\"") && !strcmp(ids[0], ids[1]),
+              "folder: %s\ngguf: %s", ids[0], ids[1]);
+    free(ids[0]);
+    free(ids[1]);
+    const char *bad[][2] = {{"--type q3_k", "not one of"}, {"", "required"}};
+    for (int i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd, QEMBED " quantize --model '%s' --out /dev/null %s 2>&1", dir,
+                 bad[i][0]);
+        cr_expect_eq(run(cmd, &out), 2, "%s", bad[i][0]);
+        cr_expect(out && strstr(out, bad[i][1]), "%s: %s", bad[i][0], out);
+        free(out);
+    }
+    snprintf(cmd, sizeof cmd, QEMBED " quantize --model /nonexistent --type f16 --out x.gguf 2>&1");
+    cr_expect_eq(run(cmd, &out), 1);
+    cr_expect(out && strstr(out, "/nonexistent"), "%s", out);
+    free(out);
+}
+
+/* A GGUF from another writer: the benchmark helper's (standard-library Python, f32 matrices)
+ * embeds ids exactly like the folder; it writes add_eos_token false, which inspect reports. */
+Test(cli, python_helper_gguf_embeds_like_the_folder, .timeout = 120) {
+    if (system("command -v python3 >/dev/null 2>&1") != 0) cr_skip_test("python3 absent");
+    char dir[1100], cmd[4096], *a, *b;
+    make_demo(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd,
+             "python3 " QE_SOURCE_DIR
+             "/benchmarks/llamacpp/safetensors_to_gguf.py '%s' '%s-py.gguf' "
+             "--type f32 >/dev/null",
+             dir, dir);
+    cr_assert_eq(run(cmd, NULL), 0);
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "printf '%%s\\n' '{\"ids\": [1, 2, 3, 151643]}' '{\"ids\": [7, 8]}' | " QEMBED
+                 " embed --model '%s%s' --input -",
+                 dir, k ? "-py.gguf" : "");
+        cr_assert_eq(run(cmd, k ? &b : &a), 0);
+    }
+    cr_expect(a && b && strstr(a, "embedding") && !strcmp(a, b), "folder: %.200s\ngguf: %.200s", a,
+              b);
+    free(a);
+    free(b);
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s-py.gguf'", dir);
+    cr_assert_eq(run(cmd, &a), 0);
+    cr_expect(a && strstr(a, "end token      none appended"), "%s", a);
+    free(a);
 }

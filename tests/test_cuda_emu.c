@@ -23,6 +23,7 @@
 #include "test_cancel.h"
 #include "test_models.h"
 #include "test_util.h"
+#include "tools/quantize.h"
 #include "weights/safetensors.h"
 
 static qe_bf16 tobf(float f) {
@@ -584,6 +585,40 @@ Test(cuda_emu, data_parallel_engines_on_two_devices, .timeout = 900) {
     cr_expect(strstr(err, "device 3"), "%s", err);
     srvt_stop(&t);
     fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* A q8_0 / q4_k_m GGUF on the CUDA backend: the dequantized fp32 views are uploaded as bf16 like
+ * a folder's weights, so the vectors follow the CPU backend on the same file within the GPU
+ * tolerance. */
+Test(cuda_emu, gguf_matches_cpu, .timeout = 900) {
+    char dir[1100], path[1200], err[1024] = "";
+    tu_scratch_dir(dir, sizeof dir, "hs-gguf");
+    random_model_opts o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(random_model_preset("tiny", &o.cfg), 0);
+    o.cfg.vocab_size = 2048;
+    o.cfg.num_layers = 2;
+    o.out_dir = dir, o.seed = 13, o.dtype = ST_BF16, o.quiet = 1;
+    cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+    const qz_ftype types[] = {QZ_Q8_0, QZ_Q4_K_M};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/m-%s.gguf", dir, qz_ftype_name(types[k]));
+        const qz_opts q = {.model_dir = dir, .out_path = path, .ftype = types[k], .quiet = 1};
+        cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
+        qe_engine *cuda = open_cuda(path, 0, QE_OK, err, sizeof err), *cpu = open_cpu(path);
+        rs = 7 + (uint64_t)k;
+        int32_t **ids = rand_ids(LENS, NL, qe_vocab_size(cpu));
+        float *a = run(cpu, ids, LENS, NL, 0), *b = run(cuda, ids, LENS, NL, 0);
+        const double wc = worst_cos(a, b, NL, qe_dim(cpu));
+        cr_log_info("%s GGUF on cuda vs cpu: worst cosine %.6f", qz_ftype_name(types[k]), wc);
+        cr_expect(wc >= SIM_COS, "%s GGUF, cuda vs cpu: worst cosine %.6f", qz_ftype_name(types[k]),
+                  wc);
+        for (int i = 0; i < NL; i++)
+            free(ids[i]);
+        free(ids), free(a), free(b);
+        qe_close(cpu), qe_close(cuda);
+    }
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 

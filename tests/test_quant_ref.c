@@ -3,6 +3,7 @@
 #include <stdint.h>
 
 #include "kernels/ref/ref_quant.h"
+#include "quant_bound.h"
 #include "test_util.h"
 
 /* Halves used as scales below: exact in f16. */
@@ -35,7 +36,7 @@ Test(quant_table, geometry_of_each_type) {
         {QT_Q8_0, "Q8_0", 32, 34, 1},   {QT_Q4_K, "Q4_K", 256, 144, 1},
         {QT_Q5_K, "Q5_K", 256, 176, 1}, {QT_Q6_K, "Q6_K", 256, 210, 1},
         {QT_Q4_1, "Q4_1", 32, 20, 0},   {QT_Q2_K, "Q2_K", 256, 84, 0},
-        {QT_Q3_K, "Q3_K", 256, 110, 0},
+        {QT_Q3_K, "Q3_K", 256, 110, 0}, {QT_Q5_0, "Q5_0", 32, 22, 1},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const ref_qtype_info *t = ref_qtype_get(want[i].id);
@@ -129,6 +130,29 @@ Test(quant_ref, q4_0) {
     expect_floats(out, want, 32, "Q4_0");
     cr_expect_eq(out[0], -4.0f);
     cr_expect_eq(out[31], -4.0f);
+}
+
+/* Q5_0: [f16 d][u32 qh][16 bytes]; the nibbles as Q4_0's, bit i of qh the fifth bit of element i;
+ * x = d * (q - 16). With d = 0.5, low nibbles j / 15 - j and qh bits set for odd elements. */
+Test(quant_ref, q5_0) {
+    uint8_t b[22 + 1];
+    uint8_t *blk = b + 1; /* odd address */
+    put16(blk, H_HALF);
+    const uint32_t qh = 0xaaaaaaaau; /* odd elements have the fifth bit */
+    for (int k = 0; k < 4; k++)
+        blk[2 + k] = (uint8_t)(qh >> (8 * k));
+    for (int j = 0; j < 16; j++)
+        blk[6 + j] = (uint8_t)(j | ((15 - j) << 4));
+    float out[32], want[32];
+    for (int j = 0; j < 16; j++) {
+        want[j] = (float)((j | (j & 1) << 4) - 16) * 0.5f;
+        want[16 + j] = (float)(((15 - j) | (j & 1) << 4) - 16) * 0.5f;
+    }
+    cr_assert_eq(ref_dequantize(QT_Q5_0, blk, out, 32), 0);
+    expect_floats(out, want, 32, "Q5_0");
+    cr_expect_eq(out[0], -8.0f);
+    cr_expect_eq(out[1], 0.5f, "q = 1 | 16");
+    cr_expect_eq(out[30], -7.5f, "q = 1, fifth bit clear");
 }
 
 /* The K-quant scales used by the Q4_K and Q5_K tests: 6-bit scale and min of each sub-block,
@@ -306,59 +330,9 @@ static void fill(float *x, int n, int kind) {
     }
 }
 
-/* The error bound of element i from its block's inputs. */
-static double bound_of(uint32_t type, const float *blk, int i) {
-    double amax = 0, mx = 0;
-    switch (type) {
-    case QT_Q8_0:
-        for (int k = 0; k < 32; k++)
-            amax = fmax(amax, fabs(blk[k]));
-        return 0.501 * amax / 127;
-    case QT_Q4_0:
-        for (int k = 0; k < 32; k++)
-            amax = fmax(amax, fabs(blk[k]));
-        return 1.001 * amax / 8; /* one step: the side opposite the extreme tops out at +7 */
-    case QT_Q4_K:
-    case QT_Q5_K: {
-        const int levels = type == QT_Q4_K ? 15 : 31;
-        double range[8], max_step = 0, max_off = 0;
-        for (int j = 0; j < 8; j++) {
-            double lo = 0, hi = -INFINITY;
-            for (int l = 0; l < 32; l++) {
-                lo = fmin(lo, blk[32 * j + l]);
-                hi = fmax(hi, blk[32 * j + l]);
-            }
-            range[j] = hi - lo;
-            max_step = fmax(max_step, range[j] / levels);
-            max_off = fmax(max_off, -lo);
-        }
-        /* half a step, plus the rounding of the 6-bit scale and min (one unit of d, dmin) */
-        return 0.5 * range[i / 32] / levels + (max_step + max_off) / 63;
-    }
-    case QT_Q6_K: {
-        double max_abs = 0;
-        for (int j = 0; j < 16; j++) {
-            double m = 0;
-            for (int l = 0; l < 16; l++)
-                m = fmax(m, fabs(blk[16 * j + l]));
-            max_abs = fmax(max_abs, m / 32);
-            if (j == i / 16) mx = m / 32;
-        }
-        /* one step (the side opposite the extreme tops out at +31), plus the 8-bit scale's
-         * rounding times the 32 steps to the extreme */
-        return mx + 0.15 * max_abs;
-    }
-    case QT_F16:
-        return fmax(fabs(blk[i]) * 0x1p-11, 0x1p-25); /* subnormals: half of 2^-24 */
-    case QT_BF16:
-        return fabs(blk[i]) * 0x1p-8 + 1e-38;
-    default:
-        return 0;
-    }
-}
-
 Test(quant_ref, round_trip_within_the_block_error) {
-    const uint32_t types[] = {QT_F32, QT_F16, QT_BF16, QT_Q8_0, QT_Q4_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
+    const uint32_t types[] = {QT_F32,  QT_F16,  QT_BF16, QT_Q8_0, QT_Q4_0,
+                              QT_Q5_0, QT_Q4_K, QT_Q5_K, QT_Q6_K};
     const int counts[] = {1, 3, 7};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const ref_qtype_info *t = ref_qtype_get(types[ti]);
@@ -379,7 +353,7 @@ Test(quant_ref, round_trip_within_the_block_error) {
                 for (int i = 0; i < n; i++) {
                     const int b0 = t->block > 1 ? i / t->block * t->block : i;
                     const double e = fabs((double)y[i] - x[i]);
-                    const double bnd = bound_of(types[ti], x + b0, t->block > 1 ? i - b0 : 0);
+                    const double bnd = quant_bound(types[ti], x + b0, t->block > 1 ? i - b0 : 0);
                     if (!(e <= bnd + 1e-30) && (worst < 0 || !(e - bnd <= worst))) {
                         worst = isnan(e) ? INFINITY : e - bnd;
                         at = i;

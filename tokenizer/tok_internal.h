@@ -140,6 +140,10 @@ char *tok_read_file(const char *path, size_t *len); /* malloc'd, NUL-terminated;
 const char *tok_json_type(const struct cJSON *o);   /* "type" field, or "" */
 int tok_json_flag(const struct cJSON *o, const char *name); /* field is true */
 tok_status tok_load_pipeline(tok_loader *L, const struct cJSON *root);
+/* A parsed tokenizer.json (path names it in messages): what tok_load_file and tok_load_arrays
+ * share. */
+tok_status tok_load_root(const struct cJSON *root, const char *path, tok_tokenizer **out, char *err,
+                         size_t errlen);
 tok_status tok_load_prompts(tok_tokenizer *t, const char *path, char *err, size_t errlen);
 
 /* tok_api.c */

@@ -361,9 +361,27 @@ static tok_status load_json(tok_loader *L, const cJSON *root) {
     return TOK_OK;
 }
 
-tok_status tok_load_file(const char *path, tok_tokenizer **out, char *err, size_t errlen) {
+tok_status tok_load_root(const cJSON *root, const char *path, tok_tokenizer **out, char *err,
+                         size_t errlen) {
     *out = NULL;
     tok_unicode_init();
+    tok_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return TOK_ERR_NOMEM;
+    t->uid = atomic_fetch_add(&next_uid, 1);
+    t->split = TOK_SPLIT_NONE;
+    tok_loader L = {t, err, errlen, path};
+    tok_status st = load_json(&L, root);
+    if (st != TOK_OK) {
+        if (st == TOK_ERR_NOMEM) tok_set_err(err, errlen, "%s: out of memory", path);
+        tok_free(t);
+        return st;
+    }
+    *out = t;
+    return TOK_OK;
+}
+
+tok_status tok_load_file(const char *path, tok_tokenizer **out, char *err, size_t errlen) {
+    *out = NULL;
     size_t len = 0;
     char *text = tok_read_file(path, &len);
     if (!text) {
@@ -376,23 +394,9 @@ tok_status tok_load_file(const char *path, tok_tokenizer **out, char *err, size_
         tok_set_err(err, errlen, "%s: not valid JSON", path);
         return TOK_ERR_FORMAT;
     }
-    tok_tokenizer *t = calloc(1, sizeof *t);
-    if (!t) {
-        cJSON_Delete(root);
-        return TOK_ERR_NOMEM;
-    }
-    t->uid = atomic_fetch_add(&next_uid, 1);
-    t->split = TOK_SPLIT_NONE;
-    tok_loader L = {t, err, errlen, path};
-    tok_status st = load_json(&L, root);
+    tok_status st = tok_load_root(root, path, out, err, errlen);
     cJSON_Delete(root);
-    if (st != TOK_OK) {
-        if (st == TOK_ERR_NOMEM) tok_set_err(err, errlen, "%s: out of memory", path);
-        tok_free(t);
-        return st;
-    }
-    *out = t;
-    return TOK_OK;
+    return st;
 }
 
 tok_status tok_load(const char *model_dir, tok_tokenizer **out, char *err, size_t errlen) {

@@ -34,6 +34,25 @@ tok_status tok_load_file(const char *tokenizer_json_path, tok_tokenizer **out, c
                          size_t errlen);
 void tok_free(tok_tokenizer *t);
 
+/* A Qwen2/Qwen3 tokenizer from arrays, as a GGUF file carries it (tokenizer.ggml.model "gpt2",
+ * pre "qwen2"): the same pipeline as Qwen3's tokenizer.json (NFC, the Qwen2 split regex,
+ * byte-level BPE by merge rank, end token appended), built through the same loader. */
+typedef struct tok_arrays {
+    const char *const *tokens; /* [n_tokens], id = index: a vocab string in the byte-level
+                                * alphabet, or an added token's content */
+    const size_t *token_lens;  /* bytes of each (NULL: NUL-terminated) */
+    /* llama.cpp's token types: 1 normal, 3 control (a special added token), 4 user-defined (an
+     * added token, not special), 5 unused (left out); 2 and 6 read as normal. NULL: all 1. */
+    const int32_t *token_types;
+    int n_tokens;
+    const char *const *merges; /* "a b" each, rank = order */
+    const size_t *merge_lens;  /* NULL: NUL-terminated */
+    int n_merges;
+    int end_id;         /* appended to every input by the post-processor; -1: none */
+    const char *source; /* names where the arrays came from in messages */
+} tok_arrays;
+tok_status tok_load_arrays(const tok_arrays *a, tok_tokenizer **out, char *err, size_t errlen);
+
 /* Encodes len bytes of UTF-8. *ids is malloc'd (caller frees); *n_ids its length.
  * opts may be NULL: add_special=1, no max_length. */
 tok_status tok_encode(const tok_tokenizer *t, const char *text, size_t len,

@@ -51,7 +51,8 @@ double bench_step_flops(const qe_config *c, const int *lens, int n) {
 static void usage(FILE *f) {
     fprintf(
         f,
-        "usage: qembed bench --model DIR [--backend cuda|cpu] [--seq-len N | --mix MIN:MAX |\n"
+        "usage: qembed bench --model DIR|FILE.gguf [--backend cuda|cpu] [--seq-len N | --mix "
+        "MIN:MAX |\n"
         "                    --workload SPEC ...] [--batch-tokens N] [--iters N] [--warmup N]\n"
         "                    [--seed N] [--dims N] [--tensor-parallel N] [--devices LIST]\n"
         "                    [--profile]\n\n"

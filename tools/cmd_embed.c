@@ -16,13 +16,14 @@
 static void usage(FILE *f) {
     fprintf(
         f,
-        "usage: qembed embed --model DIR [--backend cpu|cuda] [--dims N] [--input FILE|-]\n"
-        "                    [--output FILE|-] [--instruction TEXT | --prompt-name NAME]\n"
-        "                    [--max-length N] [--threads N] [--max-batch-tokens N]\n"
-        "                    [--shard I/N] [--tensor-parallel N] [--task embed]\n\n"
+        "usage: qembed embed --model DIR|FILE.gguf [--backend cpu|cuda] [--dims N]\n"
+        "                    [--input FILE|-] [--output FILE|-]\n"
+        "                    [--instruction TEXT | --prompt-name NAME] [--max-length N]\n"
+        "                    [--threads N] [--max-batch-tokens N] [--shard I/N]\n"
+        "                    [--tensor-parallel N] [--task embed]\n\n"
         "Reads JSONL, one object per line: {\"ids\": [..]} (used exactly as given, no token\n"
-        "appended) or {\"text\": \"..\"} (tokenized with the model's tokenizer.json, end token\n"
-        "appended). Writes one line per input, in order:\n"
+        "appended) or {\"text\": \"..\"} (tokenized with the model's tokenizer.json, or a GGUF\n"
+        "file's tokenizer, end token appended). Writes one line per input, in order:\n"
         "  {\"index\": i, \"tokens\": n, \"embedding\": [..]}\n"
         "Vectors are L2-normalised; floats round-trip float32.\n\n"
         "  --backend B          cpu (fp32 reference) or cuda (default cpu)\n"

@@ -14,7 +14,9 @@
 #include "commands.h"
 #include "flags.h"
 #include "json_strict.h"
+#include "gguf_tokenizer.h"
 #include "tokenizer.h"
+#include "weights/model.h"
 
 #define BATCH_LINES 8192
 
@@ -37,9 +39,9 @@ typedef struct {
 } batch;
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: qembed tokenize --model DIR [options]\n"
+    fprintf(f, "usage: qembed tokenize --model DIR|FILE.gguf [options]\n"
                "  reads JSONL lines {\"text\": ...} and writes {\"ids\": [...]} in the same order\n"
-               "  --model DIR        model folder with tokenizer.json (required)\n"
+               "  --model DIR        model folder with tokenizer.json, or a .gguf file (required)\n"
                "  --no-special       do not append the end token (<|endoftext|>)\n"
                "  --threads N        worker threads (default: all cores)\n"
                "  --max-length N     truncate to N ids, end token kept (default: no limit)\n"
@@ -190,7 +192,16 @@ int cmd_tokenize(int argc, char **argv) {
     if (threads > 256) threads = 256;
     char err[512];
     tok_tokenizer *t = NULL;
-    if (tok_load(model, &t, err, sizeof err) != TOK_OK) {
+    if (model_is_gguf(model)) { /* the tokenizer a GGUF file carries */
+        gguf_file *g = NULL;
+        const int bad = gguf_open(model, &g, err, sizeof err) ||
+                        gguf_load_tokenizer(g, model, &t, err, sizeof err) != TOK_OK;
+        gguf_close(g);
+        if (bad) {
+            fprintf(stderr, "qembed tokenize: %s\n", err);
+            return 1;
+        }
+    } else if (tok_load(model, &t, err, sizeof err) != TOK_OK) {
         fprintf(stderr, "qembed tokenize: %s\n", err);
         return 1;
     }

@@ -6,6 +6,7 @@ int cmd_embed(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_rerank(int argc, char **argv);
 int cmd_make_random(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_loadgen(int argc, char **argv);

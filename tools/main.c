@@ -17,8 +17,10 @@ static const subcommand COMMANDS[] = {
     {"serve", cmd_serve, "OpenAI-, TEI- and Cohere-compatible HTTP embedding and rerank server"},
     {"bench", cmd_bench, "time the engine on synthetic batches (tokens/s, per-op breakdown)"},
     {"loadgen", cmd_loadgen, "drive any OpenAI-compatible /v1/embeddings server with a corpus"},
-    {"inspect", cmd_inspect, "show a model folder's geometry, dtype, parameters and tensors"},
+    {"inspect", cmd_inspect,
+     "show a model folder's or .gguf file's geometry, types, parameters and tensors"},
     {"make-random", cmd_make_random, "write a random Hugging Face-layout model folder"},
+    {"quantize", cmd_quantize, "write a model folder as one GGUF file (f16, q8_0, q4_k_m, ...)"},
 };
 #define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -1,17 +1,41 @@
-/* model.c — binds a model folder's tensors by name and checks each against config.json.
- * Accepts both key layouts (no prefix; "model." prefix with an lm_head.weight to ignore). */
+/* model.c — binds a model's tensors by name and checks each against its config. A Hugging Face
+ * folder: both key layouts (no prefix; "model." prefix with an lm_head.weight to ignore), checked
+ * against config.json. A GGUF file: llama.cpp's names (token_embd, blk.N.attn_q, ...), checked
+ * against the geometry in its metadata (gguf_config.c), quantized tensors dequantized to fp32. */
 #include "model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Finds prefix+name and checks dtype and shape; err says expected vs actual. */
+#include "gguf_config.h"
+#include "ref/ref_quant.h"
+
+int model_is_gguf(const char *path) {
+    const size_t n = strlen(path);
+    return n > 5 && !strcmp(path + n - 5, ".gguf");
+}
+
+static int m_count(const qe_model *m) {
+    return m->gguf ? m->n_views : st_count(m->archive);
+}
+static const st_tensor *m_at(const qe_model *m, int i) {
+    return m->gguf ? &m->views[i] : st_at(m->archive, i);
+}
+static const st_tensor *m_find(const qe_model *m, const char *name) {
+    if (!m->gguf) return st_find(m->archive, name);
+    for (int i = 0; i < m->n_views; i++)
+        if (!strcmp(m->views[i].name, name)) return &m->views[i];
+    return NULL;
+}
+
+/* Finds the tensor (prefix + name, or the GGUF name) and checks dtype and shape ([out, in]);
+ * err says expected vs actual, for a GGUF file in its own dims order (innermost first). */
 static const st_tensor *bind(const qe_model *m, const char *name, int64_t d0, int64_t d1, char *err,
                              size_t errlen) {
     char key[256];
-    snprintf(key, sizeof key, "%s%s", m->prefix, name);
-    const st_tensor *t = st_find(m->archive, key);
+    snprintf(key, sizeof key, "%s%s", m->gguf ? "" : m->prefix, name);
+    const st_tensor *t = m_find(m, key);
     if (!t) {
         snprintf(err, errlen, "%s: missing tensor \"%s\"", m->dir, key);
         return NULL;
@@ -26,18 +50,17 @@ static const st_tensor *bind(const qe_model *m, const char *name, int64_t d0, in
     if (!ok) {
         char actual[128] = "";
         size_t pos = 0;
+        const int gg = m->gguf != NULL;
         for (int i = 0; i < t->ndim && pos < sizeof actual - 24; i++)
             pos += (size_t)snprintf(actual + pos, sizeof actual - pos, "%s%lld", i ? ", " : "",
-                                    (long long)t->shape[i]);
+                                    (long long)t->shape[gg ? t->ndim - 1 - i : i]);
+        const char *from = gg ? "the GGUF metadata (dims innermost first)" : "config.json";
         if (d1)
-            snprintf(err, errlen,
-                     "tensor \"%s\": expected shape [%lld, %lld] from config.json, "
-                     "found [%s]",
-                     key, (long long)d0, (long long)d1, actual);
+            snprintf(err, errlen, "tensor \"%s\": expected shape [%lld, %lld] from %s, found [%s]",
+                     key, (long long)(gg ? d1 : d0), (long long)(gg ? d0 : d1), from, actual);
         else
-            snprintf(err, errlen,
-                     "tensor \"%s\": expected shape [%lld] from config.json, found [%s]", key,
-                     (long long)d0, actual);
+            snprintf(err, errlen, "tensor \"%s\": expected shape [%lld] from %s, found [%s]", key,
+                     (long long)d0, from, actual);
         return NULL;
     }
     return t;
@@ -48,97 +71,190 @@ static const st_tensor *bind(const qe_model *m, const char *name, int64_t d0, in
         if (!((field) = bind(m, name, d0, d1, err, errlen))) goto fail;                            \
     } while (0)
 
+/* The names of a layer's tensors in both spellings, in qe_layer_tensors order. */
+static const char *const LAYER_HF[11] = {
+    "input_layernorm.weight",  "self_attn.q_proj.weight",
+    "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+    "self_attn.q_norm.weight", "self_attn.k_norm.weight",
+    "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight",    "mlp.up_proj.weight",
+    "mlp.down_proj.weight"};
+static const char *const LAYER_GGUF[11] = {
+    "attn_norm.weight",   "attn_q.weight",      "attn_k.weight",      "attn_v.weight",
+    "attn_q_norm.weight", "attn_k_norm.weight", "attn_output.weight", "ffn_norm.weight",
+    "ffn_gate.weight",    "ffn_up.weight",      "ffn_down.weight"};
+
+static int in_layer(const char *name) {
+    return !strncmp(name, "blk.", 4);
+}
+
+/* A GGUF file's tensors as st_tensor views: every type the dequantizers know is accepted (the
+ * others are refused with the tensor named), shapes reversed to [out, in]. */
+static int gguf_views(qe_model *m, int no_dequant, char *err, size_t errlen) {
+    const int n = gguf_count(m->gguf);
+    m->views = calloc((size_t)(n ? n : 1), sizeof *m->views);
+    if (!m->views) return -1;
+    size_t dq[2] = {0, 0}; /* [0]: kept (token_embd, output), [1]: blk.* (released later) */
+    for (int i = 0; i < n; i++) {
+        const gguf_tensor *g = gguf_at(m->gguf, i);
+        const ref_qtype_info *qi = ref_qtype_get(g->type);
+        if (!qi || !qi->can_dequantize) {
+            snprintf(err, errlen,
+                     "tensor \"%s\": type %s is not supported by this engine (F32, F16, BF16, "
+                     "Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K)",
+                     g->name, g->type_name);
+            return -1;
+        }
+        if (g->type != QT_F32 && g->type != QT_F16 && g->type != QT_BF16)
+            dq[in_layer(g->name)] += (size_t)g->n_elements;
+    }
+    if (no_dequant) dq[0] = dq[1] = 0;
+    if ((dq[0] && !(m->dequant = malloc(dq[0] * sizeof(float)))) ||
+        (dq[1] && !(m->dequant_layers = malloc(dq[1] * sizeof(float))))) {
+        snprintf(err, errlen, "out of memory dequantizing %zu weights to fp32", dq[0] + dq[1]);
+        return -1;
+    }
+    float *cursor[2] = {m->dequant, m->dequant_layers};
+    for (int i = 0; i < n; i++) {
+        const gguf_tensor *g = gguf_at(m->gguf, i);
+        st_tensor *v = &m->views[m->n_views++];
+        v->name = g->name;
+        v->ndim = g->ndim;
+        for (int d = 0; d < g->ndim; d++)
+            v->shape[d] = g->dims[g->ndim - 1 - d];
+        snprintf(v->dtype_name, sizeof v->dtype_name, "%s", g->type_name);
+        if (g->type == QT_F32 || g->type == QT_F16 || g->type == QT_BF16) {
+            v->dtype = g->type == QT_F32 ? ST_F32 : g->type == QT_F16 ? ST_F16 : ST_BF16;
+            v->data = g->data;
+            v->nbytes = g->nbytes;
+        } else {
+            if (no_dequant) { /* bound and checked, never read */
+                v->dtype = ST_F32;
+                v->nbytes = (size_t)g->n_elements * sizeof(float);
+                continue;
+            }
+            float **at = &cursor[in_layer(g->name)];
+            if (ref_dequantize(g->type, g->data, *at, g->n_elements)) {
+                snprintf(err, errlen, "tensor \"%s\": cannot dequantize %s", g->name, g->type_name);
+                return -1;
+            }
+            v->dtype = ST_F32;
+            v->data = *at;
+            v->nbytes = (size_t)g->n_elements * sizeof(float);
+            *at += g->n_elements;
+        }
+    }
+    return 0;
+}
+
+/* Opens the weights and config; sets the layer-name format. */
+static int open_source(const char *path, qe_model *m, int no_dequant, const char **layer_fmt,
+                       char *err, size_t errlen) {
+    if (!model_is_gguf(path)) {
+        *layer_fmt = "layers.%d.";
+        if (cfg_load(path, &m->cfg, err, errlen) || st_open_dir(path, &m->archive, err, errlen))
+            return -1;
+        if (st_find(m->archive, "embed_tokens.weight"))
+            m->prefix = "";
+        else if (st_find(m->archive, "model.embed_tokens.weight"))
+            m->prefix = "model.";
+        else {
+            snprintf(err, errlen,
+                     "%s: missing tensor \"embed_tokens.weight\" (or "
+                     "\"model.embed_tokens.weight\")",
+                     path);
+            return -1;
+        }
+        return 0;
+    }
+    *layer_fmt = "blk.%d.";
+    m->prefix = "";
+    if (gguf_open(path, &m->gguf, err, errlen)) return -1;
+    char sub[400];
+    if (gguf_read_config(m->gguf, &m->cfg, sub, sizeof sub)) {
+        snprintf(err, errlen, "%s: %s", path, sub);
+        return -1;
+    }
+    return gguf_views(m, no_dequant, err, errlen);
+}
+
 int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
+    return model_open_ex(dir, 0, m, err, errlen);
+}
+
+int model_open_ex(const char *dir, int flags, qe_model *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (errlen) err[0] = 0;
     snprintf(m->dir, sizeof m->dir, "%s", dir);
-    if (cfg_load(dir, &m->cfg, err, errlen)) return -1;
-    if (st_open_dir(dir, &m->archive, err, errlen)) return -1;
+    const char *layer_fmt;
+    if (open_source(dir, m, flags & MODEL_NO_DEQUANT, &layer_fmt, err, errlen)) goto fail;
+    const int gg = m->gguf != NULL;
+    const char *src =
+        gg ? "the GGUF metadata says qwen3.block_count" : "config.json says num_hidden_layers";
+    const char *lm_name = gg ? "output.weight" : "lm_head.weight";
     const qe_config *c = &m->cfg;
-    if (st_find(m->archive, "embed_tokens.weight"))
-        m->prefix = "";
-    else if (st_find(m->archive, "model.embed_tokens.weight"))
-        m->prefix = "model.";
-    else {
-        snprintf(err, errlen,
-                 "%s: missing tensor \"embed_tokens.weight\" (or "
-                 "\"model.embed_tokens.weight\")",
-                 dir);
-        goto fail;
-    }
     const int64_t h = c->hidden_size, q = (int64_t)c->num_heads * c->head_dim;
     const int64_t kv = (int64_t)c->num_kv_heads * c->head_dim, f = c->intermediate_size;
-    BIND(m->embed, "embed_tokens.weight", c->vocab_size, h);
-    BIND(m->final_norm, "norm.weight", h, 0);
+    BIND(m->embed, gg ? "token_embd.weight" : "embed_tokens.weight", c->vocab_size, h);
+    BIND(m->final_norm, gg ? "output_norm.weight" : "norm.weight", h, 0);
     m->dtype = m->embed->dtype;
-    /* The layers the file has, before allocating what config.json asks for: a config that claims
+    /* The layers the file has, before allocating what the config asks for: a config that claims
      * 1e9 layers is a missing tensor, not "out of memory". */
     int have_layers = 0;
-    {
-        int n_t = st_count(m->archive);
-        size_t pl = strlen(m->prefix);
-        for (int i = 0; i < n_t; i++) {
-            const char *name = st_at(m->archive, i)->name;
-            int layer = -1;
-            if (!strncmp(name, m->prefix, pl) && sscanf(name + pl, "layers.%d.", &layer) == 1 &&
-                layer >= have_layers && layer < c->num_layers)
-                have_layers = layer + 1;
-        }
+    const size_t pl = strlen(m->prefix);
+    for (int i = 0; i < m_count(m); i++) {
+        const char *name = m_at(m, i)->name;
+        int layer = -1;
+        if (!strncmp(name, m->prefix, pl) && sscanf(name + pl, layer_fmt, &layer) == 1 &&
+            layer >= have_layers && layer < c->num_layers)
+            have_layers = layer + 1;
     }
     if (have_layers < c->num_layers) {
-        char n[128];
-        snprintf(n, sizeof n, "%slayers.%d.input_layernorm.weight", m->prefix, have_layers);
+        char n[128], lead[32];
+        snprintf(lead, sizeof lead, layer_fmt, have_layers);
+        snprintf(n, sizeof n, "%s%s%s", m->prefix, lead, gg ? LAYER_GGUF[0] : LAYER_HF[0]);
         snprintf(err, errlen,
-                 "%s: missing tensor \"%s\" (and the rest of layers.%d.*): config.json says "
-                 "num_hidden_layers = %d, the weights hold %d layer%s",
-                 dir, n, have_layers, c->num_layers, have_layers, have_layers == 1 ? "" : "s");
+                 "%s: missing tensor \"%s\" (and the rest of %s*): %s = %d, the weights hold "
+                 "%d layer%s",
+                 dir, n, lead, src, c->num_layers, have_layers, have_layers == 1 ? "" : "s");
         goto fail;
     }
     m->layers = calloc((unsigned)have_layers, sizeof *m->layers);
     if (!m->layers) goto fail;
     for (int l = 0; l < c->num_layers; l++) {
         qe_layer_tensors *L = &m->layers[l];
-        char n[128];
-#define LAYER(field, suffix, d0, d1)                                                               \
-    snprintf(n, sizeof n, "layers.%d.%s", l, suffix);                                              \
-    BIND(L->field, n, d0, d1)
-        LAYER(attn_norm, "input_layernorm.weight", h, 0);
-        LAYER(wq, "self_attn.q_proj.weight", q, h);
-        LAYER(wk, "self_attn.k_proj.weight", kv, h);
-        LAYER(wv, "self_attn.v_proj.weight", kv, h);
-        LAYER(q_norm, "self_attn.q_norm.weight", c->head_dim, 0);
-        LAYER(k_norm, "self_attn.k_norm.weight", c->head_dim, 0);
-        LAYER(wo, "self_attn.o_proj.weight", h, q);
-        LAYER(mlp_norm, "post_attention_layernorm.weight", h, 0);
-        LAYER(w_gate, "mlp.gate_proj.weight", f, h);
-        LAYER(w_up, "mlp.up_proj.weight", f, h);
-        LAYER(w_down, "mlp.down_proj.weight", h, f);
-#undef LAYER
-    }
-    /* Every tensor must have been bound (or be the ignorable lm_head): anything else, such as
-     * biases or extra layers, means a model this engine would silently compute wrong. */
-    int expected = 2 + 11 * c->num_layers, n = st_count(m->archive), lm_head = 0;
-    for (int i = 0; i < n; i++) {
-        const char *name = st_at(m->archive, i)->name;
-        if (!strcmp(name, "lm_head.weight")) {
-            lm_head = 1;
-            continue;
+        const st_tensor **slot = (const st_tensor **)L;
+        /* [out, in] of each, in qe_layer_tensors order */
+        const int64_t shape[11][2] = {{h, 0},           {q, h},           {kv, h}, {kv, h},
+                                      {c->head_dim, 0}, {c->head_dim, 0}, {h, q},  {h, 0},
+                                      {f, h},           {f, h},           {h, f}};
+        for (int k = 0; k < 11; k++) {
+            char n[128], lead[32];
+            snprintf(lead, sizeof lead, layer_fmt, l);
+            snprintf(n, sizeof n, "%s%s", lead, gg ? LAYER_GGUF[k] : LAYER_HF[k]);
+            BIND(slot[k], n, shape[k][0], shape[k][1]);
         }
-        size_t pl = strlen(m->prefix);
+    }
+    /* The output layer: lm_head.weight (ignored by an embedding model) / output.weight. */
+    m->lm_head = m_find(m, lm_name);
+    /* Every tensor must have been bound (or be the output layer): anything else, such as biases
+     * or extra layers, means a model this engine would silently compute wrong. */
+    int expected = 2 + 11 * c->num_layers, n = m_count(m);
+    for (int i = 0; i < n; i++) {
+        const char *name = m_at(m, i)->name;
+        if (m_at(m, i) == m->lm_head) continue;
         const char *rest = strncmp(name, m->prefix, pl) == 0 ? name + pl : NULL;
         int layer = -1;
-        if (rest && sscanf(rest, "layers.%d.", &layer) == 1 && layer >= c->num_layers) {
-            snprintf(err, errlen,
-                     "tensor \"%s\": layer %d but config.json says "
-                     "num_hidden_layers = %d",
-                     name, layer, c->num_layers);
+        if (rest && sscanf(rest, layer_fmt, &layer) == 1 && layer >= c->num_layers) {
+            snprintf(err, errlen, "tensor \"%s\": layer %d but %s = %d", name, layer, src,
+                     c->num_layers);
             goto fail;
         }
     }
-    if (n - lm_head != expected) {
+    if (n - (m->lm_head != NULL) != expected) {
         for (int i = 0; i < n; i++) {
-            const st_tensor *t = st_at(m->archive, i);
-            int used = !strcmp(t->name, "lm_head.weight") || t == m->embed || t == m->final_norm;
+            const st_tensor *t = m_at(m, i);
+            int used = t == m->lm_head || t == m->embed || t == m->final_norm;
             for (int l = 0; l < c->num_layers && !used; l++) {
                 const st_tensor *const *p = (const st_tensor *const *)&m->layers[l];
                 for (size_t k = 0; k < sizeof(qe_layer_tensors) / sizeof(void *); k++)
@@ -160,9 +276,31 @@ fail:
     return -1;
 }
 
+void model_release_layers(qe_model *m) {
+    if (!m->dequant_layers) return;
+    for (int i = 0; i < m->n_views; i++) {
+        st_tensor *v = &m->views[i];
+        /* a dequantized copy: seen as F32, stored as something else */
+        if (in_layer(v->name) && v->dtype == ST_F32 && strcmp(v->dtype_name, "F32") != 0) {
+            v->data = NULL;
+            v->nbytes = 0;
+        }
+    }
+    free(m->dequant_layers);
+    m->dequant_layers = NULL;
+}
+
 void model_close(qe_model *m) {
     st_close(m->archive);
+    gguf_close(m->gguf);
+    free(m->views);
+    free(m->dequant);
+    free(m->dequant_layers);
     free(m->layers);
     m->archive = NULL;
+    m->gguf = NULL;
+    m->views = NULL;
+    m->dequant = NULL;
+    m->dequant_layers = NULL;
     m->layers = NULL;
 }

@@ -1,8 +1,11 @@
-/* model.h — a Qwen3 model folder bound by name: config + every tensor of every layer, each
- * checked against the config's shapes. Tensors stay in the mmapped files; backends convert. */
+/* model.h — a Qwen3 model bound by name: config + every tensor of every layer, each checked
+ * against the config's shapes. From a Hugging Face folder (safetensors; tensors stay in the
+ * mmapped files, backends convert) or from one .gguf file (llama.cpp's names; F32/F16/BF16
+ * tensors stay in the mapping, quantized ones are dequantized to fp32 at open). */
 #ifndef QE_WEIGHTS_MODEL_H
 #define QE_WEIGHTS_MODEL_H
 #include "config.h"
+#include "gguf.h"
 #include "safetensors.h"
 
 typedef struct qe_layer_tensors {
@@ -20,17 +23,37 @@ typedef struct qe_layer_tensors {
 } qe_layer_tensors;
 
 typedef struct qe_model {
-    char dir[4096];
+    char dir[4096]; /* the folder, or the .gguf file */
     qe_config cfg;
-    st_archive *archive;
-    const char *prefix;          /* "" or "model." */
-    const st_tensor *embed;      /* [vocab, hidden] */
+    st_archive *archive; /* a folder's safetensors; NULL for a GGUF file */
+    /* A GGUF file: its tensors seen as st_tensors with Hugging Face shapes ([out, in], the GGUF
+     * dims reversed) under their GGUF names; F32/F16/BF16 point into the mapping, every other
+     * type is dequantized into `dequant` (one allocation) and seen as F32. */
+    gguf_file *gguf;
+    st_tensor *views;
+    int n_views;
+    float *dequant;         /* token_embd / output, which backends and the reranker read later */
+    float *dequant_layers;  /* blk.* tensors: freed by model_release_layers */
+    const char *prefix;     /* "" or "model." (safetensors) */
+    const st_tensor *embed; /* [vocab, hidden] */
     const st_tensor *final_norm; /* [hidden] */
+    const st_tensor *lm_head;    /* lm_head.weight / output.weight [vocab, hidden], or NULL */
     qe_layer_tensors *layers;    /* [num_layers] */
     st_dtype dtype;              /* dtype of the embedding table (the checkpoint's dtype) */
 } qe_model;
 
-int model_open(const char *dir, qe_model *m, char *err, size_t errlen);
+/* Opens a model folder, or a GGUF file when path ends in ".gguf". */
+int model_open(const char *path, qe_model *m, char *err, size_t errlen);
+/* model_open with flags: MODEL_NO_DEQUANT binds and checks a GGUF file's quantized tensors
+ * without dequantizing them (their views have no data: for inspecting a file, not running it). */
+enum { MODEL_NO_DEQUANT = 1 };
+int model_open_ex(const char *path, int flags, qe_model *m, char *err, size_t errlen);
+/* 1 when path names a GGUF file (ends in ".gguf"). */
+int model_is_gguf(const char *path);
 void model_close(qe_model *m);
+/* Frees the fp32 copies of a GGUF file's dequantized blk.* tensors once a backend holds its own
+ * (qe_open calls it after the backend is made); their views then point at nothing. The embedding
+ * table and the output layer stay. No effect on a folder. */
+void model_release_layers(qe_model *m);
 
 #endif

@@ -47,6 +47,21 @@ static void deq_q4_0(const uint8_t *b, float *y) {
     }
 }
 
+/* Q5_0: f16 d, a little-endian u32 qh (bit i: the fifth bit of element i), then 16 bytes of low
+ * nibbles laid out as Q4_0's; x = d * (q - 16), q in [0, 31]. */
+static void deq_q5_0(const uint8_t *b, float *y) {
+    const float d = ref_f16_to_f32(rd16(b));
+    const uint32_t qh =
+        (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+    const uint8_t *qs = b + 6;
+    for (int j = 0; j < 16; j++) {
+        const int lo = (qs[j] & 0xf) | (int)((qh >> j) & 1) << 4;
+        const int hi = (qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+        y[j] = d * (float)(lo - 16);
+        y[j + 16] = d * (float)(hi - 16);
+    }
+}
+
 /* The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block, packed in 12 bytes:
  * bytes 0..3 hold scales 0..3 in their low 6 bits, bytes 4..7 mins 0..3 likewise; sub-blocks
  * 4..7 keep their low 4 bits in bytes 8..11 (scale in the low nibble, min in the high one) and
@@ -143,6 +158,9 @@ int ref_dequantize(uint32_t type, const void *src, float *dst, int64_t n) {
         break;
     case QT_Q4_0:
         block_fn = deq_q4_0;
+        break;
+    case QT_Q5_0:
+        block_fn = deq_q5_0;
         break;
     case QT_Q4_K:
         block_fn = deq_q4_k;

@@ -42,7 +42,8 @@ const ref_qtype_info *ref_qtype_get(uint32_t type);
 uint64_t ref_qtype_bytes(uint32_t type, uint64_t n);
 
 /* Dequantizes n elements of `type` from src (n a multiple of the type's block; src holds
- * n / block blocks, any alignment) into dst. Types: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K.
+ * n / block blocks, any alignment) into dst. Types: F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K,
+ * Q6_K.
  * Returns 0, or -1 for a type it does not handle or an n that is not whole blocks (dst untouched).
  */
 int ref_dequantize(uint32_t type, const void *src, float *dst, int64_t n);

@@ -76,6 +76,24 @@ static void q_q4_0(const float *x, uint8_t *b) {
     }
 }
 
+/* Q5_0: as Q4_0 with 5 bits, d = the element of largest magnitude / -16; the fifth bits go to qh.
+ */
+static void q_q5_0(const float *x, uint8_t *b) {
+    float mx = 0;
+    for (int i = 0; i < 32; i++)
+        if (fabsf(x[i]) > fabsf(mx)) mx = x[i];
+    const float d = put_scale(b, mx / -16.0f);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        const int lo = d ? clampi((int)lrintf(x[j] / d) + 16, 0, 31) : 16;
+        const int hi = d ? clampi((int)lrintf(x[j + 16] / d) + 16, 0, 31) : 16;
+        b[6 + j] = (uint8_t)((lo & 0xf) | ((hi & 0xf) << 4));
+        qh |= (uint32_t)(lo >> 4) << j | (uint32_t)(hi >> 4) << (j + 16);
+    }
+    for (int k = 0; k < 4; k++)
+        b[2 + k] = (uint8_t)(qh >> (8 * k));
+}
+
 /* The inverse of ref_quant.c's k_scale_min: 6-bit scale and min of sub-block j into 12 bytes. */
 static void k_pack(uint8_t *s, int j, int scale, int min) {
     if (j < 4) {
@@ -190,6 +208,9 @@ int ref_quantize(uint32_t type, const float *src, void *dst, int64_t n) {
         break;
     case QT_Q4_0:
         block_fn = q_q4_0;
+        break;
+    case QT_Q5_0:
+        block_fn = q_q5_0;
         break;
     case QT_Q4_K:
         block_fn = q_q4_k;

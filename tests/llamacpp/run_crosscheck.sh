@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# run_crosscheck.sh QEMBED SCRATCH — optional: does llama.cpp load what `qembed quantize` writes,
+# and embed it like qembed? Needs node and node-llama-cpp@3.21.1 (prebuilt CPU binaries) in
+# $QE_NODE_LLAMA_CPP (a node_modules folder; default /tmp/llama-bench/node_modules, as
+# benchmarks/llamacpp/README.md installs it). Exits 77 (skipped) when either is absent.
+set -euo pipefail
+qembed=$1 scratch=$2
+here=$(cd "$(dirname "$0")" && pwd)
+modules=${QE_NODE_LLAMA_CPP:-/tmp/llama-bench/node_modules}
+if ! command -v node >/dev/null || [ ! -f "$modules/node-llama-cpp/dist/index.js" ]; then
+  echo "skipped: node or node-llama-cpp absent (npm install node-llama-cpp@3.21.1 into $modules)"
+  exit 77
+fi
+rm -rf "$scratch" && mkdir -p "$scratch"
+# 256-wide rows, so q4_k_m really uses Q4_K / Q6_K (the tiny preset's 64 would fall back to Q8_0)
+cat > "$scratch/config.json" <<'JSON'
+{"architectures": ["Qwen3Model"], "model_type": "qwen3", "vocab_size": 151669, "hidden_size": 256,
+ "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 2,
+ "num_key_value_heads": 1, "head_dim": 128, "hidden_act": "silu",
+ "max_position_embeddings": 4096, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+ "tie_word_embeddings": true, "attention_bias": false, "torch_dtype": "bfloat16"}
+JSON
+"$qembed" make-random --config "$scratch/config.json" --out "$scratch/m" --seed 3 --quiet
+printf '%s\n' '{"ids": [1, 2, 3, 151643]}' '{"ids": [220, 198, 7, 8, 9, 10, 11, 12, 13, 151643]}' \
+  '{"ids": [100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400, 151643]}' \
+  > "$scratch/ids.jsonl"
+# and the tiny preset's 64- and 192-wide rows, whose q4_k_m falls back to Q5_0 and Q8_0
+"$qembed" make-random --preset tiny --out "$scratch/t" --seed 4 --quiet
+rc=0
+for run in m:q8_0 m:q4_k_m t:q4_k_m; do
+  dir=${run%%:*} type=${run##*:}
+  "$qembed" quantize --model "$scratch/$dir" --type "$type" --out "$scratch/$dir-$type.gguf" --quiet
+  "$qembed" embed --model "$scratch/$dir-$type.gguf" --input "$scratch/ids.jsonl" \
+    --output "$scratch/ours-$dir-$type.jsonl" --threads 2
+  node "$here/gguf_crosscheck.mjs" --node-modules "$modules" --gguf "$scratch/$dir-$type.gguf" \
+    --ids "$scratch/ids.jsonl" --qembed "$scratch/ours-$dir-$type.jsonl" --min-cosine 0.999 || rc=1
+done
+exit $rc
