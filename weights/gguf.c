@@ -8,16 +8,12 @@
  * bytes, no NUL. */
 #include "gguf.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "gguf_internal.h"
+#include "mapfile.h"
 #include "ref/ref_quant.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -476,32 +472,13 @@ int gguf_parse(const uint8_t *buf, size_t len, gguf_file **out, char *err, size_
 
 int gguf_open(const char *path, gguf_file **out, char *err, size_t errlen) {
     *out = NULL;
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        snprintf(err, errlen, "%s is not a regular file", path);
-        return -1;
-    }
-    const size_t size = (size_t)st.st_size;
-    void *map = NULL;
-    if (size) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            close(fd);
-            snprintf(err, errlen, "cannot mmap %s: %s", path, strerror(errno));
-            return -1;
-        }
-    }
-    close(fd);
+    void *map;
+    size_t size;
+    if (map_readonly(path, &map, &size, err, errlen)) return -1;
     char sub[512];
     gguf_file *g;
     if (gguf_parse(map ? map : (const uint8_t *)"", size, &g, sub, sizeof sub)) {
-        if (map) munmap(map, size);
+        map_release(map, size);
         snprintf(err, errlen, "%s: %s", path, sub);
         return -1;
     }
@@ -521,7 +498,7 @@ void gguf_close(gguf_file *g) {
     free(g->t);
     free(g->kv_by_key);
     free(g->t_by_name);
-    if (g->map) munmap(g->map, g->map_len);
+    map_release(g->map, g->map_len);
     free(g);
 }
 

@@ -5,14 +5,13 @@
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
+
+#include "mapfile.h"
 
 #define ST_MAX_HEADER (100u << 20) /* the format's own limit on header size */
 
@@ -234,29 +233,9 @@ out:
 }
 
 static int map_file(const char *path, st_file *f, char *err, size_t errlen) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        snprintf(err, errlen, "%s is not a regular file", path);
-        return -1;
-    }
-    f->size = (size_t)st.st_size;
-    f->map = NULL;
-    if (f->size) {
-        f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (f->map == MAP_FAILED) {
-            f->map = NULL;
-            close(fd);
-            snprintf(err, errlen, "cannot mmap %s: %s", path, strerror(errno));
-            return -1;
-        }
-    }
-    close(fd);
+    void *map;
+    if (map_readonly(path, &map, &f->size, err, errlen)) return -1;
+    f->map = map;
     f->path = strdup(path);
     return 0;
 }
@@ -433,7 +412,7 @@ int st_open_dir(const char *dir, st_archive **out, char *err, size_t errlen) {
 void st_close(st_archive *a) {
     if (!a) return;
     for (int i = 0; i < a->n_files; i++) {
-        if (a->files[i].map) munmap(a->files[i].map, a->files[i].size);
+        map_release(a->files[i].map, a->files[i].size);
         free(a->files[i].path);
     }
     free(a->files);
