@@ -176,6 +176,9 @@ void qe_close(qe_engine *e) {
 int qe_dim(const qe_engine *e) {
     return e->model.cfg.hidden_size;
 }
+const char *qe_checkpoint_dtype(const qe_engine *e) {
+    return e->model.cfg.torch_dtype[0] ? e->model.cfg.torch_dtype : "unknown";
+}
 int qe_max_positions(const qe_engine *e) {
     return e->model.cfg.max_position_embeddings;
 }

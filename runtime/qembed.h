@@ -182,6 +182,9 @@ const struct tok_tokenizer *qe_tokenizer(const qe_engine *e);
 qe_status qe_tokenizer_fits(const qe_engine *e, char *err, size_t errlen);
 /* Geometry for tools: NULL-safe accessors. */
 int qe_max_positions(const qe_engine *e);
+/* What the checkpoint stores its weights in: config.json's torch_dtype for a folder ("bfloat16"),
+ * the embedding table's GGUF type for a .gguf file ("Q8_0", "F16"). */
+const char *qe_checkpoint_dtype(const qe_engine *e);
 int qe_vocab_size(const qe_engine *e);
 const char *qe_backend_name(const qe_engine *e);
 /* The work of embedding one sequence of len tokens, in tokens' worth of the layers' linear part

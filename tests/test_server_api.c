@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quantize.h"
 #include "serve/serve_internal.h"
 #include "srv_harness.h"
 #include "test_util.h"
@@ -607,6 +608,30 @@ Test(server_api, normalize_false_returns_raw_pooled_vectors) {
     cr_assert_eq(d, 32);
     cr_assert_eq(memcmp(got, want, sizeof want), 0, "normalize:false differs from the engine");
     free(got);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    srvt_stop(&t);
+}
+
+/* A GGUF file behind the server: it embeds like the engine does on the file, and /info says the
+ * file's storage type (not "unknown"). */
+Test(server_api, serves_a_gguf_file, .timeout = 120) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    char dir[1100], path[1200], err[512];
+    tu_scratch_dir(dir, sizeof dir, "srv-gguf");
+    snprintf(path, sizeof path, "%s/tiny-q8_0.gguf", dir);
+    const qz_opts q = {.model_dir = TINY_MODEL, .out_path = path, .ftype = QZ_Q8_0, .quiet = 1};
+    cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
+    serve_config c;
+    srvt_config(&c);
+    c.model_dir = path;
+    srvt_server t;
+    srvt_start(&t, &c);
+    srvt_expect_serves(&t, "a quantized model", "gguf");
+    srvt_resp r;
+    cr_assert_eq(srvt_get(t.base, "/info", &r), 200);
+    cJSON *j = srvt_json(&r);
+    cr_expect_str_eq(cJSON_GetObjectItem(j, "model_dtype")->valuestring, "Q8_0");
     cJSON_Delete(j);
     srvt_resp_free(&r);
     srvt_stop(&t);

@@ -34,7 +34,10 @@ static void set_state(serve_server *s, serve_state st) {
 
 /* torch_dtype from config.json: what the weights are stored in. */
 static void read_dtype(srv_model *s) {
-    snprintf(s->dtype, sizeof s->dtype, "unknown");
+    /* what the engine read (a GGUF file's type, or config.json's torch_dtype), then config.json's
+     * newer "dtype" key where torch_dtype is absent */
+    snprintf(s->dtype, sizeof s->dtype, "%s", qe_checkpoint_dtype(s->engine));
+    if (strcmp(s->dtype, "unknown") != 0) return;
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", s->dir);
     FILE *f = fopen(path, "rb");
