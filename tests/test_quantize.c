@@ -10,6 +10,7 @@
 #include "naive_forward.h"
 #include "qembed.h"
 #include "quant_bound.h"
+#include "quant_report.h"
 #include "quantize.h"
 #include "random_model.h"
 #include "test_util.h"
@@ -436,4 +437,62 @@ Test(quantize, gguf_refusals_name_the_tensor) {
     qe_engine *e = NULL;
     cr_expect_eq(qe_open(&opt, &e, err, sizeof err), QE_ERR_IO);
     cr_expect(strstr(err, "x.gguf"), "%s", err);
+}
+
+/* --report on the tiny fixture: one line per type, f32 keeps every vector and every neighbour
+ * (the identity of quantization), the lossy types keep less, in the order of their bits. */
+Test(quantize, report_measures_what_each_type_keeps, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL "/tokenizer.json");
+    char dir[1100], corpus[1200], out[1200];
+    tu_scratch_dir(dir, sizeof dir, "qz-report");
+    snprintf(corpus, sizeof corpus, "%s/corpus.jsonl", dir);
+    snprintf(out, sizeof out, "%s/report.txt", dir);
+    FILE *f = fopen(corpus, "w");
+    cr_assert(f);
+    static const char *words[] = {"the fox",          "search engines", "weather",   "source code",
+                                  "a knowledge base", "vectors",        "languages", "questions"};
+    for (int i = 0; i < 24; i++)
+        fprintf(f, "{\"text\": \"%s and %s, line %d\"}\n", words[i % 8], words[(i * 3 + 1) % 8], i);
+    fclose(f);
+    qz_report_opts r = {.model_dir = TINY_MODEL,
+                        .corpus = corpus,
+                        .scratch = dir,
+                        .limit = 24,
+                        .max_len = 32,
+                        .threads = 2};
+    r.types[0] = QZ_F32, r.types[1] = QZ_Q8_0, r.types[2] = QZ_Q4_0, r.n_types = 3;
+    FILE *o = fopen(out, "w");
+    char err[512];
+    cr_assert_eq(qz_report(&r, o, err, sizeof err), 0, "%s", err);
+    fclose(o);
+    char *text = tu_read_file(out, NULL);
+    double cos_mean[3], cos_min[3], recall[3];
+    const char *p = text;
+    for (int k = 0; k < 3; k++) {
+        p = strstr(p, "report type=");
+        cr_assert(p, "line %d missing: %s", k, text);
+        char type[16];
+        double bits;
+        int texts;
+        cr_assert_eq(sscanf(p,
+                            "report type=%15s file_bits_per_param=%lf cos_mean=%lf cos_min=%lf "
+                            "recall_at_10=%lf texts=%d",
+                            type, &bits, &cos_mean[k], &cos_min[k], &recall[k], &texts),
+                     6, "%s", p);
+        cr_expect_eq(texts, 24);
+        p++;
+    }
+    cr_expect_geq(cos_min[0], 0.999999, "f32 is the folder's own weights: %s", text);
+    cr_expect_eq(recall[0], 1.0, "%s", text);
+    cr_expect(cos_mean[1] > cos_mean[2] && cos_mean[1] > 0.999, "%s", text);
+    cr_expect(recall[2] >= 0 && recall[2] <= 1 && cos_min[2] <= cos_mean[2], "%s", text);
+    free(text);
+    cr_expect_eq(qz_report(&(qz_report_opts){.model_dir = TINY_MODEL,
+                                             .corpus = "/nonexistent",
+                                             .scratch = dir,
+                                             .limit = 24,
+                                             .max_len = 32},
+                           stdout, err, sizeof err),
+                 -1);
+    cr_expect(strstr(err, "cannot open the corpus"), "%s", err);
 }
