@@ -87,18 +87,13 @@ static int single_id(const tok_tokenizer *tok, const char *word, int vocab, char
     return n == 1 && id < vocab ? id : -1;
 }
 
-/* Row r of a [vocab, hidden] tensor as fp32 (exact: every supported dtype widens). */
+/* Row r of a [vocab, hidden] tensor as fp32: a view of the row, converted as every tensor is. */
 static void row_f32(const st_tensor *t, int r, int n, float *out) {
-    const size_t at = (size_t)r * (size_t)n;
-    for (int i = 0; i < n; i++) {
-        if (t->dtype == ST_F32)
-            memcpy(&out[i], (const float *)t->data + at + i, sizeof(float));
-        else {
-            uint16_t v;
-            memcpy(&v, (const uint16_t *)t->data + at + i, sizeof v);
-            out[i] = t->dtype == ST_BF16 ? st_bf16_to_f32(v) : st_f16_to_f32(v);
-        }
-    }
+    const size_t es = st_dtype_size(t->dtype);
+    st_tensor row = *t;
+    row.data = (const char *)t->data + (size_t)r * (size_t)n * es;
+    row.nbytes = (size_t)n * es;
+    st_to_f32(&row, out);
 }
 
 /* W: embed_tokens.weight when tied, else lm_head.weight, checked like every bound tensor. */
@@ -198,7 +193,8 @@ float qe_rerank_logit(const qe_engine *e, const float *hidden) {
     const rerank_head *h = engine_rerank_head(e);
     if (!h->diff) return 0;
     double s = 0; /* in double: the score of a long prompt must not depend on summation order */
-    for (int i = 0; i < qe_dim(e); i++)
+    const int n = qe_dim(e);
+    for (int i = 0; i < n; i++)
         s += (double)h->diff[i] * hidden[i];
     return (float)s;
 }

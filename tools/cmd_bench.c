@@ -203,11 +203,7 @@ static int parse_value_flag(bench_args *a, const char *f, const char *v) {
     if (!strcmp(f, "--model")) {
         a->model = v;
     } else if (!strcmp(f, "--backend")) {
-        if (strcmp(v, "cpu") && strcmp(v, "cuda")) {
-            fprintf(stderr, "qembed bench: --backend wants cpu or cuda, got '%s'\n", v);
-            return 2;
-        }
-        a->backend = strcmp(v, "cpu") ? QE_BACKEND_CUDA : QE_BACKEND_CPU;
+        return flag_backend("bench", v, &a->backend) ? 2 : 0;
     } else if (!strcmp(f, "--seq-len")) {
         a->seq_given = 1;
         return flag_int("bench", f, v, 1, BIG, &a->seq_len) ? 2 : 0;

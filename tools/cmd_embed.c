@@ -197,14 +197,7 @@ int cmd_embed(int argc, char **argv) {
         if (!strcmp(a, "--model"))
             opt.model_dir = v;
         else if (!strcmp(a, "--backend")) {
-            if (!strcmp(v, "cpu"))
-                opt.backend = QE_BACKEND_CPU;
-            else if (!strcmp(v, "cuda"))
-                opt.backend = QE_BACKEND_CUDA;
-            else {
-                fprintf(stderr, "qembed embed: --backend must be cpu or cuda\n");
-                return 2;
-            }
+            if (flag_backend("embed", v, &opt.backend)) return 2;
         } else if (!strcmp(a, "--dims")) {
             if (flag_int("embed", a, v, 1, 1 << 20, &dims)) return 2;
         } else if (!strcmp(a, "--input"))

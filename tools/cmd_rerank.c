@@ -129,18 +129,6 @@ static int read_docs(FILE *in, char ***docs_out, long *n_out) {
     return bad ? -1 : 0;
 }
 
-static int backend_flag(const char *v, qe_backend *out) {
-    if (!strcmp(v, "cpu"))
-        *out = QE_BACKEND_CPU;
-    else if (!strcmp(v, "cuda"))
-        *out = QE_BACKEND_CUDA;
-    else {
-        fprintf(stderr, "qembed rerank: --backend must be cpu or cuda\n");
-        return -1;
-    }
-    return 0;
-}
-
 int cmd_rerank(int argc, char **argv) {
     qe_options opt = {0};
     qe_rerank_opts ro = {0};
@@ -177,7 +165,7 @@ int cmd_rerank(int argc, char **argv) {
         else if (!strcmp(a, "--output"))
             out_path = v;
         else if (!strcmp(a, "--backend")) {
-            if (backend_flag(v, &opt.backend)) return 2;
+            if (flag_backend("rerank", v, &opt.backend)) return 2;
         } else if (!strcmp(a, "--top-n")) {
             if (flag_int("rerank", a, v, 1, 1 << 30, &top_n)) return 2;
         } else if (!strcmp(a, "--max-length")) {

@@ -152,14 +152,7 @@ int cmd_serve(int argc, char **argv) {
                 return 2;
             }
         } else if (!strcmp(a, "--backend")) {
-            if (!strcmp(v, "cpu"))
-                c.backend = QE_BACKEND_CPU;
-            else if (!strcmp(v, "cuda"))
-                c.backend = QE_BACKEND_CUDA;
-            else {
-                fprintf(stderr, "qembed serve: --backend is cpu or cuda, got '%s'\n", v);
-                return 2;
-            }
+            if (flag_backend("serve", v, &c.backend)) return 2;
         } else if (!strcmp(a, "--task")) {
             if (strcmp(v, "embed") && strcmp(v, "rerank")) {
                 fprintf(stderr, "qembed serve: --task is embed or rerank, got '%s'\n", v);

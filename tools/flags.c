@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int flag_long(const char *cmd, const char *flag, const char *v, long lo, long hi, long *out) {
     char *end;
@@ -71,4 +72,16 @@ bad:
             "on one device), got '%s'\n",
             cmd, v ? v : "");
     return -1;
+}
+
+int flag_backend(const char *cmd, const char *v, qe_backend *out) {
+    if (v && !strcmp(v, "cpu"))
+        *out = QE_BACKEND_CPU;
+    else if (v && !strcmp(v, "cuda"))
+        *out = QE_BACKEND_CUDA;
+    else {
+        fprintf(stderr, "qembed %s: --backend wants cpu or cuda, got '%s'\n", cmd, v ? v : "");
+        return -1;
+    }
+    return 0;
 }

@@ -66,7 +66,7 @@ static void seq_leaves(srv_replica *r, srv_seq *q) {
 static int requeue(srv_replica *r, srv_seq *q) {
     srv_model *m = r->m;
     pthread_mutex_lock(&m->q_mu);
-    const int ok = !m->q_stop && m->replicas_up > 0 && !atomic_load(&m->s->cancel_running);
+    const int ok = !m->q_stop && srv_replicas_up(m) > 0 && !atomic_load(&m->s->cancel_running);
     if (ok) {
         r->pending_tokens -= seq_len(q);
         q->next = m->q_head;
@@ -85,8 +85,8 @@ static int replica_faulted(srv_replica *r) {
     srv_model *m = r->m;
     pthread_mutex_lock(&m->q_mu);
     const int first = !r->dead;
-    if (first) r->dead = 1, m->replicas_up--;
-    const int left = m->replicas_up;
+    r->dead = 1;
+    const int left = srv_replicas_up(m);
     pthread_mutex_unlock(&m->q_mu);
     if (first && left > 0)
         fprintf(stderr,
@@ -101,20 +101,26 @@ static int replica_faulted(srv_replica *r) {
     return left;
 }
 
-static void on_done(void *ctx, void *tag, const float *vec) {
-    srv_replica *r = ctx;
+/* A sequence computed (a pooled vector, or /embed_all's rows, in secs of its own): its cost and
+ * time go to the rate that predicts a queue's wait, its tokens to the metrics, and it leaves. */
+static void seq_computed(srv_replica *r, srv_seq *q, double secs) {
     srv_model *m = r->m;
     serve_server *s = m->s;
-    srv_seq *q = tag;
-    if (!atomic_load(&q->job->cancelled)) scatter(vec, q->job, q->index);
     pthread_mutex_lock(&m->q_mu);
     m->cost_done += q->cost;
+    m->engine_seconds += secs;
     pthread_mutex_unlock(&m->q_mu);
     pthread_mutex_lock(&s->metrics.mu);
     s->metrics.tokens_processed += (unsigned long)seq_len(q);
     s->metrics.sequences_processed++;
     pthread_mutex_unlock(&s->metrics.mu);
     seq_leaves(r, q);
+}
+
+static void on_done(void *ctx, void *tag, const float *vec) {
+    srv_seq *q = tag;
+    if (!atomic_load(&q->job->cancelled)) scatter(vec, q->job, q->index);
+    seq_computed(ctx, q, 0); /* the step's seconds are counted once, by the engine loop */
 }
 
 static int on_drop(void *ctx, void *tag) {
@@ -194,7 +200,6 @@ typedef struct tok_list {
  * replica). */
 static int run_tokens(srv_replica *r, qe_sched *sc, tok_list *l) {
     srv_model *m = r->m;
-    serve_server *s = m->s;
     srv_seq *q = l->head;
     srv_job *j = q->job;
     if (on_drop(r, q)) {
@@ -240,15 +245,7 @@ static int run_tokens(srv_replica *r, qe_sched *sc, tok_list *l) {
     }
     j->tok_out[q->index] = rows; /* freed with the job */
     on_ran(r, q, secs);
-    pthread_mutex_lock(&m->q_mu);
-    m->cost_done += q->cost;
-    m->engine_seconds += secs;
-    pthread_mutex_unlock(&m->q_mu);
-    pthread_mutex_lock(&s->metrics.mu);
-    s->metrics.tokens_processed += (unsigned long)len;
-    s->metrics.sequences_processed++;
-    pthread_mutex_unlock(&s->metrics.mu);
-    seq_leaves(r, q);
+    seq_computed(r, q, secs);
     return 1;
 }
 
@@ -343,10 +340,10 @@ void *srv_engine_main(void *arg) {
     for (;;) {
         /* a faulted replica leaves while others are left (the last one stays: the FAULT state
          * then drops and answers whatever comes) */
-        while (!m->q_stop && !(r->dead && m->replicas_up > 0) &&
+        while (!m->q_stop && !(r->dead && srv_replicas_up(m) > 0) &&
                !(m->q_head && take_limit(r) > 0) && qe_sched_waiting(sc) == 0 && !tl.head)
             pthread_cond_wait(&m->q_cv, &m->q_mu);
-        if (m->q_stop || (r->dead && m->replicas_up > 0))
+        if (m->q_stop || (r->dead && srv_replicas_up(m) > 0))
             break; /* what we hold is answered, or retried, below */
         if (m->q_head && take_limit(r) > 0) take_queue(r, sc, &tl, &held, tok_waits);
         if (tl.head || held.head) {
@@ -361,14 +358,14 @@ void *srv_engine_main(void *arg) {
             }
             pthread_mutex_lock(&m->q_mu);
         }
-        if ((r->dead && m->replicas_up > 0) || qe_sched_waiting(sc) == 0) continue;
+        if ((r->dead && srv_replicas_up(m) > 0) || qe_sched_waiting(sc) == 0) continue;
         r->busy = 1;
         begin_step(r);
         pthread_mutex_unlock(&m->q_mu);
 
         qe_sched_stats st;
         qe_status status = qe_sched_step(sc, &hooks, &st);
-        if (status == QE_ERR_DEVICE) replica_faulted(r); /* once; the sequences went in gone() */
+        if (status == QE_ERR_DEVICE) replica_faulted(r);   /* once; the sequences went in gone() */
         if (status != QE_OK && st.seqs == 0) usleep(1000); /* nothing could run: no spinning */
         pthread_mutex_lock(&s->metrics.mu);
         s->metrics.batches += status == QE_OK && st.seqs > 0;

@@ -363,13 +363,9 @@ static enum MHD_Result dispatch(serve_server *s, struct MHD_Connection *c, srv_r
         return send_body(s, c, r, 200, m, len, "application/json", NULL);
     }
     if (!strcmp(label, "/v1/models/{id}")) {
-        const char *id = url + 11;
-        cJSON *name = cJSON_CreateString(id);
-        srv_model *m = name ? srv_model_named(s, name, &e) : NULL;
-        cJSON_Delete(name);
+        srv_model *m = srv_model_called(s, url + 11, &e);
         if (!m) {
-            if (!e.status) srv_err_oom(&e);
-            e.status = e.status == 400 ? 404 : e.status; /* an unknown id is a missing resource */
+            e.status = 404; /* an unknown id is a missing resource */
             return send_error(s, c, r, &e);
         }
         size_t len = 0;

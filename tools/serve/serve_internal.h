@@ -217,7 +217,6 @@ struct srv_model {
     double cost_done;      /* cost of the sequences embedded, and the engine seconds they took: */
     double engine_seconds; /* their ratio is the rate that predicts a queue's wait */
     int q_stop;
-    int replicas_up;     /* replicas not taken out by a fault */
     unsigned long steps; /* steps of all its replicas, numbering them */
 
     /* requests admitted and not answered: before their first step, and after it
@@ -225,10 +224,20 @@ struct srv_model {
     atomic_long jobs_waiting, jobs_running;
 };
 
+/* The replicas of m in rotation: not taken out by a device fault (caller holds m->q_mu). */
+static inline int srv_replicas_up(const srv_model *m) {
+    int up = 0;
+    for (int r = 0; r < m->n_replicas; r++)
+        up += !m->replicas[r].dead;
+    return up;
+}
+
 /* The model a request names (its "model" field, NULL when absent) for a task: by served name, else
  * the first model of that task. NULL with a 400 (unknown name, or the model is of the other
  * task, or none of the task is served). */
 srv_model *srv_pick_model(serve_server *s, const cJSON *model_field, qe_task task, srv_error *e);
+/* The model served as name, of either task; NULL with a 400 listing the served names. */
+srv_model *srv_model_called(serve_server *s, const char *name, srv_error *e);
 /* The model a request names, of either task; the first model when it names none. */
 srv_model *srv_model_named(serve_server *s, const cJSON *model_field, srv_error *e);
 /* Engines of every model that a device fault took out of rotation. */

@@ -252,7 +252,7 @@ static void put_per_model(sbuf *b, serve_server *s) {
                            : g == 1 ? atomic_load(&md->jobs_running)
                            : g == 2 ? md->inflight_tokens
                            : g == 3 ? kv
-                                    : md->replicas_up;
+                                    : srv_replicas_up(md);
             pthread_mutex_unlock(&md->q_mu);
             sb_printf(b, "%s{model=", names[g]);
             sb_json_string(b, md->served_name, strlen(md->served_name));

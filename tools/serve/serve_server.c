@@ -111,7 +111,6 @@ static int load_model(serve_server *s, srv_model *m, char *err, size_t errlen) {
         srv_replica *rp = &m->replicas[r];
         if (open_replica(s, m, rp->device, &rp->engine, err, errlen)) return -1;
     }
-    m->replicas_up = m->n_replicas;
     qe_engine *e = m->engine = m->replicas[0].engine;
     m->task = qe_model_task(e);
     m->tok = qe_tokenizer(e);
@@ -352,15 +351,19 @@ static srv_model *not_served(serve_server *s, const char *name, srv_error *e) {
     return NULL;
 }
 
+srv_model *srv_model_called(serve_server *s, const char *name, srv_error *e) {
+    for (int i = 0; i < s->n_models; i++)
+        if (!strcmp(s->models[i].served_name, name)) return &s->models[i];
+    return not_served(s, name, e);
+}
+
 srv_model *srv_model_named(serve_server *s, const cJSON *model_field, srv_error *e) {
     if (!model_field) return &s->models[0];
     if (!cJSON_IsString(model_field)) {
         srv_err_set(e, 400, "invalid_request_error", NULL, "model", "'model' must be a string");
         return NULL;
     }
-    for (int i = 0; i < s->n_models; i++)
-        if (!strcmp(s->models[i].served_name, model_field->valuestring)) return &s->models[i];
-    return not_served(s, model_field->valuestring, e);
+    return srv_model_called(s, model_field->valuestring, e);
 }
 
 int srv_replicas_down(serve_server *s) {
@@ -368,7 +371,7 @@ int srv_replicas_down(serve_server *s) {
     for (int i = 0; i < s->n_models; i++) {
         srv_model *m = &s->models[i];
         pthread_mutex_lock(&m->q_mu);
-        down += m->n_replicas - m->replicas_up;
+        down += m->n_replicas - srv_replicas_up(m);
         pthread_mutex_unlock(&m->q_mu);
     }
     return down;
