@@ -11,6 +11,8 @@
 
 #include "kernels/kernels.h"
 #include "kernels/ref/ref.h"
+#include "kernels/ref/ref_qpack.h"
+#include "kernels/ref/ref_quant.h"
 #include "gpu_util.h"
 #include "test_util.h"
 #include "weights/safetensors.h"
@@ -527,6 +529,194 @@ Test(kernels, gemm_bf16) {
     cudaFree(ws);
 }
 
+/* ------------------------------------------------------------------ quantized GEMM */
+
+/* The kernels multiply x by bf16(dequant(w)): the reference is that product in double, with
+ * dequant = ref_dequantize of the file's blocks (the packed layout and its ref_qpack_dequant_row
+ * agree with it bit for bit: test_quant_ref). x is bf16 already, so what remains is the fp32
+ * accumulation (the MMA's and the split-K sums): |err| <= K * 2^-23 * sum_k |x w| (the textbook
+ * bound of a K-term fp32 sum, doubled as in gemm_bf16), plus for an accumulated y one more fp32
+ * rounding of |y|, and for bf16 y its round-to-nearest, half an ulp: 2^-8 relative (8 significant
+ * bits). A scale wrong by one bit moves y far past that (qgemm_catches_a_wrong_scale: 17x to 97x
+ * the tolerance on the emulator). Comparing with bf16(dequant(w)) rather than dequant(w) keeps
+ * the bound free of the weights' own rounding (2^-8 per weight), so it stays tight. */
+static const int QG_TYPES[] = {QT_Q8_0, QT_Q4_K, QT_Q6_K};
+static const int QG_K[] = {1024, 2048, 2560, 3072, 4096, 9728, 12288}; /* every Qwen3 K */
+static const int QG_M[] = {1, 3, 17, 31, 33, 64, 65, 130};
+#define QG_N                                                                                       \
+    40 /* three 16-row tiles, the last one partial; small: the emulator's time is N*M*K            \
+        */
+#define QG_WS (32u << 20)
+
+typedef struct qg_case {
+    int type, m, k, n;
+    int mode;   /* 0: bf16 y, 1: fp32 y, 2: fp32 y += */
+    int use_ws; /* 0: no workspace (one split) */
+    int mutate; /* plant a wrong scale in the packed weights before the upload */
+} qg_case;
+
+/* A wrong scale in every super-block (every 32-block span for Q8_0) of every row: Q4_K the low
+ * nibble of sub-block 5's scale, Q6_K bit 4 of scale 5, Q8_0 the low exponent bit of d. */
+static void qg_plant_bug(int type, uint8_t *packed, int rows, int k) {
+    const size_t rb = qp_row_bytes((uint32_t)type, k), meta = qp_off_meta((uint32_t)type, k);
+    for (int r = 0; r < rows; r++) {
+        uint8_t *row = packed + (size_t)r * rb;
+        for (int b = 0; b < k / 256; b++) {
+            if (type == QT_Q4_K) row[meta + 16 * (size_t)b + 4 + 9] ^= 0x08;
+            if (type == QT_Q6_K) row[qp_off_q6_sc(k) + 16 * (size_t)b + 5] ^= 0x10;
+            if (type == QT_Q8_0) row[meta + 2 * (size_t)(8 * b + 3) + 1] ^= 0x04;
+        }
+    }
+}
+
+/* Runs one case; returns the worst |err| / tol (> 1 fails) and prints it when it fails and
+ * `report`. */
+static double qg_run(const qg_case *c, void *d_ws, int report) {
+    const int M = c->m, K = c->k, N = c->n;
+    const size_t nw = (size_t)N * K, ny = (size_t)M * N;
+    rng_seed(7000 + (uint64_t)c->type * 1000003 + (uint64_t)K * 131 + (uint64_t)M * 7 + c->mode);
+    float *wsrc = malloc(nw * 4), *wf = malloc(nw * 4), *xf = malloc((size_t)M * K * 4);
+    uint16_t *xb = malloc((size_t)M * K * 2), *yb = malloc(ny * 2);
+    const ref_qtype_info *ti = ref_qtype_get((uint32_t)c->type);
+    uint8_t *blocks = malloc(nw / ti->block * ti->block_bytes);
+    const size_t rb = qp_row_bytes((uint32_t)c->type, K);
+    uint8_t *packed = malloc((size_t)N * rb);
+    double *want = malloc(ny * sizeof(double)), *bound = malloc(ny * sizeof(double));
+    float *got = malloc(ny * 4), *y0 = malloc(ny * 4);
+    for (size_t i = 0; i < nw; i++)
+        wsrc[i] = frand(1.0f);
+    cr_assert_eq(ref_quantize((uint32_t)c->type, wsrc, blocks, (int64_t)nw), 0);
+    cr_assert_eq(ref_dequantize((uint32_t)c->type, blocks, wf, (int64_t)nw), 0);
+    for (size_t i = 0; i < nw; i++)
+        wf[i] = st_bf16_to_f32(st_f32_to_bf16(wf[i])); /* what the MMA multiplies */
+    cr_assert_eq(ref_qpack_rows((uint32_t)c->type, blocks, N, K, packed), 0);
+    if (c->mutate) qg_plant_bug(c->type, packed, N, K);
+    rand_bf16(xb, xf, (size_t)M * K, 1.0f);
+    for (size_t i = 0; i < ny; i++)
+        y0[i] = frand(2.0f);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double a = 0, b = 0;
+            for (int k = 0; k < K; k++) {
+                const double p = (double)xf[(size_t)m * K + k] * wf[(size_t)n * K + k];
+                a += p, b += fabs(p);
+            }
+            want[(size_t)m * N + n] = a + (c->mode == 2 ? y0[(size_t)m * N + n] : 0);
+            bound[(size_t)m * N + n] = b;
+        }
+    void *d_x = dup_to_dev(xb, (size_t)M * K * 2), *d_w = dup_to_dev(packed, (size_t)N * rb);
+    void *d_y = c->mode == 2 ? dup_to_dev(y0, ny * 4) : dalloc(ny * (c->mode == 0 ? 2 : 4));
+    KOK(qe_qgemm(d_x, K, M, K, d_w, c->type, N, d_y, N, c->mode != 0, c->mode == 2,
+                 c->use_ws ? d_ws : NULL, QG_WS, NULL));
+    if (c->mode == 0) {
+        to_host(yb, d_y, ny * 2);
+        bf_to_f(yb, got, ny);
+    } else {
+        to_host(got, d_y, ny * 4);
+    }
+    double worst = -1;
+    size_t wi = 0, nans = 0;
+    for (size_t i = 0; i < ny; i++) {
+        const double acc = K * ldexp(1.0, -23) * bound[i] +
+                           (c->mode == 2 ? ldexp(1.0, -23) * fabs(want[i]) : 0) + 1e-30;
+        const double tol = c->mode == 0 ? acc + ldexp(1.0, -8) * (fabs(want[i]) + acc) : acc;
+        const double r = isnan(got[i]) ? INFINITY : fabs(got[i] - want[i]) / tol;
+        nans += isnan(got[i]) != 0;
+        if (r > worst) worst = r, wi = i;
+    }
+    if (worst > 1.0 && report)
+        cr_log_error("qgemm %s M %d K %d N %d mode %d ws %d: worst at row %zu col %zu: got %.7g "
+                     "want %.7g (sum|xw| %.3g, %.3g x tol); %zu NaN (poison: never written)",
+                     ti->name, M, K, N, c->mode, c->use_ws, wi / N, wi % N, got[wi], want[wi],
+                     bound[wi], worst, nans);
+    cudaFree(d_x), cudaFree(d_w), cudaFree(d_y);
+    free(wsrc), free(wf), free(xf), free(xb), free(yb), free(blocks), free(packed), free(want),
+        free(bound), free(got), free(y0);
+    return worst;
+}
+
+/* Every type at every Qwen3 K, on the skinny (M = 1) and the prefill (M = 33) path. */
+Test(kernels, qgemm_every_k, .timeout = 600) {
+    require_gpu("GPU kernel test");
+    void *ws = dalloc(QG_WS);
+    for (int ti = 0; ti < 3; ti++)
+        for (int ki = 0; ki < (int)(sizeof QG_K / sizeof QG_K[0]); ki++)
+            for (int mi = 0; mi < 2; mi++) {
+                const qg_case c = {QG_TYPES[ti], mi ? 33 : 1, QG_K[ki], QG_N, (ki + mi) % 3, 1, 0};
+                cr_expect(qg_run(&c, ws, 1) <= 1.0, "qgemm type %d K %d M %d", c.type, c.k, c.m);
+            }
+    cudaFree(ws);
+}
+
+/* Every type at odd and tile-edge M (both paths, the 32/33 and 64/65 boundaries), three output
+ * modes, with and without the split-K workspace. */
+Test(kernels, qgemm_odd_m, .timeout = 600) {
+    require_gpu("GPU kernel test");
+    void *ws = dalloc(QG_WS);
+    for (int ti = 0; ti < 3; ti++)
+        for (int mi = 0; mi < (int)(sizeof QG_M / sizeof QG_M[0]); mi++) {
+            const int M = QG_M[mi];
+            const qg_case c = {QG_TYPES[ti], M, 2560, QG_N, mi % 3, mi != 2, 0};
+            cr_expect(qg_run(&c, ws, 1) <= 1.0, "qgemm type %d M %d", c.type, M);
+        }
+    /* a wide N: several row blocks and a split count set by the workspace */
+    const qg_case wide = {QT_Q4_K, 24, 1024, 520, 1, 1, 0};
+    cr_expect(qg_run(&wide, ws, 1) <= 1.0, "qgemm wide N");
+    cudaFree(ws);
+}
+
+/* The tolerance is not so loose that a wrong scale passes: each planted bug must fail, on both
+ * paths (the launch itself must still run cleanly). */
+Test(kernels, qgemm_catches_a_wrong_scale) {
+    require_gpu("GPU kernel test");
+    void *ws = dalloc(QG_WS);
+    for (int ti = 0; ti < 3; ti++)
+        for (int path = 0; path < 2; path++) {
+            const qg_case c = {QG_TYPES[ti], path ? 65 : 3, 2560, QG_N, 1, 1, 1};
+            const double worst = qg_run(&c, ws, 0);
+            cr_expect(worst > 1.0, "type %d M %d: the planted scale bug passed (%.3g x tol)",
+                      c.type, c.m, worst);
+        }
+    cudaFree(ws);
+}
+
+/* The quantized embedding gather: exactly ref_dequantize's rows. */
+Test(kernels, embed_gather_quantized) {
+    require_gpu("GPU kernel test");
+    const int vocab = 301, hiddens[] = {256, 1024, 2560}, T = 7;
+    for (int ti = 0; ti < 3; ti++)
+        for (int hi = 0; hi < 3; hi++) {
+            const int type = QG_TYPES[ti], H = hiddens[hi];
+            const size_t n = (size_t)vocab * H, rb = qp_row_bytes((uint32_t)type, H);
+            const ref_qtype_info *inf = ref_qtype_get((uint32_t)type);
+            rng_seed(900 + ti * 10 + hi);
+            float *src = malloc(n * 4), *tab = malloc(n * 4);
+            float *want = malloc((size_t)T * H * 4), *got = malloc((size_t)T * H * 4);
+            uint8_t *blocks = malloc(n / inf->block * inf->block_bytes);
+            uint8_t *packed = malloc((size_t)vocab * rb);
+            int32_t tok[7];
+            for (size_t i = 0; i < n; i++)
+                src[i] = frand(1.0f);
+            cr_assert_eq(ref_quantize((uint32_t)type, src, blocks, (int64_t)n), 0);
+            cr_assert_eq(ref_dequantize((uint32_t)type, blocks, tab, (int64_t)n), 0);
+            cr_assert_eq(ref_qpack_rows((uint32_t)type, blocks, vocab, H, packed), 0);
+            for (int t = 0; t < T; t++)
+                tok[t] = irand(vocab);
+            tok[0] = vocab - 1, tok[1] = 0;
+            ref_embed_gather(tab, H, tok, T, want);
+            void *d_tab = dup_to_dev(packed, (size_t)vocab * rb);
+            int32_t *d_tok = dup_to_dev(tok, sizeof tok);
+            float *d_out = dalloc((size_t)T * H * 4);
+            KOK(qe_embed_gather_q(d_tab, type, vocab, H, d_tok, T, d_out, NULL));
+            to_host(got, d_out, (size_t)T * H * 4);
+            const out_layout l = {.cols = H};
+            cr_expect(check_close_at("embed_gather_q", got, want, (size_t)T * H, 0, 0, &l),
+                      "%s H %d", inf->name, H);
+            cudaFree(d_tab), cudaFree(d_tok), cudaFree(d_out);
+            free(src), free(tab), free(want), free(got), free(blocks), free(packed);
+        }
+}
+
 /* ------------------------------------------------------------------ attention */
 
 typedef struct attn_case {
@@ -813,4 +1003,15 @@ Test(kernels, launcher_argument_errors) {
     cr_expect_eq(qe_qk_norm_rope(NULL, 1, 4, 2, 128, NULL, NULL, NULL, 1e-6f, 1e6, NULL), QE_K_ERR);
     cr_expect(strstr(qe_k_last_error(), "positions") != NULL, "message: %s", qe_k_last_error());
     cr_expect_eq(qe_pool_last(NULL, 64, NULL, 1, NULL, 1e-6f, 65, 1, NULL, NULL), QE_K_ERR);
+    /* quantized GEMM: k not whole super-blocks, a type without a packed layout */
+    static uint8_t buf[64] __attribute__((aligned(16)));
+    cr_expect_eq(
+        qe_qgemm((const qe_bf16 *)buf, 128, 1, 128, buf, QT_Q4_K, 1, buf, 1, 1, 0, NULL, 0, NULL),
+        QE_K_ERR);
+    cr_expect(strstr(qe_k_last_error(), "k % QP_K_ALIGN") != NULL, "message: %s",
+              qe_k_last_error());
+    cr_expect_eq(
+        qe_qgemm((const qe_bf16 *)buf, 256, 1, 256, buf, QT_Q4_0, 1, buf, 1, 1, 0, NULL, 0, NULL),
+        QE_K_ERR);
+    cr_expect_eq(qe_embed_gather_q(buf, QT_Q8_0, 4, 100, NULL, 1, NULL, NULL), QE_K_ERR);
 }

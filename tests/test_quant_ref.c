@@ -2,6 +2,7 @@
  * worked out by hand from the block layout (ggml-common.h), and the type table. */
 #include <stdint.h>
 
+#include "kernels/ref/ref_qpack.h"
 #include "kernels/ref/ref_quant.h"
 #include "quant_bound.h"
 #include "test_util.h"
@@ -388,4 +389,69 @@ Test(quant_ref, f16_and_bf16_rounding) {
         const float f = ref_f16_to_f32((uint16_t)u);
         if (!isnan(f)) cr_assert_eq(ref_f32_to_f16(f), u, "half 0x%04x", u);
     }
+}
+
+/* ---- the GPU layout of quantized matrices (ref_qpack.h) ---- */
+
+Test(qpack, lane_order_is_a_permutation_of_each_span) {
+    int seen[QP_SPAN] = {0};
+    for (int tig = 0; tig < 4; tig++)
+        for (int e = 0; e < 32; e++) {
+            const int c = qp_col(tig, e);
+            cr_assert(c >= 0 && c < QP_SPAN, "tig %d e %d -> %d", tig, e, c);
+            seen[c]++;
+            int t2, e2;
+            qp_lane_of(c, &t2, &e2);
+            cr_expect(t2 == tig && e2 == e, "column %d: (%d, %d) back as (%d, %d)", c, tig, e, t2,
+                      e2);
+        }
+    for (int c = 0; c < QP_SPAN; c++)
+        cr_expect_eq(seen[c], 1, "column %d", c);
+    /* mma j's pairs: e = 4j + 2h + b at column 16j + 2 tig + 8h + b */
+    cr_expect_eq(qp_col(3, 4 * 5 + 2 + 1), 16 * 5 + 6 + 8 + 1);
+}
+
+Test(qpack, row_bytes_keep_the_file_size) {
+    cr_expect_eq(qp_row_bytes(QT_Q4_K, 2560), 2560 / 256 * 144); /* already a multiple of 16 */
+    cr_expect_eq(qp_row_bytes(QT_Q8_0, 2560), 2560 / 32 * 34);
+    cr_expect_eq(qp_row_bytes(QT_Q6_K, 2560), (2560 / 256 * 210 + 15) / 16 * 16);
+    cr_expect_eq(qp_row_bytes(QT_Q6_K, 4096), 4096 / 256 * 210); /* 3360: no padding */
+    cr_expect_eq(qp_row_bytes(QT_Q4_0, 2560), 0);
+    cr_expect_eq(qp_row_bytes(QT_Q4_K, 100), 0);
+    cr_expect_eq(qp_row_bytes(QT_Q8_0, 128), 0); /* spans stay whole: multiples of 256 */
+    uint8_t b[64];
+    cr_expect_eq(ref_qpack_rows(QT_Q5_K, b, 1, 256, b), -1);
+    cr_expect_eq(ref_qpack_dequant_row(QT_Q4_0, b, 256, NULL), -1);
+}
+
+/* Packing then dequantizing the packed rows gives ref_dequantize's values bit for bit, for
+ * quantized random rows of each type at two widths. */
+Test(qpack, packed_rows_dequantize_as_the_blocks) {
+    const uint32_t types[] = {QT_Q8_0, QT_Q4_K, QT_Q6_K};
+    const int ks[] = {256, 2560}, rows = 3;
+    for (int ti = 0; ti < 3; ti++)
+        for (int ki = 0; ki < 2; ki++) {
+            const int k = ks[ki];
+            const size_t n = (size_t)rows * k;
+            const ref_qtype_info *t = ref_qtype_get(types[ti]);
+            float *src = malloc(n * 4), *want = malloc(n * 4), *got = malloc((size_t)k * 4);
+            uint8_t *blocks = malloc(n / t->block * t->block_bytes);
+            const size_t rb = qp_row_bytes(types[ti], k);
+            uint8_t *packed = malloc(rows * rb);
+            uint32_t s = 12345u + ti * 7 + ki;
+            for (size_t i = 0; i < n; i++) {
+                s = s * 1664525u + 1013904223u;
+                src[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * (1.0f + (float)(i % 97));
+            }
+            cr_assert_eq(ref_quantize(types[ti], src, blocks, (int64_t)n), 0);
+            cr_assert_eq(ref_dequantize(types[ti], blocks, want, (int64_t)n), 0);
+            cr_assert_eq(ref_qpack_rows(types[ti], blocks, rows, k, packed), 0);
+            for (int r = 0; r < rows; r++) {
+                cr_assert_eq(ref_qpack_dequant_row(types[ti], packed + r * rb, k, got), 0);
+                char what[64];
+                snprintf(what, sizeof what, "%s k %d row %d", t->name, k, r);
+                expect_floats(got, want + (size_t)r * k, k, what);
+            }
+            free(src), free(want), free(got), free(blocks), free(packed);
+        }
 }
