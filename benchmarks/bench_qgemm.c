@@ -219,7 +219,7 @@ int main(int argc, char **argv) {
                    100.0 * (bw.bytes + io) / t_bf / 1e6 / ROOFLINE_GBS, cb <= 1 ? "ok" : "FAIL");
             failed |= cb > 1;
             for (int ti = 0; ti < 3; ti++) {
-                const int splits = qe_qgemm_splits(m, s->k, s->n, WS_BYTES);
+                const int splits = qe_qgemm_splits(TYPES[ti], m, s->k, s->n, WS_BYTES);
                 const double part = splits > 1 ? 2.0 * splits * m * s->n * 4 : 0;
                 const double bytes = qw[ti].bytes + io + part;
                 const float t = time_case(&qw[ti], g, d_x, m, s, d_y, ws, reps);

@@ -119,13 +119,13 @@ int qe_attention(const qe_attn_params *p, qe_stream s);
 /* y[m, n] (row stride ldy) = x[m, k] (bf16, row stride ldx) * dequant(w)[n, k]^T: the weights
  * dequantized to bf16 in registers, bf16 MMA, fp32 accumulation; y fp32 (accumulate: y +=, the
  * residual update) or bf16, as qe_gemm_bf16. m <= 32 runs split-K with fp32 partials in ws
- * (qe_qgemm_splits(m, k, n, ws_bytes) splits of m*n floats; ws NULL: one split) and a
+ * (qe_qgemm_splits(type, m, k, n, ws_bytes) splits of m*n floats; ws NULL: one split) and a
  * fixed-order reduction: deterministic. x and w 16-byte aligned, ldx a multiple of 8. ws may be
  * the cuBLASLt workspace: both are used only inside their own launches on the stream. */
 int qe_qgemm(const qe_bf16 *x, int ldx, int m, int k, const void *w, int type, int n, void *y,
              int ldy, int y_f32, int accumulate, void *ws, size_t ws_bytes, qe_stream s);
 /* The split count qe_qgemm uses for this shape and workspace (1 for m > 32). */
-int qe_qgemm_splits(int m, int k, int n, size_t ws_bytes);
+int qe_qgemm_splits(int type, int m, int k, int n, size_t ws_bytes);
 
 /* qe_embed_gather from a packed quantized table [vocab] rows of hidden (a multiple of 256). */
 int qe_embed_gather_q(const void *table, int type, int vocab, int hidden, const int32_t *tokens,

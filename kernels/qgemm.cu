@@ -28,7 +28,10 @@
 #define QG_THREADS (QG_WARPS * 32)
 #define QG_SKINNY_M 32
 #define QG_TARGET_BLOCKS 1024 /* skinny split-K: enough blocks to keep every SM streaming */
-#define QG_MIN_SPANS 2        /* per split: fewer makes the partials cost more than they save */
+#define QG_MIN_SPANS 2        /* per split */
+/* the split-K partials may cost at most 1/4 of the weight bytes they save time on */
+#define QG_PART_SHARE_NUM 1
+#define QG_PART_SHARE_DEN 4
 
 typedef struct qg_params {
     const bf16 *x;
@@ -338,15 +341,21 @@ static __global__ void qgemm_reduce_kernel(const float *__restrict__ part, int s
     }
 }
 
-extern "C" int qe_qgemm_splits(int m, int k, int n, size_t ws_bytes) {
-    if (m <= 0 || m > QG_SKINNY_M || k < QP_SPAN || n <= 0) return 1;
+/* Splits for the skinny path: enough blocks to keep every SM streaming (QG_TARGET_BLOCKS), at
+ * least QG_MIN_SPANS spans each, the partials (written and read back, 8 bytes per output per
+ * split) at most QG_PART_SHARE of the weight bytes, and what the workspace holds. */
+extern "C" int qe_qgemm_splits(int type, int m, int k, int n, size_t ws_bytes) {
+    const size_t rb = qp_row_bytes((uint32_t)type, k);
+    if (m <= 0 || m > QG_SKINNY_M || rb == 0 || n <= 0) return 1;
     const int spans = k / QP_SPAN;
     const int row_blocks = (int)qe_ceil_div(n, QG_WARPS * 16);
-    int splits = (int)qe_ceil_div(QG_TARGET_BLOCKS, row_blocks);
-    const int most = spans / QG_MIN_SPANS > 0 ? spans / QG_MIN_SPANS : 1;
-    const size_t fit = ws_bytes / ((size_t)m * (size_t)n * sizeof(float));
+    long long splits = qe_ceil_div(QG_TARGET_BLOCKS, row_blocks);
+    const long long most = spans / QG_MIN_SPANS > 0 ? spans / QG_MIN_SPANS : 1;
+    const long long by_bytes = (long long)(rb * QG_PART_SHARE_NUM) / (QG_PART_SHARE_DEN * 8ll * m);
+    const long long fit = (long long)(ws_bytes / ((size_t)m * (size_t)n * sizeof(float)));
     if (splits > most) splits = most;
-    if ((size_t)splits > fit) splits = fit > 0 ? (int)fit : 1;
+    if (splits > by_bytes) splits = by_bytes;
+    if (splits > fit) splits = fit;
     if (splits < 1) splits = 1;
     const int per = (int)qe_ceil_div(spans, splits);
     return (int)qe_ceil_div(spans, per); /* no empty split */
@@ -375,7 +384,7 @@ extern "C" int qe_qgemm(const qe_bf16 *x, int ldx, int m, int k, const void *w, 
         CUDA_CHECK_LAUNCH();
         return QE_K_OK;
     }
-    const int splits = ws ? qe_qgemm_splits(m, k, n, ws_bytes) : 1;
+    const int splits = ws ? qe_qgemm_splits(wtype, m, k, n, ws_bytes) : 1;
     p.spans_per_split = (int)qe_ceil_div(spans, splits);
     p.part = splits > 1 ? (float *)ws : NULL;
     const dim3 grid(qe_ceil_div(n, QG_WARPS * 16), 1, (unsigned)splits);

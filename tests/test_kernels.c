@@ -659,8 +659,10 @@ Test(kernels, qgemm_odd_m, .timeout = 600) {
             const qg_case c = {QG_TYPES[ti], M, 2560, QG_N, mi % 3, mi != 2, 0};
             cr_expect(qg_run(&c, ws, 1) <= 1.0, "qgemm type %d M %d", c.type, M);
         }
-    /* a wide N: several row blocks and a split count set by the workspace */
-    const qg_case wide = {QT_Q4_K, 24, 1024, 520, 1, 1, 0};
+    /* a wide N: several row blocks, split-K, and the reduction's accumulate into y */
+    cr_expect_gt(qe_qgemm_splits(QT_Q4_K, 5, 2560, 520, QG_WS), 1, "the split path is tested");
+    cr_expect_gt(qe_qgemm_splits(QT_Q6_K, 3, 2560, QG_N, QG_WS), 1, "the split path is tested");
+    const qg_case wide = {QT_Q4_K, 5, 2560, 520, 2, 1, 0};
     cr_expect(qg_run(&wide, ws, 1) <= 1.0, "qgemm wide N");
     cudaFree(ws);
 }
