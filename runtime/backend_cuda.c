@@ -1,6 +1,8 @@
 /* backend_cuda.c — the CUDA forward pass: bf16 weights in one device allocation (q|k|v and
- * gate|up fused at load), one activation arena sized by max_batch_tokens, fp32 residual stream,
- * cuBLASLt GEMMs and our kernels (kernels/kernels.h) in the per-layer order of DESIGN.md.
+ * gate|up fused at load; a GGUF file's Q8_0/Q4_K/Q6_K matrices and embedding table stay
+ * quantized there instead, cuda_qweights.c), one activation arena sized by max_batch_tokens, fp32
+ * residual stream, cuBLASLt GEMMs (or the quantized GEMM) and our kernels (kernels/kernels.h) in
+ * the per-layer order of DESIGN.md.
  *
  * Last-layer shortcut: after the last layer's K/V only each sequence's last row feeds pooling, so
  * its q/k-rotated qkv row and residual row are gathered, attention runs with one query per
@@ -34,6 +36,7 @@
 
 #include "backend.h"
 #include "cuda_internal.h"
+#include "kernels/ref/ref_qpack.h"
 
 #define ALIGN_BYTES 256
 #define GEMM_WORKSPACE (32u << 20)
@@ -146,19 +149,31 @@ static qe_status check_tensors(const qe_model *m, const cuda_state *st, char *er
     return QE_OK;
 }
 
+/* A matrix of n weights: its quantized runs when q has them (the bf16 pointer is then NULL),
+ * else n bf16. */
+static qe_bf16 *carve_lin(carver *c, cuda_qlin *q, size_t n) {
+    if (!q->n_runs) return carve(c, n * 2);
+    for (int i = 0; i < q->n_runs; i++)
+        q->run[i].w = carve(c, cuda_qrun_bytes(q, i));
+    return NULL;
+}
+
 /* Lays out (base NULL: measures) every weight in one allocation. */
 static size_t layout_weights(cuda_state *st, char *base) {
     carver c = {base, 0};
     const size_t H = (size_t)st->hidden;
-    st->embed = carve(&c, (size_t)st->vocab * H * 2);
+    if (st->embed_qtype)
+        st->embed_q = carve(&c, (size_t)st->vocab * qp_row_bytes((uint32_t)st->embed_qtype, H));
+    else
+        st->embed = carve(&c, (size_t)st->vocab * H * 2);
     st->final_norm = carve(&c, H * 4);
     st->alibi_slopes = st->cfg.alibi ? carve(&c, (size_t)st->heads * 4) : NULL;
     for (int l = 0; l < st->layers; l++) {
         cuda_layer *L = &st->layer[l];
-        L->wqkv = carve(&c, (size_t)st->qkv_dim * H * 2);
-        L->wo = carve(&c, H * st->q_dim * 2);
-        L->wgu = carve(&c, 2 * (size_t)st->inter * H * 2);
-        L->wdown = carve(&c, H * st->inter * 2);
+        L->wqkv = carve_lin(&c, &L->qqkv, (size_t)st->qkv_dim * H);
+        L->wo = carve_lin(&c, &L->qo, H * st->q_dim);
+        L->wgu = carve_lin(&c, &L->qgu, 2 * (size_t)st->inter * H);
+        L->wdown = carve_lin(&c, &L->qdown, H * st->inter);
         L->attn_norm = carve(&c, H * 4);
         L->mlp_norm = carve(&c, H * 4);
         L->q_norm = carve(&c, (size_t)st->head_dim * 4);
@@ -195,7 +210,8 @@ static int upload_weights(cuda_state *st, const qe_model *m) {
         qe_k_fail("host", "malloc", __func__, __FILE__, __LINE__, "out of memory");
         goto done;
     }
-    if (upload_bf16(st->embed, m->embed, (size_t)st->vocab * H, stage) ||
+    if ((st->embed_qtype ? cuda_qupload_embed(st, m, stage, STAGE_ELEMS * 2)
+                         : upload_bf16(st->embed, m->embed, (size_t)st->vocab * H, stage)) ||
         upload_f32(st->final_norm, m->final_norm, H, tmp) ||
         (st->alibi_slopes && upload_alibi_slopes(st->alibi_slopes, st->heads, tmp)))
         goto done;
@@ -204,13 +220,14 @@ static int upload_weights(cuda_state *st, const qe_model *m) {
         cuda_layer *L = &st->layer[l];
         const size_t nq = (size_t)st->q_dim * H, nkv = (size_t)st->kv_dim * H;
         const size_t ni = (size_t)st->inter * H;
-        if (upload_bf16(L->wqkv, T->wq, nq, stage) ||
-            upload_bf16(L->wqkv + nq, T->wk, nkv, stage) ||
-            upload_bf16(L->wqkv + nq + nkv, T->wv, nkv, stage) ||
-            upload_bf16(L->wo, T->wo, H * st->q_dim, stage) ||
-            upload_bf16(L->wgu, T->w_gate, ni, stage) ||
-            upload_bf16(L->wgu + ni, T->w_up, ni, stage) ||
-            upload_bf16(L->wdown, T->w_down, ni, stage) ||
+        if ((L->wqkv && (upload_bf16(L->wqkv, T->wq, nq, stage) ||
+                         upload_bf16(L->wqkv + nq, T->wk, nkv, stage) ||
+                         upload_bf16(L->wqkv + nq + nkv, T->wv, nkv, stage))) ||
+            (L->wo && upload_bf16(L->wo, T->wo, H * st->q_dim, stage)) ||
+            (L->wgu && (upload_bf16(L->wgu, T->w_gate, ni, stage) ||
+                        upload_bf16(L->wgu + ni, T->w_up, ni, stage))) ||
+            (L->wdown && upload_bf16(L->wdown, T->w_down, ni, stage)) ||
+            cuda_qupload_layer(st, m, l, stage, STAGE_ELEMS * 2) ||
             upload_f32(L->attn_norm, T->attn_norm, H, tmp) ||
             upload_f32(L->mlp_norm, T->mlp_norm, H, tmp) ||
             upload_f32(L->q_norm, T->q_norm, (size_t)st->head_dim, tmp) ||
@@ -392,6 +409,7 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
     }
     status = check_tensors(m, st, err, errlen);
     if (status != QE_OK) goto fail;
+    cuda_qplan(st, m); /* before the layout: which matrices stay quantized */
     status = QE_ERR_DEVICE;
     st->device = o->device;
     if (cudaSetDevice(o->device) != cudaSuccess || cudaStreamCreate(&st->stream) != cudaSuccess) {
@@ -527,14 +545,26 @@ static int attend(cuda_state *st, const step_geom *g, int l, int first, int n, i
     return qe_attention(&ap, st->stream);
 }
 
+/* y = x w^T: cuBLASLt for a bf16 w, the quantized GEMM for a matrix kept quantized (q). */
+static int linear(cuda_state *st, const qe_bf16 *x, int ldx, int rows, int k, const qe_bf16 *w,
+                  const cuda_qlin *q, int n, void *y, int ldy, int y_f32, int accumulate) {
+    if (q->n_runs)
+        return cuda_qlinear(q, x, ldx, rows, y, ldy, y_f32, accumulate, st->gemm_ws, GEMM_WORKSPACE,
+                            st->stream);
+    return qe_gemm_bf16(st->gemm, x, ldx, rows, k, w, n, y, ldy, y_f32, accumulate, st->stream);
+}
+
 /* Embed + the layers of one packed step, enqueued on the stream, all in the arena and the pool
  * (the paged chunks' K|V rows are written to the pool before each layer's attention reads it). */
 int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
     const int H = st->hidden, T = g->Tp, S = g->Sp;
     const int n_whole = S - g->n_paged;
     qe_stream s = st->stream;
-    qe_gemm *gm = st->gemm;
-    K_CALL(qe_embed_gather(st->embed, st->vocab, H, g->d_tok, T, st->x, s));
+    if (st->embed_qtype)
+        K_CALL(
+            qe_embed_gather_q(st->embed_q, st->embed_qtype, st->vocab, H, g->d_tok, T, st->x, s));
+    else
+        K_CALL(qe_embed_gather(st->embed, st->vocab, H, g->d_tok, T, st->x, s));
     prof_mark(st, OP_EMBED);
     for (int l = 0; l < g->n_layers; l++) {
         const cuda_layer *L = &st->layer[l];
@@ -542,7 +572,7 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         K_CALL(qe_add_rmsnorm(st->x, NULL, L->attn_norm, T, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
         K_CALL(
-            qe_gemm_bf16(gm, st->h, H, T, H, L->wqkv, st->qkv_dim, st->qkv, st->qkv_dim, 0, 0, s));
+            linear(st, st->h, H, T, H, L->wqkv, &L->qqkv, st->qkv_dim, st->qkv, st->qkv_dim, 0, 0));
         prof_mark(st, OP_QKV);
         K_CALL(qe_qk_norm_rope(st->qkv, T, st->heads, st->kv_heads, st->head_dim, g->d_pos,
                                L->q_norm, L->k_norm, st->eps, st->cfg.rope_theta, s));
@@ -568,16 +598,16 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         K_CALL(attend(st, g, l, 0, n_whole, 0, shortcut));
         K_CALL(attend(st, g, l, n_whole, g->n_paged, 1, shortcut));
         prof_mark(st, OP_ATTN);
-        K_CALL(qe_gemm_bf16(gm, st->attn, st->q_dim, rows, st->q_dim, L->wo, H, x, H, 1, 1, s));
+        K_CALL(linear(st, st->attn, st->q_dim, rows, st->q_dim, L->wo, &L->qo, H, x, H, 1, 1));
         prof_mark(st, OP_OPROJ);
         K_CALL(qe_add_rmsnorm(x, NULL, L->mlp_norm, rows, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
-        K_CALL(qe_gemm_bf16(gm, st->h, H, rows, H, L->wgu, 2 * st->inter, st->gu, 2 * st->inter, 0,
-                            0, s));
+        K_CALL(linear(st, st->h, H, rows, H, L->wgu, &L->qgu, 2 * st->inter, st->gu, 2 * st->inter,
+                      0, 0));
         prof_mark(st, OP_GATEUP);
         K_CALL(qe_swiglu(st->gu, rows, st->inter, st->act, s));
         prof_mark(st, OP_SWIGLU);
-        K_CALL(qe_gemm_bf16(gm, st->act, st->inter, rows, st->inter, L->wdown, H, x, H, 1, 1, s));
+        K_CALL(linear(st, st->act, st->inter, rows, st->inter, L->wdown, &L->qdown, H, x, H, 1, 1));
         prof_mark(st, OP_DOWN);
     }
     return QE_K_OK;

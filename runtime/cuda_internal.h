@@ -32,6 +32,18 @@ typedef enum {
     OP_COUNT
 } cuda_op;
 
+/* A linear layer's weight kept quantized (cuda_qweights.c): runs of rows, each one packed type
+ * (kernels/ref/ref_qpack.h) in consecutive output columns; n_runs 0: the bf16 matrix instead. */
+typedef struct cuda_qrun {
+    int type; /* QT_Q8_0, QT_Q4_K or QT_Q6_K */
+    int rows;
+    void *w; /* rows packed rows of k */
+} cuda_qrun;
+typedef struct cuda_qlin {
+    int n_runs, k;
+    cuda_qrun run[3];
+} cuda_qlin;
+
 typedef struct cuda_layer {
     qe_bf16 *wqkv;    /* [q_dim + 2*kv_dim, hidden] */
     qe_bf16 *wo;      /* [hidden, q_dim] */
@@ -41,6 +53,8 @@ typedef struct cuda_layer {
     float *mlp_norm;  /* [hidden] */
     float *q_norm;    /* [head_dim] */
     float *k_norm;    /* [head_dim] */
+    /* a GGUF file's matrices kept quantized (their bf16 pointer above is then NULL) */
+    cuda_qlin qqkv, qo, qgu, qdown;
 } cuda_layer;
 
 typedef struct cuda_profile {
@@ -95,7 +109,9 @@ typedef struct cuda_state {
     size_t wbytes;
     void *amem; /* the activation arena */
     size_t abytes;
-    qe_bf16 *embed;    /* [vocab, hidden] */
+    qe_bf16 *embed;    /* [vocab, hidden]; NULL when embed_q holds it */
+    int embed_qtype;   /* the packed type of embed_q, or 0 */
+    void *embed_q;     /* [vocab] packed rows of hidden */
     float *final_norm; /* [hidden] */
     /* [heads] for an ALiBi model (cfg_alibi_slopes), else NULL */
     float *alibi_slopes;
@@ -153,6 +169,17 @@ typedef struct step_geom {
 
 /* backend_cuda.c: enqueues embed + the layers of one step on st->stream (no host sync). */
 int cuda_enqueue_layers(cuda_state *st, const step_geom *g);
+
+/* cuda_qweights.c: plans which matrices stay quantized (before layout_weights), their bytes,
+ * their upload (stage: stage_bytes of host memory) and their GEMM (y at the run's columns). */
+struct qe_model;
+void cuda_qplan(cuda_state *st, const struct qe_model *m);
+size_t cuda_qrun_bytes(const cuda_qlin *q, int i);
+int cuda_qupload_layer(cuda_state *st, const struct qe_model *m, int l, void *stage,
+                       size_t stage_bytes);
+int cuda_qupload_embed(cuda_state *st, const struct qe_model *m, void *stage, size_t stage_bytes);
+int cuda_qlinear(const cuda_qlin *q, const qe_bf16 *x, int ldx, int rows, void *y, int ldy,
+                 int y_f32, int accumulate, void *ws, size_t ws_bytes, qe_stream s);
 
 /* cuda_profile.c (QE_PROFILE=1 or qe_debug_profile): an event after every op, per-op totals
  * printed at destroy or when a tool turns the profile off. */
