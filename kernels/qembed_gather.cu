@@ -61,6 +61,12 @@ qembed_gather_kernel(const uint8_t *__restrict__ table, size_t row_bytes, int vo
         out[(size_t)t * hidden + c] = dequant_at<TYPE>(row, hidden, c);
 }
 
+template <int TYPE>
+static void launch(const uint8_t *t, size_t rb, int vocab, int hidden, const int32_t *tokens,
+                   int n_tokens, float *out, qe_stream s) {
+    QE_LAUNCH(qembed_gather_kernel<TYPE>, n_tokens, 256, 0, s)(t, rb, vocab, hidden, tokens, out);
+}
+
 extern "C" int qe_embed_gather_q(const void *table, int type, int vocab, int hidden,
                                  const int32_t *tokens, int n_tokens, float *out, qe_stream s) {
     QE_K_REQUIRE(table != NULL && vocab > 0 && n_tokens >= 0);
@@ -69,14 +75,11 @@ extern "C" int qe_embed_gather_q(const void *table, int type, int vocab, int hid
     if (n_tokens == 0) return QE_K_OK;
     const uint8_t *t = (const uint8_t *)table;
     if (type == QT_Q8_0)
-        QE_LAUNCH(qembed_gather_kernel<QT_Q8_0>, n_tokens, 256, 0, s)
-        (t, rb, vocab, hidden, tokens, out);
+        launch<QT_Q8_0>(t, rb, vocab, hidden, tokens, n_tokens, out, s);
     else if (type == QT_Q4_K)
-        QE_LAUNCH(qembed_gather_kernel<QT_Q4_K>, n_tokens, 256, 0, s)
-        (t, rb, vocab, hidden, tokens, out);
+        launch<QT_Q4_K>(t, rb, vocab, hidden, tokens, n_tokens, out, s);
     else
-        QE_LAUNCH(qembed_gather_kernel<QT_Q6_K>, n_tokens, 256, 0, s)
-        (t, rb, vocab, hidden, tokens, out);
+        launch<QT_Q6_K>(t, rb, vocab, hidden, tokens, n_tokens, out, s);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }
