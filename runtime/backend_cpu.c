@@ -1,8 +1,9 @@
-/* backend_cpu.c — the CPU backend: fp32 weights, the C reference kernels for the small ops, the
- * GEMMs of cpu_gemm.c (BLIS, one single-threaded call per column panel on the engine's pool), and
- * the tiled fp32 attention of cpu_attention.c (threads over sequences, kv heads and query
- * blocks), a paged K/V pool for long sequences. Plain and readable: the oracle for the CUDA backend
- * and the CI path. */
+/* backend_cpu.c — the CPU backend: fp32 weights (a GGUF file's quantized matrices stay in the
+ * file, converted a chunk of rows at a time inside each product), the C reference kernels for the
+ * small ops, the GEMMs of cpu_gemm.c (BLIS, one single-threaded call per column panel on the
+ * engine's pool), and the tiled fp32 attention of cpu_attention.c (threads over sequences, kv heads
+ * and query blocks), a paged K/V pool for long sequences. Plain and readable: the oracle for the
+ * CUDA backend and the CI path. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,10 +19,10 @@
 
 typedef struct cpu_layer {
     float *attn_norm, *q_norm, *k_norm, *mlp_norm; /* [hidden] / [head_dim] */
-    float *wqkv;     /* [(heads + 2*kv_heads)*head_dim, hidden]: q, k, v rows fused */
-    float *wo;       /* [hidden, heads*head_dim] */
-    float *wgate_up; /* [2*inter, hidden]: gate rows then up rows */
-    float *wdown;    /* [hidden, inter] */
+    cpu_weight wqkv;     /* [(heads + 2*kv_heads)*head_dim, hidden]: q, k, v rows fused */
+    cpu_weight wo;       /* [hidden, heads*head_dim] */
+    cpu_weight wgate_up; /* [2*inter, hidden]: gate rows then up rows */
+    cpu_weight wdown;    /* [hidden, inter] */
 } cpu_layer;
 
 /* Tensor parallelism (qe_options.tensor_parallel > 1): rank r's slices of every layer
@@ -46,6 +47,7 @@ typedef struct cpu_state {
     float *alibi_slopes;
     float *weights; /* one allocation for every converted weight */
     qe_pool *pool;
+    float *scratch; /* cpu_gemm_w's rows converted from the file (quantized matrices), or NULL */
     /* activations, grown to the largest step seen */
     int cap_tokens;
     float *x, *h, *qkv, *attn, *gate_up, *act;
@@ -64,8 +66,34 @@ typedef struct cpu_state {
 static float *take(float **cursor, const st_tensor *t) {
     float *p = *cursor;
     st_to_f32(t, p);
-    *cursor += t->nbytes / st_dtype_size(t->dtype);
+    *cursor += st_elems(t);
     return p;
+}
+
+/* A matrix kept in the file (converted inside each product) when any of its parts is quantized:
+ * a GGUF file's block types cost 4.5-8.5 bits a weight there, 32 as fp32. Others become fp32. */
+static int keep_in_file(const st_tensor *const *parts, int n) {
+    for (int i = 0; i < n; i++)
+        if (parts[i]->dtype == ST_QUANT) return 1;
+    return 0;
+}
+
+/* The stacked parts as one matrix: fp32 rows from the cursor, or the tensors themselves. */
+static cpu_weight take_matrix(float **cursor, const st_tensor *a, const st_tensor *b,
+                              const st_tensor *c) {
+    const st_tensor *parts[3] = {a, b, c};
+    const int n = c ? 3 : b ? 2 : 1;
+    cpu_weight w = {0};
+    if (keep_in_file(parts, n)) {
+        w.n_parts = n;
+        for (int i = 0; i < n; i++)
+            w.part[i] = parts[i];
+        return w;
+    }
+    w.f32 = take(cursor, a); /* the parts land back to back: the fused matrix */
+    for (int i = 1; i < n; i++)
+        take(cursor, parts[i]);
+    return w;
 }
 
 static void cpu_destroy(void *state) {
@@ -73,6 +101,7 @@ static void cpu_destroy(void *state) {
     if (!s) return;
     pool_destroy(s->pool);
     free(s->weights);
+    free(s->scratch);
     free(s->layers);
     free(s->x);
     free(s->h);
@@ -93,17 +122,24 @@ static void cpu_destroy(void *state) {
     free(s);
 }
 
-/* out[r, c] = t[row0 + r, col0 + c] for a 2-D tensor, converted to fp32 (a rank's slice). */
+/* out[r, c] = t[row0 + r, col0 + c] for a 2-D tensor, converted to fp32 (a rank's slice; a
+ * quantized tensor's rows are dequantized whole, since a column slice splits its blocks). */
 static float *take_block(float **cursor, const st_tensor *t, int row0, int nrows, int col0,
                          int ncols) {
     float *out = *cursor;
-    const size_t es = st_dtype_size(t->dtype), cols = (size_t)t->shape[1];
+    const size_t cols = (size_t)t->shape[1];
+    float *row_f32 = ncols == (int)cols ? NULL : malloc(cols * sizeof(float));
     for (int r = 0; r < nrows; r++) {
-        st_tensor view = *t;
-        view.data = (const char *)t->data + ((size_t)(row0 + r) * cols + (size_t)col0) * es;
-        view.nbytes = (size_t)ncols * es;
-        st_to_f32(&view, out + (size_t)r * ncols);
+        const st_tensor row = st_rows(t, row0 + r, 1);
+        float *dst = out + (size_t)r * ncols;
+        if (!row_f32) {
+            st_to_f32(&row, dst);
+        } else {
+            st_to_f32(&row, row_f32);
+            memcpy(dst, row_f32 + col0, (size_t)ncols * sizeof(float));
+        }
     }
+    free(row_f32);
     *cursor += (size_t)nrows * ncols;
     return out;
 }
@@ -130,13 +166,13 @@ static int create_ranks(cpu_state *s, const qe_model *m, int n) {
         for (int l = 0; l < c->num_layers; l++) {
             const qe_layer_tensors *L = &m->layers[l];
             cpu_layer *W = &k->layers[l];
-            W->wqkv = take_block(&cur, L->wq, k->sh.q_head0 * hd, k->q_dim, 0, H);
+            W->wqkv.f32 = take_block(&cur, L->wq, k->sh.q_head0 * hd, k->q_dim, 0, H);
             take_block(&cur, L->wk, k->sh.kv_head0 * hd, k->kv_dim, 0, H);
             take_block(&cur, L->wv, k->sh.kv_head0 * hd, k->kv_dim, 0, H);
-            W->wo = take_block(&cur, L->wo, 0, H, k->sh.q_head0 * hd, k->q_dim);
-            W->wgate_up = take_block(&cur, L->w_gate, k->sh.f0, k->sh.f_len, 0, H);
+            W->wo.f32 = take_block(&cur, L->wo, 0, H, k->sh.q_head0 * hd, k->q_dim);
+            W->wgate_up.f32 = take_block(&cur, L->w_gate, k->sh.f0, k->sh.f_len, 0, H);
             take_block(&cur, L->w_up, k->sh.f0, k->sh.f_len, 0, H);
-            W->wdown = take_block(&cur, L->w_down, 0, H, k->sh.f0, k->sh.f_len);
+            W->wdown.f32 = take_block(&cur, L->w_down, 0, H, k->sh.f0, k->sh.f_len);
         }
     }
     return 0;
@@ -152,24 +188,44 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
     s->q_dim = c->num_heads * c->head_dim;
     s->kv_dim = c->num_kv_heads * c->head_dim;
     s->qkv_dim = s->q_dim + 2 * s->kv_dim;
-    /* Everything but the embedding table, which is gathered row by row from the mapping; with
-     * tensor parallelism the matrices go to the ranks instead (create_ranks). */
+    /* Everything but the embedding table, which is gathered row by row from the mapping, and
+     * the matrices kept in the file; with tensor parallelism the matrices go to the ranks
+     * instead, as fp32 slices (create_ranks). */
     const int tp = opt->tensor_parallel > 1 ? opt->tensor_parallel : 1;
     size_t total = (size_t)c->hidden_size + (c->alibi ? (size_t)c->num_heads : 0);
+    int kept = 0; /* matrices kept in the file: cpu_gemm_w needs its scratch */
     for (int l = 0; l < c->num_layers; l++) {
         const qe_layer_tensors *L = &m->layers[l];
-        const st_tensor *all[] = {L->attn_norm, L->q_norm, L->k_norm, L->mlp_norm, L->wq,    L->wk,
-                                  L->wv,        L->wo,     L->w_gate, L->w_up,     L->w_down};
-        for (size_t i = 0; i < (tp > 1 ? 4 : sizeof all / sizeof all[0]); i++)
-            total += all[i]->nbytes / st_dtype_size(all[i]->dtype);
+        const st_tensor *norms[] = {L->attn_norm, L->q_norm, L->k_norm, L->mlp_norm};
+        const st_tensor *qkv[] = {L->wq, L->wk, L->wv}, *gu[] = {L->w_gate, L->w_up};
+        const struct {
+            const st_tensor *const *p;
+            int n;
+        } mats[] = {{qkv, 3}, {&L->wo, 1}, {gu, 2}, {&L->w_down, 1}};
+        for (int i = 0; i < 4; i++)
+            total += st_elems(norms[i]);
+        for (int i = 0; i < 4 && tp == 1; i++) {
+            if (keep_in_file(mats[i].p, mats[i].n)) {
+                kept = 1;
+                continue;
+            }
+            for (int j = 0; j < mats[i].n; j++)
+                total += st_elems(mats[i].p[j]);
+        }
     }
     s->weights = malloc(total * sizeof(float));
-    s->layers = calloc((size_t)c->num_layers, sizeof *s->layers);
+    s->layers = calloc(c->num_layers > 0 ? (size_t)c->num_layers : 1, sizeof *s->layers);
     int threads = opt->threads > 0 ? opt->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     s->pool = pool_create(threads);
-    if (!s->weights || !s->layers || !s->pool) {
+    if (kept && s->pool) {
+        const int widest = c->intermediate_size > s->q_dim ? c->intermediate_size : s->q_dim;
+        const int k_max = widest > c->hidden_size ? widest : c->hidden_size;
+        s->scratch = malloc(cpu_gemm_w_scratch(pool_threads(s->pool), k_max) * sizeof(float));
+    }
+    if (!s->weights || !s->layers || !s->pool || (kept && !s->scratch)) {
         snprintf(err, errlen, "out of host memory converting %zu weights to fp32", total);
         free(s->weights);
+        free(s->scratch);
         free(s->layers);
         pool_destroy(s->pool);
         free(s);
@@ -183,14 +239,11 @@ static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out
         W->q_norm = take(&cur, L->q_norm);
         W->k_norm = take(&cur, L->k_norm);
         W->mlp_norm = take(&cur, L->mlp_norm);
-        if (tp > 1) continue;        /* the ranks hold the matrices */
-        W->wqkv = take(&cur, L->wq); /* wq, wk, wv land back to back: the fused matrix */
-        take(&cur, L->wk);
-        take(&cur, L->wv);
-        W->wo = take(&cur, L->wo);
-        W->wgate_up = take(&cur, L->w_gate);
-        take(&cur, L->w_up);
-        W->wdown = take(&cur, L->w_down);
+        if (tp > 1) continue; /* the ranks hold the matrices */
+        W->wqkv = take_matrix(&cur, L->wq, L->wk, L->wv);
+        W->wo = take_matrix(&cur, L->wo, NULL, NULL);
+        W->wgate_up = take_matrix(&cur, L->w_gate, L->w_up, NULL);
+        W->wdown = take_matrix(&cur, L->w_down, NULL, NULL);
     }
     if (tp > 1 && create_ranks(s, m, tp)) {
         snprintf(err, errlen, "out of host memory for the weights of %d tensor-parallel ranks", tp);
@@ -268,9 +321,9 @@ static int reserve(cpu_state *s, int tokens) {
 }
 
 /* y[m, n] (+)= x[m, k] w[n, k]^T: cpu_gemm.c (BLIS, or the reference tiles) on the engine's pool */
-static void matmul(cpu_state *s, const float *x, int m, int k, const float *w, int n, float *y,
+static void matmul(cpu_state *s, const float *x, int m, int k, const cpu_weight *w, int n, float *y,
                    int accumulate) {
-    cpu_gemm(s->pool, x, m, k, w, n, y, n, accumulate);
+    cpu_gemm_w(s->pool, x, m, k, w, n, y, n, accumulate, s->scratch);
 }
 
 /* Pool rows of layer l. */
@@ -349,11 +402,8 @@ static int paged_step_valid(const cpu_state *s, const qe_batch *b) {
 static void gather_embeddings(const cpu_state *s, const qe_batch *b) {
     const st_tensor *e = s->model->embed;
     const int hidden = s->cfg.hidden_size;
-    size_t esize = st_dtype_size(e->dtype);
     for (int t = 0; t < b->n_tokens; t++) {
-        st_tensor row = *e;
-        row.data = (const char *)e->data + (size_t)b->tokens[t] * hidden * esize;
-        row.nbytes = (size_t)hidden * esize;
+        const st_tensor row = st_rows(e, b->tokens[t], 1); /* quantized tables stay so, too */
         st_to_f32(&row, s->x + (size_t)t * hidden);
     }
 }
@@ -377,7 +427,7 @@ static int tp_attention(cpu_state *s, const qe_batch *b, int l) {
     for (int r = 0; r < s->tp; r++) {
         cpu_rank *k = &s->ranks[r];
         const cpu_layer *W = &k->layers[l], *N = &s->layers[l];
-        matmul(s, s->h, T, H, W->wqkv, k->qkv_dim, k->qkv, 0);
+        matmul(s, s->h, T, H, &W->wqkv, k->qkv_dim, k->qkv, 0);
         ref_qk_norm_rope(k->qkv, T, k->sh.q_heads, k->sh.kv_heads, c->head_dim, b->positions,
                          N->q_norm, N->k_norm, (float)c->rms_norm_eps, c->rope_theta);
         const attn_heads a = {k->qkv,
@@ -390,7 +440,7 @@ static int tp_attention(cpu_state *s, const qe_batch *b, int l) {
                               k->sh.kv_head0,
                               s->alibi_slopes ? s->alibi_slopes + k->sh.q_head0 : NULL};
         if (attention(s, b, l, &a)) return -1;
-        matmul(s, k->attn, T, k->q_dim, W->wo, H, r ? s->y : s->acc, 0);
+        matmul(s, k->attn, T, k->q_dim, &W->wo, H, r ? s->y : s->acc, 0);
         add_partial(s, T, r);
     }
     return 0;
@@ -404,9 +454,9 @@ static void tp_mlp(cpu_state *s, int T, int l) {
         cpu_rank *k = &s->ranks[r];
         const cpu_layer *W = &k->layers[l];
         const int f = k->sh.f_len;
-        matmul(s, s->h, T, H, W->wgate_up, 2 * f, k->gate_up, 0);
+        matmul(s, s->h, T, H, &W->wgate_up, 2 * f, k->gate_up, 0);
         ref_swiglu(k->gate_up, T, f, k->act);
-        matmul(s, k->act, T, f, W->wdown, H, r ? s->y : s->acc, 0);
+        matmul(s, k->act, T, f, &W->wdown, H, r ? s->y : s->acc, 0);
         add_partial(s, T, r);
     }
 }
@@ -444,15 +494,15 @@ static qe_status run_layers(cpu_state *s, const qe_batch *b, int n_layers, char 
             tp_mlp(s, T, l);
             continue;
         }
-        matmul(s, s->h, T, H, W->wqkv, s->qkv_dim, s->qkv, 0);
+        matmul(s, s->h, T, H, &W->wqkv, s->qkv_dim, s->qkv, 0);
         ref_qk_norm_rope(s->qkv, T, c->num_heads, c->num_kv_heads, c->head_dim, b->positions,
                          W->q_norm, W->k_norm, eps, c->rope_theta);
         if (attention(s, b, l, &whole)) goto oom;
-        matmul(s, s->attn, T, s->q_dim, W->wo, H, s->x, 1);
+        matmul(s, s->attn, T, s->q_dim, &W->wo, H, s->x, 1);
         ref_rmsnorm(s->x, W->mlp_norm, T, H, eps, s->h);
-        matmul(s, s->h, T, H, W->wgate_up, 2 * F, s->gate_up, 0);
+        matmul(s, s->h, T, H, &W->wgate_up, 2 * F, s->gate_up, 0);
         ref_swiglu(s->gate_up, T, F, s->act);
-        matmul(s, s->act, T, F, W->wdown, H, s->x, 1);
+        matmul(s, s->act, T, F, &W->wdown, H, s->x, 1);
     }
     return QE_OK;
 oom:

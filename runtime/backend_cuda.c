@@ -65,9 +65,38 @@ static uint16_t load_u16(const uint8_t *p) {
     return (uint16_t)(p[0] | (p[1] << 8));
 }
 
+/* A quantized tensor (a GGUF file's blocks) as bf16: whole rows dequantized by the C reference
+ * into f (STAGE_ELEMS floats), as many rows as fit the stage at a time. */
+static int upload_quant_rows(qe_bf16 *dst, const st_tensor *t, uint16_t *stage, float *f) {
+    const int64_t cols = t->shape[t->ndim - 1], rows = (int64_t)(st_elems(t) / (size_t)cols);
+    const int64_t per = (int64_t)STAGE_ELEMS / cols > 0 ? (int64_t)STAGE_ELEMS / cols : 1;
+    for (int64_t r = 0; r < rows; r += per) {
+        const int64_t n = rows - r < per ? rows - r : per;
+        const st_tensor view = st_rows(t, r, n);
+        st_to_f32(&view, f);
+        for (int64_t i = 0; i < n * cols; i++)
+            stage[i] = st_f32_to_bf16(f[i]);
+        CUDA_CHECK(
+            cudaMemcpy(dst + r * cols, stage, (size_t)(n * cols) * 2, cudaMemcpyHostToDevice));
+    }
+    return QE_K_OK;
+}
+
+static int upload_quant_bf16(qe_bf16 *dst, const st_tensor *t, uint16_t *stage) {
+    if (t->shape[t->ndim - 1] > (int64_t)STAGE_ELEMS)
+        return qe_k_fail("argument", "row length", __func__, __FILE__, __LINE__,
+                         "a row longer than the upload stage");
+    float *f = malloc(STAGE_ELEMS * sizeof(float));
+    if (!f) return qe_k_fail("host", "malloc", __func__, __FILE__, __LINE__, "out of memory");
+    const int rc = upload_quant_rows(dst, t, stage, f);
+    free(f);
+    return rc;
+}
+
 /* Copies n elements of t (any dtype) as bf16 to dst; stage holds STAGE_ELEMS bf16. */
 static int upload_bf16(qe_bf16 *dst, const st_tensor *t, size_t n, uint16_t *stage) {
     const uint8_t *src = t->data;
+    if (t->dtype == ST_QUANT) return upload_quant_bf16(dst, t, stage);
     if (t->dtype == ST_BF16) {
         CUDA_CHECK(cudaMemcpy(dst, src, n * 2, cudaMemcpyHostToDevice));
         return QE_K_OK;
@@ -104,8 +133,10 @@ static int upload_alibi_slopes(float *dst, int heads, float *tmp) {
 
 /* Element count of t when it matches want and its dtype is one we convert; else 0. */
 static size_t tensor_elems(const st_tensor *t, size_t want) {
-    if (!t || (t->dtype != ST_BF16 && t->dtype != ST_F16 && t->dtype != ST_F32)) return 0;
-    size_t n = t->nbytes / st_dtype_size(t->dtype);
+    if (!t ||
+        (t->dtype != ST_BF16 && t->dtype != ST_F16 && t->dtype != ST_F32 && t->dtype != ST_QUANT))
+        return 0;
+    size_t n = st_elems(t);
     return n == want ? n : 0;
 }
 
@@ -381,8 +412,10 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
                  c->num_heads, c->num_kv_heads, c->hidden_size, c->intermediate_size);
         return QE_ERR_UNSUPPORTED;
     }
-    if (m->dtype != ST_BF16 && m->dtype != ST_F16 && m->dtype != ST_F32) {
-        snprintf(err, errlen, "cuda backend: checkpoint dtype not supported (BF16, F16, F32)");
+    if (m->dtype != ST_BF16 && m->dtype != ST_F16 && m->dtype != ST_F32 && m->dtype != ST_QUANT) {
+        snprintf(err, errlen,
+                 "cuda backend: checkpoint dtype not supported (BF16, F16, F32, or a GGUF file's "
+                 "quantized types)");
         return QE_ERR_UNSUPPORTED;
     }
     cuda_state *st = calloc(1, sizeof *st);

@@ -113,3 +113,67 @@ void cpu_gemm(qe_pool *pool, const float *x, int m, int k, const float *w, int n
     const int panels_m = (m + j.panel_rows - 1) / j.panel_rows;
     pool_run(pool, panels_m * j.panels_n, gemm_panel, &j);
 }
+
+/* cpu_gemm_w on weights left in the file: one task per pool thread, each owning a run of whole
+ * chunks of w's rows (the columns of y) and its own CPU_GEMM_CHUNK x k floats of scratch. A chunk
+ * is converted, then multiplied with all m rows of x by panel_gemm, so each chunk is converted
+ * once per call however many tokens the step has. */
+typedef struct wgemm_job {
+    const float *x;
+    const cpu_weight *w;
+    float *y, *scratch;
+    int m, k, n, ldy, accumulate, chunks_per_task;
+} wgemm_job;
+
+/* Rows [r0, r0 + rows) of the stacked parts, converted to fp32 into out. */
+static void convert_rows(const cpu_weight *w, int r0, int rows, int k, float *out) {
+    int base = 0;
+    for (int p = 0; p < w->n_parts && rows > 0; p++) {
+        const st_tensor *t = w->part[p];
+        const int n_p = (int)t->shape[0];
+        if (r0 < base + n_p) {
+            const int from = r0 - base, take = rows < n_p - from ? rows : n_p - from;
+            const st_tensor view = st_rows(t, from, take);
+            st_to_f32(&view, out);
+            out += (size_t)take * k, r0 += take, rows -= take;
+        }
+        base += n_p;
+    }
+}
+
+static void wgemm_task(void *ctx, int task) {
+    const wgemm_job *j = ctx;
+    float *buf = j->scratch + (size_t)task * CPU_GEMM_CHUNK * j->k;
+    const int c_end = (task + 1) * j->chunks_per_task * CPU_GEMM_CHUNK;
+    for (int c0 = task * j->chunks_per_task * CPU_GEMM_CHUNK; c0 < j->n && c0 < c_end;
+         c0 += CPU_GEMM_CHUNK) {
+        const int cols = j->n - c0 < CPU_GEMM_CHUNK ? j->n - c0 : CPU_GEMM_CHUNK;
+        convert_rows(j->w, c0, cols, j->k, buf);
+        panel_gemm(j->x, j->m, j->k, buf, cols, j->y + c0, j->ldy, j->accumulate);
+    }
+}
+
+size_t cpu_gemm_w_scratch(int threads, int k) {
+    return (size_t)(threads > 0 ? threads : 1) * CPU_GEMM_CHUNK * (size_t)(k > 0 ? k : 1);
+}
+
+void cpu_gemm_w(qe_pool *pool, const float *x, int m, int k, const cpu_weight *w, int n, float *y,
+                int ldy, int accumulate, float *scratch) {
+    if (w->f32) {
+        cpu_gemm(pool, x, m, k, w->f32, n, y, ldy, accumulate);
+        return;
+    }
+    if (m <= 0 || n <= 0) return;
+    const int threads = pool_threads(pool), chunks = (n + CPU_GEMM_CHUNK - 1) / CPU_GEMM_CHUNK;
+    wgemm_job j = {.x = x,
+                   .w = w,
+                   .y = y,
+                   .scratch = scratch,
+                   .m = m,
+                   .k = k,
+                   .n = n,
+                   .ldy = ldy,
+                   .accumulate = accumulate};
+    j.chunks_per_task = (chunks + threads - 1) / threads;
+    pool_run(pool, (chunks + j.chunks_per_task - 1) / j.chunks_per_task, wgemm_task, &j);
+}

@@ -151,8 +151,6 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
         qe_close(e);
         return s;
     }
-    /* the backend holds its own copy of every layer now: a GGUF file's fp32 copies can go */
-    model_release_layers(&e->model);
     if (kv_pool_init(&e->kv, e->ops->kv_pages(e->backend), o.kv_page_tokens)) {
         snprintf(err, errlen, "out of host memory for the K/V page list");
         qe_close(e);

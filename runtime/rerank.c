@@ -88,11 +88,8 @@ static int single_id(const tok_tokenizer *tok, const char *word, int vocab, char
 }
 
 /* Row r of a [vocab, hidden] tensor as fp32: a view of the row, converted as every tensor is. */
-static void row_f32(const st_tensor *t, int r, int n, float *out) {
-    const size_t es = st_dtype_size(t->dtype);
-    st_tensor row = *t;
-    row.data = (const char *)t->data + (size_t)r * (size_t)n * es;
-    row.nbytes = (size_t)n * es;
+static void row_f32(const st_tensor *t, int r, float *out) {
+    const st_tensor row = st_rows(t, r, 1);
     st_to_f32(&row, out);
 }
 
@@ -153,8 +150,8 @@ int rerank_head_open(rerank_head *h, const char *dir, const qe_model *m, const t
         return -1;
     }
     float *no = h->diff + H;
-    row_f32(w, h->yes_id, H, h->diff);
-    row_f32(w, h->no_id, H, no);
+    row_f32(w, h->yes_id, h->diff);
+    row_f32(w, h->no_id, no);
     for (int i = 0; i < H; i++)
         h->diff[i] -= no[i];
     char sub[256];

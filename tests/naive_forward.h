@@ -9,7 +9,7 @@
 #include "weights/model.h"
 
 static double *tensor_d(const st_tensor *t) {
-    size_t n = t->nbytes / st_dtype_size(t->dtype);
+    size_t n = st_elems(t);
     float *f = malloc(sizeof(float) * n);
     double *d = malloc(sizeof(double) * n);
     st_to_f32(t, f);

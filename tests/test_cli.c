@@ -385,7 +385,8 @@ Test(cli, bench_devices_reports_data_parallel_scaling, .timeout = 120) {
 }
 
 /* quantize: the demo folder as a q4_k_m GGUF; inspect reads it (types per kind of tensor,
- * parameters, bytes) and embed runs it like the folder, text through the GGUF's tokenizer. */
+ * parameters, bytes), embed runs it like the folder and bench times it, text through the GGUF's
+ * tokenizer. */
 Test(cli, quantize_inspect_and_embed_a_gguf, .timeout = 120) {
     char dir[1100], cmd[4096], *out;
     make_demo(dir, sizeof dir);
@@ -410,6 +411,14 @@ Test(cli, quantize_inspect_and_embed_a_gguf, .timeout = 120) {
              dir);
     cr_assert_eq(run(cmd, &out), 0);
     cr_expect(out && strstr(out, "\"embedding\""), "%s", out);
+    free(out);
+    /* bench takes the file too (its geometry from the metadata) */
+    snprintf(cmd, sizeof cmd,
+             QEMBED " bench --model '%s.gguf' --backend cpu --seq-len 16 --batch-tokens 32 "
+                    "--iters 1 --warmup 0 2>&1",
+             dir);
+    cr_assert_eq(run(cmd, &out), 0, "%s", out);
+    cr_expect(out && strstr(out, "result backend=cpu tokens=32"), "%s", out);
     free(out);
     /* tokenize reads the GGUF's tokenizer: the same ids as the folder's tokenizer.json */
     char *ids[2];

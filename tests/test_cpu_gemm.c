@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "kernels/ref/ref.h"
+#include "kernels/ref/ref_quant.h"
 #include "runtime/cpu_gemm.h"
 #include "runtime/parallel.h"
 #include "test_util.h"
@@ -157,4 +158,63 @@ Test(cpu_gemm, names_its_library) {
     const char *name = cpu_gemm_library();
     cr_assert(name && *name);
     cr_log_info("cpu_gemm runs on: %s", name);
+}
+
+/* One part of a stacked weight: `rows` rows of k elements quantized to `type` (the bytes in
+ * *store, freed by the caller), seen as the engine sees a GGUF file's tensor. */
+static st_tensor quant_part(uint32_t type, int rows, int k, void **store) {
+    const size_t n = (size_t)rows * k;
+    float *f = random_floats(n);
+    *store = malloc(ref_qtype_bytes(type, n));
+    cr_assert_eq(ref_quantize(type, f, *store, (int64_t)n), 0);
+    free(f);
+    st_tensor t = {.name = "part", .dtype = ST_QUANT, .qtype = type, .ndim = 2};
+    if (type == QT_F16) t.dtype = ST_F16;
+    snprintf(t.dtype_name, sizeof t.dtype_name, "%s", ref_qtype_get(type)->name);
+    t.shape[0] = rows, t.shape[1] = k;
+    t.data = *store;
+    t.nbytes = ref_qtype_bytes(type, n);
+    return t;
+}
+
+/* Weights left in their blocks (cpu_gemm_w) give bitwise what cpu_gemm gives on the same
+ * matrix dequantized: a q | k | v stack of three types with part boundaries inside a 64-row
+ * chunk, for m = 1, 7, 65 and 300, accumulate off and on, on 1, 2 and 3 threads. */
+Test(cpu_gemm, weights_in_blocks_equal_their_dequantized_matrix) {
+    const int K = 512, rows[3] = {200, 37, 91}, N = 200 + 37 + 91;
+    const uint32_t types[3] = {QT_Q4_K, QT_Q6_K, QT_F16};
+    rng = 0x51ed2701u;
+    void *store[3];
+    st_tensor parts[3];
+    cpu_weight w = {.n_parts = 3};
+    float *dense = malloc(sizeof(float) * N * K);
+    for (int p = 0, r0 = 0; p < 3; r0 += rows[p], p++) {
+        parts[p] = quant_part(types[p], rows[p], K, &store[p]);
+        w.part[p] = &parts[p];
+        st_to_f32(&parts[p], dense + (size_t)r0 * K);
+    }
+    const int ms[4] = {1, 7, 65, 300};
+    for (int threads = 1; threads <= 3; threads++) {
+        qe_pool *pool = pool_create(threads);
+        float *scratch = malloc(sizeof(float) * cpu_gemm_w_scratch(threads, K));
+        for (int mi = 0; mi < 4; mi++) {
+            for (int acc = 0; acc <= 1; acc++) {
+                const int m = ms[mi];
+                float *x = random_floats((size_t)m * K), *want = random_floats((size_t)m * N);
+                float *got = malloc(sizeof(float) * m * N);
+                memcpy(got, want, sizeof(float) * m * N);
+                cpu_gemm(pool, x, m, K, dense, N, want, N, acc);
+                cpu_gemm_w(pool, x, m, K, &w, N, got, N, acc, scratch);
+                cr_expect(memcmp(want, got, sizeof(float) * m * N) == 0,
+                          "m %d, accumulate %d, %d threads: blocks differ from their matrix", m,
+                          acc, threads);
+                free(x), free(want), free(got);
+            }
+        }
+        free(scratch);
+        pool_destroy(pool);
+    }
+    for (int p = 0; p < 3; p++)
+        free(store[p]);
+    free(dense);
 }

@@ -26,6 +26,7 @@
 #include "../runtime/qembed.h"
 #include "../runtime/qembed_debug.h"
 #include "../weights/config.h"
+#include "../weights/model.h"
 #include "bench_dp.h"
 #include "commands.h"
 #include "flags.h"
@@ -646,7 +647,7 @@ int cmd_bench(int argc, char **argv) {
 
     qe_config cfg;
     char err[1024] = "";
-    if (cfg_load(a.model, &cfg, err, sizeof err) != 0) {
+    if (model_read_config(a.model, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "qembed bench: %s\n", err);
         return 1;
     }

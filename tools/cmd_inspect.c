@@ -54,7 +54,7 @@ static int inspect_gguf(const char *path, int all) {
     }
     /* bound as the engine binds it (names, shapes, types), without dequantizing */
     qe_model m;
-    if (model_open_ex(path, MODEL_NO_DEQUANT, &m, err, sizeof err)) {
+    if (model_open(path, &m, err, sizeof err)) {
         fprintf(stderr, "qembed inspect: %s\n", err);
         gguf_close(g);
         return 1;

@@ -1,7 +1,7 @@
 /* model.c — binds a model's tensors by name and checks each against its config. A Hugging Face
  * folder: both key layouts (no prefix; "model." prefix with an lm_head.weight to ignore), checked
  * against config.json. A GGUF file: llama.cpp's names (token_embd, blk.N.attn_q, ...), checked
- * against the geometry in its metadata (gguf_config.c), quantized tensors dequantized to fp32. */
+ * against the geometry in its metadata (gguf_config.c), quantized tensors kept in their blocks. */
 #include "model.h"
 
 #include <stdio.h>
@@ -84,17 +84,14 @@ static const char *const LAYER_GGUF[11] = {
     "attn_q_norm.weight", "attn_k_norm.weight", "attn_output.weight", "ffn_norm.weight",
     "ffn_gate.weight",    "ffn_up.weight",      "ffn_down.weight"};
 
-static int in_layer(const char *name) {
-    return !strncmp(name, "blk.", 4);
-}
-
-/* A GGUF file's tensors as st_tensor views: every type the dequantizers know is accepted (the
- * others are refused with the tensor named), shapes reversed to [out, in]. */
-static int gguf_views(qe_model *m, int no_dequant, char *err, size_t errlen) {
+/* A GGUF file's tensors as st_tensor views into the mapping: every type the dequantizers know is
+ * accepted (the others are refused with the tensor named), shapes reversed to [out, in]. F32, F16
+ * and BF16 tensors look like a folder's; the block types are ST_QUANT with their ggml type, kept
+ * as they are in the file: each backend decides what to do with them. */
+static int gguf_views(qe_model *m, char *err, size_t errlen) {
     const int n = gguf_count(m->gguf);
     m->views = calloc((size_t)(n ? n : 1), sizeof *m->views);
     if (!m->views) return -1;
-    size_t dq[2] = {0, 0}; /* [0]: kept (token_embd, output), [1]: blk.* (released later) */
     for (int i = 0; i < n; i++) {
         const gguf_tensor *g = gguf_at(m->gguf, i);
         const ref_qtype_info *qi = ref_qtype_get(g->type);
@@ -105,51 +102,26 @@ static int gguf_views(qe_model *m, int no_dequant, char *err, size_t errlen) {
                      g->name, g->type_name);
             return -1;
         }
-        if (g->type != QT_F32 && g->type != QT_F16 && g->type != QT_BF16)
-            dq[in_layer(g->name)] += (size_t)g->n_elements;
-    }
-    if (no_dequant) dq[0] = dq[1] = 0;
-    if ((dq[0] && !(m->dequant = malloc(dq[0] * sizeof(float)))) ||
-        (dq[1] && !(m->dequant_layers = malloc(dq[1] * sizeof(float))))) {
-        snprintf(err, errlen, "out of memory dequantizing %zu weights to fp32", dq[0] + dq[1]);
-        return -1;
-    }
-    float *cursor[2] = {m->dequant, m->dequant_layers};
-    for (int i = 0; i < n; i++) {
-        const gguf_tensor *g = gguf_at(m->gguf, i);
         st_tensor *v = &m->views[m->n_views++];
         v->name = g->name;
         v->ndim = g->ndim;
         for (int d = 0; d < g->ndim; d++)
             v->shape[d] = g->dims[g->ndim - 1 - d];
         snprintf(v->dtype_name, sizeof v->dtype_name, "%s", g->type_name);
-        if (g->type == QT_F32 || g->type == QT_F16 || g->type == QT_BF16) {
-            v->dtype = g->type == QT_F32 ? ST_F32 : g->type == QT_F16 ? ST_F16 : ST_BF16;
-            v->data = g->data;
-            v->nbytes = g->nbytes;
-        } else {
-            if (no_dequant) { /* bound and checked, never read */
-                v->dtype = ST_F32;
-                v->nbytes = (size_t)g->n_elements * sizeof(float);
-                continue;
-            }
-            float **at = &cursor[in_layer(g->name)];
-            if (ref_dequantize(g->type, g->data, *at, g->n_elements)) {
-                snprintf(err, errlen, "tensor \"%s\": cannot dequantize %s", g->name, g->type_name);
-                return -1;
-            }
-            v->dtype = ST_F32;
-            v->data = *at;
-            v->nbytes = (size_t)g->n_elements * sizeof(float);
-            *at += g->n_elements;
-        }
+        v->dtype = g->type == QT_F32    ? ST_F32
+                   : g->type == QT_F16  ? ST_F16
+                   : g->type == QT_BF16 ? ST_BF16
+                                        : ST_QUANT;
+        v->qtype = g->type;
+        v->data = g->data;
+        v->nbytes = g->nbytes;
     }
     return 0;
 }
 
 /* Opens the weights and config; sets the layer-name format. */
-static int open_source(const char *path, qe_model *m, int no_dequant, const char **layer_fmt,
-                       char *err, size_t errlen) {
+static int open_source(const char *path, qe_model *m, const char **layer_fmt, char *err,
+                       size_t errlen) {
     if (!model_is_gguf(path)) {
         *layer_fmt = "layers.%d.";
         if (cfg_load(path, &m->cfg, err, errlen) || st_open_dir(path, &m->archive, err, errlen))
@@ -175,19 +147,26 @@ static int open_source(const char *path, qe_model *m, int no_dequant, const char
         snprintf(err, errlen, "%s: %s", path, sub);
         return -1;
     }
-    return gguf_views(m, no_dequant, err, errlen);
+    return gguf_views(m, err, errlen);
+}
+
+int model_read_config(const char *path, qe_config *cfg, char *err, size_t errlen) {
+    if (!model_is_gguf(path)) return cfg_load(path, cfg, err, errlen);
+    gguf_file *g = NULL;
+    if (gguf_open(path, &g, err, errlen)) return -1;
+    char sub[400];
+    const int rc = gguf_read_config(g, cfg, sub, sizeof sub);
+    if (rc) snprintf(err, errlen, "%s: %s", path, sub);
+    gguf_close(g);
+    return rc;
 }
 
 int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
-    return model_open_ex(dir, 0, m, err, errlen);
-}
-
-int model_open_ex(const char *dir, int flags, qe_model *m, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (errlen) err[0] = 0;
     snprintf(m->dir, sizeof m->dir, "%s", dir);
     const char *layer_fmt;
-    if (open_source(dir, m, flags & MODEL_NO_DEQUANT, &layer_fmt, err, errlen)) goto fail;
+    if (open_source(dir, m, &layer_fmt, err, errlen)) goto fail;
     const int gg = m->gguf != NULL;
     const char *src =
         gg ? "the GGUF metadata says qwen3.block_count" : "config.json says num_hidden_layers";
@@ -276,31 +255,13 @@ fail:
     return -1;
 }
 
-void model_release_layers(qe_model *m) {
-    if (!m->dequant_layers) return;
-    for (int i = 0; i < m->n_views; i++) {
-        st_tensor *v = &m->views[i];
-        /* a dequantized copy: seen as F32, stored as something else */
-        if (in_layer(v->name) && v->dtype == ST_F32 && strcmp(v->dtype_name, "F32") != 0) {
-            v->data = NULL;
-            v->nbytes = 0;
-        }
-    }
-    free(m->dequant_layers);
-    m->dequant_layers = NULL;
-}
-
 void model_close(qe_model *m) {
     st_close(m->archive);
     gguf_close(m->gguf);
     free(m->views);
-    free(m->dequant);
-    free(m->dequant_layers);
     free(m->layers);
     m->archive = NULL;
     m->gguf = NULL;
     m->views = NULL;
-    m->dequant = NULL;
-    m->dequant_layers = NULL;
     m->layers = NULL;
 }

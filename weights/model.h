@@ -1,7 +1,7 @@
 /* model.h — a Qwen3 model bound by name: config + every tensor of every layer, each checked
  * against the config's shapes. From a Hugging Face folder (safetensors; tensors stay in the
- * mmapped files, backends convert) or from one .gguf file (llama.cpp's names; F32/F16/BF16
- * tensors stay in the mapping, quantized ones are dequantized to fp32 at open). */
+ * mmapped files, backends convert) or from one .gguf file (llama.cpp's names; every tensor stays
+ * in the mapping, the quantized ones as ST_QUANT views of their ggml blocks). */
 #ifndef QE_WEIGHTS_MODEL_H
 #define QE_WEIGHTS_MODEL_H
 #include "config.h"
@@ -27,15 +27,13 @@ typedef struct qe_model {
     qe_config cfg;
     st_archive *archive; /* a folder's safetensors; NULL for a GGUF file */
     /* A GGUF file: its tensors seen as st_tensors with Hugging Face shapes ([out, in], the GGUF
-     * dims reversed) under their GGUF names; F32/F16/BF16 point into the mapping, every other
-     * type is dequantized into `dequant` (one allocation) and seen as F32. */
+     * dims reversed) under their GGUF names, pointing into the mapping; F32/F16/BF16 as a
+     * folder's, the block types as ST_QUANT (st_to_f32 dequantizes them). */
     gguf_file *gguf;
     st_tensor *views;
     int n_views;
-    float *dequant;         /* token_embd / output, which backends and the reranker read later */
-    float *dequant_layers;  /* blk.* tensors: freed by model_release_layers */
-    const char *prefix;     /* "" or "model." (safetensors) */
-    const st_tensor *embed; /* [vocab, hidden] */
+    const char *prefix;          /* "" or "model." (safetensors) */
+    const st_tensor *embed;      /* [vocab, hidden] */
     const st_tensor *final_norm; /* [hidden] */
     const st_tensor *lm_head;    /* lm_head.weight / output.weight [vocab, hidden], or NULL */
     qe_layer_tensors *layers;    /* [num_layers] */
@@ -44,16 +42,10 @@ typedef struct qe_model {
 
 /* Opens a model folder, or a GGUF file when path ends in ".gguf". */
 int model_open(const char *path, qe_model *m, char *err, size_t errlen);
-/* model_open with flags: MODEL_NO_DEQUANT binds and checks a GGUF file's quantized tensors
- * without dequantizing them (their views have no data: for inspecting a file, not running it). */
-enum { MODEL_NO_DEQUANT = 1 };
-int model_open_ex(const char *path, int flags, qe_model *m, char *err, size_t errlen);
+/* The geometry alone: config.json of a folder, or a GGUF file's metadata (no tensors bound). */
+int model_read_config(const char *path, qe_config *cfg, char *err, size_t errlen);
 /* 1 when path names a GGUF file (ends in ".gguf"). */
 int model_is_gguf(const char *path);
 void model_close(qe_model *m);
-/* Frees the fp32 copies of a GGUF file's dequantized blk.* tensors once a backend holds its own
- * (qe_open calls it after the backend is made); their views then point at nothing. The embedding
- * table and the output layer stay. No effect on a folder. */
-void model_release_layers(qe_model *m);
 
 #endif

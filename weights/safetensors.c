@@ -2,6 +2,8 @@
  * every shape, dtype and offset are checked against the file before any tensor is exposed. */
 #include "safetensors.h"
 
+#include "ref/ref_quant.h"
+
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -495,10 +497,37 @@ uint16_t st_f32_to_f16(float f) {
     return (uint16_t)half;
 }
 
+size_t st_elems(const st_tensor *t) {
+    if (t->dtype == ST_QUANT) {
+        const ref_qtype_info *q = ref_qtype_get(t->qtype);
+        return q ? t->nbytes / (size_t)q->block_bytes * (size_t)q->block : 0;
+    }
+    const size_t es = st_dtype_size(t->dtype);
+    return es ? t->nbytes / es : 0;
+}
+
+size_t st_row_bytes(const st_tensor *t) {
+    const uint64_t cols = (uint64_t)t->shape[t->ndim - 1];
+    if (t->dtype == ST_QUANT) return (size_t)ref_qtype_bytes(t->qtype, cols);
+    return (size_t)cols * st_dtype_size(t->dtype);
+}
+
+st_tensor st_rows(const st_tensor *t, int64_t row0, int64_t nrows) {
+    st_tensor v = *t;
+    const size_t rb = st_row_bytes(t);
+    v.data = (const char *)t->data + (size_t)row0 * rb;
+    v.nbytes = (size_t)nrows * rb;
+    v.shape[0] = nrows;
+    return v;
+}
+
 void st_to_f32(const st_tensor *t, float *out) {
-    size_t n = t->nbytes / (st_dtype_size(t->dtype) ? st_dtype_size(t->dtype) : 1);
+    size_t n = st_elems(t);
     const uint8_t *p = t->data;
     switch (t->dtype) {
+    case ST_QUANT:
+        ref_dequantize(t->qtype, p, out, (int64_t)n);
+        break;
     case ST_F32:
         memcpy(out, p, t->nbytes);
         break;

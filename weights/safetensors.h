@@ -5,7 +5,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_OTHER } st_dtype;
+/* ST_QUANT: a GGUF tensor kept in its ggml blocks (qtype says which); never from a safetensors
+ * file. ST_OTHER: a dtype the engine does not compute with. */
+typedef enum { ST_F32 = 0, ST_F16, ST_BF16, ST_QUANT, ST_OTHER } st_dtype;
 
 #define ST_MAX_DIMS 8
 
@@ -15,9 +17,10 @@ typedef struct st_tensor {
     char dtype_name[8]; /* as written in the header, e.g. "BF16" */
     int ndim;
     int64_t shape[ST_MAX_DIMS];
+    uint32_t qtype;   /* ST_QUANT: the ggml type id of its blocks (kernels/ref/ref_quant.h) */
     const void *data; /* into the mapping */
-    size_t nbytes;
-    int file_index; /* which shard */
+    size_t nbytes;    /* the bytes at data; a view of some rows has fewer than the tensor */
+    int file_index;   /* which shard */
 } st_tensor;
 
 typedef struct st_archive st_archive;
@@ -40,6 +43,7 @@ const st_tensor *st_at(const st_archive *a, int i);
 const st_tensor *st_find(const st_archive *a, const char *name);
 int st_file_count(const st_archive *a);
 
+/* Bytes per element; 0 for ST_QUANT (blocks, see st_elems) and ST_OTHER. */
 size_t st_dtype_size(st_dtype d);
 const char *st_dtype_name(st_dtype d);
 
@@ -48,7 +52,14 @@ float st_bf16_to_f32(uint16_t h);
 uint16_t st_f32_to_bf16(float f);
 float st_f16_to_f32(uint16_t h);
 uint16_t st_f32_to_f16(float f);
-/* Converts n elements of any supported dtype to float32. */
+/* Elements held in t->nbytes (for ST_QUANT: whole blocks of its qtype); 0 for ST_OTHER. */
+size_t st_elems(const st_tensor *t);
+/* Bytes one row of a 2-D tensor takes (shape[1] elements, whole blocks for ST_QUANT). */
+size_t st_row_bytes(const st_tensor *t);
+/* A view of rows [row0, row0 + nrows) of a 2-D tensor: same dtype, shape [nrows, shape[1]]. */
+st_tensor st_rows(const st_tensor *t, int64_t row0, int64_t nrows);
+/* Converts the st_elems(t) elements of any supported dtype to float32 (ST_QUANT: dequantized by
+ * the C reference of its type, exactly the values every backend computes with). */
 void st_to_f32(const st_tensor *t, float *out);
 
 #endif
