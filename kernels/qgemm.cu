@@ -93,7 +93,9 @@ static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return u;
 }
 
-/* One weight row's bytes of one span, as a lane holds them, and the span's scales in fp32. */
+/* One weight row's bytes of one span, as a lane holds them: load() only issues the loads (the
+ * next span's are in flight during this span's MMAs), decode() turns the scales into fp32 once
+ * the span is worked on, pairs() gives mma j's two bf16x2 A registers. */
 template <int TYPE> struct qraw;
 
 template <> struct qraw<QT_Q8_0> {
@@ -104,6 +106,7 @@ template <> struct qraw<QT_Q8_0> {
         q[1] = ld_u4(row + (size_t)s * 128 + tig * 32 + 16);
         d = ld_u2(row + k + (size_t)s * 8);
     }
+    __device__ __forceinline__ void decode(int) {}
     /* the bf16 pairs of mma j: columns (2tig, +1) and (2tig+8, +9) of k16 block j */
     __device__ __forceinline__ void pairs(int j, uint32_t &lo, uint32_t &hi) const {
         const uint32_t w = word_of(q[j >> 2], j & 3);
@@ -116,10 +119,13 @@ template <> struct qraw<QT_Q8_0> {
 
 template <> struct qraw<QT_Q4_K> {
     uint4 q;
-    float ds[4], dm[4]; /* d * scale and dmin * min of the span's four sub-blocks */
+    uint4 m;            /* the super-block's d, dmin and 12 scale bytes */
+    float ds[4], dm[4]; /* decode(): d * scale and dmin * min of the span's four sub-blocks */
     __device__ __forceinline__ void load(const uint8_t *row, int k, int s, int tig) {
         q = ld_u4(row + (size_t)s * 64 + tig * 16);
-        const uint4 m = ld_u4(row + (size_t)k / 2 + (size_t)(s >> 1) * 16);
+        m = ld_u4(row + (size_t)k / 2 + (size_t)(s >> 1) * 16);
+    }
+    __device__ __forceinline__ void decode(int s) {
         const float d = half_bits_to_f32(m.x & 0xffff), dmin = half_bits_to_f32(m.x >> 16);
         /* the 12 scale bytes: sc[0..3] = m.y, sc[4..7] = m.z, sc[8..11] = m.w */
 #pragma unroll
@@ -149,15 +155,16 @@ template <> struct qraw<QT_Q4_K> {
 template <> struct qraw<QT_Q6_K> {
     uint4 ql;
     uint2 qh;
-    uint2 sc; /* the span's eight int8 scales */
-    float d;
+    uint2 sc;     /* the span's eight int8 scales */
+    uint32_t d16; /* the super-block's f16 d */
+    float d;      /* decode() */
     __device__ __forceinline__ void load(const uint8_t *row, int k, int s, int tig) {
         ql = ld_u4(row + (size_t)s * 64 + tig * 16);
         qh = ld_u2(row + (size_t)k / 2 + (size_t)s * 32 + tig * 8);
         sc = ld_u2(row + (size_t)k / 2 + (size_t)k / 4 + (size_t)s * 8);
-        d = half_bits_to_f32(
-            ld_u16(row + (size_t)k / 2 + (size_t)k / 4 + (size_t)k / 16 + (size_t)(s >> 1) * 2));
+        d16 = ld_u16(row + (size_t)k / 2 + (size_t)k / 4 + (size_t)k / 16 + (size_t)(s >> 1) * 2);
     }
+    __device__ __forceinline__ void decode(int) { d = half_bits_to_f32(d16); }
     __device__ __forceinline__ void pairs(int j, uint32_t &lo, uint32_t &hi) const {
         const uint32_t v = word_of(ql, j >> 1) >> ((j & 1) * 16);
         const uint32_t h = ((j < 4 ? qh.x : qh.y) >> (8 * (j & 3))) & 0xff;
@@ -258,6 +265,9 @@ static __device__ __forceinline__ void qgemm_body(const qg_params &p,
                     nxt[mt][h].load(wrow[mt][h], p.k, s + 1, tig);
         }
         const bf16 *tile = sx[buf];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++)
+            cur[mt][0].decode(s), cur[mt][1].decode(s);
 #pragma unroll
         for (int j = 0; j < QP_SPAN / 16; j++) {
             uint32_t a[MT][4];
