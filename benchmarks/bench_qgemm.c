@@ -5,7 +5,9 @@
  * CUDA events (warm-up, median). The weights rotate over enough copies to exceed the 50 MB L2, so
  * the skinny cases read HBM as a real forward does. Printed: median time, the speed-up over bf16,
  * TFLOP/s (2 M N K / t) and GB/s (weight bytes + x + y + the split-K partials, written and read
- * back) with its share of the 4.8 TB/s HBM3e roofline of an H200.
+ * back) with its share of the 4.8 TB/s HBM3e roofline of an H200. For M > 32 each type also runs
+ * variant 1, "+deq": qe_qdequant_bf16 into a bf16 scratch, then the cuBLASLt GEMM (its bytes
+ * count the scratch written and read).
  * Usage: bench_qgemm [--reps N] [--m M] (one M instead of all four) */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -94,9 +96,17 @@ static void free_weights(weights *w) {
     free(w->deq);
 }
 
+/* Variant 1 for the quantized types (prefill): dequantize to this bf16 scratch, then cuBLASLt. */
+static void *g_scratch;
+static int g_variant;
+
 static void run(const weights *w, int copy, qe_gemm *g, const void *x, int m, const shape *s,
                 void *y, int accumulate, void *ws) {
-    if (w->type == QT_BF16)
+    if (w->type != QT_BF16 && g_variant == 1) {
+        KCHECK(qe_qdequant_bf16(w->d[copy], w->type, s->n, s->k, g_scratch, NULL));
+        KCHECK(qe_gemm_bf16(g, x, s->k, m, s->k, g_scratch, s->n, y, s->n, s->y_f32, accumulate,
+                            NULL));
+    } else if (w->type == QT_BF16)
         KCHECK(qe_gemm_bf16(g, x, s->k, m, s->k, w->d[copy], s->n, y, s->n, s->y_f32, accumulate,
                             NULL));
     else
@@ -179,6 +189,7 @@ int main(int argc, char **argv) {
     printf("bench_qgemm on %s: Qwen3-4B linear layers, %d reps, roofline %.0f GB/s\n", prop.name,
            reps, ROOFLINE_GBS);
     void *gws = dev_alloc(WS_BYTES), *ws = dev_alloc(WS_BYTES);
+    g_scratch = dev_alloc((size_t)19456 * 2560 * 2); /* the largest matrix, gate_up, as bf16 */
     qe_gemm *g = NULL;
     KCHECK(qe_gemm_create(&g, gws, WS_BYTES));
     const int max_m = 4096, max_k = 9728, max_n = 19456;
@@ -191,7 +202,7 @@ int main(int argc, char **argv) {
     void *d_x = dev_alloc((size_t)max_m * max_k * 2);
     void *d_y = dev_alloc((size_t)max_m * max_n * 4);
     CHECK(cudaMemset(d_y, 0, (size_t)max_m * max_n * 4));
-    printf("%-8s %5s %-5s %6s %10s %8s %8s %9s %7s %6s\n", "layer", "M", "type", "splits",
+    printf("%-8s %5s %-9s %6s %10s %8s %8s %9s %7s %6s\n", "layer", "M", "type", "splits",
            "median us", "vs bf16", "TFLOP/s", "GB/s", "% roof", "check");
     int failed = 0;
     for (size_t si = 0; si < sizeof SHAPES / sizeof SHAPES[0]; si++) {
@@ -214,22 +225,27 @@ int main(int argc, char **argv) {
             const double io = (double)m * s->k * 2 + (double)m * s->n * (s->y_f32 ? 8 : 2);
             const float t_bf = time_case(&bw, g, d_x, m, s, d_y, ws, reps);
             const double cb = check(&bw, g, xk, d_x, m, s, ws);
-            printf("%-8s %5d %-5s %6d %10.1f %8s %8.1f %9.0f %6.1f%% %6s\n", s->name, m, "bf16", 1,
+            printf("%-8s %5d %-9s %6d %10.1f %8s %8.1f %9.0f %6.1f%% %6s\n", s->name, m, "bf16", 1,
                    t_bf * 1e3, "1.00", flop / t_bf / 1e9, (bw.bytes + io) / t_bf / 1e6,
                    100.0 * (bw.bytes + io) / t_bf / 1e6 / ROOFLINE_GBS, cb <= 1 ? "ok" : "FAIL");
             failed |= cb > 1;
-            for (int ti = 0; ti < 3; ti++) {
-                const int splits = qe_qgemm_splits(TYPES[ti], m, s->k, s->n, WS_BYTES);
-                const double part = splits > 1 ? 2.0 * splits * m * s->n * 4 : 0;
-                const double bytes = qw[ti].bytes + io + part;
-                const float t = time_case(&qw[ti], g, d_x, m, s, d_y, ws, reps);
-                const double c = check(&qw[ti], g, xk, d_x, m, s, ws);
-                printf("%-8s %5d %-5s %6d %10.1f %8.2f %8.1f %9.0f %6.1f%% %6s\n", s->name, m,
-                       ref_qtype_get((uint32_t)TYPES[ti])->name, splits, t * 1e3, t_bf / t,
-                       flop / t / 1e9, bytes / t / 1e6, 100.0 * bytes / t / 1e6 / ROOFLINE_GBS,
-                       c <= 1 ? "ok" : "FAIL");
-                failed |= c > 1;
-            }
+            for (int ti = 0; ti < 3; ti++)
+                for (g_variant = 0; g_variant < (m > 32 ? 2 : 1); g_variant++) {
+                    const int splits =
+                        g_variant ? 1 : qe_qgemm_splits(TYPES[ti], m, s->k, s->n, WS_BYTES);
+                    const double part = splits > 1 ? 2.0 * splits * m * s->n * 4 : 0;
+                    const double deq = g_variant ? 4.0 * s->n * s->k : 0; /* bf16 written, read */
+                    const double bytes = qw[ti].bytes + io + part + deq;
+                    const float t = time_case(&qw[ti], g, d_x, m, s, d_y, ws, reps);
+                    const double c = check(&qw[ti], g, xk, d_x, m, s, ws);
+                    char name[16];
+                    snprintf(name, sizeof name, "%s%s", ref_qtype_get((uint32_t)TYPES[ti])->name,
+                             g_variant ? "+deq" : "");
+                    printf("%-8s %5d %-9s %6d %10.1f %8.2f %8.1f %9.0f %6.1f%% %6s\n", s->name, m,
+                           name, splits, t * 1e3, t_bf / t, flop / t / 1e9, bytes / t / 1e6,
+                           100.0 * bytes / t / 1e6 / ROOFLINE_GBS, c <= 1 ? "ok" : "FAIL");
+                    failed |= c > 1;
+                }
             free(xk);
         }
         free_weights(&bw);
@@ -241,6 +257,7 @@ int main(int argc, char **argv) {
     CHECK(cudaFree(d_y));
     CHECK(cudaFree(ws));
     CHECK(cudaFree(gws));
+    CHECK(cudaFree(g_scratch));
     free(xh);
     free(xf);
     if (failed) fprintf(stderr, "bench_qgemm: a check FAILED\n");

@@ -111,7 +111,7 @@ typedef struct qe_attn_params {
 
 int qe_attention(const qe_attn_params *p, qe_stream s);
 
-/* ---- quantized weights (kernels/qgemm.cu, qembed_gather.cu) ----
+/* ---- quantized weights (kernels/qgemm.cu, qdequant.cu, qembed_gather.cu) ----
  * w is a packed matrix of n rows (kernels/ref/ref_qpack.h: ref_qpack_rows repacks ggml blocks
  * into it at upload), type a ggml type id: QT_Q8_0, QT_Q4_K or QT_Q6_K (ref_quant.h); k a
  * multiple of 256. */
@@ -126,6 +126,10 @@ int qe_qgemm(const qe_bf16 *x, int ldx, int m, int k, const void *w, int type, i
              int ldy, int y_f32, int accumulate, void *ws, size_t ws_bytes, qe_stream s);
 /* The split count qe_qgemm uses for this shape and workspace (1 for m > 32). */
 int qe_qgemm_splits(int type, int m, int k, int n, size_t ws_bytes);
+
+/* out[n, k] (bf16, row-major) = dequant(w): the values qe_qgemm multiplies (the dequantize-then-
+ * cuBLASLt variant of bench_qgemm). */
+int qe_qdequant_bf16(const void *w, int type, int n, int k, qe_bf16 *out, qe_stream s);
 
 /* qe_embed_gather from a packed quantized table [vocab] rows of hidden (a multiple of 256). */
 int qe_embed_gather_q(const void *table, int type, int vocab, int hidden, const int32_t *tokens,

@@ -682,6 +682,38 @@ Test(kernels, qgemm_catches_a_wrong_scale) {
     cudaFree(ws);
 }
 
+/* The dequantization to bf16 rows: exactly bf16(ref_dequantize), every column in its place. */
+Test(kernels, qdequant_bf16) {
+    require_gpu("GPU kernel test");
+    const int N = 19, ks[] = {256, 2560};
+    for (int ti = 0; ti < 3; ti++)
+        for (int ki = 0; ki < 2; ki++) {
+            const int type = QG_TYPES[ti], K = ks[ki];
+            const size_t n = (size_t)N * K, rb = qp_row_bytes((uint32_t)type, K);
+            const ref_qtype_info *inf = ref_qtype_get((uint32_t)type);
+            rng_seed(950 + ti * 10 + ki);
+            float *src = malloc(n * 4), *want = malloc(n * 4), *got = malloc(n * 4);
+            uint16_t *gb = malloc(n * 2);
+            uint8_t *blocks = malloc(n / inf->block * inf->block_bytes), *packed = malloc(N * rb);
+            for (size_t i = 0; i < n; i++)
+                src[i] = frand(1.0f);
+            cr_assert_eq(ref_quantize((uint32_t)type, src, blocks, (int64_t)n), 0);
+            cr_assert_eq(ref_dequantize((uint32_t)type, blocks, want, (int64_t)n), 0);
+            for (size_t i = 0; i < n; i++)
+                want[i] = st_bf16_to_f32(st_f32_to_bf16(want[i]));
+            cr_assert_eq(ref_qpack_rows((uint32_t)type, blocks, N, K, packed), 0);
+            void *d_w = dup_to_dev(packed, N * rb), *d_out = dalloc(n * 2);
+            KOK(qe_qdequant_bf16(d_w, type, N, K, d_out, NULL));
+            to_host(gb, d_out, n * 2);
+            bf_to_f(gb, got, n);
+            const out_layout l = {.cols = K};
+            cr_expect(check_close_at("qdequant_bf16", got, want, n, 0, 0, &l), "%s K %d", inf->name,
+                      K);
+            cudaFree(d_w), cudaFree(d_out);
+            free(src), free(want), free(got), free(gb), free(blocks), free(packed);
+        }
+}
+
 /* The quantized embedding gather: exactly ref_dequantize's rows. */
 Test(kernels, embed_gather_quantized) {
     require_gpu("GPU kernel test");
