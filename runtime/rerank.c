@@ -6,8 +6,14 @@
  * difference row, made once at qe_open in fp32. h is the pooled hidden state the embedding path
  * already returns (qe_embed_ids_ex with normalize 0), so a reranker runs the same steps, packing
  * and kernels as an embedding model on both backends; the dot product is on the host (a few
- * thousand multiply-adds per document, beside a forward of billions). */
+ * thousand multiply-adds per document, beside a forward of billions).
+ *
+ * A GGUF file in llama.cpp's reranker form (pooling_type 4, "rank") carries those two rows itself
+ * as cls.output.weight, labelled by qwen3.classifier.output_labels; its softmax over them is the
+ * same sigmoid of the difference. */
 #include "rerank.h"
+
+#include "weights/gguf_config.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -40,6 +46,10 @@ static qe_task detect(const char *dir, const qe_model *m, const tok_tokenizer *t
                  "sentence-transformers files (modules.json or "
                  "config_sentence_transformers.json) make it an embedding model");
         return QE_TASK_EMBED;
+    }
+    if (m->gguf && gguf_pooling_type(m->gguf) == GGUF_POOL_RANK) {
+        snprintf(why, cap, "a GGUF file whose pooling_type is rank (4): a reranker");
+        return QE_TASK_RERANK;
     }
     if (m->gguf) {
         snprintf(why, cap,
@@ -122,6 +132,32 @@ static int encode_plain(const tok_tokenizer *tok, const char *text, size_t len, 
     return tok_encode(tok, text, len, &o, ids, n, err, errlen) == TOK_OK ? 0 : -1;
 }
 
+/* The rows of "yes" and "no" in a GGUF reranker's cls.output.weight: where its
+ * classifier.output_labels put them, else 0 and 1 (the order llama.cpp's converter writes). */
+static int cls_rows(const qe_model *m, int *yes, int *no, char *err, size_t errlen) {
+    *yes = 0, *no = 1;
+    char key[128];
+    snprintf(key, sizeof key, "%s.classifier.output_labels", m->cfg.model_type);
+    if (!gguf_has(m->gguf, key)) return 0;
+    gguf_span *labels = NULL;
+    uint64_t n = 0;
+    if (gguf_get_string_array(m->gguf, key, &labels, &n, err, errlen)) return -1;
+    *yes = *no = -1;
+    for (uint64_t i = 0; i < n && i < (uint64_t)m->cls_out->shape[0]; i++) {
+        if (labels[i].len == 3 && !memcmp(labels[i].ptr, "yes", 3)) *yes = (int)i;
+        if (labels[i].len == 2 && !memcmp(labels[i].ptr, "no", 2)) *no = (int)i;
+    }
+    free(labels);
+    if (*yes < 0 || *no < 0) {
+        snprintf(err, errlen,
+                 "%s: metadata key \"%s\" names no \"yes\" and \"no\" rows of cls.output.weight "
+                 "(a Qwen3-Reranker's answer tokens)",
+                 m->dir, key);
+        return -1;
+    }
+    return 0;
+}
+
 int rerank_head_open(rerank_head *h, const char *dir, const qe_model *m, const tok_tokenizer *tok,
                      qe_task asked, char *err, size_t errlen) {
     memset(h, 0, sizeof *h);
@@ -133,16 +169,39 @@ int rerank_head_open(rerank_head *h, const char *dir, const qe_model *m, const t
         snprintf(h->reason, sizeof h->reason, "asked for (task %s)", qe_task_name(asked));
     }
     if (h->task != QE_TASK_RERANK) return 0;
+    if (m->gguf && !m->cls_out && gguf_pooling_type(m->gguf) == GGUF_POOL_RANK) {
+        snprintf(err, errlen,
+                 "%s: pooling_type rank (a reranker) needs its classifier, cls.output.weight, "
+                 "which the file lacks",
+                 dir);
+        return -1;
+    }
     if (!tok) {
         snprintf(err, errlen,
-                 "%s: a reranker needs tokenizer.json, to find the ids of \"yes\" and \"no\"", dir);
+                 m->gguf ? "%s: a reranker needs a tokenizer (the tokenizer.ggml.* metadata) for "
+                           "its prompt template"
+                         : "%s: a reranker needs tokenizer.json, to find the ids of \"yes\" and "
+                           "\"no\"",
+                 dir);
         return -1;
     }
     const qe_config *c = &m->cfg;
-    const st_tensor *w = output_layer(m, err, errlen);
-    h->yes_id = w ? single_id(tok, "yes", c->vocab_size, err, errlen) : -1;
-    h->no_id = h->yes_id >= 0 ? single_id(tok, "no", c->vocab_size, err, errlen) : -1;
-    if (h->no_id < 0) return -1;
+    const st_tensor *w = NULL;
+    if (m->cls_out) { /* a GGUF reranker: the file holds the two rows */
+        w = m->cls_out;
+        snprintf(h->rows_of, sizeof h->rows_of, "cls.output.weight (the GGUF's classifier)");
+        if (cls_rows(m, &h->yes_id, &h->no_id, err, errlen)) return -1;
+    } else {
+        w = output_layer(m, err, errlen);
+        snprintf(h->rows_of, sizeof h->rows_of, "%s",
+                 c->tie_word_embeddings
+                     ? (m->gguf ? "token_embd.weight (tied)" : "embed_tokens.weight (tied)")
+                 : m->gguf ? "output.weight"
+                           : "lm_head.weight");
+        h->yes_id = w ? single_id(tok, "yes", c->vocab_size, err, errlen) : -1;
+        h->no_id = h->yes_id >= 0 ? single_id(tok, "no", c->vocab_size, err, errlen) : -1;
+        if (h->no_id < 0) return -1;
+    }
     const int H = c->hidden_size;
     h->diff = malloc(sizeof(float) * (size_t)H * 2);
     if (!h->diff) {

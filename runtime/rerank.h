@@ -13,7 +13,8 @@ typedef struct rerank_head {
     qe_task task;             /* EMBED or RERANK, never AUTO */
     char reason[200];         /* why (qe_task_reason) */
     float *diff;              /* [hidden]: W[yes] - W[no] in fp32; NULL for an embedding model */
-    int yes_id, no_id;        /* through the tokenizer */
+    int yes_id, no_id;        /* their rows: token ids through the tokenizer, or cls.output's */
+    char rows_of[64];         /* the tensor they are rows of */
     int32_t *prefix, *suffix; /* the template's fixed parts, tokenized once */
     int n_prefix, n_suffix;
     int template_outside; /* a template id past the embedding table, or -1 */

@@ -462,6 +462,7 @@ static void build_gguf(const char *path, int variant) {
     gguf_w_u32(w, "qwen3.attention.key_length", HD);
     gguf_w_f32(w, "qwen3.rope.freq_base", 1e6f);
     gguf_w_f32(w, "qwen3.attention.layer_norm_rms_epsilon", 1e-6f);
+    if (variant >= 5) gguf_w_u32(w, "qwen3.pooling_type", GGUF_POOL_RANK);
     const int64_t q = NH * HD, kv = NK * HD;
     const int64_t in_out[11][2] = {{H, 0}, {H, q}, {H, kv}, {H, kv}, {HD, 0}, {HD, 0},
                                    {q, H}, {H, 0}, {H, F},  {H, F},  {F, H}};
@@ -484,6 +485,7 @@ static void build_gguf(const char *path, int variant) {
     d[0] = H;
     gguf_w_tensor(w, "output_norm.weight", QT_F32, 1, d);
     if (variant == 4) gguf_w_tensor(w, "blk.0.attn_q.bias", QT_F32, 1, (int64_t[]){q});
+    if (variant == 6) gguf_w_tensor(w, "cls.output.weight", QT_F32, 2, (int64_t[]){H, 1});
     FILE *f = fopen(path, "wb");
     cr_assert(f);
     cr_assert_eq(gguf_w_begin(w, f, err, sizeof err), 0, "%s", err);
@@ -516,14 +518,15 @@ Test(quantize, gguf_refusals_name_the_tensor) {
     } v[] = {{1, "\"blk.1.ffn_up.weight\": type Q4_1 is not supported"},
              {2, "\"blk.0.attn_k.weight\": expected shape [64, 64] from the GGUF metadata"},
              {3, "missing tensor \"blk.2.ffn_norm.weight\""},
-             {4, "\"blk.0.attn_q.bias\" is not part of a Qwen3 model"}};
+             {4, "\"blk.0.attn_q.bias\" is not part of a Qwen3 model"},
+             {6, "\"cls.output.weight\": expected [64, labels >= 2]"}};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         build_gguf(path, v[i].variant);
         cr_expect_neq(model_open(path, &m, err, sizeof err), 0, "variant %d opened", v[i].variant);
         cr_expect(strstr(err, v[i].want), "variant %d: \"%s\" lacks \"%s\"", v[i].variant, err,
                   v[i].want);
     }
-    /* a Qwen3-Reranker folder is not written as an embedding GGUF */
+    /* a Qwen3-Reranker folder is written in llama.cpp's reranker form (test_rerank scores it) */
     random_model_opts ro = {0};
     random_model_preset("tiny", &ro.cfg);
     ro.cfg.num_layers = 1;
@@ -534,9 +537,29 @@ Test(quantize, gguf_refusals_name_the_tensor) {
     char out[1300];
     snprintf(out, sizeof out, "%s/rr.gguf", dir);
     const qz_opts q = {.model_dir = path, .out_path = out, .ftype = QZ_Q8_0, .quiet = 1};
-    cr_expect_neq(qz_run(&q, err, sizeof err), 0, "a reranker was quantized");
-    cr_expect(strstr(err, "Reranker"), "%s", err);
-    cr_expect(!tu_exists(out), "a refused quantize left %s", out);
+    cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
+    gguf_file *g = NULL;
+    cr_assert_eq(gguf_open(out, &g, err, sizeof err), 0, "%s", err);
+    cr_expect_eq(gguf_pooling_type(g), GGUF_POOL_RANK);
+    const gguf_tensor *cls = gguf_find(g, "cls.output.weight");
+    cr_expect(cls && cls->type == QT_F32 && cls->dims[0] == ro.cfg.hidden_size && cls->dims[1] == 2,
+              "cls.output.weight");
+    cr_expect(!gguf_find(g, "output.weight"), "a reranker's output layer is its classifier");
+    gguf_span *labels = NULL;
+    uint64_t n_labels = 0;
+    cr_expect_eq(gguf_get_string_array(g, "qwen3.classifier.output_labels", &labels, &n_labels, err,
+                                       sizeof err),
+                 0, "%s", err);
+    cr_expect(n_labels == 2 && labels[0].len == 3 && !memcmp(labels[0].ptr, "yes", 3),
+              "labels yes, no");
+    free(labels);
+    gguf_close(g);
+    /* a rank file without its classifier cannot score */
+    build_gguf(out, 5);
+    qe_options ro5 = {.model_dir = out, .backend = QE_BACKEND_CPU};
+    qe_engine *e5 = NULL;
+    cr_expect_eq(qe_open(&ro5, &e5, err, sizeof err), QE_ERR_FORMAT);
+    cr_expect(strstr(err, "needs its classifier, cls.output.weight"), "%s", err);
     qe_options opt = {.model_dir = "/nonexistent/x.gguf", .backend = QE_BACKEND_CPU};
     qe_engine *e = NULL;
     cr_expect_eq(qe_open(&opt, &e, err, sizeof err), QE_ERR_IO);

@@ -1,11 +1,12 @@
 /* test_rerank.c — Qwen3-Reranker on the CPU backend: scores against an independent
  * double-precision forward (naive_forward.h) on random tied and untied reranker models, the
  * prompt against the official construction on the real Qwen3 tokenizer, truncation, task
- * detection and the errors of folders that cannot rerank. */
+ * detection, the errors of folders that cannot rerank, and rerankers as GGUF files. */
 #include <math.h>
 
 #include "naive_forward.h"
 #include "qembed.h"
+#include "quantize.h"
 #include "random_model.h"
 #include "test_util.h"
 #include "tokenizer/tokenizer.h"
@@ -409,4 +410,78 @@ Test(api, template_outside_the_vocabulary, .timeout = 120) {
     cr_expect_eq(qe_tokenizer_fits(e, err, sizeof err), QE_ERR_FORMAT);
     cr_expect(strstr(err, "does not fit"), "%s", err);
     qe_close(e);
+}
+
+/* rows of a GGUF reranker's classifier, in double (as naive_logit's are) */
+static double gguf_logit(const qe_model *m, const int32_t *ids, int n) {
+    const int H = m->cfg.hidden_size;
+    double *h = malloc(sizeof(double) * (size_t)H);
+    naive_embed(m, ids, n, h);
+    cr_assert(m->cls_out, "no cls.output.weight");
+    double *W = tensor_d(m->cls_out), logit = 0;
+    for (int i = 0; i < H; i++)
+        logit += (W[i] - W[(size_t)H + i]) * h[i]; /* rows "yes", then "no" */
+    free(W), free(h);
+    return logit;
+}
+
+/* A reranker folder written as GGUF takes llama.cpp's reranker form (pooling_type 4, the yes and
+ * no rows as cls.output.weight) and is detected as a reranker from it: an f32 file scores
+ * bitwise like its folder (same prompts through the GGUF's tokenizer, same rows); a q8_0 file
+ * matches the double forward on its own weights as the folder does on its own. Tied and untied. */
+Test(gguf, reranker_files_score_like_their_folder, .timeout = 300) {
+    const char *docs[] = {"the fox jumps over the lazy dog", "",
+                          "int main(void) { return 0; } and a longer tail of words to score"};
+    enum { N = 3 };
+    for (int tied = 1; tied >= 0; tied--) {
+        char dir[1024], path[1200];
+        make_reranker(dir, sizeof dir, tied ? "rerank-gguf-tied" : "rerank-gguf-untied", tied, 4, 2,
+                      11 + (uint64_t)tied);
+        qe_engine *folder = open_engine(dir, QE_TASK_AUTO, 0);
+        float want[N], got[N];
+        cr_assert_eq(qe_rerank(folder, "what does the fox do", docs, N, NULL, want), QE_OK, "%s",
+                     qe_last_error(folder));
+        const qz_ftype types[2] = {QZ_F32, QZ_Q8_0};
+        for (int ti = 0; ti < 2; ti++) {
+            snprintf(path, sizeof path, "%s-%s.gguf", dir, qz_ftype_name(types[ti]));
+            const qz_opts q = {.model_dir = dir, .out_path = path, .ftype = types[ti], .quiet = 1};
+            cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
+            qe_engine *e = open_engine(path, QE_TASK_AUTO, 0);
+            cr_assert_eq(qe_model_task(e), QE_TASK_RERANK, "%s", qe_task_reason(e));
+            cr_expect(strstr(qe_task_reason(e), "pooling_type is rank"), "%s", qe_task_reason(e));
+            cr_assert_eq(qe_rerank(e, "what does the fox do", docs, N, NULL, got), QE_OK, "%s",
+                         qe_last_error(e));
+            if (types[ti] == QZ_F32) {
+                for (int i = 0; i < N; i++)
+                    cr_expect_eq(got[i], want[i], "tied %d, doc %d: %.8f vs the folder's %.8f",
+                                 tied, i, got[i], want[i]);
+            } else {
+                qe_model m;
+                cr_assert_eq(model_open(path, &m, err, sizeof err), 0, "%s", err);
+                const int H = qe_dim(e);
+                float *hidden = malloc(sizeof(float) * (size_t)H);
+                for (int i = 0; i < N; i++) {
+                    int32_t *ids;
+                    int n;
+                    cr_assert_eq(qe_rerank_prompt(e, "what does the fox do", 20, docs[i],
+                                                  strlen(docs[i]), NULL, &ids, &n, NULL, err,
+                                                  sizeof err),
+                                 QE_OK, "%s", err);
+                    const int32_t *p = ids;
+                    cr_assert_eq(qe_embed_ids_ex(e, &p, &n, 1, H, 0, hidden), QE_OK);
+                    const double logit = gguf_logit(&m, ids, n), lg = qe_rerank_logit(e, hidden);
+                    cr_expect_leq(fabs(lg - logit), 1e-5 * fmax(1, fabs(logit)),
+                                  "q8_0, tied %d, doc %d: logit %.7f vs %.7f", tied, i, lg, logit);
+                    cr_log_info("q8_0 GGUF reranker, tied %d, doc %d: score %.6f (folder %.6f)",
+                                tied, i, got[i], want[i]);
+                    free(ids);
+                }
+                free(hidden);
+                model_close(&m);
+            }
+            qe_close(e);
+            remove(path);
+        }
+        qe_close(folder);
+    }
 }

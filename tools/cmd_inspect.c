@@ -71,7 +71,9 @@ static int inspect_gguf(const char *path, int all) {
     printf("model          %s (GGUF v%u%s%.*s)\n", path, gguf_version(g), name.len ? ", " : "",
            (int)name.len, name.ptr);
     printf("type           %s, llama.cpp tensor names; pooling %s\n", c.model_type,
-           pool == GGUF_POOL_NONE ? "none" : "last token");
+           pool == GGUF_POOL_NONE   ? "none"
+           : pool == GGUF_POOL_RANK ? "rank (a reranker: the last token against cls.output)"
+                                    : "last token");
     printf("embedding      %d (embedding_length)\n", c.hidden_size);
     printf("layers         %d\n", c.num_layers);
     printf("heads          %d query / %d kv (GQA %d:1), head_dim %d\n", c.num_heads, c.num_kv_heads,
@@ -212,9 +214,7 @@ int cmd_inspect(int argc, char **argv) {
     printf("task           %s: %s\n", qe_task_name(rr.task), rr.reason);
     if (rr.task == QE_TASK_RERANK)
         printf("rerank head    rows \"yes\" %d and \"no\" %d of %s; template %d + %d tokens\n",
-               rr.yes_id, rr.no_id,
-               c->tie_word_embeddings ? "embed_tokens.weight (tied)" : "lm_head.weight",
-               rr.n_prefix, rr.n_suffix);
+               rr.yes_id, rr.no_id, rr.rows_of, rr.n_prefix, rr.n_suffix);
     printf("embedding      %d (hidden_size)\n", c->hidden_size);
     printf("layers         %d\n", c->num_layers);
     printf("heads          %d query / %d kv (GQA %d:1), head_dim %d\n", c->num_heads,

@@ -88,7 +88,8 @@ static int quantized(uint32_t t) {
  *    row (so does Q4_0 / Q8_0 then). */
 uint32_t qz_tensor_type(qz_ftype ft, qz_kind kind, int layer, int n_layers, int64_t ncols,
                         int tied) {
-    if (kind == QZ_KIND_NORM) return QT_F32;
+    /* the classifier's two rows are the score itself: kept exact, as the norms are */
+    if (kind == QZ_KIND_NORM || kind == QZ_KIND_CLS_OUT) return QT_F32;
     uint32_t t = base_type(ft);
     if (!quantized(t)) return t;
     if (kind == QZ_KIND_OUTPUT || (tied && kind == QZ_KIND_TOKEN_EMBD)) {
@@ -240,7 +241,8 @@ done:
     return rc;
 }
 
-static int write_config(gguf_writer *w, const qe_model *m, qz_ftype ft, char *err, size_t errlen) {
+static int write_config(gguf_writer *w, const qe_model *m, qz_ftype ft, int rerank, char *err,
+                        size_t errlen) {
     const qe_config *c = &m->cfg;
     const char *base = strrchr(m->dir, '/');
     base = base && base[1] ? base + 1 : m->dir;
@@ -249,24 +251,73 @@ static int write_config(gguf_writer *w, const qe_model *m, qz_ftype ft, char *er
               gguf_w_u32(w, "general.file_type", (uint32_t)ft) ||
               gguf_w_u32(w, "general.alignment", GGUF_DEFAULT_ALIGNMENT);
     if (!bad && quantized(base_type(ft))) bad = gguf_w_u32(w, "general.quantization_version", 2);
-    bad = bad || gguf_w_u32(w, "qwen3.block_count", (uint32_t)c->num_layers) ||
-          gguf_w_u32(w, "qwen3.context_length", (uint32_t)c->max_position_embeddings) ||
-          gguf_w_u32(w, "qwen3.embedding_length", (uint32_t)c->hidden_size) ||
-          gguf_w_u32(w, "qwen3.feed_forward_length", (uint32_t)c->intermediate_size) ||
-          gguf_w_u32(w, "qwen3.attention.head_count", (uint32_t)c->num_heads) ||
-          gguf_w_u32(w, "qwen3.attention.head_count_kv", (uint32_t)c->num_kv_heads) ||
-          gguf_w_f32(w, "qwen3.rope.freq_base", (float)c->rope_theta) ||
-          gguf_w_f32(w, "qwen3.attention.layer_norm_rms_epsilon", (float)c->rms_norm_eps) ||
-          gguf_w_u32(w, "qwen3.attention.key_length", (uint32_t)c->head_dim) ||
-          gguf_w_u32(w, "qwen3.attention.value_length", (uint32_t)c->head_dim) ||
-          /* an embedding model: the last token's hidden state (llama.cpp's LLAMA_POOLING_TYPE_LAST)
-           */
-          gguf_w_u32(w, "qwen3.pooling_type", GGUF_POOL_LAST);
+    bad =
+        bad || gguf_w_u32(w, "qwen3.block_count", (uint32_t)c->num_layers) ||
+        gguf_w_u32(w, "qwen3.context_length", (uint32_t)c->max_position_embeddings) ||
+        gguf_w_u32(w, "qwen3.embedding_length", (uint32_t)c->hidden_size) ||
+        gguf_w_u32(w, "qwen3.feed_forward_length", (uint32_t)c->intermediate_size) ||
+        gguf_w_u32(w, "qwen3.attention.head_count", (uint32_t)c->num_heads) ||
+        gguf_w_u32(w, "qwen3.attention.head_count_kv", (uint32_t)c->num_kv_heads) ||
+        gguf_w_f32(w, "qwen3.rope.freq_base", (float)c->rope_theta) ||
+        gguf_w_f32(w, "qwen3.attention.layer_norm_rms_epsilon", (float)c->rms_norm_eps) ||
+        gguf_w_u32(w, "qwen3.attention.key_length", (uint32_t)c->head_dim) ||
+        gguf_w_u32(w, "qwen3.attention.value_length", (uint32_t)c->head_dim) ||
+        /* an embedding model: the last token's hidden state (llama.cpp's LLAMA_POOLING_TYPE_LAST);
+         * a reranker: that state against cls.output's rows (LLAMA_POOLING_TYPE_RANK) */
+        gguf_w_u32(w, "qwen3.pooling_type", rerank ? GGUF_POOL_RANK : GGUF_POOL_LAST);
+    static const char *const labels[2] = {"yes", "no"}; /* cls.output's rows, in this order */
+    if (rerank) bad = bad || gguf_w_str_array(w, "qwen3.classifier.output_labels", labels, NULL, 2);
     if (bad) snprintf(err, errlen, "out of memory writing the metadata");
     return bad ? -1 : 0;
 }
 
 /* --- tensors --- */
+
+/* The one id a word tokenizes to, or -1. */
+static int word_id(const tok_tokenizer *tok, const char *word) {
+    const tok_encode_opts eo = {0, 0, 0, 0};
+    int32_t *ids = NULL;
+    int n = 0;
+    char sub[256];
+    if (tok_encode(tok, word, strlen(word), &eo, &ids, &n, sub, sizeof sub) != TOK_OK) n = 0;
+    const int id = n == 1 ? ids[0] : -1;
+    free(ids);
+    return id;
+}
+
+/* A reranker's cls.output.weight: rows "yes" then "no" of its output layer (lm_head.weight, or
+ * the tied table) as F32 [2, hidden], what llama.cpp's converter writes for a Qwen3-Reranker. */
+static int make_cls_out(const qe_model *m, const st_tensor *lm_head, const tok_tokenizer *tok,
+                        st_tensor *cls, char *err, size_t errlen) {
+    const qe_config *c = &m->cfg;
+    const st_tensor *w = lm_head ? lm_head : m->embed;
+    const int yes = word_id(tok, "yes"), no = word_id(tok, "no");
+    if (yes < 0 || no < 0 || yes >= c->vocab_size || no >= c->vocab_size) {
+        snprintf(err, errlen,
+                 "%s: a reranker (its tokenizer appends no end token) needs \"yes\" and \"no\" "
+                 "to be one token each inside the vocabulary",
+                 m->dir);
+        return -1;
+    }
+    if (w->ndim != 2 || w->shape[0] != c->vocab_size || w->shape[1] != c->hidden_size) {
+        snprintf(err, errlen, "tensor \"%s\": expected shape [%d, %d]", w->name, c->vocab_size,
+                 c->hidden_size);
+        return -1;
+    }
+    float *rows = malloc(sizeof(float) * 2 * (size_t)c->hidden_size);
+    if (!rows) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    const st_tensor ry = st_rows(w, yes, 1), rn = st_rows(w, no, 1);
+    st_to_f32(&ry, rows);
+    st_to_f32(&rn, rows + c->hidden_size);
+    *cls = (st_tensor){.name = "cls.output.weight", .dtype = ST_F32, .ndim = 2, .data = rows};
+    snprintf(cls->dtype_name, sizeof cls->dtype_name, "F32");
+    cls->shape[0] = 2, cls->shape[1] = c->hidden_size;
+    cls->nbytes = sizeof(float) * 2 * (size_t)c->hidden_size;
+    return 0;
+}
 
 typedef struct {
     char name[64];
@@ -282,6 +333,7 @@ int qz_run(const qz_opts *o, char *err, size_t errlen) {
     gguf_writer *w = NULL;
     tok_tokenizer *tok = NULL;
     qz_item *items = NULL;
+    st_tensor cls = {0}; /* a reranker's classifier rows, made here */
     float *f32 = NULL;
     void *q = NULL;
     FILE *f = NULL;
@@ -298,17 +350,14 @@ int qz_run(const qz_opts *o, char *err, size_t errlen) {
     char path[4200];
     snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
     if (tok_load_file(path, &tok, err, errlen) != TOK_OK) goto done;
-    if (tok_end_id(tok) < 0) {
-        /* Qwen3-Reranker folders ship a tokenizer that appends nothing; llama.cpp's form of a
-         * reranker (pooling_type 4, a cls.output tensor) is not written here */
-        snprintf(err, errlen,
-                 "%s: the tokenizer appends no end token, as a Qwen3-Reranker's does; only "
-                 "embedding models are written as GGUF (pooling_type last-token)",
-                 o->model_dir);
-        goto done;
-    }
+    /* Qwen3-Reranker folders ship a tokenizer that appends nothing (the engine's detection,
+     * runtime/rerank.c, says the same of such a folder) */
+    const int rerank = tok_end_id(tok) < 0;
     const st_tensor *lm_head = c->tie_word_embeddings ? NULL : st_find(m.archive, "lm_head.weight");
-    const int tied = lm_head == NULL;
+    if (rerank && make_cls_out(&m, lm_head, tok, &cls, err, errlen)) goto done;
+    /* The output layer's type rule applies to the table when the file has no output.weight:
+     * tied, or a reranker, whose output layer is cls.output (as llama.cpp's has_output says). */
+    const int tied = lm_head == NULL || rerank;
     items = calloc((size_t)(3 + 11 * c->num_layers), sizeof *items);
     if (!items || !(w = gguf_writer_new())) goto oom;
 #define ITEM(src_, kind_, layer_, ...)                                                             \
@@ -335,15 +384,18 @@ int qz_run(const qz_opts *o, char *err, size_t errlen) {
         ITEM(L->w_down, QZ_KIND_FFN_DOWN, l, "blk.%d.ffn_down.weight", l);
     }
     ITEM(m.final_norm, QZ_KIND_NORM, 0, "output_norm.weight");
-    if (lm_head) ITEM(lm_head, QZ_KIND_OUTPUT, 0, "output.weight");
+    if (rerank)
+        ITEM(&cls, QZ_KIND_CLS_OUT, 0, "cls.output.weight");
+    else if (lm_head)
+        ITEM(lm_head, QZ_KIND_OUTPUT, 0, "output.weight");
 #undef ITEM
-    if (write_config(w, &m, o->ftype, err, errlen) ||
+    if (write_config(w, &m, o->ftype, rerank, err, errlen) ||
         write_tokenizer(w, o->model_dir, c->vocab_size, tok_end_id(tok), o->quiet, err, errlen))
         goto done;
     size_t max_elems = 0;
     for (int i = 0; i < n_items; i++) {
         const st_tensor *t = items[i].src;
-        if (lm_head && t == lm_head &&
+        if (!rerank && lm_head && t == lm_head &&
             (t->ndim != 2 || t->shape[0] != c->vocab_size || t->shape[1] != c->hidden_size)) {
             snprintf(err, errlen, "tensor \"lm_head.weight\": expected shape [%d, %d]",
                      c->vocab_size, c->hidden_size);
@@ -402,6 +454,7 @@ oom:
 done:
     if (f) fclose(f);
     if (rc) remove(tmp);
+    free((void *)cls.data);
     free(f32);
     free(q);
     free(items);

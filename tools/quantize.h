@@ -1,6 +1,8 @@
 /* quantize.h — a Hugging Face Qwen3 folder to one GGUF v3 file (`qembed quantize`): llama.cpp's
  * tensor names and metadata keys, the tokenizer as tokenizer.ggml.* arrays, and the tensors in
- * one file type (f32, f16, bf16, q8_0, q4_0, q6_k, or llama.cpp's q4_k_m mix). */
+ * one file type (f32, f16, bf16, q8_0, q4_0, q6_k, or llama.cpp's q4_k_m mix). A Qwen3-Reranker
+ * folder is written in llama.cpp's reranker form: pooling_type 4 (rank), the output layer's "yes"
+ * and "no" rows as cls.output.weight, labelled by qwen3.classifier.output_labels. */
 #ifndef QE_TOOLS_QUANTIZE_H
 #define QE_TOOLS_QUANTIZE_H
 #include <stddef.h>
@@ -29,6 +31,7 @@ typedef enum {
     QZ_KIND_FFN_GATE,
     QZ_KIND_FFN_UP,
     QZ_KIND_FFN_DOWN,
+    QZ_KIND_CLS_OUT, /* a reranker's cls.output.weight (its yes and no rows): always F32 */
 } qz_kind;
 
 /* Parses "q8_0", "q4_k_m", ... (also "Q4_K_M"); -1 for an unknown name. */

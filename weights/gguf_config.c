@@ -44,20 +44,33 @@ static const char *pool_name(uint32_t p) {
 }
 
 /* The engine pools the last token of each sequence; a file asking for another pooling would be
- * embedded wrong, so it is refused. "none" leaves pooling to the caller. */
+ * embedded wrong, so it is refused. "none" leaves pooling to the caller; "rank" is llama.cpp's
+ * Qwen3-Reranker form, whose last token's state meets the cls.output rows (runtime/rerank.c). */
 static int check_pooling(const gguf_file *g, const char *arch, char *err, size_t errlen) {
     char key[128];
     snprintf(key, sizeof key, "%s.pooling_type", arch);
     if (!gguf_has(g, key)) return 0;
     uint32_t p;
     if (gguf_get_u32(g, key, &p, err, errlen)) return -1;
-    if (p != GGUF_POOL_LAST && p != GGUF_POOL_NONE) {
+    if (p != GGUF_POOL_LAST && p != GGUF_POOL_NONE && p != GGUF_POOL_RANK) {
         snprintf(err, errlen,
-                 "metadata key \"%s\" = %u (%s): this engine pools the last token (%d) only", key,
-                 p, pool_name(p), GGUF_POOL_LAST);
+                 "metadata key \"%s\" = %u (%s): this engine pools the last token (%d, or %d "
+                 "for a reranker) only",
+                 key, p, pool_name(p), GGUF_POOL_LAST, GGUF_POOL_RANK);
         return -1;
     }
     return 0;
+}
+
+int gguf_pooling_type(const gguf_file *g) {
+    char arch[64] = "", key[128], sub[256];
+    gguf_span a;
+    if (gguf_get_string(g, "general.architecture", &a, sub, sizeof sub) || a.len >= sizeof arch)
+        return -1;
+    memcpy(arch, a.ptr, a.len);
+    snprintf(key, sizeof key, "%s.pooling_type", arch);
+    uint32_t p;
+    return gguf_has(g, key) && !gguf_get_u32(g, key, &p, sub, sizeof sub) ? (int)p : -1;
 }
 
 /* Rows of token_embd.weight (GGUF order [hidden, vocab]); else the tokenizer's token count. A

@@ -20,8 +20,11 @@ enum {
  * attention.key_length (head_dim, never embedding_length / head_count), rope.freq_base,
  * attention.layer_norm_rms_epsilon, context_length. vocab_size is token_embd.weight's row count
  * (else the length of tokenizer.ggml.tokens); no output.weight tensor means tied embeddings.
- * <arch>.pooling_type, when present, must be last-token (or none): the engine pools the last
- * token. Returns 0, or -1 with the missing or bad key named. */
+ * <arch>.pooling_type, when present, must be last-token, rank (a reranker) or none: the engine
+ * pools the last token. Returns 0, or -1 with the missing or bad key named. */
 int gguf_read_config(const gguf_file *g, qe_config *cfg, char *err, size_t errlen);
+
+/* <general.architecture>.pooling_type, or -1 when the file has none (or it is not a u32). */
+int gguf_pooling_type(const gguf_file *g);
 
 #endif

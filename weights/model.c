@@ -216,12 +216,22 @@ int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
     }
     /* The output layer: lm_head.weight (ignored by an embedding model) / output.weight. */
     m->lm_head = m_find(m, lm_name);
+    /* A GGUF reranker's classifier rows (runtime/rerank.c reads them) */
+    m->cls_out = gg ? m_find(m, "cls.output.weight") : NULL;
+    if (m->cls_out && (m->cls_out->ndim != 2 || m->cls_out->shape[1] != h ||
+                       m->cls_out->shape[0] < 2 || m->cls_out->dtype == ST_OTHER)) {
+        snprintf(err, errlen,
+                 "tensor \"cls.output.weight\": expected [%lld, labels >= 2] (dims innermost "
+                 "first), the rows of a reranker's answer tokens",
+                 (long long)h);
+        goto fail;
+    }
     /* Every tensor must have been bound (or be the output layer): anything else, such as biases
      * or extra layers, means a model this engine would silently compute wrong. */
     int expected = 2 + 11 * c->num_layers, n = m_count(m);
     for (int i = 0; i < n; i++) {
         const char *name = m_at(m, i)->name;
-        if (m_at(m, i) == m->lm_head) continue;
+        if (m_at(m, i) == m->lm_head || m_at(m, i) == m->cls_out) continue;
         const char *rest = strncmp(name, m->prefix, pl) == 0 ? name + pl : NULL;
         int layer = -1;
         if (rest && sscanf(rest, layer_fmt, &layer) == 1 && layer >= c->num_layers) {
@@ -230,10 +240,10 @@ int model_open(const char *dir, qe_model *m, char *err, size_t errlen) {
             goto fail;
         }
     }
-    if (n - (m->lm_head != NULL) != expected) {
+    if (n - (m->lm_head != NULL) - (m->cls_out != NULL) != expected) {
         for (int i = 0; i < n; i++) {
             const st_tensor *t = m_at(m, i);
-            int used = t == m->lm_head || t == m->embed || t == m->final_norm;
+            int used = t == m->lm_head || t == m->cls_out || t == m->embed || t == m->final_norm;
             for (int l = 0; l < c->num_layers && !used; l++) {
                 const st_tensor *const *p = (const st_tensor *const *)&m->layers[l];
                 for (size_t k = 0; k < sizeof(qe_layer_tensors) / sizeof(void *); k++)

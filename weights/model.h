@@ -36,8 +36,11 @@ typedef struct qe_model {
     const st_tensor *embed;      /* [vocab, hidden] */
     const st_tensor *final_norm; /* [hidden] */
     const st_tensor *lm_head;    /* lm_head.weight / output.weight [vocab, hidden], or NULL */
-    qe_layer_tensors *layers;    /* [num_layers] */
-    st_dtype dtype;              /* dtype of the embedding table (the checkpoint's dtype) */
+    /* A GGUF reranker's classifier (llama.cpp's cls.output.weight, [labels, hidden]: the rows of
+     * the answer tokens, "yes" then "no" as its converter writes them), or NULL. */
+    const st_tensor *cls_out;
+    qe_layer_tensors *layers; /* [num_layers] */
+    st_dtype dtype;           /* dtype of the embedding table (the checkpoint's dtype) */
 } qe_model;
 
 /* Opens a model folder, or a GGUF file when path ends in ".gguf". */
