@@ -55,7 +55,8 @@ static void usage(FILE *f) {
         "usage: qembed bench --model DIR|FILE.gguf [--backend cuda|cpu] [--seq-len N | --mix "
         "MIN:MAX |\n"
         "                    --workload SPEC ...] [--batch-tokens N] [--iters N] [--warmup N]\n"
-        "                    [--seed N] [--dims N] [--tensor-parallel N] [--devices LIST]\n"
+        "                    [--seed N] [--dims N] [--kv-pool-tokens N] [--tensor-parallel N]\n"
+        "                    [--devices LIST]\n"
         "                    [--profile]\n\n"
         "Times qe_embed_ids on random-id batches; the model is opened once for every workload.\n"
         "  --model DIR        model folder (e.g. from qembed make-random)\n"
@@ -79,6 +80,8 @@ static void usage(FILE *f) {
         "                     longer than half of it runs in chunks through the K/V pool, a\n"
         "                     larger call in several steps; also the default tokens per call\n"
         "                     (default 16384 on cuda, 1024 on cpu)\n"
+        "  --kv-pool-tokens N the paged K/V pool's size (default: the model's positions, halved\n"
+        "                     until it fits); with --batch-tokens it sizes what the device holds\n"
         "  --iters N          timed calls (default 10)\n"
         "  --warmup N         untimed calls first (default 2)\n"
         "  --seed N           random ids and lengths (default 1)\n"
@@ -112,6 +115,7 @@ typedef struct bench_args {
     const char *model;
     qe_backend backend;
     int seq_len, mix_min, mix_max, seq_given, batch_tokens, iters, warmup, seed, dims, profile;
+    int kv_pool_tokens; /* 0: the engine's default */
     int tensor_parallel;        /* qe_options.tensor_parallel (1: none) */
     int devices[16], n_devices; /* --devices: one engine per entry, timed together too */
     qe_engine **engines;        /* [n_devices] once open; engines[0] is the one timed alone */
@@ -219,6 +223,8 @@ static int parse_value_flag(bench_args *a, const char *f, const char *v) {
         a->specs[a->n_specs++] = v;
     } else if (!strcmp(f, "--batch-tokens")) {
         return flag_int("bench", f, v, 1, BIG, &a->batch_tokens) ? 2 : 0;
+    } else if (!strcmp(f, "--kv-pool-tokens")) {
+        return flag_int("bench", f, v, 1, BIG, &a->kv_pool_tokens) ? 2 : 0;
     } else if (!strcmp(f, "--iters")) {
         return flag_int("bench", f, v, 1, BIG, &a->iters) ? 2 : 0;
     } else if (!strcmp(f, "--warmup")) {
@@ -394,6 +400,9 @@ static void print_header(qe_engine *e, const bench_args *a, const qe_config *cfg
 #endif
     printf("engine     max_batch_tokens %d (--batch-tokens), K/V pool of %d tokens\n",
            a->batch_tokens, qe_kv_pool_tokens(e));
+    if (qe_device_bytes(e) > 0)
+        printf("device     %.2f GiB held (weights, activation arena, K/V pool)\n",
+               (double)qe_device_bytes(e) / 1073741824.0);
 }
 
 static void print_batch(const bench_workload *w, const bench_batch *b, int budget) {
@@ -657,6 +666,7 @@ int cmd_bench(int argc, char **argv) {
     opt.model_dir = a.model;
     opt.backend = a.backend;
     opt.max_batch_tokens = a.batch_tokens; /* exactly: longer sequences run in chunks */
+    opt.kv_pool_tokens = a.kv_pool_tokens;
     opt.tensor_parallel = a.tensor_parallel;
     opt.device = a.n_devices > 0 ? a.devices[0] : 0;
     qe_engine *e = NULL;

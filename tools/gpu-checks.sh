@@ -30,6 +30,8 @@
 #   env                       3 s      30 s   nvidia-smi queries, ldd of 6 binaries
 #   make-random-0.6b          5 s     120 s   1.2 GB of random bf16 written to /tmp (background)
 #   make-random-4b           25 s     180 s   8.0 GB likewise (background; 15 GB took 46 s on 2 cores)
+#   quantize-4b-q4km         60 s     150 s   4.0 G weights through the single-threaded reference
+#                                             quantizer, 2.5 GB written (background)
 #   test_kernels             30 s     100 s   10 tests; the C references (attention at L = 2049,
 #                                             8 heads: ~9 GFLOP on the CPU) dominate
 #   test_cuda_engine         60 s     150 s   12 tests; the CPU backend as oracle: chunked prefill
@@ -46,6 +48,8 @@
 #   bench-0.6b               20 s     120 s   load 1.2 GB; 8 workloads, ~0.4 s of GPU work each
 #   bench-4b                 45 s     180 s   load 8 GB; 12 steps of 16384 tokens at ~190 ms each
 #                                             per long workload, 4 x 32k tokens, 110 queries
+#   bench-4b-q4km            20 s      90 s   load 2.5 GB; 55 queries, 6 steps of 16384 tokens
+#   mem-4b-q4km              10 s      45 s   load 2.5 GB at 2048 batch tokens, a 1024-token pool
 #   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
 #                                             workloads alone and then both engines at once
 #   memcheck-kernels         40 s      90 s   8 small kernel tests under memcheck (not gemm: cuBLAS;
@@ -284,6 +288,7 @@ stage env env.txt 30 5 environment
 (
   stage make-random-0.6b engine-bench.log 120 10 "$QEMBED" make-random --preset "$PRESET_SMALL" --out "$WORK/m-small" --quiet
   stage make-random-4b engine-bench.log 180 10 "$QEMBED" make-random --preset "$PRESET_LARGE" --out "$WORK/m-large" --quiet
+  stage quantize-4b-q4km engine-bench.log 150 10 "$QEMBED" quantize --model "$WORK/m-large" --type q4_k_m --out "$WORK/m-large-q4km.gguf" --quiet
 ) &
 MODELS=$!
 
@@ -313,6 +318,13 @@ else
 fi
 stage bench-0.6b engine-bench.log 120 15 "$QEMBED" bench --model "$WORK/m-small" --backend "$BACKEND" "${BENCH_SMALL[@]}"
 stage bench-4b engine-bench.log 180 20 "$QEMBED" bench --model "$WORK/m-large" --backend "$BACKEND" "${BENCH_LARGE[@]}"
+# The same 4B as Q4_K_M (kernels/qgemm.cu): the query latency, L=512 throughput against bench-4b's,
+# and what the device holds at a serving size of 2048 batch tokens and a 1024-token pool.
+if ((DRY)); then Q4KM=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
+  Q4KM=(--batch-tokens 16384 --workload seq:24,batch=24,iters=50,warmup=5 --workload seq:512,iters=5,warmup=1); fi
+stage bench-4b-q4km engine-bench.log 90 15 "$QEMBED" bench --model "$WORK/m-large-q4km.gguf" --backend "$BACKEND" "${Q4KM[@]}"
+stage mem-4b-q4km engine-bench.log 45 10 "$QEMBED" bench --model "$WORK/m-large-q4km.gguf" --backend "$BACKEND" \
+  --batch-tokens 2048 --kv-pool-tokens 1024 --iters 3 --warmup 1 --workload seq:24,batch=24
 # Two engines sharing the one GPU (qembed serve --devices 0,0): their tokens/s together against
 # one engine's (the result_dp line); on a multi-GPU machine --devices 0,1 gives the DP scaling.
 if ((DRY)); then DP=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
@@ -362,8 +374,8 @@ cat "$OUT/summary.txt"
 # The dry run checks its own plumbing: one line per stage, the killed stage recorded as killed
 # and the stages after it run, the earlier workload's result kept.
 dry_ok=$out_ok
-for s in env make-random-0.6b make-random-4b test_kernels test_cuda_engine test_kernels_bench \
-  bench_memops bench_attention bench_qgemm bench-0.6b bench-4b dp-0.6b memcheck-kernels racecheck-attention \
+for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine test_kernels_bench \
+  bench_memops bench_attention bench_qgemm bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km dp-0.6b memcheck-kernels racecheck-attention \
   serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
