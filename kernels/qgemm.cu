@@ -27,11 +27,15 @@
 #define QG_WARPS 4
 #define QG_THREADS (QG_WARPS * 32)
 #define QG_SKINNY_M 32
-#define QG_TARGET_BLOCKS 1024 /* skinny split-K: enough blocks to keep every SM streaming */
-#define QG_MIN_SPANS 2        /* per split */
-/* the split-K partials may cost at most 1/4 of the weight bytes they save time on */
+/* skinny split-K: one full wave of resident blocks (127 registers: 4 blocks of 4 warps per SM on
+ * the 132 SMs of an H100/H200), so each SM has 16 warps streaming; fewer splits leave SMs idle
+ * (qkv at M = 24 has only 96 row blocks) */
+#define QG_TARGET_BLOCKS 528
+#define QG_MIN_SPANS 2 /* per split */
+/* the split-K partials (written, then read back, mostly from L2) may cost at most the weight
+ * bytes: an idle SM costs more than they do */
 #define QG_PART_SHARE_NUM 1
-#define QG_PART_SHARE_DEN 4
+#define QG_PART_SHARE_DEN 1
 
 typedef struct qg_params {
     const bf16 *x;
@@ -219,7 +223,7 @@ static __global__ void qgemm_reduce_kernel(const float *__restrict__ part, int s
 
 /* Splits for the skinny path: enough blocks to keep every SM streaming (QG_TARGET_BLOCKS), at
  * least QG_MIN_SPANS spans each, the partials (written and read back, 8 bytes per output per
- * split) at most QG_PART_SHARE of the weight bytes, and what the workspace holds. */
+ * split) at most QG_PART_SHARE_NUM/DEN of the weight bytes, and what the workspace holds. */
 extern "C" int qe_qgemm_splits(int type, int m, int k, int n, size_t ws_bytes) {
     const size_t rb = qp_row_bytes((uint32_t)type, k);
     if (m <= 0 || m > QG_SKINNY_M || rb == 0 || n <= 0) return 1;
