@@ -37,6 +37,16 @@ static __device__ __forceinline__ void cp_async_wait_all() {
 #endif
 }
 
+/* Waits until at most N of this thread's committed groups are still in flight (wait_group N):
+ * the older ones have landed. For rings of several stages. */
+template <int N> static __device__ __forceinline__ void cp_async_wait_pending() {
+#ifdef QE_EMU
+    emu::cp_async_wait(N);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
 /* Four 8x8 b16 matrices from shared memory; lanes 8i..8i+7 give matrix i's row addresses. */
 static __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
 #ifdef QE_EMU
