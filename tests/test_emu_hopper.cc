@@ -103,6 +103,8 @@ Test(hopper, descriptor_decode_per_swizzle_mode) {
     /* MN-major 128 B: mn 70 = atom 1 (+LBO 8192), 6 in; k 9 = +SBO 1024, row 1 (+128); chunk
      * 0 ^ 1 = 1: 8192 + 1024 + 128 + 16 + 12 */
     cr_expect_eq(emu::wgmma_element_offset(desc_of(0, 8192, 1024, 1), true, 70, 9), 9372u);
+    /* the same with k 19: +2 SBO, row 3 (+384); chunk 0 ^ 3 = 3: 8192 + 2048 + 384 + 48 + 12 */
+    cr_expect_eq(emu::wgmma_element_offset(desc_of(0, 8192, 1024, 1), true, 70, 19), 10684u);
     /* MN-major, no swizzle: mn 11 = +SBO 128, 3 in (+6); k 10 = +LBO 256, row 2 (+32) */
     cr_expect_eq(emu::wgmma_element_offset(desc_of(0, 256, 128, 0), true, 11, 10), 422u);
 }
@@ -223,12 +225,13 @@ template <int N, int TA, int TB, int RS>
 static void check_product(layout la, layout lb, int K, int accumulate) {
     const operand_layout A_l{la, 64, K}, B_l{lb, N, K};
     std::vector<float> A(64 * K), B(K * N);
+    /* small integers with a product term, so no two rows, columns or blocks coincide */
     for (int m = 0; m < 64; m++)
         for (int k = 0; k < K; k++)
-            A[m * K + k] = (float)((m * 3 + k * 5) % 7 - 3);
+            A[m * K + k] = (float)((m * 3 + k * 5 + m * k) % 7 - 3);
     for (int k = 0; k < K; k++)
         for (int n = 0; n < N; n++)
-            B[k * N + n] = (float)((k + 2 * n) % 5 - 2);
+            B[k * N + n] = (float)((k * 7 + n * 13 + k * n) % 5 - 2);
     const uint32_t a_bytes = RS ? 0 : 64u * K * 2, b_off = (a_bytes + 1023) / 1024 * 1024;
     const int image_n = (int)(b_off + (uint32_t)N * K * 2) / 2;
     cr_assert_leq(image_n, 16384);
@@ -308,7 +311,7 @@ static __global__ void wgmma_bug_kernel(float *out, int mode) {
     if (mode != 1) wgmma_fence();
     wgmma_bf16_ss<8>(d, da, db, 0);
     wgmma_commit_group();
-    out[t] = d[0]; /* mode 0: before the wait */
+    out[t] = d[0];   /* mode 0: before the wait */
     if (mode == 2) { /* the barriers order the write after the issue and before every wait */
         __syncthreads();
         if (t == 0) s[64 * 16] = 0x4000;
@@ -530,6 +533,33 @@ Test(hopper, tensor_map_rejects_bad_shapes) {
     cr_expect_eq(tensor_map_tiled(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, g + 1, dims, stride, box,
                                   CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE),
                  cudaErrorInvalidValue, "a base that is not 16-byte aligned");
+}
+
+/* One thread: the copy's phase completes when it is issued (the bytes were expected), but the
+ * data is not there until a wait sees that: before it the destination reads NaN. */
+static __global__ void tma_early_read_kernel(const __grid_constant__ CUtensorMap map, float *out) {
+    __shared__ __align__(128) uint16_t tile[8 * 4];
+    __shared__ uint64_t bar;
+    if (threadIdx.x != 0) return;
+    mbar_init(&bar, 1);
+    mbar_arrive_expect_tx(&bar, sizeof tile);
+    tma_load_2d(tile, &map, 0, 0, &bar);
+    out[0] = unbf(tile[9]); /* before the wait */
+    mbar_wait(&bar, 0);
+    out[1] = unbf(tile[9]);
+}
+
+Test(hopper, tma_destination_is_nan_until_the_wait) {
+    uint16_t *g = dev<uint16_t>(8 * 4);
+    for (int i = 0; i < 32; i++)
+        g[i] = bf((float)i);
+    const CUtensorMap m =
+        map_2d(g, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 8, 4, 16, 8, 4, CU_TENSOR_MAP_SWIZZLE_NONE);
+    float *out = dev<float>(2);
+    QE_LAUNCH(tma_early_read_kernel, 1, 32, 0, nullptr)(m, out);
+    expect_clean_run();
+    cr_expect(isnan(out[0]), "read before the wait: %g, want NaN", out[0]);
+    cr_expect_eq(out[1], 9.0f);
 }
 
 /* ---------------------------------------------------------------- TMA feeding wgmma */

@@ -372,11 +372,10 @@ void mbar_arrive(void *bar) {
     maybe_complete(b);
 }
 
-/* A wait that saw a completed phase (not the "phase before" of a fresh barrier) makes that
- * phase's copies visible: the bytes land as late as the ISA allows, so whatever read them before
- * any wait reads NaN. */
+/* A wait that saw a completed phase makes that phase's copies visible (a fresh barrier's "phase
+ * before" has none): the bytes land as late as the ISA allows, so whatever read them before any
+ * wait reads NaN. */
 static void observed(mbarrier &b) {
-    if (b.phase == 0) return;
     for (const landing &l : b.completed) {
         memcpy(window_base() + l.off, l.bytes.data(), l.bytes.size());
         race_forget(window_base() + l.off, l.bytes.size());
