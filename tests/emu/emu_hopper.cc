@@ -93,32 +93,46 @@ uint32_t wgmma_element_offset(uint64_t desc, bool mn_major, int mn, int k) {
 
 /* ================================================================ wgmma */
 
-/* One wgmma of a warpgroup: the shared-memory elements it read (offsets and values), checked
- * again when the first thread's wait_group covers it. */
+/* One wgmma of a warpgroup: the 16-byte chunks of shared memory it read, checked again when the
+ * first thread's wait_group covers it. */
+struct smem_chunk {
+    uint32_t off;
+    uint8_t bytes[16];
+};
 struct wgmma_op {
-    std::vector<uint32_t> offs;
-    std::vector<uint16_t> vals;
+    std::vector<smem_chunk> read;
     const void *pc;
     bool checked;
 };
 
 enum { WG_RS = 1, WG_TRANS_A = 2, WG_TRANS_B = 4, WG_ACCUMULATE = 8, WG_FENCED = 16 };
 
-/* Reads bf16 element (mn, k) of a descriptor operand for op, checking it is in the window. */
-static float read_operand(wgmma_op &op, const smem_desc &d, bool mn_major, int mn, int k,
-                          const lane_slot &by, const char *which) {
-    const uint32_t off = element_addr(d, mn_major, mn, k);
-    if (!in_window(window_base() + off, 2))
-        fail(by.pc,
-             "wgmma %s operand: element (%d, %d) at shared offset 0x%x is outside shared memory "
-             "(descriptor start 0x%x, LBO %u, SBO %u, swizzle %d B)",
-             which, mn, k, off, d.start, d.lbo, d.sbo, d.swizzle_bytes);
-    uint16_t v;
-    memcpy(&v, window_base() + off, 2);
-    race_check(window_base() + off, 2, false, by.tid, by.pc);
-    op.offs.push_back(off);
-    op.vals.push_back(v);
-    return bf16_to_f32(v);
+/* Reads a descriptor operand of `extent` (mn) x 16 (k) bf16 elements into out(mn, k) =
+ * out[mn * s_mn + k * s_k], 16 bytes at a time: 8 elements contiguous along k (K-major) or mn
+ * (MN-major), since every layout keeps a 16-byte chunk whole and the swizzle moves whole chunks.
+ * Each chunk must lie in the window; the reads are race-checked as the thread by's. */
+static void read_operand(wgmma_op &op, const smem_desc &d, bool mn_major, int extent,
+                         const lane_slot &by, const char *which, float *out, int s_mn, int s_k) {
+    for (int mn = 0; mn < extent; mn += mn_major ? 8 : 1)
+        for (int k = 0; k < 16; k += mn_major ? 1 : 8) {
+            const uint32_t off = element_addr(d, mn_major, mn, k);
+            if (!in_window(window_base() + off, 16))
+                fail(by.pc,
+                     "wgmma %s operand: elements (%d, %d).. at shared offset 0x%x are outside "
+                     "shared memory (descriptor start 0x%x, LBO %u, SBO %u, swizzle %d B)",
+                     which, mn, k, off, d.start, d.lbo, d.sbo, d.swizzle_bytes);
+            race_check(window_base() + off, 16, false, by.tid, by.pc);
+            smem_chunk c;
+            c.off = off;
+            memcpy(c.bytes, window_base() + off, 16);
+            op.read.push_back(c);
+            for (int e = 0; e < 8; e++) {
+                uint16_t v;
+                memcpy(&v, c.bytes + 2 * e, 2);
+                const int m_e = mn + (mn_major ? e : 0), k_e = k + (mn_major ? 0 : e);
+                out[m_e * s_mn + k_e * s_k] = bf16_to_f32(v);
+            }
+        }
 }
 
 /* The A fragment of the RS form and the D fragment, by the ISA's figures for .m64nNk16: warp w
@@ -167,21 +181,25 @@ static void wgmma_compute(lane_slot *const *lanes, int n_threads) {
                  d->base_offset);
     auto op = std::make_shared<wgmma_op>();
     op->pc = last.pc, op->checked = false;
-    static float A[64][16], B[16][256];
+    static float A[64][16], B[16][256], AB[64][256];
     if (flags & WG_RS) {
         for (int l = 0; l < 128; l++)
             for (int i = 0; i < 8; i++)
                 A[frag_row(l, i)][a_col(l, i)] =
                     bf16_to_f32((uint16_t)(lanes[l]->in[4 + i / 2] >> (16 * (i % 2))));
     } else {
-        for (int m = 0; m < 64; m++)
-            for (int k = 0; k < 16; k++)
-                A[m][k] = read_operand(*op, da, flags & WG_TRANS_A, m, k, last, "A");
+        read_operand(*op, da, flags & WG_TRANS_A, 64, last, "A", &A[0][0], 16, 1);
     }
-    for (int j = 0; j < n; j++)
+    read_operand(*op, db, flags & WG_TRANS_B, n, last, "B", &B[0][0], 1, 256);
+    /* products of bf16 values are exact in fp32; summed in k order (row by row, so the n loop
+     * vectorises), then added to C */
+    for (int m = 0; m < 64; m++) {
+        for (int j = 0; j < n; j++)
+            AB[m][j] = 0;
         for (int k = 0; k < 16; k++)
-            B[k][j] = read_operand(*op, db, flags & WG_TRANS_B, j, k, last, "B");
-    /* products of bf16 values are exact in fp32; summed in k order, then added to C */
+            for (int j = 0; j < n; j++)
+                AB[m][j] += A[m][k] * B[k][j];
+    }
     for (int l = 0; l < 128; l++) {
         thread_state &st = *lanes[l]->owner;
         float *d = (float *)lanes[l]->addr;
@@ -199,11 +217,8 @@ static void wgmma_compute(lane_slot *const *lanes, int n_threads) {
         pending_wgmma p;
         p.d = d, p.n = n / 2, p.group = -1, p.op = op;
         for (int i = 0; i < n / 2; i++) {
-            const int row = frag_row(l, i), col = d_col(l, i);
-            float acc = 0;
-            for (int k = 0; k < 16; k++)
-                acc += A[row][k] * B[k][col];
-            p.result[i] = (flags & WG_ACCUMULATE) ? c[i] + acc : acc;
+            const float ab = AB[frag_row(l, i)][d_col(l, i)];
+            p.result[i] = (flags & WG_ACCUMULATE) ? c[i] + ab : ab;
         }
         st.wgmmas.push_back(p);
         memset(d, 0xFF, (size_t)(n / 2) * sizeof(float)); /* NaN until the wait_group */
@@ -254,14 +269,15 @@ void wgmma_wait_group(int newest_pending) {
             continue;
         }
         wgmma_op &op = *p.op;
-        for (size_t e = 0; e < op.offs.size() && !op.checked; e++) {
-            uint16_t v;
-            memcpy(&v, window_base() + op.offs[e], 2);
-            if (v != op.vals[e])
-                fail(__builtin_return_address(0),
-                     "shared byte +0x%x, an operand of the wgmma.mma_async at %s, changed before "
-                     "the wgmma.wait_group that completes it (0x%04x -> 0x%04x)",
-                     op.offs[e], where(op.pc), op.vals[e], v);
+        for (size_t e = 0; e < op.read.size() && !op.checked; e++) {
+            const smem_chunk &c = op.read[e];
+            const uint8_t *now = (const uint8_t *)window_base() + c.off;
+            for (int b = 0; b < 16; b++)
+                if (now[b] != c.bytes[b])
+                    fail(__builtin_return_address(0),
+                         "shared byte +0x%x, an operand of the wgmma.mma_async at %s, changed "
+                         "before the wgmma.wait_group that completes it (0x%02x -> 0x%02x)",
+                         c.off + b, where(op.pc), c.bytes[b], now[b]);
         }
         op.checked = true;
         memcpy(p.d, p.result, (size_t)p.n * sizeof(float));
