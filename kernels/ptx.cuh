@@ -325,6 +325,17 @@ static __device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t *bar, uint
 #endif
 }
 
+/* Expects `bytes` more of this phase without arriving (a producer with several copies). */
+static __device__ __forceinline__ void mbar_expect_tx(uint64_t *bar, uint32_t bytes) {
+#ifdef QE_EMU
+    emu::mbar_expect_tx(bar, bytes);
+#else
+    QE_SM90A_ASM("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)),
+                 "r"(bytes)
+                 : "memory");
+#endif
+}
+
 /* Whether the phase of this parity has completed (parity: the phase count's low bit, 0 first). */
 static __device__ __forceinline__ bool mbar_try_wait(uint64_t *bar, uint32_t parity) {
 #ifdef QE_EMU

@@ -376,6 +376,12 @@ static __global__ void mbar_phase_kernel(const __grid_constant__ CUtensorMap map
     mbar_arrive(&bar);
     out[n++] = mbar_test_wait(&bar, 1); /* 1: phase 1 complete (no bytes expected) */
     out[n++] = mbar_test_wait(&bar, 0); /* 0: phase 2 under way */
+    mbar_expect_tx(&bar, 64);
+    mbar_arrive(&bar);
+    mbar_arrive(&bar);
+    out[n++] = mbar_test_wait(&bar, 0); /* 0: arrivals in, 64 bytes due */
+    tma_load_2d(tile, &map, 0, 0, &bar);
+    out[n++] = mbar_test_wait(&bar, 0); /* 1: phase 2 complete */
 }
 
 static CUtensorMap map_2d(const void *base, CUtensorMapDataType type, uint64_t d0, uint64_t d1,
@@ -394,11 +400,11 @@ Test(hopper, mbarrier_phases_and_tx_count) {
         src[i] = (uint16_t)(500 + i);
     const CUtensorMap m =
         map_2d(src, CU_TENSOR_MAP_DATA_TYPE_UINT16, 32, 1, 64, 32, 1, CU_TENSOR_MAP_SWIZZLE_NONE);
-    int *out = dev<int>(9);
+    int *out = dev<int>(11);
     QE_LAUNCH(mbar_phase_kernel, 1, 32, 0, nullptr)(m, out);
     expect_clean_run();
-    const int want[9] = {0, 1, 0, 0, 1, 0, 505, 1, 0};
-    for (int i = 0; i < 9; i++)
+    const int want[11] = {0, 1, 0, 0, 1, 0, 505, 1, 0, 0, 1};
+    for (int i = 0; i < 11; i++)
         cr_expect_eq(out[i], want[i], "step %d: %d, want %d", i, out[i], want[i]);
 }
 
