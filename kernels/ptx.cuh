@@ -82,11 +82,12 @@ static __device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4],
 
 /* ================================================================ Hopper (sm_90a)
  *
- * These instructions exist only on sm_90a. A device build for another architecture compiles
- * them to a call of qe_needs_sm_90a(), which is declared and never defined: building a kernel
- * that calls one for such a target fails at link time (ptxas: unresolved extern), and one that
- * does not call them is unaffected. Cluster size 1 only: shared::cluster addresses are the
- * CTA's own. */
+ * wgmma and setmaxnreg exist only on sm_90a (mbarrier's tx counts and TMA on sm_90 too, but the
+ * kernels that use them are sm_90a's). A device build for any other target compiles these
+ * wrappers to a call of qe_needs_sm_90a(), which is declared and never defined: building a
+ * kernel that calls one fails at link time (ptxas: unresolved extern function), and a kernel
+ * that does not is unaffected. Cluster size 1 only: shared::cluster addresses are the CTA's
+ * own. */
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 extern __device__ void qe_needs_sm_90a(void);
 #define QE_SM90A_ASM(...) qe_needs_sm_90a()
@@ -145,6 +146,21 @@ template <int PENDING> static __device__ __forceinline__ void wgmma_wait_group()
     emu::wgmma_wait_group(PENDING);
 #else
     QE_SM90A_ASM("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
+#endif
+}
+
+/* Pins the accumulators at this point of the instruction stream: an empty asm that reads and
+ * writes each register, so the compiler keeps its own reads and writes of d on their side of the
+ * wgmma and wait_group asm (they do not name d, and ptxas would otherwise serialise the wgmmas).
+ * Call it before the first wgmma of a batch and after the wait_group. The emulator's d is memory
+ * the wrappers see: nothing to pin. */
+template <int R> static __device__ __forceinline__ void wgmma_fence_operands(float (&d)[R]) {
+#ifndef QE_EMU
+#pragma unroll
+    for (int i = 0; i < R; i++)
+        asm volatile("" : "+f"(d[i])::"memory");
+#else
+    (void)d;
 #endif
 }
 

@@ -199,6 +199,7 @@ static __global__ void wgmma_kernel(const uint16_t *image, int image_n, wg_case 
     float d[N / 2];
     for (int i = 0; i < N / 2; i++)
         d[i] = C[d_row(t, i) * N + d_col(t, i)];
+    wgmma_fence_operands(d);
     wgmma_fence();
     for (int kk = 0; kk < c.ksteps; kk++) {
         const char *base = (const char *)s;
@@ -215,6 +216,7 @@ static __global__ void wgmma_kernel(const uint16_t *image, int image_n, wg_case 
     }
     wgmma_commit_group();
     wgmma_wait_group<0>();
+    wgmma_fence_operands(d);
     for (int i = 0; i < N / 2; i++)
         D[d_row(t, i) * N + d_col(t, i)] = d[i];
 }
