@@ -300,7 +300,7 @@ Test(hopper, wgmma_rs_overwrite_ignores_c_n16) {
 
 /* mode 0: reads an accumulator between issue and wait; 1: no wgmma.fence; 2: overwrites the B
  * operand in shared memory before the wait (between barriers, so not a race by epochs); 3: exits
- * without waiting. */
+ * without waiting; 4: writes an accumulator in flight. */
 static __global__ void wgmma_bug_kernel(float *out, int mode) {
     __shared__ __align__(1024) uint16_t s[2 * 64 * 16];
     const int t = threadIdx.x;
@@ -320,6 +320,7 @@ static __global__ void wgmma_bug_kernel(float *out, int mode) {
         __syncthreads();
     }
     if (mode == 3) return;
+    if (mode == 4) d[2] *= 0.5f; /* e.g. an online-softmax rescale before the P V wait */
     wgmma_wait_group<0>();
     out[128 + t] = d[0];
 }
@@ -347,6 +348,11 @@ Test(hopper, wgmma_never_waited_is_reported) {
     float *out = dev<float>(256);
     QE_LAUNCH(wgmma_bug_kernel, 1, 128, 0, nullptr)(out, 3);
     expect_report("in flight");
+}
+Test(hopper, wgmma_accumulator_written_in_flight_is_reported) {
+    float *out = dev<float>(256);
+    QE_LAUNCH(wgmma_bug_kernel, 1, 128, 0, nullptr)(out, 4);
+    expect_report("accumulator register 2 was written while");
 }
 Test(hopper, wgmma_needs_a_whole_warpgroup) {
     float *out = dev<float>(256);

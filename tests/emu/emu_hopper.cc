@@ -107,6 +107,11 @@ struct wgmma_op {
 
 enum { WG_RS = 1, WG_TRANS_A = 2, WG_TRANS_B = 4, WG_ACCUMULATE = 8, WG_FENCED = 16 };
 
+/* What accumulators hold in flight: a signalling NaN. Reading it gives NaN; any arithmetic on it
+ * (a rescale, an add) quiets it, and a store replaces it, so the wait can tell that a thread
+ * touched its registers in flight. */
+static const uint32_t ACC_POISON = 0xFFBFFFFFu;
+
 /* Reads a descriptor operand of `extent` (mn) x 16 (k) bf16 elements into out(mn, k) =
  * out[mn * s_mn + k * s_k], 16 bytes at a time: 8 elements contiguous along k (K-major) or mn
  * (MN-major), since every layout keeps a 16-byte chunk whole and the swizzle moves whole chunks.
@@ -221,7 +226,8 @@ static void wgmma_compute(lane_slot *const *lanes, int n_threads) {
             p.result[i] = (flags & WG_ACCUMULATE) ? c[i] + ab : ab;
         }
         st.wgmmas.push_back(p);
-        memset(d, 0xFF, (size_t)(n / 2) * sizeof(float)); /* NaN until the wait_group */
+        for (int i = 0; i < n / 2; i++) /* NaN until the wait_group */
+            memcpy(&d[i], &ACC_POISON, 4);
     }
     kernel_stats().wgmmas++;
 }
@@ -280,6 +286,20 @@ void wgmma_wait_group(int newest_pending) {
                          c.off + b, where(op.pc), c.bytes[b], now[b]);
         }
         op.checked = true;
+        /* a later wgmma on the same accumulators (chained) carries this result on: it lands */
+        bool superseded = false;
+        for (size_t j = i + 1; j < st.wgmmas.size(); j++)
+            superseded |= st.wgmmas[j].d == p.d;
+        if (superseded) continue;
+        for (int r = 0; r < p.n; r++) { /* still the poison the issue left: nobody wrote them */
+            uint32_t bits;
+            memcpy(&bits, &p.d[r], 4);
+            if (bits != ACC_POISON)
+                fail(__builtin_return_address(0),
+                     "accumulator register %d was written while the wgmma.mma_async at %s was in "
+                     "flight (before the wgmma.wait_group that completes it)",
+                     r, where(op.pc));
+        }
         memcpy(p.d, p.result, (size_t)p.n * sizeof(float));
     }
     st.wgmmas.resize(kept);
