@@ -1,11 +1,12 @@
-/* bench_attention.c — the flash-attention kernel (variant 0 = kernels/attention.cu, the production
- * kernel): checked against the C reference first (a whole small case, then sampled rows of every
+/* bench_attention.c — the flash-attention kernels, every variant of qe_attention side by side
+ * (kernels.h: 0 "fa2" = kernels/attention.cu, the production kernel; 1 "m128"; ...): each
+ * checked against the C reference first (a whole small case, then sampled rows of every
  * timed shape against a double-precision row computation), then timed with CUDA events after a
  * warm-up, median of many, causal, head_dim 128, 32 query heads (8 kv heads, the 4B geometry),
  * L = 512 .. 32768 with L * n_seqs = max(L, 16384) tokens.
  *
  * FLOPs (causal) = 4 * L^2 / 2 * head_dim * heads per sequence (QK^T and PV, half the square).
- * Usage: bench_attention [--reps N] [--max-len L] [--kv-heads N] */
+ * Usage: bench_attention [--reps N] [--max-len L] [--kv-heads N] [--variant NAME] */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdint.h>
@@ -105,8 +106,10 @@ static double check_row(const uint16_t *qb, const uint16_t *ob, int H, int KV, i
     return worst;
 }
 
+static int bench_variant(int v, int reps, int max_len, int H, int KV);
+
 int main(int argc, char **argv) {
-    int reps = 20, max_len = 32768, KV = 8;
+    int reps = 20, max_len = 32768, KV = 8, only = -1;
     const int H = 32;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--reps"))
@@ -115,6 +118,14 @@ int main(int argc, char **argv) {
             max_len = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--kv-heads"))
             KV = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--variant")) {
+            for (int v = 0; v < QE_ATTN_VARIANTS; v++)
+                if (!strcmp(argv[i + 1], qe_attention_variant_name(v))) only = v;
+            if (only < 0) {
+                fprintf(stderr, "bench_attention: --variant %s: no such variant\n", argv[i + 1]);
+                return 2;
+            }
+        }
     }
     int n_dev = 0;
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
@@ -125,15 +136,29 @@ int main(int argc, char **argv) {
     CHECK(cudaGetDeviceProperties(&prop, 0));
     printf("bench_attention on %s: causal, head_dim %d, %d q heads / %d kv heads, %d reps\n",
            prop.name, HD, H, KV, reps);
-    const double small = check_small();
-    printf("reference check (lengths 1000+129+7, 8/2 heads): worst |diff| %.3g  %s\n", small,
-           small < 2e-2 ? "ok" : "FAIL");
-    if (!(small < 2e-2)) return 1;
+    int failed = 0;
+    /* every variant of qe_attention (kernels.h), or the one --variant names, side by side */
+    for (int v = 0; v < QE_ATTN_VARIANTS; v++) {
+        if (only >= 0 && v != only) continue;
+        qe_attention_select(v);
+        failed |= bench_variant(v, reps, max_len, H, KV);
+    }
+    return failed;
+}
 
+/* One variant: the reference check, then the table. Returns 1 when a check failed. */
+static int bench_variant(int v, int reps, int max_len, int H, int KV) {
+    const char *name = qe_attention_variant_name(v);
+    const double small = check_small();
+    printf("variant %d (%s): reference check (lengths 1000+129+7, 8/2 heads): worst |diff| %.3g  "
+           "%s\n",
+           v, name, small, small < 2e-2 ? "ok" : "FAIL");
+    if (!(small < 2e-2)) return 1;
+    int failed = 0;
     const int lens[] = {512, 1024, 2048, 4096, 8192, 16384, 32768};
     const double sdpa[] = {355, 0, 544, 0, 632, 0, 592}; /* docs/DEVICE.md, H100 */
-    printf("%8s %6s %10s %10s %10s %12s %10s\n", "L", "seqs", "median ms", "min ms", "TFLOP/s",
-           "SDPA TFLOP/s", "row check");
+    printf("%8s %8s %6s %10s %10s %10s %12s %10s\n", "variant", "L", "seqs", "median ms", "min ms",
+           "TFLOP/s", "SDPA TFLOP/s", "row check");
     for (int li = 0; li < 7 && lens[li] <= max_len; li++) {
         const int L = lens[li], S = L >= 16384 ? 1 : 16384 / L, T = L * S;
         const int row = (H + 2 * KV) * HD;
@@ -182,12 +207,15 @@ int main(int argc, char **argv) {
         const double flops = 4.0 * (double)L * L / 2.0 * HD * H * S;
         char sd[16] = "-";
         if (sdpa[li] > 0) snprintf(sd, sizeof sd, "%.0f", sdpa[li]);
-        printf("%8d %6d %10.3f %10.3f %10.1f %12s %10s\n", L, S, med, ms[0],
+        printf("%8s %8d %6d %10.3f %10.3f %10.1f %12s %10s\n", name, L, S, med, ms[0],
                flops / (med * 1e-3) / 1e12, sd, worst < 2e-2 ? "ok" : "FAIL");
-        if (!(worst < 2e-2)) fprintf(stderr, "L %d: sampled-row worst |diff| %.3g\n", L, worst);
+        if (!(worst < 2e-2)) {
+            fprintf(stderr, "%s, L %d: sampled-row worst |diff| %.3g\n", name, L, worst);
+            failed = 1;
+        }
         cudaEventDestroy(e0), cudaEventDestroy(e1);
         cudaFree(d_qkv), cudaFree(d_out), cudaFree(d_cu);
         free(qb), free(ob), free(cu), free(ms);
     }
-    return 0;
+    return failed;
 }

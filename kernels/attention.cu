@@ -5,37 +5,21 @@
  * One block = 4 warps = 64 queries of one (sequence, head); each warp owns 16 query rows and the
  * whole 128-wide output row in registers. K and V tiles of 64 keys go through shared memory with
  * cp.async: V(j) loads while S = Q K(j)^T runs, K(j+1) loads while O += P V(j) runs. Shared rows
- * are 256 bytes; the 16-byte chunk c of row r is stored at chunk c ^ (r & 7) so that the 8 row
- * addresses of every ldmatrix phase hit distinct banks. */
+ * are 256 bytes, swizzled (attention_common.cuh). This is variant 0 ("fa2") of qe_attention; the
+ * others (attention_m128.cu, ...) are chosen by QE_ATTN or qe_attention_select, at the end. */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common.cuh"
 #include "ptx.cuh"
 
-#define ATT_D 128
+#include "attention_common.cuh"
+
 #define ATT_BM 64
 #define ATT_BN 64
 #define ATT_THREADS 128
-
-/* Element offset of (row, col) in a swizzled [rows][128] bf16 tile; col a multiple of 8. */
-static __device__ __forceinline__ int swz(int row, int col) {
-    return row * ATT_D + ((((col >> 3) ^ (row & 7))) << 3);
-}
-
-static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-    const bf16x2 v = __floats2bfloat162_rn(lo, hi); /* .x (low half) = lo = the lower column */
-    uint32_t u;
-    memcpy(&u, &v, 4); /* not a pointer cast: that breaks strict aliasing */
-    return u;
-}
-
-/* Row (in units of kv_stride) of key j of sequence s. */
-static __device__ __forceinline__ long long kv_row(const qe_attn_params &p, int s, int k_start,
-                                                   int j) {
-    if (p.block_table == nullptr) return (long long)k_start + j;
-    const int page = p.block_table[(long long)s * p.block_table_stride + j / p.page_size];
-    return (long long)page * p.page_size + j % p.page_size;
-}
 
 /* Issues the cp.async copies of keys [n0, n0+64) of one kv head into a swizzled tile. Keys past
  * Lk are zero-filled (src_bytes 0): P is 0 there, and 0 * NaN would poison the output. */
@@ -237,17 +221,10 @@ static __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
-extern "C" int qe_attention(const qe_attn_params *p, qe_stream s) {
-    QE_K_REQUIRE(p != NULL);
-    QE_K_REQUIRE(p->head_dim == ATT_D);
-    QE_K_REQUIRE(p->heads > 0 && p->kv_heads > 0 && p->heads % p->kv_heads == 0);
-    QE_K_REQUIRE(p->n_seqs >= 0 && p->n_seqs < (1 << 30));
-    QE_K_REQUIRE(p->heads <= 65535 && p->max_seqlen_q >= 0);
-    QE_K_REQUIRE(p->q_stride % 8 == 0 && p->kv_stride % 8 == 0 && p->out_stride % 2 == 0);
-    QE_K_REQUIRE((uintptr_t)p->q % 16 == 0 && (uintptr_t)p->k % 16 == 0 &&
-                 (uintptr_t)p->v % 16 == 0 && (uintptr_t)p->out % 4 == 0);
-    QE_K_REQUIRE(p->block_table == NULL || (p->page_size > 0 && p->block_table_stride > 0));
-    QE_K_REQUIRE(p->cu_seqlens_q != NULL && p->cu_seqlens_k != NULL);
+/* The production kernel (variant 0). */
+static int attention_fa2(const qe_attn_params *p, qe_stream s) {
+    const int bad = attn_check_params(p);
+    if (bad) return bad;
     if (p->n_seqs == 0 || p->max_seqlen_q == 0) return QE_K_OK;
     const unsigned m_blocks = qe_ceil_div(p->max_seqlen_q, ATT_BM);
     QE_K_REQUIRE(m_blocks <= 65535);
@@ -256,4 +233,46 @@ extern "C" int qe_attention(const qe_attn_params *p, qe_stream s) {
     QE_LAUNCH(flash_attn_fwd_kernel, grid, ATT_THREADS, 0, s)(*p, scale_log2);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
+}
+
+/* ---- the variants (issue 15): one table, QE_ATTN picks, tests and benchmarks select ---- */
+
+extern "C" int qe_attention_m128(const qe_attn_params *p, qe_stream s);
+
+static const struct {
+    const char *name;
+    int (*run)(const qe_attn_params *, qe_stream);
+} VARIANTS[QE_ATTN_VARIANTS] = {{"fa2", attention_fa2}, {"m128", qe_attention_m128}};
+
+/* QE_ATTN as a name or a number; unset, empty or unknown: 0 (an unknown one is said once). */
+static int variant_from_env() {
+    const char *e = getenv("QE_ATTN");
+    if (!e || !*e) return 0;
+    for (int v = 0; v < QE_ATTN_VARIANTS; v++)
+        if (!strcmp(e, VARIANTS[v].name) || (e[0] == '0' + v && !e[1])) return v;
+    fprintf(stderr, "qembed: QE_ATTN=%s is no attention variant (fa2, m128); using fa2\n", e);
+    return 0;
+}
+
+static int selected = -1; /* qe_attention_select's choice; -1: QE_ATTN's */
+static int from_env = -1; /* QE_ATTN's, read at the first launch (a plain int, not a C++ guarded
+                             static: the emulator's instrumented build has no atomics runtime) */
+
+extern "C" int qe_attention_variant(void) {
+    if (from_env < 0) from_env = variant_from_env();
+    return selected >= 0 ? selected : from_env;
+}
+
+extern "C" int qe_attention_select(int variant) {
+    if (variant < -1 || variant >= QE_ATTN_VARIANTS) return -1;
+    selected = variant;
+    return 0;
+}
+
+extern "C" const char *qe_attention_variant_name(int variant) {
+    return variant >= 0 && variant < QE_ATTN_VARIANTS ? VARIANTS[variant].name : NULL;
+}
+
+extern "C" int qe_attention(const qe_attn_params *p, qe_stream s) {
+    return VARIANTS[qe_attention_variant()].run(p, s);
 }

@@ -111,6 +111,18 @@ typedef struct qe_attn_params {
 
 int qe_attention(const qe_attn_params *p, qe_stream s);
 
+/* Variants of qe_attention (issue 15: written and proven on the emulator before a GPU times them
+ * side by side; docs/kernels.md predicts each): 0 "fa2", the production kernel (attention.cu);
+ * 1 "m128", 128 queries a block, 32 rows a warp, a 3-stage ring of 32-key K/V tiles
+ * (attention_m128.cu). Same contract, same results to rounding. qe_attention runs the one the
+ * environment's QE_ATTN names (a name or its number, read once; default 0), unless
+ * qe_attention_select chose one (-1 returns to QE_ATTN's). select returns 0, or -1 for no such
+ * variant; the name is NULL for one. */
+enum { QE_ATTN_VARIANTS = 2 };
+int qe_attention_select(int variant);
+int qe_attention_variant(void);
+const char *qe_attention_variant_name(int variant);
+
 /* ---- quantized weights (kernels/qgemm.cu, qdequant.cu, qembed_gather.cu) ----
  * w is a packed matrix of n rows (kernels/ref/ref_qpack.h: ref_qpack_rows repacks ggml blocks
  * into it at upload), type a ggml type id: QT_Q8_0, QT_Q4_K or QT_Q6_K (ref_quant.h); k a

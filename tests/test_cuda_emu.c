@@ -121,6 +121,38 @@ Test(cuda_emu, forward_matches_cpu_gqa_1_2_4, .timeout = 600) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
+/* Every attention variant (kernels.h, QE_ATTN) through the whole engine, whole and chunked (the
+ * paged path), against the CPU backend; variant 0 is the test above's. */
+Test(cuda_emu, attention_variants_match_cpu, .timeout = 900) {
+    char dir[1100], err[512] = "";
+    tu_make_model(dir, sizeof dir, "hs-attn-v", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0,
+                  5);
+    const int lens[] = {1, 150, 300, 33};
+    qe_engine *cpu = open_cpu(dir);
+    rs = 7;
+    int32_t **ids = rand_ids(lens, 4, qe_vocab_size(cpu));
+    float *want = run(cpu, ids, lens, 4, 0);
+    for (int v = 1; v < QE_ATTN_VARIANTS; v++) {
+        cr_assert_eq(qe_attention_select(v), 0);
+        for (int budget = 0; budget <= 128; budget += 128) { /* 128: 300 tokens in chunks */
+            qe_engine *gpu = open_cuda(dir, budget, QE_OK, err, sizeof err);
+            float *got = run(gpu, ids, lens, 4, 0);
+            const double w = worst_cos(want, got, 4, qe_dim(cpu));
+            cr_log_info("attention variant %s, budget %d: worst cosine vs cpu %.6f",
+                        qe_attention_variant_name(v), budget, w);
+            cr_expect(w >= SIM_COS, "variant %s, budget %d: worst cosine %.6f",
+                      qe_attention_variant_name(v), budget, w);
+            free(got);
+            qe_close(gpu);
+        }
+    }
+    qe_attention_select(-1);
+    for (int i = 0; i < 4; i++)
+        free(ids[i]);
+    free(ids), free(want);
+    qe_close(cpu);
+}
+
 Test(cuda_emu, shortcut_splitting_and_residual_agree, .timeout = 600) {
     char dir[1100], err[512] = "";
     tu_make_model(dir, sizeof dir, "hs-inv", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0, 3);

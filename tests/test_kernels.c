@@ -789,6 +789,8 @@ static void run_attn(const uint16_t *d_qkv, int T, int H, int KV, const int32_t 
     free(ob);
 }
 
+static const char *attn_variant = "fa2"; /* the variant running, for the messages */
+
 /* Attention output tolerance: bf16 P and bf16 output rounding on values <= max |v|. */
 #define ATT_ATOL 1e-2
 #define ATT_RTOL 1e-2
@@ -822,10 +824,10 @@ static void attn_check_case(const attn_case *c, int alibi, uint64_t seed) {
     }
     const out_layout l = {.cu = cu, .n_seqs = S, .heads = H, .kv_heads = KV};
     cr_expect(check_close_at("attention", got, want, (size_t)T * H * HD, ATT_ATOL, ATT_RTOL, &l),
-              "S %d T %d H %d KV %d alibi %d", S, T, H, KV, alibi);
+              "variant %s: S %d T %d H %d KV %d alibi %d", attn_variant, S, T, H, KV, alibi);
     cr_expect(sqrt(num / (den + 1e-30)) < 5e-3,
-              "attention relative L2 error %.3g (S %d T %d H %d KV %d)", sqrt(num / (den + 1e-30)),
-              S, T, H, KV);
+              "variant %s: attention relative L2 error %.3g (S %d T %d H %d KV %d)", attn_variant,
+              sqrt(num / (den + 1e-30)), S, T, H, KV);
     cudaFree(d_qkv), cudaFree(d_cu), cudaFree(d_slopes), cudaFree(d_out);
     free(cu), free(qb), free(qf), free(want), free(got);
 }
@@ -846,20 +848,43 @@ static void expect_attention_clean(void) {
 #endif
 }
 
+/* Runs one attention check on every variant of qe_attention (kernels.h), then goes back to the
+ * environment's choice. */
+static void on_every_attention_variant(void (*check)(void *), void *ctx) {
+    for (int v = 0; v < QE_ATTN_VARIANTS; v++) {
+        cr_assert_eq(qe_attention_select(v), 0);
+        attn_variant = qe_attention_variant_name(v);
+        cr_log_info("attention variant %d (%s)", v, attn_variant);
+        check(ctx);
+    }
+    qe_attention_select(-1);
+}
+
 /* Every sequence set of causal attention at one head ratio. The 2049-token sequence runs with
  * half the heads on the emulator (its time is per head; the lengths are what the test is for). */
-static void attention_causal_at(int heads, int kv_heads, uint64_t seed) {
+typedef struct {
+    int heads, kv_heads;
+    uint64_t seed;
+} causal_args;
+
+static void attention_causal_check(void *ctx) {
+    const causal_args *a = ctx;
     const struct {
         const int *l;
         int n;
     } seqs[] = {{L1, 1}, {L7, 1}, {L113_129, 2}, {L2049, 1}, {LMIX, 7}};
     for (int si = 0; si < 5; si++) {
-        attn_case c = {seqs[si].l, seqs[si].n, heads, kv_heads};
+        attn_case c = {seqs[si].l, seqs[si].n, a->heads, a->kv_heads};
 #ifdef QE_EMU_TEST
         if (seqs[si].l == L2049) c.heads /= 2, c.kv_heads /= 2; /* the ratio stays */
 #endif
-        attn_check_case(&c, 0, seed + si);
+        attn_check_case(&c, 0, a->seed + si);
     }
+}
+
+static void attention_causal_at(int heads, int kv_heads, uint64_t seed) {
+    causal_args a = {heads, kv_heads, seed};
+    on_every_attention_variant(attention_causal_check, &a);
     expect_attention_clean();
 }
 
@@ -876,20 +901,25 @@ Test(kernels, attention_causal_gqa4, .timeout = 300) {
     attention_causal_at(8, 2, 720);
 }
 
-Test(kernels, attention_alibi) {
-    require_gpu("GPU kernel test");
+static void attention_alibi_check(void *ctx) {
+    (void)ctx;
     attn_case c = {LMIX, 7, 4, 2};
     attn_check_case(&c, 1, 801);
     attn_case c2 = {L113_129, 2, 8, 2};
     attn_check_case(&c2, 1, 802);
+}
+
+Test(kernels, attention_alibi) {
+    require_gpu("GPU kernel test");
+    on_every_attention_variant(attention_alibi_check, NULL);
     expect_attention_clean();
 }
 
 /* Paged K/V (random page order, several page sizes) must give exactly the contiguous result;
  * a chunked query block (the last Lq queries of each sequence against all its keys, as the
  * last-layer shortcut and chunked prefill use) must match the reference rows. */
-Test(kernels, attention_paged_and_chunked) {
-    require_gpu("GPU kernel test");
+static void attention_paged_check(void *ctx) {
+    (void)ctx;
     const int HD = 128, H = 8, KV = 2, S = 5;
     const int lens[] = {129, 1, 300, 64, 77};
     const int row = (H + 2 * KV) * HD, kv_dim = KV * HD;
@@ -962,7 +992,7 @@ Test(kernels, attention_paged_and_chunked) {
         cr_expect(
             memcmp(got, full, (size_t)T * H * HD * 4) == 0 ||
                 check_close_at("paged vs contiguous", got, full, (size_t)T * H * HD, 0, 0, &lfull),
-            "paged attention (page size %d) differs from contiguous", ps);
+            "variant %s: paged attention (page size %d) differs from contiguous", attn_variant, ps);
 
         /* chunked: the last Lq queries of each sequence (Lq 1 is the last-layer shortcut) */
         /* 100: a second query block, bottom-right aligned against more keys */
@@ -1007,7 +1037,8 @@ Test(kernels, attention_paged_and_chunked) {
                     .cu = cuq, .n_seqs = S, .heads = H, .kv_heads = KV, .q_offset = q_off};
                 cr_expect(check_close_at("chunked attention", cg, cw, (size_t)TQ * H * HD, ATT_ATOL,
                                          ATT_RTOL, &lc),
-                          "Lq %d paged %d page size %d", lq_list[li], paged, ps);
+                          "variant %s: Lq %d paged %d page size %d", attn_variant, lq_list[li],
+                          paged, ps);
                 free(cb);
             }
             cudaFree(d_qrows), cudaFree(d_cuq), cudaFree(d_cout);
@@ -1018,6 +1049,11 @@ Test(kernels, attention_paged_and_chunked) {
     }
     cudaFree(d_qkv), cudaFree(d_cu), cudaFree(d_out);
     free(qb), free(qf), free(want), free(full), free(got);
+}
+
+Test(kernels, attention_paged_and_chunked) {
+    require_gpu("GPU kernel test");
+    on_every_attention_variant(attention_paged_check, NULL);
     expect_attention_clean();
 }
 

@@ -20,6 +20,8 @@
 #include <time.h>
 #ifdef QE_HAVE_CUDA
 #include <cuda_runtime_api.h>
+
+#include "../kernels/kernels.h"
 #endif
 
 #include "../runtime/cpu_gemm.h"
@@ -576,6 +578,9 @@ static void print_result(qe_engine *e, const qe_config *cfg, const bench_workloa
                after->graph_captures - before->graph_captures,
                after->graph_replays - before->graph_replays,
                after->graph_refused - before->graph_refused);
+#ifdef QE_HAVE_CUDA
+    if (cuda) printf(" attn=%s", qe_attention_variant_name(qe_attention_variant())); /* QE_ATTN */
+#endif
     printf("\n");
 }
 

@@ -41,13 +41,16 @@
 #                                             and 120 s in all
 #   bench_memops             15 s      60 s   4 kernels at 16384 tokens of the 4B geometry, 50 reps;
 #                                             filling ~0.9 GB of random inputs on the host first
-#   bench_attention          20 s      90 s   7 lengths (512..32768), 20 reps, 16384+ tokens each;
-#                                             a 1000-token CPU reference check first
+#   bench_attention          40 s      90 s   every attention variant (fa2, m128): 7 lengths
+#                                             (512..32768), 20 reps, 16384+ tokens each; a
+#                                             1000-token CPU reference check first, per variant
 #   bench_qgemm              25 s      90 s   4 layers x 4 M x (bf16 + 3 types), 20 reps; quantizing
 #                                             ~0.5 G random weights on the host first (~10 s)
 #   bench-0.6b               20 s     120 s   load 1.2 GB; 8 workloads, ~0.4 s of GPU work each
 #   bench-4b                 45 s     180 s   load 8 GB; 12 steps of 16384 tokens at ~190 ms each
 #                                             per long workload, 4 x 32k tokens, 110 queries
+#   bench-4b-m128            15 s      60 s   the 4B model (already written) at seq:512 and
+#                                             seq:2048 with QE_ATTN=m128
 #   bench-4b-q4km            20 s      90 s   load 2.5 GB; 55 queries, 6 steps of 16384 tokens
 #   mem-4b-q4km              10 s      45 s   load 2.5 GB at 2048 batch tokens, a 1024-token pool
 #   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
@@ -325,6 +328,12 @@ if ((DRY)); then Q4KM=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16)
 stage bench-4b-q4km engine-bench.log 90 15 "$QEMBED" bench --model "$WORK/m-large-q4km.gguf" --backend "$BACKEND" "${Q4KM[@]}"
 stage mem-4b-q4km engine-bench.log 45 10 "$QEMBED" bench --model "$WORK/m-large-q4km.gguf" --backend "$BACKEND" \
   --batch-tokens 2048 --kv-pool-tokens 1024 --iters 3 --warmup 1 --workload seq:24,batch=24
+# The 4B prefill again with attention variant 1 (issue 15; QE_ATTN in docs/kernels.md): what the
+# kernel's gain is worth to the engine, beside bench-4b's variant-0 lines.
+if ((DRY)); then ATTN_V=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
+  ATTN_V=(--batch-tokens 16384 --workload seq:512 --workload seq:2048); fi
+stage bench-4b-m128 engine-bench.log 60 10 env QE_ATTN=m128 "$QEMBED" bench --model "$WORK/m-large" \
+  --backend "$BACKEND" "${ATTN_V[@]}"
 # Two engines sharing the one GPU (qembed serve --devices 0,0): their tokens/s together against
 # one engine's (the result_dp line); on a multi-GPU machine --devices 0,1 gives the DP scaling.
 if ((DRY)); then DP=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
@@ -374,9 +383,9 @@ cat "$OUT/summary.txt"
 # The dry run checks its own plumbing: one line per stage, the killed stage recorded as killed
 # and the stages after it run, the earlier workload's result kept.
 dry_ok=$out_ok
-for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine test_kernels_bench \
-  bench_memops bench_attention bench_qgemm bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km dp-0.6b memcheck-kernels racecheck-attention \
-  serve-4b mixed-4b; do
+for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine \
+  test_kernels_bench bench_memops bench_attention bench_qgemm bench-0.6b bench-4b bench-4b-q4km \
+  mem-4b-q4km bench-4b-m128 dp-0.6b memcheck-kernels racecheck-attention serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
 done

@@ -23,6 +23,8 @@
 #undef __device__
 #undef __host__
 #undef __shared__
+#undef __grid_constant__
+#define __grid_constant__ /* a kernel parameter (a CUtensorMap) is the record's copy */
 #define __global__
 #define __device__
 #define __host__
@@ -168,7 +170,13 @@ template <typename... P> static void thread_body(const void *rec) {
     call_kernel(static_cast<const launch_rec<P...> *>(rec), std::index_sequence_for<P...>{});
 }
 template <typename... P> static int run_launch(const void *rec) {
-    return run_grid(static_cast<const launch_rec<P...> *>(rec)->cfg, thread_body<P...>, rec);
+    typedef launch_rec<P...> R;
+    if ((uintptr_t)rec % alignof(R) == 0)
+        return run_grid(static_cast<const R *>(rec)->cfg, thread_body<P...>, rec);
+    /* the stream copies records to malloc'd memory; a CUtensorMap argument wants 64 bytes */
+    alignas(R) unsigned char aligned[sizeof(R)];
+    memcpy(aligned, rec, sizeof(R));
+    return run_grid(reinterpret_cast<const R *>(aligned)->cfg, thread_body<P...>, aligned);
 }
 
 template <typename... P> struct launcher {

@@ -1,6 +1,7 @@
 /* emu.h — the kernel emulator's interface to the code compiled against it: what cuda_emu.h's
  * macros and kernels/ptx.cuh's host branches call. Implemented in emu_core.cc (scheduler,
- * barriers, warp collectives, shared-memory checks) and emu_ptx.cc (the PTX instructions).
+ * barriers, warp collectives, shared-memory checks), emu_ptx.cc (the PTX instructions) and
+ * emu_hopper.cc (the sm_90a ones: wgmma, mbarrier, TMA).
  *
  * Execution model: a launch runs its blocks one after another; the threads of a block are fibers
  * on one OS thread; a fiber runs until it waits (a barrier, a warp collective) or exits. A
@@ -59,6 +60,33 @@ void cp_async_commit();
 void cp_async_wait(int newest_pending);
 void ldmatrix(uint32_t *out, int num, bool trans, const void *p);
 void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1);
+
+/* ---- Hopper instructions (emu_hopper.cc) */
+
+/* wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16, a warpgroup collective: d holds the
+ * thread's n/2 accumulators; a_regs its four A registers (RS form) or nullptr (SS: A through
+ * desc_a); trans_* the imm-trans operands (1: MN-major); accumulate the scale-d predicate. The
+ * registers read NaN until the wgmma.wait_group that covers the op. */
+void wgmma_bf16(float *d, int n, uint64_t desc_a, const uint32_t *a_regs, uint64_t desc_b,
+                bool trans_a, bool trans_b, bool accumulate);
+void wgmma_fence();
+void wgmma_commit_group();
+void wgmma_wait_group(int newest_pending);
+/* The shared offset the descriptor gives to bf16 element (mn, k) (for the emulator's tests). */
+uint32_t wgmma_element_offset(uint64_t desc, bool mn_major, int mn, int k);
+
+void mbar_init(void *bar, uint32_t count);
+void mbar_expect_tx(void *bar, uint32_t bytes);
+void mbar_arrive(void *bar);
+bool mbar_try_wait_parity(void *bar, uint32_t parity);
+bool mbar_test_wait_parity(void *bar, uint32_t parity); /* never blocks */
+
+/* The emulator's cuTensorMapEncodeTiled (map: a CUtensorMap; type: a CUtensorMapDataType;
+ * swizzle: a CUtensorMapSwizzle; strides: rank - 1 byte strides). 0, or -1 with a message. */
+int tensor_map_encode(void *map, int type, int rank, const void *base, const uint64_t *dims,
+                      const uint64_t *strides, const uint32_t *box, int swizzle, int oob_nan);
+/* cp.async.bulk.tensor.{rank}d global -> shared, completing its bytes on the mbarrier bar. */
+void tma_load(void *dst, const void *map, int rank, const int32_t *coords, void *bar);
 
 } // namespace emu
 #endif

@@ -36,13 +36,16 @@ dim3 block_dim, grid_dim;
 
 /* ================================================================ fibers */
 
-enum fiber_state { RUNNABLE, AT_BARRIER, AT_WARP, EXITED };
+enum fiber_state { RUNNABLE, AT_BARRIER, AT_WARP, ASLEEP, EXITED };
 
 struct fiber {
     context ctx;
     thread_ctx t;
     thread_state st;
     fiber_state state;
+    const void *sleep_key; /* ASLEEP: what wake() it waits for, what and where (for reports) */
+    const char *sleep_what;
+    const void *sleep_pc;
 };
 
 static std::vector<fiber *> fibers; /* reused by every block; grown to the largest block */
@@ -81,6 +84,7 @@ static struct {
     int at_barrier;
     const void *barrier_pc; /* where the threads now waiting wait */
     warp_state warps[32];
+    warp_state warpgroups[8]; /* four warps each (wgmma); size 0 when the block lacks them */
     bool failed;
 } blk;
 
@@ -129,6 +133,13 @@ void fail(const void *pc, const char *fmt, ...) {
 
 /* ================================================================ barriers and collectives */
 
+/* Whether two code addresses are one source site: the compiler may duplicate a barrier or a
+ * collective into several paths (jump threading), and the threads taking each path are still at
+ * the same __syncthreads. Looked up (addr2line, cached) only when the addresses differ. */
+static bool same_site(const void *a, const void *b) {
+    return a == b || (a && b && strcmp(where(a), where(b)) == 0);
+}
+
 static void release_barrier(const void *pc) {
     for (int i = 0; i < blk.n_threads; i++)
         if (fibers[i]->state == AT_BARRIER) fibers[i]->state = RUNNABLE;
@@ -145,7 +156,7 @@ static void syncthreads_at(const void *pc) {
              blk.exited);
     if (blk.at_barrier == 0) {
         blk.barrier_pc = pc;
-    } else if (pc != blk.barrier_pc) {
+    } else if (!same_site(pc, blk.barrier_pc)) {
         fail(pc, "threads wait at different __syncthreads (%d wait at %s)", blk.at_barrier,
              where(blk.barrier_pc));
     }
@@ -169,7 +180,7 @@ void collective(const char *what, collective_fn compute, const void *pc) {
              w.exited);
     if (w.arrived == 0) {
         w.what = what, w.fn = compute, w.pc = pc;
-    } else if (w.fn != compute || w.pc != pc) {
+    } else if (w.fn != compute || !same_site(w.pc, pc)) {
         fail(pc, "lanes of warp %d diverged: %s here, while %d lane(s) wait at %s at %s",
              running->t.warp, what, w.arrived, w.what, where(w.pc));
     }
@@ -187,6 +198,54 @@ void collective(const char *what, collective_fn compute, const void *pc) {
     for (int i = 0; i < w.size; i++)
         if (fibers[w.first + i]->state == AT_WARP) fibers[w.first + i]->state = RUNNABLE;
     kstats->collectives++;
+}
+
+void warpgroup_collective(const char *what, collective_fn compute, const void *pc) {
+    const int g = running->t.warp / 4;
+    warp_state &w = blk.warpgroups[g];
+    if (w.size != 128)
+        fail(pc,
+             "%s: warpgroup %d (threads %d..%d) is not four full warps in a block of %d "
+             "threads",
+             what, g, 128 * g, 128 * g + 127, blk.n_threads);
+    if (w.exited > 0)
+        fail(pc, "%s in a warpgroup with %d exited thread(s): on a GPU it never completes", what,
+             w.exited);
+    if (w.arrived == 0) {
+        w.what = what, w.fn = compute, w.pc = pc;
+    } else if (w.fn != compute || !same_site(w.pc, pc)) {
+        fail(pc, "threads of warpgroup %d diverged: %s here, while %d thread(s) wait at %s at %s",
+             g, what, w.arrived, w.what, where(w.pc));
+    }
+    running->st.slot.pc = pc;
+    if (++w.arrived < w.size) {
+        running->state = AT_WARP;
+        yield(false);
+        return;
+    }
+    lane_slot *lanes[128];
+    for (int i = 0; i < 128; i++)
+        lanes[i] = &fibers[w.first + i]->st.slot;
+    compute(lanes, 128);
+    w.arrived = 0;
+    for (int i = 0; i < 128; i++)
+        if (fibers[w.first + i]->state == AT_WARP) fibers[w.first + i]->state = RUNNABLE;
+    kstats->collectives++;
+}
+
+void sleep_on(const void *key, const char *what, const void *pc) {
+    running->state = ASLEEP;
+    running->sleep_key = key, running->sleep_what = what, running->sleep_pc = pc;
+    yield(false);
+}
+
+void yield_now() {
+    yield(false); /* still RUNNABLE: back after a round of the others */
+}
+
+void wake_all(const void *key) {
+    for (int i = 0; i < blk.n_threads; i++)
+        if (fibers[i]->state == ASLEEP && fibers[i]->sleep_key == key) fibers[i]->state = RUNNABLE;
 }
 
 static void shfl_compute(lane_slot *const *lanes, int n) {
@@ -238,10 +297,19 @@ static void thread_exit() {
     /* copies still in flight land in the end (nothing can order a read of them after this) */
     cp_async_commit();
     cp_async_wait(0);
+    hopper_thread_exits();
     running->state = EXITED;
     blk.exited++, blk.live--;
     warp_state &w = blk.warps[running->t.warp];
     w.exited++;
+    warp_state &g = blk.warpgroups[running->t.warp / 4];
+    g.exited++;
+    if (g.arrived > 0) {
+        fail(nullptr,
+             "exited while %d thread(s) of its warpgroup wait at %s at %s: on a GPU it never "
+             "completes",
+             g.arrived, g.what, where(g.pc));
+    }
     if (w.arrived > 0) {
         fail(nullptr,
              "exited while %d lane(s) of its warp wait at %s at %s: on a GPU it never "
@@ -276,7 +344,11 @@ static void run_block(dim3 b) {
     for (int w = 0; w * 32 < n; w++)
         blk.warps[w] =
             warp_state{w * 32, n - w * 32 < 32 ? n - w * 32 : 32, 0, 0, nullptr, nullptr, nullptr};
+    for (int g = 0; g < 8; g++) /* only complete warpgroups take part in wgmma */
+        blk.warpgroups[g] =
+            warp_state{g * 128, n >= (g + 1) * 128 ? 128 : 0, 0, 0, nullptr, nullptr, nullptr};
     race_block_starts();
+    hopper_block_starts();
     if (window_size()) memset(window_base(), 0xFF, window_size()); /* uninitialised: NaN */
     for (int i = 0; i < n; i++) {
         fiber *f = fibers[i];
@@ -285,6 +357,10 @@ static void run_block(dim3 b) {
         f->st.copies.clear();
         f->st.groups_committed = 0;
         f->st.slot.tid = i;
+        f->st.slot.owner = &f->st;
+        f->st.wgmmas.clear();
+        f->st.wgmma_groups = 0;
+        f->st.wgmma_fenced = false;
         f->state = RUNNABLE;
         context_prepare(&f->ctx, fiber_main, f);
     }
@@ -302,10 +378,20 @@ static void run_block(dim3 b) {
                 waits += "; " + std::to_string(blk.warps[w].arrived) + " lane(s) of warp " +
                          std::to_string(w) + " at " + blk.warps[w].what + " at " +
                          where(blk.warps[w].pc);
+        for (int g = 0; g < 8; g++)
+            if (blk.warpgroups[g].arrived)
+                waits += "; " + std::to_string(blk.warpgroups[g].arrived) +
+                         " thread(s) of warpgroup " + std::to_string(g) + " at " +
+                         blk.warpgroups[g].what + " at " + where(blk.warpgroups[g].pc);
+        for (int i = 0; i < n; i++)
+            if (fibers[i]->state == ASLEEP)
+                waits += "; thread " + std::to_string(i) + " at " + fibers[i]->sleep_what + " at " +
+                         where(fibers[i]->sleep_pc);
         report(nullptr, "block (%u,%u,%u) deadlocked: %s", block_idx.x, block_idx.y, block_idx.z,
                waits.c_str());
         blk.failed = true;
     }
+    if (!blk.failed && hopper_block_ends() != 0) blk.failed = true;
     kstats->blocks++;
     kstats->threads += n;
 }
@@ -376,6 +462,7 @@ extern "C" qe_emu_kernel_stats qe_emu_stats(const char *name) {
         t.barriers += s.barriers, t.collectives += s.collectives;
         t.ldmatrix_phases += s.ldmatrix_phases, t.ldmatrix_wavefronts += s.ldmatrix_wavefronts;
         t.cp_async_bytes += s.cp_async_bytes;
+        t.wgmmas += s.wgmmas, t.tma_bytes += s.tma_bytes;
         t.seconds += s.seconds;
     }
     return t;

@@ -1,9 +1,11 @@
-/* emu_internal.h — shared by emu_core.cc and emu_ptx.cc: warp collectives, the current thread's
- * per-thread state, the shared-memory window and its race check, error reports, statistics. */
+/* emu_internal.h — shared by emu_core.cc, emu_ptx.cc and emu_hopper.cc: warp and warpgroup
+ * collectives, sleeping on a key, the current thread's per-thread state, the shared-memory window
+ * and its race check, error reports, statistics. */
 #ifndef QE_TESTS_EMU_EMU_INTERNAL_H
 #define QE_TESTS_EMU_EMU_INTERNAL_H
 #include <stdarg.h>
 
+#include <memory>
 #include <vector>
 
 #include "emu.h"
@@ -11,10 +13,13 @@
 
 namespace emu {
 
+struct thread_state;
+
 /* Operands a lane brings to a warp collective and the result it takes away. */
 struct lane_slot {
-    int tid;        /* the lane's thread (linear index in the block) */
-    const void *pc; /* where it called the collective */
+    int tid;             /* the lane's thread (linear index in the block) */
+    thread_state *owner; /* that thread's state (a warpgroup op leaves work with every thread) */
+    const void *pc;      /* where it called the collective */
     const void *addr;
     uint32_t in[12];
     uint32_t out[4];
@@ -29,10 +34,24 @@ struct pending_copy {
     const void *pc;
 };
 
+/* A wgmma.mma_async in flight, as one thread sees it: its accumulator registers (the kernel's
+ * array), the values they take when a wgmma.wait_group covers the op, and the op's record. */
+struct wgmma_op; /* emu_hopper.cc */
+struct pending_wgmma {
+    float *d;
+    int n; /* registers: N/2 */
+    float result[128];
+    long group; /* -1 until committed */
+    std::shared_ptr<wgmma_op> op;
+};
+
 struct thread_state {
     lane_slot slot;
     std::vector<pending_copy> copies;
     long groups_committed;
+    std::vector<pending_wgmma> wgmmas;
+    long wgmma_groups;
+    bool wgmma_fenced; /* a wgmma.fence since the thread's last wgmma.wait_group */
 };
 
 thread_state &self_state();
@@ -42,6 +61,23 @@ thread_state &self_state();
  * code address (for the report's source line). */
 typedef void (*collective_fn)(lane_slot *const *lanes, int n_lanes);
 void collective(const char *what, collective_fn compute, const void *pc);
+/* The same over the 128 threads of the caller's warpgroup (warps 4g..4g+3), lanes[i] being
+ * thread 128g + i; a warpgroup that is not four full warps of the block is an error. */
+void warpgroup_collective(const char *what, collective_fn compute, const void *pc);
+
+/* The current thread sleeps until wake_all(key); a block whose live threads all sleep or wait is
+ * reported as deadlocked, naming what (at pc) each sleeper waits for. */
+void sleep_on(const void *key, const char *what, const void *pc);
+void wake_all(const void *key);
+/* The current thread stays runnable but lets every other runnable thread run first. */
+void yield_now();
+
+/* emu_hopper.cc's part of a block: forget the mbarriers of the previous block; at a thread's
+ * exit, report wgmma ops it never waited for; at the block's end, report bulk copies that never
+ * landed (returns -1 after a report). */
+void hopper_block_starts();
+void hopper_thread_exits();
+int hopper_block_ends();
 
 /* ---- reports (emu_report.cc) */
 
@@ -77,6 +113,9 @@ inline bool in_window(const void *p, size_t n) {
 void race_check(const void *p, size_t n, bool write, int tid, const void *pc);
 void race_block_starts();                 /* nothing orders against the previous block */
 void race_barrier_passed(const void *pc); /* a __syncthreads completed at pc */
+/* Bytes the async proxy wrote (a bulk copy landing at its mbarrier's phase): no thread's access
+ * of them races with what came before. */
+void race_forget(const void *p, size_t n);
 
 qe_emu_kernel_stats &kernel_stats(); /* of the running kernel */
 

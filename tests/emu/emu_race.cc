@@ -161,6 +161,13 @@ void race_check(const void *p, size_t n, bool write, int tid, const void *pc) {
     }
 }
 
+void race_forget(const void *p, size_t n) {
+    if (!in_window(p, n)) return;
+    const size_t off = (size_t)((const char *)p - window_base());
+    memset(&shadow.w[off], 0, n * sizeof(uint32_t));
+    memset(&shadow.r[off], 0, n * sizeof(uint32_t));
+}
+
 void shared_access(const void *p, size_t n, bool write, const void *pc) {
     if (cur && in_window(p, n)) race_check(p, n, write, cur->linear, pc);
 }
