@@ -149,6 +149,11 @@ typedef struct qe_rerank_opts {
 qe_status qe_rerank_prompt(const qe_engine *e, const char *query, size_t query_len,
                            const char *document, size_t document_len, const qe_rerank_opts *o,
                            int32_t **ids, int *len, int *truncated, char *err, size_t errlen);
+/* The template as text with "{query}" and "{document}" placeholders and the instruction written in
+ * (NULL: the default): the form llama.cpp's converter stores as tokenizer.chat_template.rerank in
+ * a Qwen3-Reranker GGUF. Into buf (cap bytes, NUL-terminated); returns the length, or -1 when it
+ * does not fit. */
+int qe_rerank_template(const char *instruction, char *buf, size_t cap);
 /* Scores of n prompts given as ids (each a whole prompt, used as given), into scores[n]; packed and
  * batched like qe_embed_ids. */
 qe_status qe_rerank_ids(qe_engine *e, const int32_t *const *ids, const int *lens, int n,

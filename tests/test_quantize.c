@@ -545,6 +545,7 @@ Test(quantize, gguf_refusals_name_the_tensor) {
     cr_expect(cls && cls->type == QT_F32 && cls->dims[0] == ro.cfg.hidden_size && cls->dims[1] == 2,
               "cls.output.weight");
     cr_expect(!gguf_find(g, "output.weight"), "a reranker's output layer is its classifier");
+    cr_expect(gguf_has(g, "tokenizer.chat_template.rerank"), "the template, for llama.cpp");
     gguf_span *labels = NULL;
     uint64_t n_labels = 0;
     cr_expect_eq(gguf_get_string_array(g, "qwen3.classifier.output_labels", &labels, &n_labels, err,
