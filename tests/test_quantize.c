@@ -381,7 +381,8 @@ static void write_dequantized_twin(const char *src, const char *dst) {
 /* The CPU backend keeps a quantized file's matrices in their blocks and dequantizes chunks of
  * rows inside each product, with the table's rows dequantized as they are gathered: its vectors
  * are bitwise those of the same weights dequantized once and held as fp32 (the twin), on any
- * thread count, whole or in 16-token chunks. */
+ * thread count, whole or in 16-token chunks; with two tensor-parallel ranks (fp32 slices) they
+ * match to cosine 0.99999. */
 Test(quantize, quantized_file_embeds_bitwise_like_its_dequantized_twin, .timeout = 300) {
     char dir[1024], path[1200], twin[1300];
     make_model(dir, sizeof dir, "qz-twin", 0);
@@ -417,6 +418,18 @@ Test(quantize, quantized_file_embeds_bitwise_like_its_dequantized_twin, .timeout
                       qz_ftype_name(types[ti]), runs[r].threads, runs[r].batch);
             qe_close(e);
         }
+        /* tensor parallel ranks slice fp32 copies of the same dequantized weights */
+        qe_options otp = {
+            .model_dir = path, .backend = QE_BACKEND_CPU, .threads = 2, .tensor_parallel = 2};
+        qe_engine *tp = NULL;
+        cr_assert_eq(qe_open(&otp, &tp, err, sizeof err), QE_OK, "%s", err);
+        cr_assert_eq(qe_embed_ids(tp, seqs, lens, N_SEQ, 0, got), QE_OK, "%s", qe_last_error(tp));
+        for (int i = 0; i < N_SEQ; i++) {
+            const double c = tu_cosine_ff(got + (size_t)i * H, want + (size_t)i * H, H);
+            cr_expect_geq(c, 0.99999, "%s, tensor parallel 2, sequence %d: cosine %.7f",
+                          qz_ftype_name(types[ti]), i, c);
+        }
+        qe_close(tp);
         qe_close(ref);
         free(want), free(got);
         remove(twin);
