@@ -24,7 +24,7 @@ static char err[1024];
 
 /* A geometry whose rows are whole 256-element super-blocks (so the K-quants are used, not their
  * fallbacks) and 8 layers (so llama.cpp's use_more_bits picks layers 0, 3, 6 and 7). */
-static void make_model(char *dir, size_t cap, const char *tag, int tied) {
+static void make_model_kv(char *dir, size_t cap, const char *tag, int tied, int kv_heads) {
     tu_scratch_dir(dir, cap, tag);
     random_model_opts o = {0};
     random_model_preset("tiny", &o.cfg);
@@ -33,7 +33,7 @@ static void make_model(char *dir, size_t cap, const char *tag, int tied) {
     o.cfg.intermediate_size = 512;
     o.cfg.num_layers = 8;
     o.cfg.num_heads = 2;
-    o.cfg.num_kv_heads = 1;
+    o.cfg.num_kv_heads = kv_heads;
     o.cfg.head_dim = 128;
     o.cfg.tie_word_embeddings = tied;
     o.prefixed = !tied; /* "model." keys and an lm_head.weight, used when untied */
@@ -42,6 +42,10 @@ static void make_model(char *dir, size_t cap, const char *tag, int tied) {
     o.dtype = ST_BF16;
     o.quiet = 1;
     cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+}
+
+static void make_model(char *dir, size_t cap, const char *tag, int tied) {
+    make_model_kv(dir, cap, tag, tied, 1);
 }
 
 static void quantize(const char *dir, qz_ftype ft, char *out, size_t cap) {
@@ -385,7 +389,7 @@ static void write_dequantized_twin(const char *src, const char *dst) {
  * match to cosine 0.99999. */
 Test(quantize, quantized_file_embeds_bitwise_like_its_dequantized_twin, .timeout = 300) {
     char dir[1024], path[1200], twin[1300];
-    make_model(dir, sizeof dir, "qz-twin", 0);
+    make_model_kv(dir, sizeof dir, "qz-twin", 0, 2); /* 2 kv heads: two ranks can split it */
     enum { N_SEQ = 3, MAX_LEN = 70 };
     const int lens[N_SEQ] = {1, 23, MAX_LEN};
     int32_t ids[MAX_LEN];
