@@ -568,7 +568,9 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         K_CALL(attend(st, g, l, 0, n_whole, 0, shortcut));
         K_CALL(attend(st, g, l, n_whole, g->n_paged, 1, shortcut));
         prof_mark(st, OP_ATTN);
-        K_CALL(qe_gemm_bf16(gm, st->attn, st->q_dim, rows, st->q_dim, L->wo, H, x, H, 1, 1, s));
+        K_CALL(qe_gemm_bf16(gm, st->attn, st->q_dim, rows, st->q_dim, L->wo, H, x, H, 1,
+                            tp_accumulate(st), s));
+        K_CALL(cuda_tp_allreduce(st, x, (size_t)rows * H));
         prof_mark(st, OP_OPROJ);
         K_CALL(qe_add_rmsnorm(x, NULL, L->mlp_norm, rows, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
@@ -577,7 +579,9 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         prof_mark(st, OP_GATEUP);
         K_CALL(qe_swiglu(st->gu, rows, st->inter, st->act, s));
         prof_mark(st, OP_SWIGLU);
-        K_CALL(qe_gemm_bf16(gm, st->act, st->inter, rows, st->inter, L->wdown, H, x, H, 1, 1, s));
+        K_CALL(qe_gemm_bf16(gm, st->act, st->inter, rows, st->inter, L->wdown, H, x, H, 1,
+                            tp_accumulate(st), s));
+        K_CALL(cuda_tp_allreduce(st, x, (size_t)rows * H));
         prof_mark(st, OP_DOWN);
     }
     return QE_K_OK;
