@@ -25,7 +25,11 @@
  * Small steps (<= 512 padded tokens) run as CUDA graphs, one per padded shape (cuda_graph.c).
  * QE_PROFILE=1 times every op (cuda_profile.c); it runs steps one at a time, without graphs.
  * Graph captures/replays/refusals and the GEMM plans are there for tools through qembed_debug.h
- * (the hooks at the end of this file; the engine counts steps and chunks). */
+ * (the hooks at the end of this file; the engine counts steps and chunks).
+ *
+ * Tensor parallelism: cuda_tp.c runs one such state per rank, made from the rank's share of the
+ * model; the layer's two all-reduces are the cuda_tp_allreduce calls after o_proj and down_proj
+ * (no-ops on the plain path; cuda_internal.h's tp_accumulate says how the sum is formed). */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
