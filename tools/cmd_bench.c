@@ -96,7 +96,10 @@ static void usage(FILE *f) {
         "  result backend=B tokens=N seqs=N ms_per_step=X tokens_per_s=X tflops=X workload=SPEC\n"
         "         budget=N steps=N chunks=N graphs=on|off|n/a [captures=N replays=N refused=N]\n"
         "(one line; ms_per_step is the median time of one call, which is one step when the call\n"
-        "fits the budget; steps and chunks are per call).\n");
+        "fits the budget; steps and chunks are per call), then with --tensor-parallel\n"
+        "  result_tp ranks=N tokens_per_s=X one_rank_tokens_per_s=X speedup=X efficiency=X ...\n"
+        "and with --devices\n"
+        "  result_dp devices=N tokens_per_s=X one_engine_tokens_per_s=X efficiency=X ...\n");
 }
 
 /* ---------------------------------------------------------------- options */
@@ -589,9 +592,9 @@ static int run_dp(const bench_args *a, const bench_workload *w, const bench_batc
     const double one = b->tokens / one_s, all = (double)n * b->tokens / med;
     printf("dp         %d engines at once: %.0f tokens/s, %.2f x one engine (%.1f%% of linear)\n",
            n, all, all / one, 100.0 * all / (one * n));
-    printf("result_dp devices=%d engines=%d tokens_per_s=%.1f one_engine_tokens_per_s=%.1f "
-           "efficiency=%.4f ms_per_round=%.4f workload=%s\n",
-           a->n_devices, n, all, one, all / (one * n), med * 1e3, w->spec);
+    printf("result_dp devices=%d tokens_per_s=%.1f one_engine_tokens_per_s=%.1f efficiency=%.4f "
+           "ms_per_round=%.4f workload=%s engines=%d\n",
+           a->n_devices, all, one, all / (one * n), med * 1e3, w->spec, n);
     return 0;
 }
 
