@@ -1042,6 +1042,27 @@ Test(cuda_emu, tp_refusals_name_the_fix) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
+/* Cancellation under TP: the caller's stop is polled once per step or chunk, by rank 0 only (the
+ * poll counts of the plain engine), every rank stops at the same step, and the engine's vectors
+ * are unchanged afterwards (no rank was left behind in an all-reduce). */
+Test(cuda_emu, tp_cancel_stops_every_rank_at_the_same_step, .timeout = 900) {
+    fake_devices = 2;
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "hs-tp-cx", (tu_geometry){2048, 64, 128, 2, 4, 2}, ST_BF16, 0,
+                  17);
+    qe_engine *e = open_cuda_tp(dir, 2, NULL, 64);
+    int lens[6] = {1100, 60, 60, 60, 60, 60};
+    rs = 43;
+    int32_t **ids = rand_ids(lens, 6, qe_vocab_size(e));
+    expect_stops_at_steps_and_chunks(e, ids, lens);
+    for (int i = 0; i < 6; i++)
+        free(ids[i]);
+    free(ids);
+    qe_close(e);
+    fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
 typedef struct tp_call {
     qe_engine *e;
     int32_t **ids;
