@@ -49,8 +49,14 @@ typedef struct qe_options {
      * gate/up by columns, o_proj and down_proj by rows, their partial updates summed); 0 or 1:
      * none. It must divide the query and the kv heads (qe_open names the valid values). The CPU
      * backend runs the ranks in process, summing in shared memory (it proves the split; it is no
-     * faster); the CUDA backend refuses more than one rank (NCCL ranks are not built yet). */
+     * faster); the CUDA backend runs one rank per GPU, one host thread each, the sums an NCCL
+     * all-reduce (a build without NCCL refuses more than one rank). QE_CUDA_TP_NCCL=1 in the
+     * environment sends tensor_parallel 1 on CUDA through the NCCL path too (one rank), for
+     * comparing the two paths. */
     int tensor_parallel;
+    /* The CUDA device of each tensor-parallel rank: tensor_parallel ordinals, all different
+     * (NCCL runs one rank per GPU), read by qe_open only. NULL: device, device + 1, ... */
+    const int *tp_devices;
 } qe_options;
 
 typedef struct qe_engine qe_engine;
