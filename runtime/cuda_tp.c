@@ -89,18 +89,38 @@ int cuda_tp_allreduce(cuda_state *st, float *x, size_t n) {
 
 /* ---------------------------------------------------------------- the ranks' shares */
 
-/* Rows [row0, row0 + n) of a 2-D tensor: a view into it. */
+/* Rows [row0, row0 + n) of a 2-D tensor: a view into it (whole rows: a quantized tensor's blocks
+ * stay whole). */
 static st_tensor rows_of(const st_tensor *t, int row0, int n) {
-    st_tensor v = *t;
-    const size_t row = (size_t)t->shape[1] * st_dtype_size(t->dtype);
-    v.data = (const char *)t->data + (size_t)row0 * row;
-    v.nbytes = (size_t)n * row;
-    v.shape[0] = n;
-    return v;
+    return st_rows(t, row0, n);
+}
+
+/* Columns [col0, col0 + n) of a quantized 2-D tensor as F32 (a column slice splits its blocks):
+ * each row dequantized whole by the C reference, the slice kept. */
+static int quant_cols_of(const st_tensor *t, int col0, int n, st_tensor *v, void **copy) {
+    const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
+    float *buf = malloc(rows * (size_t)n * sizeof(float)), *row = malloc(cols * sizeof(float));
+    if (!buf || !row) {
+        free(buf), free(row);
+        return -1;
+    }
+    for (size_t r = 0; r < rows; r++) {
+        const st_tensor rv = st_rows(t, (int64_t)r, 1);
+        st_to_f32(&rv, row);
+        memcpy(buf + r * (size_t)n, row + col0, (size_t)n * sizeof(float));
+    }
+    free(row);
+    *v = *t;
+    v->dtype = ST_F32, v->qtype = 0;
+    snprintf(v->dtype_name, sizeof v->dtype_name, "F32");
+    v->data = buf, v->nbytes = rows * (size_t)n * sizeof(float), v->shape[1] = n;
+    *copy = buf;
+    return 0;
 }
 
 /* Columns [col0, col0 + n) of a 2-D tensor, copied into *copy (which the caller frees). */
 static int cols_of(const st_tensor *t, int col0, int n, st_tensor *v, void **copy) {
+    if (t->dtype == ST_QUANT) return quant_cols_of(t, col0, n, v, copy);
     const size_t es = st_dtype_size(t->dtype), rows = (size_t)t->shape[0];
     const size_t cols = (size_t)t->shape[1];
     char *buf = malloc(rows * (size_t)n * es);
@@ -145,14 +165,16 @@ static int rank_model(const qe_model *m, const tp_shard *sh, qe_model *out, qe_l
     return 0;
 }
 
-/* The tensors the split reads must be plain 2-D matrices of a dtype backend_cuda.c uploads. */
+/* The tensors the split reads must be 2-D matrices of a dtype backend_cuda.c uploads (a GGUF
+ * file's quantized ones included: rows split whole, column slices as F32). */
 static int splittable(const qe_model *m) {
     for (int l = 0; l < m->cfg.num_layers; l++) {
         const qe_layer_tensors *L = &m->layers[l];
         const st_tensor *all[] = {L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up, L->w_down};
         for (int i = 0; i < 7; i++)
             if (!all[i] || all[i]->ndim != 2 || !all[i]->data ||
-                (all[i]->dtype != ST_BF16 && all[i]->dtype != ST_F16 && all[i]->dtype != ST_F32))
+                (all[i]->dtype != ST_BF16 && all[i]->dtype != ST_F16 && all[i]->dtype != ST_F32 &&
+                 all[i]->dtype != ST_QUANT))
                 return 0;
     }
     return 1;

@@ -983,6 +983,24 @@ static void tp_against_one_rank(const char *dir, int n, int budget, const int *l
     qe_close(tp), qe_close(one);
 }
 
+/* A quantized GGUF file split two ways: the ranks' rows stay whole blocks, their o_proj and
+ * down_proj column slices are dequantized to F32 (cuda_tp.c); the same bounds as a folder's. */
+Test(cuda_emu, tp_gguf_equal_one_rank, .timeout = 900) {
+    fake_devices = 2;
+    char dir[1100], path[1200], err[1024] = "";
+    tu_make_model(dir, sizeof dir, "hs-tp-gguf", (tu_geometry){2048, 256, 512, 2, 4, 2}, ST_BF16, 0,
+                  9);
+    const qz_ftype types[] = {QZ_Q8_0, QZ_Q4_K_M};
+    const int lens[] = {40, 1, 7};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/m-%s.gguf", dir, qz_ftype_name(types[k]));
+        const qz_opts q = {.model_dir = dir, .out_path = path, .ftype = types[k], .quiet = 1};
+        cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
+        tp_against_one_rank(path, 2, 0, lens, 3, qz_ftype_name(types[k]));
+    }
+    fake_devices = 1;
+}
+
 /* 16 query heads over 8 kv heads (GQA 2 on every rank) split 2, 4 and 8 ways. */
 Test(cuda_emu, tp_2_4_8_equal_one_rank, .timeout = 1200) {
     fake_devices = 8;
