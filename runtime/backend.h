@@ -93,5 +93,9 @@ extern const qe_backend_ops qe_cpu_backend;
 #ifdef QE_HAVE_CUDA
 extern const qe_backend_ops qe_cuda_backend;
 #endif
+#ifdef QE_HAVE_NCCL
+/* cuda_tp.c: tensor_parallel ranks of qe_cuda_backend, one per device, over NCCL. */
+extern const qe_backend_ops qe_cuda_tp_backend;
+#endif
 
 #endif

@@ -122,31 +122,24 @@ static void cpu_destroy(void *state) {
     free(s);
 }
 
-/* out[r, c] = t[row0 + r, col0 + c] for a 2-D tensor, converted to fp32 (a rank's slice; a
- * quantized tensor's rows are dequantized whole, since a column slice splits its blocks). */
+/* out[r, c] = t[row0 + r, col0 + c] for a 2-D tensor, converted to fp32 (a rank's slice). Each
+ * row is converted whole into row_f32 (shape[1] floats) first: a quantized row's column slice
+ * would split its blocks. */
 static float *take_block(float **cursor, const st_tensor *t, int row0, int nrows, int col0,
-                         int ncols) {
+                         int ncols, float *row_f32) {
     float *out = *cursor;
-    const size_t cols = (size_t)t->shape[1];
-    float *row_f32 = ncols == (int)cols ? NULL : malloc(cols * sizeof(float));
     for (int r = 0; r < nrows; r++) {
         const st_tensor row = st_rows(t, row0 + r, 1);
-        float *dst = out + (size_t)r * ncols;
-        if (!row_f32) {
-            st_to_f32(&row, dst);
-        } else {
-            st_to_f32(&row, row_f32);
-            memcpy(dst, row_f32 + col0, (size_t)ncols * sizeof(float));
-        }
+        st_to_f32(&row, row_f32);
+        memcpy(out + (size_t)r * ncols, row_f32 + col0, (size_t)ncols * sizeof(float));
     }
-    free(row_f32);
     *cursor += (size_t)nrows * ncols;
     return out;
 }
 
 /* The ranks' weight slices (tp_split.h): q/k/v rows of their heads, o_proj's columns of them,
  * gate/up rows and down_proj columns of their intermediate run. */
-static int create_ranks(cpu_state *s, const qe_model *m, int n) {
+static int make_ranks(cpu_state *s, const qe_model *m, int n, float *row_f32) {
     const qe_config *c = &m->cfg;
     const int H = c->hidden_size, hd = c->head_dim;
     s->ranks = calloc((size_t)n, sizeof *s->ranks);
@@ -162,20 +155,32 @@ static int create_ranks(cpu_state *s, const qe_model *m, int n) {
         k->weights = malloc(per_layer * (size_t)c->num_layers * sizeof(float));
         k->layers = calloc((size_t)c->num_layers, sizeof *k->layers);
         if (!k->weights || !k->layers) return -1;
-        float *cur = k->weights;
+        float *cur = k->weights, *b = row_f32;
         for (int l = 0; l < c->num_layers; l++) {
             const qe_layer_tensors *L = &m->layers[l];
             cpu_layer *W = &k->layers[l];
-            W->wqkv.f32 = take_block(&cur, L->wq, k->sh.q_head0 * hd, k->q_dim, 0, H);
-            take_block(&cur, L->wk, k->sh.kv_head0 * hd, k->kv_dim, 0, H);
-            take_block(&cur, L->wv, k->sh.kv_head0 * hd, k->kv_dim, 0, H);
-            W->wo.f32 = take_block(&cur, L->wo, 0, H, k->sh.q_head0 * hd, k->q_dim);
-            W->wgate_up.f32 = take_block(&cur, L->w_gate, k->sh.f0, k->sh.f_len, 0, H);
-            take_block(&cur, L->w_up, k->sh.f0, k->sh.f_len, 0, H);
-            W->wdown.f32 = take_block(&cur, L->w_down, 0, H, k->sh.f0, k->sh.f_len);
+            W->wqkv.f32 = take_block(&cur, L->wq, k->sh.q_head0 * hd, k->q_dim, 0, H, b);
+            take_block(&cur, L->wk, k->sh.kv_head0 * hd, k->kv_dim, 0, H, b);
+            take_block(&cur, L->wv, k->sh.kv_head0 * hd, k->kv_dim, 0, H, b);
+            W->wo.f32 = take_block(&cur, L->wo, 0, H, k->sh.q_head0 * hd, k->q_dim, b);
+            W->wgate_up.f32 = take_block(&cur, L->w_gate, k->sh.f0, k->sh.f_len, 0, H, b);
+            take_block(&cur, L->w_up, k->sh.f0, k->sh.f_len, 0, H, b);
+            W->wdown.f32 = take_block(&cur, L->w_down, 0, H, k->sh.f0, k->sh.f_len, b);
         }
     }
     return 0;
+}
+
+/* make_ranks with a row buffer as wide as the widest matrix row (hidden, q width, intermediate). */
+static int create_ranks(cpu_state *s, const qe_model *m, int n) {
+    const qe_config *c = &m->cfg;
+    size_t widest = (size_t)c->hidden_size;
+    if ((size_t)s->q_dim > widest) widest = (size_t)s->q_dim;
+    if ((size_t)c->intermediate_size > widest) widest = (size_t)c->intermediate_size;
+    float *row_f32 = malloc(widest * sizeof(float));
+    const int rc = row_f32 ? make_ranks(s, m, n, row_f32) : -1;
+    free(row_f32);
+    return rc;
 }
 
 static qe_status cpu_create(const qe_model *m, const qe_options *opt, void **out, char *err,

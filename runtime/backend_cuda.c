@@ -27,7 +27,11 @@
  * Small steps (<= 512 padded tokens) run as CUDA graphs, one per padded shape (cuda_graph.c).
  * QE_PROFILE=1 times every op (cuda_profile.c); it runs steps one at a time, without graphs.
  * Graph captures/replays/refusals and the GEMM plans are there for tools through qembed_debug.h
- * (the hooks at the end of this file; the engine counts steps and chunks). */
+ * (the hooks at the end of this file; the engine counts steps and chunks).
+ *
+ * Tensor parallelism: cuda_tp.c runs one such state per rank, made from the rank's share of the
+ * model; the layer's two all-reduces are the cuda_tp_allreduce calls after o_proj and down_proj
+ * (no-ops on the plain path; cuda_internal.h's tp_accumulate says how the sum is formed). */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -631,7 +635,9 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         K_CALL(attend(st, g, l, 0, n_whole, 0, shortcut));
         K_CALL(attend(st, g, l, n_whole, g->n_paged, 1, shortcut));
         prof_mark(st, OP_ATTN);
-        K_CALL(linear(st, st->attn, st->q_dim, rows, st->q_dim, L->wo, &L->qo, H, x, H, 1, 1));
+        K_CALL(linear(st, st->attn, st->q_dim, rows, st->q_dim, L->wo, &L->qo, H, x, H, 1,
+                      tp_accumulate(st)));
+        K_CALL(cuda_tp_allreduce(st, x, (size_t)rows * H));
         prof_mark(st, OP_OPROJ);
         K_CALL(qe_add_rmsnorm(x, NULL, L->mlp_norm, rows, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
@@ -640,7 +646,9 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         prof_mark(st, OP_GATEUP);
         K_CALL(qe_swiglu(st->gu, rows, st->inter, st->act, s));
         prof_mark(st, OP_SWIGLU);
-        K_CALL(linear(st, st->act, st->inter, rows, st->inter, L->wdown, &L->qdown, H, x, H, 1, 1));
+        K_CALL(linear(st, st->act, st->inter, rows, st->inter, L->wdown, &L->qdown, H, x, H, 1,
+                      tp_accumulate(st)));
+        K_CALL(cuda_tp_allreduce(st, x, (size_t)rows * H));
         prof_mark(st, OP_DOWN);
     }
     return QE_K_OK;

@@ -11,6 +11,10 @@
 #include "weights/config.h"
 
 #define CUDA_CHECK(call) QE_K_CHECK_GEN("CUDA", cudaError_t, call, cudaSuccess, cudaGetErrorName)
+#ifdef QE_HAVE_NCCL
+#include <nccl.h>
+#define NCCL_CHECK(call) QE_K_CHECK_GEN("NCCL", ncclResult_t, call, ncclSuccess, ncclGetErrorString)
+#endif
 #define K_CALL(call)                                                                               \
     do {                                                                                           \
         if ((call) != QE_K_OK) return QE_K_ERR;                                                    \
@@ -141,6 +145,11 @@ typedef struct cuda_state {
     size_t paged_cap; /* grown (between steps) for a step that needs more */
     cuda_profile prof;
     cuda_graphs graphs;
+    /* Tensor parallelism (cuda_tp.c): this state is rank tp_rank of a group of ranks whose
+     * communicator is tp_comm, its widths (heads, kv_heads, inter, ...) the rank's share; NULL:
+     * the plain path. */
+    int tp_rank;
+    struct ncclComm *tp_comm;
 } cuda_state;
 
 /* int32 capacity of the step arrays: tokens[Tp] | positions[Tp] | cu[Sp+1] | cu_last[Sp+1],
@@ -169,6 +178,23 @@ typedef struct step_geom {
 
 /* backend_cuda.c: enqueues embed + the layers of one step on st->stream (no host sync). */
 int cuda_enqueue_layers(cuda_state *st, const step_geom *g);
+
+/* The residual update of o_proj and down_proj under tensor parallelism: rank 0's GEMM adds its
+ * partial update to x as on the plain path, the other ranks' GEMMs write theirs over their copy of
+ * x, and one all-reduce (sum, fp32) of x on the rank's stream leaves x + every partial update on
+ * every rank: no extra buffer and no extra kernel. */
+static inline int tp_accumulate(const cuda_state *st) {
+    return st->tp_rank == 0;
+}
+#ifdef QE_HAVE_NCCL
+/* cuda_tp.c: the all-reduce of x [n floats] over the group, in place (QE_K_OK without one). */
+int cuda_tp_allreduce(cuda_state *st, float *x, size_t n);
+#else
+static inline int cuda_tp_allreduce(cuda_state *st, float *x, size_t n) {
+    (void)st, (void)x, (void)n;
+    return QE_K_OK;
+}
+#endif
 
 /* cuda_qweights.c: plans which matrices stay quantized (before layout_weights), their bytes,
  * their upload (stage: stage_bytes of host memory) and their GEMM (y at the run's columns). */

@@ -72,6 +72,15 @@ const char *qe_status_name(qe_status s) {
     return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "unknown";
 }
 
+#ifdef QE_HAVE_CUDA
+/* The CUDA backend's ranks over NCCL (cuda_tp.c): for more than one, or for one when
+ * QE_CUDA_TP_NCCL=1 asks for the NCCL path (to compare it with the plain one). */
+static int cuda_tp_wanted(const qe_options *opt) {
+    const char *force = getenv("QE_CUDA_TP_NCCL");
+    return opt->tensor_parallel > 1 || (force && strcmp(force, "1") == 0);
+}
+#endif
+
 qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errlen) {
     *out = NULL;
     if (!opt || !opt->model_dir) {
@@ -124,18 +133,22 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
         qe_close(e);
         return QE_ERR_ARG;
     }
-    if (opt->tensor_parallel > 1 && opt->backend != QE_BACKEND_CPU) {
-        snprintf(err, errlen,
-                 "tensor parallelism runs on the CPU backend only for now: the CUDA backend's "
-                 "NCCL ranks are not built yet (run one engine per GPU with qembed serve "
-                 "--devices)");
-        qe_close(e);
-        return QE_ERR_UNSUPPORTED;
-    }
     if (opt->backend == QE_BACKEND_CPU) e->ops = &qe_cpu_backend;
 #ifdef QE_HAVE_CUDA
-    else if (opt->backend == QE_BACKEND_CUDA)
+    else if (opt->backend == QE_BACKEND_CUDA && !cuda_tp_wanted(opt))
         e->ops = &qe_cuda_backend;
+    else if (opt->backend == QE_BACKEND_CUDA) {
+#ifdef QE_HAVE_NCCL
+        e->ops = &qe_cuda_tp_backend;
+#else
+        snprintf(err, errlen,
+                 "tensor parallelism on the CUDA backend needs NCCL, which this build did not "
+                 "find (install it, or point QE_NCCL_ROOT at it, and rebuild); or run one engine "
+                 "per GPU with qembed serve --devices");
+        qe_close(e);
+        return QE_ERR_UNSUPPORTED;
+#endif
+    }
 #endif
     else {
         snprintf(err, errlen, "this build has no CUDA backend (rebuild with -DQE_CUDA=ON)");

@@ -49,8 +49,14 @@ typedef struct qe_options {
      * gate/up by columns, o_proj and down_proj by rows, their partial updates summed); 0 or 1:
      * none. It must divide the query and the kv heads (qe_open names the valid values). The CPU
      * backend runs the ranks in process, summing in shared memory (it proves the split; it is no
-     * faster); the CUDA backend refuses more than one rank (NCCL ranks are not built yet). */
+     * faster); the CUDA backend runs one rank per GPU, one host thread each, the sums an NCCL
+     * all-reduce (a build without NCCL refuses more than one rank). QE_CUDA_TP_NCCL=1 in the
+     * environment sends tensor_parallel 1 on CUDA through the NCCL path too (one rank), for
+     * comparing the two paths. */
     int tensor_parallel;
+    /* The CUDA device of each tensor-parallel rank: tensor_parallel ordinals, all different
+     * (NCCL runs one rank per GPU), read by qe_open only. NULL: device, device + 1, ... */
+    const int *tp_devices;
 } qe_options;
 
 typedef struct qe_engine qe_engine;
@@ -149,6 +155,11 @@ typedef struct qe_rerank_opts {
 qe_status qe_rerank_prompt(const qe_engine *e, const char *query, size_t query_len,
                            const char *document, size_t document_len, const qe_rerank_opts *o,
                            int32_t **ids, int *len, int *truncated, char *err, size_t errlen);
+/* The template as text with "{query}" and "{document}" placeholders and the instruction written in
+ * (NULL: the default): the form llama.cpp's converter stores as tokenizer.chat_template.rerank in
+ * a Qwen3-Reranker GGUF. Into buf (cap bytes, NUL-terminated); returns the length, or -1 when it
+ * does not fit. */
+int qe_rerank_template(const char *instruction, char *buf, size_t cap);
 /* Scores of n prompts given as ids (each a whole prompt, used as given), into scores[n]; packed and
  * batched like qe_embed_ids. */
 qe_status qe_rerank_ids(qe_engine *e, const int32_t *const *ids, const int *lens, int n,

@@ -32,6 +32,13 @@ const char *qe_task_name(qe_task t) {
     return t == QE_TASK_RERANK ? "rerank" : t == QE_TASK_EMBED ? "embed" : "auto";
 }
 
+int qe_rerank_template(const char *instruction, char *buf, size_t cap) {
+    const int n =
+        snprintf(buf, cap, "%s<Instruct>: %s\n<Query>: {query}\n<Document>: {document}%s", PREFIX,
+                 instruction ? instruction : QE_RERANK_DEFAULT_INSTRUCTION, SUFFIX);
+    return n >= 0 && (size_t)n < cap ? n : -1;
+}
+
 static int has_file(const char *dir, const char *name) {
     char path[4200];
     struct stat st;

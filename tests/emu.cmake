@@ -67,8 +67,13 @@ if(QE_CUDA)
   # The CUDA backend end to end (runtime/backend_cuda.c, cuda_graph.c) on the emulated kernels,
   # the cuBLASLt stand-in and the stand-in runtime: vs the CPU backend and the goldens; and
   # `qembed bench` on it (one engine for several workloads, chunks, graph and GEMM lines).
+  # With NCCL, the NCCL stand-in too (hostsim_nccl.c): tensor parallelism on the fake devices.
+  set(QE_EMU_NCCL)
+  if(QE_NCCL_FOUND)
+    set(QE_EMU_NCCL hostsim_nccl.c)
+  endif()
   foreach(t test_cuda_emu test_bench_emu)
-    qe_add_test(${t} TIMEOUT 1500 SOURCES ${t}.c hostsim_runtime.c srv_harness.c
+    qe_add_test(${t} TIMEOUT 1500 SOURCES ${t}.c hostsim_runtime.c ${QE_EMU_NCCL} srv_harness.c
                 LIBS qe_kernels_emu qe_emu_core qe_tools PkgConfig::CJSON PkgConfig::CURL)
     target_compile_definitions(${t} PRIVATE QE_EMU_TEST=1)
     target_include_directories(${t} PRIVATE ${QE_EMU_DIR})

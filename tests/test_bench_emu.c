@@ -159,3 +159,33 @@ Test(bench_emu, debug_counters_follow_the_graph_cache, .timeout = 300) {
     qe_close(e);
     cr_expect_eq(sim.live_allocs, 0, "allocations leaked: %ld", sim.live_allocs);
 }
+
+#ifdef QE_HAVE_NCCL
+/* `bench --tensor-parallel 2 --devices 0-3` on the CUDA backend: the workload timed on one rank
+ * first, then on the two-rank engine (result tp=2 and a result_tp line with the speedup and the
+ * efficiency), then on both two-rank engines at once (a result_dp line, 2 engines of 4 entries).
+ * The stand-in's times mean nothing; the lines and their fields are what is checked. */
+Test(bench_emu, tensor_parallel_reports_scaling, .init = cr_redirect_stdout, .timeout = 300) {
+    char dir[1100];
+    make_model(dir, sizeof dir, "bh-tp");
+    fake_devices = 4;
+    char *args[] = {"bench", "--model",           dir,  "--backend", "cuda", "--seq-len",
+                    "24",    "--batch-tokens",    "48", "--iters",   "2",    "--warmup",
+                    "0",     "--tensor-parallel", "2",  "--devices", "0-3"};
+    cr_assert_eq(cmd_bench((int)(sizeof args / sizeof args[0]), args), 0, "bench on the emulator");
+    fake_devices = 1;
+    fflush(stdout);
+    FILE *f = cr_get_redirected_stdout();
+    char line[1024], result[1024] = "", tp[1024] = "", dp[1024] = "";
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "result ", 7)) snprintf(result, sizeof result, "%s", line);
+        if (!strncmp(line, "result_tp ", 10)) snprintf(tp, sizeof tp, "%s", line);
+        if (!strncmp(line, "result_dp ", 10)) snprintf(dp, sizeof dp, "%s", line);
+    }
+    cr_expect(field(result, "tp") == 2 && strstr(result, "backend=cuda"), "%s", result);
+    cr_expect(field(tp, "ranks") == 2 && strstr(tp, " speedup=") && strstr(tp, " efficiency=") &&
+                  strstr(tp, " one_rank_tokens_per_s="),
+              "result_tp: %s", tp);
+    cr_expect(field(dp, "devices") == 4 && field(dp, "engines") == 2, "result_dp: %s", dp);
+}
+#endif

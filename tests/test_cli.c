@@ -254,6 +254,22 @@ Test(cli, make_random_reranker_inspects_and_ranks, .timeout = 300) {
               out);
     cr_expect(!strchr(strchr(out, '\n') + 1, '\n')[1], "more than 2 lines: %s", out);
     free(out);
+    /* --print-ids: each line carries its prompt, as many ids as it says tokens, the template's
+     * first id (<|im_start|>) first */
+    snprintf(cmd, sizeof cmd, "%s" QEMBED " rerank --model '%s/m1' --query 'a fox' --print-ids",
+             docs, dir);
+    cr_assert_eq(run(cmd, &out), 0);
+    int tokens = 0, first_id = 0;
+    const char *ids = out ? strstr(out, "\"ids\": [") : NULL;
+    cr_assert(ids && sscanf(strstr(out, "\"tokens\": "), "\"tokens\": %d", &tokens) == 1 &&
+                  sscanf(ids, "\"ids\": [%d", &first_id) == 1,
+              "%s", out);
+    int commas = 0;
+    for (const char *c = ids; *c && *c != ']'; c++)
+        commas += *c == ',';
+    cr_expect_eq(commas + 1, tokens, "ids on the line vs its tokens");
+    cr_expect_eq(first_id, 151644, "the prompt starts with <|im_start|>");
+    free(out);
     /* each command refuses the other kind of folder, naming the way out */
     snprintf(cmd, sizeof cmd, "%s" QEMBED " embed --model '%s/m0' 2>&1", docs, dir);
     cr_expect_eq(run(cmd, &out), 1);

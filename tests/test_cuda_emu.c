@@ -952,3 +952,376 @@ Test(cuda_emu, cancel_stops_at_the_next_step_or_chunk, .timeout = 600) {
     qe_close(e);
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
+
+/* ================================================================== tensor parallelism */
+
+/* TP (issue 14): runtime/cuda_tp.c's ranks, one per fake device and one host thread each, with
+ * the NCCL stand-in (hostsim_nccl.c: all-reduce in rank order) on the emulated kernels. */
+#ifdef QE_HAVE_NCCL
+
+static qe_engine *open_cuda_tp(const char *dir, int tp, const int *devices, int max_tokens) {
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir, o.backend = QE_BACKEND_CUDA;
+    o.tensor_parallel = tp, o.tp_devices = devices, o.max_batch_tokens = max_tokens;
+    qe_engine *e = NULL;
+    char err[512] = "";
+    const qe_status s = qe_open(&o, &e, err, sizeof err);
+    cr_assert_eq(s, QE_OK, "qe_open(cuda, tp %d) = %s: %s", tp, qe_status_name(s), err);
+    return e;
+}
+
+/* The largest relative difference of a row over rows of width d: |a_r - b_r| / |b_r| (L2). */
+static double worst_row_rel(const float *a, const float *b, int rows, int d) {
+    double w = 0;
+    for (int r = 0; r < rows; r++) {
+        double dd = 0, bb = 0;
+        for (int i = 0; i < d; i++) {
+            const double x = (double)a[(size_t)r * d + i] - b[(size_t)r * d + i];
+            dd += x * x, bb += (double)b[(size_t)r * d + i] * b[(size_t)r * d + i];
+        }
+        const double rel = sqrt(dd) / (sqrt(bb) + 1e-30);
+        if (!(rel <= w)) w = rel; /* NaN sticks */
+    }
+    return w;
+}
+
+/* The residual stream after each layer: TP = n against one rank, same kernels, row by row. The
+ * split changes only how o_proj's and down_proj's fp32 sums are grouped (each rank sums its share
+ * of the inner dimension, then the all-reduce adds the shares): a few fp32 ulps, which is all the
+ * first layer shows (~5e-7). But the next norm rounds its output to bf16 for the GEMMs, and an
+ * element that sat within those ulps of a bf16 rounding boundary moves by one bf16 ulp (2^-8 of
+ * itself), and the GEMMs spread that over the row. The bound: the row differs by less than one
+ * bf16 ulp of the row as a whole, |a - b| <= 2^-8 |b| in L2, i.e. less than every element of it
+ * being off by one bf16 rounding step; not the 1e-5 of the fp32 CPU split. */
+#define TP_RESIDUAL_TOL (1.0 / 256)
+
+static void tp_against_one_rank(const char *dir, int n, int budget, const int *lens, int n_seqs,
+                                const char *what) {
+    qe_engine *one = open_cuda(dir, budget, QE_OK, (char[512]){0}, 512);
+    qe_engine *tp = open_cuda_tp(dir, n, NULL, budget);
+    cr_expect_str_eq(qe_backend_name(tp), "cuda");
+    const int D = qe_dim(one);
+    rs = 4242;
+    int32_t **ids = rand_ids(lens, n_seqs, qe_vocab_size(one));
+    /* residual of the first sequence after each layer (through the pool when it is chunked) */
+    float *ra = malloc(sizeof(float) * (size_t)lens[0] * D),
+          *rb = malloc(sizeof(float) * (size_t)lens[0] * D);
+    for (int l = 1; l <= 2; l++) {
+        cr_assert_eq(qe_debug_residual(one, ids[0], lens[0], l, ra), QE_OK, "%s",
+                     qe_last_error(one));
+        cr_assert_eq(qe_debug_residual(tp, ids[0], lens[0], l, rb), QE_OK, "%s", qe_last_error(tp));
+        const double w = worst_row_rel(rb, ra, lens[0], D);
+        cr_log_info("%s, tp %d: residual after layer %d within %.2e", what, n, l, w);
+        cr_expect_leq(w, TP_RESIDUAL_TOL, "%s, tp %d: residual after layer %d differs by %.3e",
+                      what, n, l, w);
+    }
+    qe_debug_counters before, after;
+    qe_debug_counters_get(tp, &before);
+    float *va = run(one, ids, lens, n_seqs, 0), *vb = run(tp, ids, lens, n_seqs, 0);
+    qe_debug_counters_get(tp, &after);
+    const double w = worst_cos(vb, va, n_seqs, D);
+    cr_log_info("%s, tp %d: worst cosine %.9f", what, n, w);
+    cr_expect_geq(w, 0.99999, "%s, tp %d: worst cosine %.8f", what, n, w);
+    /* the same again: the ranks' graphs (captured with their all-reduces) replay */
+    float *vc = run(tp, ids, lens, n_seqs, 0);
+    cr_expect(memcmp(vb, vc, sizeof(float) * (size_t)n_seqs * D) == 0, "%s, tp %d: runs differ",
+              what, n);
+    if (budget == 0)
+        cr_expect_gt(after.graph_captures + after.graph_replays, 0, "%s, tp %d: no graphs", what,
+                     n);
+    for (int i = 0; i < n_seqs; i++)
+        free(ids[i]);
+    free(ids), free(ra), free(rb), free(va), free(vb), free(vc);
+    qe_close(tp), qe_close(one);
+}
+
+/* A quantized GGUF file split two ways: the ranks' rows stay whole blocks, their o_proj and
+ * down_proj column slices are dequantized to F32 (cuda_tp.c); the same bounds as a folder's. */
+Test(cuda_emu, tp_gguf_equal_one_rank, .timeout = 900) {
+    fake_devices = 2;
+    char dir[1100], path[1200], err[1024] = "";
+    tu_make_model(dir, sizeof dir, "hs-tp-gguf", (tu_geometry){2048, 256, 512, 2, 4, 2}, ST_BF16, 0,
+                  9);
+    const qz_ftype types[] = {QZ_Q8_0, QZ_Q4_K_M};
+    const int lens[] = {40, 1, 7};
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/m-%s.gguf", dir, qz_ftype_name(types[k]));
+        const qz_opts q = {.model_dir = dir, .out_path = path, .ftype = types[k], .quiet = 1};
+        cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
+        tp_against_one_rank(path, 2, 0, lens, 3, qz_ftype_name(types[k]));
+    }
+    fake_devices = 1;
+}
+
+/* 16 query heads over 8 kv heads (GQA 2 on every rank) split 2, 4 and 8 ways. */
+Test(cuda_emu, tp_2_4_8_equal_one_rank, .timeout = 1200) {
+    fake_devices = 8;
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "hs-tp", (tu_geometry){2048, 64, 256, 2, 16, 8}, ST_BF16, 0, 7);
+    const int lens[] = {40, 1, 7, 113};
+    for (int n = 2; n <= 8; n *= 2)
+        tp_against_one_rank(dir, n, 0, lens, 4, "whole");
+    fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* A sequence past half the budget runs in chunks through each rank's share of the paged pool. */
+Test(cuda_emu, tp_chunked_through_the_pool, .timeout = 1200) {
+    fake_devices = 4;
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "hs-tp-chunk", (tu_geometry){2048, 64, 256, 2, 8, 4}, ST_BF16, 0,
+                  8);
+    const int lens[] = {150, 9, 33};
+    tp_against_one_rank(dir, 2, 64, lens, 3, "chunked");
+    tp_against_one_rank(dir, 4, 64, lens, 3, "chunked");
+    fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* ALiBi: each rank takes its heads' slopes of the whole model's set. */
+Test(cuda_emu, tp_alibi_equal_one_rank, .timeout = 900) {
+    fake_devices = 2;
+    char dir[1100];
+    tu_make_model_with(dir, sizeof dir, "hs-tp-alibi", (tu_geometry){2048, 64, 128, 2, 8, 2},
+                       ST_BF16, 0, 9, 1);
+    const int lens[] = {60, 3};
+    tp_against_one_rank(dir, 2, 0, lens, 2, "alibi");
+    fake_devices = 1;
+}
+
+/* QE_CUDA_TP_NCCL=1 sends one rank through the NCCL path: the same vectors, bit for bit, as the
+ * plain path (rank 0 accumulates as the plain path does; a one-rank all-reduce adds nothing). */
+Test(cuda_emu, tp_one_rank_through_nccl_equals_plain, .timeout = 600) {
+    char dir[1100], err[512] = "";
+    tu_make_model(dir, sizeof dir, "hs-tp1", (tu_geometry){2048, 64, 128, 2, 4, 2}, ST_BF16, 0, 10);
+    qe_engine *plain = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    setenv("QE_CUDA_TP_NCCL", "1", 1);
+    qe_engine *nccl = open_cuda_tp(dir, 1, NULL, 0);
+    unsetenv("QE_CUDA_TP_NCCL");
+    rs = 11;
+    int32_t **ids = rand_ids(LENS, NL, qe_vocab_size(plain));
+    const int D = qe_dim(plain);
+    float *a = run(plain, ids, LENS, NL, 0), *b = run(nccl, ids, LENS, NL, 0);
+    cr_expect(memcmp(a, b, sizeof(float) * NL * (size_t)D) == 0, "plain vs one NCCL rank: cos %.8f",
+              worst_cos(a, b, NL, D));
+    qe_debug_counters c;
+    qe_debug_counters_get(nccl, &c);
+    cr_expect_gt(c.graph_captures, 0, "the NCCL path captured no graph");
+    for (int i = 0; i < NL; i++)
+        free(ids[i]);
+    free(ids), free(a), free(b);
+    qe_close(nccl), qe_close(plain);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+Test(cuda_emu, tp_refusals_name_the_fix) {
+    fake_devices = 2;
+    char dir[1100], err[512] = "";
+    tu_make_model(dir, sizeof dir, "hs-tp-bad", (tu_geometry){2048, 64, 208, 1, 8, 4}, ST_BF16, 0,
+                  12);
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir, o.backend = QE_BACKEND_CUDA;
+    qe_engine *e = NULL;
+    o.tensor_parallel = 3; /* divides neither the 8 heads nor the 4 kv heads */
+    cr_expect_eq(qe_open(&o, &e, err, sizeof err), QE_ERR_ARG);
+    cr_expect(strstr(err, "valid: 1, 2, 4"), "%s", err);
+    o.tensor_parallel = 2;
+    const int twice[] = {1, 1};
+    o.tp_devices = twice;
+    cr_expect_eq(qe_open(&o, &e, err, sizeof err), QE_ERR_ARG);
+    cr_expect(strstr(err, "both on device 1"), "%s", err);
+    const int missing[] = {0, 5};
+    o.tp_devices = missing;
+    cr_expect_neq(qe_open(&o, &e, err, sizeof err), QE_OK);
+    cr_expect(strstr(err, "rank 1") && strstr(err, "device 5 does not exist"), "%s", err);
+    o.tp_devices = NULL, o.tensor_parallel = 4; /* four devices wanted, two present */
+    fake_devices = 4;
+    cr_expect_eq(qe_open(&o, &e, err, sizeof err), QE_ERR_UNSUPPORTED); /* 208 / 4 = 52 columns */
+    cr_expect(strstr(err, "multiple of 8"), "%s", err);
+    fake_devices = 1;
+    cr_expect_null(e);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* Cancellation under TP: the caller's stop is polled once per step or chunk, by rank 0 only (the
+ * poll counts of the plain engine), every rank stops at the same step, and the engine's vectors
+ * are unchanged afterwards (no rank was left behind in an all-reduce). */
+Test(cuda_emu, tp_cancel_stops_every_rank_at_the_same_step, .timeout = 900) {
+    fake_devices = 2;
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "hs-tp-cx", (tu_geometry){2048, 64, 128, 2, 4, 2}, ST_BF16, 0,
+                  17);
+    qe_engine *e = open_cuda_tp(dir, 2, NULL, 64);
+    int lens[6] = {1100, 60, 60, 60, 60, 60};
+    rs = 43;
+    int32_t **ids = rand_ids(lens, 6, qe_vocab_size(e));
+    expect_stops_at_steps_and_chunks(e, ids, lens);
+    for (int i = 0; i < 6; i++)
+        free(ids[i]);
+    free(ids);
+    qe_close(e);
+    fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+typedef struct tp_call {
+    qe_engine *e;
+    int32_t **ids;
+    const int *lens;
+    int n;
+    float *out;
+    qe_status st;
+} tp_call;
+static void *tp_call_main(void *p) {
+    tp_call *c = p;
+    for (int k = 0; k < 3 && c->st == QE_OK; k++) /* a few rounds, overlapping the other engine */
+        c->st = qe_embed_ids(c->e, (const int32_t *const *)c->ids, c->lens, c->n, 0, c->out);
+    return NULL;
+}
+
+/* Data parallel x tensor parallel: two engines of two ranks on devices 0,1 and 2,3, called at
+ * once from two threads, give one rank's vectors; then the same through `serve --devices 0-3
+ * --tensor-parallel 2`. */
+Test(cuda_emu, dp_times_tp_engines_and_server, .timeout = 1200) {
+    fake_devices = 4;
+    char dir[1100], err[512] = "";
+    /* the full vocabulary: a server refuses a tokenizer whose end token the model lacks */
+    tu_make_model(dir, sizeof dir, "hs-dptp", (tu_geometry){151669, 64, 128, 2, 4, 2}, ST_BF16, 0,
+                  13);
+    const int g0[] = {0, 1}, g1[] = {2, 3};
+    qe_engine *one = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    qe_engine *e0 = open_cuda_tp(dir, 2, g0, 0), *e1 = open_cuda_tp(dir, 2, g1, 0);
+    const int lens[] = {5, 70, 1, 33};
+    rs = 14;
+    int32_t **ids = rand_ids(lens, 4, qe_vocab_size(one));
+    const int D = qe_dim(one);
+    float *want = run(one, ids, lens, 4, 0);
+    tp_call c[2] = {{e0, ids, lens, 4, malloc(sizeof(float) * 4 * D), QE_OK},
+                    {e1, ids, lens, 4, malloc(sizeof(float) * 4 * D), QE_OK}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&th[i], NULL, tp_call_main, &c[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(c[i].st, QE_OK, "engine %d: %s", i, qe_last_error(c[i].e));
+        cr_expect_geq(worst_cos(c[i].out, want, 4, D), 0.99999, "engine %d vs one rank: %.8f", i,
+                      worst_cos(c[i].out, want, 4, D));
+    }
+    cr_expect(memcmp(c[0].out, c[1].out, sizeof(float) * 4 * D) == 0, "the two groups differ");
+    qe_close(e0), qe_close(e1);
+
+    serve_config sc;
+    srvt_config(&sc);
+    sc.model_dir = dir, sc.backend = QE_BACKEND_CUDA, sc.tensor_parallel = 2;
+    for (int d = 0; d < 4; d++)
+        sc.devices[d] = d;
+    sc.n_devices = 4;
+    srvt_server t;
+    srvt_start(&t, &sc);
+    cr_assert_not_null(serve_replica_engine(t.s, 0, 1), "two engines of two ranks");
+    cr_expect_null(serve_replica_engine(t.s, 0, 2));
+    char body[1024];
+    size_t o = (size_t)snprintf(body, sizeof body, "{\"input\": [");
+    for (int t0 = 0; t0 < lens[3]; t0++)
+        o += (size_t)snprintf(body + o, sizeof body - o, "%s%d", t0 ? "," : "[", ids[3][t0]);
+    snprintf(body + o, sizeof body - o, "]]}");
+    for (int k = 0; k < 3; k++) {
+        srvt_resp r;
+        cr_expect_eq(srvt_post(t.base, "/v1/embeddings", body, &r), 200, "%s", r.body);
+        srvt_expect_first_embedding(&r, want + 3 * (size_t)D, "dp x tp server");
+    }
+    srvt_stop(&t);
+    /* groups that cannot be made: refused before anything loads */
+    serve_server *bad = NULL;
+    sc.n_devices = 3; /* not a multiple of 2 */
+    cr_expect_neq(serve_start(&sc, &bad, err, sizeof err), 0);
+    cr_expect(strstr(err, "not a multiple of --tensor-parallel 2"), "%s", err);
+    sc.n_devices = 4, sc.devices[3] = 1; /* device 1 in both groups */
+    cr_expect_neq(serve_start(&sc, &bad, err, sizeof err), 0);
+    cr_expect(strstr(err, "device 1 is listed twice"), "%s", err);
+    cr_expect_null(bad);
+    for (int i = 0; i < 4; i++)
+        free(ids[i]);
+    free(ids), free(want), free(c[0].out), free(c[1].out);
+    qe_close(one);
+    fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+#else
+
+Test(cuda_emu, tp_without_nccl_is_refused) {
+    char dir[1100], err[512] = "";
+    tu_make_model(dir, sizeof dir, "hs-tp-none", (tu_geometry){2048, 64, 128, 1, 4, 2}, ST_BF16, 0,
+                  12);
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir, o.backend = QE_BACKEND_CUDA, o.tensor_parallel = 2;
+    qe_engine *e = NULL;
+    cr_expect_eq(qe_open(&o, &e, err, sizeof err), QE_ERR_UNSUPPORTED);
+    cr_expect(strstr(err, "needs NCCL"), "%s", err);
+}
+
+#endif
+
+/* Two engines on one device (`serve --devices 0,0`) serving clients at once: every answer is one
+ * engine's vector (the stand-in runs both engines' streams on the device's one queue). */
+Test(cuda_emu, two_engines_share_one_device, .timeout = 900) {
+    char dir[1100], err[512] = "";
+    tu_make_model(dir, sizeof dir, "hs-share", (tu_geometry){151669, 64, 128, 2, 4, 2}, ST_BF16, 0,
+                  15);
+    qe_engine *one = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    const int lens[] = {3, 17, 64, 9};
+    rs = 16;
+    int32_t **ids = rand_ids(lens, 4, qe_vocab_size(one));
+    const int D = qe_dim(one);
+    float *want = run(one, ids, lens, 4, 0);
+    qe_close(one);
+    serve_config sc;
+    srvt_config(&sc);
+    sc.model_dir = dir, sc.backend = QE_BACKEND_CUDA;
+    sc.devices[0] = 0, sc.devices[1] = 0, sc.n_devices = 2;
+    sc.max_batch_tokens = 64; /* one request spreads over the two engines */
+    srvt_server t;
+    srvt_start(&t, &sc);
+    cr_assert_not_null(serve_replica_engine(t.s, 0, 1));
+    char body[4096];
+    size_t o = (size_t)snprintf(body, sizeof body, "{\"input\": [");
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < lens[i]; k++)
+            o += (size_t)snprintf(body + o, sizeof body - o, "%s%d%s", k ? "," : (i ? ",[" : "["),
+                                  ids[i][k], k == lens[i] - 1 ? "]" : "");
+    snprintf(body + o, sizeof body - o, "]}");
+    enum { CLIENTS = 4 };
+    srvt_bg bg[CLIENTS];
+    for (int c = 0; c < CLIENTS; c++) {
+        memset(&bg[c], 0, sizeof bg[c]);
+        snprintf(bg[c].base, sizeof bg[c].base, "%s", t.base);
+        bg[c].body = body;
+        srvt_bg_start(&bg[c]);
+    }
+    for (int c = 0; c < CLIENTS; c++) {
+        srvt_bg_join(&bg[c]);
+        cr_assert_eq(bg[c].status, 200, "client %d: %s", c, bg[c].r.body);
+        cJSON *j = srvt_json(&bg[c].r);
+        for (int i = 0; i < 4; i++) {
+            int dim = 0;
+            float *v = srvt_openai_embedding(j, i, &dim);
+            cr_assert_eq(dim, D);
+            cr_expect_geq(tu_cosine_ff(v, want + (size_t)i * D, D), 0.99999,
+                          "client %d input %d: cosine %.8f", c, i,
+                          tu_cosine_ff(v, want + (size_t)i * D, D));
+            free(v);
+        }
+        cJSON_Delete(j);
+        srvt_resp_free(&bg[c].r);
+    }
+    srvt_stop(&t);
+    for (int i = 0; i < 4; i++)
+        free(ids[i]);
+    free(ids), free(want);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}

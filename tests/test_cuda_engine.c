@@ -3,8 +3,9 @@
  * of the tiny fixture (cosine >= 0.999 per sequence, the GPU bf16 tolerance of
  * fixtures/README.md), the layer-0 residual, batching invariance, the last-layer shortcut against
  * the full last layer, paged chunks (sequences longer than half the token budget) against the CPU
- * backend and against the same sequences run whole, and the error paths. Skips cleanly without a
- * GPU. */
+ * backend and against the same sequences run whole, the error paths, two engines sharing a GPU,
+ * and tensor parallelism (one rank through NCCL against the plain path; 2 and 4 ranks where the
+ * machine has the GPUs). Skips cleanly without a GPU. */
 #include <cjson/cJSON.h>
 #include <cuda_runtime_api.h>
 #include <pthread.h>
@@ -535,3 +536,75 @@ Test(cuda_engine, two_engines_share_one_gpu, .timeout = 600) {
     free_ids(ids, N);
     qe_close(cpu);
 }
+
+/* Tensor parallelism (runtime/cuda_tp.c), as tests/test_cuda_emu.c runs it on the emulator. */
+#ifdef QE_HAVE_NCCL
+static qe_engine *open_tp(const char *dir, int tp, int max_tokens) {
+    qe_options o;
+    memset(&o, 0, sizeof o);
+    o.model_dir = dir, o.backend = QE_BACKEND_CUDA;
+    o.tensor_parallel = tp, o.max_batch_tokens = max_tokens;
+    qe_engine *e = NULL;
+    char err[512] = "";
+    const qe_status s = qe_open(&o, &e, err, sizeof err);
+    cr_assert_eq(s, QE_OK, "qe_open(cuda, tp %d): %s", tp, err);
+    return e;
+}
+
+/* One rank through NCCL (QE_CUDA_TP_NCCL=1) against the plain path on the same GPU: rank 0
+ * accumulates as the plain path does and a one-rank all-reduce adds nothing, so the vectors are
+ * the same (the same kernels and plans; bitwise equality is logged, cosine asserted), whole, with
+ * graphs, and in chunks. */
+Test(cuda_engine, tp_one_rank_through_nccl_equals_plain, .timeout = 600) {
+    require_gpu("CUDA TP = 1 through NCCL");
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "cuda-tp1", (tu_geometry){4096, 256, 512, 2, 4, 2}, ST_BF16, 0,
+                  18);
+    for (int budget = 0; budget <= 256; budget += 256) {
+        qe_engine *plain = open_engine(dir, QE_BACKEND_CUDA, budget);
+        setenv("QE_CUDA_TP_NCCL", "1", 1);
+        qe_engine *nccl = open_tp(dir, 1, budget);
+        unsetenv("QE_CUDA_TP_NCCL");
+        int32_t **ids = random_ids(LENS, N_LENS, 4096, 21);
+        const int D = qe_dim(plain);
+        float *a = embed(plain, ids, LENS, N_LENS, 0), *b = embed(nccl, ids, LENS, N_LENS, 0);
+        int row;
+        const double w = worst_cosine(b, a, N_LENS, D, &row);
+        const int same = memcmp(a, b, sizeof(float) * N_LENS * (size_t)D) == 0;
+        cr_log_info("budget %d: one NCCL rank vs plain: worst cosine %.9f, bitwise %s", budget, w,
+                    same ? "equal" : "different");
+        cr_expect_geq(w, 0.99999, "budget %d: worst cosine %.8f (row %d)", budget, w, row);
+        free(a), free(b);
+        free_ids(ids, N_LENS);
+        qe_close(nccl), qe_close(plain);
+    }
+}
+
+/* Two or four GPUs: TP = 2 (and 4) against one rank, when the machine has them. */
+Test(cuda_engine, tp_ranks_equal_one_rank, .timeout = 600) {
+    require_gpu("CUDA TP on several GPUs");
+    int n_dev = 0;
+    cudaGetDeviceCount(&n_dev);
+    if (n_dev < 2) cr_skip_test("%d GPU: tensor parallelism over NCCL needs two or more", n_dev);
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "cuda-tp", (tu_geometry){4096, 256, 512, 2, 8, 4}, ST_BF16, 0,
+                  19);
+    qe_engine *one = open_engine(dir, QE_BACKEND_CUDA, 0);
+    int32_t **ids = random_ids(LENS, N_LENS, 4096, 23);
+    const int D = qe_dim(one);
+    float *want = embed(one, ids, LENS, N_LENS, 0);
+    for (int n = 2; n <= 4 && n <= n_dev; n *= 2) {
+        qe_engine *tp = open_tp(dir, n, 0);
+        float *got = embed(tp, ids, LENS, N_LENS, 0);
+        int row;
+        const double w = worst_cosine(got, want, N_LENS, D, &row);
+        cr_log_info("tp %d: worst cosine vs one rank %.9f", n, w);
+        cr_expect_geq(w, 0.99999, "tp %d: worst cosine %.8f (row %d)", n, w, row);
+        free(got);
+        qe_close(tp);
+    }
+    free(want);
+    free_ids(ids, N_LENS);
+    qe_close(one);
+}
+#endif

@@ -24,7 +24,7 @@ static char err[1024];
 
 /* A geometry whose rows are whole 256-element super-blocks (so the K-quants are used, not their
  * fallbacks) and 8 layers (so llama.cpp's use_more_bits picks layers 0, 3, 6 and 7). */
-static void make_model(char *dir, size_t cap, const char *tag, int tied) {
+static void make_model_kv(char *dir, size_t cap, const char *tag, int tied, int kv_heads) {
     tu_scratch_dir(dir, cap, tag);
     random_model_opts o = {0};
     random_model_preset("tiny", &o.cfg);
@@ -33,7 +33,7 @@ static void make_model(char *dir, size_t cap, const char *tag, int tied) {
     o.cfg.intermediate_size = 512;
     o.cfg.num_layers = 8;
     o.cfg.num_heads = 2;
-    o.cfg.num_kv_heads = 1;
+    o.cfg.num_kv_heads = kv_heads;
     o.cfg.head_dim = 128;
     o.cfg.tie_word_embeddings = tied;
     o.prefixed = !tied; /* "model." keys and an lm_head.weight, used when untied */
@@ -42,6 +42,10 @@ static void make_model(char *dir, size_t cap, const char *tag, int tied) {
     o.dtype = ST_BF16;
     o.quiet = 1;
     cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+}
+
+static void make_model(char *dir, size_t cap, const char *tag, int tied) {
+    make_model_kv(dir, cap, tag, tied, 1);
 }
 
 static void quantize(const char *dir, qz_ftype ft, char *out, size_t cap) {
@@ -381,10 +385,11 @@ static void write_dequantized_twin(const char *src, const char *dst) {
 /* The CPU backend keeps a quantized file's matrices in their blocks and dequantizes chunks of
  * rows inside each product, with the table's rows dequantized as they are gathered: its vectors
  * are bitwise those of the same weights dequantized once and held as fp32 (the twin), on any
- * thread count, whole or in 16-token chunks. */
+ * thread count, whole or in 16-token chunks; with two tensor-parallel ranks (fp32 slices) they
+ * match to cosine 0.99999. */
 Test(quantize, quantized_file_embeds_bitwise_like_its_dequantized_twin, .timeout = 300) {
     char dir[1024], path[1200], twin[1300];
-    make_model(dir, sizeof dir, "qz-twin", 0);
+    make_model_kv(dir, sizeof dir, "qz-twin", 0, 2); /* 2 kv heads: two ranks can split it */
     enum { N_SEQ = 3, MAX_LEN = 70 };
     const int lens[N_SEQ] = {1, 23, MAX_LEN};
     int32_t ids[MAX_LEN];
@@ -417,6 +422,18 @@ Test(quantize, quantized_file_embeds_bitwise_like_its_dequantized_twin, .timeout
                       qz_ftype_name(types[ti]), runs[r].threads, runs[r].batch);
             qe_close(e);
         }
+        /* tensor parallel ranks slice fp32 copies of the same dequantized weights */
+        qe_options otp = {
+            .model_dir = path, .backend = QE_BACKEND_CPU, .threads = 2, .tensor_parallel = 2};
+        qe_engine *tp = NULL;
+        cr_assert_eq(qe_open(&otp, &tp, err, sizeof err), QE_OK, "%s", err);
+        cr_assert_eq(qe_embed_ids(tp, seqs, lens, N_SEQ, 0, got), QE_OK, "%s", qe_last_error(tp));
+        for (int i = 0; i < N_SEQ; i++) {
+            const double c = tu_cosine_ff(got + (size_t)i * H, want + (size_t)i * H, H);
+            cr_expect_geq(c, 0.99999, "%s, tensor parallel 2, sequence %d: cosine %.7f",
+                          qz_ftype_name(types[ti]), i, c);
+        }
+        qe_close(tp);
         qe_close(ref);
         free(want), free(got);
         remove(twin);
@@ -545,6 +562,7 @@ Test(quantize, gguf_refusals_name_the_tensor) {
     cr_expect(cls && cls->type == QT_F32 && cls->dims[0] == ro.cfg.hidden_size && cls->dims[1] == 2,
               "cls.output.weight");
     cr_expect(!gguf_find(g, "output.weight"), "a reranker's output layer is its classifier");
+    cr_expect(gguf_has(g, "tokenizer.chat_template.rerank"), "the template, for llama.cpp");
     gguf_span *labels = NULL;
     uint64_t n_labels = 0;
     cr_expect_eq(gguf_get_string_array(g, "qwen3.classifier.output_labels", &labels, &n_labels, err,

@@ -192,6 +192,20 @@ Test(prompt, real_tokenizer_rows_and_score, .timeout = 120) {
 
 /* The prompt's ids are the official construction's, on the real Qwen3 tokenizer: multilingual
  * queries and documents, the default, an empty and a custom instruction. */
+/* The template as text (what a reranker GGUF stores for llama.cpp): the prefix, the body with
+ * its placeholders and the instruction written in, the suffix. */
+Test(prompt, template_text_with_placeholders) {
+    char buf[1024], want[1024];
+    const int n = qe_rerank_template(NULL, buf, sizeof buf);
+    snprintf(want, sizeof want, "%s<Instruct>: %s\n<Query>: {query}\n<Document>: {document}%s",
+             PREFIX, QE_RERANK_DEFAULT_INSTRUCTION, SUFFIX);
+    cr_expect_eq(n, (int)strlen(want));
+    cr_expect_str_eq(buf, want);
+    cr_expect_eq(qe_rerank_template("find code", buf, 64), -1, "a buffer too small");
+    cr_expect_geq(qe_rerank_template("find code", buf, sizeof buf), 0);
+    cr_expect(strstr(buf, "<Instruct>: find code\n<Query>: {query}"), "%s", buf);
+}
+
 Test(prompt, official_construction_on_the_real_tokenizer, .timeout = 120) {
     SKIP_UNLESS_EXISTS(TINY "/tokenizer.json");
     qe_engine *e = open_engine(TINY, QE_TASK_RERANK, 0);

@@ -2,7 +2,8 @@
  * of one model fed by its one queue (--devices: on the CPU each entry is one more engine), every
  * answer equal to one engine's, the work spread over the engines, and failover: an engine whose
  * device faults (qe_debug_inject_fault) leaves the rotation, its work is retried on the others,
- * and /health, /metrics say so; the server faults only when no engine is left. */
+ * and /health, /metrics say so; the server faults only when no engine is left; and --devices
+ * grouped by --tensor-parallel into engines of several ranks. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <pthread.h>
@@ -159,4 +160,34 @@ Test(server_dp, a_faulted_engine_leaves_and_its_work_is_retried, .timeout = 300)
     cr_expect_eq(srvt_get(t.base, "/health/ready", &r), 503);
     srvt_resp_free(&r);
     srvt_stop(&t);
+}
+
+/* Data parallel x tensor parallel (`--devices 0-3 --tensor-parallel 2`): the entries go two at a
+ * time to each engine, so two engines of two ranks share the queue, both run steps and every
+ * answer is right; an entry count that does not split into whole groups is refused at start. */
+Test(server_dp, devices_group_by_tensor_parallel, .timeout = 300) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.n_devices = 4, c.tensor_parallel = 2;
+    for (int i = 0; i < 4; i++)
+        c.devices[i] = i;
+    c.max_batch_tokens = 64;
+    srvt_server t;
+    srvt_start(&t, &c);
+    cr_assert_not_null(serve_replica_engine(t.s, 0, 1));
+    cr_assert_null(serve_replica_engine(t.s, 0, 2), "4 entries at 2 ranks each: 2 engines");
+    run_clients(&t, 4, 3, "two engines of two ranks");
+    /* an engine is labelled with its first rank's device */
+    const char *second =
+        "qembed_replica_steps_total{model=\"tiny-qwen3-embed\",replica=\"1\",device=\"2\"} ";
+    cr_expect_gt(metric_line(t.base, REPLICA_LINE("qembed_replica_steps_total", 0)), 0);
+    cr_expect_gt(metric_line(t.base, second), 0, "the second engine (devices 2,3) ran no step");
+    srvt_stop(&t);
+    serve_server *bad = NULL;
+    char err[512] = "";
+    c.n_devices = 3;
+    cr_expect_neq(serve_start(&c, &bad, err, sizeof err), 0);
+    cr_expect(strstr(err, "not a multiple of --tensor-parallel 2"), "%s", err);
+    cr_expect_null(bad);
 }

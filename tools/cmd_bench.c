@@ -88,18 +88,24 @@ static void usage(FILE *f) {
         "  --warmup N         untimed calls first (default 2)\n"
         "  --seed N           random ids and lengths (default 1)\n"
         "  --dims N           Matryoshka output width (default: full)\n"
-        "  --tensor-parallel N  each layer split over N ranks (the CPU backend for now; the\n"
-        "                     result line says tp=N)\n"
-        "  --devices LIST     data parallel: one engine per entry (CUDA devices 0,1 or 0-3; a\n"
-        "                     repeat puts two engines on one GPU); after the one-engine timing\n"
-        "                     every workload runs on all of them at once, and a result_dp line\n"
-        "                     gives their tokens/s and the scaling efficiency against one\n"
+        "  --tensor-parallel N  each layer split over N ranks (on cuda one GPU each, over\n"
+        "                     NCCL; the result line says tp=N). Each workload is timed first\n"
+        "                     on one rank (the first device), and a result_tp line gives the\n"
+        "                     speedup and scaling efficiency against it\n"
+        "  --devices LIST     data parallel: one engine per entry, or per N entries with\n"
+        "                     --tensor-parallel N (CUDA devices 0,1 or 0-3; a repeat puts two\n"
+        "                     engines on one GPU); after the one-engine timing every workload\n"
+        "                     runs on all of them at once, and a result_dp line gives their\n"
+        "                     tokens/s and the scaling efficiency against one\n"
         "  --profile          per-op GPU time of every call, printed at exit (QE_PROFILE=1)\n\n"
         "Each workload ends with one line\n"
         "  result backend=B tokens=N seqs=N ms_per_step=X tokens_per_s=X tflops=X workload=SPEC\n"
         "         budget=N steps=N chunks=N graphs=on|off|n/a [captures=N replays=N refused=N]\n"
         "(one line; ms_per_step is the median time of one call, which is one step when the call\n"
-        "fits the budget; steps and chunks are per call).\n");
+        "fits the budget; steps and chunks are per call), then with --tensor-parallel\n"
+        "  result_tp ranks=N tokens_per_s=X one_rank_tokens_per_s=X speedup=X efficiency=X ...\n"
+        "and with --devices\n"
+        "  result_dp devices=N tokens_per_s=X one_engine_tokens_per_s=X efficiency=X ...\n");
 }
 
 /* ---------------------------------------------------------------- options */
@@ -119,8 +125,13 @@ typedef struct bench_args {
     int seq_len, mix_min, mix_max, seq_given, batch_tokens, iters, warmup, seed, dims, profile;
     int kv_pool_tokens; /* 0: the engine's default */
     int tensor_parallel;        /* qe_options.tensor_parallel (1: none) */
-    int devices[16], n_devices; /* --devices: one engine per entry, timed together too */
-    qe_engine **engines;        /* [n_devices] once open; engines[0] is the one timed alone */
+    int devices[16], n_devices; /* --devices: one engine per entry (per tp entries), timed
+                                 * together too */
+    int n_engines;              /* n_devices / tensor_parallel */
+    qe_engine **engines;        /* [n_engines] once open; engines[0] is the one timed alone */
+    /* tensor_parallel > 1: each workload's median call on one rank (the same engine with
+     * tensor_parallel 1 on the first device), timed first; 0 where it could not run */
+    double one_rank_s[MAX_WORKLOADS];
     int n_specs;
     const char *specs[MAX_WORKLOADS];
 } bench_args;
@@ -589,16 +600,70 @@ static void print_result(qe_engine *e, const qe_config *cfg, const bench_workloa
 static int run_dp(const bench_args *a, const bench_workload *w, const bench_batch *b,
                   double one_s) {
     double med = 0;
-    if (bench_dp_rounds(a->engines, a->n_devices, (const int32_t *const *)b->ids, b->lens, b->n,
+    if (bench_dp_rounds(a->engines, a->n_engines, (const int32_t *const *)b->ids, b->lens, b->n,
                         w->dims, w->warmup, w->iters, &med))
         return 1;
-    const double one = b->tokens / one_s, all = (double)a->n_devices * b->tokens / med;
+    const int n = a->n_engines;
+    const double one = b->tokens / one_s, all = (double)n * b->tokens / med;
     printf("dp         %d engines at once: %.0f tokens/s, %.2f x one engine (%.1f%% of linear)\n",
-           a->n_devices, all, all / one, 100.0 * all / (one * a->n_devices));
+           n, all, all / one, 100.0 * all / (one * n));
     printf("result_dp devices=%d tokens_per_s=%.1f one_engine_tokens_per_s=%.1f efficiency=%.4f "
-           "ms_per_round=%.4f workload=%s\n",
-           a->n_devices, all, one, all / (one * a->n_devices), med * 1e3, w->spec);
+           "ms_per_round=%.4f workload=%s engines=%d\n",
+           a->n_devices, all, one, all / (one * n), med * 1e3, w->spec, n);
     return 0;
+}
+
+/* Tensor parallel: the engine's tokens/s against one rank's (timed before it opened), the
+ * speedup and the efficiency (speedup / ranks). */
+static void print_tp(const bench_args *a, const bench_workload *w, const bench_batch *b, int index,
+                     double tp_s) {
+    const int n = a->tensor_parallel;
+    const double one_s = a->one_rank_s[index];
+    if (one_s <= 0) {
+        printf("tp         %d ranks: no one-rank figure (it did not run: see above)\n", n);
+        return;
+    }
+    const double speedup = one_s / tp_s;
+    printf("tp         %d ranks: %.0f tokens/s, %.2f x one device (%.1f%% of linear)\n", n,
+           b->tokens / tp_s, speedup, 100.0 * speedup / n);
+    printf("result_tp ranks=%d tokens_per_s=%.1f one_rank_tokens_per_s=%.1f speedup=%.4f "
+           "efficiency=%.4f ms_per_step=%.4f one_rank_ms_per_step=%.4f workload=%s\n",
+           n, b->tokens / tp_s, b->tokens / one_s, speedup, speedup / n, tp_s * 1e3, one_s * 1e3,
+           w->spec);
+}
+
+/* Before the tensor-parallel engine opens (a model split for want of memory may not fit twice):
+ * every workload's median call on one rank, the first device, for print_tp. A model one device
+ * cannot hold leaves the figures 0, said once. */
+static void time_one_rank(bench_args *a, const qe_options *tp_opt, const bench_workload *w,
+                          int n_work, const qe_config *cfg) {
+    qe_options o = *tp_opt;
+    o.tensor_parallel = 1, o.tp_devices = NULL;
+    qe_engine *e = NULL;
+    char err[1024] = "";
+    if (qe_open(&o, &e, err, sizeof err) != QE_OK) {
+        printf("tp         one rank does not open (%s): no scaling figures\n", err);
+        return;
+    }
+    for (int i = 0; i < n_work; i++) {
+        bench_batch b;
+        const int dims = w[i].dims ? w[i].dims : qe_dim(e);
+        double *times = malloc(sizeof(double) * (size_t)w[i].iters);
+        float *out = NULL;
+        if (batch_make(&b, &w[i], w[i].batch ? w[i].batch : a->batch_tokens, a->seed, cfg) == 0 &&
+            times && (out = malloc(sizeof(float) * (size_t)b.n * (size_t)dims))) {
+            bench_workload quiet = w[i];
+            quiet.profile = 0;
+            if (a->backend == QE_BACKEND_CUDA) qe_debug_set_graphs(e, w[i].graphs);
+            if (time_calls(e, &quiet, &b, out, times) == 0) {
+                qsort(times, (size_t)w[i].iters, sizeof *times, cmp_double);
+                a->one_rank_s[i] = times[w[i].iters / 2];
+            }
+        }
+        free(out), free(times);
+        batch_free(&b);
+    }
+    qe_close(e);
 }
 
 /* One workload on the open engine: its batch, its calls, its lines. 0 or 1 (a call failed). */
@@ -638,7 +703,8 @@ static int run_workload(qe_engine *e, const qe_config *cfg, const bench_args *a,
                        cpu_gemm_library());
             print_result(e, cfg, w, &b, a->batch_tokens,
                          a->tensor_parallel > 1 ? a->tensor_parallel : 1, times, &before, &after);
-            if (a->n_devices > 1) rc = run_dp(a, w, &b, times[w->iters / 2]);
+            if (a->tensor_parallel > 1) print_tp(a, w, &b, index, times[w->iters / 2]);
+            if (a->n_engines > 1) rc = run_dp(a, w, &b, times[w->iters / 2]);
         }
     } else {
         fprintf(stderr, "qembed bench: out of host memory for workload %s\n", w->spec);
@@ -674,20 +740,33 @@ int cmd_bench(int argc, char **argv) {
     opt.kv_pool_tokens = a.kv_pool_tokens;
     opt.tensor_parallel = a.tensor_parallel;
     opt.device = a.n_devices > 0 ? a.devices[0] : 0;
+    const int tp = a.tensor_parallel > 1 ? a.tensor_parallel : 1;
+    if (a.n_devices % tp) {
+        fprintf(stderr,
+                "qembed bench: --devices lists %d entries, not a multiple of --tensor-parallel "
+                "%d (each engine takes %d, one per rank)\n",
+                a.n_devices, tp, tp);
+        return 2;
+    }
+    a.n_engines = a.n_devices / tp;
+    opt.tp_devices = tp > 1 && a.n_devices > 0 ? a.devices : NULL;
+    if (tp > 1) time_one_rank(&a, &opt, w, n_work, &cfg);
     qe_engine *e = NULL;
     qe_status st = qe_open(&opt, &e, err, sizeof err);
     if (st != QE_OK) {
         fprintf(stderr, "qembed bench: cannot open %s: %s\n", a.model, err);
         return 1;
     }
-    /* --devices: engines[0] is e (on the first entry's device), then one per further entry */
+    /* --devices: engines[0] is e (on the first entry's device, or first tp entries), then one
+     * per further entry (or tp entries) */
     qe_engine *engines[16] = {e};
     a.engines = engines;
-    for (int d = 1; d < a.n_devices; d++) {
-        opt.device = a.devices[d];
+    for (int d = 1; d < a.n_engines; d++) {
+        opt.device = a.devices[d * tp];
+        opt.tp_devices = tp > 1 ? &a.devices[d * tp] : NULL;
         if ((st = qe_open(&opt, &engines[d], err, sizeof err)) != QE_OK) {
             fprintf(stderr, "qembed bench: cannot open %s on device %d: %s\n", a.model,
-                    a.devices[d], err);
+                    a.devices[d * tp], err);
             for (int k = 0; k < d; k++)
                 qe_close(engines[k]);
             return 1;
@@ -697,7 +776,7 @@ int cmd_bench(int argc, char **argv) {
     int rc = 0;
     for (int i = 0; i < n_work; i++) /* a failed workload does not stop the next */
         rc |= run_workload(e, &cfg, &a, &w[i], i, n_work);
-    for (int d = 1; d < a.n_devices; d++)
+    for (int d = 1; d < a.n_engines; d++)
         qe_close(engines[d]);
     qe_close(e); /* prints the per-op profile when QE_PROFILE=1 */
     return rc;

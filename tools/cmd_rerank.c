@@ -37,7 +37,9 @@ static void usage(FILE *f) {
         "  --backend B          cpu (fp32 reference) or cuda (default cpu)\n"
         "  --threads N          CPU backend threads (default: all cores)\n"
         "  --max-batch-tokens N tokens per forward step (default 16384)\n"
-        "  --task rerank        treat the folder as a reranker whatever it looks like\n",
+        "  --task rerank        treat the folder as a reranker whatever it looks like\n"
+        "  --print-ids          add each prompt's token ids to its line (\"ids\": [...]):\n"
+        "                       what the model scored, to compare with another engine\n",
         QE_RERANK_DEFAULT_INSTRUCTION, QE_RERANK_DEFAULT_TOKENS);
 }
 
@@ -45,6 +47,7 @@ typedef struct {
     long index;
     float score;
     int tokens;
+    int32_t *ids; /* the prompt, kept for --print-ids; else NULL */
 } ranked;
 
 enum { DOCS_PER_CALL = 256 };
@@ -68,7 +71,7 @@ static char *parse_line(const char *line, long lineno) {
 
 /* Scores docs[0..n) into out[first..first+n). */
 static int score(qe_engine *e, const char *query, char **docs, int n, long first,
-                 const qe_rerank_opts *o, ranked *out) {
+                 const qe_rerank_opts *o, int keep_ids, ranked *out) {
     int32_t *ids[DOCS_PER_CALL];
     int lens[DOCS_PER_CALL], k = 0;
     float scores[DOCS_PER_CALL];
@@ -88,8 +91,10 @@ static int score(qe_engine *e, const char *query, char **docs, int n, long first
             fprintf(stderr, "qembed rerank: documents %ld..%ld: %s\n", first, first + n - 1,
                     qe_last_error(e));
     }
-    for (int i = 0; i < n && s == QE_OK; i++)
-        out[first + i] = (ranked){first + i, scores[i], lens[i]};
+    for (int i = 0; i < n && s == QE_OK; i++) {
+        out[first + i] = (ranked){first + i, scores[i], lens[i], keep_ids ? ids[i] : NULL};
+        if (keep_ids) ids[i] = NULL; /* the row owns them now */
+    }
     for (int i = 0; i < k; i++)
         free(ids[i]);
     return s == QE_OK ? 0 : -1;
@@ -133,7 +138,7 @@ int cmd_rerank(int argc, char **argv) {
     qe_options opt = {0};
     qe_rerank_opts ro = {0};
     const char *in_path = "-", *out_path = "-", *query = NULL;
-    int sort = 0, top_n = 0;
+    int sort = 0, top_n = 0, print_ids = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -144,6 +149,7 @@ int cmd_rerank(int argc, char **argv) {
                       : !strcmp(a, "--sort")          ? &sort
                       : !strcmp(a, "--truncate-left") ? &ro.truncate_left
                       : !strcmp(a, "--no-truncate")   ? &ro.no_truncate
+                      : !strcmp(a, "--print-ids")     ? &print_ids
                                                       : NULL;
         if (toggle) {
             *toggle = 1;
@@ -221,7 +227,7 @@ int cmd_rerank(int argc, char **argv) {
         goto done;
     }
     if (read_docs(in, &docs, &n)) goto done;
-    out_rows = malloc(sizeof *out_rows * (size_t)(n ? n : 1));
+    out_rows = calloc((size_t)(n ? n : 1), sizeof *out_rows);
     if (!out_rows) {
         fprintf(stderr, "qembed rerank: out of memory\n");
         goto done;
@@ -230,20 +236,26 @@ int cmd_rerank(int argc, char **argv) {
     int bad = 0;
     for (long first = 0; first < n && !bad; first += DOCS_PER_CALL) {
         const int k = n - first < DOCS_PER_CALL ? (int)(n - first) : DOCS_PER_CALL;
-        bad = score(e, query, docs + first, k, first, &ro, out_rows);
+        bad = score(e, query, docs + first, k, first, &ro, print_ids, out_rows);
         if (progress) fprintf(stderr, "\rrerank: %ld/%ld documents", first + k, n);
     }
     if (progress) fputc('\n', stderr);
     if (bad) goto done;
     if (sort) qsort(out_rows, (size_t)n, sizeof *out_rows, by_score);
     const long shown = top_n && top_n < n ? top_n : n;
-    for (long i = 0; i < shown; i++)
-        fprintf(out, "{\"index\": %ld, \"score\": %.9g, \"tokens\": %d}\n", out_rows[i].index,
+    for (long i = 0; i < shown; i++) {
+        fprintf(out, "{\"index\": %ld, \"score\": %.9g, \"tokens\": %d", out_rows[i].index,
                 out_rows[i].score, out_rows[i].tokens);
+        for (int t = 0; out_rows[i].ids && t < out_rows[i].tokens; t++)
+            fprintf(out, "%s%d", t ? ", " : ", \"ids\": [", out_rows[i].ids[t]);
+        fprintf(out, "%s}\n", out_rows[i].ids && out_rows[i].tokens ? "]" : "");
+    }
     if (fflush(out) == 0) rc = 0;
 done:
-    for (long i = 0; i < n; i++)
+    for (long i = 0; i < n; i++) {
         free(docs[i]);
+        if (out_rows) free(out_rows[i].ids);
+    }
     free(docs);
     free(out_rows);
     if (in && in != stdin) fclose(in);

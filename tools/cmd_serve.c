@@ -34,8 +34,11 @@ static void usage(FILE *f) {
         "                           faults leaves the rotation and its work is retried on the\n"
         "                           others (default: one engine, device 0)\n"
         "  --tensor-parallel N      split every layer of each engine over N ranks (it must\n"
-        "                           divide the query and kv heads; the CPU backend only for\n"
-        "                           now, where it proves the split: no faster)\n"
+        "                           divide the query and kv heads). On CUDA one rank per GPU,\n"
+        "                           summed over NCCL: --devices entries go N at a time to each\n"
+        "                           engine (0-7 with N = 2: four engines of two GPUs), without\n"
+        "                           --devices one engine on GPUs 0..N-1. On the CPU backend it\n"
+        "                           proves the split (no faster)\n"
         "  --host ADDR              address to bind (default 127.0.0.1)\n"
         "  --port N                 port (default 8080; 0 picks a free one)\n"
         "  --api-key KEY            require \"Authorization: Bearer KEY\" (401 otherwise;\n"
@@ -260,10 +263,12 @@ int cmd_serve(int argc, char **argv) {
         if (!announced && st == SERVE_READY) {
             for (int i = 0; i <= c.n_more_models; i++) {
                 qe_engine *e = serve_model_engine(s, i);
-                const int replicas = c.n_devices > 0 ? c.n_devices : 1;
-                if (replicas > 1)
-                    fprintf(stderr, "qembed serve: %s: %d engines (--devices %s)\n",
-                            i ? c.more_models[i - 1].dir : c.model_dir, replicas, devices_arg);
+                const int tp = c.tensor_parallel > 1 ? c.tensor_parallel : 1;
+                const int replicas = c.n_devices > 0 ? c.n_devices / tp : 1;
+                if (replicas > 1 || tp > 1)
+                    fprintf(stderr, "qembed serve: %s: %d engine%s of %d rank%s (--devices %s)\n",
+                            i ? c.more_models[i - 1].dir : c.model_dir, replicas,
+                            replicas > 1 ? "s" : "", tp, tp > 1 ? "s" : "", devices_arg);
                 fprintf(stderr,
                         "qembed serve: ready: %s (%s), width %d, max positions %d, backend %s, "
                         "K/V pool %d tokens, queue weight of an input of L tokens L * (1 + L / "

@@ -55,13 +55,17 @@
 #   mem-4b-q4km              10 s      45 s   load 2.5 GB at 2048 batch tokens, a 1024-token pool
 #   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
 #                                             workloads alone and then both engines at once
+#   tp1-nccl-0.6b            20 s      60 s   the same 2 workloads on one engine, plain and with
+#                                             QE_CUDA_TP_NCCL=1 (one rank through NCCL): load
+#                                             1.2 GB twice; the digest's tp1-nccl lines give the
+#                                             cost (target < 2%)
 #   memcheck-kernels         40 s      90 s   8 small kernel tests under memcheck (not gemm: cuBLAS;
 #                                             not attention_causal_gqa: its 2049-token cases)
 #   racecheck-attention      60 s     120 s   attention_alibi + attention_paged_and_chunked
 #   serve-4b                 50 s     100 s   load 8 GB, 30 s of load, drain
 #   mixed-4b                 35 s      90 s   load 8 GB; 4 x 32k-token documents (~3 s at 40k
 #                                             tok/s) with 20 queries beside them
-#   total (no failures)     ~7 min    470 s   the budget clamps every timeout to the time left
+#   total (no failures)    ~7.5 min   470 s   the budget clamps every timeout to the time left
 #
 # What comes back ($OUT, at most 8 files): env.txt, summary.txt, tests.log, sanitizer.log,
 # kernel-bench.log, engine-bench.log, serving.log. summary.txt gets one line per stage the moment
@@ -109,7 +113,9 @@ else
   DEFAULT_TIMEOUTS=""
   STAGE_CAP=100000
   [[ -x $QEMBED ]] || { echo "gpu-checks: $QEMBED missing: run tools/gpu-pack.sh here and carry devpack" >&2; exit 2; }
-  export LD_LIBRARY_PATH=$PWD/devpack/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+  # NCCL (which qembed links for tensor parallelism) is only inside the PyTorch wheel there
+  NCCL_LIB=$(python3 -c 'import nvidia.nccl,os;print(os.path.join(list(nvidia.nccl.__path__)[0],"lib"))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH=$PWD/devpack/lib:/usr/local/cuda/lib64${NCCL_LIB:+:$NCCL_LIB}:${LD_LIBRARY_PATH:-}
   export PATH=/usr/local/cuda/bin:$PATH
   export QE_QEMBED=$PWD/$QEMBED QE_TINY_MODEL=$PWD/devpack/tiny
 fi
@@ -277,7 +283,24 @@ corpus() {
   echo "$WORK/corpus.jsonl"
 }
 
-export -f sanitize memcheck_blocking serve_and_load environment
+# Tensor parallel = 1 through the NCCL path (QE_CUDA_TP_NCCL=1: cuda_tp.c with one rank, its
+# all-reduces included) against the plain path, the same workloads on one engine each way; one
+# tp1-nccl line per workload with both tokens/s and the cost. The vectors are compared by
+# test_cuda_engine (tp_one_rank_through_nccl_equals_plain).
+tp1_cost() { # model backend bench-args...
+  local model=$1 backend=$2
+  shift 2
+  "$QEMBED" bench --model "$model" --backend "$backend" "$@" >"$WORK/tp1-plain.txt" || return
+  QE_CUDA_TP_NCCL=1 "$QEMBED" bench --model "$model" --backend "$backend" "$@" >"$WORK/tp1-nccl.txt" || return
+  cat "$WORK/tp1-plain.txt" "$WORK/tp1-nccl.txt"
+  paste -d '\n' <(grep '^result ' "$WORK/tp1-plain.txt") <(grep '^result ' "$WORK/tp1-nccl.txt") |
+    awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] } }
+         NR % 2 == 1 { plain = f["tokens_per_s"]; next }
+         { printf "tp1-nccl workload=%s plain_tokens_per_s=%s nccl_tokens_per_s=%s cost=%.2f%% (target < 2%%)\n",
+             f["workload"], plain, f["tokens_per_s"], 100 * (plain - f["tokens_per_s"]) / plain }'
+}
+
+export -f sanitize memcheck_blocking serve_and_load environment tp1_cost
 export QE_GPU_CHECKS_DRY=$DRY SERVE_CLIENTS QEMBED T_KERNELS T_ENGINE T_BENCH B_MEMOPS B_ATTN B_QGEMM WORK
 
 # ------------------------------------------------------------------ the checks
@@ -340,6 +363,11 @@ if ((DRY)); then DP=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); 
   DP=(--batch-tokens 16384 --workload seq:512,iters=5,warmup=1 --workload seq:24,batch=24,iters=20); fi
 stage dp-0.6b engine-bench.log 60 10 "$QEMBED" bench --model "$WORK/m-small" --backend "$BACKEND" \
   --devices 0,0 "${DP[@]}"
+# A 2% difference wants more calls than the DP stage's: medians of 20 long and 100 query calls.
+if ((DRY)); then TP1=("${DP[@]}"); else
+  TP1=(--batch-tokens 16384 --workload seq:512,iters=20,warmup=3
+    --workload seq:24,batch=24,iters=100,warmup=10); fi
+stage tp1-nccl-0.6b engine-bench.log 60 15 tp1_cost "$WORK/m-small" "$BACKEND" "${TP1[@]}"
 
 KSUB='kernels/@(embed_gather|add_rmsnorm|qk_norm_rope|swiglu|pool_last_and_gather|attention_alibi|attention_paged_and_chunked|launcher_argument_errors)'
 stage memcheck-kernels sanitizer.log 90 15 sanitize memcheck "$T_KERNELS" "${CRITERION[@]}" --filter "$KSUB"
@@ -365,7 +393,7 @@ fi
   grep -h "Synthesis" "$OUT/tests.log" "$OUT/sanitizer.log" 2>/dev/null
   grep -hE "ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY" "$OUT/sanitizer.log" 2>/dev/null
   grep -hE "^check .*FAIL|FAIL$" "$OUT/kernel-bench.log" 2>/dev/null
-  grep -hE "^(gpu|workload|graphs|result) " "$OUT/engine-bench.log" 2>/dev/null
+  grep -hE "^(gpu|workload|graphs|result|tp1-nccl) " "$OUT/engine-bench.log" 2>/dev/null
   grep -hE "^(throughput|latency|errors|requests|documents|queries|result) " "$OUT/serving.log" 2>/dev/null
 } >>"$OUT/summary.txt"
 
@@ -385,19 +413,23 @@ cat "$OUT/summary.txt"
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine \
   test_kernels_bench bench_memops bench_attention bench_qgemm bench-0.6b bench-4b bench-4b-q4km \
-  mem-4b-q4km bench-4b-m128 dp-0.6b memcheck-kernels racecheck-attention serve-4b mixed-4b; do
+  mem-4b-q4km bench-4b-m128 dp-0.6b tp1-nccl-0.6b memcheck-kernels racecheck-attention serve-4b \
+  mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
 done
 grep -qE "^bench-4b  *rc=(124|137) .*KILLED" "$OUT/summary.txt" ||
   { echo "dry run: bench-4b was not recorded as killed at its timeout"; dry_ok=0; }
-sed -n '/^==== bench-4b /,$p' "$OUT/engine-bench.log" | grep -q "^result .*workload=seq:16 " ||
+# (grep reads to the end: with -q it would stop early and, under pipefail, sed's SIGPIPE fails it)
+sed -n '/^==== bench-4b /,$p' "$OUT/engine-bench.log" | grep "^result .*workload=seq:16 " >/dev/null ||
   { echo "dry run: the killed bench lost its finished workload's result"; dry_ok=0; }
 if [[ -x $T_KERNELS ]]; then # QE_REQUIRE_GPU=1 without a GPU: every kernel test fails
   grep -qE "^rerun-memcheck:kernels/[a-z_]+  *rc=" "$OUT/summary.txt" ||
     { echo "dry run: no failed test was rerun under the sanitizer"; dry_ok=0; }
 fi
 grep -qE "^serve-4b  *rc=0 " "$OUT/summary.txt" || { echo "dry run: serving failed"; dry_ok=0; }
+grep -qE "^tp1-nccl workload=seq:16 .*cost=" "$OUT/summary.txt" ||
+  { echo "dry run: no tp1-nccl line in the digest"; dry_ok=0; }
 grep -qE "^mixed-4b  *rc=(0|skip) " "$OUT/summary.txt" || { echo "dry run: mixed steps failed"; dry_ok=0; }
 ((dry_ok)) && echo "gpu-checks dry run: plumbing ok" && exit 0
 echo "gpu-checks dry run: FAILED (see above)"

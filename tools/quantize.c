@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "kernels/ref/ref_quant.h"
+#include "runtime/qembed.h"
 #include "tokenizer/tokenizer.h"
 #include "weights/gguf_config.h"
 #include "weights/gguf_write.h"
@@ -266,7 +267,12 @@ static int write_config(gguf_writer *w, const qe_model *m, qz_ftype ft, int rera
          * a reranker: that state against cls.output's rows (LLAMA_POOLING_TYPE_RANK) */
         gguf_w_u32(w, "qwen3.pooling_type", rerank ? GGUF_POOL_RANK : GGUF_POOL_LAST);
     static const char *const labels[2] = {"yes", "no"}; /* cls.output's rows, in this order */
-    if (rerank) bad = bad || gguf_w_str_array(w, "qwen3.classifier.output_labels", labels, NULL, 2);
+    char tmpl[1024];
+    if (rerank)
+        bad = bad || gguf_w_str_array(w, "qwen3.classifier.output_labels", labels, NULL, 2) ||
+              /* the prompt, for llama.cpp's reranking (its server, node-llama-cpp) */
+              qe_rerank_template(NULL, tmpl, sizeof tmpl) < 0 ||
+              gguf_w_str(w, "tokenizer.chat_template.rerank", tmpl);
     if (bad) snprintf(err, errlen, "out of memory writing the metadata");
     return bad ? -1 : 0;
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # run_crosscheck.sh QEMBED SCRATCH — optional: does llama.cpp load what `qembed quantize` writes,
-# and embed it like qembed? Needs node and node-llama-cpp@3.21.1 (prebuilt CPU binaries) in
+# and embed it (and, for a reranker, score it) like qembed? Needs node and node-llama-cpp@3.21.1 (prebuilt CPU binaries) in
 # $QE_NODE_LLAMA_CPP (a node_modules folder; default /tmp/llama-bench/node_modules, as
 # benchmarks/llamacpp/README.md installs it). Exits 77 (skipped) when either is absent.
 set -euo pipefail
@@ -34,5 +34,25 @@ for run in m:q8_0 m:q4_k_m t:q4_k_m; do
     --output "$scratch/ours-$dir-$type.jsonl" --threads 2
   node "$here/gguf_crosscheck.mjs" --node-modules "$modules" --gguf "$scratch/$dir-$type.gguf" \
     --ids "$scratch/ids.jsonl" --qembed "$scratch/ours-$dir-$type.jsonl" --min-cosine 0.999 || rc=1
+done
+# Rerankers in llama.cpp's form (pooling rank, cls.output.weight, the template in
+# tokenizer.chat_template.rerank): llama.cpp's ranking of the very ids qembed scored. Compared as
+# logits, relative: f32 within 1e-3; quantized within 0.045, the embedding check's bar (cosine
+# 0.999: llama.cpp quantizes activations in its dot products) carried to one projection of the
+# hidden state, whose relative error is about sqrt(2 (1 - cosine)).
+sed -e 's/"Qwen3Model"/"Qwen3ForCausalLM"/' -e 's/"tie_word_embeddings": true/"tie_word_embeddings": false/' \
+  "$scratch/config.json" > "$scratch/config-rerank.json"
+"$qembed" make-random --config "$scratch/config-rerank.json" --task rerank --untied --out "$scratch/r" \
+  --seed 5 --quiet
+"$qembed" make-random --preset tiny --task rerank --out "$scratch/rt" --seed 6 --quiet
+printf '%s\n' '{"text": "a fox is an animal"}' '{"text": "tea"}' \
+  '{"text": "The quick brown fox jumps over the lazy dog, again and again."}' > "$scratch/docs.jsonl"
+for run in r:f32:1e-3 r:q8_0:0.045 r:q4_k_m:0.045 rt:f32:1e-3; do
+  IFS=: read -r dir type tol <<<"$run"
+  "$qembed" quantize --model "$scratch/$dir" --type "$type" --out "$scratch/$dir-$type.gguf" --quiet
+  "$qembed" rerank --model "$scratch/$dir-$type.gguf" --query "what is a fox" --print-ids \
+    --threads 2 --input "$scratch/docs.jsonl" --output "$scratch/ours-$dir-$type.jsonl"
+  node "$here/rank_crosscheck.mjs" --node-modules "$modules" --gguf "$scratch/$dir-$type.gguf" \
+    --qembed "$scratch/ours-$dir-$type.jsonl" --max-diff "$tol" || rc=1
 done
 exit $rc

@@ -53,7 +53,11 @@ typedef struct serve_config {
      * the model's one queue; an engine takes a step's worth of work whenever it is free. On CUDA
      * the entries are device ordinals (one repeated: several engines on one GPU); the CPU
      * backend runs one engine per entry. An engine whose device faults leaves the rotation, its
-     * work is retried on the others; the server faults when a model has none left. */
+     * work is retried on the others; the server faults when a model has none left. With
+     * tensor_parallel N > 1 the entries go N at a time to each engine, one per rank (0-7 with
+     * N = 2: four engines on 0,1 / 2,3 / 4,5 / 6,7): their count must be a multiple of N, and on
+     * CUDA no device may serve two engines' ranks (NCCL communicators sharing a GPU can wait on
+     * each other). Without entries, one engine on devices 0..N-1. */
     int devices[SERVE_MAX_DEVICES];
     int n_devices;
     int tensor_parallel;           /* qe_options.tensor_parallel of every engine (0/1: none) */

@@ -176,7 +176,9 @@ char *srv_metrics_render(serve_server *s, size_t *len);
 typedef struct srv_replica {
     srv_model *m;
     int index;  /* in m->replicas */
-    int device; /* the CUDA device (the CPU backend runs one engine per entry too) */
+    int device; /* the CUDA device (the CPU backend runs one engine per entry too); with tensor
+                 * parallelism its first rank's */
+    const int *tp_devices; /* tensor parallel: its ranks' devices (in the config); else NULL */
     qe_engine *engine;
     pthread_t thread;
     int started;

@@ -70,13 +70,15 @@ static void read_sha(srv_model *s) {
 }
 
 /* Opens one engine of model m on device (every replica: the same folder). 0, or -1 with err. */
-static int open_replica(serve_server *s, srv_model *m, int device, qe_engine **out, char *err,
-                        size_t errlen) {
+static int open_replica(serve_server *s, srv_model *m, const srv_replica *rp, qe_engine **out,
+                        char *err, size_t errlen) {
+    const int device = rp->device;
     qe_options o = {.model_dir = m->dir,
                     .task = m->task_asked,
                     .backend = s->cfg.backend,
                     .device = device,
                     .tensor_parallel = s->cfg.tensor_parallel,
+                    .tp_devices = rp->tp_devices,
                     .threads = s->cfg.engine_threads,
                     .max_batch_tokens = s->cfg.max_batch_tokens,
                     /* the pool is made now: an out-of-memory shows at startup, not as a failed
@@ -109,7 +111,7 @@ static int open_replica(serve_server *s, srv_model *m, int device, qe_engine **o
 static int load_model(serve_server *s, srv_model *m, char *err, size_t errlen) {
     for (int r = 0; r < m->n_replicas; r++) {
         srv_replica *rp = &m->replicas[r];
-        if (open_replica(s, m, rp->device, &rp->engine, err, errlen)) return -1;
+        if (open_replica(s, m, rp, &rp->engine, err, errlen)) return -1;
     }
     qe_engine *e = m->engine = m->replicas[0].engine;
     m->task = qe_model_task(e);
@@ -189,6 +191,31 @@ static serve_model_config model_config(const serve_config *c, int i) {
     return (serve_model_config){c->model_dir, c->served_model_name, c->task};
 }
 
+/* Tensor parallel with --devices: the entries split into groups of N, one per engine, and on CUDA
+ * no device in two groups (serve.h says why). 0, or -1 with err. */
+static int tp_groups_valid(const serve_config *c, char *err, size_t errlen) {
+    const int tp = c->tensor_parallel > 1 ? c->tensor_parallel : 1;
+    if (tp == 1 || c->n_devices == 0) return 0;
+    if (c->n_devices % tp) {
+        snprintf(err, errlen,
+                 "--devices lists %d entries, not a multiple of --tensor-parallel %d (each engine "
+                 "takes %d of them, one per rank)",
+                 c->n_devices, tp, tp);
+        return -1;
+    }
+    if (c->backend == QE_BACKEND_CPU) return 0;
+    for (int i = 0; i < c->n_devices; i++)
+        for (int j = 0; j < i; j++)
+            if (c->devices[i] == c->devices[j]) {
+                snprintf(err, errlen,
+                         "--devices: device %d is listed twice; with --tensor-parallel %d each "
+                         "device serves one rank of one engine",
+                         c->devices[i], tp);
+                return -1;
+            }
+    return 0;
+}
+
 /* Fills s->models from the config; -1 with err for a missing folder or a repeated name. */
 static int add_models(serve_server *s, const serve_config *c, char *err, size_t errlen) {
     const int n = 1 + (c->n_more_models > 0 ? c->n_more_models : 0);
@@ -205,13 +232,20 @@ static int add_models(serve_server *s, const serve_config *c, char *err, size_t 
             snprintf(err, errlen, "--devices: device %d is not a device ordinal", c->devices[d]);
             return -1;
         }
+    if (tp_groups_valid(c, err, errlen)) return -1;
+    const int tp = c->tensor_parallel > 1 ? c->tensor_parallel : 1;
     for (int i = 0; i < n; i++) {
         const serve_model_config mc = model_config(c, i);
         srv_model *m = &s->models[i];
         m->s = s, m->index = i, m->task_asked = mc.task;
-        m->n_replicas = c->n_devices > 0 ? c->n_devices : 1;
-        for (int r = 0; r < m->n_replicas; r++)
-            m->replicas[r] = (srv_replica){.m = m, .index = r, .device = c->devices[r]};
+        m->n_replicas = c->n_devices > 0 ? c->n_devices / tp : 1;
+        for (int r = 0; r < m->n_replicas; r++) {
+            const int *group = c->n_devices > 0 ? &c->devices[r * tp] : NULL;
+            m->replicas[r] = (srv_replica){.m = m,
+                                           .index = r,
+                                           .device = group ? group[0] : 0,
+                                           .tp_devices = tp > 1 ? group : NULL};
+        }
         pthread_mutex_init(&m->q_mu, NULL);
         pthread_cond_init(&m->q_cv, NULL);
         atomic_init(&m->jobs_waiting, 0);
