@@ -3,7 +3,8 @@
  * Plans (descriptors, layouts, the heuristic's algorithm) are cached per shape so the hot path
  * makes no heuristic query after the first step. Each plan also keeps what the heuristic chose
  * (algorithm, tile, stages, split-K) and a call count, so tools can say which algorithm each
- * shape ran (qe_gemm_describe). */
+ * shape ran (qe_gemm_describe). With QE_GEMM=skinny (or qe_gemm_select), calls of m <= 32 run the
+ * split-K kernel of gemm_skinny.cu instead, on the same workspace. */
 #include <cublasLt.h>
 #include <stdio.h>
 #include <stdlib.h>
