@@ -3,8 +3,10 @@
  * Plans (descriptors, layouts, the heuristic's algorithm) are cached per shape so the hot path
  * makes no heuristic query after the first step. Each plan also keeps what the heuristic chose
  * (algorithm, tile, stages, split-K) and a call count, so tools can say which algorithm each
- * shape ran (qe_gemm_describe). */
+ * shape ran (qe_gemm_describe). With QE_GEMM=skinny (or qe_gemm_select), calls of m <= 32 run the
+ * split-K kernel of gemm_skinny.cu instead, on the same workspace. */
 #include <cublasLt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -158,12 +160,50 @@ static int plan_build(qe_gemm *g, const gemm_key *key, gemm_plan *p) {
     return QE_K_OK;
 }
 
+/* ---- the paths (issue 15, item 4): QE_GEMM picks, tests and benchmarks select ---- */
+
+static const char *const PATH_NAMES[QE_GEMM_PATHS] = {"cublaslt", "skinny"};
+
+/* QE_GEMM as a name or a number; unset, empty or unknown: 0 (an unknown one is said once). */
+static int path_from_env() {
+    const char *e = getenv("QE_GEMM");
+    if (!e || !*e) return 0;
+    for (int v = 0; v < QE_GEMM_PATHS; v++)
+        if (!strcmp(e, PATH_NAMES[v]) || (e[0] == '0' + v && !e[1])) return v;
+    fprintf(stderr, "qembed: QE_GEMM=%s is no GEMM path (cublaslt, skinny); using cublaslt\n", e);
+    return 0;
+}
+
+static int path_selected = -1; /* qe_gemm_select's choice; -1: QE_GEMM's */
+static int path_env = -1;      /* QE_GEMM's, read at the first call (a plain int, as attention.cu
+                                  does: the emulator's instrumented build has no atomics runtime) */
+
+extern "C" int qe_gemm_path(void) {
+    if (path_env < 0) path_env = path_from_env();
+    return path_selected >= 0 ? path_selected : path_env;
+}
+
+extern "C" int qe_gemm_select(int path) {
+    if (path < -1 || path >= QE_GEMM_PATHS) return -1;
+    path_selected = path;
+    return 0;
+}
+
+extern "C" const char *qe_gemm_path_name(int path) {
+    return path >= 0 && path < QE_GEMM_PATHS ? PATH_NAMES[path] : NULL;
+}
+
+/* The skinny path shares the cuBLASLt workspace for its split-K partials: both run in stream
+ * order on the caller's stream, as every cuBLASLt call on this workspace already must. */
 extern "C" int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w,
                             int n, void *y, int ldy, int y_f32, int accumulate, qe_stream s) {
     QE_K_REQUIRE(g != NULL && x != NULL && w != NULL && y != NULL);
     QE_K_REQUIRE(m >= 0 && n > 0 && k > 0 && ldx >= k && ldy >= n);
     QE_K_REQUIRE(!accumulate || y_f32);
     if (m == 0) return QE_K_OK;
+    if (qe_gemm_path() == 1 && m <= 32 && qe_gemm_skinny_supports(x, ldx, m, k, w, y, ldy, y_f32))
+        return qe_gemm_skinny(x, ldx, m, k, w, n, y, ldy, y_f32, accumulate, (float *)g->workspace,
+                              g->workspace_bytes, s);
     gemm_key key;
     memset(&key, 0, sizeof key);
     key.m = m, key.n = n, key.k = k, key.ldx = ldx, key.ldy = ldy;

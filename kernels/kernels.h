@@ -161,6 +161,28 @@ void qe_gemm_destroy(qe_gemm *g);
 int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
                  void *y, int ldy, int y_f32, int accumulate, qe_stream s);
 
+/* Paths of qe_gemm_bf16 (issue 15, item 4): 0 "cublaslt", every call through cuBLASLt (the
+ * default); 1 "skinny", calls with m <= 32 through the split-K kernel of gemm_skinny.cu (the rest,
+ * and calls it cannot take: k or ldx not a multiple of 8, x or w not 16-byte aligned, still go to
+ * cuBLASLt). The environment's QE_GEMM names one (a name or its number, read once); a test or
+ * benchmark chooses with qe_gemm_select (-1 returns to QE_GEMM's). select returns 0, or -1 for no
+ * such path; the name is NULL for one. */
+enum { QE_GEMM_PATHS = 2 };
+int qe_gemm_select(int path);
+int qe_gemm_path(void);
+const char *qe_gemm_path_name(int path);
+
+/* The skinny kernel itself (gemm_skinny.cu), as qe_gemm_bf16 runs it: same contract for
+ * 1 <= m <= 32; fp32 partial sums of the split-K slices go to workspace (device memory; with too
+ * little, fewer slices, down to one, which needs none). supports says whether it takes a call;
+ * splits is the number of k slices it runs for n, k and that workspace (the same for every m). */
+int qe_gemm_skinny(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n, void *y,
+                   int ldy, int y_f32, int accumulate, float *workspace, size_t workspace_bytes,
+                   qe_stream s);
+int qe_gemm_skinny_supports(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w,
+                            const void *y, int ldy, int y_f32);
+int qe_gemm_skinny_splits(int n, int k, size_t workspace_bytes);
+
 /* What the heuristic chose for one cached plan, for tools (qembed bench prints it): the shape,
  * the algorithm's CUBLASLT_ALGO_CONFIG_ID, _TILE_ID, _STAGES_ID and _SPLITK_NUM (-1 where
  * cuBLASLt does not report one), and how many qe_gemm_bf16 calls ran it (a CUDA graph's replays

@@ -1325,3 +1325,41 @@ Test(cuda_emu, two_engines_share_one_device, .timeout = 900) {
     free(ids), free(want);
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
+
+/* ================================================================== skinny GEMM */
+
+#include "qe_emu.h" /* the kernel launch counts: the skinny kernel must have run */
+
+/* Query-sized steps (at most 32 tokens, so every linear layer is an m <= 32 GEMM) through the
+ * skinny path of qe_gemm_bf16 (issue 15, item 4), against the CPU backend and against the same
+ * engine on the cuBLASLt path. */
+Test(cuda_emu, skinny_gemm_query_steps_match_cpu, .timeout = 600) {
+    char dir[1100], err[512] = "";
+    tu_make_model(dir, sizeof dir, "hs-skinny", (tu_geometry){2048, 128, 384, 2, 4, 2}, ST_BF16, 0,
+                  11);
+    const int lens[] = {1, 7, 24, 32};
+    qe_engine *cpu = open_cpu(dir), *gpu = open_cuda(dir, 32, QE_OK, err, sizeof err);
+    rs = 13;
+    int32_t **ids = rand_ids(lens, 4, qe_vocab_size(cpu));
+    const int d = qe_dim(cpu);
+    float *want = run(cpu, ids, lens, 4, 0);
+    cr_assert_eq(qe_gemm_select(0), 0);
+    float *lt = run(gpu, ids, lens, 4, 0);
+    const long before = qe_emu_stats("gemm_skinny_kernel").launches;
+    cr_assert_eq(qe_gemm_select(1), 0);
+    float *sk = run(gpu, ids, lens, 4, 0);
+    const long launched = qe_emu_stats("gemm_skinny_kernel").launches - before;
+    cr_assert_eq(qe_gemm_select(-1), 0);
+    cr_expect(launched > 0, "the skinny path ran no skinny kernel");
+    const double w_cpu = worst_cos(want, sk, 4, d), w_lt = worst_cos(lt, sk, 4, d);
+    cr_log_info("skinny GEMM, query steps (%ld skinny launches): worst cosine vs cpu %.6f, vs "
+                "the cuBLASLt path %.6f",
+                launched, w_cpu, w_lt);
+    cr_expect(w_cpu >= SIM_COS, "skinny path vs cpu: worst cosine %.6f", w_cpu);
+    cr_expect(w_lt >= SIM_COS, "skinny path vs the cuBLASLt path: worst cosine %.6f", w_lt);
+    free(want), free(lt), free(sk);
+    for (int i = 0; i < 4; i++)
+        free(ids[i]);
+    free(ids);
+    qe_close(gpu), qe_close(cpu);
+}

@@ -1085,3 +1085,219 @@ Test(kernels, launcher_argument_errors) {
         QE_K_ERR);
     cr_expect_eq(qe_embed_gather_q(buf, QT_Q8_0, 4, 100, NULL, 1, NULL, NULL), QE_K_ERR);
 }
+
+/* ------------------------------------------------------------------ skinny GEMM (issue 15, 4) */
+
+/* The m <= 32 path of qe_gemm_bf16 (gemm_skinny.cu) and, beside it, the cuBLASLt one on the same
+ * calls, at the k of Qwen3's layers (hidden 1024 / 2560 / 4096, intermediate 9728 / 12288) with
+ * small odd and even n, x rows strided past k, y rows padded past n (the padding must stay
+ * poison), every output mode. The tolerance is gemm_bf16's: fp32 summation of exact bf16
+ * products, K * 2^-23 * sum|x w| (the split-K partials add at most K / 128 further roundings, well
+ * inside it), plus for bf16 y its one rounding: half an ulp is <= 2^-8 |y|, 8e-3 |y| covers it
+ * with the fp32 error on top. */
+typedef struct skinny_case {
+    int K, N, ldx, ldy;
+    uint16_t *xb; /* [32, ldx] */
+    float *xf;    /* [32, K], the same values packed */
+    float *wf, *y0, *bound;
+    void *d_x, *d_w, *d_y;
+} skinny_case;
+
+static const int SKINNY_M[] = {1, 3, 17, 24, 31, 32};
+static const int SKINNY_SHAPES[][2] = {
+    {1024, 200}, {2560, 41}, {4096, 199}, {9728, 40}, {12288, 41}};
+
+static void skinny_case_init(skinny_case *c, int K, int N, uint64_t seed) {
+    memset(c, 0, sizeof *c);
+    c->K = K, c->N = N, c->ldx = K + 8, c->ldy = (N + 7) / 8 * 8 + 8;
+    rng_seed(seed);
+    c->xb = malloc((size_t)32 * c->ldx * 2);
+    c->xf = malloc((size_t)32 * K * 4);
+    rand_bf16(c->xb, NULL, (size_t)32 * c->ldx, 1.0f); /* the stride's tail too: never read */
+    for (int m = 0; m < 32; m++)
+        for (int k = 0; k < K; k++)
+            c->xf[(size_t)m * K + k] = st_bf16_to_f32(c->xb[(size_t)m * c->ldx + k]);
+    uint16_t *wb = malloc((size_t)N * K * 2);
+    c->wf = malloc((size_t)N * K * 4);
+    rand_bf16(wb, c->wf, (size_t)N * K, 1.0f);
+    c->y0 = malloc((size_t)32 * c->ldy * 4);
+    memset(c->y0, 0xFF, (size_t)32 * c->ldy * 4);
+    for (int m = 0; m < 32; m++)
+        for (int n = 0; n < N; n++)
+            c->y0[(size_t)m * c->ldy + n] = frand(2.0f);
+    c->bound = malloc((size_t)32 * N * 4);
+    for (int m = 0; m < 32; m++)
+        for (int n = 0; n < N; n++) {
+            double a = 0;
+            for (int k = 0; k < K; k++)
+                a += fabs((double)c->xf[(size_t)m * K + k] * c->wf[(size_t)n * K + k]);
+            c->bound[(size_t)m * N + n] = (float)a;
+        }
+    c->d_x = dup_to_dev(c->xb, (size_t)32 * c->ldx * 2);
+    c->d_w = dup_to_dev(wb, (size_t)N * K * 2);
+    c->d_y = dalloc((size_t)32 * c->ldy * 4);
+    free(wb);
+}
+
+static void skinny_case_free(skinny_case *c) {
+    cudaFree(c->d_x), cudaFree(c->d_w), cudaFree(c->d_y);
+    free(c->xb), free(c->xf), free(c->wf), free(c->y0), free(c->bound);
+}
+
+/* One qe_gemm_bf16 call of m rows in mode 0 (bf16 y), 1 (fp32 y) or 2 (fp32 y += x w^T, y from
+ * y0); out gets all 32 rows of y [32, ldy] widened to fp32, padding columns and the rows past m
+ * included (bits kept: a bf16 0xFFFF widens to 0xFFFF0000). */
+static void skinny_run(qe_gemm *g, const skinny_case *c, int m, int mode, float *out) {
+    const size_t cells = (size_t)32 * c->ldy;
+    if (mode == 2)
+        cr_assert_eq(cudaMemcpy(c->d_y, c->y0, cells * 4, cudaMemcpyHostToDevice), cudaSuccess);
+    else
+        poison(c->d_y, cells * 4);
+    KOK(qe_gemm_bf16(g, c->d_x, c->ldx, m, c->K, c->d_w, c->N, c->d_y, c->ldy, mode != 0, mode == 2,
+                     NULL));
+    if (mode == 0) {
+        uint16_t *yb = malloc(cells * 2);
+        to_host(yb, c->d_y, cells * 2);
+        bf_to_f(yb, out, cells);
+        free(yb);
+    } else {
+        to_host(out, c->d_y, cells * 4);
+    }
+}
+
+/* Checks out (from skinny_run) against the double-free reference within the bound above, and
+ * that no padding column was written. Returns 1 when it holds. */
+static int skinny_check(const skinny_case *c, int m, int mode, const float *out, const char *path) {
+    const int K = c->K, N = c->N;
+    float *want = malloc((size_t)m * N * 4);
+    for (int i = 0; i < m; i++)
+        for (int n = 0; n < N; n++)
+            want[(size_t)i * N + n] = c->y0[(size_t)i * c->ldy + n];
+    ref_matmul(c->xf, m, K, c->wf, N, want, N, mode == 2);
+    double worst = -1;
+    size_t wi = 0, pad_written = 0;
+    for (int i = 0; i < m; i++) {
+        for (int n = 0; n < N; n++) {
+            const size_t e = (size_t)i * N + n;
+            const float got = out[(size_t)i * c->ldy + n];
+            const double tol =
+                K * ldexp(1.0, -23) * c->bound[e] + 1e-6 + (mode == 0 ? 8e-3 * fabs(want[e]) : 0);
+            const double r = isnan(got) ? INFINITY : fabs(got - want[e]) / tol;
+            if (r > worst) worst = r, wi = e;
+        }
+        for (int n = N; n < c->ldy; n++) {
+            uint32_t bits;
+            memcpy(&bits, &out[(size_t)i * c->ldy + n], 4);
+            pad_written += bits != 0xFFFF0000u && bits != 0xFFFFFFFFu;
+        }
+    }
+    for (int i = m; i < 32; i++) /* rows past m: as they were */
+        for (int n = 0; n < c->ldy; n++) {
+            const size_t e = (size_t)i * c->ldy + n;
+            uint32_t bits, was = 0xFFFFFFFFu;
+            memcpy(&bits, &out[e], 4);
+            if (mode == 2) memcpy(&was, &c->y0[e], 4);
+            pad_written += mode == 0 ? bits != 0xFFFF0000u : bits != was;
+        }
+    const int ok = worst <= 1.0 && pad_written == 0;
+    if (!ok)
+        cr_log_error("gemm %s M %d K %d N %d mode %d: worst row %zu col %zu got %.7g want %.7g "
+                     "(%.3g of the bound; sum|xw| %.3g); %zu cells written past n or m",
+                     path, m, K, N, mode, wi / N, wi % N, out[wi / N * c->ldy + wi % N], want[wi],
+                     worst, c->bound[wi], pad_written);
+    free(want);
+    return ok;
+}
+
+Test(kernels, gemm_skinny_vs_reference, .timeout = 600) {
+    require_gpu("GPU kernel test");
+    void *ws = dalloc(32u << 20);
+    qe_gemm *g = NULL;
+    KOK(qe_gemm_create(&g, ws, 32u << 20));
+    const int n_m = (int)(sizeof SKINNY_M / sizeof SKINNY_M[0]);
+    for (int si = 0; si < (int)(sizeof SKINNY_SHAPES / sizeof SKINNY_SHAPES[0]); si++) {
+        skinny_case c;
+        skinny_case_init(&c, SKINNY_SHAPES[si][0], SKINNY_SHAPES[si][1], 1500 + si);
+        /* the split-K reduction runs at every shape here (n is small) */
+        cr_expect(qe_gemm_skinny_splits(c.N, c.K, 32u << 20) > 1, "K %d N %d: one slice", c.K, c.N);
+        float *out = malloc((size_t)32 * c.ldy * 4), *again = malloc((size_t)32 * c.ldy * 4);
+        float *full = malloc((size_t)32 * c.ldy * 4);
+        for (int mode = 0; mode < 3; mode++) {
+            KOK(qe_gemm_select(1));
+            skinny_run(g, &c, 32, mode, full); /* m = 32: what every smaller m must repeat */
+            for (int mi = 0; mi < n_m; mi++) {
+                const int M = SKINNY_M[mi];
+                for (int path = 0; path < 2; path++) {
+                    KOK(qe_gemm_select(path));
+                    skinny_run(g, &c, M, mode, out);
+                    cr_expect(skinny_check(&c, M, mode, out, qe_gemm_path_name(path)),
+                              "%s path, K %d N %d M %d mode %d", qe_gemm_path_name(path), c.K, c.N,
+                              M, mode);
+                }
+                /* skinny: bitwise the same on a second call, and row for row the m = 32 result */
+                KOK(qe_gemm_select(1));
+                skinny_run(g, &c, M, mode, out);
+                skinny_run(g, &c, M, mode, again);
+                cr_expect(memcmp(out, again, (size_t)M * c.ldy * 4) == 0,
+                          "skinny K %d N %d M %d mode %d: two calls differ", c.K, c.N, M, mode);
+                cr_expect(memcmp(out, full, (size_t)M * c.ldy * 4) == 0,
+                          "skinny K %d N %d M %d mode %d: rows differ from the same rows at M 32",
+                          c.K, c.N, M, mode);
+            }
+        }
+        free(out), free(again), free(full);
+        skinny_case_free(&c);
+    }
+    KOK(qe_gemm_select(-1));
+    qe_gemm_destroy(g);
+    cudaFree(ws);
+}
+
+/* Without a workspace the kernel runs one slice a block and writes y itself (no second pass);
+ * a workspace too small for the partials of m = 32 gets as many slices as fit, for every m. */
+Test(kernels, gemm_skinny_one_slice_and_small_workspace) {
+    require_gpu("GPU kernel test");
+    skinny_case c;
+    skinny_case_init(&c, 2560, 41, 1600);
+    const size_t small = (size_t)3 * 32 * c.N * 4; /* partials of 3 slices at m = 32 */
+    cr_expect_eq(qe_gemm_skinny_splits(c.N, c.K, 0), 1);
+    cr_expect_eq(qe_gemm_skinny_splits(c.N, c.K, small), 3);
+    float *ws = dalloc(small);
+    float *out = malloc((size_t)32 * c.ldy * 4);
+    const size_t ws_bytes[2] = {0, small};
+    for (int wi = 0; wi < 2; wi++)
+        for (int mode = 0; mode < 3; mode++)
+            for (int mi = 0; mi < 3; mi++) {
+                const int M = (int[]){1, 24, 32}[mi];
+                const size_t cells = (size_t)32 * c.ldy;
+                if (mode == 2)
+                    cr_assert_eq(cudaMemcpy(c.d_y, c.y0, cells * 4, cudaMemcpyHostToDevice),
+                                 cudaSuccess);
+                else
+                    poison(c.d_y, cells * 4);
+                KOK(qe_gemm_skinny(c.d_x, c.ldx, M, c.K, c.d_w, c.N, c.d_y, c.ldy, mode != 0,
+                                   mode == 2, wi ? ws : NULL, ws_bytes[wi], NULL));
+                if (mode == 0) {
+                    uint16_t *yb = malloc(cells * 2);
+                    to_host(yb, c.d_y, cells * 2);
+                    bf_to_f(yb, out, cells);
+                    free(yb);
+                } else {
+                    to_host(out, c.d_y, cells * 4);
+                }
+                cr_expect(skinny_check(&c, M, mode, out, wi ? "skinny (3 slices)" : "skinny (1)"),
+                          "workspace %zu bytes, M %d mode %d", ws_bytes[wi], M, mode);
+            }
+    /* what the path refuses: m past 32, k not a multiple of 8 (qe_gemm_bf16 sends those to
+     * cuBLASLt) */
+    cr_expect_eq(
+        qe_gemm_skinny(c.d_x, c.ldx, 33, c.K, c.d_w, c.N, c.d_y, c.ldy, 1, 0, NULL, 0, NULL),
+        QE_K_ERR);
+    cr_expect(!qe_gemm_skinny_supports(c.d_x, c.ldx, 4, 2556, c.d_w, c.d_y, c.ldy, 1));
+    cr_expect(!qe_gemm_skinny_supports(c.d_x, c.ldx, 0, c.K, c.d_w, c.d_y, c.ldy, 1));
+    cr_expect_eq(qe_gemm_select(2), -1);
+    cr_expect_str_eq(qe_gemm_path_name(1), "skinny");
+    free(out);
+    cudaFree(ws);
+    skinny_case_free(&c);
+}

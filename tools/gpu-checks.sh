@@ -15,8 +15,8 @@
 #     [FAIL] suite::name rerun at once, one by one (at most 3 per suite), with
 #     CUDA_LAUNCH_BLOCKING=1 under compute-sanitizer memcheck with --filter suite/name, so an
 #     asynchronous fault is tied to a kernel and a line;
-#   kernel benchmarks: bench_memops, bench_attention, bench_qgemm (the qgemm kernel tests run in
-#     test_kernels above);
+#   kernel benchmarks: bench_memops, bench_attention, bench_gemm_skinny, bench_qgemm (the qgemm
+#     kernel tests run in test_kernels above);
 #   engine benchmarks: one `qembed bench` per model (opened once) with every target workload of
 #     docs/benchmarks.md: L=512, L=2048, mix 16:512, a 32k document (chunked at the 16384-token
 #     budget), a 24-token query with and without CUDA graphs, and profiles of L=512 and the query;
@@ -44,6 +44,9 @@
 #   bench_attention          40 s      90 s   every attention variant (fa2, m128): 7 lengths
 #                                             (512..32768), 20 reps, 16384+ tokens each; a
 #                                             1000-token CPU reference check first, per variant
+#   bench_gemm_skinny         5 s      30 s   Qwen3-4B's 4 GEMM shapes at m = 1, 8, 24, 32, cuBLASLt
+#                                             and the skinny path, 30 reps each (~20 us a call);
+#                                             a 64-column CPU reference check per case first
 #   bench_qgemm              25 s      90 s   4 layers x 4 M x (bf16 + 3 types), 20 reps; quantizing
 #                                             ~0.5 G random weights on the host first (~10 s)
 #   bench-0.6b               20 s     120 s   load 1.2 GB; 8 workloads, ~0.4 s of GPU work each
@@ -99,6 +102,7 @@ if ((DRY)); then
   T_KERNELS=$BUILD/tests/test_kernels T_ENGINE=$BUILD/tests/test_cuda_engine
   T_BENCH=$BUILD/tests/test_kernels_bench
   B_MEMOPS=$BUILD/benchmarks/bench_memops B_ATTN=$BUILD/benchmarks/bench_attention
+  B_SKINNY=$BUILD/benchmarks/bench_gemm_skinny
   B_QGEMM=$BUILD/benchmarks/bench_qgemm
   BACKEND=cpu PRESET_SMALL=tiny PRESET_LARGE=tiny SERVE_SECONDS=2 SERVE_CLIENTS=8
   DEFAULT_TIMEOUTS="bench-4b=4"
@@ -108,6 +112,7 @@ else
   P=devpack/bin
   QEMBED=$P/qembed T_KERNELS=$P/test_kernels T_ENGINE=$P/test_cuda_engine
   T_BENCH=$P/test_kernels_bench B_MEMOPS=$P/bench_memops B_ATTN=$P/bench_attention
+  B_SKINNY=$P/bench_gemm_skinny
   B_QGEMM=$P/bench_qgemm
   BACKEND=cuda PRESET_SMALL=0.6b PRESET_LARGE=4b SERVE_SECONDS=30 SERVE_CLIENTS=64
   DEFAULT_TIMEOUTS=""
@@ -301,7 +306,7 @@ tp1_cost() { # model backend bench-args...
 }
 
 export -f sanitize memcheck_blocking serve_and_load environment tp1_cost
-export QE_GPU_CHECKS_DRY=$DRY SERVE_CLIENTS QEMBED T_KERNELS T_ENGINE T_BENCH B_MEMOPS B_ATTN B_QGEMM WORK
+export QE_GPU_CHECKS_DRY=$DRY SERVE_CLIENTS QEMBED T_KERNELS T_ENGINE T_BENCH B_MEMOPS B_ATTN B_SKINNY B_QGEMM WORK
 
 # ------------------------------------------------------------------ the checks
 
@@ -324,6 +329,7 @@ suite test_kernels_bench "$T_BENCH" 30
 
 stage bench_memops kernel-bench.log 60 10 "$B_MEMOPS"
 stage bench_attention kernel-bench.log 90 10 "$B_ATTN"
+stage bench_gemm_skinny kernel-bench.log 30 10 "$B_SKINNY"
 stage bench_qgemm kernel-bench.log 90 10 "$B_QGEMM" --reps 20
 
 wait "$MODELS" # bounded: each generation has its own timeout
@@ -412,9 +418,9 @@ cat "$OUT/summary.txt"
 # and the stages after it run, the earlier workload's result kept.
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine \
-  test_kernels_bench bench_memops bench_attention bench_qgemm bench-0.6b bench-4b bench-4b-q4km \
-  mem-4b-q4km bench-4b-m128 dp-0.6b tp1-nccl-0.6b memcheck-kernels racecheck-attention serve-4b \
-  mixed-4b; do
+  test_kernels_bench bench_memops bench_attention bench_gemm_skinny bench_qgemm bench-0.6b bench-4b \
+  bench-4b-q4km mem-4b-q4km bench-4b-m128 dp-0.6b tp1-nccl-0.6b memcheck-kernels \
+  racecheck-attention serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
 done
