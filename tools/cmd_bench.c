@@ -123,7 +123,7 @@ typedef struct bench_args {
     const char *model;
     qe_backend backend;
     int seq_len, mix_min, mix_max, seq_given, batch_tokens, iters, warmup, seed, dims, profile;
-    int kv_pool_tokens; /* 0: the engine's default */
+    int kv_pool_tokens;         /* 0: the engine's default */
     int tensor_parallel;        /* qe_options.tensor_parallel (1: none) */
     int devices[16], n_devices; /* --devices: one engine per entry (per tp entries), timed
                                  * together too */
