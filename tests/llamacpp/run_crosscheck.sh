@@ -35,6 +35,39 @@ for run in m:q8_0 m:q4_k_m t:q4_k_m; do
   node "$here/gguf_crosscheck.mjs" --node-modules "$modules" --gguf "$scratch/$dir-$type.gguf" \
     --ids "$scratch/ids.jsonl" --qembed "$scratch/ours-$dir-$type.jsonl" --min-cosine 0.999 || rc=1
 done
+# Files llama.cpp quantized itself (llama_model_quantize from an f16 file of ours): qembed loads them
+# and gives llama.cpp's vectors, and our q4_k_m recipe picks the same type for every tensor as
+# llama.cpp's (also on a 28-layer model, where use_more_bits picks 10 of 28 layers).
+lib=$(ls "$modules"/@node-llama-cpp/linux-x64/bins/linux-x64/libllama*.so 2>/dev/null | head -1 || true)
+if [[ -n $lib ]] && command -v cc >/dev/null; then
+  cc -O1 -o "$scratch/llama_quantize" "$here/llama_quantize.c" -ldl
+  types_of() { "$qembed" inspect --model "$1" --tensors |
+    awk '/^  (blk|token_embd|output)/ && $3 ~ /^\[/ { print $1, $2 }' | sort; }
+  sed -e 's/"num_hidden_layers": 4/"num_hidden_layers": 28/' -e 's/"vocab_size": 151669/"vocab_size": 4096/' \
+    "$scratch/config.json" > "$scratch/config-28.json"
+  "$qembed" make-random --config "$scratch/config-28.json" --out "$scratch/d" --seed 7 --quiet
+  for run in m:7:q8_0 m:15:q4_k_m d:15:q4_k_m; do
+    IFS=: read -r dir ftype type <<<"$run"
+    "$qembed" quantize --model "$scratch/$dir" --type f16 --out "$scratch/$dir-f16.gguf" --quiet
+    [[ -f $scratch/$dir-$type.gguf ]] ||
+      "$qembed" quantize --model "$scratch/$dir" --type "$type" --out "$scratch/$dir-$type.gguf" --quiet
+    LD_LIBRARY_PATH=$(dirname "$lib") "$scratch/llama_quantize" "$lib" "$scratch/$dir-f16.gguf" \
+      "$scratch/$dir-llama-$type.gguf" "$ftype" >"$scratch/llama-quantize.log" 2>&1 ||
+      { cat "$scratch/llama-quantize.log"; rc=1; continue; }
+    if ! diff <(types_of "$scratch/$dir-llama-$type.gguf") <(types_of "$scratch/$dir-$type.gguf"); then
+      echo "$dir $type: tensor types differ from llama.cpp's (<: llama.cpp, >: qembed)"; rc=1
+    else
+      echo "$dir $type: every tensor's type as llama.cpp's quantizer chose it"
+    fi
+    [[ $dir == m ]] || continue
+    "$qembed" embed --model "$scratch/$dir-llama-$type.gguf" --input "$scratch/ids.jsonl" \
+      --output "$scratch/ours-llama-$type.jsonl" --threads 2
+    node "$here/gguf_crosscheck.mjs" --node-modules "$modules" --gguf "$scratch/$dir-llama-$type.gguf" \
+      --ids "$scratch/ids.jsonl" --qembed "$scratch/ours-llama-$type.jsonl" --min-cosine 0.999 || rc=1
+  done
+else
+  echo "skipped: no libllama in $modules or no C compiler (llama.cpp's own quantized files)"
+fi
 # Rerankers in llama.cpp's form (pooling rank, cls.output.weight, the template in
 # tokenizer.chat_template.rerank): llama.cpp's ranking of the very ids qembed scored. Compared as
 # logits, relative: f32 within 1e-3; quantized within 0.045, the embedding check's bar (cosine
