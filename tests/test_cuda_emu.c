@@ -707,6 +707,26 @@ Test(cuda_emu, quantized_gguf_runs_quantized, .timeout = 900) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
+/* A GGUF file llama.cpp's own quantizer wrote (QE_LLAMACPP_GGUF; the optional llamacpp_gguf test
+ * makes them with llama_model_quantize and runs this): on the emulated CUDA backend it embeds like
+ * the CPU backend on the same file. Skipped without one. */
+Test(cuda_emu, llamacpp_quantized_file_matches_cpu, .timeout = 900) {
+    const char *path = getenv("QE_LLAMACPP_GGUF");
+    if (!path || !*path) cr_skip_test("QE_LLAMACPP_GGUF unset (tests/llamacpp/run_crosscheck.sh)");
+    char err[1024] = "";
+    qe_engine *cuda = open_cuda(path, 0, QE_OK, err, sizeof err), *cpu = open_cpu(path);
+    rs = 21;
+    int32_t **ids = rand_ids(LENS, NL, qe_vocab_size(cpu));
+    float *a = run(cpu, ids, LENS, NL, 0), *b = run(cuda, ids, LENS, NL, 0);
+    const double wc = worst_cos(a, b, NL, qe_dim(cpu));
+    cr_log_info("%s (llama.cpp's quantizer) on cuda vs cpu: worst cosine %.6f", path, wc);
+    cr_expect(wc >= SIM_COS, "%s, cuda vs cpu: worst cosine %.6f", path, wc);
+    for (int i = 0; i < NL; i++)
+        free(ids[i]);
+    free(ids), free(a), free(b);
+    qe_close(cpu), qe_close(cuda);
+}
+
 /* ================================================================== graphs and the pipeline */
 
 /* Runs one batch (lens[n], fresh random ids) on both engines; they must agree bitwise. Returns

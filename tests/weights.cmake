@@ -15,5 +15,7 @@ qe_add_test(test_quantize SOURCES test_quantize.c LIBS qe_tools)
 # Optional: llama.cpp (node-llama-cpp@3.21.1) loads our q8_0 and q4_k_m files and embeds them like
 # qembed does; skipped (77) without node or the package (tests/llamacpp/run_crosscheck.sh).
 add_test(NAME llamacpp_gguf COMMAND bash ${CMAKE_SOURCE_DIR}/tests/llamacpp/run_crosscheck.sh
-         $<TARGET_FILE:qembed_cli> ${CMAKE_BINARY_DIR}/test-scratch/llamacpp-gguf)
+         $<TARGET_FILE:qembed_cli> ${CMAKE_BINARY_DIR}/test-scratch/llamacpp-gguf
+         # the emulated CUDA backend on llama.cpp's own files, where the emulator is built
+         $<$<TARGET_EXISTS:test_cuda_emu>:$<TARGET_FILE:test_cuda_emu>>)
 set_tests_properties(llamacpp_gguf PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# run_crosscheck.sh QEMBED SCRATCH — optional: does llama.cpp load what `qembed quantize` writes,
-# and embed it (and, for a reranker, score it) like qembed? Needs node and node-llama-cpp@3.21.1 (prebuilt CPU binaries) in
+# run_crosscheck.sh QEMBED SCRATCH [TEST_CUDA_EMU] — optional: does llama.cpp load what `qembed
+# quantize` writes, and embed it (and, for a reranker, score it) like qembed; and do the files
+# llama.cpp's own quantizer writes run in qembed (CPU, and the emulated CUDA backend when
+# TEST_CUDA_EMU is given)? Needs node and node-llama-cpp@3.21.1 (prebuilt CPU binaries) in
 # $QE_NODE_LLAMA_CPP (a node_modules folder; default /tmp/llama-bench/node_modules, as
 # benchmarks/llamacpp/README.md installs it). Exits 77 (skipped) when either is absent.
 set -euo pipefail
-qembed=$1 scratch=$2
+qembed=$1 scratch=$2 cuda_emu=${3:-} # test_cuda_emu, when the emulator is built
 here=$(cd "$(dirname "$0")" && pwd)
 modules=${QE_NODE_LLAMA_CPP:-/tmp/llama-bench/node_modules}
 if ! command -v node >/dev/null || [ ! -f "$modules/node-llama-cpp/dist/index.js" ]; then
@@ -60,6 +62,13 @@ if [[ -n $lib ]] && command -v cc >/dev/null; then
       echo "$dir $type: every tensor's type as llama.cpp's quantizer chose it"
     fi
     [[ $dir == m ]] || continue
+    if [[ -n $cuda_emu ]]; then # the emulated CUDA backend on llama.cpp's file vs the CPU backend
+      QE_LLAMACPP_GGUF="$scratch/$dir-llama-$type.gguf" "$cuda_emu" \
+        --filter 'cuda_emu/llamacpp_quantized_file_matches_cpu' --verbose 2>&1 |
+        grep -E "worst cosine|Synthesis" || rc=1
+      QE_LLAMACPP_GGUF="$scratch/$dir-llama-$type.gguf" "$cuda_emu" \
+        --filter 'cuda_emu/llamacpp_quantized_file_matches_cpu' >/dev/null 2>&1 || rc=1
+    fi
     "$qembed" embed --model "$scratch/$dir-llama-$type.gguf" --input "$scratch/ids.jsonl" \
       --output "$scratch/ours-llama-$type.jsonl" --threads 2
     node "$here/gguf_crosscheck.mjs" --node-modules "$modules" --gguf "$scratch/$dir-llama-$type.gguf" \
