@@ -620,9 +620,27 @@ Test(cuda_emu, data_parallel_engines_on_two_devices, .timeout = 900) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
-/* A q8_0 / q4_k_m GGUF on the CUDA backend: the dequantized fp32 views are uploaded as bf16 like
- * a folder's weights, so the vectors follow the CPU backend on the same file within the GPU
- * tolerance. */
+/* The worst cosine over LENS (random ids from seed) between the emulated CUDA backend and the CPU
+ * backend on the same model; *device_bytes (may be NULL) gets the CUDA engine's device bytes. */
+static double cuda_vs_cpu_on(const char *path, uint64_t seed, double *device_bytes) {
+    char err[1024] = "";
+    qe_engine *cuda = open_cuda(path, 0, QE_OK, err, sizeof err), *cpu = open_cpu(path);
+    rs = seed;
+    int32_t **ids = rand_ids(LENS, NL, qe_vocab_size(cpu));
+    float *a = run(cpu, ids, LENS, NL, 0), *b = run(cuda, ids, LENS, NL, 0);
+    const double wc = worst_cos(a, b, NL, qe_dim(cpu));
+    if (device_bytes) *device_bytes = (double)qe_device_bytes(cuda);
+    for (int i = 0; i < NL; i++)
+        free(ids[i]);
+    free(ids), free(a), free(b);
+    qe_close(cpu), qe_close(cuda);
+    return wc;
+}
+
+/* A q8_0 / q4_k_m GGUF of the tiny geometry on the CUDA backend: its 64-wide rows are no whole
+ * 256-element super-blocks, so every matrix takes the bf16 upload (dequantized by the C reference)
+ * like a folder's weights, and the vectors follow the CPU backend on the same file within the GPU
+ * tolerance. quantized_gguf_runs_quantized below is the kept-quantized path. */
 Test(cuda_emu, gguf_matches_cpu, .timeout = 900) {
     char dir[1100], path[1200], err[1024] = "";
     tu_scratch_dir(dir, sizeof dir, "hs-gguf");
@@ -638,18 +656,10 @@ Test(cuda_emu, gguf_matches_cpu, .timeout = 900) {
         snprintf(path, sizeof path, "%s/m-%s.gguf", dir, qz_ftype_name(types[k]));
         const qz_opts q = {.model_dir = dir, .out_path = path, .ftype = types[k], .quiet = 1};
         cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
-        qe_engine *cuda = open_cuda(path, 0, QE_OK, err, sizeof err), *cpu = open_cpu(path);
-        rs = 7 + (uint64_t)k;
-        int32_t **ids = rand_ids(LENS, NL, qe_vocab_size(cpu));
-        float *a = run(cpu, ids, LENS, NL, 0), *b = run(cuda, ids, LENS, NL, 0);
-        const double wc = worst_cos(a, b, NL, qe_dim(cpu));
+        const double wc = cuda_vs_cpu_on(path, 7 + (uint64_t)k, NULL);
         cr_log_info("%s GGUF on cuda vs cpu: worst cosine %.6f", qz_ftype_name(types[k]), wc);
         cr_expect(wc >= SIM_COS, "%s GGUF, cuda vs cpu: worst cosine %.6f", qz_ftype_name(types[k]),
                   wc);
-        for (int i = 0; i < NL; i++)
-            free(ids[i]);
-        free(ids), free(a), free(b);
-        qe_close(cpu), qe_close(cuda);
     }
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
@@ -683,12 +693,8 @@ Test(cuda_emu, quantized_gguf_runs_quantized, .timeout = 900) {
         snprintf(path, sizeof path, "%s/q-%s.gguf", dir, qz_ftype_name(types[k]));
         const qz_opts q = {.model_dir = dir, .out_path = path, .ftype = types[k], .quiet = 1};
         cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
-        qe_engine *cuda = open_cuda(path, 0, QE_OK, err, sizeof err), *cpu = open_cpu(path);
-        rs = 31 + (uint64_t)k;
-        int32_t **ids = rand_ids(LENS, NL, qe_vocab_size(cpu));
-        float *a = run(cpu, ids, LENS, NL, 0), *b = run(cuda, ids, LENS, NL, 0);
-        const double wc = worst_cos(a, b, NL, qe_dim(cpu));
-        const double q_bytes = (double)qe_device_bytes(cuda);
+        double q_bytes = 0;
+        const double wc = cuda_vs_cpu_on(path, 31 + (uint64_t)k, &q_bytes);
         const double q_weights = bf16_weights - (bf16_bytes - q_bytes);
         cr_log_info("%s GGUF on cuda (quantized weights) vs cpu: worst cosine %.6f; device bytes "
                     "%.0f (bf16 folder %.0f): weights %.0f of bf16's %.0f (%.1f%%)",
@@ -699,10 +705,6 @@ Test(cuda_emu, quantized_gguf_runs_quantized, .timeout = 900) {
         cr_expect(q_weights <= most[k] * bf16_weights,
                   "%s: the device holds %.0f bytes of weights, bf16 would be %.0f",
                   qz_ftype_name(types[k]), q_weights, bf16_weights);
-        for (int i = 0; i < NL; i++)
-            free(ids[i]);
-        free(ids), free(a), free(b);
-        qe_close(cpu), qe_close(cuda);
     }
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
@@ -713,18 +715,9 @@ Test(cuda_emu, quantized_gguf_runs_quantized, .timeout = 900) {
 Test(cuda_emu, llamacpp_quantized_file_matches_cpu, .timeout = 900) {
     const char *path = getenv("QE_LLAMACPP_GGUF");
     if (!path || !*path) cr_skip_test("QE_LLAMACPP_GGUF unset (tests/llamacpp/run_crosscheck.sh)");
-    char err[1024] = "";
-    qe_engine *cuda = open_cuda(path, 0, QE_OK, err, sizeof err), *cpu = open_cpu(path);
-    rs = 21;
-    int32_t **ids = rand_ids(LENS, NL, qe_vocab_size(cpu));
-    float *a = run(cpu, ids, LENS, NL, 0), *b = run(cuda, ids, LENS, NL, 0);
-    const double wc = worst_cos(a, b, NL, qe_dim(cpu));
+    const double wc = cuda_vs_cpu_on(path, 21, NULL);
     cr_log_info("%s (llama.cpp's quantizer) on cuda vs cpu: worst cosine %.6f", path, wc);
     cr_expect(wc >= SIM_COS, "%s, cuda vs cpu: worst cosine %.6f", path, wc);
-    for (int i = 0; i < NL; i++)
-        free(ids[i]);
-    free(ids), free(a), free(b);
-    qe_close(cpu), qe_close(cuda);
 }
 
 /* ================================================================== graphs and the pipeline */
