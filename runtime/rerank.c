@@ -104,6 +104,13 @@ static int single_id(const tok_tokenizer *tok, const char *word, int vocab, char
     return n == 1 && id < vocab ? id : -1;
 }
 
+int rerank_answer_ids(const tok_tokenizer *tok, int vocab, int *yes, int *no, char *err,
+                      size_t errlen) {
+    *yes = single_id(tok, "yes", vocab, err, errlen);
+    *no = *yes >= 0 ? single_id(tok, "no", vocab, err, errlen) : -1;
+    return *no >= 0 ? 0 : -1;
+}
+
 /* Row r of a [vocab, hidden] tensor as fp32: a view of the row, converted as every tensor is. */
 static void row_f32(const st_tensor *t, int r, float *out) {
     const st_tensor row = st_rows(t, r, 1);
@@ -205,9 +212,8 @@ int rerank_head_open(rerank_head *h, const char *dir, const qe_model *m, const t
                      ? (m->gguf ? "token_embd.weight (tied)" : "embed_tokens.weight (tied)")
                  : m->gguf ? "output.weight"
                            : "lm_head.weight");
-        h->yes_id = w ? single_id(tok, "yes", c->vocab_size, err, errlen) : -1;
-        h->no_id = h->yes_id >= 0 ? single_id(tok, "no", c->vocab_size, err, errlen) : -1;
-        if (h->no_id < 0) return -1;
+        if (!w || rerank_answer_ids(tok, c->vocab_size, &h->yes_id, &h->no_id, err, errlen))
+            return -1;
     }
     const int H = c->hidden_size;
     h->diff = malloc(sizeof(float) * (size_t)H * 2);

@@ -25,6 +25,10 @@ typedef struct rerank_head {
 int rerank_head_open(rerank_head *h, const char *dir, const qe_model *m, const tok_tokenizer *tok,
                      qe_task asked, char *err, size_t errlen);
 void rerank_head_free(rerank_head *h);
+/* The ids of the answer tokens "yes" and "no": one token each, inside a vocab-row table. Returns
+ * 0, or -1 with err saying which is not (qembed quantize reads the same rows). */
+int rerank_answer_ids(const tok_tokenizer *tok, int vocab, int *yes, int *no, char *err,
+                      size_t errlen);
 
 /* From engine.c: the engine's head, and its last-error setter (takes the engine lock). */
 const rerank_head *engine_rerank_head(const qe_engine *e);

@@ -16,6 +16,7 @@
 
 #include "kernels/ref/ref_quant.h"
 #include "runtime/qembed.h"
+#include "runtime/rerank.h"
 #include "tokenizer/tokenizer.h"
 #include "weights/gguf_config.h"
 #include "weights/gguf_write.h"
@@ -279,32 +280,14 @@ static int write_config(gguf_writer *w, const qe_model *m, qz_ftype ft, int rera
 
 /* --- tensors --- */
 
-/* The one id a word tokenizes to, or -1. */
-static int word_id(const tok_tokenizer *tok, const char *word) {
-    const tok_encode_opts eo = {0, 0, 0, 0};
-    int32_t *ids = NULL;
-    int n = 0;
-    char sub[256];
-    if (tok_encode(tok, word, strlen(word), &eo, &ids, &n, sub, sizeof sub) != TOK_OK) n = 0;
-    const int id = n == 1 ? ids[0] : -1;
-    free(ids);
-    return id;
-}
-
 /* A reranker's cls.output.weight: rows "yes" then "no" of its output layer (lm_head.weight, or
  * the tied table) as F32 [2, hidden], what llama.cpp's converter writes for a Qwen3-Reranker. */
 static int make_cls_out(const qe_model *m, const st_tensor *lm_head, const tok_tokenizer *tok,
                         st_tensor *cls, char *err, size_t errlen) {
     const qe_config *c = &m->cfg;
     const st_tensor *w = lm_head ? lm_head : m->embed;
-    const int yes = word_id(tok, "yes"), no = word_id(tok, "no");
-    if (yes < 0 || no < 0 || yes >= c->vocab_size || no >= c->vocab_size) {
-        snprintf(err, errlen,
-                 "%s: a reranker (its tokenizer appends no end token) needs \"yes\" and \"no\" "
-                 "to be one token each inside the vocabulary",
-                 m->dir);
-        return -1;
-    }
+    int yes, no;
+    if (rerank_answer_ids(tok, c->vocab_size, &yes, &no, err, errlen)) return -1;
     if (w->ndim != 2 || w->shape[0] != c->vocab_size || w->shape[1] != c->hidden_size) {
         snprintf(err, errlen, "tensor \"%s\": expected shape [%d, %d]", w->name, c->vocab_size,
                  c->hidden_size);
