@@ -89,12 +89,6 @@ int cuda_tp_allreduce(cuda_state *st, float *x, size_t n) {
 
 /* ---------------------------------------------------------------- the ranks' shares */
 
-/* Rows [row0, row0 + n) of a 2-D tensor: a view into it (whole rows: a quantized tensor's blocks
- * stay whole). */
-static st_tensor rows_of(const st_tensor *t, int row0, int n) {
-    return st_rows(t, row0, n);
-}
-
 /* Columns [col0, col0 + n) of a quantized 2-D tensor as F32 (a column slice splits its blocks):
  * each row dequantized whole by the C reference, the slice kept. */
 static int quant_cols_of(const st_tensor *t, int col0, int n, st_tensor *v, void **copy) {
@@ -135,8 +129,9 @@ static int cols_of(const st_tensor *t, int col0, int n, st_tensor *v, void **cop
 }
 
 /* A rank's model: m with the rank's widths in its config and its slices as the layers' matrices
- * (views into m, or copies for the column slices). views holds 7 tensors a layer and copies 2;
- * the caller frees both once the rank's state has uploaded them. */
+ * (st_rows views of whole rows, which keep a quantized tensor's blocks whole, or copies for the
+ * column slices). views holds 7 tensors a layer and copies 2; the caller frees both once the rank's
+ * state has uploaded them. */
 enum { SLICES = 7, COPIES = 2 };
 static int rank_model(const qe_model *m, const tp_shard *sh, qe_model *out, qe_layer_tensors *lt,
                       st_tensor *views, void **copies) {
@@ -151,11 +146,11 @@ static int rank_model(const qe_model *m, const tp_shard *sh, qe_model *out, qe_l
         st_tensor *v = views + (size_t)l * SLICES;
         void **cp = copies + (size_t)l * COPIES;
         lt[l] = *L;
-        v[0] = rows_of(L->wq, sh->q_head0 * hd, sh->q_heads * hd);
-        v[1] = rows_of(L->wk, sh->kv_head0 * hd, sh->kv_heads * hd);
-        v[2] = rows_of(L->wv, sh->kv_head0 * hd, sh->kv_heads * hd);
-        v[3] = rows_of(L->w_gate, sh->f0, sh->f_len);
-        v[4] = rows_of(L->w_up, sh->f0, sh->f_len);
+        v[0] = st_rows(L->wq, sh->q_head0 * hd, sh->q_heads * hd);
+        v[1] = st_rows(L->wk, sh->kv_head0 * hd, sh->kv_heads * hd);
+        v[2] = st_rows(L->wv, sh->kv_head0 * hd, sh->kv_heads * hd);
+        v[3] = st_rows(L->w_gate, sh->f0, sh->f_len);
+        v[4] = st_rows(L->w_up, sh->f0, sh->f_len);
         if (cols_of(L->wo, sh->q_head0 * hd, sh->q_heads * hd, &v[5], &cp[0]) ||
             cols_of(L->w_down, sh->f0, sh->f_len, &v[6], &cp[1]))
             return -1;
