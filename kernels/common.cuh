@@ -11,6 +11,14 @@
 #include <cuda_runtime.h>
 /* The one launch form both builds share: QE_LAUNCH(kernel, grid, block, smem, stream)(args...). */
 #define QE_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+/* Dynamic shared memory: in a kernel, QE_DYNAMIC_SMEM(smem); declares the launch's smem bytes as
+ * unsigned char smem[], 1024-byte aligned (the 128-byte swizzle's pattern repeats every 1024
+ * bytes). A launch above 48 KB needs QE_ALLOW_DYNAMIC_SMEM(kernel, bytes) first (a cudaError_t);
+ * a block gets at most 227 KB. The emulator has the same two (tests/emu/cuda_emu.h). */
+#define QE_DYNAMIC_SMEM(name) extern __shared__ __align__(1024) unsigned char name[]
+#define QE_ALLOW_DYNAMIC_SMEM(kernel, bytes)                                                       \
+    cudaFuncSetAttribute((const void *)(kernel), cudaFuncAttributeMaxDynamicSharedMemorySize,      \
+                         (int)(bytes))
 #endif
 
 #include "kernels.h"

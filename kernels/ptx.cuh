@@ -144,7 +144,14 @@ enum wgmma_swizzle {
  * on the layout (tests/emu/emu_hopper.cc quotes the ISA's canonical layouts). */
 static __device__ __forceinline__ uint64_t wgmma_desc(const void *smem, uint32_t lbo_bytes,
                                                       uint32_t sbo_bytes, wgmma_swizzle swizzle) {
+#ifdef QE_EMU
+    /* The emulator's window holds every kernel's static arrays and the dynamic region, more than
+     * the 256 KB that 14 bits reach: it keeps two more address bits in the reserved bits 14-15,
+     * where a carry from adding to the address field goes as into a wider field. */
+    const uint64_t addr = (smem_addr(smem) & 0xFFFFF) >> 4;
+#else
     const uint64_t addr = (smem_addr(smem) & 0x3FFFF) >> 4;
+#endif
     return addr | (uint64_t)((lbo_bytes & 0x3FFFF) >> 4) << 16 |
            (uint64_t)((sbo_bytes & 0x3FFFF) >> 4) << 32 | (uint64_t)swizzle << 62;
 }

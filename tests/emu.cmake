@@ -13,7 +13,7 @@ if(QE_CUDA)
   # The emulator itself (never race-instrumented: it reads shared memory for whole warps).
   add_library(qe_emu_core OBJECT ${QE_EMU_DIR}/emu_context.cc ${QE_EMU_DIR}/emu_core.cc
               ${QE_EMU_DIR}/emu_race.cc ${QE_EMU_DIR}/emu_report.cc ${QE_EMU_DIR}/emu_ptx.cc
-              ${QE_EMU_DIR}/emu_hopper.cc
+              ${QE_EMU_DIR}/emu_hopper.cc ${QE_EMU_DIR}/emu_dynamic_smem.cc
               ${QE_EMU_DIR}/emu_tsan_hooks.cc ${QE_EMU_DIR}/cublaslt_emu.c)
   target_include_directories(qe_emu_core PRIVATE ${QE_EMU_DIR} ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_options(qe_emu_core PRIVATE -g -O3 -Wall -Wextra -Werror ${QE_EMU_SAN})

@@ -433,3 +433,116 @@ Test(emu, grid_and_block_indices) {
     cr_expect_eq(st.threads, 6 * 24);
     cr_expect_eq(st.barriers, 6);
 }
+
+/* ---------------------------------------------------------------- dynamic shared memory */
+
+/* Each block: word 0 of the region is the poison; the region starts on a 1024-byte shared
+ * address; cp.async lands in the launch's last 16 bytes, and thread t writes the last word of its
+ * 1/n of the bytes before those and, after the barrier, reads its neighbour's. */
+static __global__ void dynamic_smem_kernel(const uint32_t *src, uint32_t *out, int bytes) {
+    QE_DYNAMIC_SMEM(smem);
+    const int t = threadIdx.x, n = blockDim.x, words = bytes / 4, slice = (words - 4) / n;
+    uint32_t *w = (uint32_t *)smem;
+    const uint32_t first = w[0]; /* before anyone writes */
+    __syncthreads();
+    const int mine = (t + 1) * slice - 1;
+    w[mine] = 1000u * blockIdx.x + (uint32_t)t;
+    if (t == 0) {
+        cp_async16(smem + bytes - 16, src, 16);
+        cp_async_commit();
+        cp_async_wait_all();
+    }
+    __syncthreads();
+    const int next = ((t + 1) % n + 1) * slice - 1;
+    out[blockIdx.x * 64 + t] = w[next];
+    if (t == 0) {
+        out[blockIdx.x * 64 + 32] = first;
+        out[blockIdx.x * 64 + 33] = (uint32_t)(__cvta_generic_to_shared(smem) % 1024);
+        for (int i = 0; i < 4; i++)
+            out[blockIdx.x * 64 + 34 + i] = w[words - 4 + i];
+    }
+}
+
+Test(emu, dynamic_shared_memory_is_fresh_aligned_and_usable) {
+    const int bytes = 200 * 1024;
+    uint32_t *src = dev<uint32_t>(4), *out = dev<uint32_t>(2 * 64);
+    for (int i = 0; i < 4; i++)
+        src[i] = 0xC0DE0000u + (uint32_t)i;
+    cr_assert_eq(QE_ALLOW_DYNAMIC_SMEM(dynamic_smem_kernel, bytes), cudaSuccess);
+    QE_LAUNCH(dynamic_smem_kernel, 2, 32, bytes, nullptr)(src, out, bytes);
+    expect_clean_run();
+    for (unsigned b = 0; b < 2; b++) {
+        const uint32_t *o = out + b * 64;
+        for (unsigned t = 0; t < 32; t++)
+            cr_expect_eq(o[t], 1000u * b + (t + 1) % 32, "block %u thread %u read %#x", b, t, o[t]);
+        cr_expect_eq(o[32], 0xFFFFFFFFu, "block %u: fresh dynamic shared memory read %#x", b,
+                     o[32]);
+        cr_expect_eq(o[33], 0u, "the region's shared address is 1024-byte aligned");
+        for (int i = 0; i < 4; i++)
+            cr_expect_eq(o[34 + i], 0xC0DE0000u + (uint32_t)i, "cp.async into the region");
+    }
+}
+
+Test(emu, dynamic_shared_memory_above_48k_needs_the_attribute) {
+    uint32_t *src = dev<uint32_t>(4), *out = dev<uint32_t>(64);
+    QE_LAUNCH(dynamic_smem_kernel, 1, 32, 48 * 1024, nullptr)(src, out, 48 * 1024);
+    cr_expect_eq(cudaGetLastError(), cudaSuccess, "48 KB needs no attribute");
+    QE_LAUNCH(dynamic_smem_kernel, 1, 32, 64 * 1024, nullptr)(src, out, 64 * 1024);
+    cr_expect_eq(cudaGetLastError(), cudaErrorInvalidValue);
+    cr_expect(strstr(qe_emu_last_error(), "cudaFuncAttributeMaxDynamicSharedMemorySize"), "%s",
+              qe_emu_last_error());
+    cr_expect_eq(QE_ALLOW_DYNAMIC_SMEM(dynamic_smem_kernel, 228 * 1024), cudaErrorInvalidValue,
+                 "no block gets more than 227 KB");
+    cr_assert_eq(QE_ALLOW_DYNAMIC_SMEM(dynamic_smem_kernel, 64 * 1024), cudaSuccess);
+    QE_LAUNCH(dynamic_smem_kernel, 1, 32, 96 * 1024, nullptr)(src, out, 96 * 1024);
+    cr_expect_eq(cudaGetLastError(), cudaErrorInvalidValue, "above the allowed 64 KB");
+    QE_LAUNCH(dynamic_smem_kernel, 1, 32, 64 * 1024, nullptr)(src, out, 64 * 1024);
+    cr_expect_eq(cudaGetLastError(), cudaSuccess);
+    cr_expect_eq(cudaDeviceSynchronize(), cudaSuccess, "the refused launches left no fault");
+    cr_expect_eq(out[1], 2u, "the allowed launches ran");
+}
+
+/* Thread 0 touches the word just past the launch's bytes: by cp.async (checked in every build)
+ * or by a plain store (checked where plain accesses are). */
+static __global__ void past_dynamic_kernel(const uint32_t *src, int bytes, int plain) {
+    QE_DYNAMIC_SMEM(smem);
+    if (threadIdx.x != 0) return;
+    if (plain) {
+        uint32_t *w = (uint32_t *)(smem + bytes);
+        w[0] = 1;
+    } else {
+        cp_async16(smem + bytes, src, 16);
+        cp_async_commit();
+        cp_async_wait_all();
+    }
+}
+
+Test(emu, cp_async_past_the_dynamic_bytes_is_reported) {
+    uint32_t *src = dev<uint32_t>(4);
+    QE_LAUNCH(past_dynamic_kernel, 1, 32, 4096, nullptr)(src, 4096, 0);
+    expect_report("past the launch's dynamic shared memory");
+}
+
+Test(emu, store_past_the_dynamic_bytes_is_reported) {
+    require_plain_access_check();
+    uint32_t *src = dev<uint32_t>(4);
+    QE_LAUNCH(past_dynamic_kernel, 1, 32, 4096, nullptr)(src, 4096, 1);
+    expect_report("past the launch's 4096");
+}
+
+/* Two warps write one word of the region without a barrier between. */
+static __global__ void dynamic_race_kernel(uint32_t *out) {
+    QE_DYNAMIC_SMEM(smem);
+    uint32_t *w = (uint32_t *)smem;
+    if (threadIdx.x == 0) w[5] = 1;
+    if (threadIdx.x == 40) w[5] = 2;
+    __syncthreads();
+    if (threadIdx.x == 0) out[0] = w[5];
+}
+
+Test(emu, race_in_dynamic_shared_memory_is_reported) {
+    require_plain_access_check();
+    uint32_t *out = dev<uint32_t>(1);
+    QE_LAUNCH(dynamic_race_kernel, 1, 64, 1024, nullptr)(out);
+    expect_report("shared-memory race");
+}

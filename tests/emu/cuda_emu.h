@@ -193,12 +193,18 @@ template <typename... P> struct launcher {
 template <typename... P>
 static launcher<P...> make_launcher(void (*k)(P...), const char *name, const char *file, int line,
                                     dim3 grid, dim3 block, size_t smem, cudaStream_t) {
-    return launcher<P...>{k, launch_cfg{name, file, line, grid, block, smem}};
+    return launcher<P...>{k, launch_cfg{name, file, line, grid, block, smem, (const void *)k}};
 }
 
 } // namespace emu
 
 #define QE_LAUNCH(kernel, grid, block, smem, stream)                                               \
     ::emu::make_launcher(kernel, #kernel, __FILE__, __LINE__, grid, block, smem, stream)
+
+/* Dynamic shared memory (kernels/common.cuh gives the nvcc forms): the region of the window a
+ * launch's smem bytes cover, and the attribute a launch above 48 KB needs first. */
+#define QE_DYNAMIC_SMEM(name) unsigned char *const name = ::emu::dynamic_smem()
+#define QE_ALLOW_DYNAMIC_SMEM(kernel, bytes)                                                       \
+    ((cudaError_t)::emu::allow_dynamic_smem((const void *)(kernel), (size_t)(bytes)))
 
 #endif

@@ -33,6 +33,7 @@ struct launch_cfg {
     int line;
     dim3 grid, block;
     size_t dynamic_smem;
+    const void *fn; /* the kernel (its dynamic shared memory attribute) */
 };
 /* Runs every block of a launch; body(rec) is one thread's execution of the kernel. Returns 0, or
  * -1 after an emulator error (reported on stderr and kept for qe_emu_last_error). */
@@ -50,6 +51,11 @@ uint32_t shfl(uint32_t mask, uint32_t value, int lane_arg, int width, shfl_kind 
 /* ---- shared memory: static __shared__ arrays live in one section, the "window" */
 
 size_t cvta_shared(const void *p); /* the 32-bit shared address: offset into the window */
+/* Dynamic shared memory: the region's start (1024-byte aligned), of which a launch may use its
+ * smem bytes; allow_dynamic_smem is cudaFuncSetAttribute(kernel,
+ * cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) and returns a cudaError_t. */
+unsigned char *dynamic_smem();
+int allow_dynamic_smem(const void *kernel, size_t bytes);
 /* Race check of a shared-memory access by the current thread (no-op outside the window). */
 void shared_access(const void *p, size_t n, bool write, const void *pc);
 

@@ -349,7 +349,7 @@ static void run_block(dim3 b) {
             warp_state{g * 128, n >= (g + 1) * 128 ? 128 : 0, 0, 0, nullptr, nullptr, nullptr};
     race_block_starts();
     hopper_block_starts();
-    if (window_size()) memset(window_base(), 0xFF, window_size()); /* uninitialised: NaN */
+    poison_window(); /* uninitialised: NaN */
     for (int i = 0; i < n; i++) {
         fiber *f = fibers[i];
         f->t.tid = uint3{(unsigned)i % b.x, (unsigned)i / b.x % b.y, (unsigned)i / (b.x * b.y)};
@@ -404,6 +404,7 @@ int run_grid(const launch_cfg &cfg, void (*body)(const void *), const void *rec)
     kstats->launches++;
     block_body = body, block_rec = rec;
     grid_dim = cfg.grid, block_dim = cfg.block;
+    dynamic_bytes = cfg.dynamic_smem;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     bool failed = false;
@@ -423,6 +424,7 @@ int run_grid(const launch_cfg &cfg, void (*body)(const void *), const void *rec)
                 cfg.grid.x, cfg.grid.y, cfg.grid.z, cfg.block.x, cfg.block.y, cfg.block.z, s,
                 failed ? " (failed)" : "");
     launch = nullptr;
+    dynamic_bytes = 0;
     return failed ? -1 : 0;
 }
 
@@ -430,19 +432,20 @@ void submit(const launch_cfg &cfg, int (*run)(const void *), const void *rec, si
     const dim3 g = cfg.grid, b = cfg.block;
     const unsigned long long threads = (unsigned long long)b.x * b.y * b.z;
     const char *bad = nullptr;
+    int error = (int)cudaErrorInvalidConfiguration;
     if (threads == 0 || threads > 1024 || b.z > 64)
         bad = "block shape out of range (1..1024 threads, z <= 64)";
     else if (g.x == 0 || g.y == 0 || g.z == 0 || g.x > 0x7FFFFFFFu || g.y > 65535 || g.z > 65535)
         bad = "grid shape out of range (x < 2^31, y and z <= 65535, none 0)";
-    else if (cfg.dynamic_smem)
-        bad = "dynamic shared memory is not emulated";
+    else if ((bad = dynamic_smem_refusal(cfg)) != nullptr)
+        error = (int)cudaErrorInvalidValue; /* what the runtime returns for it */
     if (bad) {
         std::lock_guard<std::mutex> hold(emu_lock);
         launch = &cfg;
         report(nullptr, "invalid launch grid (%u,%u,%u) block (%u,%u,%u): %s", g.x, g.y, g.z, b.x,
                b.y, b.z, bad);
         launch = nullptr;
-        sim_set_launch_error((int)cudaErrorInvalidConfiguration);
+        sim_set_launch_error(error);
         return;
     }
     sim_enqueue(run, rec, n);

@@ -51,7 +51,8 @@ static uint32_t swizzle(uint32_t addr, int bytes) {
 
 /* ================================================================ matrix descriptors */
 
-/* The 64-bit shared-memory matrix descriptor: bits 0-13 start address >> 4, 16-29 leading
+/* The 64-bit shared-memory matrix descriptor: bits 0-13 start address >> 4 (with the emulator's
+ * two more address bits in the reserved 14-15: kernels/ptx.cuh wgmma_desc), 16-29 leading
  * dimension byte offset >> 4, 32-45 stride dimension byte offset >> 4, 49-51 matrix base offset,
  * 62-63 swizzle mode (0 none, 1 128 B, 2 64 B, 3 32 B). */
 struct smem_desc {
@@ -60,7 +61,7 @@ struct smem_desc {
 };
 static smem_desc decode(uint64_t d) {
     static const int span[4] = {0, 128, 64, 32};
-    return smem_desc{(uint32_t)(d & 0x3FFF) << 4, (uint32_t)((d >> 16) & 0x3FFF) << 4,
+    return smem_desc{(uint32_t)(d & 0xFFFF) << 4, (uint32_t)((d >> 16) & 0x3FFF) << 4,
                      (uint32_t)((d >> 32) & 0x3FFF) << 4, (int)((d >> 49) & 7),
                      span[(d >> 62) & 3]};
 }

@@ -103,9 +103,28 @@ inline char *window_base() {
 inline size_t window_size() {
     return __start_qe_emu_shared ? (size_t)(__stop_qe_emu_shared - __start_qe_emu_shared) : 0;
 }
+/* Dynamic shared memory (emu_dynamic_smem.cc): a region of the window, of which the running
+ * launch may use its first dynamic_bytes; the rest is not shared memory of this launch. */
+const size_t DYNAMIC_SMEM_MAX = 227 * 1024, DYNAMIC_SMEM_DEFAULT = 48 * 1024;
+const size_t WINDOW_MAX = 1 << 20; /* what a descriptor's address reaches (emu_hopper.cc) */
+extern unsigned char dynamic_region[DYNAMIC_SMEM_MAX];
+extern size_t dynamic_bytes;
+/* Why cfg may not launch with its dynamic shared memory (too much, or above 48 KB without the
+ * kernel's attribute), or nullptr. */
+const char *dynamic_smem_refusal(const launch_cfg &cfg);
+void poison_window(); /* when each block starts: NaN everywhere a block may read */
+
 inline bool in_window(const void *p, size_t n) {
     const uintptr_t off = (uintptr_t)p - (uintptr_t)window_base(); /* wraps when below */
-    return off < window_size() && n <= window_size() - off;
+    if (!(off < window_size() && n <= window_size() - off)) return false;
+    const uintptr_t tail = (uintptr_t)dynamic_region + dynamic_bytes;
+    const uintptr_t tail_end = (uintptr_t)dynamic_region + DYNAMIC_SMEM_MAX;
+    return (uintptr_t)p + n <= tail || (uintptr_t)p >= tail_end;
+}
+/* p lies in the dynamic region but past the running launch's bytes. */
+inline bool past_dynamic_bytes(const void *p) {
+    const uintptr_t d = (uintptr_t)p - (uintptr_t)dynamic_region;
+    return d >= dynamic_bytes && d < DYNAMIC_SMEM_MAX;
 }
 /* ---- the race check (emu_race.cc) */
 

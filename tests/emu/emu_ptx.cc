@@ -19,7 +19,8 @@ namespace emu {
 void cp_async(void *dst, const void *src, int cp_size, int src_bytes) {
     const void *pc = __builtin_return_address(0);
     if (!in_window(dst, (size_t)cp_size))
-        fail(pc, "cp.async destination %p is not in shared memory", dst);
+        fail(pc, "cp.async destination %p is not in shared memory%s", dst,
+             past_dynamic_bytes(dst) ? " (past the launch's dynamic shared memory)" : "");
     if ((uintptr_t)dst % (uintptr_t)cp_size)
         fail(pc, "cp.async destination %p is not aligned to its %d bytes", dst, cp_size);
     if (src_bytes < 0 || src_bytes > cp_size)

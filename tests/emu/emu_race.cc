@@ -169,7 +169,12 @@ void race_forget(const void *p, size_t n) {
 }
 
 void shared_access(const void *p, size_t n, bool write, const void *pc) {
-    if (cur && in_window(p, n)) race_check(p, n, write, cur->linear, pc);
+    if (!cur) return;
+    if (past_dynamic_bytes(p) || past_dynamic_bytes((const char *)p + n - 1))
+        fail(pc, "%s %zu byte(s) of dynamic shared memory at offset %zu, past the launch's %zu",
+             write ? "store of" : "load of", n, (size_t)((const unsigned char *)p - dynamic_region),
+             dynamic_bytes);
+    if (in_window(p, n)) race_check(p, n, write, cur->linear, pc);
 }
 
 } // namespace emu
