@@ -20,9 +20,10 @@
  *     query block has the most keys), then sequence, then head (heads sharing a kv head are
  *     neighbours, so their K/V tiles are reused from L2).
  *
- * Shared memory (dynamic, 160 KB + barriers): Q [2 panels][128 rows][64 cols], K and V [2 stages]
- * [2 panels][128 keys][64 cols], bf16, each 128-byte row swizzled by TMA's 128-byte mode (16-byte
- * chunk c of row r at c ^ r % 8), which is the wgmma descriptors' 128-byte swizzle.
+ * Shared memory (dynamic, 192 KB + barriers): Q [2 buffers][2 panels][128 rows][64 cols] (the
+ * next item's Q loads while this one runs), K and V [2 stages][2 panels][128 keys][64 cols], bf16,
+ * each 128-byte row swizzled by TMA's 128-byte mode (16-byte chunk c of row r at c ^ r % 8), which
+ * is the wgmma descriptors' 128-byte swizzle.
  *
  * Rows past the end of a sequence are never read: a tile's boxes cover only its valid rows, in
  * power-of-two boxes of at most 128 rows (one tensor map per box height: 128, 64, ..., 1), and
@@ -49,8 +50,9 @@
 
 #define FA3_TILE_BYTES (FA3_BN * ATT_D * 2) /* one K or V tile: 32 KB */
 #define FA3_PANEL_BYTES (FA3_BN * 128)      /* 64 columns of 128 rows */
+#define FA3_Q_BYTES (FA3_BM * ATT_D * 2)    /* one Q tile: 32 KB */
 #define FA3_Q_OFF 0
-#define FA3_K_OFF (FA3_Q_OFF + FA3_BM * ATT_D * 2)
+#define FA3_K_OFF (FA3_Q_OFF + 2 * FA3_Q_BYTES)
 #define FA3_V_OFF (FA3_K_OFF + FA3_STAGES * FA3_TILE_BYTES)
 #define FA3_BAR_OFF (FA3_V_OFF + FA3_STAGES * FA3_TILE_BYTES)
 #define FA3_SMEM_BYTES (FA3_BAR_OFF + 128)
@@ -65,7 +67,7 @@ struct fa3_maps {
 
 /* The mbarriers, at FA3_BAR_OFF. */
 struct fa3_bars {
-    uint64_t q_full, q_empty;
+    uint64_t q_full[2], q_empty[2]; /* Q is double-buffered: the next item's loads early */
     uint64_t k_full[FA3_STAGES], k_empty[FA3_STAGES];
     uint64_t v_full[FA3_STAGES], v_empty[FA3_STAGES];
 };
@@ -145,10 +147,11 @@ static __device__ void fa3_producer(const qe_attn_params &p, const fa3_maps &map
         const fa3_item it = fa3_item_of(t, p.n_seqs, p.heads, m_blocks);
         const fa3_work w = fa3_work_of(p, it);
         if (w.n_tiles == 0) continue;
-        mbar_wait(&b->q_empty, (q_uses & 1) ^ 1); /* both consumers are done with the last Q */
-        mbar_arrive_expect_tx(&b->q_full, FA3_BM * ATT_D * 2);
-        fa3_load_tile(smem + FA3_Q_OFF, maps.q, false, nullptr, 1, 0, w.q_start + w.m0,
-                      min(w.Lq - w.m0, FA3_BM), it.h * ATT_D, &b->q_full);
+        const int qst = q_uses % 2; /* both consumers done with the Q two items back */
+        mbar_wait(&b->q_empty[qst], ((q_uses / 2) & 1) ^ 1);
+        mbar_arrive_expect_tx(&b->q_full[qst], FA3_Q_BYTES);
+        fa3_load_tile(smem + FA3_Q_OFF + qst * FA3_Q_BYTES, maps.q, false, nullptr, 1, 0,
+                      w.q_start + w.m0, min(w.Lq - w.m0, FA3_BM), it.h * ATT_D, &b->q_full[qst]);
         q_uses++;
         const int32_t *bt =
             paged ? p.block_table + (long long)it.s * p.block_table_stride : nullptr;
@@ -269,8 +272,7 @@ static __device__ void fa3_consumer(const qe_attn_params &p, unsigned char *smem
     const int gid = lane >> 2, tig = lane & 3;
     const int my_turn = wg == 0 ? FA3_TURN0 : FA3_TURN1;
     const int their_turn = wg == 0 ? FA3_TURN1 : FA3_TURN0;
-    const unsigned char *q = smem + FA3_Q_OFF + wg * 64 * 128; /* this warpgroup's 64 rows */
-    if (wg == 1) named_bar_arrive(FA3_TURN0, 256);             /* consumer 0 goes first */
+    if (wg == 1) named_bar_arrive(FA3_TURN0, 256); /* consumer 0 goes first */
     uint32_t q_uses = 0, tiles = 0;
     for (int t = blockIdx.x; t < n_items; t += gridDim.x) {
         const fa3_item it = fa3_item_of(t, p.n_seqs, p.heads, m_blocks);
@@ -286,8 +288,10 @@ static __device__ void fa3_consumer(const qe_attn_params &p, unsigned char *smem
 #pragma unroll
         for (int i = 0; i < 64; i++)
             o[i] = 0.0f;
+        const int qst = q_uses % 2;
+        const unsigned char *q = smem + FA3_Q_OFF + qst * FA3_Q_BYTES + wg * 64 * 128; /* my rows */
         if (w.n_tiles > 0) {
-            mbar_wait(&b->q_full, q_uses & 1);
+            mbar_wait(&b->q_full[qst], (q_uses / 2) & 1);
             q_uses++;
         }
         /* Turn j on the tensor cores issues S(j) = Q K(j)^T and O += P(j-1) V(j-1); the first
@@ -308,7 +312,7 @@ static __device__ void fa3_consumer(const qe_attn_params &p, unsigned char *smem
             wgmma_wait_group<0>();
             wgmma_fence_operands(s);
             mbar_arrive(&b->k_empty[kst]);
-            if (nt == 1) mbar_arrive(&b->q_empty); /* the item's last read of Q */
+            if (nt == 1) mbar_arrive(&b->q_empty[qst]); /* the item's last read of Q */
             fa3_softmax(s, m_run, l_run, alpha, 0, row_lo, rows_first, w, scale_log2, slope_log2,
                         alibi, tig);
             fa3_pack_p(pa, s);
@@ -332,7 +336,7 @@ static __device__ void fa3_consumer(const qe_attn_params &p, unsigned char *smem
             wgmma_wait_group<1>(); /* S(j) done; P V still running */
             wgmma_fence_operands(s);
             mbar_arrive(&b->k_empty[kst]);
-            if (j == nt - 1) mbar_arrive(&b->q_empty);
+            if (j == nt - 1) mbar_arrive(&b->q_empty[qst]);
             fa3_softmax(s, m_run, l_run, alpha, j * FA3_BN, row_lo, rows_first, w, scale_log2,
                         slope_log2, alibi, tig);
             wgmma_wait_group<0>();
@@ -388,8 +392,10 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
     QE_DYNAMIC_SMEM(smem);
     fa3_bars *b = (fa3_bars *)(smem + FA3_BAR_OFF);
     if (threadIdx.x == 0) {
-        mbar_init(&b->q_full, 1);
-        mbar_init(&b->q_empty, 256);
+        for (int st = 0; st < 2; st++) {
+            mbar_init(&b->q_full[st], 1);
+            mbar_init(&b->q_empty[st], 256);
+        }
         for (int st = 0; st < FA3_STAGES; st++) {
             mbar_init(&b->k_full[st], 1);
             mbar_init(&b->k_empty[st], 256);
@@ -456,6 +462,19 @@ static bool fa3_device_is_hopper() {
 #endif
 }
 
+/* The kernel's dynamic shared memory attribute, set once per device (it is per function and
+ * device; a call per launch would cost a driver call each). */
+static cudaError_t fa3_allow_smem() {
+    static bool done[64];
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64)
+        return QE_ALLOW_DYNAMIC_SMEM(flash_attn_fa3_kernel, FA3_SMEM_BYTES);
+    if (done[dev]) return cudaSuccess;
+    const cudaError_t e = QE_ALLOW_DYNAMIC_SMEM(flash_attn_fa3_kernel, FA3_SMEM_BYTES);
+    done[dev] = e == cudaSuccess;
+    return e;
+}
+
 /* The blocks of the persistent grid: one per SM (a fixed few on the emulator, whose stand-in
  * device has no SM count worth the name; several items per block still run). */
 static int fa3_grid_size() {
@@ -493,7 +512,7 @@ extern "C" int qe_attention_fa3(const qe_attn_params *p, qe_stream s) {
         fa3_encode(maps.v, p->v, p->kv_heads * ATT_D, (long long)p->kv_stride * 2,
                    paged ? p->page_size : 0))
         return qe_attention_fa2(p, s); /* the driver refused a map: the cp.async kernel */
-    CUDA_CHECK(QE_ALLOW_DYNAMIC_SMEM(flash_attn_fa3_kernel, FA3_SMEM_BYTES));
+    CUDA_CHECK(fa3_allow_smem());
     const int grid = (int)(n_items < fa3_grid_size() ? n_items : fa3_grid_size());
     const float scale_log2 = p->scale * 1.4426950408889634f;
     QE_LAUNCH(flash_attn_fa3_kernel, grid, FA3_THREADS, FA3_SMEM_BYTES, s)
