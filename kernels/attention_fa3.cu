@@ -34,10 +34,17 @@
  * straddles a page: any page size works, the odd ones with many small boxes (page_size 7: one
  * row a box, slow but correct; an engine wanting speed uses a power of two >= 64). Should the
  * driver refuse a tensor map (no entry point, an unusual stride), the launcher falls back to the
- * fa2 variant (correct for every geometry).
+ * fa2 variant (correct for every geometry) and says so once on stderr; so does a device that
+ * is not sm_90. Untested on a GPU so far: the tails of odd lengths use boxes of 1-7 rows whose
+ * shared destination is 128- but not 1024-byte aligned (the 128-byte swizzle is assumed to follow
+ * the address, as the emulator does), and the zero boxes are wholly out of bounds.
  *
- * ptxas (nvcc 13, sm_90a): see docs/kernels.md ("fa3") for registers and spills. */
+ * ptxas -v (nvcc 13.0, sm_90a, -O3): 168 registers (the launch bound of 384 threads; setmaxnreg
+ * then gives 24 / 240), 0 bytes stack, 0 spill stores, 0 spill loads, 16 barriers reserved (the
+ * named-barrier ids are run-time values); no C7514 ("wgmma serialized") warning. docs/kernels.md
+ * ("attention_fa3.cu") has the prediction. */
 #include <math.h>
+#include <stdio.h>
 
 #include "attention_common.cuh"
 #include "ptx.cuh"
@@ -448,6 +455,14 @@ static int fa3_encode(CUtensorMap (&maps)[FA3_HEIGHTS], const void *base, int co
     return 0;
 }
 
+/* The fa2 kernel instead, said once on stderr (so a benchmark line labelled fa3 is not misread). */
+static int fa3_fallback(const qe_attn_params *p, qe_stream s, const char *why) {
+    static bool said;
+    if (!said) fprintf(stderr, "qembed: attention variant fa3: %s; running fa2 instead\n", why);
+    said = true;
+    return qe_attention_fa2(p, s);
+}
+
 /* Whether the current device runs sm_90a code (compute capability 9.0: Hopper). */
 static bool fa3_device_is_hopper() {
 #ifdef QE_EMU
@@ -498,7 +513,7 @@ extern "C" int qe_attention_fa3(const qe_attn_params *p, qe_stream s) {
     const long long m_blocks = qe_ceil_div(p->max_seqlen_q, FA3_BM);
     const long long n_items = m_blocks * p->n_seqs * p->heads;
     QE_K_REQUIRE(n_items < (1ll << 31));
-    if (!fa3_device_is_hopper()) return qe_attention_fa2(p, s); /* sm_90a code only */
+    if (!fa3_device_is_hopper()) return fa3_fallback(p, s, "the device is not sm_90 (Hopper)");
     const bool paged = p->block_table != nullptr;
     /* the largest power of two dividing page_size, as a box height index (at most 128 rows) */
     int page_min_i = 0;
@@ -511,7 +526,7 @@ extern "C" int qe_attention_fa3(const qe_attn_params *p, qe_stream s) {
                    paged ? p->page_size : 0) ||
         fa3_encode(maps.v, p->v, p->kv_heads * ATT_D, (long long)p->kv_stride * 2,
                    paged ? p->page_size : 0))
-        return qe_attention_fa2(p, s); /* the driver refused a map: the cp.async kernel */
+        return fa3_fallback(p, s, "the driver refused a TMA tensor map");
     CUDA_CHECK(fa3_allow_smem());
     const int grid = (int)(n_items < fa3_grid_size() ? n_items : fa3_grid_size());
     const float scale_log2 = p->scale * 1.4426950408889634f;
