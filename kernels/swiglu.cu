@@ -1,6 +1,6 @@
 /* swiglu.cu — SwiGLU on the fused gate|up GEMM output: out = silu(gate) * up, bf16 in/out, fp32
  * math. Memory-bound: 4 bytes read and 2 written per output element. */
-#include "common.cuh"
+#include "swiglu.cuh"
 
 /* Grid-stride over rows * inter outputs, 8 per thread (16-byte loads) when inter % 8 == 0. */
 static __global__ void swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows, int inter,
@@ -22,9 +22,7 @@ static __global__ void swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows,
         for (int j = 0; j < 4; j++) {
             const float2 gf = __bfloat1622float2(g2[j]);
             const float2 uf = __bfloat1622float2(u2[j]);
-            const float a = gf.x / (1.0f + __expf(-gf.x)) * uf.x;
-            const float b = gf.y / (1.0f + __expf(-gf.y)) * uf.y;
-            o2[j] = __floats2bfloat162_rn(a, b);
+            o2[j] = __floats2bfloat162_rn(silu_mul(gf.x, uf.x), silu_mul(gf.y, uf.y));
         }
         uint4 o;
         memcpy(&o, o2, sizeof o);
@@ -41,7 +39,7 @@ static __global__ void swiglu_scalar_kernel(const bf16 *__restrict__ gu, int row
         const int c = (int)(idx % inter);
         const float g = bf16_to_f32(gu[r * 2 * inter + c]);
         const float u = bf16_to_f32(gu[r * 2 * inter + inter + c]);
-        out[r * inter + c] = f32_to_bf16(g / (1.0f + __expf(-g)) * u);
+        out[r * inter + c] = f32_to_bf16(silu_mul(g, u));
     }
 }
 

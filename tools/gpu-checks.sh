@@ -54,6 +54,7 @@
 #                                             per long workload, 4 x 32k tokens, 110 queries
 #   bench-4b-m128            15 s      60 s   the 4B model (already written) at seq:512 and
 #                                             seq:2048 with QE_ATTN=m128
+#   query-4b-skinny          12 s      45 s   load 8 GB; 120 24-token queries, QE_GEMM=skinny
 #   bench-4b-q4km            20 s      90 s   load 2.5 GB; 55 queries, 6 steps of 16384 tokens
 #   mem-4b-q4km              10 s      45 s   load 2.5 GB at 2048 batch tokens, a 1024-token pool
 #   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
@@ -364,6 +365,14 @@ if ((DRY)); then ATTN_V=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:1
   ATTN_V=(--batch-tokens 16384 --workload seq:512 --workload seq:2048); fi
 stage bench-4b-m128 engine-bench.log 60 10 env QE_ATTN=m128 "$QEMBED" bench --model "$WORK/m-large" \
   --backend "$BACKEND" "${ATTN_V[@]}"
+# The 4B query on the skinny GEMM path with its fused epilogues (issue 15, item 4; QE_GEMM in
+# docs/kernels.md), beside bench-4b's default-path query lines.
+if ((DRY)); then SKQ=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
+  SKQ=(--batch-tokens 16384 --workload seq:24,batch=24,iters=50,warmup=5
+    --workload seq:24,batch=24,iters=50,warmup=5,graphs=0
+    --workload seq:24,batch=24,iters=20,warmup=2,profile=1); fi
+stage query-4b-skinny engine-bench.log 45 10 env QE_GEMM=skinny "$QEMBED" bench --model "$WORK/m-large" \
+  --backend "$BACKEND" "${SKQ[@]}"
 # Two engines sharing the one GPU (qembed serve --devices 0,0): their tokens/s together against
 # one engine's (the result_dp line); on a multi-GPU machine --devices 0,1 gives the DP scaling.
 if ((DRY)); then DP=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
