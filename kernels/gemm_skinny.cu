@@ -87,6 +87,8 @@ static __device__ __forceinline__ uint4 load_w8(const bf16 *row, bool row_ok, in
  * (g, t) holds 8 consecutive columns of rows g and g+8, the first 4 for one m16n8k16 step and the
  * last 4 for the next, and reads the same 8 columns of token g's x as its B fragment. */
 static __global__ void __launch_bounds__(SK_THREADS) gemm_skinny_kernel(const skinny_params p) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     __shared__ __align__(128) bf16 sx[SK_MAX_M * SK_XSTRIDE];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
@@ -165,6 +167,8 @@ static __global__ void __launch_bounds__(SK_THREADS) gemm_skinny_kernel(const sk
 
 /* y = the slices' partial sums added in slice order (0, 1, ...), then the output dtype. */
 static __global__ void __launch_bounds__(256) gemm_skinny_reduce_kernel(const skinny_params p) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     const long long i = (long long)blockIdx.x * 256 + threadIdx.x;
     if (i >= (long long)p.m * p.n) return;
     const long long plane = (long long)p.m * p.n;
@@ -210,10 +214,10 @@ extern "C" int qe_gemm_skinny(const qe_bf16 *x, int ldx, int m, int k, const qe_
     skinny_plan(n, k, workspace ? workspace_bytes : 0, &p.slice, &p.splits);
     p.partial = p.splits > 1 ? workspace : NULL;
     const dim3 grid(qe_ceil_div(n, SK_ROWS), p.splits);
-    QE_LAUNCH(gemm_skinny_kernel, grid, SK_THREADS, 0, s)(p);
+    QE_LAUNCH_PDL(gemm_skinny_kernel, grid, SK_THREADS, 0, s)(p);
     CUDA_CHECK_LAUNCH();
     if (p.splits > 1) {
-        QE_LAUNCH(gemm_skinny_reduce_kernel, qe_ceil_div((long long)m * n, 256), 256, 0, s)(p);
+        QE_LAUNCH_PDL(gemm_skinny_reduce_kernel, qe_ceil_div((long long)m * n, 256), 256, 0, s)(p);
         CUDA_CHECK_LAUNCH();
     }
     return QE_K_OK;
@@ -245,6 +249,8 @@ static __device__ __forceinline__ float reduced_bf16(const skinny_params &p, int
 /* act[t, j] = silu(y[t, j]) * y[t, inter + j]: n = 2 inter (w = [gate; up]). */
 static __global__ void __launch_bounds__(256)
     skinny_swiglu_kernel(const skinny_params p, bf16 *act, int ld_act) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     const int inter = p.n / 2;
     const long long i = (long long)blockIdx.x * 256 + threadIdx.x;
     if (i >= (long long)p.m * inter) return;
@@ -267,6 +273,8 @@ typedef struct rope_params {
  * qk_norm_rope_kernel does them, v heads stored as reduced. */
 static __global__ void __launch_bounds__(256)
     skinny_qkv_norm_rope_kernel(const skinny_params p, const rope_params r) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     const int lane = threadIdx.x & 31;
     const long long warp_id = (long long)blockIdx.x * 8 + (threadIdx.x >> 5);
     const int nh = r.heads + 2 * r.kv_heads;
@@ -311,7 +319,8 @@ static int fused_gemm(skinny_params *p, const qe_bf16 *x, int ldx, int m, int k,
     p->tiles = (m + 7) / 8;
     skinny_plan(n, k, workspace_bytes, &p->slice, &p->splits);
     p->partial = workspace;
-    QE_LAUNCH(gemm_skinny_kernel, dim3(qe_ceil_div(n, SK_ROWS), p->splits), SK_THREADS, 0, s)(*p);
+    QE_LAUNCH_PDL(gemm_skinny_kernel, dim3(qe_ceil_div(n, SK_ROWS), p->splits), SK_THREADS, 0, s)
+    (*p);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }
@@ -323,7 +332,7 @@ extern "C" int qe_gemm_skinny_swiglu(const qe_bf16 *x, int ldx, int m, int k,
     skinny_params p;
     if (fused_gemm(&p, x, ldx, m, k, w_gate_up, 2 * inter, act, workspace, workspace_bytes, s))
         return QE_K_ERR;
-    QE_LAUNCH(skinny_swiglu_kernel, qe_ceil_div((long long)m * inter, 256), 256, 0, s)
+    QE_LAUNCH_PDL(skinny_swiglu_kernel, qe_ceil_div((long long)m * inter, 256), 256, 0, s)
     (p, (bf16 *)act, ld_act);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
@@ -348,7 +357,7 @@ extern "C" int qe_gemm_skinny_qkv_norm_rope(const qe_bf16 *x, int ldx, int m, in
     r.positions = positions, r.q_norm_w = q_norm_w, r.k_norm_w = k_norm_w, r.eps = eps;
     r.rotate = theta > 0.0, r.log2_theta = theta > 0.0 ? log2(theta) : 0.0;
     const long long warps = (long long)m * (heads + 2 * kv_heads);
-    QE_LAUNCH(skinny_qkv_norm_rope_kernel, qe_ceil_div(warps, 8), 256, 0, s)(p, r);
+    QE_LAUNCH_PDL(skinny_qkv_norm_rope_kernel, qe_ceil_div(warps, 8), 256, 0, s)(p, r);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

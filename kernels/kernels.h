@@ -77,6 +77,15 @@ int qe_gather_last_rows(const void *src, size_t row_bytes, const int32_t *cu_seq
 int qe_kv_append(const qe_bf16 *src, int src_stride, int row_elems, const int32_t *dst_rows,
                  int n_rows, qe_bf16 *dst, int dst_stride, qe_stream s);
 
+/* ---- programmatic dependent launch (kernels/pdl.cu) ----
+ * Whether the kernels launched by QE_LAUNCH_PDL (the per-layer ones of a forward: norms, RoPE,
+ * K/V append, attention, SwiGLU, the skinny GEMM, gathers) may start while the stream's previous
+ * kernel finishes (each waits for it in griddep_wait before touching memory). QE_PDL=1 turns it on
+ * (read once); qe_pdl_select(1 / 0) overrides, -1 returns to QE_PDL's; select returns 0, or -1 for
+ * another value. Off by default until a GPU has timed it (docs/kernels.md). */
+int qe_pdl_enabled(void);
+int qe_pdl_select(int on);
+
 /* ---- flash attention (kernels/attention.cu) ---- */
 
 /* Varlen causal GQA attention, bf16 in/out, fp32 online softmax, head_dim 128.

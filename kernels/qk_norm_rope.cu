@@ -2,6 +2,7 @@
  * theta 0 the RMSNorm alone (ALiBi models keep Qwen3's q/k norms but rotate nothing). The math is
  * qk_norm_rope.cuh's (angle accuracy there), which the skinny GEMM's epilogue shares. */
 #include "qk_norm_rope.cuh"
+#include "ptx.cuh"
 
 /* One warp per (token, head) over the heads + kv_heads normed heads of a row; v is untouched.
  * Lane l owns the pairs (i, i + half) for i = l, l + 32, ... */
@@ -9,6 +10,8 @@ static __global__ void
 qk_norm_rope_kernel(bf16 *__restrict__ qkv, int n_tokens, int heads, int kv_heads, int head_dim,
                     const int32_t *__restrict__ positions, const float *__restrict__ q_norm_w,
                     const float *__restrict__ k_norm_w, float eps, int rotate, double log2_theta) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     const int lane = threadIdx.x & 31;
     const long long warp_id = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     const int nh = heads + kv_heads;
@@ -40,7 +43,7 @@ extern "C" int qe_qk_norm_rope(qe_bf16 *qkv, int n_tokens, int heads, int kv_hea
     const int rotate = theta > 0.0;
     const long long warps = (long long)n_tokens * (heads + kv_heads);
     const int threads = 256;
-    QE_LAUNCH(qk_norm_rope_kernel, qe_ceil_div(warps, threads / 32), threads, 0, s)
+    QE_LAUNCH_PDL(qk_norm_rope_kernel, qe_ceil_div(warps, threads / 32), threads, 0, s)
     ((bf16 *)qkv, n_tokens, heads, kv_heads, head_dim, positions, q_norm_w, k_norm_w, eps, rotate,
      rotate ? log2(theta) : 0.0);
     CUDA_CHECK_LAUNCH();

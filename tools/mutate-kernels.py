@@ -200,6 +200,13 @@ MUTANTS = [
         '    return bf16_to_f32(f32_to_bf16(v));',
         '    return v;')],
       None),
+    M('PDL wait dropped', 'synchronisation',
+      [('kernels/swiglu.cu',
+        'swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows, int inter,\n'
+        '                                          bf16 *__restrict__ out) {\n    griddep_wait();',
+        'swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows, int inter,\n'
+        '                                          bf16 *__restrict__ out) {\n')],
+      None),
     M('qgemm Q6_K offset', 'quant offset',
       [('kernels/qpack.cuh',
         '(((h >> (2 * i)) & 3) << 4)) - 32);',
