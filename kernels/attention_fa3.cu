@@ -39,6 +39,8 @@
  * shared destination is 128- but not 1024-byte aligned (the 128-byte swizzle is assumed to follow
  * the address, as the emulator does), and the zero boxes are wholly out of bounds.
  *
+ * Launched with QE_LAUNCH_PDL like the other variants (griddep_wait before any global access).
+ *
  * ptxas -v (nvcc 13.0, sm_90a, -O3): 168 registers (the launch bound of 384 threads; setmaxnreg
  * then gives 24 / 240), 0 bytes stack, 0 spill stores, 0 spill loads, 16 barriers reserved (the
  * named-barrier ids are run-time values); no C7514 ("wgmma serialized") warning. docs/kernels.md
@@ -396,6 +398,8 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
     __trap(); /* a build for another GPU: the launcher never runs it there (fa2 instead) */
 #else
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     QE_DYNAMIC_SMEM(smem);
     fa3_bars *b = (fa3_bars *)(smem + FA3_BAR_OFF);
     if (threadIdx.x == 0) {
@@ -530,7 +534,7 @@ extern "C" int qe_attention_fa3(const qe_attn_params *p, qe_stream s) {
     CUDA_CHECK(fa3_allow_smem());
     const int grid = (int)(n_items < fa3_grid_size() ? n_items : fa3_grid_size());
     const float scale_log2 = p->scale * 1.4426950408889634f;
-    QE_LAUNCH(flash_attn_fa3_kernel, grid, FA3_THREADS, FA3_SMEM_BYTES, s)
+    QE_LAUNCH_PDL(flash_attn_fa3_kernel, grid, FA3_THREADS, FA3_SMEM_BYTES, s)
     (*p, maps, scale_log2, (int)n_items, (int)m_blocks, page_min_i);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
