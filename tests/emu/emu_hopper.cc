@@ -632,6 +632,7 @@ void tma_load(void *dst, const void *map_p, int rank, const int32_t *coords, voi
         fail(pc, "cp.async.bulk.tensor: the tensor map was not built by tensor_map_tiled");
     if (m.rank != rank)
         fail(pc, "cp.async.bulk.tensor.%dd with a tensor map of rank %d", rank, m.rank);
+    check_global_access(m.base, false, "cp.async.bulk.tensor", pc);
     size_t elems = 1;
     for (int i = 0; i < rank; i++)
         elems *= m.box[i];
