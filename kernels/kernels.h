@@ -183,6 +183,31 @@ int qe_gemm_skinny_supports(const qe_bf16 *x, int ldx, int m, int k, const qe_bf
                             const void *y, int ldy, int y_f32);
 int qe_gemm_skinny_splits(int n, int k, size_t workspace_bytes);
 
+/* ---- fused GEMM epilogues (kernels/gemm_fused.cu, sm_90a: wgmma + TMA; issue 15, item 3) ----
+ * Our own GEMM for the two products an element-wise op follows, the op applied to the fp32
+ * accumulators before the one bf16 rounding. x [m, k] (row stride ldx), fp32 accumulation.
+ *
+ * act[m, inter] (row stride inter) = bf16(silu(x Wg^T) * (x Wu^T)), wgu the stacked [2*inter, k]
+ * (gate rows then up rows, as the engine uploads them). qe_swiglu(x wgu^T) rounded gu first.
+ *
+ * qkv[m, (heads + 2 kv_heads) * 128] = x wqkv^T with qe_qk_norm_rope's per-head RMSNorm (q_norm_w
+ * / k_norm_w [128]) and NeoX RoPE at positions[t] (theta 0: the norm only, positions not read)
+ * on the q and k heads, v as the product; the layout qe_qk_norm_rope leaves.
+ *
+ * Both need k a multiple of 64, inter a multiple of 64, head_dim 128, ldx a multiple of 8 and
+ * x, w, y 16-byte aligned (every Qwen3 size; *_supports says whether a call qualifies, the
+ * launchers refuse the rest). */
+int qe_gemm_swiglu(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *wgu, int inter,
+                   qe_bf16 *act, qe_stream s);
+int qe_gemm_qkv_norm_rope(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *wqkv, int heads,
+                          int kv_heads, int head_dim, const int32_t *positions,
+                          const float *q_norm_w, const float *k_norm_w, float eps, double theta,
+                          qe_bf16 *qkv, qe_stream s);
+int qe_gemm_swiglu_supports(const qe_bf16 *x, int ldx, int k, const qe_bf16 *wgu, int inter,
+                            const qe_bf16 *act);
+int qe_gemm_qkv_norm_rope_supports(const qe_bf16 *x, int ldx, int k, const qe_bf16 *wqkv, int heads,
+                                   int kv_heads, int head_dim, const qe_bf16 *qkv);
+
 /* What the heuristic chose for one cached plan, for tools (qembed bench prints it): the shape,
  * the algorithm's CUBLASLT_ALGO_CONFIG_ID, _TILE_ID, _STAGES_ID and _SPLITK_NUM (-1 where
  * cuBLASLt does not report one), and how many qe_gemm_bf16 calls ran it (a CUDA graph's replays
