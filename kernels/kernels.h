@@ -161,13 +161,17 @@ void qe_gemm_destroy(qe_gemm *g);
 int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
                  void *y, int ldy, int y_f32, int accumulate, qe_stream s);
 
-/* Paths of qe_gemm_bf16 (issue 15, item 4): 0 "cublaslt", every call through cuBLASLt (the
+/* Paths of qe_gemm_bf16 (issue 15, items 3 and 4): 0 "cublaslt", every call through cuBLASLt (the
  * default); 1 "skinny", calls with m <= 32 through the split-K kernel of gemm_skinny.cu (the rest,
  * and calls it cannot take: k or ldx not a multiple of 8, x or w not 16-byte aligned, still go to
- * cuBLASLt). The environment's QE_GEMM names one (a name or its number, read once); a test or
- * benchmark chooses with qe_gemm_select (-1 returns to QE_GEMM's). select returns 0, or -1 for no
- * such path; the name is NULL for one. */
-enum { QE_GEMM_PATHS = 2 };
+ * cuBLASLt); 2 "fused", every qe_gemm_bf16 call through cuBLASLt as 0, and the CUDA backend runs
+ * the qkv and gate/up products of bf16 layers through qe_gemm_qkv_norm_rope / qe_gemm_swiglu
+ * (gemm_fused.cu) instead of qe_gemm_bf16 + qe_qk_norm_rope / qe_swiglu, where they take the
+ * shape (*_supports; an sm_90 device). The environment's QE_GEMM names one (a name or its number,
+ * read once); a test or benchmark chooses with qe_gemm_select (-1 returns to QE_GEMM's). select
+ * returns 0, or -1 for no such path; the name is NULL for one. */
+enum { QE_GEMM_PATH_CUBLASLT = 0, QE_GEMM_PATH_SKINNY = 1, QE_GEMM_PATH_FUSED = 2 };
+enum { QE_GEMM_PATHS = 3 };
 int qe_gemm_select(int path);
 int qe_gemm_path(void);
 const char *qe_gemm_path_name(int path);

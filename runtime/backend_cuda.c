@@ -597,6 +597,11 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
     const int H = st->hidden, T = g->Tp, S = g->Sp;
     const int n_whole = S - g->n_paged;
     qe_stream s = st->stream;
+    /* QE_GEMM=fused: the qkv and gate/up products of bf16 layers with their element-wise ops in
+     * the GEMM's epilogue (gemm_fused.cu), where the kernels take the shape; a quantized matrix,
+     * another device or another shape (a tensor-parallel slice of the intermediate that is no
+     * multiple of 64, say) keeps the separate kernels */
+    const int fused = qe_gemm_path() == QE_GEMM_PATH_FUSED;
     if (st->embed_qtype)
         K_CALL(
             qe_embed_gather_q(st->embed_q, st->embed_qtype, st->vocab, H, g->d_tok, T, st->x, s));
@@ -608,12 +613,21 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         const int shortcut = l == st->layers - 1 && !g->full_last;
         K_CALL(qe_add_rmsnorm(st->x, NULL, L->attn_norm, T, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
-        K_CALL(
-            linear(st, st->h, H, T, H, L->wqkv, &L->qqkv, st->qkv_dim, st->qkv, st->qkv_dim, 0, 0));
-        prof_mark(st, OP_QKV);
-        K_CALL(qe_qk_norm_rope(st->qkv, T, st->heads, st->kv_heads, st->head_dim, g->d_pos,
-                               L->q_norm, L->k_norm, st->eps, st->cfg.rope_theta, s));
-        prof_mark(st, OP_ROPE);
+        if (fused && !L->qqkv.n_runs &&
+            qe_gemm_qkv_norm_rope_supports(st->h, H, H, L->wqkv, st->heads, st->kv_heads,
+                                           st->head_dim, st->qkv)) {
+            K_CALL(qe_gemm_qkv_norm_rope(st->h, H, T, H, L->wqkv, st->heads, st->kv_heads,
+                                         st->head_dim, g->d_pos, L->q_norm, L->k_norm, st->eps,
+                                         st->cfg.rope_theta, st->qkv, s));
+            prof_mark(st, OP_QKV); /* the norm and RoPE inside: OP_ROPE gets no time */
+        } else {
+            K_CALL(linear(st, st->h, H, T, H, L->wqkv, &L->qqkv, st->qkv_dim, st->qkv, st->qkv_dim,
+                          0, 0));
+            prof_mark(st, OP_QKV);
+            K_CALL(qe_qk_norm_rope(st->qkv, T, st->heads, st->kv_heads, st->head_dim, g->d_pos,
+                                   L->q_norm, L->k_norm, st->eps, st->cfg.rope_theta, s));
+            prof_mark(st, OP_ROPE);
+        }
         if (g->n_paged > 0) {
             const int first_tok = g->T - g->n_paged_tokens;
             K_CALL(qe_kv_append(st->qkv + (size_t)first_tok * st->qkv_dim + st->q_dim, st->qkv_dim,
@@ -641,11 +655,17 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         prof_mark(st, OP_OPROJ);
         K_CALL(qe_add_rmsnorm(x, NULL, L->mlp_norm, rows, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
-        K_CALL(linear(st, st->h, H, rows, H, L->wgu, &L->qgu, 2 * st->inter, st->gu, 2 * st->inter,
-                      0, 0));
-        prof_mark(st, OP_GATEUP);
-        K_CALL(qe_swiglu(st->gu, rows, st->inter, st->act, s));
-        prof_mark(st, OP_SWIGLU);
+        if (fused && !L->qgu.n_runs &&
+            qe_gemm_swiglu_supports(st->h, H, H, L->wgu, st->inter, st->act)) {
+            K_CALL(qe_gemm_swiglu(st->h, H, rows, H, L->wgu, st->inter, st->act, s));
+            prof_mark(st, OP_GATEUP); /* SwiGLU inside: OP_SWIGLU gets no time */
+        } else {
+            K_CALL(linear(st, st->h, H, rows, H, L->wgu, &L->qgu, 2 * st->inter, st->gu,
+                          2 * st->inter, 0, 0));
+            prof_mark(st, OP_GATEUP);
+            K_CALL(qe_swiglu(st->gu, rows, st->inter, st->act, s));
+            prof_mark(st, OP_SWIGLU);
+        }
         K_CALL(linear(st, st->act, st->inter, rows, st->inter, L->wdown, &L->qdown, H, x, H, 1,
                       tp_accumulate(st)));
         K_CALL(cuda_tp_allreduce(st, x, (size_t)rows * H));

@@ -1295,7 +1295,8 @@ Test(kernels, gemm_skinny_one_slice_and_small_workspace) {
         QE_K_ERR);
     cr_expect(!qe_gemm_skinny_supports(c.d_x, c.ldx, 4, 2556, c.d_w, c.d_y, c.ldy, 1));
     cr_expect(!qe_gemm_skinny_supports(c.d_x, c.ldx, 0, c.K, c.d_w, c.d_y, c.ldy, 1));
-    cr_expect_eq(qe_gemm_select(2), -1);
+    cr_expect_eq(qe_gemm_select(QE_GEMM_PATHS), -1);
+    cr_expect_str_eq(qe_gemm_path_name(QE_GEMM_PATH_FUSED), "fused");
     cr_expect_str_eq(qe_gemm_path_name(1), "skinny");
     free(out);
     cudaFree(ws);
