@@ -1474,9 +1474,9 @@ static int fused_qkv_run(const fused_case *c, int H, int KV, double theta) {
 
 /* Odd M (one partial row tile, several, a tile of one row) at every Qwen3 hidden size (the k of
  * both products). The kernel's code path does not depend on N beyond the number of column tiles
- * and, for SwiGLU, the up rows' offset (inter) and for qkv which heads are q, k and v; so most
- * cases take small N (3 SwiGLU column tiles; 4 q + 2 kv heads) and one case per product takes a
- * real Qwen3 N (0.6B: inter 3072, 16 + 8 heads), within the emulator's time. */
+ * and, for SwiGLU, the up rows' offset (inter) and for qkv which heads are q, k and v; so the odd
+ * M run with small N (3 SwiGLU column tiles; 4 q + 2 kv heads), and each model's real N (inter
+ * 3072 / 9728 / 12288; 16 / 32 / 32 q heads over 8 kv) runs once at its own k, m = 7. */
 static const int FUSED_M[] = {1, 7, 65, 130, 300};
 static const int FUSED_K[] = {1024, 2560, 4096};
 
@@ -1489,10 +1489,13 @@ Test(kernels, gemm_swiglu_fused, .timeout = 900) {
             cr_expect(fused_swiglu_run(&c), "gemm_swiglu M %d K %d inter 192", c.M, c.K);
             fused_case_free(&c);
         }
-    fused_case c;
-    fused_case_init(&c, 7, 1024, 2 * 3072, 1790);
-    cr_expect(fused_swiglu_run(&c), "gemm_swiglu M 7 K 1024 inter 3072 (0.6B)");
-    fused_case_free(&c);
+    for (int mi = 0; mi < 3; mi++) { /* the real widths: 0.6B, 4B, 8B */
+        const int K = FUSED_K[mi], I = (int[]){3072, 9728, 12288}[mi];
+        fused_case c;
+        fused_case_init(&c, 7, K, 2 * I, 1790 + mi);
+        cr_expect(fused_swiglu_run(&c), "gemm_swiglu M 7 K %d inter %d", K, I);
+        fused_case_free(&c);
+    }
 }
 
 Test(kernels, gemm_qkv_norm_rope_fused, .timeout = 900) {
@@ -1505,10 +1508,13 @@ Test(kernels, gemm_qkv_norm_rope_fused, .timeout = 900) {
             if (mi == 2) cr_expect(fused_qkv_run(&c, 4, 2, 0.0), "theta 0, M %d K %d", c.M, c.K);
             fused_case_free(&c);
         }
-    fused_case c;
-    fused_case_init(&c, 7, 1024, (16 + 2 * 8) * 128, 1890);
-    cr_expect(fused_qkv_run(&c, 16, 8, 1e6), "gemm_qkv_norm_rope M 7 K 1024 16/8 heads (0.6B)");
-    fused_case_free(&c);
+    for (int mi = 0; mi < 3; mi++) { /* the real heads: 0.6B 16 / 8, 4B and 8B 32 / 8 */
+        const int K = FUSED_K[mi], H = mi ? 32 : 16;
+        fused_case c;
+        fused_case_init(&c, 7, K, (H + 2 * 8) * 128, 1890 + mi);
+        cr_expect(fused_qkv_run(&c, H, 8, 1e6), "gemm_qkv_norm_rope M 7 K %d %d / 8 heads", K, H);
+        fused_case_free(&c);
+    }
 }
 
 /* What the fused launchers refuse, with the reason in the message (no device needed). */
@@ -1527,7 +1533,18 @@ Test(kernels, gemm_fused_refuses_other_shapes) {
     cr_expect_eq(qe_gemm_qkv_norm_rope(buf, 1024, 1, 1024, buf, 4, 2, 128, NULL, (float *)buf,
                                        (float *)buf, 1e-6f, 1e6, buf, NULL),
                  QE_K_ERR);
+    /* the Qwen3 shapes qualify on an sm_90 device (the emulator is one), none without */
+#ifdef QE_EMU_TEST
+    const int sm90 = 1;
+#else
+    int n_dev = 0, major = 0, minor = 0;
+    const int sm90 =
+        cudaGetDeviceCount(&n_dev) == cudaSuccess && n_dev > 0 &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess &&
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) == cudaSuccess &&
+        major == 9 && minor == 0;
+#endif
     cr_expect(!qe_gemm_swiglu_supports(buf, 1024, 2556, buf, 64, buf));
-    cr_expect(qe_gemm_swiglu_supports(buf, 2560, 2560, buf, 9728, buf));
-    cr_expect(qe_gemm_qkv_norm_rope_supports(buf, 4096, 4096, buf, 32, 8, 128, buf));
+    cr_expect_eq(qe_gemm_swiglu_supports(buf, 2560, 2560, buf, 9728, buf), sm90);
+    cr_expect_eq(qe_gemm_qkv_norm_rope_supports(buf, 4096, 4096, buf, 32, 8, 128, buf), sm90);
 }

@@ -15,7 +15,8 @@
 #     [FAIL] suite::name rerun at once, one by one (at most 3 per suite), with
 #     CUDA_LAUNCH_BLOCKING=1 under compute-sanitizer memcheck with --filter suite/name, so an
 #     asynchronous fault is tied to a kernel and a line;
-#   kernel benchmarks: bench_memops, bench_attention, bench_gemm_skinny, bench_qgemm (the qgemm
+#   kernel benchmarks: bench_memops, bench_attention, bench_gemm_skinny, bench_gemm_fused,
+#     bench_qgemm (the qgemm
 #     kernel tests run in test_kernels above);
 #   engine benchmarks: one `qembed bench` per model (opened once) with every target workload of
 #     docs/benchmarks.md: L=512, L=2048, mix 16:512, a 32k document (chunked at the 16384-token
@@ -47,6 +48,11 @@
 #   bench_gemm_skinny         5 s      30 s   Qwen3-4B's 4 GEMM shapes at m = 1, 8, 24, 32, cuBLASLt
 #                                             and the skinny path, 30 reps each (~20 us a call);
 #                                             a 64-column CPU reference check per case first
+#   bench_gemm_fused          5 s      30 s   Qwen3-4B's qkv and gate/up at m = 512, 4096, 16384:
+#                                             cuBLASLt alone, + the separate epilogue kernel, the
+#                                             fused kernel (gemm_fused.cu), 20 reps (<= 3 ms a
+#                                             call); 8-row CPU reference checks first (~1 s of host
+#                                             fill)
 #   bench_qgemm              25 s      90 s   4 layers x 4 M x (bf16 + 3 types), 20 reps; quantizing
 #                                             ~0.5 G random weights on the host first (~10 s)
 #   bench-0.6b               20 s     120 s   load 1.2 GB; 8 workloads, ~0.4 s of GPU work each
@@ -54,6 +60,8 @@
 #                                             per long workload, 4 x 32k tokens, 110 queries
 #   bench-4b-m128            15 s      60 s   the 4B model (already written) at seq:512 and
 #                                             seq:2048 with QE_ATTN=m128
+#   bench-4b-fused           15 s      60 s   the 4B model at seq:512 and seq:2048 with
+#                                             QE_GEMM=fused (gemm_fused.cu's epilogues)
 #   bench-4b-q4km            20 s      90 s   load 2.5 GB; 55 queries, 6 steps of 16384 tokens
 #   mem-4b-q4km              10 s      45 s   load 2.5 GB at 2048 batch tokens, a 1024-token pool
 #   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
@@ -68,7 +76,7 @@
 #   serve-4b                 50 s     100 s   load 8 GB, 30 s of load, drain
 #   mixed-4b                 35 s      90 s   load 8 GB; 4 x 32k-token documents (~3 s at 40k
 #                                             tok/s) with 20 queries beside them
-#   total (no failures)    ~8.5 min   530 s   the budget clamps every timeout to the time left
+#   total (no failures)    ~8.8 min   530 s   the budget clamps every timeout to the time left
 #                                             (the lease: ~3 min to start + this + the copies)
 #
 # What comes back ($OUT, at most 8 files): env.txt, summary.txt, tests.log, sanitizer.log,
@@ -103,7 +111,7 @@ if ((DRY)); then
   T_KERNELS=$BUILD/tests/test_kernels T_ENGINE=$BUILD/tests/test_cuda_engine
   T_BENCH=$BUILD/tests/test_kernels_bench
   B_MEMOPS=$BUILD/benchmarks/bench_memops B_ATTN=$BUILD/benchmarks/bench_attention
-  B_SKINNY=$BUILD/benchmarks/bench_gemm_skinny
+  B_SKINNY=$BUILD/benchmarks/bench_gemm_skinny B_FUSED=$BUILD/benchmarks/bench_gemm_fused
   B_QGEMM=$BUILD/benchmarks/bench_qgemm
   BACKEND=cpu PRESET_SMALL=tiny PRESET_LARGE=tiny SERVE_SECONDS=2 SERVE_CLIENTS=8
   DEFAULT_TIMEOUTS="bench-4b=4"
@@ -113,7 +121,7 @@ else
   P=devpack/bin
   QEMBED=$P/qembed T_KERNELS=$P/test_kernels T_ENGINE=$P/test_cuda_engine
   T_BENCH=$P/test_kernels_bench B_MEMOPS=$P/bench_memops B_ATTN=$P/bench_attention
-  B_SKINNY=$P/bench_gemm_skinny
+  B_SKINNY=$P/bench_gemm_skinny B_FUSED=$P/bench_gemm_fused
   B_QGEMM=$P/bench_qgemm
   BACKEND=cuda PRESET_SMALL=0.6b PRESET_LARGE=4b SERVE_SECONDS=30 SERVE_CLIENTS=64
   DEFAULT_TIMEOUTS=""
@@ -331,6 +339,7 @@ suite test_kernels_bench "$T_BENCH" 30
 stage bench_memops kernel-bench.log 60 10 "$B_MEMOPS"
 stage bench_attention kernel-bench.log 90 10 "$B_ATTN"
 stage bench_gemm_skinny kernel-bench.log 30 10 "$B_SKINNY"
+stage bench_gemm_fused kernel-bench.log 30 10 "$B_FUSED"
 stage bench_qgemm kernel-bench.log 90 10 "$B_QGEMM" --reps 20
 
 wait "$MODELS" # bounded: each generation has its own timeout
@@ -363,6 +372,11 @@ stage mem-4b-q4km engine-bench.log 45 10 "$QEMBED" bench --model "$WORK/m-large-
 if ((DRY)); then ATTN_V=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
   ATTN_V=(--batch-tokens 16384 --workload seq:512 --workload seq:2048); fi
 stage bench-4b-m128 engine-bench.log 60 10 env QE_ATTN=m128 "$QEMBED" bench --model "$WORK/m-large" \
+  --backend "$BACKEND" "${ATTN_V[@]}"
+# And with the fused GEMM epilogues (issue 15, item 3; QE_GEMM=fused in docs/kernels.md): the
+# qkv and gate/up products with q/k-norm + RoPE and SwiGLU inside (the CPU backend of a dry run
+# ignores the switch; the stage still proves its plumbing).
+stage bench-4b-fused engine-bench.log 60 10 env QE_GEMM=fused "$QEMBED" bench --model "$WORK/m-large" \
   --backend "$BACKEND" "${ATTN_V[@]}"
 # Two engines sharing the one GPU (qembed serve --devices 0,0): their tokens/s together against
 # one engine's (the result_dp line); on a multi-GPU machine --devices 0,1 gives the DP scaling.
@@ -419,8 +433,8 @@ cat "$OUT/summary.txt"
 # and the stages after it run, the earlier workload's result kept.
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine \
-  test_kernels_bench bench_memops bench_attention bench_gemm_skinny bench_qgemm bench-0.6b bench-4b \
-  bench-4b-q4km mem-4b-q4km bench-4b-m128 dp-0.6b tp1-nccl-0.6b memcheck-kernels \
+  test_kernels_bench bench_memops bench_attention bench_gemm_skinny bench_gemm_fused bench_qgemm \
+  bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km bench-4b-m128 bench-4b-fused dp-0.6b tp1-nccl-0.6b memcheck-kernels \
   racecheck-attention serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
