@@ -591,6 +591,7 @@ static void print_result(qe_engine *e, const qe_config *cfg, const bench_workloa
                after->graph_refused - before->graph_refused);
 #ifdef QE_HAVE_CUDA
     if (cuda) printf(" attn=%s", qe_attention_variant_name(qe_attention_variant())); /* QE_ATTN */
+    if (cuda) printf(" gemm=%s", qe_gemm_path_name(qe_gemm_path()));                 /* QE_GEMM */
 #endif
     printf("\n");
 }
