@@ -1479,3 +1479,20 @@ Test(cuda_emu, fused_gemm_falls_back_quantized_and_tp, .timeout = 900) {
     fake_devices = 1;
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
+
+/* QE_GEMM=fused under tensor parallelism where every rank's slice takes both fused kernels (128
+ * intermediate columns and 2 + 1 heads a rank): the same bounds against one rank as a plain run. */
+Test(cuda_emu, fused_gemm_tp_equal_one_rank, .timeout = 900) {
+    fake_devices = 2;
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "hs-fused-tp2", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16,
+                  0, 27);
+    const int lens[] = {40, 1, 7};
+    cr_assert_eq(qe_gemm_select(QE_GEMM_PATH_FUSED), 0);
+    const long glu0 = qe_emu_stats("gemm_swiglu_kernel").launches;
+    tp_against_one_rank(dir, 2, 0, lens, 3, "fused");
+    cr_expect_gt(qe_emu_stats("gemm_swiglu_kernel").launches - glu0, 0, "no fused gate/up ran");
+    cr_assert_eq(qe_gemm_select(-1), 0);
+    fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
