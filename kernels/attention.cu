@@ -43,6 +43,8 @@ static __device__ __forceinline__ void load_kv_tile(bf16 *tile, const bf16 *base
 
 static __global__ void __launch_bounds__(ATT_THREADS)
     flash_attn_fwd_kernel(const qe_attn_params p, float scale_log2) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     __shared__ __align__(128) bf16 sK[ATT_BN * ATT_D];
     __shared__ __align__(128) bf16 sV[ATT_BN * ATT_D]; /* also stages the Q tile */
 
@@ -230,7 +232,7 @@ static int attention_fa2(const qe_attn_params *p, qe_stream s) {
     QE_K_REQUIRE(m_blocks <= 65535);
     dim3 grid((unsigned)p->n_seqs, m_blocks, (unsigned)p->heads);
     const float scale_log2 = p->scale * 1.4426950408889634f;
-    QE_LAUNCH(flash_attn_fwd_kernel, grid, ATT_THREADS, 0, s)(*p, scale_log2);
+    QE_LAUNCH_PDL(flash_attn_fwd_kernel, grid, ATT_THREADS, 0, s)(*p, scale_log2);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

@@ -48,6 +48,8 @@ static __device__ __forceinline__ void m128_load_tile(bf16 *k_tile, bf16 *v_tile
 
 static __global__ void __launch_bounds__(M128_THREADS)
     flash_attn_m128_kernel(const qe_attn_params p, float scale_log2) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     /* the ring; before the loop its first 32 KB stage the Q tile */
     __shared__ __align__(128) bf16 ring[M128_STAGES * M128_STAGE_ELEMS];
 
@@ -263,7 +265,7 @@ extern "C" int qe_attention_m128(const qe_attn_params *p, qe_stream s) {
     QE_K_REQUIRE(m_blocks <= 65535);
     dim3 grid((unsigned)p->n_seqs, m_blocks, (unsigned)p->heads);
     const float scale_log2 = p->scale * 1.4426950408889634f;
-    QE_LAUNCH(flash_attn_m128_kernel, grid, M128_THREADS, 0, s)(*p, scale_log2);
+    QE_LAUNCH_PDL(flash_attn_m128_kernel, grid, M128_THREADS, 0, s)(*p, scale_log2);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

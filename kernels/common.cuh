@@ -23,6 +23,42 @@
 
 #include "kernels.h"
 
+#ifndef QE_EMU
+#include <utility>
+/* QE_LAUNCH_PDL(kernel, grid, block, smem, stream)(args...): with qe_pdl_enabled(), a launch the
+ * stream's next kernel may overlap (programmatic stream serialization: cudaLaunchKernelEx), else a
+ * plain one. Only for kernels that call griddep_wait (ptx.cuh) before touching global memory; the
+ * emulator holds every QE_LAUNCH_PDL kernel to that. */
+template <typename... P> struct qe_pdl_launch {
+    void (*kernel)(P...);
+    dim3 grid, block;
+    size_t smem;
+    cudaStream_t stream;
+    template <typename... A> void operator()(A &&...a) const {
+        if (!qe_pdl_enabled()) {
+            kernel<<<grid, block, smem, stream>>>(std::forward<A>(a)...);
+            return;
+        }
+        cudaLaunchAttribute attr;
+        memset(&attr, 0, sizeof attr);
+        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr.val.programmaticStreamSerializationAllowed = 1;
+        cudaLaunchConfig_t cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = stream;
+        cfg.attrs = &attr, cfg.numAttrs = 1;
+        cudaLaunchKernelEx(&cfg, kernel, std::forward<A>(a)...); /* errors: cudaGetLastError */
+    }
+};
+template <typename... P>
+static qe_pdl_launch<P...> qe_make_pdl_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem,
+                                              cudaStream_t s) {
+    return qe_pdl_launch<P...>{k, grid, block, smem, s};
+}
+#define QE_LAUNCH_PDL(kernel, grid, block, smem, stream)                                           \
+    qe_make_pdl_launch(kernel, grid, block, smem, stream)
+#endif
+
 #define CUDA_CHECK(call) QE_K_CHECK_GEN("CUDA", cudaError_t, call, cudaSuccess, cudaGetErrorName)
 /* After every launch: configuration errors surface here, asynchronous faults at the next sync. */
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())

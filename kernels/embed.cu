@@ -1,10 +1,13 @@
 /* embed.cu — embedding gather: bf16 table rows -> fp32 residual stream rows. */
 #include "common.cuh"
+#include "ptx.cuh"
 
 /* One block per token; threads stride over the row. Memory-bound: 2 bytes read, 4 written. */
 static __global__ void embed_gather_kernel(const bf16 *__restrict__ table, int vocab, int hidden,
                                            const int32_t *__restrict__ tokens,
                                            float *__restrict__ out) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     const int t = blockIdx.x;
     int id = tokens[t];
     id = id < 0 ? 0 : (id >= vocab ? vocab - 1 : id); /* the engine validates ids first */
@@ -26,7 +29,7 @@ extern "C" int qe_embed_gather(const qe_bf16 *table, int vocab, int hidden, cons
     QE_K_REQUIRE(vocab > 0 && hidden > 0 && n_tokens >= 0);
     if (n_tokens == 0) return QE_K_OK;
     int threads = hidden / 2 >= 256 ? 256 : 128;
-    QE_LAUNCH(embed_gather_kernel, n_tokens, threads, 0, s)
+    QE_LAUNCH_PDL(embed_gather_kernel, n_tokens, threads, 0, s)
     ((const bf16 *)table, vocab, hidden, tokens, out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;

@@ -13,9 +13,17 @@
  * workspace [splits, m, n] and a second kernel adds them in slice order and applies the output
  * dtype and accumulate. No atomics, so the result is deterministic. The split plan depends on
  * (n, k) and the workspace size only, not on m, and each token is its own mma column: a row of
- * y depends on its own x row and w only, bitwise, whatever m is (within this path). */
+ * y depends on its own x row and w only, bitwise, whatever m is (within this path).
+ *
+ * Fused epilogues (the end of the file): the gate|up projection with SwiGLU and the qkv projection
+ * with the q/k-head RMSNorm + RoPE done in the reduction pass, for a query step's fewer launches.
+ */
+#include <math.h>
+
 #include "common.cuh"
 #include "ptx.cuh"
+#include "qk_norm_rope.cuh"
+#include "swiglu.cuh"
 
 #define SK_WARPS 4
 #define SK_THREADS (SK_WARPS * 32)
@@ -79,6 +87,8 @@ static __device__ __forceinline__ uint4 load_w8(const bf16 *row, bool row_ok, in
  * (g, t) holds 8 consecutive columns of rows g and g+8, the first 4 for one m16n8k16 step and the
  * last 4 for the next, and reads the same 8 columns of token g's x as its B fragment. */
 static __global__ void __launch_bounds__(SK_THREADS) gemm_skinny_kernel(const skinny_params p) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     __shared__ __align__(128) bf16 sx[SK_MAX_M * SK_XSTRIDE];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = lane >> 2, t = lane & 3;
@@ -147,7 +157,7 @@ static __global__ void __launch_bounds__(SK_THREADS) gemm_skinny_kernel(const sk
         for (int e = 0; e < 4; e++) {
             const int tok = j * 8 + 2 * t + (e & 1), row = e < 2 ? row_lo : row_hi;
             if (tok >= p.m || row >= p.n) continue;
-            if (p.splits == 1)
+            if (p.partial == nullptr) /* one slice: y directly */
                 store_y(p, tok, row, acc[j][e]);
             else
                 p.partial[((long long)blockIdx.y * p.m + tok) * p.n + row] = acc[j][e];
@@ -157,6 +167,8 @@ static __global__ void __launch_bounds__(SK_THREADS) gemm_skinny_kernel(const sk
 
 /* y = the slices' partial sums added in slice order (0, 1, ...), then the output dtype. */
 static __global__ void __launch_bounds__(256) gemm_skinny_reduce_kernel(const skinny_params p) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     const long long i = (long long)blockIdx.x * 256 + threadIdx.x;
     if (i >= (long long)p.m * p.n) return;
     const long long plane = (long long)p.m * p.n;
@@ -202,10 +214,10 @@ extern "C" int qe_gemm_skinny(const qe_bf16 *x, int ldx, int m, int k, const qe_
     skinny_plan(n, k, workspace ? workspace_bytes : 0, &p.slice, &p.splits);
     p.partial = p.splits > 1 ? workspace : NULL;
     const dim3 grid(qe_ceil_div(n, SK_ROWS), p.splits);
-    QE_LAUNCH(gemm_skinny_kernel, grid, SK_THREADS, 0, s)(p);
+    QE_LAUNCH_PDL(gemm_skinny_kernel, grid, SK_THREADS, 0, s)(p);
     CUDA_CHECK_LAUNCH();
     if (p.splits > 1) {
-        QE_LAUNCH(gemm_skinny_reduce_kernel, qe_ceil_div((long long)m * n, 256), 256, 0, s)(p);
+        QE_LAUNCH_PDL(gemm_skinny_reduce_kernel, qe_ceil_div((long long)m * n, 256), 256, 0, s)(p);
         CUDA_CHECK_LAUNCH();
     }
     return QE_K_OK;
@@ -215,4 +227,137 @@ extern "C" int qe_gemm_skinny_splits(int n, int k, size_t workspace_bytes) {
     int slice, splits;
     skinny_plan(n, k, workspace_bytes, &slice, &splits);
     return splits;
+}
+
+/* ---------------------------------------------------------------- fused epilogues
+ * The reduction pass does the next op of the layer too: SwiGLU after the gate|up projection, the
+ * q/k-head RMSNorm + RoPE after the qkv projection. Each value is added up in slice order and
+ * rounded to bf16 exactly as the reduction pass stores it, then goes through that op's own code
+ * (swiglu.cuh, qk_norm_rope.cuh): bitwise what qe_gemm_skinny followed by qe_swiglu or
+ * qe_qk_norm_rope gives, in two launches instead of three and without y's round trip through
+ * memory. The main kernel writes partials here even for one slice; the plan is qe_gemm_skinny's. */
+
+/* y[t, col] as the unfused path leaves it in bf16, widened. */
+static __device__ __forceinline__ float reduced_bf16(const skinny_params &p, int t, int col) {
+    const long long plane = (long long)p.m * p.n, i = (long long)t * p.n + col;
+    float v = p.partial[i];
+    for (int s = 1; s < p.splits; s++)
+        v += p.partial[s * plane + i];
+    return bf16_to_f32(f32_to_bf16(v));
+}
+
+/* act[t, j] = silu(y[t, j]) * y[t, inter + j]: n = 2 inter (w = [gate; up]). */
+static __global__ void __launch_bounds__(256)
+    skinny_swiglu_kernel(const skinny_params p, bf16 *act, int ld_act) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
+    const int inter = p.n / 2;
+    const long long i = (long long)blockIdx.x * 256 + threadIdx.x;
+    if (i >= (long long)p.m * inter) return;
+    const int t = (int)(i / inter), j = (int)(i % inter);
+    act[(long long)t * ld_act + j] =
+        f32_to_bf16(silu_mul(reduced_bf16(p, t, j), reduced_bf16(p, t, inter + j)));
+}
+
+typedef struct rope_params {
+    bf16 *qkv; /* [m, ld] out: q heads | k heads | v heads */
+    int ld, heads, kv_heads, head_dim;
+    const int32_t *positions;
+    const float *q_norm_w, *k_norm_w;
+    float eps;
+    int rotate;
+    double log2_theta;
+} rope_params;
+
+/* One warp per (token, head) of all heads + 2 kv_heads: q and k heads normed (and rotated) as
+ * qk_norm_rope_kernel does them, v heads stored as reduced. */
+static __global__ void __launch_bounds__(256)
+    skinny_qkv_norm_rope_kernel(const skinny_params p, const rope_params r) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
+    const int lane = threadIdx.x & 31;
+    const long long warp_id = (long long)blockIdx.x * 8 + (threadIdx.x >> 5);
+    const int nh = r.heads + 2 * r.kv_heads;
+    if (warp_id >= (long long)p.m * nh) return;
+    const int t = (int)(warp_id / nh), h = (int)(warp_id % nh), col0 = h * r.head_dim;
+    bf16 *x = r.qkv + (long long)t * r.ld + col0;
+    if (h >= r.heads + r.kv_heads) {
+        for (int i = lane; i < r.head_dim; i += 32)
+            x[i] = f32_to_bf16(reduced_bf16(p, t, col0 + i));
+        return;
+    }
+    const int half = r.head_dim / 2;
+    float lo[QKR_MAX_PAIRS_PER_LANE], hi[QKR_MAX_PAIRS_PER_LANE];
+#pragma unroll
+    for (int q = 0; q < QKR_MAX_PAIRS_PER_LANE; q++) {
+        const int i = lane + 32 * q;
+        lo[q] = i < half ? reduced_bf16(p, t, col0 + i) : 0.0f;
+        hi[q] = i < half ? reduced_bf16(p, t, col0 + i + half) : 0.0f;
+    }
+    const double pos = r.rotate ? (double)r.positions[t] : 0.0;
+    qk_norm_rope_head(lo, hi, lane, r.head_dim, h < r.heads ? r.q_norm_w : r.k_norm_w, r.eps,
+                      r.rotate, pos, r.log2_theta, x);
+}
+
+extern "C" int qe_gemm_skinny_fused_supports(const qe_bf16 *x, int ldx, int m, int k,
+                                             const qe_bf16 *w, int n, const void *out,
+                                             size_t workspace_bytes) {
+    return qe_gemm_skinny_supports(x, ldx, m, k, w, out, n, 0) && n > 0 &&
+           workspace_bytes >= (size_t)SK_MAX_M * n * sizeof(float);
+}
+
+/* The main kernel of a fused call: qe_gemm_skinny's plan, partials always. */
+static int fused_gemm(skinny_params *p, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w,
+                      int n, const void *out, float *workspace, size_t workspace_bytes,
+                      qe_stream s) {
+    QE_K_REQUIRE(x != NULL && w != NULL && out != NULL && workspace != NULL);
+    QE_K_REQUIRE(ldx >= k && k > 0);
+    QE_K_REQUIRE(qe_gemm_skinny_fused_supports(x, ldx, m, k, w, n, out, workspace_bytes));
+    memset(p, 0, sizeof *p);
+    p->x = (const bf16 *)x, p->w = (const bf16 *)w, p->y = NULL;
+    p->ldx = ldx, p->ldy = n, p->m = m, p->n = n, p->k = k;
+    p->tiles = (m + 7) / 8;
+    skinny_plan(n, k, workspace_bytes, &p->slice, &p->splits);
+    p->partial = workspace;
+    QE_LAUNCH_PDL(gemm_skinny_kernel, dim3(qe_ceil_div(n, SK_ROWS), p->splits), SK_THREADS, 0, s)
+    (*p);
+    CUDA_CHECK_LAUNCH();
+    return QE_K_OK;
+}
+
+extern "C" int qe_gemm_skinny_swiglu(const qe_bf16 *x, int ldx, int m, int k,
+                                     const qe_bf16 *w_gate_up, int inter, qe_bf16 *act, int ld_act,
+                                     float *workspace, size_t workspace_bytes, qe_stream s) {
+    QE_K_REQUIRE(inter > 0 && inter <= (1 << 29) && ld_act >= inter);
+    skinny_params p;
+    if (fused_gemm(&p, x, ldx, m, k, w_gate_up, 2 * inter, act, workspace, workspace_bytes, s))
+        return QE_K_ERR;
+    QE_LAUNCH_PDL(skinny_swiglu_kernel, qe_ceil_div((long long)m * inter, 256), 256, 0, s)
+    (p, (bf16 *)act, ld_act);
+    CUDA_CHECK_LAUNCH();
+    return QE_K_OK;
+}
+
+extern "C" int qe_gemm_skinny_qkv_norm_rope(const qe_bf16 *x, int ldx, int m, int k,
+                                            const qe_bf16 *w_qkv, int heads, int kv_heads,
+                                            int head_dim, qe_bf16 *qkv, const int32_t *positions,
+                                            const float *q_norm_w, const float *k_norm_w, float eps,
+                                            double theta, float *workspace, size_t workspace_bytes,
+                                            qe_stream s) {
+    QE_K_REQUIRE(heads > 0 && kv_heads > 0);
+    QE_K_REQUIRE(head_dim > 0 && head_dim % 2 == 0 && head_dim <= 64 * QKR_MAX_PAIRS_PER_LANE);
+    QE_K_REQUIRE(theta >= 0.0 && (theta == 0.0 || positions != NULL));
+    QE_K_REQUIRE(q_norm_w != NULL && k_norm_w != NULL);
+    const int n = (heads + 2 * kv_heads) * head_dim;
+    skinny_params p;
+    if (fused_gemm(&p, x, ldx, m, k, w_qkv, n, qkv, workspace, workspace_bytes, s)) return QE_K_ERR;
+    rope_params r;
+    memset(&r, 0, sizeof r);
+    r.qkv = (bf16 *)qkv, r.ld = n, r.heads = heads, r.kv_heads = kv_heads, r.head_dim = head_dim;
+    r.positions = positions, r.q_norm_w = q_norm_w, r.k_norm_w = k_norm_w, r.eps = eps;
+    r.rotate = theta > 0.0, r.log2_theta = theta > 0.0 ? log2(theta) : 0.0;
+    const long long warps = (long long)m * (heads + 2 * kv_heads);
+    QE_LAUNCH_PDL(skinny_qkv_norm_rope_kernel, qe_ceil_div(warps, 8), 256, 0, s)(p, r);
+    CUDA_CHECK_LAUNCH();
+    return QE_K_OK;
 }

@@ -77,6 +77,15 @@ int qe_gather_last_rows(const void *src, size_t row_bytes, const int32_t *cu_seq
 int qe_kv_append(const qe_bf16 *src, int src_stride, int row_elems, const int32_t *dst_rows,
                  int n_rows, qe_bf16 *dst, int dst_stride, qe_stream s);
 
+/* ---- programmatic dependent launch (kernels/pdl.cu) ----
+ * Whether the kernels launched by QE_LAUNCH_PDL (the per-layer ones of a forward: norms, RoPE,
+ * K/V append, attention, SwiGLU, the skinny GEMM, gathers) may start while the stream's previous
+ * kernel finishes (each waits for it in griddep_wait before touching memory). QE_PDL=1 turns it on
+ * (read once); qe_pdl_select(1 / 0) overrides, -1 returns to QE_PDL's; select returns 0, or -1 for
+ * another value. Off by default until a GPU has timed it (docs/kernels.md). */
+int qe_pdl_enabled(void);
+int qe_pdl_select(int on);
+
 /* ---- flash attention (kernels/attention.cu) ---- */
 
 /* Varlen causal GQA attention, bf16 in/out, fp32 online softmax, head_dim 128.
@@ -186,6 +195,25 @@ int qe_gemm_skinny(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, in
 int qe_gemm_skinny_supports(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w,
                             const void *y, int ldy, int y_f32);
 int qe_gemm_skinny_splits(int n, int k, size_t workspace_bytes);
+
+/* The skinny kernel with the layer's next op done in its reduction pass (issue 15, item 4: fewer
+ * launches for a query step), two launches instead of three, bitwise what qe_gemm_skinny followed
+ * by that op gives:
+ *   swiglu: act[m, inter] (row stride ld_act) = qe_swiglu of x [w_gate; w_up]^T (w [2 inter, k]);
+ *   qkv_norm_rope: qkv[m, (heads + 2 kv_heads) head_dim] = qe_qk_norm_rope of x w_qkv^T, at
+ *     positions (theta 0: the norm alone).
+ * They always split k through workspace: fused_supports says whether a call fits (the skinny
+ * kernel's conditions, and room for the partials of 32 rows of n = the projection's width). */
+int qe_gemm_skinny_swiglu(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w_gate_up,
+                          int inter, qe_bf16 *act, int ld_act, float *workspace,
+                          size_t workspace_bytes, qe_stream s);
+int qe_gemm_skinny_qkv_norm_rope(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w_qkv,
+                                 int heads, int kv_heads, int head_dim, qe_bf16 *qkv,
+                                 const int32_t *positions, const float *q_norm_w,
+                                 const float *k_norm_w, float eps, double theta, float *workspace,
+                                 size_t workspace_bytes, qe_stream s);
+int qe_gemm_skinny_fused_supports(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
+                                  const void *out, size_t workspace_bytes);
 
 /* ---- fused GEMM epilogues (kernels/gemm_fused.cu, sm_90a: wgmma + TMA; issue 15, item 3) ----
  * Our own GEMM for the two products an element-wise op follows, the op applied to the fp32

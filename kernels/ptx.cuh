@@ -15,6 +15,27 @@ static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
 }
 
+/* Programmatic dependent launch (sm_90): in a kernel launched by QE_LAUNCH_PDL, griddep_wait
+ * blocks until the stream's previous kernel has completed and its memory is visible, so no global
+ * memory may be touched before it; griddep_launch_dependents lets the next such kernel be
+ * scheduled once every block of this one has issued it (or exited): its blocks then sit in their
+ * own griddep_wait while this one finishes. Outside a PDL launch both do nothing. */
+static __device__ __forceinline__ void griddep_wait() {
+#ifdef QE_EMU
+    emu::griddep_wait();
+    asm volatile("" ::: "memory"); /* as the instruction's clobber: no access moves above it */
+#else
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void griddep_launch_dependents() {
+#ifdef QE_EMU
+    emu::griddep_launch_dependents();
+#else
+    asm volatile("griddepcontrol.launch_dependents;\n" :::);
+#endif
+}
+
 /* 16-byte asynchronous global -> shared copy; src_bytes < 16 zero-fills the rest (0: no read). */
 static __device__ __forceinline__ void cp_async16(void *dst, const void *src, int src_bytes) {
 #ifdef QE_EMU

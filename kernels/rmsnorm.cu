@@ -1,6 +1,7 @@
 /* rmsnorm.cu — fused residual add + RMSNorm: fp32 residual stream in/out, bf16 normalised rows
  * out (the next GEMM's input). Mean of squares in fp32. */
 #include "common.cuh"
+#include "ptx.cuh"
 
 /* One block per row. The row (<= 16 KB for hidden 4096) is read twice; the second read hits L1/L2.
  */
@@ -8,6 +9,8 @@ static __global__ void add_rmsnorm_kernel(float *__restrict__ residual,
                                           const float *__restrict__ delta,
                                           const float *__restrict__ w, int dim, float eps,
                                           bf16 *__restrict__ out) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     __shared__ float red[33];
     const size_t base = (size_t)blockIdx.x * dim;
     float *x = residual + base;
@@ -57,7 +60,8 @@ extern "C" int qe_add_rmsnorm(float *residual, const float *delta, const float *
     QE_K_REQUIRE(rows >= 0 && dim > 0);
     if (rows == 0) return QE_K_OK;
     int threads = dim >= 2048 ? 256 : 128;
-    QE_LAUNCH(add_rmsnorm_kernel, rows, threads, 0, s)(residual, delta, w, dim, eps, (bf16 *)out);
+    QE_LAUNCH_PDL(add_rmsnorm_kernel, rows, threads, 0, s)
+    (residual, delta, w, dim, eps, (bf16 *)out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

@@ -1,10 +1,13 @@
 /* swiglu.cu — SwiGLU on the fused gate|up GEMM output: out = silu(gate) * up, bf16 in/out, fp32
  * math. Memory-bound: 4 bytes read and 2 written per output element. */
-#include "common.cuh"
+#include "swiglu.cuh"
+#include "ptx.cuh"
 
 /* Grid-stride over rows * inter outputs, 8 per thread (16-byte loads) when inter % 8 == 0. */
 static __global__ void swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows, int inter,
                                           bf16 *__restrict__ out) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     const int per_row = inter / 8;
     const long long n = (long long)rows * per_row;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < n;
@@ -22,9 +25,7 @@ static __global__ void swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows,
         for (int j = 0; j < 4; j++) {
             const float2 gf = __bfloat1622float2(g2[j]);
             const float2 uf = __bfloat1622float2(u2[j]);
-            const float a = gf.x / (1.0f + __expf(-gf.x)) * uf.x;
-            const float b = gf.y / (1.0f + __expf(-gf.y)) * uf.y;
-            o2[j] = __floats2bfloat162_rn(a, b);
+            o2[j] = __floats2bfloat162_rn(silu_mul(gf.x, uf.x), silu_mul(gf.y, uf.y));
         }
         uint4 o;
         memcpy(&o, o2, sizeof o);
@@ -34,6 +35,8 @@ static __global__ void swiglu_vec8_kernel(const bf16 *__restrict__ gu, int rows,
 
 static __global__ void swiglu_scalar_kernel(const bf16 *__restrict__ gu, int rows, int inter,
                                             bf16 *__restrict__ out) {
+    griddep_wait(); /* QE_LAUNCH_PDL: before any global memory (ptx.cuh) */
+    griddep_launch_dependents();
     const long long n = (long long)rows * inter;
     for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < n;
          idx += (long long)gridDim.x * blockDim.x) {
@@ -41,7 +44,7 @@ static __global__ void swiglu_scalar_kernel(const bf16 *__restrict__ gu, int row
         const int c = (int)(idx % inter);
         const float g = bf16_to_f32(gu[r * 2 * inter + c]);
         const float u = bf16_to_f32(gu[r * 2 * inter + inter + c]);
-        out[r * inter + c] = f32_to_bf16(g / (1.0f + __expf(-g)) * u);
+        out[r * inter + c] = f32_to_bf16(silu_mul(g, u));
     }
 }
 
@@ -54,10 +57,10 @@ extern "C" int qe_swiglu(const qe_bf16 *gate_up, int rows, int inter, qe_bf16 *o
     const long long work = (long long)rows * (vec ? inter / 8 : inter);
     long long blocks = (work + threads - 1) / threads;
     if (blocks > 132LL * 16) blocks = 132LL * 16; /* grid-stride beyond ~16 blocks per SM */
-    if (vec) QE_LAUNCH(swiglu_vec8_kernel, (unsigned)blocks, threads, 0, s)
+    if (vec) QE_LAUNCH_PDL(swiglu_vec8_kernel, (unsigned)blocks, threads, 0, s)
     ((const bf16 *)gate_up, rows, inter, (bf16 *)out);
-    else QE_LAUNCH(swiglu_scalar_kernel, (unsigned)blocks, threads, 0, s)((const bf16 *)gate_up,
-                                                                          rows, inter, (bf16 *)out);
+    else QE_LAUNCH_PDL(swiglu_scalar_kernel, (unsigned)blocks, threads, 0,
+                       s)((const bf16 *)gate_up, rows, inter, (bf16 *)out);
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }

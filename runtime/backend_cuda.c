@@ -591,17 +591,77 @@ static int linear(cuda_state *st, const qe_bf16 *x, int ldx, int rows, int k, co
     return qe_gemm_bf16(st->gemm, x, ldx, rows, k, w, n, y, ldy, y_f32, accumulate, st->stream);
 }
 
+/* Whether a bf16 projection of rows rows runs with its next op fused into the skinny GEMM
+ * (gemm_skinny.cu; QE_GEMM=skinny and a call of at most 32 rows that fits the workspace). */
+static int skinny_fuses(const qe_bf16 *x, int rows, int k, const qe_bf16 *w, const cuda_qlin *q,
+                        int n, const void *out) {
+    return qe_gemm_path() == QE_GEMM_PATH_SKINNY && q->n_runs == 0 && w != NULL &&
+           qe_gemm_skinny_fused_supports(x, k, rows, k, w, n, out, GEMM_WORKSPACE);
+}
+
+/* QE_GEMM=fused: whether the qkv and gate/up products of a bf16 layer run with their element-wise
+ * op in the epilogue of gemm_fused.cu's GEMM; a quantized matrix keeps the separate kernels, and
+ * the kernels' *_supports refuse another device or shape (a tensor-parallel slice of the
+ * intermediate that is no multiple of 64, say), which keeps them too, product by product. */
+static int wgmma_fuses(const cuda_qlin *q, const qe_bf16 *w) {
+    return qe_gemm_path() == QE_GEMM_PATH_FUSED && q->n_runs == 0 && w != NULL;
+}
+
+/* qkv = the qkv projection of h with its q/k heads normed and rotated (qe_qk_norm_rope). */
+static int qkv_norm_rope(cuda_state *st, const cuda_layer *L, const step_geom *g, int T) {
+    const int H = st->hidden;
+    if (wgmma_fuses(&L->qqkv, L->wqkv) &&
+        qe_gemm_qkv_norm_rope_supports(st->h, H, H, L->wqkv, st->heads, st->kv_heads, st->head_dim,
+                                       st->qkv)) {
+        K_CALL(qe_gemm_qkv_norm_rope(st->h, H, T, H, L->wqkv, st->heads, st->kv_heads, st->head_dim,
+                                     g->d_pos, L->q_norm, L->k_norm, st->eps, st->cfg.rope_theta,
+                                     st->qkv, st->stream));
+        prof_mark(st, OP_QKV); /* the norm and RoPE inside: OP_ROPE gets no time */
+        return QE_K_OK;
+    }
+    if (skinny_fuses(st->h, T, H, L->wqkv, &L->qqkv, st->qkv_dim, st->qkv)) {
+        K_CALL(qe_gemm_skinny_qkv_norm_rope(st->h, H, T, H, L->wqkv, st->heads, st->kv_heads,
+                                            st->head_dim, st->qkv, g->d_pos, L->q_norm, L->k_norm,
+                                            st->eps, st->cfg.rope_theta, st->gemm_ws,
+                                            GEMM_WORKSPACE, st->stream));
+        prof_mark(st, OP_QKV);
+        return QE_K_OK;
+    }
+    K_CALL(linear(st, st->h, H, T, H, L->wqkv, &L->qqkv, st->qkv_dim, st->qkv, st->qkv_dim, 0, 0));
+    prof_mark(st, OP_QKV);
+    K_CALL(qe_qk_norm_rope(st->qkv, T, st->heads, st->kv_heads, st->head_dim, g->d_pos, L->q_norm,
+                           L->k_norm, st->eps, st->cfg.rope_theta, st->stream));
+    prof_mark(st, OP_ROPE);
+    return QE_K_OK;
+}
+
+/* act = SwiGLU of the gate|up projection of h's first rows rows. */
+static int gate_up_swiglu(cuda_state *st, const cuda_layer *L, int rows) {
+    const int H = st->hidden, I = st->inter;
+    if (wgmma_fuses(&L->qgu, L->wgu) && qe_gemm_swiglu_supports(st->h, H, H, L->wgu, I, st->act)) {
+        K_CALL(qe_gemm_swiglu(st->h, H, rows, H, L->wgu, I, st->act, st->stream));
+        prof_mark(st, OP_GATEUP); /* SwiGLU inside: OP_SWIGLU gets no time */
+        return QE_K_OK;
+    }
+    if (skinny_fuses(st->h, rows, H, L->wgu, &L->qgu, 2 * I, st->act)) {
+        K_CALL(qe_gemm_skinny_swiglu(st->h, H, rows, H, L->wgu, I, st->act, I, st->gemm_ws,
+                                     GEMM_WORKSPACE, st->stream));
+        prof_mark(st, OP_GATEUP);
+        return QE_K_OK;
+    }
+    K_CALL(linear(st, st->h, H, rows, H, L->wgu, &L->qgu, 2 * I, st->gu, 2 * I, 0, 0));
+    prof_mark(st, OP_GATEUP);
+    K_CALL(qe_swiglu(st->gu, rows, I, st->act, st->stream));
+    prof_mark(st, OP_SWIGLU);
+    return QE_K_OK;
+}
+
 /* Embed + the layers of one packed step, enqueued on the stream, all in the arena and the pool
  * (the paged chunks' K|V rows are written to the pool before each layer's attention reads it). */
 int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
     const int H = st->hidden, T = g->Tp, S = g->Sp;
     const int n_whole = S - g->n_paged;
     qe_stream s = st->stream;
-    /* QE_GEMM=fused: the qkv and gate/up products of bf16 layers with their element-wise ops in
-     * the GEMM's epilogue (gemm_fused.cu), where the kernels take the shape; a quantized matrix,
-     * another device or another shape (a tensor-parallel slice of the intermediate that is no
-     * multiple of 64, say) keeps the separate kernels */
-    const int fused = qe_gemm_path() == QE_GEMM_PATH_FUSED;
     if (st->embed_qtype)
         K_CALL(
             qe_embed_gather_q(st->embed_q, st->embed_qtype, st->vocab, H, g->d_tok, T, st->x, s));
@@ -613,21 +673,7 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         const int shortcut = l == st->layers - 1 && !g->full_last;
         K_CALL(qe_add_rmsnorm(st->x, NULL, L->attn_norm, T, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
-        if (fused && !L->qqkv.n_runs &&
-            qe_gemm_qkv_norm_rope_supports(st->h, H, H, L->wqkv, st->heads, st->kv_heads,
-                                           st->head_dim, st->qkv)) {
-            K_CALL(qe_gemm_qkv_norm_rope(st->h, H, T, H, L->wqkv, st->heads, st->kv_heads,
-                                         st->head_dim, g->d_pos, L->q_norm, L->k_norm, st->eps,
-                                         st->cfg.rope_theta, st->qkv, s));
-            prof_mark(st, OP_QKV); /* the norm and RoPE inside: OP_ROPE gets no time */
-        } else {
-            K_CALL(linear(st, st->h, H, T, H, L->wqkv, &L->qqkv, st->qkv_dim, st->qkv, st->qkv_dim,
-                          0, 0));
-            prof_mark(st, OP_QKV);
-            K_CALL(qe_qk_norm_rope(st->qkv, T, st->heads, st->kv_heads, st->head_dim, g->d_pos,
-                                   L->q_norm, L->k_norm, st->eps, st->cfg.rope_theta, s));
-            prof_mark(st, OP_ROPE);
-        }
+        K_CALL(qkv_norm_rope(st, L, g, T));
         if (g->n_paged > 0) {
             const int first_tok = g->T - g->n_paged_tokens;
             K_CALL(qe_kv_append(st->qkv + (size_t)first_tok * st->qkv_dim + st->q_dim, st->qkv_dim,
@@ -655,17 +701,7 @@ int cuda_enqueue_layers(cuda_state *st, const step_geom *g) {
         prof_mark(st, OP_OPROJ);
         K_CALL(qe_add_rmsnorm(x, NULL, L->mlp_norm, rows, H, st->eps, st->h, s));
         prof_mark(st, OP_NORM);
-        if (fused && !L->qgu.n_runs &&
-            qe_gemm_swiglu_supports(st->h, H, H, L->wgu, st->inter, st->act)) {
-            K_CALL(qe_gemm_swiglu(st->h, H, rows, H, L->wgu, st->inter, st->act, s));
-            prof_mark(st, OP_GATEUP); /* SwiGLU inside: OP_SWIGLU gets no time */
-        } else {
-            K_CALL(linear(st, st->h, H, rows, H, L->wgu, &L->qgu, 2 * st->inter, st->gu,
-                          2 * st->inter, 0, 0));
-            prof_mark(st, OP_GATEUP);
-            K_CALL(qe_swiglu(st->gu, rows, st->inter, st->act, s));
-            prof_mark(st, OP_SWIGLU);
-        }
+        K_CALL(gate_up_swiglu(st, L, rows));
         K_CALL(linear(st, st->act, st->inter, rows, st->inter, L->wdown, &L->qdown, H, x, H, 1,
                       tp_accumulate(st)));
         K_CALL(cuda_tp_allreduce(st, x, (size_t)rows * H));

@@ -1345,7 +1345,8 @@ Test(cuda_emu, two_engines_share_one_device, .timeout = 900) {
 
 /* Query-sized steps (at most 32 tokens, so every linear layer is an m <= 32 GEMM) through the
  * skinny path of qe_gemm_bf16 (issue 15, item 4), against the CPU backend and against the same
- * engine on the cuBLASLt path. */
+ * engine on the cuBLASLt path. On the skinny path the qkv and gate|up projections run with their
+ * next op fused (gemm_skinny.cu): qe_qk_norm_rope's and qe_swiglu's own kernels must not run. */
 Test(cuda_emu, skinny_gemm_query_steps_match_cpu, .timeout = 600) {
     char dir[1100], err[512] = "";
     tu_make_model(dir, sizeof dir, "hs-skinny", (tu_geometry){2048, 128, 384, 2, 4, 2}, ST_BF16, 0,
@@ -1359,11 +1360,21 @@ Test(cuda_emu, skinny_gemm_query_steps_match_cpu, .timeout = 600) {
     cr_assert_eq(qe_gemm_select(0), 0);
     float *lt = run(gpu, ids, lens, 4, 0);
     const long before = qe_emu_stats("gemm_skinny_kernel").launches;
+    const long rope0 = qe_emu_stats("skinny_qkv_norm_rope_kernel").launches,
+               swiglu0 = qe_emu_stats("skinny_swiglu_kernel").launches,
+               unfused0 = qe_emu_stats("qk_norm_rope_kernel").launches +
+                          qe_emu_stats("swiglu_vec8_kernel").launches;
     cr_assert_eq(qe_gemm_select(1), 0);
     float *sk = run(gpu, ids, lens, 4, 0);
     const long launched = qe_emu_stats("gemm_skinny_kernel").launches - before;
     cr_assert_eq(qe_gemm_select(-1), 0);
     cr_expect(launched > 0, "the skinny path ran no skinny kernel");
+    cr_expect(qe_emu_stats("skinny_qkv_norm_rope_kernel").launches > rope0 &&
+                  qe_emu_stats("skinny_swiglu_kernel").launches > swiglu0,
+              "the fused epilogues did not run");
+    cr_expect_eq(qe_emu_stats("qk_norm_rope_kernel").launches +
+                     qe_emu_stats("swiglu_vec8_kernel").launches,
+                 unfused0, "qk_norm_rope or swiglu ran beside the fused epilogues");
     const double w_cpu = worst_cos(want, sk, 4, d), w_lt = worst_cos(lt, sk, 4, d);
     cr_log_info("skinny GEMM, query steps (%ld skinny launches): worst cosine vs cpu %.6f, vs "
                 "the cuBLASLt path %.6f",

@@ -546,3 +546,55 @@ Test(emu, race_in_dynamic_shared_memory_is_reported) {
     QE_LAUNCH(dynamic_race_kernel, 1, 64, 1024, nullptr)(out);
     expect_report("shared-memory race");
 }
+
+/* ---------------------------------------------------------------- programmatic dependent launch */
+
+/* A kernel for QE_LAUNCH_PDL: reads in[] after (wait_first) or before its griddep_wait; with
+ * async, the early access is a cp.async from in[]. */
+static __global__ void pdl_kernel(const uint32_t *in, uint32_t *out, int wait_first, int async) {
+    __shared__ __align__(16) uint32_t s[4];
+    if (wait_first) griddep_wait();
+    if (async) {
+        if (threadIdx.x == 0) {
+            cp_async16(s, in, 16);
+            cp_async_commit();
+            cp_async_wait_all();
+        }
+        __syncthreads();
+    }
+    const uint32_t v = async ? s[threadIdx.x % 4] : in[threadIdx.x];
+    if (!wait_first) griddep_wait();
+    griddep_launch_dependents();
+    out[threadIdx.x] = v + 1;
+}
+
+Test(emu, pdl_kernel_that_waits_first_runs_clean) {
+    uint32_t *in = dev<uint32_t>(32), *out = dev<uint32_t>(32);
+    for (int i = 0; i < 32; i++)
+        in[i] = (uint32_t)i;
+    const long before = qe_emu_stats("pdl_kernel").pdl_launches;
+    QE_LAUNCH_PDL(pdl_kernel, 1, 32, 0, nullptr)(in, out, 1, 0);
+    QE_LAUNCH_PDL(pdl_kernel, 1, 32, 0, nullptr)(in, out, 1, 1);
+    expect_clean_run();
+    cr_expect_eq(qe_emu_stats("pdl_kernel").pdl_launches - before, 2);
+    for (int i = 0; i < 32; i++)
+        cr_expect_eq(out[i], (uint32_t)(i % 4) + 1);
+    /* a plain launch holds the kernel to nothing: the late wait is then harmless */
+    QE_LAUNCH(pdl_kernel, 1, 32, 0, nullptr)(in, out, 0, 0);
+    expect_clean_run();
+    cr_expect_eq(out[31], 32u);
+}
+
+Test(emu, pdl_global_read_before_the_wait_is_reported) {
+    require_plain_access_check();
+    uint32_t *in = dev<uint32_t>(32), *out = dev<uint32_t>(32);
+    QE_LAUNCH_PDL(pdl_kernel, 1, 32, 0, nullptr)(in, out, 0, 0);
+    expect_report("reads global memory");
+    cr_expect(strstr(qe_emu_last_error(), "before griddepcontrol.wait"), "%s", qe_emu_last_error());
+}
+
+Test(emu, pdl_cp_async_before_the_wait_is_reported) {
+    uint32_t *in = dev<uint32_t>(32), *out = dev<uint32_t>(32);
+    QE_LAUNCH_PDL(pdl_kernel, 1, 32, 0, nullptr)(in, out, 0, 1);
+    expect_report("cp.async reads global memory");
+}

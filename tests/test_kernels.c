@@ -1253,6 +1253,127 @@ Test(kernels, gemm_skinny_vs_reference, .timeout = 600) {
     cudaFree(ws);
 }
 
+/* The skinny kernel's fused epilogues: bitwise what the unfused skinny call followed by
+ * qe_swiglu / qe_qk_norm_rope gives (each of those is checked against its C reference above), at
+ * odd m, odd head counts and widths, rotated or not, with many slices and with one (a workspace
+ * just big enough), and nothing written past the output rows' width. */
+typedef struct fused_case {
+    int K, N, m;
+    void *d_x, *d_w, *d_pos, *d_qw, *d_kw, *d_out, *d_ref, *d_gu;
+} fused_case;
+
+static void fused_case_init(fused_case *c, int K, int N, int m, uint64_t seed) {
+    memset(c, 0, sizeof *c);
+    c->K = K, c->N = N, c->m = m;
+    rng_seed(seed);
+    uint16_t *xb = malloc((size_t)m * K * 2), *wb = malloc((size_t)N * K * 2);
+    rand_bf16(xb, NULL, (size_t)m * K, 1.0f);
+    rand_bf16(wb, NULL, (size_t)N * K, 1.0f);
+    int32_t pos[32];
+    float nw[2 * 256];
+    for (int i = 0; i < m; i++)
+        pos[i] = (int32_t)(rng_next() % 40000);
+    for (int i = 0; i < 2 * 256; i++)
+        nw[i] = 0.5f + frand(0.5f);
+    c->d_x = dup_to_dev(xb, (size_t)m * K * 2);
+    c->d_w = dup_to_dev(wb, (size_t)N * K * 2);
+    c->d_pos = dup_to_dev(pos, sizeof pos);
+    c->d_qw = dup_to_dev(nw, 256 * 4);
+    c->d_kw = dup_to_dev(nw + 256, 256 * 4);
+    c->d_out = dalloc((size_t)m * (N + 8) * 2);
+    c->d_ref = dalloc((size_t)m * (N + 8) * 2);
+    c->d_gu = dalloc((size_t)m * N * 2);
+    free(xb), free(wb);
+}
+
+static void fused_case_free(fused_case *c) {
+    cudaFree(c->d_x), cudaFree(c->d_w), cudaFree(c->d_pos), cudaFree(c->d_qw);
+    cudaFree(c->d_kw), cudaFree(c->d_out), cudaFree(c->d_ref), cudaFree(c->d_gu);
+}
+
+/* Compares the first bytes of d_out and d_ref (both poisoned before the calls). */
+static int fused_same(const fused_case *c, size_t bytes, const char *what) {
+    uint8_t *a = malloc(bytes), *b = malloc(bytes);
+    to_host(a, c->d_out, bytes);
+    to_host(b, c->d_ref, bytes);
+    size_t first = bytes;
+    for (size_t i = 0; i < bytes && first == bytes; i++)
+        if (a[i] != b[i]) first = i;
+    if (first < bytes)
+        cr_log_error("%s K %d N %d m %d: first difference at byte %zu", what, c->K, c->N, c->m,
+                     first);
+    free(a), free(b);
+    return first == bytes;
+}
+
+Test(kernels, gemm_skinny_fused_epilogues_equal_the_unfused_path, .timeout = 600) {
+    require_gpu("GPU kernel test");
+    const size_t big = 32u << 20;
+    float *ws = dalloc(big);
+    /* heads, kv_heads, head_dim, K: Qwen3-0.6B's qkv, then odd counts and a short head */
+    static const int QKV[][4] = {{16, 8, 128, 1024}, {5, 3, 64, 264}};
+    static const int SWIGLU[][2] = {{3072, 1024}, {37, 200}}; /* inter, K */
+    static const int MS[] = {1, 7, 24, 32};
+    for (int ci = 0; ci < 2; ci++)
+        for (int mi = 0; mi < 4; mi++)
+            for (int small = 0; small < 2; small++) {
+                const int H = QKV[ci][0], KV = QKV[ci][1], HD = QKV[ci][2], K = QKV[ci][3];
+                const int N = (H + 2 * KV) * HD, m = MS[mi];
+                /* small: room for one slice's partials only */
+                const size_t bytes = small ? (size_t)32 * N * 4 : big;
+                fused_case c;
+                fused_case_init(&c, K, N, m, 1700 + 10 * ci + mi);
+                if (small) cr_expect_eq(qe_gemm_skinny_splits(N, K, bytes), 1);
+                for (int rot = 0; rot < 2; rot++) {
+                    const double theta = rot ? 1e6 : 0.0;
+                    poison(c.d_out, (size_t)m * N * 2), poison(c.d_ref, (size_t)m * N * 2);
+                    KOK(qe_gemm_skinny(c.d_x, K, m, K, c.d_w, N, c.d_ref, N, 0, 0, ws, bytes,
+                                       NULL));
+                    KOK(qe_qk_norm_rope(c.d_ref, m, H, KV, HD, c.d_pos, c.d_qw, c.d_kw, 1e-6f,
+                                        theta, NULL));
+                    KOK(qe_gemm_skinny_qkv_norm_rope(c.d_x, K, m, K, c.d_w, H, KV, HD, c.d_out,
+                                                     c.d_pos, c.d_qw, c.d_kw, 1e-6f, theta, ws,
+                                                     bytes, NULL));
+                    cr_expect(fused_same(&c, (size_t)m * N * 2, "qkv_norm_rope"),
+                              "qkv H %d KV %d HD %d m %d theta %g workspace %zu", H, KV, HD, m,
+                              theta, bytes);
+                }
+                fused_case_free(&c);
+            }
+    for (int ci = 0; ci < 2; ci++)
+        for (int mi = 0; mi < 4; mi++)
+            for (int small = 0; small < 2; small++) {
+                const int I = SWIGLU[ci][0], K = SWIGLU[ci][1], N = 2 * I, m = MS[mi];
+                const size_t bytes = small ? (size_t)32 * N * 4 : big;
+                fused_case c;
+                fused_case_init(&c, K, N, m, 1800 + 10 * ci + mi);
+                const int ld = I + 8; /* the 8 columns past inter must stay poison */
+                poison(c.d_out, (size_t)m * ld * 2), poison(c.d_ref, (size_t)m * ld * 2);
+                KOK(qe_gemm_skinny(c.d_x, K, m, K, c.d_w, N, c.d_gu, N, 0, 0, ws, bytes, NULL));
+                /* qe_swiglu writes rows of inter: run it row by row into the strided rows */
+                for (int r = 0; r < m; r++)
+                    KOK(qe_swiglu((const uint16_t *)c.d_gu + (size_t)r * N, 1, I,
+                                  (uint16_t *)c.d_ref + (size_t)r * ld, NULL));
+                KOK(qe_gemm_skinny_swiglu(c.d_x, K, m, K, c.d_w, I, c.d_out, ld, ws, bytes, NULL));
+                cr_expect(fused_same(&c, (size_t)m * ld * 2, "swiglu"),
+                          "swiglu inter %d K %d m %d workspace %zu", I, K, m, bytes);
+                fused_case_free(&c);
+            }
+    /* too little workspace for 32 rows of partials: refused, not run with fewer */
+    fused_case c;
+    fused_case_init(&c, 200, 74, 3, 1900);
+    cr_expect_eq(qe_gemm_skinny_fused_supports(c.d_x, 200, 3, 200, c.d_w, 74, c.d_out,
+                                               (size_t)32 * 74 * 4 - 4),
+                 0);
+    cr_expect_eq(qe_gemm_skinny_swiglu(c.d_x, 200, 3, 200, c.d_w, 37, c.d_out, 37, ws,
+                                       (size_t)32 * 74 * 4 - 4, NULL),
+                 QE_K_ERR);
+    cr_expect_eq(qe_gemm_skinny_swiglu(c.d_x, 200, 33, 200, c.d_w, 37, c.d_out, 37, ws, big, NULL),
+                 QE_K_ERR, "m 33 is not a skinny call");
+    fused_case_free(&c);
+    cudaFree(ws);
+}
+
 /* Without a workspace the kernel runs one slice a block and writes y itself (no second pass);
  * a workspace too small for the partials of m = 32 gets as many slices as fit, for every m. */
 Test(kernels, gemm_skinny_one_slice_and_small_workspace) {
@@ -1303,8 +1424,7 @@ Test(kernels, gemm_skinny_one_slice_and_small_workspace) {
     skinny_case_free(&c);
 }
 
-/* ------------------------------------------------------------------ fused GEMM epilogues (15, 3)
- */
+/* ------------------------------------------------------------ wgmma fused epilogues (15, 3) */
 
 /* qe_gemm_swiglu and qe_gemm_qkv_norm_rope (gemm_fused.cu) against the composed references of
  * ref_gemm_fused.c (the product summed in double, rounded to fp32, then ref_swiglu /
@@ -1324,15 +1444,15 @@ Test(kernels, gemm_skinny_one_slice_and_small_workspace) {
  *   the output's bf16 rounding: 2^-8 of (|ref| + the error above).
  * A wrong gate/up half, a wrong RoPE pair or a wrong norm weight moves results by O(|y|), far
  * past these bounds (tried: see docs/kernels.md). */
-typedef struct fused_case {
+typedef struct epi_case {
     int M, K, N;
     uint16_t *xb, *wb;
     float *xf, *wf;
     double *absprod; /* [M, N]: sum_k |x w| */
     void *d_x, *d_w;
-} fused_case;
+} epi_case;
 
-static void fused_case_init(fused_case *c, int M, int K, int N, uint64_t seed) {
+static void epi_case_init(epi_case *c, int M, int K, int N, uint64_t seed) {
     memset(c, 0, sizeof *c);
     c->M = M, c->K = K, c->N = N;
     rng_seed(seed);
@@ -1353,18 +1473,18 @@ static void fused_case_init(fused_case *c, int M, int K, int N, uint64_t seed) {
     c->d_w = dup_to_dev(c->wb, (size_t)N * K * 2);
 }
 
-static void fused_case_free(fused_case *c) {
+static void epi_case_free(epi_case *c) {
     cudaFree(c->d_x), cudaFree(c->d_w);
     free(c->xb), free(c->wb), free(c->xf), free(c->wf), free(c->absprod);
 }
 
 /* The product's error bound at (m, n) against the reference's fp32 value a. */
-static double fused_prod_err(const fused_case *c, size_t e, double a) {
+static double fused_prod_err(const epi_case *c, size_t e, double a) {
     return c->K * ldexp(1.0, -23) * c->absprod[e] + ldexp(1.0, -24) * fabs(a);
 }
 
 /* Checks got against want within bound[] (per element); logs the worst. 1 when it holds. */
-static int fused_check(const char *what, const fused_case *c, const float *got, const float *want,
+static int fused_check(const char *what, const epi_case *c, const float *got, const float *want,
                        const double *bound, int cols) {
     double worst = -1;
     size_t wi = 0, bad = 0;
@@ -1386,7 +1506,7 @@ static int fused_check(const char *what, const fused_case *c, const float *got, 
 }
 
 /* One qe_gemm_swiglu call on the case (N = 2 * inter) against ref_gemm_swiglu; 1 when within. */
-static int fused_swiglu_run(const fused_case *c) {
+static int fused_swiglu_run(const epi_case *c) {
     const int M = c->M, I = c->N / 2;
     const size_t n_out = (size_t)M * I;
     float *want = malloc(n_out * 4), *gu = malloc((size_t)M * c->N * 4), *got = malloc(n_out * 4);
@@ -1415,7 +1535,7 @@ static int fused_swiglu_run(const fused_case *c) {
 
 /* One qe_gemm_qkv_norm_rope call (heads H, kv heads KV, head_dim 128, theta 1e6 or 0) against
  * ref_gemm_qkv_norm_rope; also that the v heads are the plain product. 1 when within. */
-static int fused_qkv_run(const fused_case *c, int H, int KV, double theta) {
+static int fused_qkv_run(const epi_case *c, int H, int KV, double theta) {
     const int M = c->M, N = c->N, HD = 128;
     const size_t n = (size_t)M * N;
     float *want = malloc(n * 4), *raw = malloc(n * 4), *got = malloc(n * 4);
@@ -1498,17 +1618,17 @@ Test(kernels, gemm_swiglu_fused, .timeout = 900) {
     for (int ki = 0; ki < 3; ki++)
         for (int mi = 0; mi < 5; mi++) {
             if (!fused_m_at(ki, mi)) continue;
-            fused_case c;
-            fused_case_init(&c, FUSED_M[mi], FUSED_K[ki], 2 * 192, 1700 + ki * 10 + mi);
+            epi_case c;
+            epi_case_init(&c, FUSED_M[mi], FUSED_K[ki], 2 * 192, 1700 + ki * 10 + mi);
             cr_expect(fused_swiglu_run(&c), "gemm_swiglu M %d K %d inter 192", c.M, c.K);
-            fused_case_free(&c);
+            epi_case_free(&c);
         }
     for (int mi = 0; mi < FUSED_REAL_N_MODELS; mi++) { /* the real widths: 0.6B, 4B, 8B */
         const int K = FUSED_K[mi], I = (int[]){3072, 9728, 12288}[mi];
-        fused_case c;
-        fused_case_init(&c, 7, K, 2 * I, 1790 + mi);
+        epi_case c;
+        epi_case_init(&c, 7, K, 2 * I, 1790 + mi);
         cr_expect(fused_swiglu_run(&c), "gemm_swiglu M 7 K %d inter %d", K, I);
-        fused_case_free(&c);
+        epi_case_free(&c);
     }
 }
 
@@ -1517,19 +1637,19 @@ Test(kernels, gemm_qkv_norm_rope_fused, .timeout = 900) {
     for (int ki = 0; ki < 3; ki++)
         for (int mi = 0; mi < 5; mi++) {
             if (!fused_m_at(ki, mi)) continue;
-            fused_case c;
-            fused_case_init(&c, FUSED_M[mi], FUSED_K[ki], (4 + 2 * 2) * 128, 1800 + ki * 10 + mi);
+            epi_case c;
+            epi_case_init(&c, FUSED_M[mi], FUSED_K[ki], (4 + 2 * 2) * 128, 1800 + ki * 10 + mi);
             cr_expect(fused_qkv_run(&c, 4, 2, 1e6), "gemm_qkv_norm_rope M %d K %d", c.M, c.K);
             if (mi == 3) cr_expect(fused_qkv_run(&c, 4, 2, 0.0), "theta 0, M %d K %d", c.M, c.K);
-            fused_case_free(&c);
+            epi_case_free(&c);
         }
     for (int mi = 0; mi < FUSED_REAL_N_MODELS;
          mi++) { /* the real heads: 0.6B 16 / 8, 4B and 8B 32 / 8 */
         const int K = FUSED_K[mi], H = mi ? 32 : 16;
-        fused_case c;
-        fused_case_init(&c, 7, K, (H + 2 * 8) * 128, 1890 + mi);
+        epi_case c;
+        epi_case_init(&c, 7, K, (H + 2 * 8) * 128, 1890 + mi);
         cr_expect(fused_qkv_run(&c, H, 8, 1e6), "gemm_qkv_norm_rope M 7 K %d %d / 8 heads", K, H);
-        fused_case_free(&c);
+        epi_case_free(&c);
     }
 }
 

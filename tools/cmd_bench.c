@@ -590,8 +590,9 @@ static void print_result(qe_engine *e, const qe_config *cfg, const bench_workloa
                after->graph_replays - before->graph_replays,
                after->graph_refused - before->graph_refused);
 #ifdef QE_HAVE_CUDA
-    if (cuda) printf(" attn=%s", qe_attention_variant_name(qe_attention_variant())); /* QE_ATTN */
-    if (cuda) printf(" gemm=%s", qe_gemm_path_name(qe_gemm_path()));                 /* QE_GEMM */
+    if (cuda) /* the kernel switches: QE_ATTN, QE_GEMM, QE_PDL (docs/kernels.md) */
+        printf(" attn=%s gemm=%s pdl=%d", qe_attention_variant_name(qe_attention_variant()),
+               qe_gemm_path_name(qe_gemm_path()), qe_pdl_enabled());
 #endif
     printf("\n");
 }

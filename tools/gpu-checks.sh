@@ -38,6 +38,7 @@
 #   test_cuda_engine         60 s     150 s   12 tests; the CPU backend as oracle: chunked prefill
 #                                             runs 3000/2048-token sequences through it (~100 GFLOP)
 #   test_kernels_bench        3 s      30 s   CPU only (FLOP counts, bench on a small model)
+#   pdl-skinny-engine        25 s      90 s   3 test_cuda_engine tests, QE_PDL=1 QE_GEMM=skinny
 #   rerun-memcheck:*         30 s      60 s   each, only for failed tests: at most 3 per suite
 #                                             and 120 s in all
 #   bench_memops             15 s      60 s   4 kernels at 16384 tokens of the 4B geometry, 50 reps;
@@ -62,6 +63,9 @@
 #                                             seq:2048 with QE_ATTN=m128
 #   bench-4b-fused           15 s      60 s   the 4B model at seq:512 and seq:2048 with
 #                                             QE_GEMM=fused (gemm_fused.cu's epilogues)
+#   query-4b-skinny          12 s      45 s   load 8 GB; 120 24-token queries, QE_GEMM=skinny
+#   query-4b-pdl             12 s      45 s   the same with QE_PDL=1
+#   query-4b-skinny-pdl      12 s      45 s   the same with QE_PDL=1 QE_GEMM=skinny
 #   bench-4b-q4km            20 s      90 s   load 2.5 GB; 55 queries, 6 steps of 16384 tokens
 #   mem-4b-q4km              10 s      45 s   load 2.5 GB at 2048 batch tokens, a 1024-token pool
 #   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
@@ -76,7 +80,7 @@
 #   serve-4b                 50 s     100 s   load 8 GB, 30 s of load, drain
 #   mixed-4b                 35 s      90 s   load 8 GB; 4 x 32k-token documents (~3 s at 40k
 #                                             tok/s) with 20 queries beside them
-#   total (no failures)    ~8.8 min   530 s   the budget clamps every timeout to the time left
+#   total (no failures)    ~9.8 min   530 s   the budget clamps every timeout to the time left
 #                                             (the lease: ~3 min to start + this + the copies)
 #
 # What comes back ($OUT, at most 8 files): env.txt, summary.txt, tests.log, sanitizer.log,
@@ -91,7 +95,8 @@
 # suites fail at once (exercising the reruns), stage timeouts of 30 s and 4 s for bench-4b whose
 # 8192-token CPU workload outlasts it: it shows a killed stage recorded as rc=124 with the earlier
 # workload's result kept, and the stages after it running. It then checks summary.txt (one line
-# per stage) and $OUT (at most 8 files, plain names) and exits 1 if either is wrong. ~15 s.
+# per stage) and $OUT (at most 8 files, plain names) and exits 1 if either is wrong. ~30 s
+# (a 200 s budget: serving wants 60 s left, which a loaded machine eats into).
 # QE_GPU_CHECKS_TIMEOUTS="stage=S,...": override stage timeouts (either mode).
 # shellcheck disable=SC2317,SC2054 # the functions run through `bash -c`; commas are in specs
 set -uo pipefail
@@ -105,7 +110,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/qembed-gc.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 if ((DRY)); then
-  BUDGET=${QE_GPU_CHECKS_BUDGET:-120}
+  BUDGET=${QE_GPU_CHECKS_BUDGET:-200}
   BUILD=${QE_GPU_CHECKS_BUILD:-build}
   QEMBED=$BUILD/qembed
   T_KERNELS=$BUILD/tests/test_kernels T_ENGINE=$BUILD/tests/test_cuda_engine
@@ -335,6 +340,11 @@ MODELS=$!
 suite test_kernels "$T_KERNELS" 100
 suite test_cuda_engine "$T_ENGINE" 150
 suite test_kernels_bench "$T_BENCH" 30
+# The engine tests that cover graphs, packing and the query shortcut again with programmatic
+# dependent launch and the skinny GEMM's fused epilogues on (both off by default: docs/kernels.md):
+# correct on the GPU before their timings below mean anything.
+PDL_TESTS='cuda_engine/@(vs_cpu_gqa1_bf16|batching_invariance_and_shortcut|graphs_and_pipelined_steps_match_eager)'
+stage pdl-skinny-engine tests.log 90 10 env QE_PDL=1 QE_GEMM=skinny "$T_ENGINE" "${CRITERION[@]}" --filter "$PDL_TESTS"
 
 stage bench_memops kernel-bench.log 60 10 "$B_MEMOPS"
 stage bench_attention kernel-bench.log 90 10 "$B_ATTN"
@@ -378,6 +388,20 @@ stage bench-4b-m128 engine-bench.log 60 10 env QE_ATTN=m128 "$QEMBED" bench --mo
 # ignores the switch; the stage still proves its plumbing).
 stage bench-4b-fused engine-bench.log 60 10 env QE_GEMM=fused "$QEMBED" bench --model "$WORK/m-large" \
   --backend "$BACKEND" "${ATTN_V[@]}"
+# The 4B query on the skinny GEMM path with its fused epilogues (issue 15, item 4; QE_GEMM in
+# docs/kernels.md), beside bench-4b's default-path query lines.
+if ((DRY)); then SKQ=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
+  SKQ=(--batch-tokens 16384 --workload seq:24,batch=24,iters=50,warmup=5
+    --workload seq:24,batch=24,iters=50,warmup=5,graphs=0
+    --workload seq:24,batch=24,iters=20,warmup=2,profile=1); fi
+stage query-4b-skinny engine-bench.log 45 10 env QE_GEMM=skinny "$QEMBED" bench --model "$WORK/m-large" \
+  --backend "$BACKEND" "${SKQ[@]}"
+# The same query with programmatic dependent launch (QE_PDL=1), on the default GEMM path and on
+# the skinny one: what overlapping each kernel's launch with its predecessor's tail is worth.
+stage query-4b-pdl engine-bench.log 45 10 env QE_PDL=1 "$QEMBED" bench --model "$WORK/m-large" \
+  --backend "$BACKEND" "${SKQ[@]}"
+stage query-4b-skinny-pdl engine-bench.log 45 10 env QE_PDL=1 QE_GEMM=skinny "$QEMBED" bench \
+  --model "$WORK/m-large" --backend "$BACKEND" "${SKQ[@]}"
 # Two engines sharing the one GPU (qembed serve --devices 0,0): their tokens/s together against
 # one engine's (the result_dp line); on a multi-GPU machine --devices 0,1 gives the DP scaling.
 if ((DRY)); then DP=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
@@ -434,7 +458,8 @@ cat "$OUT/summary.txt"
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine \
   test_kernels_bench bench_memops bench_attention bench_gemm_skinny bench_gemm_fused bench_qgemm \
-  bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km bench-4b-m128 bench-4b-fused dp-0.6b tp1-nccl-0.6b memcheck-kernels \
+  bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km bench-4b-m128 bench-4b-fused query-4b-skinny \
+  query-4b-pdl query-4b-skinny-pdl pdl-skinny-engine dp-0.6b tp1-nccl-0.6b memcheck-kernels \
   racecheck-attention serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }

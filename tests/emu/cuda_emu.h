@@ -163,11 +163,17 @@ template <typename... P> struct launch_rec {
     pack<P...> args;
 };
 template <typename... P, size_t... I>
-static void call_kernel(const launch_rec<P...> *r, std::index_sequence<I...>) {
-    r->kernel(get<I>(r->args)...);
+static void call_kernel(void (*kernel)(P...), const pack<P...> &args, std::index_sequence<I...>) {
+    kernel(get<I>(args)...);
 }
+/* One thread: its copy of the arguments (the record is the emulator's, read before the kernel's
+ * first instruction), then the kernel. */
 template <typename... P> static void thread_body(const void *rec) {
-    call_kernel(static_cast<const launch_rec<P...> *>(rec), std::index_sequence_for<P...>{});
+    const launch_rec<P...> *r = static_cast<const launch_rec<P...> *>(rec);
+    void (*const kernel)(P...) = r->kernel;
+    const pack<P...> args = r->args;
+    ::emu::kernel_starts(r->cfg.pdl); /* out of line: the copies above cannot move past it */
+    call_kernel(kernel, args, std::index_sequence_for<P...>{});
 }
 template <typename... P> static int run_launch(const void *rec) {
     typedef launch_rec<P...> R;
@@ -192,14 +198,19 @@ template <typename... P> struct launcher {
 };
 template <typename... P>
 static launcher<P...> make_launcher(void (*k)(P...), const char *name, const char *file, int line,
-                                    dim3 grid, dim3 block, size_t smem, cudaStream_t) {
-    return launcher<P...>{k, launch_cfg{name, file, line, grid, block, smem, (const void *)k}};
+                                    dim3 grid, dim3 block, size_t smem, cudaStream_t,
+                                    bool pdl = false) {
+    return launcher<P...>{k, launch_cfg{name, file, line, grid, block, smem, (const void *)k, pdl}};
 }
 
 } // namespace emu
 
 #define QE_LAUNCH(kernel, grid, block, smem, stream)                                               \
     ::emu::make_launcher(kernel, #kernel, __FILE__, __LINE__, grid, block, smem, stream)
+/* A launch the next kernel may overlap (kernels/common.cuh). Here every one is held to the rule,
+ * whether or not qe_pdl_enabled() would launch it so on a GPU. */
+#define QE_LAUNCH_PDL(kernel, grid, block, smem, stream)                                           \
+    ::emu::make_launcher(kernel, #kernel, __FILE__, __LINE__, grid, block, smem, stream, true)
 
 /* Dynamic shared memory (kernels/common.cuh gives the nvcc forms): the region of the window a
  * launch's smem bytes cover, and the attribute a launch above 48 KB needs first. */

@@ -20,6 +20,9 @@ struct thread_ctx {
     uint3 tid;  /* threadIdx */
     int linear; /* x + y*bx + z*bx*by */
     int warp;   /* linear / 32; the lane is linear % 32 */
+    /* launched by QE_LAUNCH_PDL and not yet past griddepcontrol.wait: global memory is off limits
+     * (the previous kernel of the stream may still be running) */
+    bool dep_pending;
 };
 
 extern thread_ctx *cur; /* the thread running now (nullptr outside a kernel) */
@@ -34,6 +37,7 @@ struct launch_cfg {
     dim3 grid, block;
     size_t dynamic_smem;
     const void *fn; /* the kernel (its dynamic shared memory attribute) */
+    bool pdl;       /* QE_LAUNCH_PDL: held to programmatic dependent launch's rule */
 };
 /* Runs every block of a launch; body(rec) is one thread's execution of the kernel. Returns 0, or
  * -1 after an emulator error (reported on stderr and kept for qe_emu_last_error). */
@@ -58,6 +62,16 @@ unsigned char *dynamic_smem();
 int allow_dynamic_smem(const void *kernel, size_t bytes);
 /* Race check of a shared-memory access by the current thread (no-op outside the window). */
 void shared_access(const void *p, size_t n, bool write, const void *pc);
+
+/* ---- programmatic dependent launch (emu_core.cc). Launches run one after another here, so the
+ * wait has nothing to wait for; what is checked is the kernel's side of the contract: before its
+ * griddepcontrol.wait a thread of a QE_LAUNCH_PDL launch touches no global memory (plain accesses
+ * where those are checked, cp.async and TMA sources in every build). */
+void griddep_wait();
+void griddep_launch_dependents();
+void kernel_starts(bool pdl); /* the thread's kernel code begins (cuda_emu.h thread_body) */
+/* Reports (and stops the block) when the current thread may not touch global memory yet. */
+void check_global_access(const void *p, bool write, const char *what, const void *pc);
 
 /* ---- PTX instructions (emu_ptx.cc) */
 

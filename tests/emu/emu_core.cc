@@ -120,6 +120,34 @@ thread_state &self_state() {
     return running->st;
 }
 
+void kernel_starts(bool pdl) {
+    cur->dep_pending = pdl;
+}
+void griddep_wait() {
+    cur->dep_pending = false;
+}
+void griddep_launch_dependents() {} /* the next launch starts when this one ends, here */
+
+/* p lies in the object at base (of n bytes). */
+static bool within(const void *p, const void *base, size_t n) {
+    return (uintptr_t)p - (uintptr_t)base < n;
+}
+
+void check_global_access(const void *p, bool write, const char *what, const void *pc) {
+    if (!cur || !cur->dep_pending) return;
+    if (within(p, running->ctx.stack_lo, running->ctx.stack_size) || in_window(p, 1))
+        return; /* its own stack, shared memory */
+    /* the built-in variables: threadIdx is cur->tid, the others the emulator's globals */
+    if (within(p, &cur, sizeof cur) || within(p, cur, sizeof *cur) ||
+        within(p, &block_idx, sizeof block_idx) || within(p, &block_dim, sizeof block_dim) ||
+        within(p, &grid_dim, sizeof grid_dim))
+        return;
+    fail(pc,
+         "%s %s global memory %p before griddepcontrol.wait in a kernel launched with programmatic "
+         "dependent launch (QE_LAUNCH_PDL): the previous kernel may still be running",
+         what, write ? "writes" : "reads", p);
+}
+
 void fail(const void *pc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -354,6 +382,7 @@ static void run_block(dim3 b) {
         fiber *f = fibers[i];
         f->t.tid = uint3{(unsigned)i % b.x, (unsigned)i / b.x % b.y, (unsigned)i / (b.x * b.y)};
         f->t.linear = i, f->t.warp = i / 32;
+        f->t.dep_pending = false; /* until thread_body has the arguments (cuda_emu.h) */
         f->st.copies.clear();
         f->st.groups_committed = 0;
         f->st.slot.tid = i;
@@ -402,6 +431,7 @@ int run_grid(const launch_cfg &cfg, void (*body)(const void *), const void *rec)
     launch = &cfg;
     kstats = &stats_by_kernel[cfg.kernel];
     kstats->launches++;
+    kstats->pdl_launches += cfg.pdl;
     block_body = body, block_rec = rec;
     grid_dim = cfg.grid, block_dim = cfg.block;
     dynamic_bytes = cfg.dynamic_smem;
@@ -465,7 +495,7 @@ extern "C" qe_emu_kernel_stats qe_emu_stats(const char *name) {
         t.barriers += s.barriers, t.collectives += s.collectives;
         t.ldmatrix_phases += s.ldmatrix_phases, t.ldmatrix_wavefronts += s.ldmatrix_wavefronts;
         t.cp_async_bytes += s.cp_async_bytes;
-        t.wgmmas += s.wgmmas, t.tma_bytes += s.tma_bytes;
+        t.wgmmas += s.wgmmas, t.tma_bytes += s.tma_bytes, t.pdl_launches += s.pdl_launches;
         t.seconds += s.seconds;
     }
     return t;

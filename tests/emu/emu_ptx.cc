@@ -27,6 +27,7 @@ void cp_async(void *dst, const void *src, int cp_size, int src_bytes) {
         fail(pc, "cp.async src-size %d outside [0, %d]", src_bytes, cp_size);
     if (src_bytes > 0 && (uintptr_t)src % (uintptr_t)cp_size)
         fail(pc, "cp.async source %p is not aligned to %d bytes", src, cp_size);
+    if (src_bytes > 0) check_global_access(src, false, "cp.async", pc);
     race_check(dst, (size_t)cp_size, true, cur->linear, pc);
     memset(dst, 0xFF, (size_t)cp_size);
     self_state().copies.push_back(pending_copy{dst, src, cp_size, src_bytes, -1, pc});

@@ -170,6 +170,7 @@ void race_forget(const void *p, size_t n) {
 
 void shared_access(const void *p, size_t n, bool write, const void *pc) {
     if (!cur) return;
+    if (cur->dep_pending) check_global_access(p, write, "a plain access", pc);
     if (past_dynamic_bytes(p) || past_dynamic_bytes((const char *)p + n - 1))
         fail(pc, "%s %zu byte(s) of dynamic shared memory at offset %zu, past the launch's %zu",
              write ? "store of" : "load of", n, (size_t)((const unsigned char *)p - dynamic_region),

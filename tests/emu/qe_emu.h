@@ -13,9 +13,10 @@ typedef struct qe_emu_kernel_stats {
     long ldmatrix_phases;     /* 8x8 matrices read by ldmatrix */
     long ldmatrix_wavefronts; /* shared-memory wavefronts they took: phases when conflict-free */
     long cp_async_bytes;
-    long wgmmas;    /* wgmma.mma_async ops (per warpgroup) */
-    long tma_bytes; /* bytes cp.async.bulk.tensor copied into shared memory */
-    double seconds; /* host time spent emulating */
+    long wgmmas;       /* wgmma.mma_async ops (per warpgroup) */
+    long tma_bytes;    /* bytes cp.async.bulk.tensor copied into shared memory */
+    long pdl_launches; /* launches by QE_LAUNCH_PDL */
+    double seconds;    /* host time spent emulating */
 } qe_emu_kernel_stats;
 
 /* Errors reported since start (each also printed on stderr); the last one's text. */
