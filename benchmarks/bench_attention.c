@@ -1,5 +1,5 @@
 /* bench_attention.c — the flash-attention kernels, every variant of qe_attention side by side
- * (kernels.h: 0 "fa2" = kernels/attention.cu, the production kernel; 1 "m128"; ...): each
+ * (kernels.h: 0 "fa2" = kernels/attention.cu, the production kernel; 1 "m128"; 2 "fa3"): each
  * checked against the C reference first (a whole small case, then sampled rows of every
  * timed shape against a double-precision row computation), then timed with CUDA events after a
  * warm-up, median of many, causal, head_dim 128, 32 query heads (8 kv heads, the 4B geometry),

@@ -223,8 +223,8 @@ static __global__ void __launch_bounds__(ATT_THREADS)
     }
 }
 
-/* The production kernel (variant 0). */
-static int attention_fa2(const qe_attn_params *p, qe_stream s) {
+/* The production kernel (variant 0); also the fa3 variant's fallback. */
+extern "C" int qe_attention_fa2(const qe_attn_params *p, qe_stream s) {
     const int bad = attn_check_params(p);
     if (bad) return bad;
     if (p->n_seqs == 0 || p->max_seqlen_q == 0) return QE_K_OK;
@@ -240,11 +240,13 @@ static int attention_fa2(const qe_attn_params *p, qe_stream s) {
 /* ---- the variants (issue 15): one table, QE_ATTN picks, tests and benchmarks select ---- */
 
 extern "C" int qe_attention_m128(const qe_attn_params *p, qe_stream s);
+extern "C" int qe_attention_fa3(const qe_attn_params *p, qe_stream s);
 
 static const struct {
     const char *name;
     int (*run)(const qe_attn_params *, qe_stream);
-} VARIANTS[QE_ATTN_VARIANTS] = {{"fa2", attention_fa2}, {"m128", qe_attention_m128}};
+} VARIANTS[QE_ATTN_VARIANTS] = {
+    {"fa2", qe_attention_fa2}, {"m128", qe_attention_m128}, {"fa3", qe_attention_fa3}};
 
 /* QE_ATTN as a name or a number; unset, empty or unknown: 0 (an unknown one is said once). */
 static int variant_from_env() {
@@ -252,7 +254,7 @@ static int variant_from_env() {
     if (!e || !*e) return 0;
     for (int v = 0; v < QE_ATTN_VARIANTS; v++)
         if (!strcmp(e, VARIANTS[v].name) || (e[0] == '0' + v && !e[1])) return v;
-    fprintf(stderr, "qembed: QE_ATTN=%s is no attention variant (fa2, m128); using fa2\n", e);
+    fprintf(stderr, "qembed: QE_ATTN=%s is no attention variant (fa2, m128, fa3); using fa2\n", e);
     return 0;
 }
 

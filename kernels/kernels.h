@@ -123,11 +123,13 @@ int qe_attention(const qe_attn_params *p, qe_stream s);
 /* Variants of qe_attention (issue 15: written and proven on the emulator before a GPU times them
  * side by side; docs/kernels.md predicts each): 0 "fa2", the production kernel (attention.cu);
  * 1 "m128", 128 queries a block, 32 rows a warp, a 3-stage ring of 32-key K/V tiles
- * (attention_m128.cu). Same contract, same results to rounding. qe_attention runs the one the
+ * (attention_m128.cu); 2 "fa3", sm_90a only: TMA K/V ring fed by a producer warp, two wgmma
+ * consumer warpgroups of 64 rows in ping-pong, a persistent longest-first grid
+ * (attention_fa3.cu). Same contract, same results to rounding. qe_attention runs the one the
  * environment's QE_ATTN names (a name or its number, read once; default 0), unless
  * qe_attention_select chose one (-1 returns to QE_ATTN's). select returns 0, or -1 for no such
  * variant; the name is NULL for one. */
-enum { QE_ATTN_VARIANTS = 2 };
+enum { QE_ATTN_VARIANTS = 3 };
 int qe_attention_select(int variant);
 int qe_attention_variant(void);
 const char *qe_attention_variant_name(int variant);

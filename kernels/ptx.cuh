@@ -111,6 +111,26 @@ static __device__ __forceinline__ void mma_bf16(float d[4], const uint32_t a[4],
 #endif
 }
 
+/* Named barriers (bar.sync / bar.arrive a, b): barrier id (1..15; 0 is __syncthreads's)
+ * completes when `threads` threads (whole warps) have arrived. sync waits for the completion,
+ * arrive only counts: a producer signals, a consumer waits (warp-specialised kernels order their
+ * warpgroups with these). */
+static __device__ __forceinline__ void named_bar_sync(int id, int threads) {
+#ifdef QE_EMU
+    emu::named_barrier_sync(id, threads);
+#else
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+#endif
+}
+
+static __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+#ifdef QE_EMU
+    emu::named_barrier_arrive(id, threads);
+#else
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+#endif
+}
+
 /* ================================================================ Hopper (sm_90a)
  *
  * wgmma and setmaxnreg exist only on sm_90a (mbarrier's tx counts and TMA on sm_90 too, but the

@@ -743,3 +743,104 @@ Test(hopper, mbarrier_before_init_is_reported) {
     QE_LAUNCH(mbar_uninit_kernel, 1, 32, 0, nullptr)(out);
     expect_report("no mbarrier.init");
 }
+
+/* ---------------------------------------------------------------- named barriers */
+
+/* Warps 0 and 1 take turns through barriers 1 and 2 (the ping-pong of two consumer warpgroups):
+ * warp 1 first lets warp 0 go; each round a warp waits for its turn (bar.sync, 64 threads: its
+ * own 32 and the other warp's arrival), logs its number and gives the turn away (bar.arrive).
+ * Warp 0 finally takes warp 1's last arrival. Warp 2 takes no part and is never held. Without
+ * the barriers the fibers would log 0 0 0 ... (each runs until it waits). */
+static __global__ void named_pingpong_kernel(int rounds, int *log, int *pos, int *bystander) {
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (w == 2) {
+        if (lane == 0) *bystander = 7;
+        return;
+    }
+    if (w == 1) named_bar_arrive(1, 64);
+    for (int r = 0; r < rounds; r++) {
+        named_bar_sync(1 + w, 64);
+        if (lane == 0) log[(*pos)++] = w;
+        named_bar_arrive(2 - w, 64);
+    }
+    if (w == 0) named_bar_sync(1, 64);
+}
+
+Test(hopper, named_barriers_take_turns) {
+    int *log = dev<int>(16), *pos = dev<int>(1), *bystander = dev<int>(1);
+    *pos = 0, *bystander = 0;
+    QE_LAUNCH(named_pingpong_kernel, 1, 96, 0, nullptr)(5, log, pos, bystander);
+    expect_clean_run();
+    cr_assert_eq(*pos, 10);
+    for (int i = 0; i < 10; i++)
+        cr_expect_eq(log[i], i % 2, "turn %d went to warp %d", i, log[i]);
+    cr_expect_eq(*bystander, 7);
+}
+
+/* Planted misuses in a block of four warps, one per mode: 0 a thread count that is not whole warps,
+ * 1 two warps naming different counts, 2 a barrier only one warp reaches (a hang), 3 half of two
+ * warps completing a 32-thread barrier (the ISA counts each warp as 32), 4 barrier 16, 5 barrier 0,
+ * 6 an arrival nobody completes before the block ends, 7 a thread arriving twice in one phase. */
+static __global__ void named_bug_kernel(int mode, int *out) {
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    switch (mode) {
+    case 0:
+        named_bar_sync(1, 48);
+        break;
+    case 1:
+        named_bar_sync(1, w == 0 ? 64 : 96);
+        break;
+    case 2:
+        if (w == 0) named_bar_sync(1, 64);
+        break;
+    case 3:
+        if (lane < 16) named_bar_sync(1, 32);
+        break;
+    case 4:
+        named_bar_sync(16, 64);
+        break;
+    case 5:
+        named_bar_sync(0, 64);
+        break;
+    case 6:
+        if (w == 0) named_bar_arrive(1, 64);
+        break;
+    case 7:
+        if (w == 0) named_bar_arrive(1, 96);
+        named_bar_sync(1, 96);
+        break;
+    }
+    out[threadIdx.x] = 1;
+}
+
+static void expect_named_report(int mode, const char *what) {
+    int *out = dev<int>(128);
+    QE_LAUNCH(named_bug_kernel, 1, 128, 0, nullptr)(mode, out);
+    expect_report(what);
+}
+
+Test(hopper, named_barrier_thread_count_not_whole_warps) {
+    expect_named_report(0, "multiple of the warp size");
+}
+Test(hopper, named_barrier_counts_disagree) {
+    expect_named_report(1, "disagree on the thread count");
+}
+Test(hopper, named_barrier_never_completed_is_a_deadlock) {
+    expect_named_report(2, "deadlocked");
+    cr_expect(strstr(qe_emu_last_error(), "bar.sync (named barrier)"), "%s", qe_emu_last_error());
+}
+Test(hopper, named_barrier_with_part_of_a_warp) {
+    expect_named_report(3, "16 of the 32 lanes of warp");
+}
+Test(hopper, named_barrier_id_out_of_range) {
+    expect_named_report(4, "the barrier is 0..15");
+}
+Test(hopper, named_barrier_zero_is_syncthreads) {
+    expect_named_report(5, "__syncthreads's");
+}
+Test(hopper, named_barrier_left_incomplete) {
+    expect_named_report(6, "named barrier 1 incomplete: 32 of 64");
+}
+Test(hopper, named_barrier_double_arrival) {
+    expect_named_report(7, "arrives twice in one phase");
+}

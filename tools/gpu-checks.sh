@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# gpu-checks.sh — every GPU check of qembed in ONE device call: about 8.5 minutes, hard-capped at
-# 9 by a `timeout` on every stage, each clamped to the time left of QE_GPU_CHECKS_BUDGET (530 s;
-# a killed stage gets 5 s more to die, the digest at the end takes a second).
+# gpu-checks.sh — every GPU check of qembed in ONE device call: stages estimated at 9.8 minutes,
+# hard-capped at 9 by a `timeout` on every stage, each clamped to the time left of
+# QE_GPU_CHECKS_BUDGET (530 s; a killed stage gets 5 s more to die, the digest at the end takes a
+# second).
 #
 # On the GPU machine, from the repository root with devpack/ carried (tools/gpu-pack.sh made it):
 #   device run: carry ["devpack"], timeout_s 590, command "bash tools/gpu-checks.sh"
@@ -23,7 +24,7 @@
 #     budget), a 24-token query with and without CUDA graphs, and profiles of L=512 and the query;
 #   sanitizers on small cases: memcheck on a kernel subset, racecheck on two attention tests;
 #   serving, if at least 60 s are left: qembed serve (4B, cuda) + loadgen, 64 clients x 16 inputs,
-#     30 s; then, if 30 s are left, benchmarks/mixed_steps.py: a query beside 4 long documents.
+#     20 s; then, if 30 s are left, benchmarks/mixed_steps.py: a query beside 4 long documents.
 #
 # Estimated durations on the H200 (ESTIMATES, counted from each stage's work, not measured yet;
 # replace them with summary.txt's seconds after the first call) and the stage timeouts:
@@ -43,7 +44,7 @@
 #                                             and 120 s in all
 #   bench_memops             15 s      60 s   4 kernels at 16384 tokens of the 4B geometry, 50 reps;
 #                                             filling ~0.9 GB of random inputs on the host first
-#   bench_attention          40 s      90 s   every attention variant (fa2, m128): 7 lengths
+#   bench_attention          55 s      90 s   every attention variant (fa2, m128, fa3): 7 lengths
 #                                             (512..32768), 20 reps, 16384+ tokens each; a
 #                                             1000-token CPU reference check first, per variant
 #   bench_gemm_skinny         5 s      30 s   Qwen3-4B's 4 GEMM shapes at m = 1, 8, 24, 32, cuBLASLt
@@ -61,8 +62,9 @@
 #                                             per long workload, 4 x 32k tokens, 110 queries
 #   bench-4b-m128            15 s      60 s   the 4B model (already written) at seq:512 and
 #                                             seq:2048 with QE_ATTN=m128
-#   bench-4b-fused           15 s      60 s   the 4B model at seq:512 and seq:2048 with
-#                                             QE_GEMM=fused (gemm_fused.cu's epilogues)
+#   bench-4b-fa3             15 s      60 s   the same with QE_ATTN=fa3
+#   bench-4b-fused           15 s      60 s   the same with QE_GEMM=fused (gemm_fused.cu's
+#                                             epilogues)
 #   query-4b-skinny          12 s      45 s   load 8 GB; 120 24-token queries, QE_GEMM=skinny
 #   query-4b-pdl             12 s      45 s   the same with QE_PDL=1
 #   query-4b-skinny-pdl      12 s      45 s   the same with QE_PDL=1 QE_GEMM=skinny
@@ -77,10 +79,13 @@
 #   memcheck-kernels         40 s      90 s   8 small kernel tests under memcheck (not gemm: cuBLAS;
 #                                             not attention_causal_gqa: its 2049-token cases)
 #   racecheck-attention      60 s     120 s   attention_alibi + attention_paged_and_chunked
-#   serve-4b                 50 s     100 s   load 8 GB, 30 s of load, drain
+#   serve-4b                 40 s     100 s   load 8 GB, 20 s of load (30 s before bench-4b-fa3
+#                                             came: the budget's room for it), drain
 #   mixed-4b                 35 s      90 s   load 8 GB; 4 x 32k-token documents (~3 s at 40k
 #                                             tok/s) with 20 queries beside them
-#   total (no failures)    ~9.8 min   530 s   the budget clamps every timeout to the time left
+#   total (no failures)   ~10.1 min   530 s   the budget clamps every timeout to the time left
+#                                             (estimates past 530 s: the last stages, serve-4b
+#                                             and mixed-4b, are the ones skipped or cut short)
 #                                             (the lease: ~3 min to start + this + the copies)
 #
 # What comes back ($OUT, at most 8 files): env.txt, summary.txt, tests.log, sanitizer.log,
@@ -128,7 +133,7 @@ else
   T_BENCH=$P/test_kernels_bench B_MEMOPS=$P/bench_memops B_ATTN=$P/bench_attention
   B_SKINNY=$P/bench_gemm_skinny B_FUSED=$P/bench_gemm_fused
   B_QGEMM=$P/bench_qgemm
-  BACKEND=cuda PRESET_SMALL=0.6b PRESET_LARGE=4b SERVE_SECONDS=30 SERVE_CLIENTS=64
+  BACKEND=cuda PRESET_SMALL=0.6b PRESET_LARGE=4b SERVE_SECONDS=20 SERVE_CLIENTS=64
   DEFAULT_TIMEOUTS=""
   STAGE_CAP=100000
   [[ -x $QEMBED ]] || { echo "gpu-checks: $QEMBED missing: run tools/gpu-pack.sh here and carry devpack" >&2; exit 2; }
@@ -383,6 +388,9 @@ if ((DRY)); then ATTN_V=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:1
   ATTN_V=(--batch-tokens 16384 --workload seq:512 --workload seq:2048); fi
 stage bench-4b-m128 engine-bench.log 60 10 env QE_ATTN=m128 "$QEMBED" bench --model "$WORK/m-large" \
   --backend "$BACKEND" "${ATTN_V[@]}"
+# And variant 2 (the sm_90a TMA + wgmma kernel, kernels/attention_fa3.cu).
+stage bench-4b-fa3 engine-bench.log 60 10 env QE_ATTN=fa3 "$QEMBED" bench --model "$WORK/m-large" \
+  --backend "$BACKEND" "${ATTN_V[@]}"
 # And with the fused GEMM epilogues (issue 15, item 3; QE_GEMM=fused in docs/kernels.md): the
 # qkv and gate/up products with q/k-norm + RoPE and SwiGLU inside (the CPU backend of a dry run
 # ignores the switch; the stage still proves its plumbing).
@@ -458,9 +466,9 @@ cat "$OUT/summary.txt"
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine \
   test_kernels_bench bench_memops bench_attention bench_gemm_skinny bench_gemm_fused bench_qgemm \
-  bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km bench-4b-m128 bench-4b-fused query-4b-skinny \
-  query-4b-pdl query-4b-skinny-pdl pdl-skinny-engine dp-0.6b tp1-nccl-0.6b memcheck-kernels \
-  racecheck-attention serve-4b mixed-4b; do
+  bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km bench-4b-m128 bench-4b-fa3 bench-4b-fused \
+  query-4b-skinny query-4b-pdl query-4b-skinny-pdl pdl-skinny-engine dp-0.6b tp1-nccl-0.6b \
+  memcheck-kernels racecheck-attention serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
 done

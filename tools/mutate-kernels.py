@@ -247,7 +247,41 @@ MUTANTS = [
         '(float)nib - half_to_f32(m + 2) * (float)mn;',
         '(float)nib + half_to_f32(m + 2) * (float)mn;')],
       None),
+    M('fa3 k_full parity', 'mbarrier phase',
+      [('kernels/attention_fa3.cu',
+        """            mbar_wait(&b->k_full[kst], (kt / FA3_STAGES) & 1);
+            mbar_wait(&b->v_full[vst], (vt / FA3_STAGES) & 1);""",
+        """            mbar_wait(&b->k_full[kst], ((kt / FA3_STAGES) & 1) ^ 1);
+            mbar_wait(&b->v_full[vst], (vt / FA3_STAGES) & 1);""")],
+      None),
+    M('fa3 causal mask dropped', 'causal mask',
+      [('kernels/attention_fa3.cu',
+        'if (need_mask && (j >= w.Lk || j > i_abs)) v = -INFINITY;',
+        'if (need_mask && (j >= w.Lk)) v = -INFINITY;')],
+      None),
+    M('fa3 V rows past the sequence loaded', 'zero-fill',
+      [('kernels/attention_fa3.cu',
+        'page_min_i, row0, valid, w.g * ATT_D, &b->v_full[st]);',
+        'page_min_i, row0, FA3_BN, w.g * ATT_D, &b->v_full[st]);')],
+      None),
+    M('fa3 ping-pong hand-over missing', 'named barrier',
+      [('kernels/attention_fa3.cu',
+        """            named_bar_arrive(their_turn, 256);
+            wgmma_wait_group<1>();""",
+        """            wgmma_wait_group<1>();""")],
+      None),
+    M('fa3 V read K-major', 'descriptor',
+      [('kernels/attention_fa3.cu',
+        'wgmma_bf16_rs<128, 1>(',
+        'wgmma_bf16_rs<128, 0>(')],
+      None),
+    M('fa3 GQA mapping', 'GQA mapping',
+      [('kernels/attention_fa3.cu',
+        'w.g = it.h / (p.heads / p.kv_heads);',
+        'w.g = it.h % p.kv_heads;')],
+      None),
 ]
+
 
 
 def check(sources):

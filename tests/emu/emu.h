@@ -83,6 +83,11 @@ void mma_m16n8k16_bf16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1
 
 /* ---- Hopper instructions (emu_hopper.cc) */
 
+/* bar.sync / bar.arrive a, b: named barrier a (1..15; 0 is __syncthreads's) completing when b
+ * threads (a multiple of 32, whole warps) have arrived; sync waits for that, arrive does not. */
+void named_barrier_sync(int id, int n_threads);
+void named_barrier_arrive(int id, int n_threads);
+
 /* wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16, a warpgroup collective: d holds the
  * thread's n/2 accumulators; a_regs its four A registers (RS form) or nullptr (SS: A through
  * desc_a); trans_* the imm-trans operands (1: MN-major); accumulate the scale-d predicate. The

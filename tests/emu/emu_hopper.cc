@@ -14,7 +14,13 @@
  * (every arrival in, as many bytes expected as were copied) and a wait has seen that: so a read
  * before the wait, or after a wait on the wrong parity, reads NaN; a missing or short expect_tx
  * leaves the data NaN and is reported when the block ends; a wait on a phase that never
- * completes is a deadlock report. */
+ * completes is a deadlock report.
+ *
+ * Named barriers (bar.sync / bar.arrive a, b; "Parallel Synchronization and Communication
+ * Instructions: bar, barrier"), which warp-specialised kernels use to order warpgroups: barrier a
+ * completes when b threads have arrived, b a multiple of the warp size; bar.sync waits for the
+ * completion, bar.arrive only counts. The ISA counts a warp's arrival as the warp size whatever
+ * its active threads, so a warp taking part with some of its lanes is reported here. */
 #include <stdio.h>
 #include <string.h>
 
@@ -324,8 +330,88 @@ struct mbarrier {
 };
 static std::map<uint32_t, mbarrier> barriers; /* by shared offset; one block's */
 
+/* ================================================================ named barriers */
+
+struct named_barrier {
+    int expected;             /* b of the phase's first arrival (0: no arrival yet) */
+    int arrived;              /* threads arrived in this phase */
+    long generation;          /* completed phases: a bar.sync waits for it to change */
+    std::vector<bool> in;     /* by thread: arrived in this phase */
+    std::vector<int> by_warp; /* lanes of each warp arrived in this phase */
+    const void *first_pc;     /* the phase's first arrival (reports) */
+};
+static named_barrier named[16];
+
+static void named_reset() {
+    for (named_barrier &b : named) {
+        b.expected = 0, b.arrived = 0, b.generation = 0, b.first_pc = nullptr;
+        b.in.assign(1024, false), b.by_warp.assign(32, 0);
+    }
+}
+
 void hopper_block_starts() {
     barriers.clear();
+    named_reset();
+}
+
+/* The arrival of the current thread at barrier id, counting b threads; completes the phase when
+ * it is the b-th. Returns the barrier (its generation before this arrival in *gen). */
+static named_barrier &named_arrive(int id, int n_threads, const char *what, const void *pc,
+                                   long *gen) {
+    const int block_threads = (int)(block_dim.x * block_dim.y * block_dim.z);
+    if (id < 0 || id > 15) fail(pc, "%s %d: the barrier is 0..15", what, id);
+    if (id == 0)
+        fail(pc,
+             "%s 0: barrier 0 is __syncthreads's (the emulator keeps the two apart; use "
+             "1..15)",
+             what);
+    if (n_threads <= 0 || n_threads % 32 || n_threads > block_threads)
+        fail(pc,
+             "%s %d, %d: the thread count must be a multiple of the warp size (32), at most "
+             "the block's %d threads",
+             what, id, n_threads, block_threads);
+    named_barrier &b = named[id];
+    const int t = cur->linear;
+    if (b.arrived == 0) {
+        b.expected = n_threads, b.first_pc = pc;
+    } else if (b.expected != n_threads) {
+        fail(pc,
+             "%s %d, %d: threads disagree on the thread count (%d thread(s) arrived at %s for %d)",
+             what, id, n_threads, b.arrived, where(b.first_pc), b.expected);
+    }
+    if (b.in[t])
+        fail(pc,
+             "%s %d: thread %d arrives twice in one phase (the barrier has %d of %d); the ISA "
+             "counts whole warps, so the phase would complete early",
+             what, id, t, b.arrived, b.expected);
+    b.in[t] = true;
+    b.by_warp[cur->warp]++;
+    *gen = b.generation;
+    if (++b.arrived < b.expected) return b;
+    for (int w = 0; w < 32; w++) /* complete: every warp that took part took part whole */
+        if (b.by_warp[w] != 0 && b.by_warp[w] != 32 && w * 32 + 32 <= block_threads)
+            fail(pc,
+                 "%s %d, %d completed with %d of the 32 lanes of warp %d: the ISA counts a "
+                 "warp's arrival as 32 whatever its active lanes",
+                 what, id, n_threads, b.by_warp[w], w);
+    b.arrived = 0, b.expected = 0;
+    b.in.assign(1024, false), b.by_warp.assign(32, 0);
+    b.generation++;
+    wake_all(&b);
+    return b;
+}
+
+void named_barrier_sync(int id, int n_threads) {
+    const void *pc = __builtin_return_address(0);
+    long gen;
+    named_barrier &b = named_arrive(id, n_threads, "bar.sync", pc, &gen);
+    while (b.generation == gen)
+        sleep_on(&b, "bar.sync (named barrier)", pc);
+}
+
+void named_barrier_arrive(int id, int n_threads) {
+    long gen;
+    named_arrive(id, n_threads, "bar.arrive", __builtin_return_address(0), &gen);
 }
 
 void hopper_thread_exits() {
@@ -338,6 +424,14 @@ void hopper_thread_exits() {
 }
 
 int hopper_block_ends() {
+    for (int id = 1; id < 16; id++) /* stricter than the ISA: a protocol that left one open */
+        if (named[id].arrived) {
+            report(named[id].first_pc,
+                   "the block ended with named barrier %d incomplete: %d of %d thread(s) "
+                   "arrived (an unmatched bar.arrive or bar.sync?)",
+                   id, named[id].arrived, named[id].expected);
+            return -1;
+        }
     for (auto &kv : barriers)
         if (!kv.second.landings.empty()) {
             const landing &l = kv.second.landings[0];
