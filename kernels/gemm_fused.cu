@@ -293,16 +293,28 @@ extern "C" int qe_gemm_qkv_norm_rope_supports(const qe_bf16 *x, int ldx, int k, 
     return fused_operands_ok(x, ldx, k, wqkv, qkv) && heads > 0 && kv_heads > 0 && head_dim == 128;
 }
 
+/* The kernels' dynamic shared memory attribute, set once per kernel and device (it is per
+ * function and device; a call per launch would cost a driver call each). */
+static cudaError_t fused_allow_smem(int epi) {
+    static bool done[2][64];
+    int dev = 0;
+    const bool known = cudaGetDevice(&dev) == cudaSuccess && dev >= 0 && dev < 64;
+    if (known && done[epi][dev]) return cudaSuccess;
+    const cudaError_t e = epi == FG_SWIGLU
+                              ? QE_ALLOW_DYNAMIC_SMEM(gemm_swiglu_kernel, FG_SMEM_BYTES)
+                              : QE_ALLOW_DYNAMIC_SMEM(gemm_qkv_norm_rope_kernel, FG_SMEM_BYTES);
+    if (known) done[epi][dev] = e == cudaSuccess;
+    return e;
+}
+
 static int fused_launch(int epi, const CUtensorMap &ma, const CUtensorMap &mb,
                         const fused_params &p, qe_stream s) {
     const unsigned blocks = (unsigned)p.m_tiles * (unsigned)p.n_tiles;
-    if (epi == FG_SWIGLU) {
-        CUDA_CHECK(QE_ALLOW_DYNAMIC_SMEM(gemm_swiglu_kernel, FG_SMEM_BYTES));
+    CUDA_CHECK(fused_allow_smem(epi));
+    if (epi == FG_SWIGLU)
         QE_LAUNCH(gemm_swiglu_kernel, blocks, FG_THREADS, FG_SMEM_BYTES, s)(ma, mb, p);
-    } else {
-        CUDA_CHECK(QE_ALLOW_DYNAMIC_SMEM(gemm_qkv_norm_rope_kernel, FG_SMEM_BYTES));
+    else
         QE_LAUNCH(gemm_qkv_norm_rope_kernel, blocks, FG_THREADS, FG_SMEM_BYTES, s)(ma, mb, p);
-    }
     CUDA_CHECK_LAUNCH();
     return QE_K_OK;
 }
