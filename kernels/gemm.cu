@@ -4,7 +4,10 @@
  * makes no heuristic query after the first step. Each plan also keeps what the heuristic chose
  * (algorithm, tile, stages, split-K) and a call count, so tools can say which algorithm each
  * shape ran (qe_gemm_describe). With QE_GEMM=skinny (or qe_gemm_select), calls of m <= 32 run the
- * split-K kernel of gemm_skinny.cu instead, on the same workspace. */
+ * split-K kernel of gemm_skinny.cu instead, on the same workspace. QE_GEMM=fused changes no call
+ * here: it tells the CUDA backend to run the qkv and gate/up products of bf16 layers through the
+ * fused-epilogue kernels of gemm_fused.cu (qe_gemm_swiglu, qe_gemm_qkv_norm_rope); every other
+ * product still comes here and goes to cuBLASLt. */
 #include <cublasLt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,7 +165,7 @@ static int plan_build(qe_gemm *g, const gemm_key *key, gemm_plan *p) {
 
 /* ---- the paths (issue 15, item 4): QE_GEMM picks, tests and benchmarks select ---- */
 
-static const char *const PATH_NAMES[QE_GEMM_PATHS] = {"cublaslt", "skinny"};
+static const char *const PATH_NAMES[QE_GEMM_PATHS] = {"cublaslt", "skinny", "fused"};
 
 /* QE_GEMM as a name or a number; unset, empty or unknown: 0 (an unknown one is said once). */
 static int path_from_env() {
@@ -170,7 +173,8 @@ static int path_from_env() {
     if (!e || !*e) return 0;
     for (int v = 0; v < QE_GEMM_PATHS; v++)
         if (!strcmp(e, PATH_NAMES[v]) || (e[0] == '0' + v && !e[1])) return v;
-    fprintf(stderr, "qembed: QE_GEMM=%s is no GEMM path (cublaslt, skinny); using cublaslt\n", e);
+    fprintf(stderr,
+            "qembed: QE_GEMM=%s is no GEMM path (cublaslt, skinny, fused); using cublaslt\n", e);
     return 0;
 }
 
@@ -201,7 +205,8 @@ extern "C" int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k,
     QE_K_REQUIRE(m >= 0 && n > 0 && k > 0 && ldx >= k && ldy >= n);
     QE_K_REQUIRE(!accumulate || y_f32);
     if (m == 0) return QE_K_OK;
-    if (qe_gemm_path() == 1 && m <= 32 && qe_gemm_skinny_supports(x, ldx, m, k, w, y, ldy, y_f32))
+    if (qe_gemm_path() == QE_GEMM_PATH_SKINNY && m <= 32 &&
+        qe_gemm_skinny_supports(x, ldx, m, k, w, y, ldy, y_f32))
         return qe_gemm_skinny(x, ldx, m, k, w, n, y, ldy, y_f32, accumulate, (float *)g->workspace,
                               g->workspace_bytes, s);
     gemm_key key;

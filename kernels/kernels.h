@@ -172,13 +172,17 @@ void qe_gemm_destroy(qe_gemm *g);
 int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
                  void *y, int ldy, int y_f32, int accumulate, qe_stream s);
 
-/* Paths of qe_gemm_bf16 (issue 15, item 4): 0 "cublaslt", every call through cuBLASLt (the
+/* Paths of qe_gemm_bf16 (issue 15, items 3 and 4): 0 "cublaslt", every call through cuBLASLt (the
  * default); 1 "skinny", calls with m <= 32 through the split-K kernel of gemm_skinny.cu (the rest,
  * and calls it cannot take: k or ldx not a multiple of 8, x or w not 16-byte aligned, still go to
- * cuBLASLt). The environment's QE_GEMM names one (a name or its number, read once); a test or
- * benchmark chooses with qe_gemm_select (-1 returns to QE_GEMM's). select returns 0, or -1 for no
- * such path; the name is NULL for one. */
-enum { QE_GEMM_PATHS = 2 };
+ * cuBLASLt); 2 "fused", every qe_gemm_bf16 call through cuBLASLt as 0, and the CUDA backend runs
+ * the qkv and gate/up products of bf16 layers through qe_gemm_qkv_norm_rope / qe_gemm_swiglu
+ * (gemm_fused.cu) instead of qe_gemm_bf16 + qe_qk_norm_rope / qe_swiglu, where they take the
+ * shape (*_supports; an sm_90 device). The environment's QE_GEMM names one (a name or its number,
+ * read once); a test or benchmark chooses with qe_gemm_select (-1 returns to QE_GEMM's). select
+ * returns 0, or -1 for no such path; the name is NULL for one. */
+enum { QE_GEMM_PATH_CUBLASLT = 0, QE_GEMM_PATH_SKINNY = 1, QE_GEMM_PATH_FUSED = 2 };
+enum { QE_GEMM_PATHS = 3 };
 int qe_gemm_select(int path);
 int qe_gemm_path(void);
 const char *qe_gemm_path_name(int path);
@@ -212,6 +216,31 @@ int qe_gemm_skinny_qkv_norm_rope(const qe_bf16 *x, int ldx, int m, int k, const 
                                  size_t workspace_bytes, qe_stream s);
 int qe_gemm_skinny_fused_supports(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w, int n,
                                   const void *out, size_t workspace_bytes);
+
+/* ---- fused GEMM epilogues (kernels/gemm_fused.cu, sm_90a: wgmma + TMA; issue 15, item 3) ----
+ * Our own GEMM for the two products an element-wise op follows, the op applied to the fp32
+ * accumulators before the one bf16 rounding. x [m, k] (row stride ldx), fp32 accumulation.
+ *
+ * act[m, inter] (row stride inter) = bf16(silu(x Wg^T) * (x Wu^T)), wgu the stacked [2*inter, k]
+ * (gate rows then up rows, as the engine uploads them). qe_swiglu(x wgu^T) rounded gu first.
+ *
+ * qkv[m, (heads + 2 kv_heads) * 128] = x wqkv^T with qe_qk_norm_rope's per-head RMSNorm (q_norm_w
+ * / k_norm_w [128]) and NeoX RoPE at positions[t] (theta 0: the norm only, positions not read)
+ * on the q and k heads, v as the product; the layout qe_qk_norm_rope leaves.
+ *
+ * Both need k a multiple of 64, inter a multiple of 64, head_dim 128, ldx a multiple of 8 and
+ * x, w, y 16-byte aligned (every Qwen3 size; *_supports says whether a call qualifies, the
+ * launchers refuse the rest). */
+int qe_gemm_swiglu(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *wgu, int inter,
+                   qe_bf16 *act, qe_stream s);
+int qe_gemm_qkv_norm_rope(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *wqkv, int heads,
+                          int kv_heads, int head_dim, const int32_t *positions,
+                          const float *q_norm_w, const float *k_norm_w, float eps, double theta,
+                          qe_bf16 *qkv, qe_stream s);
+int qe_gemm_swiglu_supports(const qe_bf16 *x, int ldx, int k, const qe_bf16 *wgu, int inter,
+                            const qe_bf16 *act);
+int qe_gemm_qkv_norm_rope_supports(const qe_bf16 *x, int ldx, int k, const qe_bf16 *wqkv, int heads,
+                                   int kv_heads, int head_dim, const qe_bf16 *qkv);
 
 /* What the heuristic chose for one cached plan, for tools (qembed bench prints it): the shape,
  * the algorithm's CUBLASLT_ALGO_CONFIG_ID, _TILE_ID, _STAGES_ID and _SPLITK_NUM (-1 where

@@ -1387,3 +1387,123 @@ Test(cuda_emu, skinny_gemm_query_steps_match_cpu, .timeout = 600) {
     free(ids);
     qe_close(gpu), qe_close(cpu);
 }
+
+/* ================================================================== fused GEMM epilogues */
+
+/* QE_GEMM=fused (issue 15, item 3): the qkv product with q/k-norm + RoPE and the gate/up product
+ * with SwiGLU in one kernel each (gemm_fused.cu), against the CPU backend within the GPU
+ * tolerance, on a RoPE and an ALiBi model (rope_theta 0: the norm only), whole and in chunks
+ * through the paged pool (the chunks' absolute positions); both fused kernels must have run. */
+Test(cuda_emu, fused_gemm_epilogues_match_cpu, .timeout = 900) {
+    char dir[1100], err[512] = "";
+    const int lens[] = {1, 150, 300, 33};
+    for (int alibi = 0; alibi < 2; alibi++) {
+        tu_make_model_with(dir, sizeof dir, alibi ? "hs-fused-alibi" : "hs-fused",
+                           (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16, 0, 17, alibi);
+        qe_engine *cpu = open_cpu(dir);
+        rs = 19;
+        int32_t **ids = rand_ids(lens, 4, qe_vocab_size(cpu));
+        float *want = run(cpu, ids, lens, 4, 0);
+        cr_assert_eq(qe_gemm_select(QE_GEMM_PATH_FUSED), 0);
+        for (int budget = 0; budget <= 128; budget += 128) { /* 128: 300 tokens in chunks */
+            const long qkv0 = qe_emu_stats("gemm_qkv_norm_rope_kernel").launches,
+                       glu0 = qe_emu_stats("gemm_swiglu_kernel").launches;
+            qe_engine *gpu = open_cuda(dir, budget, QE_OK, err, sizeof err);
+            float *got = run(gpu, ids, lens, 4, 0);
+            const long qkv = qe_emu_stats("gemm_qkv_norm_rope_kernel").launches - qkv0,
+                       glu = qe_emu_stats("gemm_swiglu_kernel").launches - glu0;
+            const double w = worst_cos(want, got, 4, qe_dim(cpu));
+            cr_log_info("fused GEMMs (%s), budget %d: %ld + %ld fused launches; worst cosine vs "
+                        "cpu %.6f",
+                        alibi ? "alibi" : "rope", budget, qkv, glu, w);
+            cr_expect(qkv > 0 && glu > 0, "budget %d: %ld qkv and %ld gate/up fused launches",
+                      budget, qkv, glu);
+            cr_expect(w >= SIM_COS, "fused GEMMs (%s), budget %d: worst cosine %.6f",
+                      alibi ? "alibi" : "rope", budget, w);
+            free(got);
+            qe_close(gpu);
+        }
+        cr_assert_eq(qe_gemm_select(-1), 0);
+        for (int i = 0; i < 4; i++)
+            free(ids[i]);
+        free(ids), free(want);
+        qe_close(cpu);
+    }
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* QE_GEMM=fused where the fused kernels do not apply: a GGUF kept quantized (its matrices go
+ * through the quantized GEMM, no fused launch) and tensor parallelism over two ranks whose
+ * intermediate slice (96 columns) is no multiple of 64 (the gate/up product falls back to
+ * cuBLASLt + qe_swiglu; each rank's qkv, whole heads, is fused). Both still match the CPU
+ * backend. */
+Test(cuda_emu, fused_gemm_falls_back_quantized_and_tp, .timeout = 900) {
+    char dir[1100], path[1200], err[1024] = "";
+    tu_scratch_dir(dir, sizeof dir, "hs-fused-q");
+    random_model_opts o;
+    memset(&o, 0, sizeof o);
+    cr_assert_eq(random_model_preset("tiny", &o.cfg), 0);
+    o.cfg.vocab_size = 2048;
+    o.cfg.num_layers = 2;
+    o.cfg.hidden_size = 256, o.cfg.intermediate_size = 512;
+    o.cfg.num_heads = 2, o.cfg.num_kv_heads = 1, o.cfg.head_dim = 128;
+    o.out_dir = dir, o.seed = 29, o.dtype = ST_BF16, o.quiet = 1;
+    cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+    snprintf(path, sizeof path, "%s/q-q8_0.gguf", dir);
+    const qz_opts q = {.model_dir = dir, .out_path = path, .ftype = QZ_Q8_0, .quiet = 1};
+    cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(qe_gemm_select(QE_GEMM_PATH_FUSED), 0);
+    long f0 = qe_emu_stats("gemm_qkv_norm_rope_kernel").launches +
+              qe_emu_stats("gemm_swiglu_kernel").launches;
+    const double wq = cuda_vs_cpu_on(path, 37, NULL);
+    const long fq = qe_emu_stats("gemm_qkv_norm_rope_kernel").launches +
+                    qe_emu_stats("gemm_swiglu_kernel").launches - f0;
+    cr_log_info("fused selected, q8_0 GGUF kept quantized: %ld fused launches, worst cosine vs "
+                "cpu %.6f",
+                fq, wq);
+    cr_expect_eq(fq, 0, "a quantized file ran %ld fused GEMMs", fq);
+    cr_expect(wq >= SIM_COS, "fused selected, q8_0 GGUF: worst cosine %.6f", wq);
+
+    fake_devices = 2;
+    tu_make_model(dir, sizeof dir, "hs-fused-tp", (tu_geometry){2048, 128, 192, 2, 4, 2}, ST_BF16,
+                  0, 23);
+    const int lens[] = {40, 1, 7};
+    qe_engine *cpu = open_cpu(dir), *tp = open_cuda_tp(dir, 2, NULL, 0);
+    rs = 41;
+    int32_t **ids = rand_ids(lens, 3, qe_vocab_size(cpu));
+    const long qkv0 = qe_emu_stats("gemm_qkv_norm_rope_kernel").launches,
+               glu0 = qe_emu_stats("gemm_swiglu_kernel").launches;
+    float *want = run(cpu, ids, lens, 3, 0), *got = run(tp, ids, lens, 3, 0);
+    const long qkv = qe_emu_stats("gemm_qkv_norm_rope_kernel").launches - qkv0,
+               glu = qe_emu_stats("gemm_swiglu_kernel").launches - glu0;
+    const double wt = worst_cos(want, got, 3, qe_dim(cpu));
+    cr_log_info("fused selected, tp 2 (inter 96 a rank): %ld qkv, %ld gate/up fused launches; "
+                "worst cosine vs cpu %.6f",
+                qkv, glu, wt);
+    cr_expect(qkv > 0 && glu == 0, "tp 2: %ld qkv and %ld gate/up fused launches", qkv, glu);
+    cr_expect(wt >= SIM_COS, "fused selected, tp 2: worst cosine %.6f", wt);
+    cr_assert_eq(qe_gemm_select(-1), 0);
+    for (int i = 0; i < 3; i++)
+        free(ids[i]);
+    free(ids), free(want), free(got);
+    qe_close(tp), qe_close(cpu);
+    fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
+/* QE_GEMM=fused under tensor parallelism where every rank's slice takes both fused kernels (128
+ * intermediate columns and 2 + 1 heads a rank): the same bounds against one rank as a plain run. */
+Test(cuda_emu, fused_gemm_tp_equal_one_rank, .timeout = 900) {
+    fake_devices = 2;
+    char dir[1100];
+    tu_make_model(dir, sizeof dir, "hs-fused-tp2", (tu_geometry){2048, 128, 256, 2, 4, 2}, ST_BF16,
+                  0, 27);
+    const int lens[] = {40, 1, 7};
+    cr_assert_eq(qe_gemm_select(QE_GEMM_PATH_FUSED), 0);
+    const long glu0 = qe_emu_stats("gemm_swiglu_kernel").launches;
+    tp_against_one_rank(dir, 2, 0, lens, 3, "fused");
+    cr_expect_gt(qe_emu_stats("gemm_swiglu_kernel").launches - glu0, 0, "no fused gate/up ran");
+    cr_assert_eq(qe_gemm_select(-1), 0);
+    fake_devices = 1;
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}

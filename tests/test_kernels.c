@@ -1416,9 +1416,271 @@ Test(kernels, gemm_skinny_one_slice_and_small_workspace) {
         QE_K_ERR);
     cr_expect(!qe_gemm_skinny_supports(c.d_x, c.ldx, 4, 2556, c.d_w, c.d_y, c.ldy, 1));
     cr_expect(!qe_gemm_skinny_supports(c.d_x, c.ldx, 0, c.K, c.d_w, c.d_y, c.ldy, 1));
-    cr_expect_eq(qe_gemm_select(2), -1);
+    cr_expect_eq(qe_gemm_select(QE_GEMM_PATHS), -1);
+    cr_expect_str_eq(qe_gemm_path_name(QE_GEMM_PATH_FUSED), "fused");
     cr_expect_str_eq(qe_gemm_path_name(1), "skinny");
     free(out);
     cudaFree(ws);
     skinny_case_free(&c);
+}
+
+/* ------------------------------------------------------------ wgmma fused epilogues (15, 3) */
+
+/* qe_gemm_swiglu and qe_gemm_qkv_norm_rope (gemm_fused.cu) against the composed references of
+ * ref_gemm_fused.c (the product summed in double, rounded to fp32, then ref_swiglu /
+ * ref_qk_norm_rope), with an error bound derived per element from what each step may add:
+ *
+ *   product: the kernel's fp32 accumulation, K * 2^-23 * sum|x w| (the textbook K u bound
+ *     doubled: the tensor core's adds may truncate), plus the reference's rounding of the double
+ *     sum to fp32 (2^-24 |a|);
+ *   SwiGLU: that error through f(g, u) = silu(g) u: |silu'| <= 1.1, so 1.1 Eg (|u| + Eu) +
+ *     |silu(g)| Eu; fp32 evaluation in kernel and reference, each <= (4 + 2 (4 + |g|)) 2^-24 |f|
+ *     (__expf is ex2.approx of an fp32 product: 2^-22 plus 2^-24 of the argument |g log2 e|);
+ *   RMSNorm: rms is 1-Lipschitz in the rms distance, so |r - r*| <= rms(E) = dr, and
+ *     |n_i - n*_i| <= |w_i| (E_i / (r* - dr) + |a*_i| dr / (r* (r* - dr))); RoPE is a rotation
+ *     of the pair (i, i + 64), so the pair's error is the norm of the two; fp32 evaluation (sum of
+ *     squares 128 * 2^-24, rsqrtf, the angle rounded to fp32 and sincosf) <= 2^-16 of the pair's
+ *     magnitude in the kernel and 2^-21 in the reference: 2^-15 covers both;
+ *   the output's bf16 rounding: 2^-8 of (|ref| + the error above).
+ * A wrong gate/up half, a wrong RoPE pair or a wrong norm weight moves results by O(|y|), far
+ * past these bounds (tried: see docs/kernels.md). */
+typedef struct epi_case {
+    int M, K, N;
+    uint16_t *xb, *wb;
+    float *xf, *wf;
+    double *absprod; /* [M, N]: sum_k |x w| */
+    void *d_x, *d_w;
+} epi_case;
+
+static void epi_case_init(epi_case *c, int M, int K, int N, uint64_t seed) {
+    memset(c, 0, sizeof *c);
+    c->M = M, c->K = K, c->N = N;
+    rng_seed(seed);
+    c->xb = malloc((size_t)M * K * 2), c->wb = malloc((size_t)N * K * 2);
+    c->xf = malloc((size_t)M * K * 4), c->wf = malloc((size_t)N * K * 4);
+    rand_bf16(c->xb, c->xf, (size_t)M * K, 1.0f);
+    rand_bf16(c->wb, c->wf, (size_t)N * K, 1.0f);
+    c->absprod = malloc((size_t)M * N * sizeof(double));
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            const float *a = c->xf + (size_t)m * K, *b = c->wf + (size_t)n * K;
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += fabs((double)a[k] * b[k]);
+            c->absprod[(size_t)m * N + n] = s;
+        }
+    c->d_x = dup_to_dev(c->xb, (size_t)M * K * 2);
+    c->d_w = dup_to_dev(c->wb, (size_t)N * K * 2);
+}
+
+static void epi_case_free(epi_case *c) {
+    cudaFree(c->d_x), cudaFree(c->d_w);
+    free(c->xb), free(c->wb), free(c->xf), free(c->wf), free(c->absprod);
+}
+
+/* The product's error bound at (m, n) against the reference's fp32 value a. */
+static double fused_prod_err(const epi_case *c, size_t e, double a) {
+    return c->K * ldexp(1.0, -23) * c->absprod[e] + ldexp(1.0, -24) * fabs(a);
+}
+
+/* Checks got against want within bound[] (per element); logs the worst. 1 when it holds. */
+static int fused_check(const char *what, const epi_case *c, const float *got, const float *want,
+                       const double *bound, int cols) {
+    double worst = -1;
+    size_t wi = 0, bad = 0;
+    const size_t n = (size_t)c->M * cols;
+    for (size_t i = 0; i < n; i++) {
+        const double r = isnan(got[i]) ? INFINITY : fabs((double)got[i] - want[i]) / bound[i];
+        bad += r > 1.0;
+        if (r > worst) worst = r, wi = i;
+    }
+    if (worst > 1.0)
+        cr_log_error("%s M %d K %d N %d: %zu of %zu outside the bound; worst row %zu col %zu: got "
+                     "%.7g want %.7g (|diff| %.3g, bound %.3g)",
+                     what, c->M, c->K, c->N, bad, n, wi / cols, wi % cols, got[wi], want[wi],
+                     fabs((double)got[wi] - want[wi]), bound[wi]);
+    else
+        cr_log_info("%s M %d K %d N %d: worst error %.3g of its bound", what, c->M, c->K, c->N,
+                    worst);
+    return worst <= 1.0;
+}
+
+/* One qe_gemm_swiglu call on the case (N = 2 * inter) against ref_gemm_swiglu; 1 when within. */
+static int fused_swiglu_run(const epi_case *c) {
+    const int M = c->M, I = c->N / 2;
+    const size_t n_out = (size_t)M * I;
+    float *want = malloc(n_out * 4), *gu = malloc((size_t)M * c->N * 4), *got = malloc(n_out * 4);
+    double *bound = malloc(n_out * sizeof(double));
+    uint16_t *ob = malloc(n_out * 2);
+    uint16_t *d_o = dalloc(n_out * 2);
+    cr_assert_eq(ref_gemm_swiglu(c->xf, M, c->K, c->wf, I, want, gu), 0);
+    for (int m = 0; m < M; m++)
+        for (int i = 0; i < I; i++) {
+            const size_t e = (size_t)m * I + i, eg = (size_t)m * c->N + i, eu = eg + I;
+            const double g = gu[eg], u = gu[eu];
+            const double Eg = fused_prod_err(c, eg, g), Eu = fused_prod_err(c, eu, u);
+            const double silu = g / (1.0 + exp(-g)), f = fabs((double)want[e]);
+            const double prop = 1.1 * Eg * (fabs(u) + Eu) + fabs(silu) * Eu;
+            const double eval = 2 * (4 + 2 * (4 + fabs(g))) * ldexp(1.0, -24) * f;
+            bound[e] = prop + eval + ldexp(1.0, -8) * (f + prop + eval) + 1e-30;
+        }
+    KOK(qe_gemm_swiglu(c->d_x, c->K, M, c->K, c->d_w, I, d_o, NULL));
+    to_host(ob, d_o, n_out * 2);
+    bf_to_f(ob, got, n_out);
+    const int ok = fused_check("gemm_swiglu", c, got, want, bound, I);
+    cudaFree(d_o);
+    free(want), free(gu), free(got), free(bound), free(ob);
+    return ok;
+}
+
+/* One qe_gemm_qkv_norm_rope call (heads H, kv heads KV, head_dim 128, theta 1e6 or 0) against
+ * ref_gemm_qkv_norm_rope; also that the v heads are the plain product. 1 when within. */
+static int fused_qkv_run(const epi_case *c, int H, int KV, double theta) {
+    const int M = c->M, N = c->N, HD = 128;
+    const size_t n = (size_t)M * N;
+    float *want = malloc(n * 4), *raw = malloc(n * 4), *got = malloc(n * 4);
+    double *bound = malloc(n * sizeof(double));
+    uint16_t *ob = malloc(n * 2);
+    float qw[128], kw[128];
+    int32_t *pos = malloc((size_t)M * 4);
+    for (int i = 0; i < HD; i++)
+        qw[i] = 0.5f + frand(0.5f), kw[i] = 0.5f + frand(0.5f);
+    for (int t = 0; t < M; t++) /* large and small positions, up to 40959 */
+        pos[t] = (t & 1) ? irand(40960) : t;
+    pos[0] = 40959;
+    ref_gemm_qkv_norm_rope(c->xf, M, c->K, c->wf, H, KV, HD, pos, qw, kw, 1e-6f, theta, want, raw);
+    for (int m = 0; m < M; m++)
+        for (int h = 0; h < H + 2 * KV; h++) {
+            const size_t e0 = (size_t)m * N + (size_t)h * HD;
+            double E[128], ms = 0, mse = 0;
+            for (int i = 0; i < HD; i++) {
+                E[i] = fused_prod_err(c, e0 + i, raw[e0 + i]);
+                ms += (double)raw[e0 + i] * raw[e0 + i], mse += E[i] * E[i];
+            }
+            if (h >= H + KV) { /* v: the product */
+                for (int i = 0; i < HD; i++)
+                    bound[e0 + i] = E[i] + ldexp(1.0, -8) * (fabs(want[e0 + i]) + E[i]) + 1e-30;
+                continue;
+            }
+            const float *w = h < H ? qw : kw;
+            const double r = sqrt(ms / HD + 1e-6), dr = sqrt(mse / HD);
+            cr_assert(dr < r / 2, "the product's error bound swamps the norm (row %d head %d)", m,
+                      h);
+            double dn[128];
+            for (int i = 0; i < HD; i++)
+                dn[i] = fabs(w[i]) * (E[i] / (r - dr) + fabs(raw[e0 + i]) * dr / (r * (r - dr)));
+            for (int i = 0; i < HD / 2; i++) {
+                const double pair_err = sqrt(dn[i] * dn[i] + dn[i + 64] * dn[i + 64]);
+                const double mag = sqrt((double)want[e0 + i] * want[e0 + i] +
+                                        (double)want[e0 + i + 64] * want[e0 + i + 64]);
+                const double e = pair_err + ldexp(1.0, -15) * mag;
+                bound[e0 + i] = e + ldexp(1.0, -8) * (fabs(want[e0 + i]) + e) + 1e-30;
+                bound[e0 + i + 64] = e + ldexp(1.0, -8) * (fabs(want[e0 + i + 64]) + e) + 1e-30;
+            }
+        }
+    uint16_t *d_o = dalloc(n * 2);
+    int32_t *d_pos = dup_to_dev(pos, (size_t)M * 4);
+    float *d_qw = dup_to_dev(qw, sizeof qw), *d_kw = dup_to_dev(kw, sizeof kw);
+    KOK(qe_gemm_qkv_norm_rope(c->d_x, c->K, M, c->K, c->d_w, H, KV, HD, theta > 0 ? d_pos : NULL,
+                              d_qw, d_kw, 1e-6f, theta, d_o, NULL));
+    to_host(ob, d_o, n * 2);
+    bf_to_f(ob, got, n);
+    const int ok = fused_check(theta > 0 ? "gemm_qkv_norm_rope" : "gemm_qkv_norm (theta 0)", c, got,
+                               want, bound, N);
+    cudaFree(d_o), cudaFree(d_pos), cudaFree(d_qw), cudaFree(d_kw);
+    free(want), free(raw), free(got), free(bound), free(ob), free(pos);
+    return ok;
+}
+
+/* Odd M (one partial row tile, several, a tile of one row) at every Qwen3 hidden size (the k of
+ * both products). The kernel's code path does not depend on N beyond the number of column tiles
+ * and, for SwiGLU, the up rows' offset (inter) and for qkv which heads are q, k and v; so the odd
+ * M run with small N (3 SwiGLU column tiles; 4 q + 2 kv heads), and each model's real N (inter
+ * 3072 / 9728 / 12288; 16 / 32 / 32 q heads over 8 kv) runs once at its own k, m = 7. */
+static const int FUSED_M[] = {1, 7, 65, 130, 300};
+static const int FUSED_K[] = {1024, 2560, 4096};
+/* The row-tile handling does not depend on k either: every m at the first k, at the others a
+ * partial tile (7) and two tiles, the second partial (130). */
+static int fused_m_at(int ki, int mi) {
+    return ki == 0 || mi == 1 || mi == 3;
+}
+/* The 4B and 8B real widths (152 and 192 column tiles at k 2560 / 4096) take the emulator about as
+ * long as all other cases together, and several times that under ASan; the ASan run of CI skips
+ * them (the same code path as the cases it runs; the plain run covers them). */
+#if defined(__SANITIZE_ADDRESS__)
+#define FUSED_REAL_N_MODELS 1
+#else
+#define FUSED_REAL_N_MODELS 3
+#endif
+
+Test(kernels, gemm_swiglu_fused, .timeout = 900) {
+    require_gpu("GPU kernel test");
+    for (int ki = 0; ki < 3; ki++)
+        for (int mi = 0; mi < 5; mi++) {
+            if (!fused_m_at(ki, mi)) continue;
+            epi_case c;
+            epi_case_init(&c, FUSED_M[mi], FUSED_K[ki], 2 * 192, 1700 + ki * 10 + mi);
+            cr_expect(fused_swiglu_run(&c), "gemm_swiglu M %d K %d inter 192", c.M, c.K);
+            epi_case_free(&c);
+        }
+    for (int mi = 0; mi < FUSED_REAL_N_MODELS; mi++) { /* the real widths: 0.6B, 4B, 8B */
+        const int K = FUSED_K[mi], I = (int[]){3072, 9728, 12288}[mi];
+        epi_case c;
+        epi_case_init(&c, 7, K, 2 * I, 1790 + mi);
+        cr_expect(fused_swiglu_run(&c), "gemm_swiglu M 7 K %d inter %d", K, I);
+        epi_case_free(&c);
+    }
+}
+
+Test(kernels, gemm_qkv_norm_rope_fused, .timeout = 900) {
+    require_gpu("GPU kernel test");
+    for (int ki = 0; ki < 3; ki++)
+        for (int mi = 0; mi < 5; mi++) {
+            if (!fused_m_at(ki, mi)) continue;
+            epi_case c;
+            epi_case_init(&c, FUSED_M[mi], FUSED_K[ki], (4 + 2 * 2) * 128, 1800 + ki * 10 + mi);
+            cr_expect(fused_qkv_run(&c, 4, 2, 1e6), "gemm_qkv_norm_rope M %d K %d", c.M, c.K);
+            if (mi == 3) cr_expect(fused_qkv_run(&c, 4, 2, 0.0), "theta 0, M %d K %d", c.M, c.K);
+            epi_case_free(&c);
+        }
+    for (int mi = 0; mi < FUSED_REAL_N_MODELS;
+         mi++) { /* the real heads: 0.6B 16 / 8, 4B and 8B 32 / 8 */
+        const int K = FUSED_K[mi], H = mi ? 32 : 16;
+        epi_case c;
+        epi_case_init(&c, 7, K, (H + 2 * 8) * 128, 1890 + mi);
+        cr_expect(fused_qkv_run(&c, H, 8, 1e6), "gemm_qkv_norm_rope M 7 K %d %d / 8 heads", K, H);
+        epi_case_free(&c);
+    }
+}
+
+/* What the fused launchers refuse, with the reason in the message (no device needed). */
+Test(kernels, gemm_fused_refuses_other_shapes) {
+    static uint16_t buf[64] __attribute__((aligned(16)));
+    cr_expect_eq(qe_gemm_swiglu(buf, 1000, 1, 1000, buf, 64, buf, NULL), QE_K_ERR);
+    cr_expect(strstr(qe_k_last_error(), "multiple of 64"), "%s", qe_k_last_error());
+    cr_expect_eq(qe_gemm_swiglu(buf, 1024, 1, 1024, buf, 100, buf, NULL), QE_K_ERR);
+    cr_expect(strstr(qe_k_last_error(), "inter"), "%s", qe_k_last_error());
+    cr_expect_eq(qe_gemm_swiglu(buf, 1024, 1, 1024, buf + 1, 64, buf, NULL), QE_K_ERR);
+    cr_expect(strstr(qe_k_last_error(), "aligned"), "%s", qe_k_last_error());
+    cr_expect_eq(qe_gemm_qkv_norm_rope(buf, 1024, 1, 1024, buf, 4, 2, 64, NULL, (float *)buf,
+                                       (float *)buf, 1e-6f, 0.0, buf, NULL),
+                 QE_K_ERR);
+    cr_expect(strstr(qe_k_last_error(), "head of 128"), "%s", qe_k_last_error());
+    cr_expect_eq(qe_gemm_qkv_norm_rope(buf, 1024, 1, 1024, buf, 4, 2, 128, NULL, (float *)buf,
+                                       (float *)buf, 1e-6f, 1e6, buf, NULL),
+                 QE_K_ERR);
+    /* the Qwen3 shapes qualify on an sm_90 device (the emulator is one), none without */
+#ifdef QE_EMU_TEST
+    const int sm90 = 1;
+#else
+    int n_dev = 0, major = 0, minor = 0;
+    const int sm90 =
+        cudaGetDeviceCount(&n_dev) == cudaSuccess && n_dev > 0 &&
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) == cudaSuccess &&
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, 0) == cudaSuccess &&
+        major == 9 && minor == 0;
+#endif
+    cr_expect(!qe_gemm_swiglu_supports(buf, 1024, 2556, buf, 64, buf));
+    cr_expect_eq(qe_gemm_swiglu_supports(buf, 2560, 2560, buf, 9728, buf), sm90);
+    cr_expect_eq(qe_gemm_qkv_norm_rope_supports(buf, 4096, 4096, buf, 32, 8, 128, buf), sm90);
 }

@@ -16,7 +16,8 @@
 #     [FAIL] suite::name rerun at once, one by one (at most 3 per suite), with
 #     CUDA_LAUNCH_BLOCKING=1 under compute-sanitizer memcheck with --filter suite/name, so an
 #     asynchronous fault is tied to a kernel and a line;
-#   kernel benchmarks: bench_memops, bench_attention, bench_gemm_skinny, bench_qgemm (the qgemm
+#   kernel benchmarks: bench_memops, bench_attention, bench_gemm_skinny, bench_gemm_fused,
+#     bench_qgemm (the qgemm
 #     kernel tests run in test_kernels above);
 #   engine benchmarks: one `qembed bench` per model (opened once) with every target workload of
 #     docs/benchmarks.md: L=512, L=2048, mix 16:512, a 32k document (chunked at the 16384-token
@@ -49,6 +50,11 @@
 #   bench_gemm_skinny         5 s      30 s   Qwen3-4B's 4 GEMM shapes at m = 1, 8, 24, 32, cuBLASLt
 #                                             and the skinny path, 30 reps each (~20 us a call);
 #                                             a 64-column CPU reference check per case first
+#   bench_gemm_fused          5 s      30 s   Qwen3-4B's qkv and gate/up at m = 512, 4096, 16384:
+#                                             cuBLASLt alone, + the separate epilogue kernel, the
+#                                             fused kernel (gemm_fused.cu), 20 reps (<= 3 ms a
+#                                             call); 8-row CPU reference checks first (~1 s of host
+#                                             fill)
 #   bench_qgemm              25 s      90 s   4 layers x 4 M x (bf16 + 3 types), 20 reps; quantizing
 #                                             ~0.5 G random weights on the host first (~10 s)
 #   bench-0.6b               20 s     120 s   load 1.2 GB; 8 workloads, ~0.4 s of GPU work each
@@ -57,6 +63,8 @@
 #   bench-4b-m128            15 s      60 s   the 4B model (already written) at seq:512 and
 #                                             seq:2048 with QE_ATTN=m128
 #   bench-4b-fa3             15 s      60 s   the same with QE_ATTN=fa3
+#   bench-4b-fused           15 s      60 s   the same with QE_GEMM=fused (gemm_fused.cu's
+#                                             epilogues)
 #   query-4b-skinny          12 s      45 s   load 8 GB; 120 24-token queries, QE_GEMM=skinny
 #   query-4b-pdl             12 s      45 s   the same with QE_PDL=1
 #   query-4b-skinny-pdl      12 s      45 s   the same with QE_PDL=1 QE_GEMM=skinny
@@ -75,7 +83,7 @@
 #                                             came: the budget's room for it), drain
 #   mixed-4b                 35 s      90 s   load 8 GB; 4 x 32k-token documents (~3 s at 40k
 #                                             tok/s) with 20 queries beside them
-#   total (no failures)    ~9.8 min   530 s   the budget clamps every timeout to the time left
+#   total (no failures)   ~10.1 min   530 s   the budget clamps every timeout to the time left
 #                                             (estimates past 530 s: the last stages, serve-4b
 #                                             and mixed-4b, are the ones skipped or cut short)
 #                                             (the lease: ~3 min to start + this + the copies)
@@ -113,7 +121,7 @@ if ((DRY)); then
   T_KERNELS=$BUILD/tests/test_kernels T_ENGINE=$BUILD/tests/test_cuda_engine
   T_BENCH=$BUILD/tests/test_kernels_bench
   B_MEMOPS=$BUILD/benchmarks/bench_memops B_ATTN=$BUILD/benchmarks/bench_attention
-  B_SKINNY=$BUILD/benchmarks/bench_gemm_skinny
+  B_SKINNY=$BUILD/benchmarks/bench_gemm_skinny B_FUSED=$BUILD/benchmarks/bench_gemm_fused
   B_QGEMM=$BUILD/benchmarks/bench_qgemm
   BACKEND=cpu PRESET_SMALL=tiny PRESET_LARGE=tiny SERVE_SECONDS=2 SERVE_CLIENTS=8
   DEFAULT_TIMEOUTS="bench-4b=4"
@@ -123,7 +131,7 @@ else
   P=devpack/bin
   QEMBED=$P/qembed T_KERNELS=$P/test_kernels T_ENGINE=$P/test_cuda_engine
   T_BENCH=$P/test_kernels_bench B_MEMOPS=$P/bench_memops B_ATTN=$P/bench_attention
-  B_SKINNY=$P/bench_gemm_skinny
+  B_SKINNY=$P/bench_gemm_skinny B_FUSED=$P/bench_gemm_fused
   B_QGEMM=$P/bench_qgemm
   BACKEND=cuda PRESET_SMALL=0.6b PRESET_LARGE=4b SERVE_SECONDS=20 SERVE_CLIENTS=64
   DEFAULT_TIMEOUTS=""
@@ -346,6 +354,7 @@ stage pdl-skinny-engine tests.log 90 10 env QE_PDL=1 QE_GEMM=skinny "$T_ENGINE" 
 stage bench_memops kernel-bench.log 60 10 "$B_MEMOPS"
 stage bench_attention kernel-bench.log 90 10 "$B_ATTN"
 stage bench_gemm_skinny kernel-bench.log 30 10 "$B_SKINNY"
+stage bench_gemm_fused kernel-bench.log 30 10 "$B_FUSED"
 stage bench_qgemm kernel-bench.log 90 10 "$B_QGEMM" --reps 20
 
 wait "$MODELS" # bounded: each generation has its own timeout
@@ -381,6 +390,11 @@ stage bench-4b-m128 engine-bench.log 60 10 env QE_ATTN=m128 "$QEMBED" bench --mo
   --backend "$BACKEND" "${ATTN_V[@]}"
 # And variant 2 (the sm_90a TMA + wgmma kernel, kernels/attention_fa3.cu).
 stage bench-4b-fa3 engine-bench.log 60 10 env QE_ATTN=fa3 "$QEMBED" bench --model "$WORK/m-large" \
+  --backend "$BACKEND" "${ATTN_V[@]}"
+# And with the fused GEMM epilogues (issue 15, item 3; QE_GEMM=fused in docs/kernels.md): the
+# qkv and gate/up products with q/k-norm + RoPE and SwiGLU inside (the CPU backend of a dry run
+# ignores the switch; the stage still proves its plumbing).
+stage bench-4b-fused engine-bench.log 60 10 env QE_GEMM=fused "$QEMBED" bench --model "$WORK/m-large" \
   --backend "$BACKEND" "${ATTN_V[@]}"
 # The 4B query on the skinny GEMM path with its fused epilogues (issue 15, item 4; QE_GEMM in
 # docs/kernels.md), beside bench-4b's default-path query lines.
@@ -451,10 +465,10 @@ cat "$OUT/summary.txt"
 # and the stages after it run, the earlier workload's result kept.
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine \
-  test_kernels_bench bench_memops bench_attention bench_gemm_skinny bench_qgemm bench-0.6b bench-4b \
-  bench-4b-q4km mem-4b-q4km bench-4b-m128 bench-4b-fa3 query-4b-skinny query-4b-pdl \
-  query-4b-skinny-pdl pdl-skinny-engine dp-0.6b tp1-nccl-0.6b memcheck-kernels \
-  racecheck-attention serve-4b mixed-4b; do
+  test_kernels_bench bench_memops bench_attention bench_gemm_skinny bench_gemm_fused bench_qgemm \
+  bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km bench-4b-m128 bench-4b-fa3 bench-4b-fused \
+  query-4b-skinny query-4b-pdl query-4b-skinny-pdl pdl-skinny-engine dp-0.6b tp1-nccl-0.6b \
+  memcheck-kernels racecheck-attention serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
 done

@@ -27,7 +27,8 @@ rm -rf devpack
 # The benchmarks need no library beyond the system's (device-pack.sh stops on a binary whose
 # ldd list it filters to nothing), so they are copied as they are.
 cp "$BUILD/benchmarks/bench_attention" "$BUILD/benchmarks/bench_memops" \
-  "$BUILD/benchmarks/bench_gemm_skinny" "$BUILD/benchmarks/bench_qgemm" devpack/bin/
+  "$BUILD/benchmarks/bench_gemm_skinny" "$BUILD/benchmarks/bench_gemm_fused" \
+  "$BUILD/benchmarks/bench_qgemm" devpack/bin/
 mkdir -p devpack/tiny
 cp "$SHARED"/fixtures/tiny-qwen3-embed/{config.json,model.safetensors,golden.json} devpack/tiny/
 cp "$SHARED/bench/corpus.jsonl" devpack/ # the serving workload for loadgen

@@ -39,6 +39,18 @@ void ref_swiglu(const float *gate_up, int rows, int inter, float *out);
 void ref_matmul(const float *x, int m, int k, const float *w, int n, float *y, int ldy,
                 int accumulate);
 
+/* The fused GEMM epilogues (kernels/gemm_fused.cu): act[m, inter] = ref_swiglu(x wgu^T), wgu
+ * [2*inter, k] gate rows then up rows; qkv[m, (heads + 2 kv_heads) * head_dim] =
+ * ref_qk_norm_rope(x wqkv^T). The products are summed in double and rounded once to fp32. gu /
+ * raw, when not NULL, get that product ([m, 2*inter] / [m, n]: what a test's error bound needs).
+ * ref_gemm_swiglu returns 0, or -1 when it cannot allocate (gu NULL). */
+int ref_gemm_swiglu(const float *x, int m, int k, const float *wgu, int inter, float *act,
+                    float *gu);
+void ref_gemm_qkv_norm_rope(const float *x, int m, int k, const float *wqkv, int heads,
+                            int kv_heads, int head_dim, const int32_t *positions,
+                            const float *q_norm_w, const float *k_norm_w, float eps, double theta,
+                            float *qkv, float *raw);
+
 /* For each sequence: final RMSNorm of its last row of x[.., hidden], keep the first dims values,
  * L2-normalise them when normalize; out is [n_seqs, dims]. */
 void ref_pool_last(const float *x, int hidden, const int32_t *cu_seqlens, int n_seqs,
