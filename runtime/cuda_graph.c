@@ -19,7 +19,11 @@
  * padded step that runs as one. A profile (QE_PROFILE=1, qe_debug_profile) turns them off while
  * it runs (it times each op with events); qe_debug_set_graphs turns them off and on again. At
  * most GRAPH_CACHE graphs are kept; the least recently used is replaced. Captures, replays and
- * refused captures are counted for qe_debug_counters. */
+ * refused captures are counted for qe_debug_counters.
+ *
+ * A graph also bakes in which kernels ran: the process-wide switches QE_ATTN, QE_GEMM and QE_PDL
+ * (docs/kernels.md) are part of its key, so a tool that changes one between calls (qembed
+ * bench's attn= / gemm= / pdl= workload keys) gets a fresh capture, never a stale replay. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,9 +84,15 @@ int graph_shape(const cuda_state *st, int *T, int *S) {
     return 1;
 }
 
+/* The kernel switches as one number (each a small index). */
+static int graph_switches(void) {
+    return qe_attention_variant() | qe_gemm_path() << 8 | qe_pdl_enabled() << 16;
+}
+
 static cuda_graph_entry *find(cuda_graphs *c, int tp, int sp) {
+    const int sw = graph_switches();
     for (int i = 0; i < c->n; i++)
-        if (c->e[i].tp == tp && c->e[i].sp == sp) return &c->e[i];
+        if (c->e[i].tp == tp && c->e[i].sp == sp && c->e[i].switches == sw) return &c->e[i];
     return NULL;
 }
 
@@ -133,7 +143,7 @@ static cuda_graph_entry *capture(cuda_state *st, const step_geom *g) {
         return NULL;
     }
     cuda_graph_entry *en = take_entry(st);
-    en->tp = g->Tp, en->sp = g->Sp, en->exec = exec;
+    en->tp = g->Tp, en->sp = g->Sp, en->switches = graph_switches(), en->exec = exec;
     c->captures++;
     return en;
 }

@@ -87,7 +87,8 @@ typedef struct stage_slot {
 /* The graph cache: one instantiated graph per padded shape (see cuda_graph.c). */
 #define GRAPH_CACHE 32
 typedef struct cuda_graph_entry {
-    int tp, sp; /* padded tokens and sequence slots */
+    int tp, sp;   /* padded tokens and sequence slots */
+    int switches; /* the kernel switches it was captured under (graph_switches) */
     cudaGraphExec_t exec;
     unsigned long long used; /* LRU clock */
 } cuda_graph_entry;

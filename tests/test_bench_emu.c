@@ -12,6 +12,7 @@
 #include <criterion/redirect.h>
 
 #include "hostsim.h"
+#include "qe_emu.h"
 #include "runtime/qembed.h"
 #include "runtime/qembed_debug.h"
 #include "test_models.h"
@@ -92,6 +93,52 @@ Test(bench_emu, workloads_report_steps_chunks_graphs_and_gemms, .init = cr_redir
     cr_expect(strstr(o.qkv[0], "m=32 ") && field(o.qkv[0], "calls") == 2, "%s", o.qkv[0]);
     cr_expect(strstr(o.qkv[1], "m=24 ") && field(o.qkv[1], "calls") == 8, "%s", o.qkv[1]);
     cr_expect(strstr(o.qkv[0], "algo=0 tile=0 stages=0 splitk=1"), "%s", o.qkv[0]);
+}
+
+/* Kernel switches per workload (attn=, gemm=, pdl=) on one engine: each result line names the
+ * switches it ran under, the switched kernels ran, a switched workload captures its own graph
+ * rather than replaying one captured under other kernels, and the workload after it is back on
+ * the process's switches, replaying the first workload's graph. */
+Test(bench_emu, workload_kernel_switches, .init = cr_redirect_stdout, .timeout = 300) {
+    char dir[1100];
+    make_model(dir, sizeof dir, "bh-sw");
+    char *args[] = {"bench",
+                    "--model",
+                    dir,
+                    "--backend",
+                    "cuda",
+                    "--batch-tokens",
+                    "64",
+                    "--workload",
+                    "seq:24,batch=24,iters=2,warmup=1",
+                    "--workload",
+                    "seq:24,batch=24,iters=2,warmup=1,gemm=skinny,pdl=1",
+                    "--workload",
+                    "seq:24,batch=24,iters=2,warmup=1,attn=m128",
+                    "--workload",
+                    "seq:24,batch=24,iters=2,warmup=1"};
+    const long skinny0 = qe_emu_stats("skinny_swiglu_kernel").launches,
+               m128_0 = qe_emu_stats("flash_attn_m128_kernel").launches;
+    cr_assert_eq(cmd_bench((int)(sizeof args / sizeof args[0]), args), 0, "bench on the emulator");
+    bench_out o;
+    read_output(&o);
+    cr_assert_eq(o.n_results, 4, "%d result lines", o.n_results);
+    cr_expect(strstr(o.results[0], " attn=fa2 gemm=cublaslt pdl=0") &&
+                  field(o.results[0], "captures") == 1,
+              "%s", o.results[0]);
+    cr_expect(strstr(o.results[1], " attn=fa2 gemm=skinny pdl=1") &&
+                  field(o.results[1], "captures") == 1 && field(o.results[1], "replays") == 3,
+              "switched: its own graph: %s", o.results[1]);
+    cr_expect(strstr(o.results[2], " attn=m128 gemm=cublaslt pdl=0") &&
+                  field(o.results[2], "captures") == 1,
+              "%s", o.results[2]);
+    cr_expect(strstr(o.results[3], " attn=fa2 gemm=cublaslt pdl=0") &&
+                  field(o.results[3], "captures") == 0 && field(o.results[3], "replays") == 3,
+              "back on the defaults, the first graph replays: %s", o.results[3]);
+    cr_expect(qe_emu_stats("skinny_swiglu_kernel").launches > skinny0, "the skinny path ran");
+    cr_expect(qe_emu_stats("flash_attn_m128_kernel").launches > m128_0, "m128 ran");
+    char *bad[] = {"bench", "--model", dir, "--backend", "cuda", "--workload", "seq:8,attn=nope"};
+    cr_expect_eq(cmd_bench(7, bad), 2, "an unknown variant is refused");
 }
 
 /* A refused capture is visible in the graphs line and the result line; later steps run eagerly. */

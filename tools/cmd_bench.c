@@ -35,7 +35,7 @@
 
 #define BENCH_CEILING_TFLOPS 750.0 /* cuBLAS bf16 GEMM on the H100, docs/DEVICE.md */
 #define END_TOKEN 151643
-#define MAX_WORKLOADS 16
+#define MAX_WORKLOADS 32
 #define MAX_PLANS 256
 #define BIG 1000000000
 
@@ -65,7 +65,7 @@ static void usage(FILE *f) {
         "  --backend B        cuda (default when built with CUDA) or cpu\n"
         "  --seq-len N        one workload: every sequence N tokens (default 512)\n"
         "  --mix MIN:MAX      one workload: sequence lengths uniform in [MIN, MAX]\n"
-        "  --workload SPEC    a workload (repeatable, at most 16, run in order; not with\n"
+        "  --workload SPEC    a workload (repeatable, at most 32, run in order; not with\n"
         "                     --seq-len or --mix): seq:N or mix:MIN:MAX, then any of\n"
         "                       ,batch=N    tokens packed per call (default --batch-tokens)\n"
         "                       ,iters=N    timed calls (default --iters)\n"
@@ -75,9 +75,14 @@ static void usage(FILE *f) {
         "default)\n"
         "                       ,profile=1  per-op GPU time of the timed calls (CUDA; steps then\n"
         "                                   run one at a time, without graphs)\n"
+        "                       ,attn=NAME  attention variant (CUDA; fa2, m128, fa3: QE_ATTN)\n"
+        "                       ,gemm=NAME  GEMM path (CUDA; cublaslt, skinny, fused: QE_GEMM)\n"
+        "                       ,pdl=0|1    programmatic dependent launch (CUDA; QE_PDL)\n"
         "                     e.g. --workload seq:512 --workload mix:16:512\n"
         "                          --workload seq:32768,iters=3,warmup=1\n"
         "                          --workload seq:24,batch=24,iters=50,graphs=0\n"
+        "                          --workload seq:512,attn=fa3 --workload "
+        "seq:24,batch=24,gemm=skinny\n"
         "  --batch-tokens N   the engine's step budget (max_batch_tokens), exactly: a sequence\n"
         "                     longer than half of it runs in chunks through the K/V pool, a\n"
         "                     larger call in several steps; also the default tokens per call\n"
@@ -117,6 +122,7 @@ typedef struct bench_workload {
     int iters, warmup, dims;
     int graphs; /* 1 on (the default), 0 off */
     int profile;
+    int attn, gemm, pdl; /* kernel switches for this workload (CUDA); -1: the process's */
 } bench_workload;
 
 typedef struct bench_args {
@@ -155,6 +161,42 @@ static int parse_range(const char *flag, const char *v, int *lo, int *hi) {
     return 0;
 }
 
+/* attn=NAME, gemm=NAME or pdl=0|1: a kernel switch for one workload (docs/kernels.md), instead
+ * of the process's QE_ATTN / QE_GEMM / QE_PDL, so one engine times every variant. */
+static int parse_switch(const char *k, const char *v, const char *spec, bench_workload *w) {
+#ifdef QE_HAVE_CUDA
+    if (!strcmp(k, "pdl")) return flag_int("bench", "--workload pdl", v, 0, 1, &w->pdl) ? 2 : 0;
+    const int attn = !strcmp(k, "attn"), n = attn ? QE_ATTN_VARIANTS : QE_GEMM_PATHS;
+    char names[256] = "";
+    for (int i = 0; i < n; i++) {
+        const char *name = attn ? qe_attention_variant_name(i) : qe_gemm_path_name(i);
+        if (!strcmp(v, name)) {
+            *(attn ? &w->attn : &w->gemm) = i;
+            return 0;
+        }
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", name);
+    }
+    fprintf(stderr, "qembed bench: --workload %s=%s in '%s': no such %s (%s)\n", k, v, spec,
+            attn ? "attention variant" : "GEMM path", names);
+#else
+    (void)v, (void)w;
+    fprintf(stderr, "qembed bench: --workload %s in '%s' needs a build with CUDA\n", k, spec);
+#endif
+    return 2;
+}
+
+/* Sets the workload's kernel switches (on), or returns to the process's (off). The CUDA
+ * backend's graphs are keyed by them (cuda_graph.c), so no stale graph replays. */
+static void apply_switches(const bench_workload *w, int on) {
+#ifdef QE_HAVE_CUDA
+    if (w->attn >= 0) qe_attention_select(on ? w->attn : -1);
+    if (w->gemm >= 0) qe_gemm_select(on ? w->gemm : -1);
+    if (w->pdl >= 0) qe_pdl_select(on ? w->pdl : -1);
+#else
+    (void)w, (void)on;
+#endif
+}
+
 /* One ",key=value" item of a workload spec. */
 static int parse_workload_key(char *item, const char *spec, bench_workload *w) {
     char *eq = strchr(item, '=');
@@ -177,9 +219,11 @@ static int parse_workload_key(char *item, const char *spec, bench_workload *w) {
         return flag_int("bench", "--workload graphs", v, 0, 1, &w->graphs) ? 2 : 0;
     if (!strcmp(k, "profile"))
         return flag_int("bench", "--workload profile", v, 0, 1, &w->profile) ? 2 : 0;
+    if (!strcmp(k, "attn") || !strcmp(k, "gemm") || !strcmp(k, "pdl"))
+        return parse_switch(k, v, spec, w);
     fprintf(stderr,
             "qembed bench: --workload: unknown key '%s' in '%s' (keys: batch, iters, warmup, "
-            "dims, graphs, profile)\n",
+            "dims, graphs, profile, attn, gemm, pdl)\n",
             k, spec);
     return 2;
 }
@@ -304,6 +348,7 @@ static int make_workloads(const bench_args *a, bench_workload *w, int *n) {
     memset(&def, 0, sizeof def);
     def.seq_len = a->seq_len, def.mix_min = a->mix_min, def.mix_max = a->mix_max;
     def.iters = a->iters, def.warmup = a->warmup, def.dims = a->dims, def.graphs = 1;
+    def.attn = def.gemm = def.pdl = -1;
     if (!a->n_specs) {
         w[0] = def;
         if (a->mix_min)
@@ -657,7 +702,10 @@ static void time_one_rank(bench_args *a, const qe_options *tp_opt, const bench_w
             bench_workload quiet = w[i];
             quiet.profile = 0;
             if (a->backend == QE_BACKEND_CUDA) qe_debug_set_graphs(e, w[i].graphs);
-            if (time_calls(e, &quiet, &b, out, times) == 0) {
+            apply_switches(&w[i], 1);
+            const int rc = time_calls(e, &quiet, &b, out, times);
+            apply_switches(&w[i], 0);
+            if (rc == 0) {
                 qsort(times, (size_t)w[i].iters, sizeof *times, cmp_double);
                 a->one_rank_s[i] = times[w[i].iters / 2];
             }
@@ -687,6 +735,7 @@ static int run_workload(qe_engine *e, const qe_config *cfg, const bench_args *a,
     int rc = 1;
     if (out && times && plans) {
         if (cuda) qe_debug_set_graphs(e, w->graphs);
+        apply_switches(w, 1); /* on until the result lines are printed: they name them */
         qe_debug_counters before, after;
         qe_debug_counters_get(e, &before);
         plans_get(e, &plans[0]);
@@ -708,6 +757,7 @@ static int run_workload(qe_engine *e, const qe_config *cfg, const bench_args *a,
             if (a->tensor_parallel > 1) print_tp(a, w, &b, index, times[w->iters / 2]);
             if (a->n_engines > 1) rc = run_dp(a, w, &b, times[w->iters / 2]);
         }
+        apply_switches(w, 0);
     } else {
         fprintf(stderr, "qembed bench: out of host memory for workload %s\n", w->spec);
     }

@@ -60,14 +60,11 @@
 #   bench-0.6b               20 s     120 s   load 1.2 GB; 8 workloads, ~0.4 s of GPU work each
 #   bench-4b                 45 s     180 s   load 8 GB; 12 steps of 16384 tokens at ~190 ms each
 #                                             per long workload, 4 x 32k tokens, 110 queries
-#   bench-4b-m128            15 s      60 s   the 4B model (already written) at seq:512 and
-#                                             seq:2048 with QE_ATTN=m128
-#   bench-4b-fa3             15 s      60 s   the same with QE_ATTN=fa3
-#   bench-4b-fused           15 s      60 s   the same with QE_GEMM=fused (gemm_fused.cu's
-#                                             epilogues)
-#   query-4b-skinny          12 s      45 s   load 8 GB; 120 24-token queries, QE_GEMM=skinny
-#   query-4b-pdl             12 s      45 s   the same with QE_PDL=1
-#   query-4b-skinny-pdl      12 s      45 s   the same with QE_PDL=1 QE_GEMM=skinny
+#   variants-4b              20 s      60 s   load 8 GB; 4 x 55 queries (gemm=skinny, pdl=1, both,
+#                                             skinny without graphs), a skinny profile, and
+#                                             seq:512 / seq:2048 with attn=m128
+#   hopper-4b                20 s      60 s   load 8 GB; seq:512 / 2048 with gemm=fused, attn=fa3,
+#                                             and both; 55 queries with gemm=fused
 #   bench-4b-q4km            20 s      90 s   load 2.5 GB; 55 queries, 6 steps of 16384 tokens
 #   mem-4b-q4km              10 s      45 s   load 2.5 GB at 2048 batch tokens, a 1024-token pool
 #   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
@@ -79,11 +76,11 @@
 #   memcheck-kernels         40 s      90 s   8 small kernel tests under memcheck (not gemm: cuBLAS;
 #                                             not attention_causal_gqa: its 2049-token cases)
 #   racecheck-attention      60 s     120 s   attention_alibi + attention_paged_and_chunked
-#   serve-4b                 40 s     100 s   load 8 GB, 20 s of load (30 s before bench-4b-fa3
-#                                             came: the budget's room for it), drain
+#   serve-4b                 40 s     100 s   load 8 GB, 20 s of load (30 s before the variant
+#                                             stages came: the budget's room for them), drain
 #   mixed-4b                 35 s      90 s   load 8 GB; 4 x 32k-token documents (~3 s at 40k
 #                                             tok/s) with 20 queries beside them
-#   total (no failures)   ~10.1 min   530 s   the budget clamps every timeout to the time left
+#   total (no failures)    ~9.5 min   530 s   the budget clamps every timeout to the time left
 #                                             (estimates past 530 s: the last stages, serve-4b
 #                                             and mixed-4b, are the ones skipped or cut short)
 #                                             (the lease: ~3 min to start + this + the copies)
@@ -382,34 +379,32 @@ if ((DRY)); then Q4KM=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16)
 stage bench-4b-q4km engine-bench.log 90 15 "$QEMBED" bench --model "$WORK/m-large-q4km.gguf" --backend "$BACKEND" "${Q4KM[@]}"
 stage mem-4b-q4km engine-bench.log 45 10 "$QEMBED" bench --model "$WORK/m-large-q4km.gguf" --backend "$BACKEND" \
   --batch-tokens 2048 --kv-pool-tokens 1024 --iters 3 --warmup 1 --workload seq:24,batch=24
-# The 4B prefill again with attention variant 1 (issue 15; QE_ATTN in docs/kernels.md): what the
-# kernel's gain is worth to the engine, beside bench-4b's variant-0 lines.
-if ((DRY)); then ATTN_V=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
-  ATTN_V=(--batch-tokens 16384 --workload seq:512 --workload seq:2048); fi
-stage bench-4b-m128 engine-bench.log 60 10 env QE_ATTN=m128 "$QEMBED" bench --model "$WORK/m-large" \
-  --backend "$BACKEND" "${ATTN_V[@]}"
-# And variant 2 (the sm_90a TMA + wgmma kernel, kernels/attention_fa3.cu).
-stage bench-4b-fa3 engine-bench.log 60 10 env QE_ATTN=fa3 "$QEMBED" bench --model "$WORK/m-large" \
-  --backend "$BACKEND" "${ATTN_V[@]}"
-# And with the fused GEMM epilogues (issue 15, item 3; QE_GEMM=fused in docs/kernels.md): the
-# qkv and gate/up products with q/k-norm + RoPE and SwiGLU inside (the CPU backend of a dry run
-# ignores the switch; the stage still proves its plumbing).
-stage bench-4b-fused engine-bench.log 60 10 env QE_GEMM=fused "$QEMBED" bench --model "$WORK/m-large" \
-  --backend "$BACKEND" "${ATTN_V[@]}"
-# The 4B query on the skinny GEMM path with its fused epilogues (issue 15, item 4; QE_GEMM in
-# docs/kernels.md), beside bench-4b's default-path query lines.
-if ((DRY)); then SKQ=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
-  SKQ=(--batch-tokens 16384 --workload seq:24,batch=24,iters=50,warmup=5
-    --workload seq:24,batch=24,iters=50,warmup=5,graphs=0
-    --workload seq:24,batch=24,iters=20,warmup=2,profile=1); fi
-stage query-4b-skinny engine-bench.log 45 10 env QE_GEMM=skinny "$QEMBED" bench --model "$WORK/m-large" \
-  --backend "$BACKEND" "${SKQ[@]}"
-# The same query with programmatic dependent launch (QE_PDL=1), on the default GEMM path and on
-# the skinny one: what overlapping each kernel's launch with its predecessor's tail is worth.
-stage query-4b-pdl engine-bench.log 45 10 env QE_PDL=1 "$QEMBED" bench --model "$WORK/m-large" \
-  --backend "$BACKEND" "${SKQ[@]}"
-stage query-4b-skinny-pdl engine-bench.log 45 10 env QE_PDL=1 QE_GEMM=skinny "$QEMBED" bench \
-  --model "$WORK/m-large" --backend "$BACKEND" "${SKQ[@]}"
+# The kernel variants of issue 15 (docs/kernels.md), each a workload's attn= / gemm= / pdl= on
+# one 4B engine (graphs are keyed by the switches), beside bench-4b's default lines: attention
+# variant m128 and the query on the skinny GEMM path (with its fused epilogues) and with
+# programmatic dependent launch; then, in a stage of their own so that a fault in one of the new
+# sm_90a kernels cannot cost the others' lines, the wgmma GEMM with fused epilogues and the
+# FA3-style attention. (The CPU backend of a dry run ignores the switches; the stages still prove
+# their plumbing.)
+if ((DRY)); then
+  VARIANTS=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16,attn=m128
+    --workload seq:16,gemm=skinny,pdl=1)
+  HOPPER=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16,gemm=fused
+    --workload seq:16,attn=fa3)
+else
+  Q=seq:24,batch=24,iters=50,warmup=5
+  VARIANTS=(--batch-tokens 16384 --workload "$Q,gemm=skinny" --workload "$Q,pdl=1"
+    --workload "$Q,gemm=skinny,pdl=1" --workload "$Q,gemm=skinny,graphs=0"
+    --workload seq:24,batch=24,iters=20,warmup=2,profile=1,gemm=skinny
+    --workload seq:512,attn=m128 --workload seq:2048,attn=m128)
+  HOPPER=(--batch-tokens 16384 --workload seq:512,gemm=fused --workload seq:2048,gemm=fused
+    --workload seq:512,attn=fa3 --workload seq:2048,attn=fa3
+    --workload seq:512,attn=fa3,gemm=fused --workload "$Q,gemm=fused")
+fi
+stage variants-4b engine-bench.log 60 10 "$QEMBED" bench --model "$WORK/m-large" --backend "$BACKEND" \
+  "${VARIANTS[@]}"
+stage hopper-4b engine-bench.log 60 10 "$QEMBED" bench --model "$WORK/m-large" --backend "$BACKEND" \
+  "${HOPPER[@]}"
 # Two engines sharing the one GPU (qembed serve --devices 0,0): their tokens/s together against
 # one engine's (the result_dp line); on a multi-GPU machine --devices 0,1 gives the DP scaling.
 if ((DRY)); then DP=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16); else
@@ -466,9 +461,8 @@ cat "$OUT/summary.txt"
 dry_ok=$out_ok
 for s in env make-random-0.6b make-random-4b quantize-4b-q4km test_kernels test_cuda_engine \
   test_kernels_bench bench_memops bench_attention bench_gemm_skinny bench_gemm_fused bench_qgemm \
-  bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km bench-4b-m128 bench-4b-fa3 bench-4b-fused \
-  query-4b-skinny query-4b-pdl query-4b-skinny-pdl pdl-skinny-engine dp-0.6b tp1-nccl-0.6b \
-  memcheck-kernels racecheck-attention serve-4b mixed-4b; do
+  bench-0.6b bench-4b bench-4b-q4km mem-4b-q4km variants-4b hopper-4b pdl-skinny-engine dp-0.6b \
+  tp1-nccl-0.6b memcheck-kernels racecheck-attention serve-4b mixed-4b; do
   got=$(grep -c "^$s  *rc=" "$OUT/summary.txt")
   ((got == 1)) || { echo "dry run: $got summary lines for stage $s (want 1)"; dry_ok=0; }
 done
