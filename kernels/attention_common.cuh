@@ -20,6 +20,26 @@ static __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
     return u;
 }
 
+/* The online softmax's update of a thread's two rows (r = 0: row g, 1: row g + 8 of its
+ * fragment) after a tile: the tile's row max over the quad that holds the row, the new running
+ * max m_run, alpha (the factor that rescales the row's O and sum, applied to l_run here), and
+ * m_use, the max to subtract from the tile's logits (0 while a row has seen no key: -inf - -inf
+ * would be NaN; then alpha = exp2(-inf) = 0). */
+static __device__ __forceinline__ void softmax_rescale(const float *tile_max, float *m_run,
+                                                       float *l_run, float *alpha, float *m_use) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float mx = tile_max[r];
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[r], mx);
+        m_use[r] = m_new == -INFINITY ? 0.0f : m_new;
+        alpha[r] = exp2f(m_run[r] - m_use[r]);
+        m_run[r] = m_new;
+        l_run[r] *= alpha[r];
+    }
+}
+
 /* Row (in units of kv_stride) of key j of sequence s. */
 static __device__ __forceinline__ long long kv_row(const qe_attn_params &p, int s, int k_start,
                                                    int j) {

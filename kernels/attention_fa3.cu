@@ -232,17 +232,7 @@ static __device__ __forceinline__ void fa3_softmax(float (&s)[64], float (&m_run
         }
     }
     float m_use[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float mx = tile_max[r];
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float m_new = fmaxf(m_run[r], mx);
-        m_use[r] = m_new == -INFINITY ? 0.0f : m_new;
-        alpha[r] = exp2f(m_run[r] - m_use[r]); /* m_run = -inf -> 0 */
-        m_run[r] = m_new;
-        l_run[r] *= alpha[r];
-    }
+    softmax_rescale(tile_max, m_run, l_run, alpha, m_use);
 #pragma unroll
     for (int nt = 0; nt < FA3_BN / 8; nt++) {
 #pragma unroll

@@ -178,17 +178,7 @@ static __global__ void __launch_bounds__(M128_THREADS)
                 }
             }
             float alpha[2], m_use[2];
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                float mx = tile_max[r];
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(m_run[mt][r], mx);
-                m_use[r] = m_new == -INFINITY ? 0.0f : m_new;
-                alpha[r] = exp2f(m_run[mt][r] - m_use[r]); /* m_run = -inf -> 0 */
-                m_run[mt][r] = m_new;
-                l_run[mt][r] *= alpha[r];
-            }
+            softmax_rescale(tile_max, m_run[mt], l_run[mt], alpha, m_use);
 #pragma unroll
             for (int nt = 0; nt < M128_BN / 8; nt++) {
 #pragma unroll

@@ -664,15 +664,11 @@ Test(cuda_emu, gguf_matches_cpu, .timeout = 900) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
-/* A GGUF model whose every dimension is whole 256-element super-blocks (hidden 256, inter 512, 2
- * heads of 128, 1 kv head): its Q8_0 / Q4_K / Q6_K matrices and embedding table stay quantized
- * on the device (kernels/qgemm.cu, qembed_gather.cu) and embed like the CPU backend on the same
- * file (the issue's bar: cosine >= 0.999); the device holds fewer bytes than for the bf16 folder:
- * quantized weights at most 55% (q8_0: 1.0625 B per weight) / 45% (q4_k_m: Q4_K with Q6_K for
- * v, down and the table) of the bf16 ones. */
-Test(cuda_emu, quantized_gguf_runs_quantized, .timeout = 900) {
-    char dir[1100], path[1200], err[1024] = "";
-    tu_scratch_dir(dir, sizeof dir, "hs-qgguf");
+/* A bf16 folder in dir whose every dimension is whole 256-element super-blocks (hidden 256, inter
+ * 512, 2 layers, 2 heads of 128, 1 kv head, vocab 2048): what the quantized-GGUF tests
+ * quantize. */
+static void write_superblock_model(const char *dir) {
+    char err[1024] = "";
     random_model_opts o;
     memset(&o, 0, sizeof o);
     cr_assert_eq(random_model_preset("tiny", &o.cfg), 0);
@@ -682,6 +678,18 @@ Test(cuda_emu, quantized_gguf_runs_quantized, .timeout = 900) {
     o.cfg.num_heads = 2, o.cfg.num_kv_heads = 1, o.cfg.head_dim = 128;
     o.out_dir = dir, o.seed = 29, o.dtype = ST_BF16, o.quiet = 1;
     cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+}
+
+/* A GGUF model whose every dimension is whole 256-element super-blocks (hidden 256, inter 512, 2
+ * heads of 128, 1 kv head): its Q8_0 / Q4_K / Q6_K matrices and embedding table stay quantized
+ * on the device (kernels/qgemm.cu, qembed_gather.cu) and embed like the CPU backend on the same
+ * file (the issue's bar: cosine >= 0.999); the device holds fewer bytes than for the bf16 folder:
+ * quantized weights at most 55% (q8_0: 1.0625 B per weight) / 45% (q4_k_m: Q4_K with Q6_K for
+ * v, down and the table) of the bf16 ones. */
+Test(cuda_emu, quantized_gguf_runs_quantized, .timeout = 900) {
+    char dir[1100], path[1200], err[1024] = "";
+    tu_scratch_dir(dir, sizeof dir, "hs-qgguf");
+    write_superblock_model(dir);
     const double H = 256, I = 512, V = 2048, L = 2;
     const double bf16_weights = 2 * (V * H + L * (H * (256 + 2 * 128) + H * 256 + 3 * H * I));
     qe_engine *ref = open_cuda(dir, 0, QE_OK, err, sizeof err);
@@ -1440,15 +1448,7 @@ Test(cuda_emu, fused_gemm_epilogues_match_cpu, .timeout = 900) {
 Test(cuda_emu, fused_gemm_falls_back_quantized_and_tp, .timeout = 900) {
     char dir[1100], path[1200], err[1024] = "";
     tu_scratch_dir(dir, sizeof dir, "hs-fused-q");
-    random_model_opts o;
-    memset(&o, 0, sizeof o);
-    cr_assert_eq(random_model_preset("tiny", &o.cfg), 0);
-    o.cfg.vocab_size = 2048;
-    o.cfg.num_layers = 2;
-    o.cfg.hidden_size = 256, o.cfg.intermediate_size = 512;
-    o.cfg.num_heads = 2, o.cfg.num_kv_heads = 1, o.cfg.head_dim = 128;
-    o.out_dir = dir, o.seed = 29, o.dtype = ST_BF16, o.quiet = 1;
-    cr_assert_eq(random_model_write(&o, err, sizeof err), 0, "%s", err);
+    write_superblock_model(dir);
     snprintf(path, sizeof path, "%s/q-q8_0.gguf", dir);
     const qz_opts q = {.model_dir = dir, .out_path = path, .ftype = QZ_Q8_0, .quiet = 1};
     cr_assert_eq(qz_run(&q, err, sizeof err), 0, "%s", err);
