@@ -40,6 +40,14 @@ static __device__ __forceinline__ void softmax_rescale(const float *tile_max, fl
     }
 }
 
+/* 1 / a row's softmax sum, its partial sums l added over the quad that holds the row (0 for a
+ * row that saw no key). */
+static __device__ __forceinline__ float softmax_inv_sum(float l) {
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    return l > 0.0f ? 1.0f / l : 0.0f;
+}
+
 /* Row (in units of kv_stride) of key j of sequence s. */
 static __device__ __forceinline__ long long kv_row(const qe_attn_params &p, int s, int k_start,
                                                    int j) {

@@ -364,10 +364,7 @@ static __device__ void fa3_consumer(const qe_attn_params &p, unsigned char *smem
         /* normalise and store (rows < Lq only) */
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            float l = l_run[r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            const float inv = softmax_inv_sum(l_run[r]);
             const int i = row_lo + r * 8;
             if (i < w.Lq) {
                 bf16 *dst = (bf16 *)p.out + (long long)(w.q_start + i) * p.out_stride +

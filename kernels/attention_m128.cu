@@ -230,10 +230,7 @@ static __global__ void __launch_bounds__(M128_THREADS)
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
         for (int r = 0; r < 2; r++) {
-            float l = l_run[mt][r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+            const float inv = softmax_inv_sum(l_run[mt][r]);
             const int i = row_lo + mt * 16 + r * 8;
             if (i < Lq) {
                 bf16 *dst =
