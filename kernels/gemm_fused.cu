@@ -35,6 +35,7 @@
  * bytes of dynamic shared memory: one block an SM. */
 #include "common.cuh"
 #include "ptx.cuh"
+#include "qk_norm_rope.cuh"
 
 #define FG_BM 128
 #define FG_BN 128
@@ -60,11 +61,7 @@ typedef struct fused_params {
     int ldy;
     /* FG_QKV */
     int heads, kv_heads;
-    const int32_t *positions;
-    const float *q_norm_w, *k_norm_w;
-    float eps;
-    int rotate;
-    double log2_theta;
+    qk_rope_args a;
 } fused_params;
 
 /* The tile of block b: groups of FG_GROUP_M row tiles, row tiles fastest inside a group. */
@@ -108,7 +105,7 @@ static __device__ __forceinline__ void epilogue_qkv(const fused_params &p, const
                                                     int row0, int nt, int lane,
                                                     const double *inv_freq) {
     const int normed = nt < p.heads + p.kv_heads; /* the same for the whole block */
-    const float *w = nt < p.heads ? p.q_norm_w : p.k_norm_w;
+    const float *w = nt < p.heads ? p.a.q_norm_w : p.a.k_norm_w;
     const double two_pi = 6.283185307179586476925286766559;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -128,8 +125,8 @@ static __device__ __forceinline__ void epilogue_qkv(const fused_params &p, const
         ss += __shfl_xor_sync(0xffffffffu, ss, 1); /* every lane: rows past m too */
         ss += __shfl_xor_sync(0xffffffffu, ss, 2);
         if (row >= p.m) continue;
-        const float inv = rsqrtf(ss / 128.0f + p.eps);
-        const double pos = p.rotate ? (double)p.positions[row] : 0.0;
+        const float inv = rsqrtf(ss / 128.0f + p.a.eps);
+        const double pos = p.a.rotate ? (double)p.a.positions[row] : 0.0;
 #pragma unroll
         for (int g = 0; g < 8; g++) {
             float o[4];
@@ -138,7 +135,7 @@ static __device__ __forceinline__ void epilogue_qkv(const fused_params &p, const
                 const int i = 4 * g + 2 * h + e, c = 8 * g + 2 * (lane & 3) + e;
                 const float a = d[i] * inv * w[c];
                 const float b = d[i + 32] * inv * w[c + 64];
-                if (!p.rotate) { /* uniform over the launch */
+                if (!p.a.rotate) { /* uniform over the launch */
                     o[e] = a, o[e + 2] = b;
                     continue;
                 }
@@ -177,7 +174,7 @@ static __device__ __forceinline__ void gemm_fused_body(const CUtensorMap *ma, co
         mbar_fence_init();
     }
     if (EPI == FG_QKV && t >= 128 && t < 192) /* inv_freq_i = theta^(-2i/128), as qk_norm_rope */
-        inv_freq[t - 128] = p.rotate ? exp2(-(2.0 * (t - 128) / 128.0) * p.log2_theta) : 0.0;
+        inv_freq[t - 128] = p.a.rotate ? exp2(-(2.0 * (t - 128) / 128.0) * p.a.log2_theta) : 0.0;
     __syncthreads();
 
     if (wg == 0) { /* producer */
@@ -365,9 +362,6 @@ extern "C" int qe_gemm_qkv_norm_rope(const qe_bf16 *x, int ldx, int m, int k, co
     p.b_second = FG_BN / 2;
     p.y = (bf16 *)qkv, p.ldy = n;
     p.heads = heads, p.kv_heads = kv_heads;
-    p.positions = positions, p.q_norm_w = q_norm_w, p.k_norm_w = k_norm_w;
-    p.eps = eps;
-    p.rotate = theta > 0.0;
-    p.log2_theta = p.rotate ? log2(theta) : 0.0;
+    p.a = qk_rope_args_make(positions, q_norm_w, k_norm_w, eps, theta);
     return fused_launch(FG_QKV, ma, mb, p, s);
 }

@@ -262,11 +262,7 @@ static __global__ void __launch_bounds__(256)
 typedef struct rope_params {
     bf16 *qkv; /* [m, ld] out: q heads | k heads | v heads */
     int ld, heads, kv_heads, head_dim;
-    const int32_t *positions;
-    const float *q_norm_w, *k_norm_w;
-    float eps;
-    int rotate;
-    double log2_theta;
+    qk_rope_args a;
 } rope_params;
 
 /* One warp per (token, head) of all heads + 2 kv_heads: q and k heads normed (and rotated) as
@@ -294,9 +290,9 @@ static __global__ void __launch_bounds__(256)
         lo[q] = i < half ? reduced_bf16(p, t, col0 + i) : 0.0f;
         hi[q] = i < half ? reduced_bf16(p, t, col0 + i + half) : 0.0f;
     }
-    const double pos = r.rotate ? (double)r.positions[t] : 0.0;
-    qk_norm_rope_head(lo, hi, lane, r.head_dim, h < r.heads ? r.q_norm_w : r.k_norm_w, r.eps,
-                      r.rotate, pos, r.log2_theta, x);
+    const double pos = r.a.rotate ? (double)r.a.positions[t] : 0.0;
+    qk_norm_rope_head(lo, hi, lane, r.head_dim, h < r.heads ? r.a.q_norm_w : r.a.k_norm_w, r.a.eps,
+                      r.a.rotate, pos, r.a.log2_theta, x);
 }
 
 extern "C" int qe_gemm_skinny_fused_supports(const qe_bf16 *x, int ldx, int m, int k,
@@ -354,8 +350,7 @@ extern "C" int qe_gemm_skinny_qkv_norm_rope(const qe_bf16 *x, int ldx, int m, in
     rope_params r;
     memset(&r, 0, sizeof r);
     r.qkv = (bf16 *)qkv, r.ld = n, r.heads = heads, r.kv_heads = kv_heads, r.head_dim = head_dim;
-    r.positions = positions, r.q_norm_w = q_norm_w, r.k_norm_w = k_norm_w, r.eps = eps;
-    r.rotate = theta > 0.0, r.log2_theta = theta > 0.0 ? log2(theta) : 0.0;
+    r.a = qk_rope_args_make(positions, q_norm_w, k_norm_w, eps, theta);
     const long long warps = (long long)m * (heads + 2 * kv_heads);
     QE_LAUNCH_PDL(skinny_qkv_norm_rope_kernel, qe_ceil_div(warps, 8), 256, 0, s)(p, r);
     CUDA_CHECK_LAUNCH();

@@ -6,9 +6,30 @@
  * an fp32 product would carry ~4e-3 rad of error. The angle is therefore formed in double, reduced
  * to [-pi, pi] in double, and only then rounded to fp32 for sincosf (error ~1e-7 rad). */
 #pragma once
+#include <math.h>
 #include "common.cuh"
 
 #define QKR_MAX_PAIRS_PER_LANE 4 /* head_dim <= 256 */
+
+/* What the q/k norm + RoPE needs besides the values, as the fused GEMM epilogues take it
+ * (gemm_skinny.cu, gemm_fused.cu): theta 0 rotates nothing, and positions are then not read. */
+typedef struct qk_rope_args {
+    const int32_t *positions;
+    const float *q_norm_w, *k_norm_w;
+    float eps;
+    int rotate;
+    double log2_theta;
+} qk_rope_args;
+
+static inline qk_rope_args qk_rope_args_make(const int32_t *positions, const float *q_norm_w,
+                                             const float *k_norm_w, float eps, double theta) {
+    qk_rope_args a;
+    memset(&a, 0, sizeof a);
+    a.positions = positions, a.q_norm_w = q_norm_w, a.k_norm_w = k_norm_w, a.eps = eps;
+    a.rotate = theta > 0.0;
+    a.log2_theta = a.rotate ? log2(theta) : 0.0;
+    return a;
+}
 
 /* lo[p], hi[p]: the head's values i and i + half (fp32 from bf16) for i = lane + 32 p, 0 past
  * half; w the head's norm weights; writes the normed (and rotated) head to x. */
