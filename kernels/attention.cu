@@ -8,14 +8,12 @@
  * are 256 bytes, swizzled (attention_common.cuh). This is variant 0 ("fa2") of qe_attention; the
  * others (attention_m128.cu, ...) are chosen by QE_ATTN or qe_attention_select, at the end. */
 #include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "common.cuh"
 #include "ptx.cuh"
 
 #include "attention_common.cuh"
+#include "kernel_switch.h"
 
 #define ATT_BM 64
 #define ATT_BN 64
@@ -229,41 +227,21 @@ extern "C" int qe_attention_fa2(const qe_attn_params *p, qe_stream s) {
 extern "C" int qe_attention_m128(const qe_attn_params *p, qe_stream s);
 extern "C" int qe_attention_fa3(const qe_attn_params *p, qe_stream s);
 
-static const struct {
-    const char *name;
-    int (*run)(const qe_attn_params *, qe_stream);
-} VARIANTS[QE_ATTN_VARIANTS] = {
-    {"fa2", qe_attention_fa2}, {"m128", qe_attention_m128}, {"fa3", qe_attention_fa3}};
+static int (*const VARIANTS[QE_ATTN_VARIANTS])(const qe_attn_params *, qe_stream) = {
+    qe_attention_fa2, qe_attention_m128, qe_attention_fa3};
+static const char *const VARIANT_NAMES[QE_ATTN_VARIANTS] = {"fa2", "m128", "fa3"};
+static kernel_switch variant_switch = KERNEL_SWITCH("QE_ATTN", VARIANT_NAMES);
 
-/* QE_ATTN as a name or a number; unset, empty or unknown: 0 (an unknown one is said once). */
-static int variant_from_env() {
-    const char *e = getenv("QE_ATTN");
-    if (!e || !*e) return 0;
-    for (int v = 0; v < QE_ATTN_VARIANTS; v++)
-        if (!strcmp(e, VARIANTS[v].name) || (e[0] == '0' + v && !e[1])) return v;
-    fprintf(stderr, "qembed: QE_ATTN=%s is no attention variant (fa2, m128, fa3); using fa2\n", e);
-    return 0;
-}
-
-static int selected = -1; /* qe_attention_select's choice; -1: QE_ATTN's */
-static int from_env = -1; /* QE_ATTN's, read at the first launch (a plain int, not a C++ guarded
-                             static: the emulator's instrumented build has no atomics runtime) */
-
-extern "C" int qe_attention_variant(void) {
-    if (from_env < 0) from_env = variant_from_env();
-    return selected >= 0 ? selected : from_env;
-}
+extern "C" int qe_attention_variant(void) { return kernel_switch_value(&variant_switch); }
 
 extern "C" int qe_attention_select(int variant) {
-    if (variant < -1 || variant >= QE_ATTN_VARIANTS) return -1;
-    selected = variant;
-    return 0;
+    return kernel_switch_select(&variant_switch, variant);
 }
 
 extern "C" const char *qe_attention_variant_name(int variant) {
-    return variant >= 0 && variant < QE_ATTN_VARIANTS ? VARIANTS[variant].name : NULL;
+    return kernel_switch_name(&variant_switch, variant);
 }
 
 extern "C" int qe_attention(const qe_attn_params *p, qe_stream s) {
-    return VARIANTS[qe_attention_variant()].run(p, s);
+    return VARIANTS[qe_attention_variant()](p, s);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "common.cuh"
+#include "kernel_switch.h"
 
 #define CUBLAS_CHECK(call)                                                                         \
     QE_K_CHECK_GEN("cuBLAS", cublasStatus_t, call, CUBLAS_STATUS_SUCCESS, cublasLtGetStatusName)
@@ -166,36 +167,13 @@ static int plan_build(qe_gemm *g, const gemm_key *key, gemm_plan *p) {
 /* ---- the paths (issue 15, item 4): QE_GEMM picks, tests and benchmarks select ---- */
 
 static const char *const PATH_NAMES[QE_GEMM_PATHS] = {"cublaslt", "skinny", "fused"};
+static kernel_switch path_switch = KERNEL_SWITCH("QE_GEMM", PATH_NAMES);
 
-/* QE_GEMM as a name or a number; unset, empty or unknown: 0 (an unknown one is said once). */
-static int path_from_env() {
-    const char *e = getenv("QE_GEMM");
-    if (!e || !*e) return 0;
-    for (int v = 0; v < QE_GEMM_PATHS; v++)
-        if (!strcmp(e, PATH_NAMES[v]) || (e[0] == '0' + v && !e[1])) return v;
-    fprintf(stderr,
-            "qembed: QE_GEMM=%s is no GEMM path (cublaslt, skinny, fused); using cublaslt\n", e);
-    return 0;
-}
+extern "C" int qe_gemm_path(void) { return kernel_switch_value(&path_switch); }
 
-static int path_selected = -1; /* qe_gemm_select's choice; -1: QE_GEMM's */
-static int path_env = -1;      /* QE_GEMM's, read at the first call (a plain int, as attention.cu
-                                  does: the emulator's instrumented build has no atomics runtime) */
+extern "C" int qe_gemm_select(int path) { return kernel_switch_select(&path_switch, path); }
 
-extern "C" int qe_gemm_path(void) {
-    if (path_env < 0) path_env = path_from_env();
-    return path_selected >= 0 ? path_selected : path_env;
-}
-
-extern "C" int qe_gemm_select(int path) {
-    if (path < -1 || path >= QE_GEMM_PATHS) return -1;
-    path_selected = path;
-    return 0;
-}
-
-extern "C" const char *qe_gemm_path_name(int path) {
-    return path >= 0 && path < QE_GEMM_PATHS ? PATH_NAMES[path] : NULL;
-}
+extern "C" const char *qe_gemm_path_name(int path) { return kernel_switch_name(&path_switch, path); }
 
 /* The skinny path shares the cuBLASLt workspace for its split-K partials: both run in stream
  * order on the caller's stream, as every cuBLASLt call on this workspace already must. */

@@ -80,7 +80,7 @@ int qe_kv_append(const qe_bf16 *src, int src_stride, int row_elems, const int32_
 /* ---- programmatic dependent launch (kernels/pdl.cu) ----
  * Whether the kernels launched by QE_LAUNCH_PDL (the per-layer ones of a forward: norms, RoPE,
  * K/V append, attention, SwiGLU, the skinny GEMM, gathers) may start while the stream's previous
- * kernel finishes (each waits for it in griddep_wait before touching memory). QE_PDL=1 turns it on
+ * kernel finishes (each waits for it in griddep_wait before touching memory). QE_PDL=1 (or on) turns it on
  * (read once); qe_pdl_select(1 / 0) overrides, -1 returns to QE_PDL's; select returns 0, or -1 for
  * another value. Off by default until a GPU has timed it (docs/kernels.md). */
 int qe_pdl_enabled(void);

@@ -9,6 +9,7 @@
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 
+#include "kernels/kernel_switch.h"
 #include "kernels/kernels.h"
 #include "kernels/ref/ref.h"
 #include "kernels/ref/ref_qpack.h"
@@ -1683,4 +1684,53 @@ Test(kernels, gemm_fused_refuses_other_shapes) {
     cr_expect(!qe_gemm_swiglu_supports(buf, 1024, 2556, buf, 64, buf));
     cr_expect_eq(qe_gemm_swiglu_supports(buf, 2560, 2560, buf, 9728, buf), sm90);
     cr_expect_eq(qe_gemm_qkv_norm_rope_supports(buf, 4096, 4096, buf, 32, 8, 128, buf), sm90);
+}
+
+/* ------------------------------------------------------------------ kernel switches */
+
+/* The QE_ATTN / QE_GEMM / QE_PDL rule (kernels/kernel_switch.h), on a variable of the test's own:
+ * a name or a number picks, unset / empty / unknown mean choice 0, the select call overrides until
+ * -1, and a choice that does not exist is refused. Host code only: runs without a GPU. */
+static int switch_from(const char *value) {
+    static const char *const NAMES[] = {"alpha", "beta", "gamma"};
+    kernel_switch s = KERNEL_SWITCH("QE_TEST_KERNEL_SWITCH", NAMES);
+    if (value)
+        setenv("QE_TEST_KERNEL_SWITCH", value, 1);
+    else
+        unsetenv("QE_TEST_KERNEL_SWITCH");
+    return kernel_switch_value(&s);
+}
+
+Test(kernels, kernel_switch_reads_names_numbers_and_falls_back_to_zero) {
+    cr_expect_eq(switch_from(NULL), 0);
+    cr_expect_eq(switch_from(""), 0);
+    cr_expect_eq(switch_from("gamma"), 2);
+    cr_expect_eq(switch_from("1"), 1);
+    cr_expect_eq(switch_from("beta "), 0, "a name must match whole");
+    cr_expect_eq(switch_from("3"), 0, "no choice 3");
+    cr_expect_eq(switch_from("12"), 0);
+    cr_expect_eq(switch_from("GAMMA"), 0, "names are case-sensitive, as documented");
+
+    static const char *const NAMES[] = {"off", "on"};
+    kernel_switch s = KERNEL_SWITCH("QE_TEST_KERNEL_SWITCH", NAMES);
+    setenv("QE_TEST_KERNEL_SWITCH", "on", 1);
+    cr_expect_eq(kernel_switch_value(&s), 1);
+    setenv("QE_TEST_KERNEL_SWITCH", "off", 1);
+    cr_expect_eq(kernel_switch_value(&s), 1, "the variable is read once");
+    cr_expect_eq(kernel_switch_select(&s, 0), 0);
+    cr_expect_eq(kernel_switch_value(&s), 0);
+    cr_expect_eq(kernel_switch_select(&s, 2), -1);
+    cr_expect_eq(kernel_switch_select(&s, -2), -1);
+    cr_expect_eq(kernel_switch_value(&s), 0, "a refused choice changes nothing");
+    cr_expect_eq(kernel_switch_select(&s, -1), 0);
+    cr_expect_eq(kernel_switch_value(&s), 1, "-1 returns to the variable's choice");
+    cr_expect_str_eq(kernel_switch_name(&s, 1), "on");
+    cr_expect_null(kernel_switch_name(&s, 2));
+    cr_expect_null(kernel_switch_name(&s, -1));
+    unsetenv("QE_TEST_KERNEL_SWITCH");
+
+    /* the three real switches name their choices through it */
+    cr_expect_str_eq(qe_attention_variant_name(2), "fa3");
+    cr_expect_null(qe_attention_variant_name(QE_ATTN_VARIANTS));
+    cr_expect_eq(qe_pdl_select(2), -1);
 }
