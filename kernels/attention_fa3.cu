@@ -147,9 +147,9 @@ static __device__ void fa3_load_tile(unsigned char *dst, const CUtensorMap *maps
     }
 }
 
-static __device__ void fa3_producer(const qe_attn_params &p, const fa3_maps &maps,
-                                    unsigned char *smem, fa3_bars *b, int n_items, int m_blocks,
-                                    int page_min_i) {
+static __device__ QE_SM90A_HELPER void fa3_producer(const qe_attn_params &p, const fa3_maps &maps,
+                                                    unsigned char *smem, fa3_bars *b, int n_items,
+                                                    int m_blocks, int page_min_i) {
     const bool paged = p.block_table != nullptr;
     uint32_t q_uses = 0, tiles = 0;
     for (int t = blockIdx.x; t < n_items; t += gridDim.x) {
@@ -265,8 +265,9 @@ static __device__ __forceinline__ void fa3_rescale(float (&o)[64], const float (
     }
 }
 
-static __device__ void fa3_consumer(const qe_attn_params &p, unsigned char *smem, fa3_bars *b,
-                                    int n_items, int m_blocks, float scale_log2, int wg) {
+static __device__ QE_SM90A_HELPER void fa3_consumer(const qe_attn_params &p, unsigned char *smem,
+                                                    fa3_bars *b, int n_items, int m_blocks,
+                                                    float scale_log2, int wg) {
     const int ct = threadIdx.x % 128, lane = ct & 31, warp = ct >> 5;
     const int gid = lane >> 2, tig = lane & 3;
     const int my_turn = wg == 0 ? FA3_TURN0 : FA3_TURN1;

@@ -65,7 +65,8 @@ typedef struct fused_params {
 } fused_params;
 
 /* The tile of block b: groups of FG_GROUP_M row tiles, row tiles fastest inside a group. */
-static __device__ __forceinline__ void tile_of(const fused_params &p, int b, int *mt, int *nt) {
+static __device__ __forceinline__ QE_SM90A_HELPER void tile_of(const fused_params &p, int b,
+                                                               int *mt, int *nt) {
     const int per_group = FG_GROUP_M * p.n_tiles;
     const int first_m = b / per_group * FG_GROUP_M;
     const int group_m = min(p.m_tiles - first_m, FG_GROUP_M);
@@ -81,8 +82,8 @@ static __device__ __forceinline__ void store_bf16x2(bf16 *dst, float a, float b)
 
 /* SwiGLU from the fragment: registers i (gate column c) and i + 32 (up column c) of rows r and
  * r + 8; out column j * 64 + c. */
-static __device__ __forceinline__ void epilogue_swiglu(const fused_params &p, const float (&d)[64],
-                                                       int row0, int nt, int lane) {
+static __device__ __forceinline__ QE_SM90A_HELPER void
+epilogue_swiglu(const fused_params &p, const float (&d)[64], int row0, int nt, int lane) {
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         const int row = row0 + 8 * h;
@@ -101,9 +102,10 @@ static __device__ __forceinline__ void epilogue_swiglu(const fused_params &p, co
  * 32 registers of each of the quad's four threads with this row half; the RoPE pair of column c
  * (register i, c < 64) is column c + 64 (register i + 32), the same thread's. As qe_qk_norm_rope:
  * mean of squares in fp32, rsqrtf, angle in double reduced mod 2 pi, sincosf. */
-static __device__ __forceinline__ void epilogue_qkv(const fused_params &p, const float (&d)[64],
-                                                    int row0, int nt, int lane,
-                                                    const double *inv_freq) {
+static __device__ __forceinline__ QE_SM90A_HELPER void epilogue_qkv(const fused_params &p,
+                                                                    const float (&d)[64], int row0,
+                                                                    int nt, int lane,
+                                                                    const double *inv_freq) {
     const int normed = nt < p.heads + p.kv_heads; /* the same for the whole block */
     const float *w = nt < p.heads ? p.a.q_norm_w : p.a.k_norm_w;
     const double two_pi = 6.283185307179586476925286766559;

@@ -24,6 +24,10 @@ int qe_k_fail(const char *kind, const char *call, const char *func, const char *
               const char *what);
 const char *qe_k_last_error(void);
 
+/* QE_K_OK if this build's kernels run on the device (cudaSetDevice not needed); else QE_K_ERR and
+ * a line in err naming the GPU, what the build holds and the CMake option that fixes it. */
+int qe_kernels_check_device(int device, char *err, size_t errlen);
+
 /* The one generator of the check macros (CUDA_CHECK, CUBLAS_CHECK, ...): evaluate call once,
  * compare with its success value, record the error's name and return QE_K_ERR from the caller. */
 #define QE_K_CHECK_GEN(kind, type, call, ok, namefn)                                               \

@@ -19,19 +19,27 @@ static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
  * blocks until the stream's previous kernel has completed and its memory is visible, so no global
  * memory may be touched before it; griddep_launch_dependents lets the next such kernel be
  * scheduled once every block of this one has issued it (or exited): its blocks then sit in their
- * own griddep_wait while this one finishes. Outside a PDL launch both do nothing. */
+ * own griddep_wait while this one finishes. Outside a PDL launch both do nothing. Before sm_90
+ * there is no such instruction and nothing to do: a kernel that never asks for the overlap gets
+ * none, so the stream stays in order (builds for an A100 or an RTX 30xx: CMAKE_CUDA_ARCHITECTURES).
+ */
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+#define QE_HAVE_GRIDDEPCONTROL 0
+#else
+#define QE_HAVE_GRIDDEPCONTROL 1
+#endif
 static __device__ __forceinline__ void griddep_wait() {
 #ifdef QE_EMU
     emu::griddep_wait();
     asm volatile("" ::: "memory"); /* as the instruction's clobber: no access moves above it */
-#else
+#elif QE_HAVE_GRIDDEPCONTROL
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
 #endif
 }
 static __device__ __forceinline__ void griddep_launch_dependents() {
 #ifdef QE_EMU
     emu::griddep_launch_dependents();
-#else
+#elif QE_HAVE_GRIDDEPCONTROL
     asm volatile("griddepcontrol.launch_dependents;\n" :::);
 #endif
 }
@@ -139,6 +147,10 @@ static __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
  * kernel that calls one fails at link time (ptxas: unresolved extern function), and a kernel
  * that does not is unaffected. Cluster size 1 only: shared::cluster addresses are the CTA's
  * own. */
+/* For the static helpers of an sm_90a kernel whose body is only a trap on other targets: unused
+ * there, and nvcc would say so (warning #177) in every such build. */
+#define QE_SM90A_HELPER __attribute__((unused))
+
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 extern __device__ void qe_needs_sm_90a(void);
 #define QE_SM90A_ASM(...) qe_needs_sm_90a()

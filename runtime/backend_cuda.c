@@ -454,6 +454,12 @@ static qe_status create(const qe_model *m, const qe_options *o, void **state, ch
                  cudaGetErrorString(cudaGetLastError()));
         goto fail;
     }
+    char why[400];
+    if (qe_kernels_check_device(o->device, why, sizeof why) != QE_K_OK) {
+        snprintf(err, errlen, "cuda backend: %s", why);
+        status = QE_ERR_UNSUPPORTED;
+        goto fail;
+    }
     st->wbytes = layout_weights(st, NULL);
     st->abytes = layout_arena(st, NULL);
     size_t free_b = 0, total_b = 0;

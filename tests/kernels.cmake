@@ -9,3 +9,10 @@ endif()
 qe_add_test(test_kernels_bench SOURCES test_kernels_bench.c LIBS qe_tools)
 # The same kernel suite and the CUDA backend end to end without a GPU, on the CPU kernel
 # emulator: tests/emu.cmake.
+# The kernels also build for older GPUs than the default sm_90a (CMAKE_CUDA_ARCHITECTURES=80 or
+# 86): tools/check-kernel-archs.sh, nvcc only, once (not again in the sanitizer tree).
+if(QE_CUDA AND NOT QE_SANITIZE)
+  add_test(NAME kernels_other_archs
+           COMMAND bash ${CMAKE_SOURCE_DIR}/tools/check-kernel-archs.sh ${CMAKE_CUDA_COMPILER} 80 86)
+  set_tests_properties(kernels_other_archs PROPERTIES TIMEOUT 600)
+endif()

@@ -1734,3 +1734,10 @@ Test(kernels, kernel_switch_reads_names_numbers_and_falls_back_to_zero) {
     cr_expect_null(qe_attention_variant_name(QE_ATTN_VARIANTS));
     cr_expect_eq(qe_pdl_select(2), -1);
 }
+
+/* The backend's open-time check (device_check.cu): this build runs on the device it is tested on. */
+Test(kernels, the_build_has_code_for_the_device) {
+    require_gpu("GPU kernel test");
+    char why[400] = "";
+    cr_expect_eq(qe_kernels_check_device(0, why, sizeof why), QE_K_OK, "%s", why);
+}
