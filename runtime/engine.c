@@ -93,8 +93,15 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
         snprintf(err, errlen, "model file %s does not exist", opt->model_dir);
         return QE_ERR_IO;
     }
-    if (!gguf && (stat(opt->model_dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+    if (!gguf && stat(opt->model_dir, &st) != 0) {
         snprintf(err, errlen, "model folder %s does not exist", opt->model_dir);
+        return QE_ERR_IO;
+    }
+    if (!gguf && !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen,
+                 "%s is a file, not a model folder (a Hugging Face folder, or a file whose name "
+                 "ends in .gguf)",
+                 opt->model_dir);
         return QE_ERR_IO;
     }
     qe_engine *e = calloc(1, sizeof *e);

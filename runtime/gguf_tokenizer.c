@@ -92,6 +92,18 @@ tok_status gguf_load_tokenizer(const gguf_file *g, const char *path, tok_tokeniz
     }
     const tok_arrays a = {tp, tl, types, (int)n_tok, mp, ml, (int)n_merges, end_id, path};
     st = tok_load_arrays(&a, out, err, errlen);
+    gguf_span prompts;
+    if (st == TOK_OK && gguf_has(g, GGUF_KEY_SENTENCE_TRANSFORMERS)) {
+        st = gguf_get_string(g, GGUF_KEY_SENTENCE_TRANSFORMERS, &prompts, sub, sizeof sub)
+                 ? TOK_ERR_FORMAT
+                 : tok_set_prompts_json(*out, prompts.ptr, prompts.len,
+                                        GGUF_KEY_SENTENCE_TRANSFORMERS, sub, sizeof sub);
+        if (st != TOK_OK) {
+            snprintf(err, errlen, "%s: %s", path, sub);
+            tok_free(*out);
+            *out = NULL;
+        }
+    }
 done:
     free(tokens);
     free(merges);

@@ -14,4 +14,8 @@
 tok_status gguf_load_tokenizer(const gguf_file *g, const char *path, tok_tokenizer **out, char *err,
                                size_t errlen);
 
+/* Our own key (GGUF has none for it): the model folder's config_sentence_transformers.json, whole,
+ * as qembed quantize found it; its "prompts" become the tokenizer's named prompts. */
+#define GGUF_KEY_SENTENCE_TRANSFORMERS "qembed.sentence_transformers"
+
 #endif

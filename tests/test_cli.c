@@ -491,3 +491,93 @@ Test(cli, python_helper_gguf_embeds_like_the_folder, .timeout = 120) {
     cr_expect(a && strstr(a, "end token      none appended"), "%s", a);
     free(a);
 }
+
+/* What would destroy a user's files is refused before any work: quantize --out over a device, a
+ * folder or the input model's own files; --input and --output naming one file (opening the output
+ * would empty the input); make-random into a folder that already holds files. */
+Test(cli, commands_refuse_to_overwrite_what_they_read, .timeout = 120) {
+    char dir[1100], cmd[4096], *out;
+    make_demo(dir, sizeof dir);
+    static const struct {
+        const char *args, *says;
+    } cases[] = {
+        {"quantize --model '%1$s' --type q8_0 --out /dev/null", "not a regular file"},
+        {"quantize --model '%1$s' --type q8_0 --out '%1$s'", "not a regular file"},
+        {"quantize --model '%1$s' --type q8_0 --out '%1$s/model.safetensors'", "model being read"},
+        {"quantize --model '%1$s' --type q8_0 --out '%1$s/config.json'", "model being read"},
+        {"embed --model '%1$s' --input '%1$s/in.jsonl' --output '%1$s/in.jsonl'", "same file"},
+        {"tokenize --model '%1$s' --input '%1$s/in.jsonl' --output '%1$s/./in.jsonl'", "same file"},
+        {"embed --model '%1$s' --input '%1$s'", "is a folder"},
+        {"make-random --preset tiny --out '%1$s'", "already holds files"},
+    };
+    snprintf(cmd, sizeof cmd, "echo '{\"text\": \"kept\"}' > '%s/in.jsonl'", dir);
+    cr_assert_eq(run(cmd, NULL), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[2048];
+        snprintf(args, sizeof args, cases[i].args, dir);
+        snprintf(cmd, sizeof cmd, QEMBED " %s 2>&1 >/dev/null </dev/null", args);
+        cr_expect_neq(run(cmd, &out), 0, "%s", args);
+        cr_expect(out && strstr(out, cases[i].says), "%s printed: %s", args, out);
+        free(out);
+    }
+    /* nothing was touched: the folder still loads and the input kept its line */
+    char *in = NULL;
+    snprintf(cmd, sizeof cmd, "cat '%s/in.jsonl'", dir);
+    cr_expect_eq(run(cmd, &in), 0);
+    cr_expect(in && strstr(in, "kept"), "in.jsonl now holds: %s", in);
+    free(in);
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s' >/dev/null", dir);
+    cr_expect_eq(run(cmd, NULL), 0, "the model folder no longer loads");
+}
+
+/* A write that fails (a full disk) or a read that cannot start ends the command with a message
+ * naming the file, never a silent exit. */
+Test(cli, io_errors_are_said, .timeout = 60) {
+    char dir[1100], cmd[4096], *out;
+    make_demo(dir, sizeof dir);
+    const char *cmds[] = {"embed", "tokenize"};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(cmd, sizeof cmd,
+                 "echo '{\"text\": \"x\"}' | " QEMBED " %s --model '%s' --output /dev/full 2>&1",
+                 cmds[i], dir);
+        cr_expect_eq(run(cmd, &out), 1, "%s", cmds[i]);
+        cr_expect(out && strstr(out, "cannot write /dev/full"), "%s printed: %s", cmds[i], out);
+        free(out);
+        snprintf(cmd, sizeof cmd, QEMBED " %s --model '%s' --input /nonexistent.jsonl 2>&1",
+                 cmds[i], dir);
+        cr_expect_eq(run(cmd, &out), 1, "%s", cmds[i]);
+        cr_expect(out && strstr(out, "/nonexistent.jsonl"), "%s printed: %s", cmds[i], out);
+        free(out);
+    }
+    /* an unknown flag at the end is not called a flag that needs a value */
+    snprintf(cmd, sizeof cmd, QEMBED " embed --model '%s' --bogus 2>&1", dir);
+    cr_expect_eq(run(cmd, &out), 2);
+    cr_expect(out && strstr(out, "--bogus") && strstr(out, "is no option"), "%s", out);
+    free(out);
+}
+
+/* make-random --force over an earlier sharded model: the old shards and index go (the loader would
+ * prefer the index), so the folder holds exactly the new model, bitwise a fresh folder's. */
+Test(cli, make_random_force_replaces_the_earlier_model, .timeout = 120) {
+    char dir[1100], cmd[4096], *fresh, *forced;
+    tu_scratch_dir(dir, sizeof dir, "cli-force");
+    snprintf(cmd, sizeof cmd,
+             QEMBED
+             " make-random --preset tiny --seed 7 --shard-mb 5 --out '%s/m' --quiet && " QEMBED
+             " make-random --preset tiny --seed 8 --task rerank --out '%s/m' --force --quiet "
+             "&& " QEMBED " make-random --preset tiny --seed 8 --task rerank --out '%s/n' --quiet",
+             dir, dir, dir);
+    cr_assert_eq(run(cmd, NULL), 0);
+    snprintf(cmd, sizeof cmd, "ls '%s/m'", dir);
+    cr_assert_eq(run(cmd, &forced), 0);
+    cr_expect(!strstr(forced, "index.json") && !strstr(forced, "-of-") &&
+                  !strstr(forced, "sentence_transformers"),
+              "stale files left: %s", forced);
+    free(forced);
+    snprintf(cmd, sizeof cmd, "cmp '%s/m/model.safetensors' '%s/n/model.safetensors'", dir, dir);
+    cr_expect_eq(run(cmd, NULL), 0, "the forced folder's weights differ from a fresh folder's");
+    snprintf(cmd, sizeof cmd, QEMBED " inspect --model '%s/m'", dir);
+    cr_assert_eq(run(cmd, &fresh), 0);
+    cr_expect(strstr(fresh, "task           rerank"), "%s", fresh);
+    free(fresh);
+}

@@ -218,6 +218,17 @@ Test(quantize, gguf_tokenizer_matches_tokenizer_json, .timeout = 300) {
     cr_expect_eq(tok_end_id(tg), tok_end_id(tj));
     cr_expect_eq(tok_end_id(tg), 151643);
     cr_expect_eq(tok_vocab_size(tg), tok_vocab_size(tj));
+    /* the named prompts travel too (qembed.sentence_transformers), so --prompt-name query works on
+     * the file as on the folder */
+    tok_tokenizer *tp;
+    cr_assert_eq(tok_load(TINY_MODEL, &tp, err, sizeof err), TOK_OK, "%s", err);
+    cr_assert_gt(tok_prompt_count(tp), 0, "the fixture names prompts");
+    cr_expect_eq(tok_prompt_count(tg), tok_prompt_count(tp));
+    for (int i = 0; i < tok_prompt_count(tp); i++) {
+        const char *name = tok_prompt_name(tp, i), *got = tok_prompt(tg, name);
+        cr_expect(got && !strcmp(got, tok_prompt(tp, name)), "prompt %s: %s", name, got);
+    }
+    tok_free(tp);
     char *text = tu_read_file(cases, NULL);
     cr_assert(text);
     int n_cases = 0;

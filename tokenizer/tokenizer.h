@@ -69,6 +69,14 @@ int tok_vocab_size(const tok_tokenizer *t);
 int tok_end_id(const tok_tokenizer *t);
 /* Prompt prefix by name ("query", "document") from config_sentence_transformers.json, or NULL. */
 const char *tok_prompt(const tok_tokenizer *t, const char *name);
+/* The named prompts, for messages: how many, and the i-th name (NULL past the end). */
+int tok_prompt_count(const tok_tokenizer *t);
+const char *tok_prompt_name(const tok_tokenizer *t, int i);
+/* Sets the prompts from a config_sentence_transformers.json text (its "prompts" object), when the
+ * tokenizer has none yet; what names the source in errors. A GGUF file from qembed quantize
+ * carries that text as qembed.sentence_transformers (runtime/gguf_tokenizer.c). */
+tok_status tok_set_prompts_json(tok_tokenizer *t, const char *json, size_t len, const char *what,
+                                char *err, size_t errlen);
 /* "Instruct: {task}\nQuery:{text}" as a malloc'd string. */
 char *tok_format_instruction(const char *task, const char *text);
 

@@ -320,7 +320,7 @@ static int parse_args(int argc, char **argv, bench_args *a) {
             continue;
         }
         if (!v) {
-            fprintf(stderr, "qembed bench: %s needs a value (see --help)\n", f);
+            fprintf(stderr, "qembed bench: %s needs a value, or is no option (see --help)\n", f);
             return 2;
         }
         i++;

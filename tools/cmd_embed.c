@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "cli_io.h"
 #include "flags.h"
 #include "json_strict.h"
 #include "qembed.h"
@@ -190,7 +191,7 @@ int cmd_embed(int argc, char **argv) {
             return 0;
         }
         if (!v) {
-            fprintf(stderr, "qembed embed: %s needs a value (see --help)\n", a);
+            fprintf(stderr, "qembed embed: %s needs a value, or is no option (see --help)\n", a);
             return 2;
         }
         i++;
@@ -247,7 +248,7 @@ int cmd_embed(int argc, char **argv) {
         return 1;
     }
     int rc = 1;
-    FILE *in = NULL, *out = NULL;
+    cli_io io = {0};
     const tok_tokenizer *tok = qe_tokenizer(e);
     const char *prefix = NULL;
     if (qe_model_task(e) == QE_TASK_RERANK) {
@@ -266,18 +267,17 @@ int cmd_embed(int argc, char **argv) {
     if (prompt_name) {
         prefix = tok ? tok_prompt(tok, prompt_name) : NULL;
         if (!prefix) {
-            fprintf(stderr,
-                    "qembed embed: no prompt named '%s' in config_sentence_transformers.json\n",
-                    prompt_name);
+            const int n = tok ? tok_prompt_count(tok) : 0;
+            fprintf(stderr, "qembed embed: the model has no prompt named '%s' (%s", prompt_name,
+                    n ? "it has" : "it has none: config_sentence_transformers.json names them");
+            for (int i = 0; i < n; i++)
+                fprintf(stderr, "%s %s", i ? "," : "", tok_prompt_name(tok, i));
+            fprintf(stderr, "); --instruction TEXT gives one directly\n");
             goto done;
         }
     }
-    in = strcmp(in_path, "-") ? fopen(in_path, "rb") : stdin;
-    out = strcmp(out_path, "-") ? fopen(out_path, "wb") : stdout;
-    if (!in || !out) {
-        fprintf(stderr, "qembed embed: cannot open %s\n", !in ? in_path : out_path);
-        goto done;
-    }
+    if (cli_io_open(&io, "embed", in_path, out_path)) goto done;
+    FILE *in = io.in, *out = io.out;
     seq seqs[LINES_PER_CALL];
     int n = 0, bad = 0;
     long lineno = 0, record = -1; /* records are the non-blank lines, counted from 0 */
@@ -303,10 +303,9 @@ int cmd_embed(int argc, char **argv) {
             free(seqs[i].ids);
     else if (n)
         bad = flush(e, seqs, n, dims, out);
-    if (!bad && fflush(out) == 0) rc = 0;
+    rc = cli_io_close(&io, bad) ? 1 : 0;
 done:
-    if (in && in != stdin) fclose(in);
-    if (out && out != stdout) fclose(out);
+    cli_io_close(&io, 1); /* an early exit's streams; nothing after the close above */
     qe_close(e);
     return rc;
 }

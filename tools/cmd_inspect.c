@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "gguf_tokenizer.h"
 #include "rerank.h"
 #include "tokenizer/tokenizer.h"
 #include "kernels/ref/ref_quant.h"
@@ -39,7 +40,7 @@ static const char *gguf_kind(const char *name) {
     return name;
 }
 
-static int inspect_gguf(const char *path, int all) {
+static int inspect_gguf(const char *path, int all, qe_task task) {
     gguf_file *g;
     char err[512];
     if (gguf_open(path, &g, err, sizeof err)) {
@@ -59,7 +60,20 @@ static int inspect_gguf(const char *path, int all) {
         gguf_close(g);
         return 1;
     }
+    /* the task, decided as qe_open decides it: the pooling type, or --task */
+    tok_tokenizer *tok = NULL;
+    rerank_head rr;
+    const int bad = (gguf_has(g, "tokenizer.ggml.tokens") &&
+                     gguf_load_tokenizer(m.gguf, path, &tok, err, sizeof err) != TOK_OK) ||
+                    rerank_head_open(&rr, path, &m, tok, task, err, sizeof err);
+    if (!bad) rerank_head_free(&rr); /* only its task and reason are shown */
+    tok_free(tok);
     model_close(&m);
+    if (bad) {
+        fprintf(stderr, "qembed inspect: %s\n", err);
+        gguf_close(g);
+        return 1;
+    }
     gguf_span name = {"", 0};
     gguf_get_string(g, "general.name", &name, err, sizeof err);
     uint64_t n_tok = 0;
@@ -74,6 +88,7 @@ static int inspect_gguf(const char *path, int all) {
            pool == GGUF_POOL_NONE   ? "none"
            : pool == GGUF_POOL_RANK ? "rank (a reranker: the last token against cls.output)"
                                     : "last token");
+    printf("task           %s: %s\n", qe_task_name(rr.task), rr.reason);
     printf("embedding      %d (embedding_length)\n", c.hidden_size);
     printf("layers         %d\n", c.num_layers);
     printf("heads          %d query / %d kv (GQA %d:1), head_dim %d\n", c.num_heads, c.num_kv_heads,
@@ -170,16 +185,18 @@ int cmd_inspect(int argc, char **argv) {
                 return 2;
             }
         } else {
-            fprintf(stderr, "qembed inspect: unknown option %s\n", argv[i]);
-            usage(stderr);
+            const int valued = !strcmp(argv[i], "--model") || !strcmp(argv[i], "--task");
+            fprintf(stderr, "qembed inspect: %s %s\n", argv[i],
+                    valued ? "needs a value" : "is no option (see --help)");
             return 2;
         }
     }
     if (!dir) {
+        fprintf(stderr, "qembed inspect: --model DIR|FILE.gguf is required\n");
         usage(stderr);
         return 2;
     }
-    if (ends_with(dir, ".gguf")) return inspect_gguf(dir, all);
+    if (ends_with(dir, ".gguf")) return inspect_gguf(dir, all, task);
     qe_model m;
     char err[512];
     if (model_open(dir, &m, err, sizeof err)) {

@@ -14,7 +14,7 @@ static void usage(FILE *f) {
         f, "usage: qembed make-random (--preset tiny|0.6b|4b|8b | --config FILE) --out DIR\n"
            "                          [--seed N] [--dtype bf16|f16|f32] [--layout plain|prefixed]\n"
            "                          [--shard-mb N] [--alibi] [--task embed|rerank] [--untied]\n"
-           "                          [--quiet]\n\n"
+           "                          [--force] [--quiet]\n\n"
            "Writes a Hugging Face-layout Qwen3 model folder with random weights: config.json,\n"
            "safetensors (sharded past 4 GB, or --shard-mb), and a small byte-level BPE\n"
            "tokenizer.json in the real format, so `qembed embed` runs text with nothing\n"
@@ -28,7 +28,13 @@ static void usage(FILE *f) {
            "  --shard-mb N     start a new shard past N MB (default 4096)\n"
            "  --alibi          ALiBi instead of RoPE, same weights: the config.json says\n"
            "                   \"position_embedding_type\": \"alibi\" and has no rope_theta\n"
-           "                   (Qwen3 models use RoPE; this exercises the engine's ALiBi path)\n");
+           "                   (Qwen3 models use RoPE; this exercises the engine's ALiBi path)\n"
+           "  --task T         embed (default): a Qwen3-Embedding folder; rerank: a\n"
+           "                   Qwen3-Reranker folder (\"model.\" keys, its prompt tokens)\n"
+           "  --untied         a separate lm_head.weight instead of the tied embedding table\n"
+           "  --force          write into a folder that already holds files, removing its\n"
+           "                   earlier weights first (without it such a folder is refused)\n"
+           "  --quiet          no progress on stderr\n");
 }
 
 int cmd_make_random(int argc, char **argv) {
@@ -51,9 +57,13 @@ int cmd_make_random(int argc, char **argv) {
         } else if (!strcmp(a, "--untied")) {
             untied = 1;
             continue;
+        } else if (!strcmp(a, "--force")) {
+            o.force = 1;
+            continue;
         }
         if (!v) {
-            fprintf(stderr, "qembed make-random: %s needs a value (see --help)\n", a);
+            fprintf(stderr, "qembed make-random: %s needs a value, or is no option (see --help)\n",
+                    a);
             return 2;
         }
         i++;

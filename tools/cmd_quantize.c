@@ -34,7 +34,11 @@ static void usage(FILE *f) {
 /* "q8_0,q4_k_m": into r->types. */
 static int parse_types(const char *v, qz_report_opts *r) {
     char buf[256];
-    snprintf(buf, sizeof buf, "%s", v);
+    if (snprintf(buf, sizeof buf, "%s", v) >= (int)sizeof buf) {
+        fprintf(stderr, "qembed quantize: --types: the list is longer than %zu characters\n",
+                sizeof buf - 1);
+        return -1;
+    }
     r->n_types = 0;
     for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         if (r->n_types == 8 || qz_ftype_parse(t, &r->types[r->n_types])) {
@@ -43,6 +47,9 @@ static int parse_types(const char *v, qz_report_opts *r) {
         }
         r->n_types++;
     }
+    if (r->n_types == 0)
+        fprintf(stderr, "qembed quantize: --types '%s' names no type (a list like q8_0,q4_k_m)\n",
+                v);
     return r->n_types > 0 ? 0 : -1;
 }
 
@@ -118,7 +125,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     char err[1024];
     if (qz_run(&o, err, sizeof err)) {
-        fprintf(stderr, "%sqembed quantize: %s\n", o.quiet ? "" : "\n", err);
+        fprintf(stderr, "qembed quantize: %s\n", err);
         return 1;
     }
     if (!o.quiet) fprintf(stderr, "qembed quantize: wrote %s (%s)\n", o.out_path, type);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_io.h"
 #include "commands.h"
 #include "flags.h"
 #include "json_strict.h"
@@ -15,11 +16,11 @@
 static void usage(FILE *f) {
     fprintf(
         f,
-        "usage: qembed rerank --model DIR --query TEXT [--input FILE|-] [--output FILE|-]\n"
-        "                     [--instruction TEXT] [--raw] [--sort] [--top-n N]\n"
-        "                     [--max-length N] [--truncate-left] [--no-truncate]\n"
+        "usage: qembed rerank --model DIR|FILE.gguf --query TEXT [--input FILE|-]\n"
+        "                     [--output FILE|-] [--instruction TEXT] [--raw] [--sort]\n"
+        "                     [--top-n N] [--max-length N] [--truncate-left] [--no-truncate]\n"
         "                     [--backend cpu|cuda] [--threads N] [--max-batch-tokens N]\n"
-        "                     [--task rerank]\n\n"
+        "                     [--print-ids] [--task rerank]\n\n"
         "Reads JSONL documents, one per line: {\"text\": \"..\"} or a JSON string. Writes one\n"
         "line per document:\n"
         "  {\"index\": i, \"score\": s, \"tokens\": n}\n"
@@ -156,7 +157,7 @@ int cmd_rerank(int argc, char **argv) {
             continue;
         }
         if (!v) {
-            fprintf(stderr, "qembed rerank: %s needs a value (see --help)\n", a);
+            fprintf(stderr, "qembed rerank: %s needs a value, or is no option (see --help)\n", a);
             return 2;
         }
         i++;
@@ -215,18 +216,15 @@ int cmd_rerank(int argc, char **argv) {
     char **docs = NULL;
     long n = 0;
     ranked *out_rows = NULL;
-    FILE *in = strcmp(in_path, "-") ? fopen(in_path, "rb") : stdin;
-    FILE *out = strcmp(out_path, "-") ? fopen(out_path, "wb") : stdout;
+    cli_io io = {0};
     if (qe_model_task(e) != QE_TASK_RERANK) {
         fprintf(stderr, "qembed rerank: %s is not a reranker (%s); --task rerank forces it\n",
                 opt.model_dir, qe_task_reason(e));
         goto done;
     }
-    if (!in || !out) {
-        fprintf(stderr, "qembed rerank: cannot open %s\n", !in ? in_path : out_path);
-        goto done;
-    }
-    if (read_docs(in, &docs, &n)) goto done;
+    if (cli_io_open(&io, "rerank", in_path, out_path)) goto done;
+    FILE *out = io.out;
+    if (read_docs(io.in, &docs, &n)) goto done;
     out_rows = calloc((size_t)(n ? n : 1), sizeof *out_rows);
     if (!out_rows) {
         fprintf(stderr, "qembed rerank: out of memory\n");
@@ -250,16 +248,15 @@ int cmd_rerank(int argc, char **argv) {
             fprintf(out, "%s%d", t ? ", " : ", \"ids\": [", out_rows[i].ids[t]);
         fprintf(out, "%s}\n", out_rows[i].ids && out_rows[i].tokens ? "]" : "");
     }
-    if (fflush(out) == 0) rc = 0;
+    rc = cli_io_close(&io, 0) ? 1 : 0;
 done:
+    cli_io_close(&io, 1); /* an early exit's streams; nothing after the close above */
     for (long i = 0; i < n; i++) {
         free(docs[i]);
         if (out_rows) free(out_rows[i].ids);
     }
     free(docs);
     free(out_rows);
-    if (in && in != stdin) fclose(in);
-    if (out && out != stdout) fclose(out);
     qe_close(e);
     return rc;
 }

@@ -2,7 +2,6 @@
  * order, tokenized on several threads; throughput goes to stderr. Bad JSON, a missing "text" or
  * invalid UTF-8 stops with the line number and a non-zero exit. */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -11,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_io.h"
 #include "commands.h"
 #include "flags.h"
 #include "json_strict.h"
@@ -205,15 +205,12 @@ int cmd_tokenize(int argc, char **argv) {
         fprintf(stderr, "qembed tokenize: %s\n", err);
         return 1;
     }
-    FILE *in = strcmp(in_path, "-") ? fopen(in_path, "rb") : stdin;
-    FILE *out = strcmp(out_path, "-") ? fopen(out_path, "wb") : stdout;
-    if (!in || !out) {
-        fprintf(stderr, "qembed tokenize: cannot open %s: %s\n", !in ? in_path : out_path,
-                strerror(errno));
-        if (in && in != stdin) fclose(in);
+    cli_io io;
+    if (cli_io_open(&io, "tokenize", in_path, out_path)) {
         tok_free(t);
         return 1;
     }
+    FILE *in = io.in, *out = io.out;
     batch b = {.t = t, .opts = opts, .jobs = calloc(BATCH_LINES, sizeof(job))};
     pthread_t th[256];
     long line_no = 0, docs = 0, tokens = 0;
@@ -260,23 +257,14 @@ int cmd_tokenize(int argc, char **argv) {
         }
     }
     free(line);
-    if (rc == 0 && ferror(in)) {
-        fprintf(stderr, "qembed tokenize: read error on %s\n", in_path);
-        rc = 1;
-    }
     double dt = now_s() - t0;
-    if (fflush(out) != 0 || ferror(out)) {
-        fprintf(stderr, "qembed tokenize: write error on %s\n", out_path);
-        rc = 1;
-    }
+    rc = cli_io_close(&io, rc) ? 1 : 0;
     if (rc == 0)
         fprintf(stderr,
                 "qembed tokenize: %ld docs, %ld tokens, %.2f MB of text in %.3f s: %.2f MB/s, "
                 "%.0f tokens/s (%d threads)\n",
                 docs, tokens, (double)text_bytes / 1e6, dt, (double)text_bytes / 1e6 / dt,
                 (double)tokens / dt, threads);
-    if (in != stdin) fclose(in);
-    if (out != stdout) fclose(out);
     free(b.jobs);
     tok_free(t);
     return rc;

@@ -28,6 +28,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: qembed <command> [options]   (qembed <command> --help for details)\n\n");
     for (int i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].what);
+    fprintf(f, "\n  qembed --version prints the version.\n");
 }
 
 int main(int argc, char **argv) {

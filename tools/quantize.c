@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "kernels/ref/ref_quant.h"
+#include "runtime/gguf_tokenizer.h"
 #include "runtime/qembed.h"
 #include "runtime/rerank.h"
 #include "tokenizer/tokenizer.h"
@@ -107,6 +110,24 @@ uint32_t qz_tensor_type(qz_ftype ft, qz_kind kind, int layer, int n_layers, int6
 
 /* --- metadata --- */
 
+/* A whole file, NUL-terminated (malloc'd): 0, or -1 when it is absent, empty or unreadable. */
+static int read_text(const char *path, char **text, size_t *len) {
+    *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    char *t = n > 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)n + 1) : NULL;
+    const int ok = t && fread(t, 1, (size_t)n, f) == (size_t)n;
+    fclose(f);
+    if (!ok) {
+        free(t);
+        return -1;
+    }
+    t[n] = 0;
+    *text = t, *len = (size_t)n;
+    return 0;
+}
+
 /* The tokenizer as llama.cpp's "gpt2" model with the "qwen2" pre-tokenizer: every id of the
  * embedding table gets a token (vocab strings in the byte-level alphabet, added tokens as their
  * content, gaps as "[PADi]"), a type (1 normal, 3 control = a special added token, 4 user-defined
@@ -116,24 +137,13 @@ static int write_tokenizer(gguf_writer *w, const char *dir, int n_vocab, int end
                            char *err, size_t errlen) {
     char path[4200];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot open (a model folder needs its tokenizer)", path);
+    size_t len = 0;
+    char *text = NULL;
+    if (read_text(path, &text, &len)) {
+        snprintf(err, errlen, "%s: cannot read (a model folder needs its tokenizer)", path);
         return -1;
     }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *text = len > 0 ? malloc((size_t)len + 1) : NULL;
-    if (!text || fread(text, 1, (size_t)len, f) != (size_t)len) {
-        fclose(f);
-        free(text);
-        snprintf(err, errlen, "%s: cannot read", path);
-        return -1;
-    }
-    fclose(f);
-    text[len] = 0;
-    cJSON *root = cJSON_ParseWithLength(text, (size_t)len);
+    cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     int rc = -1;
     const char **tokens = calloc((size_t)n_vocab, sizeof *tokens);
@@ -274,6 +284,14 @@ static int write_config(gguf_writer *w, const qe_model *m, qz_ftype ft, int rera
               /* the prompt, for llama.cpp's reranking (its server, node-llama-cpp) */
               qe_rerank_template(NULL, tmpl, sizeof tmpl) < 0 ||
               gguf_w_str(w, "tokenizer.chat_template.rerank", tmpl);
+    /* an embedding model's named prompts ("query": "Instruct: ...\nQuery:"), which GGUF has no
+     * key for: config_sentence_transformers.json whole, read back by runtime/gguf_tokenizer.c */
+    char path[4200], *st_json = NULL;
+    size_t st_len = 0;
+    snprintf(path, sizeof path, "%s/config_sentence_transformers.json", m->dir);
+    if (!bad && !rerank && read_text(path, &st_json, &st_len) == 0)
+        bad = gguf_w_str(w, GGUF_KEY_SENTENCE_TRANSFORMERS, st_json);
+    free(st_json);
     if (bad) snprintf(err, errlen, "out of memory writing the metadata");
     return bad ? -1 : 0;
 }
@@ -315,7 +333,58 @@ typedef struct {
     int layer;
 } qz_item;
 
+/* Whether out may be written: a new path, or an existing regular file that is not one of the
+ * input folder's own weight or config files (a GGUF written over model.safetensors would leave a
+ * folder that no longer loads). A device, a folder or a fifo is refused: the file appears by a
+ * rename over the path. */
+static int check_out_path(const char *out, const char *dir, char *err, size_t errlen) {
+    struct stat so, sp, sd;
+    if (stat(out, &so) != 0) return 0; /* a new file (or an error create will name) */
+    if (!S_ISREG(so.st_mode)) {
+        snprintf(err, errlen, "%s exists and is not a regular file; --out takes a file's path",
+                 out);
+        return -1;
+    }
+    const char *slash = strrchr(out, '/');
+    const char *base = slash ? slash + 1 : out;
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash - out) + 1 : 1, slash ? out : ".");
+    const size_t n = strlen(base);
+    const int weights_or_config = (n > 12 && !strcmp(base + n - 12, ".safetensors")) ||
+                                  (n > 5 && !strcmp(base + n - 5, ".json"));
+    if (weights_or_config && stat(parent, &sp) == 0 && stat(dir, &sd) == 0 &&
+        sp.st_dev == sd.st_dev && sp.st_ino == sd.st_ino) {
+        snprintf(err, errlen,
+                 "%s is one of the files of %s, the model being read; choose another --out", out,
+                 dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* A private temporary beside out (so the rename stays on one file system), mode 0666 less the
+ * umask like a plain fopen's; NULL with err set. */
+static FILE *create_temp(const char *out, char *tmp, size_t tmplen, char *err, size_t errlen) {
+    snprintf(tmp, tmplen, "%s.XXXXXX", out);
+    const int fd = mkstemp(tmp);
+    if (fd < 0) {
+        snprintf(err, errlen, "%s: cannot create a file beside it", out);
+        tmp[0] = 0;
+        return NULL;
+    }
+    const mode_t mask = umask(0);
+    umask(mask);
+    fchmod(fd, 0666 & ~mask);
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        close(fd);
+        snprintf(err, errlen, "%s: cannot open", tmp);
+    }
+    return f;
+}
+
 int qz_run(const qz_opts *o, char *err, size_t errlen) {
+    if (check_out_path(o->out_path, o->model_dir, err, errlen)) return -1;
     qe_model m;
     if (model_open(o->model_dir, &m, err, errlen)) return -1;
     const qe_config *c = &m.cfg;
@@ -326,8 +395,7 @@ int qz_run(const qz_opts *o, char *err, size_t errlen) {
     float *f32 = NULL;
     void *q = NULL;
     FILE *f = NULL;
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", o->out_path);
+    char tmp[4200] = ""; /* the temporary, once made */
     int rc = -1, n_items = 0;
     if (c->alibi) {
         snprintf(err, errlen,
@@ -404,28 +472,30 @@ int qz_run(const qz_opts *o, char *err, size_t errlen) {
     f32 = malloc(sizeof *f32 * max_elems);
     q = malloc(max_bytes);
     if (!f32 || !q) goto oom;
-    if (!(f = fopen(tmp, "wb"))) {
-        snprintf(err, errlen, "%s: cannot create", tmp);
-        goto done;
-    }
+    if (!(f = create_temp(o->out_path, tmp, sizeof tmp, err, errlen))) goto done;
     if (gguf_w_begin(w, f, err, errlen)) goto done;
+    int progress = 0; /* a progress line is open on stderr */
     for (int i = 0; i < n_items; i++) {
         const st_tensor *t = items[i].src;
         const int64_t n = t->ndim == 2 ? t->shape[0] * t->shape[1] : t->shape[0];
         const uint32_t type = qz_tensor_type(o->ftype, items[i].kind, items[i].layer, c->num_layers,
                                              t->shape[t->ndim - 1], tied);
         if (!o->quiet)
-            fprintf(stderr, "\rqembed quantize: tensor %d of %d  %-28s %-5s", i + 1, n_items,
-                    items[i].name, ref_qtype_get(type)->name);
+            progress = fprintf(stderr, "\rqembed quantize: tensor %d of %d  %-28s %-5s", i + 1,
+                               n_items, items[i].name, ref_qtype_get(type)->name) > 0;
         st_to_f32(t, f32);
-        if (ref_quantize(type, f32, q, n)) {
+        int bad = ref_quantize(type, f32, q, n);
+        if (bad)
             snprintf(err, errlen, "tensor \"%s\": cannot quantize to %s", items[i].name,
                      ref_qtype_get(type)->name);
+        else
+            bad = gguf_w_data(w, f, i, q, err, errlen);
+        if (bad) {
+            if (progress) fprintf(stderr, "\n"); /* the error goes on a line of its own */
             goto done;
         }
-        if (gguf_w_data(w, f, i, q, err, errlen)) goto done;
     }
-    if (!o->quiet) fprintf(stderr, "\n");
+    if (progress) fprintf(stderr, "\n");
     if (fclose(f)) {
         f = NULL;
         snprintf(err, errlen, "%s: write failed", tmp);
@@ -442,7 +512,7 @@ oom:
     snprintf(err, errlen, "out of memory");
 done:
     if (f) fclose(f);
-    if (rc) remove(tmp);
+    if (rc && tmp[0]) remove(tmp);
     free((void *)cls.data);
     free(f32);
     free(q);

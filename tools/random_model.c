@@ -5,6 +5,7 @@
  * the generator runs in parallel over fixed-size chunks, so output is identical for a seed. */
 #include "random_model.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -271,15 +272,61 @@ static int write_text(const char *dir, const char *name, const char *text, char 
     return ok ? 0 : -1;
 }
 
+/* Whether a shard name of any count: model-00001-of-00003.safetensors. */
+static int is_shard_name(const char *name) {
+    unsigned a, b;
+    char tail[16];
+    return sscanf(name, "model-%5u-of-%5u%15s", &a, &b, tail) == 3 &&
+           !strcmp(tail, ".safetensors") && strlen(name) == 32;
+}
+
+/* The folder to write into: new, or empty, or (with force) one whose earlier weights and
+ * task files go first, because the loader would still read them (an index left by a sharded run
+ * wins over a new model.safetensors; a sentence-transformers file makes a reranker an embedding
+ * model). A folder of other files without force is refused: it may be a real model. */
+static int prepare_folder(const random_model_opts *o, char *err, size_t errlen) {
+    if (mkdir(o->out_dir, 0755) == 0) return 0;
+    if (errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", o->out_dir, strerror(errno));
+        return -1;
+    }
+    DIR *d = opendir(o->out_dir);
+    if (!d) {
+        snprintf(err, errlen, "%s exists and is not a folder one can write into: %s", o->out_dir,
+                 strerror(errno));
+        return -1;
+    }
+    int rc = 0;
+    for (struct dirent *de; rc == 0 && (de = readdir(d));) {
+        const char *n = de->d_name;
+        if (!strcmp(n, ".") || !strcmp(n, "..")) continue;
+        if (!o->force) {
+            snprintf(err, errlen,
+                     "%s already holds files (%s, ...); give an empty or new folder, or --force to "
+                     "write over it",
+                     o->out_dir, n);
+            rc = -1;
+        } else if (is_shard_name(n) || !strcmp(n, "model.safetensors") ||
+                   !strcmp(n, "model.safetensors.index.json") ||
+                   !strcmp(n, "config_sentence_transformers.json")) {
+            char path[4200];
+            snprintf(path, sizeof path, "%s/%s", o->out_dir, n);
+            if (remove(path) != 0) {
+                snprintf(err, errlen, "cannot remove %s: %s", path, strerror(errno));
+                rc = -1;
+            }
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
 int random_model_write(const random_model_opts *o, char *err, size_t errlen) {
     if (o->dtype == ST_OTHER) {
         snprintf(err, errlen, "dtype must be bf16, f16 or f32");
         return -1;
     }
-    if (mkdir(o->out_dir, 0755) != 0 && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", o->out_dir, strerror(errno));
-        return -1;
-    }
+    if (prepare_folder(o, err, errlen)) return -1;
     planned *t;
     int n = plan(o, &t);
     if (n < 0) return -1;

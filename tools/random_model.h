@@ -18,6 +18,7 @@ typedef struct random_model_opts {
     size_t shard_bytes;   /* start a new shard past this many bytes; 0 = 4 GB */
     int tokenizer_merges; /* merges in the demo tokenizer; 0 = 300 */
     int quiet;            /* no progress on stderr */
+    int force;            /* 1: write into a folder that already holds files (random_model.c) */
 } random_model_opts;
 
 /* Fills cfg with a named preset: tiny, 0.6b, 4b, 8b. Returns -1 for an unknown name. */
