@@ -107,7 +107,8 @@ Test(cli, bad_input_fails_with_line_number, .timeout = 60) {
                          "{\"text\": \"a\\u0000b\"}",
                          "{\"ids\": [1]} extra",
                          "{\"ids\": [1e300]}",
-                         "{\"ids\": [-1]}"};
+                         "{\"ids\": [-1]}",
+                         "{\"ids\": [1], \"text\": \"which one\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(cmd, sizeof cmd,
                  "printf '%%s\\n' '{\"ids\": [5]}' '%s' | " QEMBED

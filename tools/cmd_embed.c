@@ -67,6 +67,8 @@ static int parse_line(const char *line, long lineno, const tok_tokenizer *tok, c
     const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
     if (!cJSON_IsObject(j)) {
         fprintf(stderr, "qembed embed: line %ld: %s\n", lineno, why);
+    } else if (ids && text) {
+        fprintf(stderr, "qembed embed: line %ld: give \"ids\" or \"text\", not both\n", lineno);
     } else if (cJSON_IsArray(ids)) {
         int n = cJSON_GetArraySize(ids), i = 0;
         out->ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));

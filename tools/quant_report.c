@@ -45,7 +45,10 @@ static int corpus_read(const char *path, const tok_tokenizer *t, int limit, int 
     char *line = NULL;
     size_t cap = 0;
     int rc = c->ids && c->lens ? 0 : -1;
+    long lineno = 0, skipped = 0, first_skipped = 0;
     for (ssize_t len; rc == 0 && c->n < limit && (len = getline(&line, &cap, f)) >= 0;) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue; /* blank line */
         const char *why = "";
         cJSON *j = json_parse_strict(line, (size_t)len, &why);
         const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
@@ -54,14 +57,20 @@ static int corpus_read(const char *path, const tok_tokenizer *t, int limit, int 
             char sub[256];
             if (tok_encode(t, text->valuestring, strlen(text->valuestring), &o, &c->ids[c->n],
                            &c->lens[c->n], sub, sizeof sub) != TOK_OK) {
-                snprintf(err, errlen, "corpus line %d: %s", c->n + 1, sub);
+                snprintf(err, errlen, "corpus line %ld: %s", lineno, sub);
                 rc = -1;
             } else
                 c->n++;
-        }
+        } else if (!skipped++)
+            first_skipped = lineno;
         cJSON_Delete(j);
     }
     free(line);
+    if (skipped) /* said, not fatal: a corpus may mix in other records */
+        fprintf(stderr,
+                "qembed quantize: --report: %ld corpus line(s) are not {\"text\": \"...\"} with a "
+                "non-empty text and were skipped (the first: line %ld)\n",
+                skipped, first_skipped);
     fclose(f);
     if (rc == 0 && c->n <= TOP_K) {
         snprintf(err, errlen, "the corpus %s has %d texts; recall@%d needs more than %d", path,
