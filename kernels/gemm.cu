@@ -166,14 +166,32 @@ static int plan_build(qe_gemm *g, const gemm_key *key, gemm_plan *p) {
 
 /* ---- the paths (issue 15, item 4): QE_GEMM picks, tests and benchmarks select ---- */
 
-static const char *const PATH_NAMES[QE_GEMM_PATHS] = {"cublaslt", "skinny", "fused"};
+static const char *const PATH_NAMES[QE_GEMM_PATHS] = {"cublaslt", "skinny", "fused",
+                                                      "fused-skinny"};
 static kernel_switch path_switch = KERNEL_SWITCH("QE_GEMM", PATH_NAMES);
 
-extern "C" int qe_gemm_path(void) { return kernel_switch_value(&path_switch); }
+extern "C" int qe_gemm_path(void) {
+    return kernel_switch_value(&path_switch);
+}
 
-extern "C" int qe_gemm_select(int path) { return kernel_switch_select(&path_switch, path); }
+extern "C" int qe_gemm_select(int path) {
+    return kernel_switch_select(&path_switch, path);
+}
 
-extern "C" const char *qe_gemm_path_name(int path) { return kernel_switch_name(&path_switch, path); }
+extern "C" const char *qe_gemm_path_name(int path) {
+    return kernel_switch_name(&path_switch, path);
+}
+
+extern "C" int qe_gemm_path_skinny(int m) {
+    const int p = qe_gemm_path();
+    return m <= QE_GEMM_SKINNY_MAX_M &&
+           (p == QE_GEMM_PATH_SKINNY || p == QE_GEMM_PATH_FUSED_SKINNY);
+}
+
+extern "C" int qe_gemm_path_fused(int m) {
+    const int p = qe_gemm_path();
+    return p == QE_GEMM_PATH_FUSED || (p == QE_GEMM_PATH_FUSED_SKINNY && m > QE_GEMM_SKINNY_MAX_M);
+}
 
 /* The skinny path shares the cuBLASLt workspace for its split-K partials: both run in stream
  * order on the caller's stream, as every cuBLASLt call on this workspace already must. */
@@ -183,8 +201,7 @@ extern "C" int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k,
     QE_K_REQUIRE(m >= 0 && n > 0 && k > 0 && ldx >= k && ldy >= n);
     QE_K_REQUIRE(!accumulate || y_f32);
     if (m == 0) return QE_K_OK;
-    if (qe_gemm_path() == QE_GEMM_PATH_SKINNY && m <= 32 &&
-        qe_gemm_skinny_supports(x, ldx, m, k, w, y, ldy, y_f32))
+    if (qe_gemm_path_skinny(m) && qe_gemm_skinny_supports(x, ldx, m, k, w, y, ldy, y_f32))
         return qe_gemm_skinny(x, ldx, m, k, w, n, y, ldy, y_f32, accumulate, (float *)g->workspace,
                               g->workspace_bytes, s);
     gemm_key key;

@@ -84,9 +84,9 @@ int qe_kv_append(const qe_bf16 *src, int src_stride, int row_elems, const int32_
 /* ---- programmatic dependent launch (kernels/pdl.cu) ----
  * Whether the kernels launched by QE_LAUNCH_PDL (the per-layer ones of a forward: norms, RoPE,
  * K/V append, attention, SwiGLU, the skinny GEMM, gathers) may start while the stream's previous
- * kernel finishes (each waits for it in griddep_wait before touching memory). QE_PDL=1 (or on) turns it on
- * (read once); qe_pdl_select(1 / 0) overrides, -1 returns to QE_PDL's; select returns 0, or -1 for
- * another value. Off by default until a GPU has timed it (docs/kernels.md). */
+ * kernel finishes (each waits for it in griddep_wait before touching memory). QE_PDL=1 (or on)
+ * turns it on (read once); qe_pdl_select(1 / 0) overrides, -1 returns to QE_PDL's; select returns
+ * 0, or -1 for another value. Off by default until a GPU has timed it (docs/kernels.md). */
 int qe_pdl_enabled(void);
 int qe_pdl_select(int on);
 
@@ -182,11 +182,23 @@ int qe_gemm_bf16(qe_gemm *g, const qe_bf16 *x, int ldx, int m, int k, const qe_b
  * cuBLASLt); 2 "fused", every qe_gemm_bf16 call through cuBLASLt as 0, and the CUDA backend runs
  * the qkv and gate/up products of bf16 layers through qe_gemm_qkv_norm_rope / qe_gemm_swiglu
  * (gemm_fused.cu) instead of qe_gemm_bf16 + qe_qk_norm_rope / qe_swiglu, where they take the
- * shape (*_supports; an sm_90 device). The environment's QE_GEMM names one (a name or its number,
- * read once); a test or benchmark chooses with qe_gemm_select (-1 returns to QE_GEMM's). select
- * returns 0, or -1 for no such path; the name is NULL for one. */
-enum { QE_GEMM_PATH_CUBLASLT = 0, QE_GEMM_PATH_SKINNY = 1, QE_GEMM_PATH_FUSED = 2 };
-enum { QE_GEMM_PATHS = 3 };
+ * shape (*_supports; an sm_90 device); 3 "fused-skinny", both: calls of m <= 32 as in 1 (the
+ * backend's qkv and gate/up with the skinny kernel's fused epilogues), longer ones as in 2, the
+ * candidate for production if each wins on its side. The environment's QE_GEMM names one (a name
+ * or its number, read once); a test or benchmark chooses with qe_gemm_select (-1 returns to
+ * QE_GEMM's). select returns 0, or -1 for no such path; the name is NULL for one. */
+enum {
+    QE_GEMM_PATH_CUBLASLT = 0,
+    QE_GEMM_PATH_SKINNY = 1,
+    QE_GEMM_PATH_FUSED = 2,
+    QE_GEMM_PATH_FUSED_SKINNY = 3
+};
+enum { QE_GEMM_PATHS = 4 };
+/* The longest call (m) the skinny kernel takes; whether the selected path sends one of m rows
+ * there (1 and 3) or through the 128-row tiles (2 and 3 for the fused products). */
+enum { QE_GEMM_SKINNY_MAX_M = 32 };
+int qe_gemm_path_skinny(int m);
+int qe_gemm_path_fused(int m);
 int qe_gemm_select(int path);
 int qe_gemm_path(void);
 const char *qe_gemm_path_name(int path);

@@ -598,25 +598,27 @@ static int linear(cuda_state *st, const qe_bf16 *x, int ldx, int rows, int k, co
 }
 
 /* Whether a bf16 projection of rows rows runs with its next op fused into the skinny GEMM
- * (gemm_skinny.cu; QE_GEMM=skinny and a call of at most 32 rows that fits the workspace). */
+ * (gemm_skinny.cu; QE_GEMM=skinny or fused-skinny, and a call of at most 32 rows that fits the
+ * workspace). */
 static int skinny_fuses(const qe_bf16 *x, int rows, int k, const qe_bf16 *w, const cuda_qlin *q,
                         int n, const void *out) {
-    return qe_gemm_path() == QE_GEMM_PATH_SKINNY && q->n_runs == 0 && w != NULL &&
+    return qe_gemm_path_skinny(rows) && q->n_runs == 0 && w != NULL &&
            qe_gemm_skinny_fused_supports(x, k, rows, k, w, n, out, GEMM_WORKSPACE);
 }
 
-/* QE_GEMM=fused: whether the qkv and gate/up products of a bf16 layer run with their element-wise
- * op in the epilogue of gemm_fused.cu's GEMM; a quantized matrix keeps the separate kernels, and
- * the kernels' *_supports refuse another device or shape (a tensor-parallel slice of the
- * intermediate that is no multiple of 64, say), which keeps them too, product by product. */
-static int wgmma_fuses(const cuda_qlin *q, const qe_bf16 *w) {
-    return qe_gemm_path() == QE_GEMM_PATH_FUSED && q->n_runs == 0 && w != NULL;
+/* QE_GEMM=fused (or fused-skinny past 32 rows): whether the qkv and gate/up products of a bf16
+ * layer run with their element-wise op in the epilogue of gemm_fused.cu's GEMM; a quantized
+ * matrix keeps the separate kernels, and the kernels' *_supports refuse another device or shape (a
+ * tensor-parallel slice of the intermediate that is no multiple of 64, say), which keeps them too,
+ * product by product. */
+static int wgmma_fuses(int rows, const cuda_qlin *q, const qe_bf16 *w) {
+    return qe_gemm_path_fused(rows) && q->n_runs == 0 && w != NULL;
 }
 
 /* qkv = the qkv projection of h with its q/k heads normed and rotated (qe_qk_norm_rope). */
 static int qkv_norm_rope(cuda_state *st, const cuda_layer *L, const step_geom *g, int T) {
     const int H = st->hidden;
-    if (wgmma_fuses(&L->qqkv, L->wqkv) &&
+    if (wgmma_fuses(T, &L->qqkv, L->wqkv) &&
         qe_gemm_qkv_norm_rope_supports(st->h, H, H, L->wqkv, st->heads, st->kv_heads, st->head_dim,
                                        st->qkv)) {
         K_CALL(qe_gemm_qkv_norm_rope(st->h, H, T, H, L->wqkv, st->heads, st->kv_heads, st->head_dim,
@@ -644,7 +646,8 @@ static int qkv_norm_rope(cuda_state *st, const cuda_layer *L, const step_geom *g
 /* act = SwiGLU of the gate|up projection of h's first rows rows. */
 static int gate_up_swiglu(cuda_state *st, const cuda_layer *L, int rows) {
     const int H = st->hidden, I = st->inter;
-    if (wgmma_fuses(&L->qgu, L->wgu) && qe_gemm_swiglu_supports(st->h, H, H, L->wgu, I, st->act)) {
+    if (wgmma_fuses(rows, &L->qgu, L->wgu) &&
+        qe_gemm_swiglu_supports(st->h, H, H, L->wgu, I, st->act)) {
         K_CALL(qe_gemm_swiglu(st->h, H, rows, H, L->wgu, I, st->act, st->stream));
         prof_mark(st, OP_GATEUP); /* SwiGLU inside: OP_SWIGLU gets no time */
         return QE_K_OK;

@@ -1440,6 +1440,52 @@ Test(cuda_emu, fused_gemm_epilogues_match_cpu, .timeout = 900) {
     cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
 }
 
+/* QE_GEMM=fused-skinny: a step of at most 32 tokens takes the skinny kernels with their fused
+ * epilogues and no wgmma GEMM, a longer one the wgmma fused kernels, except its last layer's
+ * gate/up product over the sequences' last tokens alone (2 rows), which is skinny again; both
+ * match the CPU backend. */
+Test(cuda_emu, fused_skinny_path_splits_by_rows, .timeout = 900) {
+    char dir[1100], err[512] = "";
+    tu_make_model(dir, sizeof dir, "hs-fused-skinny", (tu_geometry){2048, 128, 256, 2, 4, 2},
+                  ST_BF16, 0, 31);
+    static const int query[] = {1, 7, 24}, longer[] = {40, 3};
+    static const char *const K[] = {"gemm_qkv_norm_rope_kernel", "gemm_swiglu_kernel",
+                                    "skinny_qkv_norm_rope_kernel", "skinny_swiglu_kernel"};
+    qe_engine *cpu = open_cpu(dir), *gpu = open_cuda(dir, 0, QE_OK, err, sizeof err);
+    cr_assert_eq(qe_gemm_select(QE_GEMM_PATH_FUSED_SKINNY), 0);
+    cr_expect_str_eq(qe_gemm_path_name(QE_GEMM_PATH_FUSED_SKINNY), "fused-skinny");
+    for (int c = 0; c < 2; c++) {
+        const int *lens = c ? longer : query, n = c ? 2 : 3;
+        rs = 43 + c;
+        int32_t **ids = rand_ids(lens, n, qe_vocab_size(cpu));
+        long before[4], ran[4];
+        for (int k = 0; k < 4; k++)
+            before[k] = qe_emu_stats(K[k]).launches;
+        float *want = run(cpu, ids, lens, n, 0), *got = run(gpu, ids, lens, n, 0);
+        for (int k = 0; k < 4; k++)
+            ran[k] = qe_emu_stats(K[k]).launches - before[k];
+        const double w = worst_cos(want, got, n, qe_dim(cpu));
+        cr_log_info("fused-skinny, %s step: wgmma qkv %ld, gate/up %ld; skinny qkv %ld, gate/up "
+                    "%ld; worst cosine vs cpu %.6f",
+                    c ? "43-token" : "32-token", ran[0], ran[1], ran[2], ran[3], w);
+        if (c == 0)
+            cr_expect(ran[0] == 0 && ran[1] == 0 && ran[2] > 0 && ran[3] > 0,
+                      "a 32-token step ran wgmma %ld + %ld, skinny %ld + %ld", ran[0], ran[1],
+                      ran[2], ran[3]);
+        else
+            cr_expect(ran[0] > 0 && ran[1] > 0 && ran[2] == 0 && ran[3] > 0,
+                      "a 43-token step ran wgmma %ld + %ld, skinny %ld + %ld", ran[0], ran[1],
+                      ran[2], ran[3]);
+        cr_expect(w >= SIM_COS, "fused-skinny: worst cosine %.6f", w);
+        for (int i = 0; i < n; i++)
+            free(ids[i]);
+        free(ids), free(want), free(got);
+    }
+    cr_assert_eq(qe_gemm_select(-1), 0);
+    qe_close(gpu), qe_close(cpu);
+    cr_expect_eq(sim.live_allocs, 0, "device/pinned allocations leaked: %ld", sim.live_allocs);
+}
+
 /* QE_GEMM=fused where the fused kernels do not apply: a GGUF kept quantized (its matrices go
  * through the quantized GEMM, no fused launch) and tensor parallelism over two ranks whose
  * intermediate slice (96 columns) is no multiple of 64 (the gate/up product falls back to

@@ -63,8 +63,9 @@
 #   variants-4b              20 s      60 s   load 8 GB; 4 x 55 queries (gemm=skinny, pdl=1, both,
 #                                             skinny without graphs), a skinny profile, and
 #                                             seq:512 / seq:2048 with attn=m128
-#   hopper-4b                20 s      60 s   load 8 GB; seq:512 / 2048 with gemm=fused, attn=fa3,
-#                                             and both; 55 queries with gemm=fused
+#   hopper-4b                23 s      60 s   load 8 GB; seq:512 / 2048 with gemm=fused, attn=fa3,
+#                                             and both; 55 queries with gemm=fused; seq:512 with
+#                                             every candidate on (fa3, fused-skinny, pdl=1)
 #   bench-4b-q4km            20 s      90 s   load 2.5 GB; 55 queries, 6 steps of 16384 tokens
 #   mem-4b-q4km              10 s      45 s   load 2.5 GB at 2048 batch tokens, a 1024-token pool
 #   dp-0.6b                  15 s      60 s   two engines on the one GPU (load 1.2 GB twice), 2
@@ -390,7 +391,7 @@ if ((DRY)); then
   VARIANTS=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16,attn=m128
     --workload seq:16,gemm=skinny,pdl=1)
   HOPPER=(--batch-tokens 64 --iters 1 --warmup 0 --workload seq:16,gemm=fused
-    --workload seq:16,attn=fa3)
+    --workload seq:16,attn=fa3 --workload seq:16,gemm=fused-skinny,pdl=1)
 else
   Q=seq:24,batch=24,iters=50,warmup=5
   VARIANTS=(--batch-tokens 16384 --workload "$Q,gemm=skinny" --workload "$Q,pdl=1"
@@ -399,7 +400,8 @@ else
     --workload seq:512,attn=m128 --workload seq:2048,attn=m128)
   HOPPER=(--batch-tokens 16384 --workload seq:512,gemm=fused --workload seq:2048,gemm=fused
     --workload seq:512,attn=fa3 --workload seq:2048,attn=fa3
-    --workload seq:512,attn=fa3,gemm=fused --workload "$Q,gemm=fused")
+    --workload seq:512,attn=fa3,gemm=fused --workload "$Q,gemm=fused"
+    --workload seq:512,attn=fa3,gemm=fused-skinny,pdl=1)
 fi
 stage variants-4b engine-bench.log 60 10 "$QEMBED" bench --model "$WORK/m-large" --backend "$BACKEND" \
   "${VARIANTS[@]}"
