@@ -336,11 +336,6 @@ srv_job *srv_parse_similarity(serve_server *s, const char *body, size_t len, srv
 char *srv_render_tei(serve_server *s, const srv_job *j, size_t *len); /* similarity, embed_all */
 /* TEI's error: {"error": message, "error_type": ...}; *status becomes TEI's status. */
 char *srv_render_tei_error(const srv_error *e, int *status, size_t *len);
-/* How left truncation keeps a text's prompt: ids[0..n) of the untruncated text, prefix_len bytes
- * of prompt; the ids to keep are written back (n becomes max). -1 when the prompt alone does not
- * fit. */
-int srv_truncate_after_prompt(const struct tok_tokenizer *t, int32_t *ids, int *n, int max,
-                              size_t prefix_len);
 
 /* serve_rerank.c: /rerank (TEI) and /v1/rerank, /v2/rerank (Cohere, Jina, vLLM) */
 srv_job *srv_parse_rerank(serve_server *s, srv_route route, const char *body, size_t len,

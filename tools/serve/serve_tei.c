@@ -1,5 +1,5 @@
 /* serve_tei.c — what only TEI's API has: its error shape and statuses, /tokenize with offsets,
- * /similarity, /embed_all's per-token answer, and the left truncation that keeps a prompt. The
+ * /similarity, and /embed_all's per-token answer. The
  * shapes follow text-embeddings-inference's router (router/src/http/types.rs) so its clients
  * (huggingface_hub, @huggingface/inference) read our answers as TEI's. */
 #include <cjson/cJSON.h>
@@ -273,23 +273,4 @@ char *srv_render_tei(serve_server *s, const srv_job *j, size_t *len) {
     }
     sb_put(&b, "]", 1);
     return sb_take(&b, len);
-}
-
-int srv_truncate_after_prompt(const tok_tokenizer *t, int32_t *ids, int *n, int max,
-                              size_t prefix_len) {
-    /* the tokens that cover the prompt's bytes (a token across the boundary counts as prompt);
-     * post-processor tokens before it are special and stand for no text */
-    int k = 0;
-    size_t covered = 0;
-    while (k < *n && covered < prefix_len) {
-        size_t tl = 0;
-        if (tok_token_bytes(t, ids[k], &tl) && !(covered == 0 && tok_is_special(t, ids[k])))
-            covered += tl;
-        k++;
-    }
-    const int tail = max - k; /* text tokens kept from the end, the end token last */
-    if (tail < 1) return -1;
-    memmove(ids + k, ids + (*n - tail), (size_t)tail * sizeof *ids);
-    *n = max;
-    return 0;
 }
