@@ -155,6 +155,23 @@ Test(server_errors, bad_requests_are_400) {
     srvt_error_message(j);
     cJSON_Delete(j);
     srvt_resp_free(&r);
+    /* a 405 names the methods the route takes (RFC 9110 15.5.6: it must) */
+    static const struct {
+        const char *method, *path, *allow;
+    } wrong[] = {{"GET", "/v1/embeddings", "POST"},  {"PUT", "/embed", "POST"},
+                 {"DELETE", "/rerank", "POST"},      {"POST", "/health", "GET, HEAD"},
+                 {"PUT", "/v1/models", "GET, HEAD"}, {"POST", "/metrics", "GET, HEAD"}};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        cr_assert_eq(srvt_request(NULL, t.base, wrong[i].method, wrong[i].path,
+                                  wrong[i].method[0] == 'P' ? "{}" : NULL,
+                                  wrong[i].method[0] == 'P' ? 2 : 0, NULL, &r),
+                     405, "%s %s", wrong[i].method, wrong[i].path);
+        char allow[64];
+        cr_assert(srvt_header(&r, "Allow", allow, sizeof allow), "%s %s: no Allow header: %s",
+                  wrong[i].method, wrong[i].path, r.headers);
+        cr_assert_str_eq(allow, wrong[i].allow, "%s %s", wrong[i].method, wrong[i].path);
+        srvt_resp_free(&r);
+    }
     /* unknown fields are ignored */
     cr_assert_eq(srvt_post(t.base, E, "{\"input\":\"a\",\"some_future_field\":{\"x\":1}}", &r),
                  200);
@@ -318,9 +335,13 @@ Test(server_errors, api_key_is_401) {
                               "Authorization: Bearer sekret-123", &r),
                  200);
     srvt_resp_free(&r);
-    /* health stays open for load balancers */
-    cr_assert_eq(srvt_get(t.base, "/health", &r), 200);
-    srvt_resp_free(&r);
+    /* health stays open for load balancers, and so do /metrics and the OpenAPI document
+     * (docs/serving.md; /openapi.json asked for the key) */
+    static const char *open_routes[] = {"/health", "/health/live", "/metrics", "/openapi.json"};
+    for (size_t i = 0; i < sizeof open_routes / sizeof open_routes[0]; i++) {
+        cr_assert_eq(srvt_get(t.base, open_routes[i], &r), 200, "%s: %s", open_routes[i], r.body);
+        srvt_resp_free(&r);
+    }
     srvt_stop(&t);
 }
 

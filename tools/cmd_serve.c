@@ -42,7 +42,7 @@ static void usage(FILE *f) {
         "  --host ADDR              address to bind (default 127.0.0.1)\n"
         "  --port N                 port (default 8080; 0 picks a free one)\n"
         "  --api-key KEY            require \"Authorization: Bearer KEY\" (401 otherwise;\n"
-        "                           /health and /metrics stay open)\n"
+        "                           /health*, /metrics and /openapi.json stay open)\n"
         "  --max-batch-tokens N     tokens per engine step (default 16384). An input longer\n"
         "                           than half of it runs in chunks through the K/V pool, mixed\n"
         "                           into the steps with short inputs; the engine can stop\n"
