@@ -80,6 +80,13 @@ Test(server_tei, tei_routes_answer_tei_errors) {
     srvt_expect_tei_error(&t, "/embed_all", "{\"inputs\":[1.5]}", 422, "Validation", NULL);
     srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":[]}", 400, "Empty", NULL);
     srvt_expect_tei_error(&t, "/tokenize", "{}", 422, "Validation", "inputs");
+    /* every empty input is TEI's Empty, 400: an empty string on /tokenize (it answered the end
+     * token alone), an empty id list, and /decode's empty array (it was 422) */
+    srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":\"\"}", 400, "Empty", "empty string");
+    srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":[\"a\",\"\"]}", 400, "Empty", "input 1");
+    srvt_expect_tei_error(&t, "/embed", "{\"inputs\":[[]]}", 400, "Empty", NULL);
+    srvt_expect_tei_error(&t, "/decode", "{\"ids\":[]}", 400, "Empty", NULL);
+    srvt_expect_tei_error(&t, "/decode", "{\"ids\":[[1],[]]}", 400, "Empty", NULL);
     /* the OpenAI route keeps OpenAI's shape and 400 */
     srvt_resp r;
     cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{}", &r), 400);

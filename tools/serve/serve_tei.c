@@ -138,6 +138,11 @@ char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t 
             goto fail;
         }
         size_t tl = strlen(x->valuestring);
+        if (tl == 0) { /* as on the embedding routes: nothing to tokenize but the template */
+            srv_err_set(e, 400, "invalid_request_error", "empty_input", "inputs",
+                        "input %d is an empty string", i);
+            goto fail;
+        }
         if (!srv_utf8_valid((const unsigned char *)x->valuestring, tl)) {
             srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "inputs",
                         "input %d is not valid UTF-8", i);
