@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "json_strict.h"
@@ -330,6 +331,23 @@ Test(server_tei, models_retrieve_by_id) {
     cr_assert_not_null(strstr(srvt_error_message(j), "gpt-4"));
     cJSON_Delete(j);
     srvt_resp_free(&r);
+    /* "created" is fixed (the server's start), not the time of each call */
+    double created[3];
+    for (int k = 0; k < 3; k++) {
+        if (k) usleep(1100 * 1000);
+        cr_assert_eq(srvt_get(t.base, k < 2 ? "/v1/models" : "/v1/models/tiny-qwen3-embed", &r),
+                     200);
+        j = srvt_json(&r);
+        const cJSON *m = k < 2 ? cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0) : j;
+        const cJSON *c = cJSON_GetObjectItem(m, "created");
+        cr_assert(cJSON_IsNumber(c), "%s", r.body);
+        created[k] = c->valuedouble;
+        cJSON_Delete(j);
+        srvt_resp_free(&r);
+    }
+    cr_assert(created[0] == created[1] && created[1] == created[2], "created %.0f, %.0f, %.0f",
+              created[0], created[1], created[2]);
+    cr_assert(created[0] > 0 && created[0] <= (double)time(NULL));
     srvt_stop(&t);
 }
 

@@ -3,6 +3,7 @@
 #ifndef QE_SERVE_INTERNAL_H
 #define QE_SERVE_INTERNAL_H
 #include <pthread.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -267,6 +268,7 @@ struct serve_server {
     pthread_cond_t state_cv; /* state changes, active request count */
     long active_requests;    /* accepted requests not yet answered */
     atomic_ulong next_request_id;
+    time_t started; /* wall clock at serve_start: every model's "created" on /v1/models */
 
     /* tokenizer pool (every model's): a FIFO of (job, chunk) tasks */
     pthread_mutex_t tok_mu;

@@ -283,6 +283,7 @@ int serve_start(const serve_config *c, serve_server **out, char *err, size_t err
         return -1;
     }
     s->cfg = *c;
+    s->started = time(NULL);
     if (s->cfg.max_batch_tokens <= 0) s->cfg.max_batch_tokens = 16384;
     if (s->cfg.max_client_batch <= 0) s->cfg.max_client_batch = 2048;
     if (s->cfg.max_queue_tokens <= 0) s->cfg.max_queue_tokens = 1L << 20;
