@@ -400,7 +400,7 @@ size_t srv_conn_render_error(const srv_error *e, char *out, size_t cap);
 long srv_conn_answered_on(serve_server *s, int fd);
 
 /* serve_frame.c: the request stream of a connection, scanned as the gate relays it */
-#define SRV_HEAD_MAX (16 << 10) /* a request head past this is 431 (414 if one line) */
+#define SRV_HEAD_MAX (16 << 10) /* a request head past this is 431 (414: its request line) */
 typedef enum {
     FRAME_HEAD = 0,   /* awaiting (the rest of) a head */
     FRAME_BODY,       /* left bytes of a Content-Length body */
