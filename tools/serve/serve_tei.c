@@ -1,7 +1,7 @@
 /* serve_tei.c — what only TEI's API has: its error shape and statuses, /tokenize with offsets,
- * /similarity, and /embed_all's per-token answer. The
- * shapes follow text-embeddings-inference's router (router/src/http/types.rs) so its clients
- * (huggingface_hub, @huggingface/inference) read our answers as TEI's. */
+ * /similarity, and /embed_all's per-token answer. The shapes follow text-embeddings-inference's
+ * router (router/src/http/types.rs) so its clients (huggingface_hub, @huggingface/inference) read
+ * our answers as TEI's. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
