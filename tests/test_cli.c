@@ -161,6 +161,37 @@ Test(cli, instruction_and_prompt_name_format_queries, .timeout = 60) {
     free(a);
 }
 
+/* Audit 1: --max-length shorter than the instruction's tokens cut the instruction itself, so
+ * every text got the same vector; now the instruction is never cut and such a line is refused,
+ * while a limit with room keeps the instruction and cuts the text's end. */
+Test(cli, max_length_never_cuts_the_instruction, .timeout = 60) {
+    char dir[1100], cmd[4096], *out;
+    make_demo(dir, sizeof dir);
+    const char *task = "Given a web search query, retrieve relevant passages that answer the query";
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"hello\"}' '{\"text\": \"totally different\"}' | " QEMBED
+             " embed --model '%s' --instruction '%s' --max-length 4 2>&1 >/dev/null",
+             dir, task);
+    cr_assert_neq(run(cmd, &out), 0, "embedded with the instruction cut: %s", out);
+    cr_assert(out && strstr(out, "line 1") && strstr(out, "no room"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"hello\"}' | " QEMBED
+             " embed --model '%s' --prompt-name query --max-length 2 2>&1 >/dev/null",
+             dir);
+    cr_assert_neq(run(cmd, &out), 0, "embedded with the prompt cut: %s", out);
+    cr_assert(out && strstr(out, "no room"), "%s", out);
+    free(out);
+    snprintf(
+        cmd, sizeof cmd,
+        "printf '%%s\\n' '{\"text\": \"capital of France and much more text after it\"}' | " QEMBED
+        " embed --model '%s' --instruction '%s' --max-length 200",
+        dir, task);
+    cr_assert_eq(run(cmd, &out), 0);
+    cr_assert(out && strstr(out, "\"embedding\""), "%s", out);
+    free(out);
+}
+
 /* make-random --alibi: the config names ALiBi (and no rope_theta), inspect says so, and the
  * engine runs it: the same weights embed differently than under RoPE. */
 Test(cli, make_random_alibi_inspects_and_embeds, .timeout = 120) {

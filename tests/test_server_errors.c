@@ -25,6 +25,21 @@ static void expect_error(srvt_server *t, const char *path, const char *body, lon
     srvt_resp_free(&r);
 }
 
+/* POSTs body to path: status, the OpenAI error shape, and the error's code. */
+static void expect_code(srvt_server *t, const char *path, const char *body, long status,
+                        const char *code) {
+    srvt_resp r;
+    long got = srvt_post(t->base, path, body, &r);
+    cr_assert_eq(got, status, "%s %.200s: got %ld (%s), want %ld", path, body, got, r.body, status);
+    cJSON *j = srvt_json(&r);
+    srvt_error_message(j);
+    const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "code");
+    cr_assert(cJSON_IsString(c) && !strcmp(c->valuestring, code), "%s %s: code is not %s: %s", path,
+              body, code, r.body);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+}
+
 static void expect_ok(srvt_server *t) {
     srvt_resp r;
     cr_assert_eq(srvt_post(t->base, "/v1/embeddings", "{\"input\":\"still serving\"}", &r), 200,
@@ -92,7 +107,9 @@ Test(server_errors, bad_requests_are_400) {
     expect_error(&t, E, "{\"input\":[[1,2],\"a\"]}", 400, "mixes");
     expect_error(&t, E, "{\"input\":[1.5,2]}", 400, "integer");
     expect_error(&t, E, "{\"input\":\"a\"} trailing garbage", 400, "JSON");
-    expect_error(&t, E, "{\"input\":\"abc\\u0000def\"}", 400, "NUL");
+    /* the reason reads after "the body is" (it said "the body is a string holds ...") */
+    expect_error(&t, E, "{\"input\":\"abc\\u0000def\"}", 400,
+                 "the body is not accepted: a string holds \\u0000 (NUL)");
     expect_error(&t, E, "{\"input\":\"\\u0000abc\"}", 400, "NUL");
     expect_error(&t, E, "{\"input\":\"a\",\"model\":\"tiny-qwen3-embed\\u0000x\"}", 400, "NUL");
     srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":\"a\\u0000b\"}", 422, "Validation", "NUL");
@@ -106,6 +123,11 @@ Test(server_errors, bad_requests_are_400) {
     expect_error(&t, E, "{\"input\":\"\"}", 400, "empty");
     expect_error(&t, E, "{\"input\":[\"ok\",\"\"]}", 400, "empty");
     expect_error(&t, E, "{\"input\":[[]]}", 400, "empty");
+    /* every empty input has the code empty_input ([[]] had none) */
+    expect_code(&t, E, "{\"input\":[]}", 400, "empty_input");
+    expect_code(&t, E, "{\"input\":\"\"}", 400, "empty_input");
+    expect_code(&t, E, "{\"input\":[[]]}", 400, "empty_input");
+    expect_code(&t, E, "{\"input\":[[5],[]]}", 400, "empty_input");
     expect_error(&t, E, "{\"input\":\"a\",\"dimensions\":\"64\"}", 400, "integer");
     expect_error(&t, E, "{\"input\":\"a\",\"dimensions\":31}", 400, "between");
     expect_error(&t, E, "{\"input\":\"a\",\"dimensions\":65}", 400, "between");
@@ -155,6 +177,23 @@ Test(server_errors, bad_requests_are_400) {
     srvt_error_message(j);
     cJSON_Delete(j);
     srvt_resp_free(&r);
+    /* a 405 names the methods the route takes (RFC 9110 15.5.6: it must) */
+    static const struct {
+        const char *method, *path, *allow;
+    } wrong[] = {{"GET", "/v1/embeddings", "POST"},  {"PUT", "/embed", "POST"},
+                 {"DELETE", "/rerank", "POST"},      {"POST", "/health", "GET, HEAD"},
+                 {"PUT", "/v1/models", "GET, HEAD"}, {"POST", "/metrics", "GET, HEAD"}};
+    for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+        cr_assert_eq(srvt_request(NULL, t.base, wrong[i].method, wrong[i].path,
+                                  wrong[i].method[0] == 'P' ? "{}" : NULL,
+                                  wrong[i].method[0] == 'P' ? 2 : 0, NULL, &r),
+                     405, "%s %s", wrong[i].method, wrong[i].path);
+        char allow[64];
+        cr_assert(srvt_header(&r, "Allow", allow, sizeof allow), "%s %s: no Allow header: %s",
+                  wrong[i].method, wrong[i].path, r.headers);
+        cr_assert_str_eq(allow, wrong[i].allow, "%s %s", wrong[i].method, wrong[i].path);
+        srvt_resp_free(&r);
+    }
     /* unknown fields are ignored */
     cr_assert_eq(srvt_post(t.base, E, "{\"input\":\"a\",\"some_future_field\":{\"x\":1}}", &r),
                  200);
@@ -318,9 +357,13 @@ Test(server_errors, api_key_is_401) {
                               "Authorization: Bearer sekret-123", &r),
                  200);
     srvt_resp_free(&r);
-    /* health stays open for load balancers */
-    cr_assert_eq(srvt_get(t.base, "/health", &r), 200);
-    srvt_resp_free(&r);
+    /* health stays open for load balancers, and so do /metrics and the OpenAPI document
+     * (docs/serving.md; /openapi.json asked for the key) */
+    static const char *open_routes[] = {"/health", "/health/live", "/metrics", "/openapi.json"};
+    for (size_t i = 0; i < sizeof open_routes / sizeof open_routes[0]; i++) {
+        cr_assert_eq(srvt_get(t.base, open_routes[i], &r), 200, "%s: %s", open_routes[i], r.body);
+        srvt_resp_free(&r);
+    }
     srvt_stop(&t);
 }
 

@@ -680,6 +680,66 @@ Test(server_hostile, later_heads_of_a_kept_alive_connection_get_json_errors, .ti
     srvt_stop(&t);
 }
 
+/* Audit 3 and 4: broken chunked framing was answered only at --request-timeout (the library held
+ * the request's head and waited for a body the gate would never forward), and its message kept
+ * the line's CR; a request line past 16 KiB sent with the rest of its head got 431, not 414. */
+Test(server_hostile, broken_chunk_and_long_request_line_are_answered_at_once, .timeout = 90) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.request_timeout_s = 30;
+    srvt_server t;
+    srvt_start(&t, &c);
+    static const char good[] = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                               "application/json\r\nContent-Length: 13\r\n\r\n{\"input\":\"a\"}";
+    static const char broken[] = "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                                 "chunked\r\n\r\n5\r\n{\"inp\r\nzz\r\n";
+    for (int kept_alive = 0; kept_alive < 2; kept_alive++) {
+        int fd = raw_connect(t.port, NULL);
+        cr_assert_geq(fd, 0);
+        char buf[8192];
+        size_t n;
+        if (kept_alive) { /* after a served request: its answer first, then the refusal */
+            cr_assert_eq(send_all(fd, LIT(good)), 0);
+            cr_assert_eq(read_one_response(fd, buf, sizeof buf, &n), 200, "%s", buf);
+        }
+        const double t0 = now_s();
+        cr_assert_eq(send_all(fd, LIT(broken)), 0);
+        int err;
+        char *resp = read_all(fd, 20, &n, &err);
+        const double took = now_s() - t0;
+        cr_assert_gt(n, 0, "no answer (errno %d)", err);
+        cr_assert_eq(expect_one_json_answer(resp, n), 400, "%s", resp);
+        cr_assert_lt(took, 5.0, "answered after %.1f s, not at once: %s", took, resp);
+        cr_assert(strstr(resp, "\"code\":\"bad_chunk\""), "%s", resp);
+        cr_assert(strstr(resp, "the chunk-size line 'zz' is not hexadecimal"), "%s", resp);
+        free(resp);
+        close(fd);
+    }
+    /* a request line over 16 KiB, the whole head in one send: 414 */
+    char *line = malloc(17000);
+    memcpy(line, "GET /", 5);
+    memset(line + 5, 'a', 16500);
+    memcpy(line + 16505, " HTTP/1.1\r\nHost: x\r\n\r\n", 23);
+    int fd = raw_connect(t.port, NULL);
+    cr_assert_geq(fd, 0);
+    send_all(fd, line, 16505 + 23);
+    size_t n;
+    int err;
+    char *resp = read_all(fd, 20, &n, &err);
+    cr_assert_gt(n, 0, "no answer (errno %d)", err);
+    cr_assert_eq(expect_one_json_answer(resp, n), 414, "%.300s", resp);
+    free(resp);
+    close(fd);
+    srv_frame f = {0};
+    srv_error e;
+    srv_frame_scan(&f, line, 16505 + 23, &e);
+    cr_assert_eq(e.status, 414, "%d %s", e.status, e.message);
+    free(line);
+    srvt_expect_serves(&t, "still serving", "after the broken chunk");
+    srvt_stop(&t);
+}
+
 /* The relay's cost: the median of small /v1/embeddings requests on one kept-alive connection. */
 Test(server_hostile, keep_alive_latency, .timeout = 90) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);

@@ -516,6 +516,16 @@ Test(server_load, loadgen_counts_requests_and_tokens) {
     cr_assert_eq(res.n_status, 1);
     cr_assert_eq(res.status[0].status, 400);
     cr_assert_eq(res.status[0].count, res.errors);
+    /* a count and a deadline: whichever comes first; what is in flight at the deadline finishes
+     * and is no failure (it was dropped and counted as one) */
+    lc.requests = 100000000;
+    lc.duration_s = 0.5;
+    lc.model = NULL;
+    cr_assert_eq(loadgen_run(&lc, &res, err, sizeof err), 0, "%s", err);
+    cr_assert(res.elapsed_s < 30, "bounded by the deadline (%.2f s)", res.elapsed_s);
+    cr_assert_gt(res.ok, 0);
+    cr_assert_eq(res.errors, 0, "%ld errors: %s", res.errors, res.first_error);
+    cr_assert_eq(res.ok, res.sent);
     /* a missing corpus is an error, not a crash */
     lc.corpus = "/nonexistent/corpus.jsonl";
     cr_assert_eq(loadgen_run(&lc, &res, err, sizeof err), -1);

@@ -84,6 +84,9 @@ Test(server_proc, help_and_bad_flags) {
     char *out = tu_read_file(log, NULL);
     cr_assert_not_null(strstr(out, "--max-batch-tokens"));
     cr_assert_not_null(strstr(out, "--api-key"));
+    /* the defaults as they are: a reranker's input limit, and what a pool of 0 means */
+    cr_assert_not_null(strstr(out, "8192\n                           for a reranker"), "%s", out);
+    cr_assert_not_null(strstr(out, "0 or -1: no pool"), "%s", out);
     free(out);
     char *nomodel[] = {QEMBED, "serve", "--port", "0", NULL};
     cr_assert_eq(wait_exit(spawn_logged(nomodel, log), 10), 2);
@@ -115,6 +118,58 @@ Test(server_proc, help_and_bad_flags) {
     out = tu_read_file(log, NULL);
     cr_assert_not_null(strstr(out, "cannot load"), "%s", out);
     free(out);
+}
+
+/* Audit 11 and 12: --max-input-tokens past the model's positions sized the K/V pool from the raw
+ * value (60000000: a 343 GiB pool, the load failed); it is held to the positions, said once. And
+ * `loadgen --requests N --duration S` dropped the requests in flight at the deadline as failures
+ * (exit 3); they finish now, and only real failures count. */
+Test(server_proc, input_limit_past_the_positions_and_loadgen_deadline, .timeout = 120) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    if (!tu_exists(QEMBED)) cr_skip_test("%s not built", QEMBED);
+    char dir[1024], log[1100], lg_log[1100], corpus[1100], base[64], url[128];
+    tu_scratch_dir(dir, sizeof dir, "srv-limits");
+    snprintf(log, sizeof log, "%s/serve.txt", dir);
+    snprintf(lg_log, sizeof lg_log, "%s/loadgen.txt", dir);
+    char *serve[] = {QEMBED,     "serve", "--model", TINY_MODEL,
+                     "--port",   "0",     "--quiet", "--max-input-tokens",
+                     "60000000", NULL};
+    pid_t pid = spawn_ready(serve, log, base, sizeof base);
+    srvt_resp r;
+    cr_assert_eq(srvt_get(base, "/info", &r), 200);
+    cJSON *j = srvt_json(&r);
+    const int positions = cJSON_GetObjectItem(j, "max_positions")->valueint;
+    cr_assert_eq(cJSON_GetObjectItem(j, "max_input_length")->valueint, positions);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    char *text = NULL;
+    for (int i = 0; i < 500 && !(text && strstr(text, "ready:")); i++) {
+        free(text);
+        usleep(10000);
+        text = tu_read_file(log, NULL);
+    }
+    const char *pool = text ? strstr(text, "K/V pool ") : NULL;
+    cr_assert(pool, "no ready line: %s", text);
+    cr_assert_leq(atoi(pool + 9), positions, "the pool was sized past the positions: %s", text);
+    const char *said = strstr(text, "is more than the model's");
+    cr_assert(said && !strstr(said + 1, "is more than the model's"), "said once: %s", text);
+    free(text);
+    snprintf(corpus, sizeof corpus, "%s/corpus.jsonl", dir);
+    FILE *cf = fopen(corpus, "w");
+    cr_assert_not_null(cf);
+    fputs("{\"text\": \"hello there\"}\n{\"text\": \"a second line of text\"}\n", cf);
+    fclose(cf);
+    snprintf(url, sizeof url, "%s/v1/embeddings", base);
+    char *lg[] = {QEMBED,          "loadgen",    "--url",     url,          "--corpus",
+                  corpus,          "--requests", "100000000", "--duration", "1",
+                  "--concurrency", "8",          "--json",    NULL};
+    const int rc = wait_exit(spawn_logged(lg, lg_log), 60);
+    char *out = tu_read_file(lg_log, NULL);
+    cr_assert_eq(rc, 0, "loadgen exit %d: %s", rc, out);
+    cr_assert(out && strstr(out, "\"errors\":0,"), "%s", out);
+    free(out);
+    kill(pid, SIGTERM);
+    cr_assert_eq(wait_exit(pid, 30), 0);
 }
 
 Test(server_proc, sigterm_drains_in_flight_work_and_exits_0) {
@@ -224,23 +279,11 @@ static pid_t serve_with_a_long_document(const char *tag, const char *drain, char
     char dir[1024];
     tu_scratch_dir(dir, sizeof dir, tag);
     snprintf(log, cap, "%s/serve.log", dir);
-    char *argv[] = {QEMBED,
-                    "serve",
-                    "--model",
-                    TINY_MODEL,
-                    "--port",
-                    "0",
-                    "--max-batch-tokens",
-                    "64",
-                    "--engine-threads",
-                    "1",
-                    "--drain-timeout",
-                    (char *)drain,
+    char *argv[] = {QEMBED, "serve", "--model", TINY_MODEL, "--port", "0", "--max-batch-tokens",
+                    "64", "--engine-threads", "1", "--drain-timeout", (char *)drain,
                     /* the tiny model's attention outweighs its GEMMs past 264 tokens: the
                      * document weighs 1.5 M token-equivalents in the queue */
-                    "--max-queue-tokens",
-                    "4000000",
-                    NULL};
+                    "--max-queue-tokens", "4000000", NULL};
     pid_t pid = spawn_ready(argv, log, b->base, sizeof b->base);
     b->body = srvt_ids_body(20000);
     b->timeout_ms = 120000;

@@ -217,6 +217,11 @@ Test(server_rerank, errors_and_limits, .timeout = 120) {
         {"/v1/rerank", "{\"model\": \"other\", \"query\": \"q\", \"documents\": [\"a\"]}", 400,
          "not served here"},
         {"/v1/embeddings", "{\"input\": \"a\"}", 400, "is a reranker"},
+        /* empty strings are 400 empty_input, as on the embedding routes (they were scored) */
+        {"/v1/rerank", "{\"query\": \"\", \"documents\": [\"a\"]}", 400, "'query' is an empty"},
+        {"/v1/rerank", "{\"query\": \"q\", \"documents\": [\"a\", \"\"]}", 400, "element 1"},
+        {"/v2/rerank", "{\"query\": \"q\", \"documents\": [{\"text\": \"\"}]}", 400,
+         "empty string"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         srvt_resp r;
@@ -225,6 +230,11 @@ Test(server_rerank, errors_and_limits, .timeout = 120) {
         cJSON *j = srvt_json(&r);
         const char *msg = srvt_error_message(j);
         cr_expect(msg && strstr(msg, cases[i].in_message), "%s: %s", cases[i].body, msg);
+        if (strstr(msg ? msg : "", "empty")) {
+            const cJSON *code = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "code");
+            cr_expect(cJSON_IsString(code) && !strcmp(code->valuestring, "empty_input"), "%s",
+                      r.body);
+        }
         if (strstr(cases[i].path, "rerank")) {
             const cJSON *detail = cJSON_GetObjectItem(j, "detail");
             cr_expect(cJSON_IsString(detail) && !strcmp(detail->valuestring, msg), "detail: %s",
@@ -235,6 +245,10 @@ Test(server_rerank, errors_and_limits, .timeout = 120) {
     }
     srvt_expect_tei_error(&t, "/rerank", "{\"query\": \"q\", \"texts\": []}", 400, NULL,
                           "must not be empty");
+    srvt_expect_tei_error(&t, "/rerank", "{\"query\": \"q\", \"texts\": [\"\"]}", 400, "Empty",
+                          "empty string");
+    srvt_expect_tei_error(&t, "/rerank", "{\"query\": \"\", \"texts\": [\"a\"]}", 400, "Empty",
+                          "empty string");
     /* a document past --max-input-tokens: cut to it, or refused with truncate false */
     char *long_doc = srvt_long_text(600, 3);
     size_t cap = strlen(long_doc) + 200;
@@ -246,6 +260,13 @@ Test(server_rerank, errors_and_limits, .timeout = 120) {
     cJSON_Delete(j);
     snprintf(body, cap, "{\"query\": \"q\", \"texts\": [\"%s\"], \"truncate\": false}", long_doc);
     srvt_expect_tei_error(&t, "/rerank", body, 413, NULL, "truncate");
+    /* the message says how to truncate once ("(truncation is off) (set truncate: true ...)") */
+    srvt_resp r413;
+    cr_expect_eq(srvt_post(t.base, "/rerank", body, &r413), 413);
+    cr_expect(strstr(r413.body, "(set truncate: true to truncate)\"") &&
+                  !strstr(r413.body, "truncation is off"),
+              "%s", r413.body);
+    srvt_resp_free(&r413);
     free(body), free(long_doc);
     srvt_stop(&t);
     /* an embedding model refuses the rerank routes (the shared fixture's, when it is there) */

@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "json_strict.h"
+#include "prompt_cut.h"
 #include "serve/serve_internal.h"
 #include "srv_harness.h"
 #include "test_util.h"
@@ -79,6 +81,13 @@ Test(server_tei, tei_routes_answer_tei_errors) {
     srvt_expect_tei_error(&t, "/embed_all", "{\"inputs\":[1.5]}", 422, "Validation", NULL);
     srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":[]}", 400, "Empty", NULL);
     srvt_expect_tei_error(&t, "/tokenize", "{}", 422, "Validation", "inputs");
+    /* every empty input is TEI's Empty, 400: an empty string on /tokenize (it answered the end
+     * token alone), an empty id list, and /decode's empty array (it was 422) */
+    srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":\"\"}", 400, "Empty", "empty string");
+    srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":[\"a\",\"\"]}", 400, "Empty", "input 1");
+    srvt_expect_tei_error(&t, "/embed", "{\"inputs\":[[]]}", 400, "Empty", NULL);
+    srvt_expect_tei_error(&t, "/decode", "{\"ids\":[]}", 400, "Empty", NULL);
+    srvt_expect_tei_error(&t, "/decode", "{\"ids\":[[1],[]]}", 400, "Empty", NULL);
     /* the OpenAI route keeps OpenAI's shape and 400 */
     srvt_resp r;
     cr_assert_eq(srvt_post(t.base, "/v1/embeddings", "{}", &r), 400);
@@ -322,6 +331,23 @@ Test(server_tei, models_retrieve_by_id) {
     cr_assert_not_null(strstr(srvt_error_message(j), "gpt-4"));
     cJSON_Delete(j);
     srvt_resp_free(&r);
+    /* "created" is fixed (the server's start), not the time of each call */
+    double created[3];
+    for (int k = 0; k < 3; k++) {
+        if (k) usleep(1100 * 1000);
+        cr_assert_eq(srvt_get(t.base, k < 2 ? "/v1/models" : "/v1/models/tiny-qwen3-embed", &r),
+                     200);
+        j = srvt_json(&r);
+        const cJSON *m = k < 2 ? cJSON_GetArrayItem(cJSON_GetObjectItem(j, "data"), 0) : j;
+        const cJSON *c = cJSON_GetObjectItem(m, "created");
+        cr_assert(cJSON_IsNumber(c), "%s", r.body);
+        created[k] = c->valuedouble;
+        cJSON_Delete(j);
+        srvt_resp_free(&r);
+    }
+    cr_assert(created[0] == created[1] && created[1] == created[2], "created %.0f, %.0f, %.0f",
+              created[0], created[1], created[2]);
+    cr_assert(created[0] > 0 && created[0] <= (double)time(NULL));
     srvt_stop(&t);
 }
 
@@ -516,7 +542,7 @@ Test(server_tei, left_truncation_keeps_the_instruction) {
     int pn = 0;
     tok_encode_opts nos = {0};
     cr_assert_eq(tok_encode(tk, full, plen, &nos, &pids, &pn, err, sizeof err), TOK_OK);
-    cr_assert_eq(srv_truncate_after_prompt(tk, ids, &n, 24, plen), 0);
+    cr_assert_eq(prompt_cut(tk, ids, &n, 24, plen, 1), 0);
     cr_assert_eq(n, 24);
     for (int k = 0; k < pn - 1; k++) /* the prompt's last token may merge into the text's */
         cr_assert_eq(ids[k], pids[k], "prompt token %d", k);
@@ -553,7 +579,7 @@ Test(server_tei, left_truncation_keeps_the_instruction) {
     full = malloc(fl);
     snprintf(full, fl, "%s%s", p, text);
     cr_assert_eq(tok_encode(tk, full, strlen(full), NULL, &ids, &n, err, sizeof err), TOK_OK);
-    cr_assert_eq(srv_truncate_after_prompt(tk, ids, &n, 24, strlen(p)), 0);
+    cr_assert_eq(prompt_cut(tk, ids, &n, 24, strlen(p), 1), 0);
     ip[0] = ids;
     want = srvt_engine_ids(t.e, ip, &n, 1, 0);
     snprintf(body, sizeof body,
@@ -570,6 +596,82 @@ Test(server_tei, left_truncation_keeps_the_instruction) {
     free(ids);
     free(full);
     free(text);
+    srvt_stop(&t);
+}
+
+/* Audit 1: a right cut (the default) behind a prompt took the prompt's end along with the text
+ * when the limit did not hold the prompt, the text and the end token: every input became the same
+ * ids ("hello" and "totally different text" got one vector). Now the prompt is never cut: such an
+ * input is 413 input_too_long, as a left cut already was, and an input that fits keeps the whole
+ * prompt, the text's start and the end token. */
+Test(server_tei, right_truncation_never_cuts_the_prompt) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    c.max_input_tokens = 16;
+    srvt_server t;
+    srvt_start(&t, &c);
+    const tok_tokenizer *tk = qe_tokenizer(t.e);
+    const char *p = tok_prompt(tk, "query");
+    int32_t *pids = NULL;
+    int pn = 0;
+    char err[128];
+    tok_encode_opts nos = {0};
+    cr_assert_eq(tok_encode(tk, p, strlen(p), &nos, &pids, &pn, err, sizeof err), TOK_OK);
+    cr_assert_geq(pn, 15, "the query prompt (%d tokens) must fill the limit for this test", pn);
+    free(pids);
+    const char *two = "{\"input\":[\"hello\",\"totally different text\"],\"prompt_name\":\"query\"";
+    char body[4096];
+    srvt_resp r;
+    for (int left = 0; left < 2; left++) {
+        snprintf(body, sizeof body, "%s%s}", two, left ? ",\"truncation_direction\":\"left\"" : "");
+        cr_assert_eq(srvt_post(t.base, "/v1/embeddings", body, &r), 413, "%s: %s", body, r.body);
+        cJSON *j = srvt_json(&r);
+        cr_assert_not_null(strstr(srvt_error_message(j), "no room"), "%s", r.body);
+        const cJSON *code = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "error"), "code");
+        cr_assert(cJSON_IsString(code) && !strcmp(code->valuestring, "input_too_long"), "%s",
+                  r.body);
+        cJSON_Delete(j);
+        srvt_resp_free(&r);
+    }
+    srvt_expect_tei_error(&t, "/embed",
+                          "{\"inputs\":[\"hello\",\"x y\"],\"prompt_name\":\"query\"}", 413,
+                          "Validation", "no room");
+    /* a short instruction: the text loses its end, the prompt and the end token stay */
+    char *texts[2] = {srvt_long_text(40, 5), srvt_long_text(40, 6)};
+    float *want[2];
+    for (int k = 0; k < 2; k++) {
+        char *full = tok_format_instruction("Fruit", texts[k]);
+        int32_t *ids = NULL;
+        int n = 0;
+        cr_assert_eq(tok_encode(tk, full, strlen(full), NULL, &ids, &n, err, sizeof err), TOK_OK);
+        cr_assert_eq(prompt_cut(tk, ids, &n, 16, strlen(full) - strlen(texts[k]), 0), 0);
+        cr_assert_eq(ids[15], tok_end_id(tk), "the end token stays last");
+        const int32_t *ip[] = {ids};
+        want[k] = srvt_engine_ids(t.e, ip, &n, 1, 0);
+        free(ids);
+        free(full);
+    }
+    snprintf(body, sizeof body, "{\"input\":[\"%s\",\"%s\"],\"instruction\":\"Fruit\"}", texts[0],
+             texts[1]);
+    cr_assert_eq(srvt_post(t.base, "/v1/embeddings", body, &r), 200, "%s", r.body);
+    cJSON *j = srvt_json(&r);
+    int d;
+    for (int k = 0; k < 2; k++) {
+        float *got = srvt_openai_embedding(j, k, &d);
+        srvt_assert_close(got, want[k], d, "a right cut keeps the instruction");
+        free(got);
+    }
+    double dot = 0;
+    for (int k = 0; k < d; k++)
+        dot += (double)want[0][k] * want[1][k];
+    cr_assert(dot < 0.99999, "two texts gave one vector (cos %g)", dot);
+    cJSON_Delete(j);
+    srvt_resp_free(&r);
+    for (int k = 0; k < 2; k++) {
+        free(want[k]);
+        free(texts[k]);
+    }
     srvt_stop(&t);
 }
 

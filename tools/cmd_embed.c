@@ -11,6 +11,7 @@
 #include "cli_io.h"
 #include "flags.h"
 #include "json_strict.h"
+#include "prompt_cut.h"
 #include "qembed.h"
 #include "tokenizer/tokenizer.h"
 
@@ -110,9 +111,17 @@ static int parse_line(const char *line, long lineno, const tok_tokenizer *tok, c
             memcpy(formatted + a, text->valuestring, b + 1);
         }
         const char *s = formatted ? formatted : text->valuestring;
-        tok_encode_opts o = {1, max_len, 0, 0};
+        /* behind a prompt the whole is tokenized and prompt_cut keeps the prompt, cutting the
+         * text's end: the tokenizer's cut would take the prompt's end too */
+        tok_encode_opts o = {1, formatted ? 0 : max_len, 0, 0};
+        const size_t prefix_len = formatted ? strlen(s) - strlen(text->valuestring) : 0;
         if (tok_encode(tok, s, strlen(s), &o, &out->ids, &out->len, err, sizeof err) != TOK_OK)
             fprintf(stderr, "qembed embed: line %ld: %s\n", lineno, err);
+        else if (formatted && prompt_cut(tok, out->ids, &out->len, max_len, prefix_len, 0) != 0)
+            fprintf(stderr,
+                    "qembed embed: line %ld: the instruction or prompt and the end token leave "
+                    "no room for the text in --max-length %d\n",
+                    lineno, max_len);
         else
             rc = 0;
         free(formatted);

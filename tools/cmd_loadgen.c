@@ -16,9 +16,12 @@ static void usage(FILE *f) {
         "  --corpus FILE             JSONL {\"text\": ...} (default ../shared/bench/corpus.jsonl)\n"
         "  --concurrency N           requests in flight (default 8)\n"
         "  --inputs-per-request N    texts per request (default 1)\n"
-        "  --duration SECONDS        run this long (default 10 when --requests is not given)\n"
-        "  --requests N              stop after N requests\n"
-        "  --max-seconds S           hard bound on the whole run (default duration + 60, or 600)\n"
+        "  --duration SECONDS        send no new request after this long; those in flight\n"
+        "                            finish (default 10 when --requests is not given)\n"
+        "  --requests N              stop after N requests (with --duration, whichever comes\n"
+        "                            first)\n"
+        "  --max-seconds S           hard bound on the whole run: what is still in flight then\n"
+        "                            counts as failed (default duration + --timeout, or 600)\n"
         "  --timeout S               per-request timeout (default 120)\n"
         "  --dimensions N            send `dimensions`\n"
         "  --encoding-format F       float | base64\n"
@@ -34,7 +37,7 @@ static void usage(FILE *f) {
 int cmd_loadgen(int argc, char **argv) {
     loadgen_config c;
     loadgen_config_defaults(&c);
-    int json = 0, have_duration = 0;
+    int json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -74,7 +77,6 @@ int cmd_loadgen(int argc, char **argv) {
         } else if (!strcmp(a, "--duration")) {
             if (flag_double("loadgen", a, v, 0.001, 86400, &x)) return 2;
             c.duration_s = x;
-            have_duration = 1;
         } else if (!strcmp(a, "--requests")) {
             if (flag_double("loadgen", a, v, 1, 1e12, &x)) return 2;
             c.requests = (long)x;
@@ -93,9 +95,6 @@ int cmd_loadgen(int argc, char **argv) {
             return 2;
         }
     }
-    /* --requests alone runs until the count; with --duration too, whichever comes first */
-    if (c.requests > 0 && have_duration && (c.max_seconds <= 0 || c.max_seconds > c.duration_s))
-        c.max_seconds = c.duration_s;
     loadgen_result r;
     char err[512];
     if (loadgen_run(&c, &r, err, sizeof err) != 0) {

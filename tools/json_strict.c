@@ -100,7 +100,7 @@ cJSON *json_parse_strict(const char *buf, size_t len, const char **why) {
         }
     if (json_has_escaped_nul(buf, len)) {
         cJSON_Delete(root);
-        *why = "a string holds \\u0000 (NUL), which is not accepted";
+        *why = "not accepted: a string holds \\u0000 (NUL)";
         return NULL;
     }
     const char *dup = duplicate_key(root);

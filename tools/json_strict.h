@@ -9,7 +9,8 @@
 #include <cjson/cJSON.h>
 #include <stddef.h>
 
-/* Returns the parsed value, or NULL with *why set to a short reason (static text). */
+/* Returns the parsed value, or NULL with *why set to a short reason (static text) that reads
+ * after "the body is" ("not valid JSON ...", "not accepted: ..."). */
 cJSON *json_parse_strict(const char *buf, size_t len, const char **why);
 
 /* 1 when a JSON text holds the escape \u0000 inside a string. */

@@ -9,9 +9,12 @@ typedef struct loadgen_config {
     const char *corpus;     /* JSONL {"text": ...}; default ../shared/bench/corpus.jsonl */
     int concurrency;        /* requests in flight; default 8 */
     int inputs_per_request; /* default 1 */
-    double duration_s;      /* run this long (when requests == 0); default 10 */
-    long requests;          /* stop after this many (0: duration decides) */
-    double max_seconds;     /* hard bound on the run whatever else; default duration + 60 or 600 */
+    /* no new request after this long; those in flight finish (each within request_timeout_s).
+     * 0: none, but 10 when requests is 0 too. With requests, whichever comes first. */
+    double duration_s;
+    long requests;      /* stop after this many (0: duration decides) */
+    double max_seconds; /* hard bound on the run whatever else (what is in flight then counts as
+                         * failed); default duration + request_timeout_s, or 600 without one */
     double request_timeout_s;    /* per request; default 120 */
     int dimensions;              /* 0: not sent */
     const char *encoding_format; /* NULL: not sent; "float" or "base64" */

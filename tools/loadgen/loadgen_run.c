@@ -46,7 +46,6 @@ void loadgen_config_defaults(loadgen_config *c) {
     c->corpus = "../shared/bench/corpus.jsonl";
     c->concurrency = 8;
     c->inputs_per_request = 1;
-    c->duration_s = 10;
     c->request_timeout_s = 120;
 }
 
@@ -122,7 +121,8 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
     if (c.inputs_per_request <= 0) c.inputs_per_request = 1;
     if (c.request_timeout_s <= 0) c.request_timeout_s = 120;
     if (c.requests <= 0 && c.duration_s <= 0) c.duration_s = 10;
-    if (c.max_seconds <= 0) c.max_seconds = c.requests > 0 ? 600 : c.duration_s + 60;
+    if (c.max_seconds <= 0)
+        c.max_seconds = c.duration_s > 0 ? c.duration_s + c.request_timeout_s : 600;
     lg_corpus corpus;
     if (lg_corpus_load(c.corpus, &corpus, err, errlen) != 0) return -1;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -153,9 +153,9 @@ int loadgen_run(const loadgen_config *cfg, loadgen_result *r, char *err, size_t 
     }
     long next_text = 0;
     const double t_start = now_s();
+    /* past t_stop no request starts and those in flight finish; past t_hard they are dropped */
     const double t_stop =
-        c.requests > 0 ? t_start + c.max_seconds
-                       : t_start + (c.duration_s < c.max_seconds ? c.duration_s : c.max_seconds);
+        t_start + (c.duration_s > 0 && c.duration_s < c.max_seconds ? c.duration_s : c.max_seconds);
     const double t_hard = t_start + c.max_seconds;
     int running = 0;
     for (;;) {

@@ -135,13 +135,16 @@ static long scan_head(srv_frame *f, const char *b, size_t n, srv_error *e) {
             end = p + (p[1] == '\n' ? 2 : 3);
             break;
         }
+    /* the request line alone past the limit is 414, whether or not the rest of the head came in
+     * the same read */
+    const char *lf = memchr(h, '\n', hn);
+    if ((lf ? (size_t)(lf - h) : hn) >= SRV_HEAD_MAX) {
+        refuse(e, 414, "uri_too_long", "the request line is longer than %s bytes", "16384");
+        return -1;
+    }
     if (!end) {
         if (hn < SRV_HEAD_MAX) return 0;
-        if (!memchr(h, '\n', hn))
-            refuse(e, 414, "uri_too_long", "the request line is longer than %s bytes", "16384");
-        else
-            refuse(e, 431, "headers_too_large", "the request head is larger than %s bytes",
-                   "16384");
+        refuse(e, 431, "headers_too_large", "the request head is larger than %s bytes", "16384");
         return -1;
     }
     if ((size_t)(end - h) > SRV_HEAD_MAX) {
@@ -205,8 +208,10 @@ size_t srv_frame_scan(srv_frame *f, const char *b, size_t n, srv_error *e) {
             while (i < (size_t)k && (p[i] == ' ' || p[i] == '\t'))
                 i++;
             if (!digits || (p[i] != ';' && p[i] != '\r' && p[i] != '\n')) {
+                int ll = (int)k - 1; /* the line without its LF, nor the CR before it */
+                if (ll > 0 && p[ll - 1] == '\r') ll--;
                 char line[48];
-                snprintf(line, sizeof line, "%.*s", (int)(k < 40 ? k - 1 : 40), p);
+                snprintf(line, sizeof line, "%.*s", ll < 40 ? ll : 40, p);
                 refuse(e, 400, "bad_chunk", "the chunk-size line '%.40s' is not hexadecimal", line);
                 return used;
             }

@@ -271,12 +271,14 @@ static int hand_over(srv_gate *g, gate_conn *k) {
     return 0;
 }
 
-/* The refused head's answer goes after the answers to the requests before it: the library has
- * completed as many requests as it was given heads (checked before the pass reads the pair dry,
- * so no byte of theirs is still on the way), or it closed. */
+/* The refusal goes after the answers to the requests before it: the library has completed as
+ * many requests as it was given heads before the refused one (checked before the pass reads the
+ * pair dry, so no byte of theirs is still on the way), or it closed. A refusal inside a body
+ * (broken chunked framing) refuses the request whose head the library already has: it waits for
+ * a body that will never come, so it is not waited for (the library's end is closed under it). */
 static int library_done(srv_gate *g, const gate_conn *k) {
-    return k->library_eof ||
-           (k->in_ok == 0 && srv_conn_answered_on(g->s, k->lib_fd) >= k->fr.heads);
+    const long before = k->fr.heads - (k->fr.state != FRAME_HEAD);
+    return k->library_eof || (k->in_ok == 0 && srv_conn_answered_on(g->s, k->lib_fd) >= before);
 }
 
 /* The client's bytes toward the library: read (while there is room), vetted, forwarded; the

@@ -102,6 +102,12 @@ static enum MHD_Result send_body(serve_server *s, struct MHD_Connection *c, srv_
     if (status == 503 && atomic_load(&s->state) == SERVE_LOADING)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (status == 401) MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    if (status == 405) { /* RFC 9110 15.5.6: the methods the route takes */
+        const int post = r->route != ROUTE_OTHER, cors = s->cfg.cors_allow_origin != NULL;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW,
+                                post ? (cors ? "POST, OPTIONS" : "POST")
+                                     : (cors ? "GET, HEAD, OPTIONS" : "GET, HEAD"));
+    }
     if (r->close_after) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -407,10 +413,12 @@ static size_t drain_cap(const serve_server *s) {
     return cap > floor ? cap : floor;
 }
 
-/* Routes open without the API key: health probes, Prometheus, CORS preflights. */
+/* Routes open without the API key: health probes, Prometheus, the OpenAPI document, CORS
+ * preflights. */
 static int needs_key(const srv_req *r) {
     return strcmp(r->label, "other") != 0 && strncmp(r->label, "/health", 7) != 0 &&
-           strcmp(r->label, "/metrics") != 0 && strcmp(r->method, "OPTIONS") != 0;
+           strcmp(r->label, "/metrics") != 0 && strcmp(r->label, "/openapi.json") != 0 &&
+           strcmp(r->method, "OPTIONS") != 0;
 }
 
 /* An answer decided on the head alone (no key, a body announced too large). A client that sends

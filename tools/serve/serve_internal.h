@@ -3,6 +3,7 @@
 #ifndef QE_SERVE_INTERNAL_H
 #define QE_SERVE_INTERNAL_H
 #include <pthread.h>
+#include <time.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -267,6 +268,7 @@ struct serve_server {
     pthread_cond_t state_cv; /* state changes, active request count */
     long active_requests;    /* accepted requests not yet answered */
     atomic_ulong next_request_id;
+    time_t started; /* wall clock at serve_start: every model's "created" on /v1/models */
 
     /* tokenizer pool (every model's): a FIFO of (job, chunk) tasks */
     pthread_mutex_t tok_mu;
@@ -336,11 +338,6 @@ srv_job *srv_parse_similarity(serve_server *s, const char *body, size_t len, srv
 char *srv_render_tei(serve_server *s, const srv_job *j, size_t *len); /* similarity, embed_all */
 /* TEI's error: {"error": message, "error_type": ...}; *status becomes TEI's status. */
 char *srv_render_tei_error(const srv_error *e, int *status, size_t *len);
-/* How left truncation keeps a text's prompt: ids[0..n) of the untruncated text, prefix_len bytes
- * of prompt; the ids to keep are written back (n becomes max). -1 when the prompt alone does not
- * fit. */
-int srv_truncate_after_prompt(const struct tok_tokenizer *t, int32_t *ids, int *n, int max,
-                              size_t prefix_len);
 
 /* serve_rerank.c: /rerank (TEI) and /v1/rerank, /v2/rerank (Cohere, Jina, vLLM) */
 srv_job *srv_parse_rerank(serve_server *s, srv_route route, const char *body, size_t len,
@@ -403,7 +400,7 @@ size_t srv_conn_render_error(const srv_error *e, char *out, size_t cap);
 long srv_conn_answered_on(serve_server *s, int fd);
 
 /* serve_frame.c: the request stream of a connection, scanned as the gate relays it */
-#define SRV_HEAD_MAX (16 << 10) /* a request head past this is 431 (414 if one line) */
+#define SRV_HEAD_MAX (16 << 10) /* a request head past this is 431 (414: its request line) */
 typedef enum {
     FRAME_HEAD = 0,   /* awaiting (the rest of) a head */
     FRAME_BODY,       /* left bytes of a Content-Length body */

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "prompt_cut.h"
 #include "serve_internal.h"
 #include "tokenizer.h"
 
@@ -37,11 +38,10 @@ static void tokenize_one(srv_job *j, int i) {
         srv_rerank_tokenize(j, i);
         return;
     }
-    /* Left truncation of a text behind an instruction or prompt cuts the text only: the whole
-     * is tokenized uncut, then the tokens after the prompt lose their start (the end token
-     * stays last either way; right truncation already cuts the text's end). */
-    const int keep_prompt =
-        j->truncate && j->truncate_left && j->prefix_lens && j->prefix_lens[i] > 0;
+    /* A text behind an instruction or prompt is tokenized uncut and cut by prompt_cut, which
+     * keeps the prompt whole and cuts the text only (the end token stays last either way): the
+     * tokenizer's own cut would take the prompt's end along with the text on the right. */
+    const int keep_prompt = j->truncate && j->prefix_lens && j->prefix_lens[i] > 0;
     tok_encode_opts o = {.add_special = 1,
                          .max_length = keep_prompt ? 0 : j->max_len,
                          .truncate_left = j->truncate_left,
@@ -51,12 +51,12 @@ static void tokenize_one(srv_job *j, int i) {
     const struct tok_tokenizer *tok = j->m->tok;
     tok_status st = tok_encode(tok, j->texts[i], j->text_lens[i], &o, &j->ids[i], &j->lens[i], terr,
                                sizeof terr);
-    if (st == TOK_OK && keep_prompt && j->lens[i] > j->max_len &&
-        srv_truncate_after_prompt(tok, j->ids[i], &j->lens[i], j->max_len, j->prefix_lens[i]) !=
+    if (st == TOK_OK && keep_prompt &&
+        prompt_cut(tok, j->ids[i], &j->lens[i], j->max_len, j->prefix_lens[i], j->truncate_left) !=
             0) {
         srv_err_set(&e, 413, "invalid_request_error", "input_too_long", "input",
-                    "input %d: the instruction or prompt alone leaves no room in the limit of %d "
-                    "tokens",
+                    "input %d: the instruction or prompt and the end token leave no room for the "
+                    "text in the limit of %d tokens",
                     i, j->max_len);
         srv_job_fail(j, &e);
         return;

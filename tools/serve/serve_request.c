@@ -76,7 +76,8 @@ int srv_read_id_array(const cJSON *arr, int vocab, int32_t **ids, int *n, srv_er
                       const char *param) {
     int m = cJSON_GetArraySize(arr);
     if (m == 0) {
-        BAD(e, param, "a token id sequence must not be empty");
+        srv_err_set(e, 400, "invalid_request_error", "empty_input", param,
+                    "a token id sequence must not be empty");
         return -1;
     }
     int32_t *v = malloc((size_t)m * sizeof *v);
@@ -414,7 +415,9 @@ char *srv_handle_decode(serve_server *s, const char *body, size_t len, size_t *o
     int skip;
     if (srv_read_bool(root, "skip_special_tokens", 1, &skip, e)) goto fail;
     if (!in || !cJSON_IsArray(in) || cJSON_GetArraySize(in) == 0) {
-        BAD(e, "ids", "'ids' must be a non-empty array of token ids or of arrays of token ids");
+        const int empty = in && cJSON_IsArray(in); /* an empty array: TEI's Empty, as /tokenize */
+        srv_err_set(e, 400, "invalid_request_error", empty ? "empty_input" : NULL, "ids",
+                    "'ids' must be a non-empty array of token ids or of arrays of token ids");
         goto fail;
     }
     int nested = cJSON_IsArray(in->child);

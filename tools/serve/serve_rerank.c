@@ -44,6 +44,11 @@ static int read_documents(srv_job *j, const cJSON *arr, const char *name, srv_er
                 i);
             return -1;
         }
+        if (!t->valuestring[0]) { /* nothing to score: every empty document would tie */
+            srv_err_set(e, 400, "invalid_request_error", "empty_input", name,
+                        "'%s' element %d is an empty string", name, i);
+            return -1;
+        }
         if (!(j->texts[i] = strdup(t->valuestring))) {
             srv_err_oom(e);
             return -1;
@@ -81,6 +86,11 @@ srv_job *srv_parse_rerank(serve_server *s, srv_route route, const char *body, si
         goto fail;
     if (!query) {
         BAD(e, "query", "'query' is required");
+        goto fail;
+    }
+    if (query_len == 0) {
+        srv_err_set(e, 400, "invalid_request_error", "empty_input", "query",
+                    "'query' is an empty string");
         goto fail;
     }
     if (!list || !cJSON_IsArray(list)) {
@@ -168,6 +178,12 @@ void srv_rerank_tokenize(srv_job *j, int i) {
     if (st == QE_OK) return;
     srv_error e;
     const char *param = j->route == ROUTE_RERANK ? "texts" : "documents";
+    /* with truncate false the runtime's reason ends "(truncation is off)": the client is told
+     * the field that turns it on instead, once */
+    static const char off[] = " (truncation is off)";
+    const size_t wl = strlen(why), ol = sizeof off - 1;
+    if (st == QE_ERR_TOO_LONG && !j->truncate && wl >= ol && !strcmp(why + wl - ol, off))
+        why[wl - ol] = 0;
     if (st == QE_ERR_TOO_LONG)
         srv_err_set(&e, 413, "invalid_request_error", "input_too_long", param,
                     "document %d: %.300s%s", i, why,

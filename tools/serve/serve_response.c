@@ -252,12 +252,13 @@ char *srv_render_info(serve_server *s, size_t *len) {
     return sb_take(&b, len);
 }
 
-/* One entry of /v1/models; qembed's "task" beside OpenAI's fields. */
+/* One entry of /v1/models; qembed's "task" beside OpenAI's fields. "created" is when the server
+ * started, the same on every call (clients cache model lists by it). */
 static void put_model(sbuf *b, const srv_model *m) {
     sb_puts(b, "{\"id\":");
     sb_json_string(b, m->served_name, strlen(m->served_name));
     sb_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"qembed\",\"task\":\"%s\"}",
-              (long)time(NULL), qe_task_name(m->task));
+              (long)m->s->started, qe_task_name(m->task));
 }
 
 char *srv_render_models(serve_server *s, size_t *len) {

@@ -8,6 +8,9 @@
 
 #include "serve_internal.h"
 #include "tokenizer.h"
+#include "weights/config.h"
+#include "weights/gguf_config.h"
+#include "weights/model.h"
 
 void serve_config_defaults(serve_config *c) {
     memset(c, 0, sizeof *c);
@@ -69,6 +72,30 @@ static void read_sha(srv_model *s) {
     s->model_sha[40] = 0;
 }
 
+/* The model's max_position_embeddings from its config.json or GGUF metadata, read before an
+ * engine is opened (the K/V pool is made by qe_open); 0 when unreadable (qe_open then says why). */
+static int model_positions(const char *dir) {
+    qe_config c;
+    char err[256];
+    if (!model_is_gguf(dir))
+        return cfg_load(dir, &c, err, sizeof err) == 0 ? c.max_position_embeddings : 0;
+    gguf_file *g = NULL;
+    if (gguf_open(dir, &g, err, sizeof err) != 0) return 0;
+    const int ok = gguf_read_config(g, &c, err, sizeof err) == 0;
+    gguf_close(g);
+    return ok ? c.max_position_embeddings : 0;
+}
+
+/* The K/V pool an engine of m is made with: --kv-pool-tokens when given, else one input of the
+ * longest length accepted, --max-input-tokens held to the model's positions (0: qe_open's
+ * default, the positions). Unclamped, a --max-input-tokens past the positions sized a pool no
+ * input could use (or one too large to allocate). */
+static int kv_pool_tokens(const serve_server *s, const srv_model *m) {
+    if (s->cfg.kv_pool_tokens) return s->cfg.kv_pool_tokens;
+    const int want = s->cfg.max_input_tokens, positions = model_positions(m->dir);
+    return want > 0 && positions > 0 && want < positions ? want : 0;
+}
+
 /* Opens one engine of model m on device (every replica: the same folder). 0, or -1 with err. */
 static int open_replica(serve_server *s, srv_model *m, const srv_replica *rp, qe_engine **out,
                         char *err, size_t errlen) {
@@ -83,8 +110,7 @@ static int open_replica(serve_server *s, srv_model *m, const srv_replica *rp, qe
                     .max_batch_tokens = s->cfg.max_batch_tokens,
                     /* the pool is made now: an out-of-memory shows at startup, not as a failed
                      * request; by default it holds one input of the longest length accepted */
-                    .kv_pool_tokens =
-                        s->cfg.kv_pool_tokens ? s->cfg.kv_pool_tokens : s->cfg.max_input_tokens};
+                    .kv_pool_tokens = kv_pool_tokens(s, m)};
     qe_engine *e = NULL;
     qe_status st = qe_open(&o, &e, err, errlen);
     if (st == QE_OK && (st = qe_tokenizer_fits(e, err, errlen)) != QE_OK) {
@@ -124,6 +150,11 @@ static int load_model(serve_server *s, srv_model *m, char *err, size_t errlen) {
     m->max_input_tokens = m->max_positions;
     if (s->cfg.max_input_tokens > 0 && s->cfg.max_input_tokens < m->max_positions)
         m->max_input_tokens = s->cfg.max_input_tokens;
+    if (s->cfg.max_input_tokens > m->max_positions)
+        fprintf(stderr,
+                "qembed serve: %s: --max-input-tokens %d is more than the model's %d positions: "
+                "inputs are held to %d tokens\n",
+                m->served_name, s->cfg.max_input_tokens, m->max_positions, m->max_positions);
     read_dtype(m);
     read_sha(m);
     return 0;
@@ -283,6 +314,7 @@ int serve_start(const serve_config *c, serve_server **out, char *err, size_t err
         return -1;
     }
     s->cfg = *c;
+    s->started = time(NULL);
     if (s->cfg.max_batch_tokens <= 0) s->cfg.max_batch_tokens = 16384;
     if (s->cfg.max_client_batch <= 0) s->cfg.max_client_batch = 2048;
     if (s->cfg.max_queue_tokens <= 0) s->cfg.max_queue_tokens = 1L << 20;

@@ -1,7 +1,7 @@
 /* serve_tei.c — what only TEI's API has: its error shape and statuses, /tokenize with offsets,
- * /similarity, /embed_all's per-token answer, and the left truncation that keeps a prompt. The
- * shapes follow text-embeddings-inference's router (router/src/http/types.rs) so its clients
- * (huggingface_hub, @huggingface/inference) read our answers as TEI's. */
+ * /similarity, and /embed_all's per-token answer. The shapes follow text-embeddings-inference's
+ * router (router/src/http/types.rs) so its clients (huggingface_hub, @huggingface/inference) read
+ * our answers as TEI's. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -138,6 +138,11 @@ char *srv_handle_tokenize(serve_server *s, const char *body, size_t len, size_t 
             goto fail;
         }
         size_t tl = strlen(x->valuestring);
+        if (tl == 0) { /* as on the embedding routes: nothing to tokenize but the template */
+            srv_err_set(e, 400, "invalid_request_error", "empty_input", "inputs",
+                        "input %d is an empty string", i);
+            goto fail;
+        }
         if (!srv_utf8_valid((const unsigned char *)x->valuestring, tl)) {
             srv_err_set(e, 400, "invalid_request_error", "invalid_utf8", "inputs",
                         "input %d is not valid UTF-8", i);
@@ -273,23 +278,4 @@ char *srv_render_tei(serve_server *s, const srv_job *j, size_t *len) {
     }
     sb_put(&b, "]", 1);
     return sb_take(&b, len);
-}
-
-int srv_truncate_after_prompt(const tok_tokenizer *t, int32_t *ids, int *n, int max,
-                              size_t prefix_len) {
-    /* the tokens that cover the prompt's bytes (a token across the boundary counts as prompt);
-     * post-processor tokens before it are special and stand for no text */
-    int k = 0;
-    size_t covered = 0;
-    while (k < *n && covered < prefix_len) {
-        size_t tl = 0;
-        if (tok_token_bytes(t, ids[k], &tl) && !(covered == 0 && tok_is_special(t, ids[k])))
-            covered += tl;
-        k++;
-    }
-    const int tail = max - k; /* text tokens kept from the end, the end token last */
-    if (tail < 1) return -1;
-    memmove(ids + k, ids + (*n - tail), (size_t)tail * sizeof *ids);
-    *n = max;
-    return 0;
 }
