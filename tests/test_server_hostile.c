@@ -173,6 +173,31 @@ Test(server_hostile, raw_control_bytes_are_400) {
     srvt_stop(&t);
 }
 
+/* JSON nested past cJSON's limit is said as such, not as a syntax error; just inside the limit
+ * it is an ordinary shape error. */
+Test(server_hostile, deep_nesting_is_named) {
+    SKIP_UNLESS_EXISTS(TINY_MODEL);
+    serve_config c;
+    srvt_config(&c);
+    srvt_server t;
+    srvt_start(&t, &c);
+    for (int deep = 0; deep < 2; deep++) {
+        const int n = deep ? 5000 : 900;
+        char *body = malloc((size_t)2 * n + 16);
+        cr_assert(body);
+        int len = sprintf(body, "{\"input\":");
+        for (int i = 0; i < n; i++)
+            body[len++] = '[';
+        for (int i = 0; i < n; i++)
+            body[len++] = ']';
+        body[len++] = '}';
+        expect_400(&t, "/v1/embeddings", body, (size_t)len, deep ? "nested 5001 deep" : "integers",
+                   NULL);
+        free(body);
+    }
+    srvt_stop(&t);
+}
+
 /* Item 13: a key twice in one object (the first won), invalid UTF-8 in `user`, in an unknown
  * key's value or in a key. */
 Test(server_hostile, duplicate_keys_and_invalid_utf8_anywhere_are_400) {

@@ -74,6 +74,27 @@ int json_has_escaped_nul(const char *buf, size_t len) {
     return 0;
 }
 
+/* The deepest nesting of arrays and objects, outside strings (cJSON refuses past
+ * CJSON_NESTING_LIMIT, and its failure alone would read as a syntax error). */
+static long max_depth(const char *buf, size_t len) {
+    long depth = 0, deepest = 0;
+    for (size_t i = 0, in_string = 0; i < len; i++) {
+        const char c = buf[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"')
+            in_string = 1;
+        else if (c == '[' || c == '{') {
+            if (++depth > deepest) deepest = depth;
+        } else if (c == ']' || c == '}')
+            depth--;
+    }
+    return deepest;
+}
+
 cJSON *json_parse_strict(const char *buf, size_t len, const char **why) {
     static _Thread_local char reason[160];
     int in_string = 0;
@@ -89,7 +110,14 @@ cJSON *json_parse_strict(const char *buf, size_t len, const char **why) {
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
     if (!root) {
-        *why = "not valid JSON";
+        const long deepest = max_depth(buf, len);
+        if (deepest > CJSON_NESTING_LIMIT) {
+            snprintf(reason, sizeof reason,
+                     "not accepted: arrays and objects nested %ld deep, past the limit of %d",
+                     deepest, CJSON_NESTING_LIMIT);
+            *why = reason;
+        } else
+            *why = "not valid JSON";
         return NULL;
     }
     for (const char *p = end; p && p < buf + len; p++)

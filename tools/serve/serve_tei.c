@@ -215,7 +215,14 @@ srv_job *srv_parse_similarity(serve_server *s, const char *body, size_t len, srv
     if (!req || !arr) goto oom;
     cJSON_AddItemToArray(arr, cJSON_CreateString(src->valuestring));
     const cJSON *x;
+    int i = 0;
     cJSON_ArrayForEach(x, sents) {
+        if (!cJSON_IsString(x)) { /* said here: below it would be input i + 1 of the request */
+            srv_err_set(e, 400, "invalid_request_error", NULL, "inputs",
+                        "'inputs.sentences[%d]' must be a string", i);
+            goto done;
+        }
+        i++;
         cJSON *d = cJSON_Duplicate(x, 1);
         if (!d) goto oom;
         cJSON_AddItemToArray(arr, d);
