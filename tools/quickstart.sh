@@ -12,7 +12,9 @@ if command -v apt-get >/dev/null; then
 fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)"
-[ -f demo-model/config.json ] || ./build/qembed make-random --preset tiny --out demo-model
+# tokenizer.json is written last: without it an earlier run stopped part-way, and --force redoes it
+[ -f demo-model/tokenizer.json ] ||
+  ./build/qembed make-random --preset tiny --out demo-model --force
 printf '%s\n' '{"text": "What is the capital of France?"}' \
               '{"text": "Paris is the capital and largest city of France."}' |
   ./build/qembed embed --model demo-model --dims 32
