@@ -232,7 +232,9 @@ static int (*const VARIANTS[QE_ATTN_VARIANTS])(const qe_attn_params *, qe_stream
 static const char *const VARIANT_NAMES[QE_ATTN_VARIANTS] = {"fa2", "m128", "fa3"};
 static kernel_switch variant_switch = KERNEL_SWITCH("QE_ATTN", VARIANT_NAMES);
 
-extern "C" int qe_attention_variant(void) { return kernel_switch_value(&variant_switch); }
+extern "C" int qe_attention_variant(void) {
+    return kernel_switch_value(&variant_switch);
+}
 
 extern "C" int qe_attention_select(int variant) {
     return kernel_switch_select(&variant_switch, variant);

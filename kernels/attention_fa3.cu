@@ -455,20 +455,6 @@ static int fa3_fallback(const qe_attn_params *p, qe_stream s, const char *why) {
     return qe_attention_fa2(p, s);
 }
 
-/* Whether the current device runs sm_90a code (compute capability 9.0: Hopper). */
-static bool fa3_device_is_hopper() {
-#ifdef QE_EMU
-    return true; /* the emulator runs the Hopper instructions */
-#else
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-        return false;
-    return major == 9 && minor == 0;
-#endif
-}
-
 /* The kernel's dynamic shared memory attribute, set once per device (it is per function and
  * device; a call per launch would cost a driver call each). */
 static cudaError_t fa3_allow_smem() {
@@ -505,7 +491,9 @@ extern "C" int qe_attention_fa3(const qe_attn_params *p, qe_stream s) {
     const long long m_blocks = qe_ceil_div(p->max_seqlen_q, FA3_BM);
     const long long n_items = m_blocks * p->n_seqs * p->heads;
     QE_K_REQUIRE(n_items < (1ll << 31));
-    if (!fa3_device_is_hopper()) return fa3_fallback(p, s, "the device is not sm_90 (Hopper)");
+    if (!qe_sm90a_kernels_run())
+        return fa3_fallback(p, s,
+                            "the device is not sm_90 (Hopper) or the build has no sm_90a code");
     const bool paged = p->block_table != nullptr;
     /* the largest power of two dividing page_size, as a box height index (at most 128 rows) */
     int page_min_i = 0;

@@ -262,22 +262,10 @@ static int fused_maps(const qe_bf16 *x, int ldx, int m, int k, const qe_bf16 *w,
     return QE_K_OK;
 }
 
-/* Whether the current device runs the sm_90a code (compute capability 9.0); the emulator does. */
-static int fused_device_ok() {
-#ifdef QE_EMU
-    return 1;
-#else
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess)
-        return 0;
-    return major == 9 && minor == 0;
-#endif
-}
-
+/* Whether the call's operands and the device take the kernel (qe_sm90a_kernels_run: an sm_90a
+ * build on a compute capability 9.0 device; the emulator does). */
 static int fused_operands_ok(const qe_bf16 *x, int ldx, int k, const qe_bf16 *w, const void *y) {
-    return fused_device_ok() && k > 0 && k % FG_BK == 0 && ldx >= k && ldx % 8 == 0 &&
+    return qe_sm90a_kernels_run() && k > 0 && k % FG_BK == 0 && ldx >= k && ldx % 8 == 0 &&
            (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0 && (uintptr_t)y % 16 == 0;
 }
 

@@ -27,6 +27,12 @@ const char *qe_k_last_error(void);
 /* QE_K_OK if this build's kernels run on the device (cudaSetDevice not needed); else QE_K_ERR and
  * a line in err naming the GPU, what the build holds and the CMake option that fixes it. */
 int qe_kernels_check_device(int device, char *err, size_t errlen);
+/* Whether the sm_90a kernels (attention fa3, the wgmma fused GEMM) run on the current device: a
+ * compute capability 9.0 device and a build with sm_90a code (device_check.cu). */
+int qe_sm90a_kernels_run(void);
+/* Whether programmatic dependent launch can work here: sm_90+ code in the build and an sm_90+
+ * device (qe_pdl_enabled asks it). */
+int qe_pdl_supported(void);
 
 /* The one generator of the check macros (CUDA_CHECK, CUBLAS_CHECK, ...): evaluate call once,
  * compare with its success value, record the error's name and return QE_K_ERR from the caller. */

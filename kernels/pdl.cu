@@ -8,8 +8,10 @@
 static const char *const PDL_NAMES[] = {"off", "on"};
 static kernel_switch pdl_switch = KERNEL_SWITCH("QE_PDL", PDL_NAMES);
 
+/* On only where it can work (qe_pdl_supported): a build without sm_90 code has no griddep_wait in
+ * its kernels, so an overlap would let a kernel read what the one before has not written yet. */
 extern "C" int qe_pdl_enabled(void) {
-    return kernel_switch_value(&pdl_switch);
+    return kernel_switch_value(&pdl_switch) && qe_pdl_supported();
 }
 
 extern "C" int qe_pdl_select(int on) {

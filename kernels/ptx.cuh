@@ -19,10 +19,10 @@ static __device__ __forceinline__ uint32_t smem_addr(const void *p) {
  * blocks until the stream's previous kernel has completed and its memory is visible, so no global
  * memory may be touched before it; griddep_launch_dependents lets the next such kernel be
  * scheduled once every block of this one has issued it (or exited): its blocks then sit in their
- * own griddep_wait while this one finishes. Outside a PDL launch both do nothing. Before sm_90
- * there is no such instruction and nothing to do: a kernel that never asks for the overlap gets
- * none, so the stream stays in order (builds for an A100 or an RTX 30xx: CMAKE_CUDA_ARCHITECTURES).
- */
+ * own griddep_wait while this one finishes. Outside a PDL launch both do nothing. Code for a target
+ * before sm_90 (an A100 or RTX 30xx build: CMAKE_CUDA_ARCHITECTURES) has no such instruction, and
+ * its launches never ask for the overlap: qe_pdl_enabled stays off unless the build has sm_90 code
+ * and the device is sm_90+ (qe_pdl_supported, device_check.cu). */
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
 #define QE_HAVE_GRIDDEPCONTROL 0
 #else
@@ -148,8 +148,13 @@ static __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
  * that does not is unaffected. Cluster size 1 only: shared::cluster addresses are the CTA's
  * own. */
 /* For the static helpers of an sm_90a kernel whose body is only a trap on other targets: unused
- * there, and nvcc would say so (warning #177) in every such build. */
+ * there, and nvcc would say so (warning #177) in every such build. In the sm_90a pass (and the
+ * host's) it is nothing, so a helper unused there still warns. */
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define QE_SM90A_HELPER __attribute__((unused))
+#else
+#define QE_SM90A_HELPER
+#endif
 
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 extern __device__ void qe_needs_sm_90a(void);

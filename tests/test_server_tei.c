@@ -81,6 +81,12 @@ Test(server_tei, tei_routes_answer_tei_errors) {
     srvt_expect_tei_error(&t, "/similarity",
                           "{\"inputs\":{\"source_sentence\":\"a\",\"sentences\":[\"b\",7]}}", 422,
                           "Validation", "sentences[1]"); /* its own index, not the request's */
+    srvt_expect_tei_error(&t, "/similarity",
+                          "{\"inputs\":{\"source_sentence\":\"a\",\"sentences\":[\"b\",\"\"]}}",
+                          400, "Empty", "sentences[1]");
+    srvt_expect_tei_error(&t, "/similarity",
+                          "{\"inputs\":{\"source_sentence\":\"\",\"sentences\":[\"b\"]}}", 400,
+                          "Empty", "source_sentence");
     srvt_expect_tei_error(&t, "/embed_all", "{\"inputs\":[1.5]}", 422, "Validation", NULL);
     srvt_expect_tei_error(&t, "/tokenize", "{\"inputs\":[]}", 400, "Empty", NULL);
     srvt_expect_tei_error(&t, "/tokenize", "{}", 422, "Validation", "inputs");

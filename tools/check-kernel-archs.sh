@@ -15,14 +15,15 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 fail=0
 for arch in "${ARCHS[@]}"; do
+    failed=0
     for f in *.cu; do
         if ! "$NVCC" -I. --expt-relaxed-constexpr -O3 -Werror all-warnings -cubin -arch="sm_$arch" \
             -o "$scratch/${f%.cu}.cubin" "$f" 2>"$scratch/log"; then
             echo "sm_$arch $f: FAILED"
             sed 's/^/    /' "$scratch/log"
-            fail=1
+            fail=1 failed=$((failed + 1))
         fi
     done
-    echo "sm_$arch: $(ls *.cu | wc -l) kernel files built"
+    echo "sm_$arch: $(ls *.cu | wc -l) kernel files, $failed failed"
 done
 exit $fail

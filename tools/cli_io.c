@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 static const char *shown(const char *path, const char *dash) {
     return strcmp(path, "-") ? path : dash;
@@ -18,12 +19,14 @@ int cli_io_open(cli_io *io, const char *cmd, const char *in_path, const char *ou
                 in_path);
         return -1;
     }
-    if (in_file && out_file && stat(in_path, &si) == 0 && stat(out_path, &so) == 0 &&
+    /* the input as a path, or standard input redirected from a file (< in.jsonl) */
+    const int in_known = in_file ? stat(in_path, &si) == 0 : fstat(STDIN_FILENO, &si) == 0;
+    if (out_file && in_known && S_ISREG(si.st_mode) && stat(out_path, &so) == 0 &&
         si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
         fprintf(stderr,
-                "qembed %s: --input and --output are the same file (%s); writing would empty it "
-                "before it is read\n",
-                cmd, in_path);
+                "qembed %s: the input and --output are the same file (%s); writing would empty "
+                "it before it is read\n",
+                cmd, out_path);
         return -1;
     }
     io->in = in_file ? fopen(in_path, "rb") : stdin;

@@ -1,7 +1,8 @@
 /* cli_io.h — the JSONL streams of embed, rerank and tokenize: "-" is stdin / stdout, anything else
- * a file. Opening refuses a folder as input and an output that is the input file itself (opening
- * it for writing would empty it before a line is read); closing reports a read or write error
- * (a disk full, a folder read as a file) with the file's name, so no command ends in silence. */
+ * a file. Opening refuses a folder as input and an output that is the input file itself, named or
+ * redirected to standard input (opening it for writing would empty it before a line is read);
+ * closing reports a read or write error (a disk full, a folder read as a file) with the file's
+ * name, so no command ends in silence. */
 #ifndef QE_CLI_IO_H
 #define QE_CLI_IO_H
 #include <stdio.h>

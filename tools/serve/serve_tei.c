@@ -217,9 +217,19 @@ srv_job *srv_parse_similarity(serve_server *s, const char *body, size_t len, srv
     const cJSON *x;
     int i = 0;
     cJSON_ArrayForEach(x, sents) {
-        if (!cJSON_IsString(x)) { /* said here: below it would be input i + 1 of the request */
+        /* said here, by their own names: below they would be inputs i + 1 and 0 of the request */
+        if (!cJSON_IsString(x)) {
             srv_err_set(e, 400, "invalid_request_error", NULL, "inputs",
                         "'inputs.sentences[%d]' must be a string", i);
+            goto done;
+        }
+        if (!x->valuestring[0] || !src->valuestring[0]) {
+            if (x->valuestring[0])
+                srv_err_set(e, 400, "invalid_request_error", "empty_input", "inputs",
+                            "'inputs.source_sentence' is an empty string");
+            else
+                srv_err_set(e, 400, "invalid_request_error", "empty_input", "inputs",
+                            "'inputs.sentences[%d]' is an empty string", i);
             goto done;
         }
         i++;
