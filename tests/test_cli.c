@@ -182,14 +182,40 @@ Test(cli, max_length_never_cuts_the_instruction, .timeout = 60) {
     cr_assert_neq(run(cmd, &out), 0, "embedded with the prompt cut: %s", out);
     cr_assert(out && strstr(out, "no room"), "%s", out);
     free(out);
-    snprintf(
-        cmd, sizeof cmd,
-        "printf '%%s\\n' '{\"text\": \"capital of France and much more text after it\"}' | " QEMBED
-        " embed --model '%s' --instruction '%s' --max-length 200",
-        dir, task);
+    /* a cut that leaves room: exactly the formatted text's first 59 ids (tokenized on their own
+     * here, without the end token) and the end token, as an {"ids"} line gives them */
+    const char *text = "capital of France and much more text after it, and more, and more";
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"Instruct: %s\\nQuery:%s\"}' | " QEMBED
+             " tokenize --model '%s' --no-special 2>/dev/null",
+             task, text, dir);
     cr_assert_eq(run(cmd, &out), 0);
-    cr_assert(out && strstr(out, "\"embedding\""), "%s", out);
+    cJSON *tj = cJSON_Parse(out);
+    const cJSON *all = cJSON_GetObjectItem(tj, "ids");
+    cr_assert(cJSON_GetArraySize(all) > 60, "the formatted text is %d ids: %s",
+              cJSON_GetArraySize(all), out);
     free(out);
+    char ids[2048] = "";
+    size_t used = 0;
+    for (int i = 0; i < 59; i++)
+        used += (size_t)snprintf(ids + used, sizeof ids - used, "%d, ",
+                                 cJSON_GetArrayItem(all, i)->valueint);
+    snprintf(ids + used, sizeof ids - used, "151643");
+    cJSON_Delete(tj);
+    char *cut, *want;
+    snprintf(cmd, sizeof cmd,
+             "printf '%%s\\n' '{\"text\": \"%s\"}' | " QEMBED
+             " embed --model '%s' --instruction '%s' --max-length 60",
+             text, dir, task);
+    cr_assert_eq(run(cmd, &cut), 0);
+    snprintf(cmd, sizeof cmd, "printf '%%s\\n' '{\"ids\": [%s]}' | " QEMBED " embed --model '%s'",
+             ids, dir);
+    cr_assert_eq(run(cmd, &want), 0);
+    cr_assert(cut && want && strstr(cut, "\"tokens\": 60"), "%s", cut);
+    cr_expect_str_eq(cut, want,
+                     "the cut is not the instruction, the text's start and the end token");
+    free(cut);
+    free(want);
 }
 
 /* make-random --alibi: the config names ALiBi (and no rope_theta), inspect says so, and the
