@@ -41,12 +41,17 @@ typedef struct qe_batch {
 } qe_batch;
 
 /* The pool pages qe_options asks for (kv_pool_tokens resolved by qe_kv_pool_tokens' rules, page
- * size already resolved by the engine); *is_default says a backend may make fewer. */
+ * size and task already resolved by the engine); *is_default says a backend may make fewer. The
+ * default holds one input of the longest the engine takes by default: the model's positions, a
+ * reranker's QE_RERANK_DEFAULT_TOKENS (five times less for Qwen3's 40960). */
 static inline int qe_kv_pool_pages_wanted(const qe_options *o, const qe_config *c,
                                           int *is_default) {
     *is_default = o->kv_pool_tokens == 0;
+    long long longest = c->max_position_embeddings;
+    if (o->task == QE_TASK_RERANK && longest > QE_RERANK_DEFAULT_TOKENS)
+        longest = QE_RERANK_DEFAULT_TOKENS;
     const long long tokens = o->kv_pool_tokens < 0    ? 0
-                             : o->kv_pool_tokens == 0 ? c->max_position_embeddings
+                             : o->kv_pool_tokens == 0 ? longest
                                                       : o->kv_pool_tokens;
     return (int)((tokens + o->kv_page_tokens - 1) / o->kv_page_tokens);
 }

@@ -164,6 +164,7 @@ qe_status qe_open(const qe_options *opt, qe_engine **out, char *err, size_t errl
     }
     qe_options o = *opt;
     o.max_batch_tokens = e->max_batch_tokens;
+    o.task = e->rerank.task; /* resolved: the default K/V pool depends on it (backend.h) */
     if (o.kv_page_tokens <= 0) o.kv_page_tokens = QE_DEFAULT_PAGE_TOKENS;
     qe_status s = e->ops->create(&e->model, &o, &e->backend, err, errlen);
     if (s != QE_OK) {

@@ -38,8 +38,9 @@ typedef struct qe_options {
      * K/V rows live in pages of kv_page_tokens tokens (0 = 256), one pool for every such
      * sequence in flight, made by qe_open. kv_pool_tokens: its size in tokens (rounded up to
      * pages); qe_open fails (QE_ERR_NOMEM) when a size asked for does not fit. 0: the model's
-     * max_position_embeddings, made smaller on a GPU whose memory cannot hold that after the
-     * weights and activations (qe_kv_pool_tokens says what was made). -1: no pool (then a
+     * max_position_embeddings (a reranker's: at most QE_RERANK_DEFAULT_TOKENS, its longest prompt
+     * by default), made smaller on a GPU whose memory cannot hold that after the weights and
+     * activations (qe_kv_pool_tokens says what was made). -1: no pool (then a
      * sequence longer than max_batch_tokens is refused). A sequence that needs more pages than
      * the pool has is refused with QE_ERR_TOO_LONG; one that needs more than are free waits. */
     int kv_pool_tokens;

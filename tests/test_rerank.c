@@ -499,3 +499,23 @@ Test(gguf, reranker_files_score_like_their_folder, .timeout = 300) {
         qe_close(folder);
     }
 }
+
+/* The default K/V pool holds one prompt of the longest taken by default: a reranker's
+ * QE_RERANK_DEFAULT_TOKENS (not the 40960 positions, five times the memory no prompt can use); the
+ * same folder opened as an embedding model gets the positions; an explicit size is kept. */
+Test(api, default_kv_pool_fits_the_reranker_limit, .timeout = 120) {
+    char dir[1100];
+    make_reranker(dir, sizeof dir, "rr-pool", 1, 4, 2, 3);
+    qe_engine *e = open_engine(dir, QE_TASK_AUTO, 0);
+    cr_assert_eq(qe_model_task(e), QE_TASK_RERANK);
+    cr_expect_eq(qe_kv_pool_tokens(e), QE_RERANK_DEFAULT_TOKENS);
+    qe_close(e);
+    e = open_engine(dir, QE_TASK_EMBED, 0);
+    cr_expect_eq(qe_kv_pool_tokens(e), qe_max_positions(e));
+    qe_close(e);
+    qe_options opt = {.model_dir = dir, .threads = 1, .kv_pool_tokens = 12000};
+    cr_assert_eq(qe_open(&opt, &e, err, sizeof err), QE_OK, "%s", err);
+    cr_expect_geq(qe_kv_pool_tokens(e), 12000, "an explicit pool was cut to %d",
+                  qe_kv_pool_tokens(e));
+    qe_close(e);
+}

@@ -206,6 +206,9 @@ int cmd_rerank(int argc, char **argv) {
         fprintf(stderr, "qembed rerank: give --truncate-left or --no-truncate, not both\n");
         return 2;
     }
+    /* the default K/V pool holds one prompt of the default limit; a longer limit needs its own */
+    if (ro.max_tokens > QE_RERANK_DEFAULT_TOKENS && !opt.kv_pool_tokens)
+        opt.kv_pool_tokens = ro.max_tokens;
     char err[512];
     qe_engine *e;
     if (qe_open(&opt, &e, err, sizeof err) != QE_OK) {

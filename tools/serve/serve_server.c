@@ -87,13 +87,14 @@ static int model_positions(const char *dir) {
 }
 
 /* The K/V pool an engine of m is made with: --kv-pool-tokens when given, else one input of the
- * longest length accepted, --max-input-tokens held to the model's positions (0: qe_open's
- * default, the positions). Unclamped, a --max-input-tokens past the positions sized a pool no
- * input could use (or one too large to allocate). */
+ * longest length accepted, --max-input-tokens held to the model's positions (unset: qe_open's
+ * default, which holds one input of the model's positions, or of a reranker's 8192 default
+ * limit). Unclamped, a --max-input-tokens past the positions sized a pool no input could use (or
+ * one too large to allocate). */
 static int kv_pool_tokens(const serve_server *s, const srv_model *m) {
     if (s->cfg.kv_pool_tokens) return s->cfg.kv_pool_tokens;
     const int want = s->cfg.max_input_tokens, positions = model_positions(m->dir);
-    return want > 0 && positions > 0 && want < positions ? want : 0;
+    return want > 0 && positions > 0 && want > positions ? positions : want > 0 ? want : 0;
 }
 
 /* Opens one engine of model m on device (every replica: the same folder). 0, or -1 with err. */
