@@ -46,6 +46,13 @@ void srvt_start(srvt_server *t, const serve_config *c) {
     cr_assert_not_null(t->e);
 }
 
+void srvt_start_truncating(srvt_server *t, int max_input_tokens) {
+    serve_config c;
+    srvt_config(&c);
+    c.max_input_tokens = max_input_tokens;
+    srvt_start(t, &c);
+}
+
 void srvt_stop(srvt_server *t) {
     if (t->s) serve_stop(t->s);
     t->s = NULL;

@@ -20,6 +20,9 @@ typedef struct srvt_server {
 void srvt_config(serve_config *c);
 /* Starts c (cr_fatal on failure) and waits until the model is loaded. */
 void srvt_start(srvt_server *t, const serve_config *c);
+/* The default test server (srvt_config) with inputs held to max_input_tokens, started: the
+ * truncation tests' server. */
+void srvt_start_truncating(srvt_server *t, int max_input_tokens);
 /* Starts without waiting (for servers meant to fail loading). */
 void srvt_start_nowait(srvt_server *t, const serve_config *c);
 void srvt_stop(srvt_server *t);

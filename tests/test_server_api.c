@@ -269,11 +269,8 @@ Test(server_api, instruction_and_prompt_name) {
 
 Test(server_api, truncation_right_and_left) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
-    serve_config c;
-    srvt_config(&c);
-    c.max_input_tokens = 16;
     srvt_server t;
-    srvt_start(&t, &c);
+    srvt_start_truncating(&t, 16);
     const tok_tokenizer *tk = qe_tokenizer(t.e);
     char *text = srvt_long_text(60, 3);
     char body[2048];

@@ -615,11 +615,8 @@ Test(server_tei, left_truncation_keeps_the_instruction) {
  * prompt, the text's start and the end token. */
 Test(server_tei, right_truncation_never_cuts_the_prompt) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
-    serve_config c;
-    srvt_config(&c);
-    c.max_input_tokens = 16;
     srvt_server t;
-    srvt_start(&t, &c);
+    srvt_start_truncating(&t, 16);
     const tok_tokenizer *tk = qe_tokenizer(t.e);
     const char *p = tok_prompt(tk, "query");
     int32_t *pids = NULL;
@@ -687,11 +684,8 @@ Test(server_tei, right_truncation_never_cuts_the_prompt) {
 /* Item 7: token ids cut on the right keep a user-appended end token, as text does. */
 Test(server_tei, right_truncated_ids_keep_the_end_token) {
     SKIP_UNLESS_EXISTS(TINY_MODEL);
-    serve_config c;
-    srvt_config(&c);
-    c.max_input_tokens = 16;
     srvt_server t;
-    srvt_start(&t, &c);
+    srvt_start_truncating(&t, 16);
     const int end = tok_end_id(qe_tokenizer(t.e));
     char body[512];
     int o = snprintf(body, sizeof body, "{\"input\":[[");
