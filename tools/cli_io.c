@@ -14,13 +14,13 @@ int cli_io_open(cli_io *io, const char *cmd, const char *in_path, const char *ou
     *io = (cli_io){.cmd = cmd, .in_path = in_path, .out_path = out_path};
     struct stat si, so;
     const int in_file = strcmp(in_path, "-") != 0, out_file = strcmp(out_path, "-") != 0;
-    if (in_file && stat(in_path, &si) == 0 && S_ISDIR(si.st_mode)) {
+    /* the input as a path, or standard input redirected from a file (< in.jsonl) */
+    const int in_known = in_file ? stat(in_path, &si) == 0 : fstat(STDIN_FILENO, &si) == 0;
+    if (in_file && in_known && S_ISDIR(si.st_mode)) {
         fprintf(stderr, "qembed %s: --input %s is a folder; it takes a JSONL file or -\n", cmd,
                 in_path);
         return -1;
     }
-    /* the input as a path, or standard input redirected from a file (< in.jsonl) */
-    const int in_known = in_file ? stat(in_path, &si) == 0 : fstat(STDIN_FILENO, &si) == 0;
     if (out_file && in_known && S_ISREG(si.st_mode) && stat(out_path, &so) == 0 &&
         si.st_dev == so.st_dev && si.st_ino == so.st_ino) {
         fprintf(stderr,

@@ -110,24 +110,6 @@ uint32_t qz_tensor_type(qz_ftype ft, qz_kind kind, int layer, int n_layers, int6
 
 /* --- metadata --- */
 
-/* A whole file, NUL-terminated (malloc'd): 0, or -1 when it is absent, empty or unreadable. */
-static int read_text(const char *path, char **text, size_t *len) {
-    *text = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    char *t = n > 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)n + 1) : NULL;
-    const int ok = t && fread(t, 1, (size_t)n, f) == (size_t)n;
-    fclose(f);
-    if (!ok) {
-        free(t);
-        return -1;
-    }
-    t[n] = 0;
-    *text = t, *len = (size_t)n;
-    return 0;
-}
-
 /* The tokenizer as llama.cpp's "gpt2" model with the "qwen2" pre-tokenizer: every id of the
  * embedding table gets a token (vocab strings in the byte-level alphabet, added tokens as their
  * content, gaps as "[PADi]"), a type (1 normal, 3 control = a special added token, 4 user-defined
@@ -138,8 +120,9 @@ static int write_tokenizer(gguf_writer *w, const char *dir, int n_vocab, int end
     char path[4200];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     size_t len = 0;
-    char *text = NULL;
-    if (read_text(path, &text, &len)) {
+    char *text = st_read_small_file(path, &len);
+    if (!text || len == 0) {
+        free(text);
         snprintf(err, errlen, "%s: cannot read (a model folder needs its tokenizer)", path);
         return -1;
     }
@@ -289,7 +272,7 @@ static int write_config(gguf_writer *w, const qe_model *m, qz_ftype ft, int rera
     char path[4200], *st_json = NULL;
     size_t st_len = 0;
     snprintf(path, sizeof path, "%s/config_sentence_transformers.json", m->dir);
-    if (!bad && !rerank && read_text(path, &st_json, &st_len) == 0)
+    if (!bad && !rerank && (st_json = st_read_small_file(path, &st_len)) && st_len > 0)
         bad = gguf_w_str(w, GGUF_KEY_SENTENCE_TRANSFORMERS, st_json);
     free(st_json);
     if (bad) snprintf(err, errlen, "out of memory writing the metadata");

@@ -289,7 +289,7 @@ int st_open_file(const char *path, st_archive **out, char *err, size_t errlen) {
     return 0;
 }
 
-static char *read_small_file(const char *path, size_t *len) {
+char *st_read_small_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -313,7 +313,7 @@ static char *read_small_file(const char *path, size_t *len) {
 static int open_index(st_archive *a, const char *dir, const char *index_path, char *err,
                       size_t errlen) {
     size_t len;
-    char *text = read_small_file(index_path, &len);
+    char *text = st_read_small_file(index_path, &len);
     if (!text) {
         snprintf(err, errlen, "cannot read %s", index_path);
         return -1;

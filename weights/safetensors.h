@@ -33,6 +33,10 @@ void st_free_tensors(st_tensor *tensors, int n);
 
 /* Opens every safetensors file of a model folder: model.safetensors.index.json if present,
  * else model.safetensors, else every *.safetensors in the folder. */
+/* A whole small file (under 64 MB: an index, a config, a tokenizer.json), NUL-terminated and
+ * malloc'd, its length in *len; NULL when it is absent, unreadable or larger. */
+char *st_read_small_file(const char *path, size_t *len);
+
 int st_open_dir(const char *dir, st_archive **out, char *err, size_t errlen);
 /* Opens one file. */
 int st_open_file(const char *path, st_archive **out, char *err, size_t errlen);

@@ -93,8 +93,10 @@ static int model_positions(const char *dir) {
  * one too large to allocate). */
 static int kv_pool_tokens(const serve_server *s, const srv_model *m) {
     if (s->cfg.kv_pool_tokens) return s->cfg.kv_pool_tokens;
-    const int want = s->cfg.max_input_tokens, positions = model_positions(m->dir);
-    return want > 0 && positions > 0 && want > positions ? positions : want > 0 ? want : 0;
+    const int want = s->cfg.max_input_tokens;
+    if (want <= 0) return 0;
+    const int positions = model_positions(m->dir);
+    return positions > 0 && want > positions ? positions : want;
 }
 
 /* Opens one engine of model m on device (every replica: the same folder). 0, or -1 with err. */
